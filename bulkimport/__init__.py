@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     "AmbiguousError": "bulkimport.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from .limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
+from .limits import PortalLimits
 
 #: Columns of ``Plan.failures`` (one row per problem; a source row may have several).
 FAILURE_COLUMNS = ["row", "field", "code", "level", "message", "value"]
