@@ -132,8 +132,11 @@ _add("ERROR_BATCH_LENGTH_EXCEEDED", "error", "portal", "Max batch length exceede
      "A batch may hold at most 50 commands; this is a bulkimport bug, please report it.")
 _add("ERROR_BATCH_METHOD_NOT_ALLOWED", "error", "portal", "Method is not allowed for batch usage.",
      "This is a bulkimport bug, please report it.")
-_add("INVALID_REQUEST", "error", "portal", "Https required.",
-     "Use an https:// portal address; plain http:// is accepted only for a loopback sandbox.")
+# The portal says INVALID_REQUEST ("Https required"); the OAuth server says invalid_request for a
+# malformed token request. Codes compare case-insensitively, so one entry serves both.
+_add("INVALID_REQUEST", "error", "portal", "The request was refused as malformed (e.g. \"Https required\").",
+     "Use an https:// portal address (plain http:// only for a loopback sandbox); for the OAuth server "
+     "check the BITRIX24_* OAuth variables and run `bulkimport auth` again.")
 
 # --------------------------------------------------------------------------------------------------
 # Portal: connector set-up and imconnector.send.messages (reference §5, §6 and the seed page)
@@ -180,8 +183,6 @@ _add("invalid_grant", "error", "oauth", "The refresh token is no longer valid.",
      "Refresh tokens rotate and expire after 180 days: run `bulkimport auth` to authorise again.")
 _add("invalid_client", "error", "oauth", "The OAuth server does not know this client id/secret.",
      "Check BITRIX24_CLIENT_ID and BITRIX24_CLIENT_SECRET (the local application's credentials).")
-_add("invalid_request", "error", "oauth", "The OAuth request was malformed.",
-     "Check the OAuth variables; run `bulkimport auth` again.")
 _add("PAYMENT_REQUIRED", "error", "oauth", "The portal's plan does not allow this application.",
      "The portal's subscription has lapsed or does not include REST applications.")
 
