@@ -197,3 +197,41 @@ _add("PAYMENT_REQUIRED", "error", "oauth", "The portal's plan does not allow thi
 # --------------------------------------------------------------------------------------------------
 # Sending (bulkimport.send) — why a row is pending, unknown or failed
 # --------------------------------------------------------------------------------------------------
+_add("connection-failed", "error", "send", "Could not connect to the portal (nothing was sent).",
+     "Refused or timed out while connecting, before any request left: always safe to retry; bulkimport "
+     "retries with back-off. Check the portal address and your network if it persists.")
+_add("portal-unreachable", "error", "send", "The portal could not be reached for several attempts in a row.",
+     "Nothing was lost: check the portal address and the network, then run the same command again.")
+_add("timeout", "error", "send", "No answer arrived in time after the request was sent.",
+     "The portal may or may not have stored these messages: check the open line, then resend with "
+     "--retry-unknown (or leave them if they arrived).")
+_add("connection-lost", "error", "send", "The connection dropped after the request was sent.",
+     "The portal may or may not have stored these messages: check the open line, then resend with "
+     "--retry-unknown (or leave them if they arrived).")
+_add("bad-answer", "error", "send",
+     "The answer was unusable (an HTML page, an empty body or a server error without a code).",
+     "Usually a proxy or an overloaded portal; the messages may have been stored: check the open line, "
+     "then resend with --retry-unknown.")
+_add("result-mismatch", "error", "send", "The portal's answer did not list one result per message sent.",
+     "The outcome of these messages cannot be told apart: check the open line, then use --retry-unknown.")
+_add("interrupted", "error", "send", "The run was interrupted while this row's request was in flight.",
+     "The portal may or may not have stored it: check the open line, then resend with --retry-unknown.")
+_add("item-rejected", "error", "send", "The portal rejected this message.",
+     "See import_error for the portal's words; fix the row and resend with --retry-failed.")
+_add("held-after-unknown", "warning", "send",
+     "Not sent: an earlier message of this conversation has an unknown outcome.",
+     "Sending later messages first would break the order: check the open line for the unknown rows, "
+     "then run again with --retry-unknown.")
+_add("held-after-failure", "warning", "send",
+     "Not sent: an earlier request of this conversation was refused by the portal.",
+     "Fix the cause shown on the failed rows of this conversation, then run again with --retry-failed.")
+_add("not-reached", "warning", "send", "Not sent: the run ended before reaching this row.",
+     "Nothing is lost: run the same command again to continue where it stopped.")
+_add("not-in-plan", "error", "send", "The row is neither in a conversation nor in the plan's failures.",
+     "A bug in planning; report it with the row.")
+_add("gave-up-retrying", "error", "send", "The portal kept refusing requests (rate limits) for too long.",
+     "Another application may be using the portal's request budget; run again later to continue.")
+_add("repeated-rejection", "error", "send",
+     "The portal rejected the requests of several conversations in a row with the same error.",
+     "The cause is not in one conversation (see the code on the failed rows); fix it, then run again "
+     "with --retry-failed.")
