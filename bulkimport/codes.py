@@ -235,3 +235,6 @@ _add("repeated-rejection", "error", "send",
      "The portal rejected the requests of several conversations in a row with the same error.",
      "The cause is not in one conversation (see the code on the failed rows); fix it, then run again "
      "with --retry-failed.")
+_add("oauth-unreachable", "error", "oauth", "The OAuth server did not answer a token refresh.",
+     "Check the network and BITRIX24_OAUTH_URL, then run again; if it reports invalid_grant afterwards, "
+     "run `bulkimport auth`.")

@@ -413,12 +413,18 @@ class Auth:
                 raise AuthError("expired_token", "the access token expired and it cannot be refreshed "
                                 f"(missing {', '.join(missing)}); run `bulkimport auth`", 401)
             old = self._tokens
-            new = _oauth_request(self.oauth_url, {
-                "grant_type": "refresh_token",
-                "client_id": str(self.client_id),
-                "client_secret": str(self._client_secret),
-                "refresh_token": str(old.refresh_token),
-            }, self.clock, self._session)
+            try:
+                new = _oauth_request(self.oauth_url, {
+                    "grant_type": "refresh_token",
+                    "client_id": str(self.client_id),
+                    "client_secret": str(self._client_secret),
+                    "refresh_token": str(old.refresh_token),
+                }, self.clock, self._session)
+            except AmbiguousError as exc:
+                # The portal call waiting for this token was refused (not run), so nothing is
+                # ambiguous for the rows; but the run cannot go on without a token.
+                raise AuthError("oauth-unreachable", f"{exc}; if the OAuth server rotated the refresh "
+                                "token meanwhile it is lost: run `bulkimport auth`") from None
             new.superseded = [*old.superseded, _fp(old.refresh_token), _fp(old.access_token)][-_SUPERSEDED_KEEP:]
             # The old refresh token is dead from now on: persist the new pair before anyone uses it.
             write_token_file(self.token_file, new, self.client_id)

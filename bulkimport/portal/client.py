@@ -42,7 +42,6 @@ from ..errors import (
     AmbiguousError,
     AuthError,
     BlockedError,
-    BulkImportError,
     ConfigError,
     OperatingLimitError,
     PortalError,
@@ -96,7 +95,7 @@ class RawResponse:
     body: bytes
 
 
-class NotSent(Exception):  # noqa: N818 - a signal, not an error shown to users
+class NotSent(Exception):
     """The request never left this machine (connect refused/failed): always safe to retry."""
 
 
@@ -135,7 +134,7 @@ def _not_sent(exc: requests.RequestException) -> bool:
     try:
         from urllib3.exceptions import NewConnectionError
     except ImportError:  # pragma: no cover
-        NewConnectionError = ()  # type: ignore[assignment,misc]  # noqa: N806
+        NewConnectionError = ()  # type: ignore[assignment,misc]
     for item in _chain(exc):
         if isinstance(item, (NewConnectionError, ConnectionRefusedError)):
             return True
