@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -96,6 +97,28 @@ class ManualClock:
         return f"ManualClock(now={self._now:.3f})"
 
 
-def for_sandbox(portal: object) -> ScaledClock:
-    """A ScaledClock matching a running ``bulkimport.Sandbox`` (its ``time_scale`` and ``epoch``)."""
-    return ScaledClock(float(portal.time_scale), float(portal.epoch))  # type: ignore[attr-defined]
+class PortalClock:
+    """Reads the portal's own clock (``now``) and sleeps scaled: follows a sandbox's jumps in time."""
+
+    def __init__(self, now: Callable[[], float], scale: float) -> None:
+        self._now = now
+        self.scale = float(scale)
+
+    def now(self) -> float:
+        """The portal's current time."""
+        return float(self._now())
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of portal time (``seconds / scale`` real)."""
+        if seconds > 0:
+            time.sleep(seconds / self.scale)
+
+    def __repr__(self) -> str:
+        return f"PortalClock(scale={self.scale:g})"
+
+
+def for_sandbox(portal: Any) -> PortalClock:
+    """A clock matching a running ``bulkimport.Sandbox``: its ``now()`` (which includes any
+    ``advance``) and its ``time_scale``. ``ScaledClock(portal.time_scale, portal.epoch)`` is the
+    same as long as the sandbox's time is never advanced by hand."""
+    return PortalClock(portal.now, float(portal.time_scale))
