@@ -111,7 +111,7 @@ def test_calls_per_batch_capped_by_50_and_by_budget():
     clock = ManualClock()
     g = Governor(STANDARD, clock)
     for _ in range(10):
-        g.record_messages(10, 0.001)
+        g.record_messages(10, 0.1)
     assert g.calls_per_batch(1) == 50
     g.observe(SEND_METHOD, {"operating": 431.995, "operating_reset_at": clock.now() + 50})
     assert g.calls_per_batch(1) == 1
