@@ -138,7 +138,10 @@ class Journal:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"no journal at {path}: check --state (or the input file's name)")
-        conn = cls._connect(path)
+        try:
+            conn = cls._connect(path)
+        except sqlite3.DatabaseError:
+            raise ConfigError(f"{path} is not a bulkimport journal (not an SQLite file)") from None
         try:
             conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
         except sqlite3.DatabaseError:
