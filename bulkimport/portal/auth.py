@@ -394,11 +394,17 @@ class Auth:
         """The access token to use now (refreshed first if it expires within the margin)."""
         current = self._tokens
         if (current.expires is not None and self.can_refresh
-                and current.expires - self.clock.now() <= self.refresh_margin):
+                and current.expires - self.clock.now() <= self._margin(current)):
             return self.refresh(stale=current.access_token)
         if not current.access_token:
             return self.refresh(stale=current.access_token)
         return current.access_token
+
+    def _margin(self, tokens: Tokens) -> float:
+        """Refresh this long before expiry: the margin, but at most a tenth of the token's life."""
+        if tokens.expires is not None and tokens.issued_at is not None:
+            return min(self.refresh_margin, max(0.0, (tokens.expires - tokens.issued_at) / 10))
+        return self.refresh_margin
 
     def refresh(self, stale: str | None = None) -> str:
         """Get a new pair unless someone already replaced ``stale``; save it before returning it."""
