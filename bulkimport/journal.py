@@ -167,16 +167,23 @@ class Journal:
             conn = cls._connect(path)
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"--state {path} is not a usable journal ({exc}); choose another path") from None
+            raise ConfigError(
+                f"--state {path} is not a usable journal ({exc}); choose another path"
+            ) from None
         journal = cls(path, conn)
         want = {"portal": portal, "line": str(line), "connector": connector, "fingerprint": fingerprint}
         have = journal.meta()
         if not have:
             with journal._tx() as cur:
-                cur.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-                    *want.items(), ("version", SCHEMA_VERSION), ("source", source or ""),
-                    ("created_at", repr(time.time())),
-                ])
+                cur.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        *want.items(),
+                        ("version", SCHEMA_VERSION),
+                        ("source", source or ""),
+                        ("created_at", repr(time.time())),
+                    ],
+                )
             return journal
         changed = [k for k in ("portal", "line", "connector") if have.get(k) != want[k]]
         if changed:
@@ -254,7 +261,9 @@ class Journal:
         except sqlite3.OperationalError:
             return {}
 
-    def add_rows(self, rows: Iterable[tuple[str, int | None, int | None, str, str | None, str | None]]) -> int:
+    def add_rows(
+        self, rows: Iterable[tuple[str, int | None, int | None, str, str | None, str | None]]
+    ) -> int:
         """Insert rows ``(rid, conv, seq, status, code, error)`` not yet journalled; returns how many."""
         with self._tx() as cur:
             before = self._conn.total_changes
@@ -282,13 +291,17 @@ class Journal:
     def finish_run(self, run: int, now: float, stopped: str | None, interrupted: bool, sent: int) -> None:
         """Record how a run ended."""
         with self._tx() as cur:
-            cur.execute("UPDATE runs SET finished_at=?, stopped=?, interrupted=?, sent=? WHERE id=?",
-                        (now, stopped, int(interrupted), sent, run))
+            cur.execute(
+                "UPDATE runs SET finished_at=?, stopped=?, interrupted=?, sent=? WHERE id=?",
+                (now, stopped, int(interrupted), sent, run),
+            )
 
     def mark_inflight(self, rids: Sequence[str], run: int, now: float) -> int:
         """Commit ``rids`` as in flight (attempts + 1) before their request leaves; returns its id."""
         with self._tx() as cur:
-            cur.execute("INSERT INTO requests (run, started_at, rows) VALUES (?, ?, ?)", (run, now, len(rids)))
+            cur.execute(
+                "INSERT INTO requests (run, started_at, rows) VALUES (?, ?, ?)", (run, now, len(rids))
+            )
             request = int(cur.lastrowid or 0)
             cur.executemany(
                 "UPDATE rows SET prev_status=status, prev_code=code, prev_error=error, prev_hold=hold, "
@@ -302,7 +315,9 @@ class Journal:
         with self._tx() as cur:
             self._settle(cur, updates)
             if request is not None:
-                cur.execute("UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request))
+                cur.execute(
+                    "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
+                )
 
     @staticmethod
     def _settle(cur: sqlite3.Cursor, updates: Sequence[RowUpdate]) -> None:
@@ -310,8 +325,21 @@ class Journal:
             "UPDATE rows SET status=?, code=?, error=?, hold=?, message_id=COALESCE(?, message_id), "
             "user_id=COALESCE(?, user_id), chat_id=COALESCE(?, chat_id), "
             "session_id=COALESCE(?, session_id), sent_at=COALESCE(?, sent_at) WHERE rid=?",
-            [(u.status, u.code, u.error, u.hold, u.message_id, u.user_id, u.chat_id, u.session_id,
-              u.sent_at, u.rid) for u in updates],
+            [
+                (
+                    u.status,
+                    u.code,
+                    u.error,
+                    u.hold,
+                    u.message_id,
+                    u.user_id,
+                    u.chat_id,
+                    u.session_id,
+                    u.sent_at,
+                    u.rid,
+                )
+                for u in updates
+            ],
         )
 
     def revert(self, request: int | None, rids: Sequence[str], now: float, outcome: str) -> None:
@@ -324,7 +352,9 @@ class Journal:
                 [(rid,) for rid in rids],
             )
             if request is not None:
-                cur.execute("UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request))
+                cur.execute(
+                    "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
+                )
 
     def unknown_if_inflight(self, rids: Sequence[str], code: str, error: str) -> None:
         """Rows still in flight (e.g. on Ctrl-C) become ``unknown``."""
@@ -337,8 +367,10 @@ class Journal:
     def note_pending(self, notes: Sequence[tuple[str, str | None, str | None]]) -> None:
         """Set the why-code of rows that stay ``pending`` (``(rid, code, error)``)."""
         with self._tx() as cur:
-            cur.executemany("UPDATE rows SET code=?, error=? WHERE rid=? AND status='pending'",
-                            [(code, error, rid) for rid, code, error in notes])
+            cur.executemany(
+                "UPDATE rows SET code=?, error=? WHERE rid=? AND status='pending'",
+                [(code, error, rid) for rid, code, error in notes],
+            )
 
     # ------------------------------------------------------------------ reading
     def rows(self) -> pd.DataFrame:
@@ -381,8 +413,15 @@ class Journal:
             "top_codes": [(c, n) for c, n in codes],
             "requests": int(requests),
             "runs": [
-                {"id": r[0], "started_at": r[1], "finished_at": r[2], "stopped": r[3],
-                 "interrupted": bool(r[4]), "sent": r[5]} for r in runs
+                {
+                    "id": r[0],
+                    "started_at": r[1],
+                    "finished_at": r[2],
+                    "stopped": r[3],
+                    "interrupted": bool(r[4]),
+                    "sent": r[5],
+                }
+                for r in runs
             ],
             "complete": counts["pending"] == 0 and counts["unknown"] == 0,
         }

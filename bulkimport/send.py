@@ -51,8 +51,16 @@ log = logging.getLogger("bulkimport.send")
 METHOD = "imconnector.send.messages"
 #: Columns added to ``plan.frame`` in the returned frame.
 STATUS_COLUMNS = [
-    "import_status", "import_error_code", "import_error", "import_warnings", "import_attempts",
-    "import_message_id", "b24_user_id", "b24_chat_id", "b24_session_id", "sent_at",
+    "import_status",
+    "import_error_code",
+    "import_error",
+    "import_warnings",
+    "import_attempts",
+    "import_message_id",
+    "b24_user_id",
+    "b24_chat_id",
+    "b24_session_id",
+    "sent_at",
 ]
 #: Give up after this many refusals (503/429/failed connects) in a row without any answer.
 MAX_REFUSALS_IN_A_ROW = 40
@@ -89,8 +97,10 @@ class SendSummary:
 
     def __str__(self) -> str:
         parts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
-        lines = [f"{parts or 'nothing to send'} ({self.sent_this_run} sent in this run, "
-                 f"{self.requests} requests, {self.elapsed:.0f} s, {self.messages_per_second:.2f} msg/s)"]
+        lines = [
+            f"{parts or 'nothing to send'} ({self.sent_this_run} sent in this run, "
+            f"{self.requests} requests, {self.elapsed:.0f} s, {self.messages_per_second:.2f} msg/s)"
+        ]
         if self.top_errors:
             lines.append("top codes: " + ", ".join(f"{c} ×{n}" for c, n in self.top_errors))
         if self.stopped:
@@ -116,7 +126,9 @@ def _env_or(value: Any, env_name: str, option: str, env: Mapping[str, str]) -> s
     if value is None or (isinstance(value, str) and not value.strip()):
         value = env.get(env_name)
     if value is None or not str(value).strip():
-        raise ConfigError(f"no {option.lstrip('-')}: pass {option.lstrip('-')}=… ({option}) or set {env_name}")
+        raise ConfigError(
+            f"no {option.lstrip('-')}: pass {option.lstrip('-')}=… ({option}) or set {env_name}"
+        )
     return str(value).strip()
 
 
@@ -172,8 +184,14 @@ def content_fingerprint(plan: Plan) -> str:
 
     h = hashlib.sha256()
     for conv in plan.conversations:
-        h.update(json.dumps([conv.key, [row_key(r) for r in conv.rows], list(conv.messages)],
-                            sort_keys=True, default=str, ensure_ascii=False).encode())
+        h.update(
+            json.dumps(
+                [conv.key, [row_key(r) for r in conv.rows], list(conv.messages)],
+                sort_keys=True,
+                default=str,
+                ensure_ascii=False,
+            ).encode()
+        )
     return "content:" + h.hexdigest()[:32]
 
 
@@ -231,8 +249,10 @@ class Sender:
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
 
     def __repr__(self) -> str:
-        return (f"Sender(portal={self.portal!r}, line={self.line!r}, connector={self.connector!r}, "
-                f"state={str(self.state)!r})")
+        return (
+            f"Sender(portal={self.portal!r}, line={self.line!r}, connector={self.connector!r}, "
+            f"state={str(self.state)!r})"
+        )
 
     # ------------------------------------------------------------------ set-up
     def _make_client(self) -> Any:
@@ -252,8 +272,12 @@ class Sender:
 
         fingerprint = self.plan.fingerprint or content_fingerprint(self.plan)
         journal = Journal.bind(
-            self.state, portal=rest_url(self.portal), line=self.line, connector=self.connector,
-            fingerprint=fingerprint, source=self.plan.frame.attrs.get("source"),
+            self.state,
+            portal=rest_url(self.portal),
+            line=self.line,
+            connector=self.connector,
+            fingerprint=fingerprint,
+            source=self.plan.frame.attrs.get("source"),
         )
         journal.lock()
         return journal
@@ -297,8 +321,11 @@ class Sender:
         journal.add_rows(self._initial_rows())
         recovered = journal.recover()
         if recovered:
-            log.warning("%d rows were in flight when the previous run ended: they are now 'unknown' "
-                        "(check the open line, then use --retry-unknown)", recovered)
+            log.warning(
+                "%d rows were in flight when the previous run ended: they are now 'unknown' "
+                "(check the open line, then use --retry-unknown)",
+                recovered,
+            )
         started = self.clock.now()
         run_id = journal.start_run(started)
         state = journal.rows().set_index("rid")
@@ -313,8 +340,9 @@ class Sender:
         if _progress_enabled(self.progress) and total:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=done_before, unit="msg", desc="sending", dynamic_ncols=True,
-                       leave=True)
+            bar = tqdm(
+                total=total, initial=done_before, unit="msg", desc="sending", dynamic_ncols=True, leave=True
+            )
         redirect = None
         if bar is not None:
             from tqdm.contrib.logging import logging_redirect_tqdm
@@ -353,6 +381,7 @@ class Sender:
                 active = [c for c in convs.values() if c.queue]
                 if not active:
                     break
+                governor.wait_ready([METHOD])  # pace before choosing sizes and marking rows
                 mpc = governor.messages_per_call(max(1, plan.chunk_size))
                 cpb = governor.calls_per_batch(mpc)
                 chosen: list[tuple[_Conv, list[int]]] = []
@@ -368,19 +397,30 @@ class Sender:
                 commands: dict[str, tuple[str, dict[str, Any]]] = {}
                 for conv, positions in chosen:
                     messages = [pconv[conv.index].messages[p] for p in positions]
-                    commands[f"c{conv.index}"] = (METHOD, {
-                        "CONNECTOR": self.connector, "LINE": self._line_value(), "MESSAGES": messages})
-                in_flight = [keys[conv.index][p] for conv, positions in chosen for p in positions]
-                request_id = journal.mark_inflight(in_flight, run_id, self.clock.now())
+                    commands[f"c{conv.index}"] = (
+                        METHOD,
+                        {"CONNECTOR": self.connector, "LINE": self._line_value(), "MESSAGES": messages},
+                    )
+                rids = [keys[conv.index][p] for conv, positions in chosen for p in positions]
+                in_flight = []
+                request_id = None
+
+                def before_send(rids: list[str] = rids) -> None:
+                    # Journal the rows as in flight just before the bytes leave (after any wait).
+                    nonlocal request_id, in_flight
+                    if request_id is None:
+                        request_id = journal.mark_inflight(rids, run_id, self.clock.now())
+                        in_flight = rids
+
                 try:
                     if len(commands) == 1:
-                        (key, (method, params)), = commands.items()
-                        answer = client.call_full(method, params)
+                        ((key, (method, params)),) = commands.items()
+                        answer = client.call_full(method, params, before_send=before_send)
                         results: dict[str, Any] = {key: answer.result}
                         errors: dict[str, Any] = {}
                         times: dict[str, dict[str, Any]] = {key: answer.time}
                     else:
-                        br = client.batch(commands)
+                        br = client.batch(commands, before_send=before_send)
                         results, errors, times = br.results, br.errors, br.times
                 except RetryableError as exc:
                     journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
@@ -406,10 +446,15 @@ class Sender:
                     in_flight = []
                     tally["unknown"] += len(updates)
                     for conv, positions in chosen:
-                        conv.queue = conv.queue[len(positions):]
+                        conv.queue = conv.queue[len(positions) :]
                         hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
-                    log.warning("no usable answer (%s): %d rows are now 'unknown' and their %d "
-                                "conversation(s) held; the rest continues", exc, len(updates), len(chosen))
+                    log.warning(
+                        "no usable answer (%s): %d rows are now 'unknown' and their %d "
+                        "conversation(s) held; the rest continues",
+                        exc,
+                        len(updates),
+                        len(chosen),
+                    )
                     if bar is not None:
                         bar.update(len(updates))
                     show()
@@ -436,7 +481,7 @@ class Sender:
                         cost = timing.get("processing", timing.get("duration"))
                         if cost is not None:
                             governor.record_messages(len(rids), float(cost))
-                        conv.queue = conv.queue[len(positions):]
+                        conv.queue = conv.queue[len(positions) :]
                         if ok is not True:
                             hold(conv, *ok)
                         else:
@@ -450,12 +495,15 @@ class Sender:
                         reverted += rids
                         stopped = stopped or err
                         continue
-                    conv.queue = conv.queue[len(positions):]
+                    conv.queue = conv.queue[len(positions) :]
                     if isinstance(err, RequestRejectedError):
                         text = err.description or codes.render(err.code)
                         updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
-                        hold(conv, "held-after-failure", f"held: the portal refused an earlier request "
-                             f"of this conversation ({err.code})")
+                        hold(
+                            conv,
+                            "held-after-failure",
+                            f"held: the portal refused an earlier request of this conversation ({err.code})",
+                        )
                         rejections.append(err.code.upper())
                     else:  # ambiguous nested error, or the key is missing from both maps
                         code = getattr(err, "code", None) or "result-mismatch"
@@ -474,14 +522,17 @@ class Sender:
                 if stopped is not None:
                     break
                 if len(rejections) == MAX_SAME_REJECTION and len(set(rejections)) == 1:
-                    stopped = PortalError("repeated-rejection", f"{MAX_SAME_REJECTION} conversations in a row "
-                                          f"were refused with {rejections[0]}")
+                    stopped = PortalError(
+                        "repeated-rejection",
+                        f"{MAX_SAME_REJECTION} conversations in a row were refused with {rejections[0]}",
+                    )
                     break
         except KeyboardInterrupt:
             interrupted = True
             if in_flight:
-                journal.unknown_if_inflight(in_flight, "interrupted",
-                                            "interrupted (Ctrl-C) while the request was in flight")
+                journal.unknown_if_inflight(
+                    in_flight, "interrupted", "interrupted (Ctrl-C) while the request was in flight"
+                )
             log.warning("interrupted: the journal is saved; run the same command again to resume")
         finally:
             if redirect is not None:
@@ -554,15 +605,19 @@ class Sender:
                     if self.retry_failed:
                         queue.append(pos)
                     elif hold.get(key):
-                        held = ("held-after-failure",
-                                f"held: an earlier request of this conversation was refused ({code.get(key)})")
+                        held = (
+                            "held-after-failure",
+                            f"held: an earlier request of this conversation was refused ({code.get(key)})",
+                        )
                     continue
                 if st == "unknown":
                     if self.retry_unknown:
                         queue.append(pos)
                     else:
-                        held = ("held-after-unknown",
-                                f"held: an earlier row of this conversation is unknown ({code.get(key)})")
+                        held = (
+                            "held-after-unknown",
+                            f"held: an earlier row of this conversation is unknown ({code.get(key)})",
+                        )
                     continue
                 queue.append(pos)  # pending
             locks = frozenset(conv.lock_keys) | {f"chat:{conv.key}"}
@@ -576,8 +631,10 @@ class Sender:
     def _settle_result(self, result: Any, rids: list[str], now: float) -> tuple[list[RowUpdate], Any]:
         """Per-row outcomes of one answered command; second value is True or a hold (code, detail)."""
         if not isinstance(result, Mapping):
-            ups = [RowUpdate(r, "unknown", "result-mismatch", "the answer is not a result object", hold=1)
-                   for r in rids]
+            ups = [
+                RowUpdate(r, "unknown", "result-mismatch", "the answer is not a result object", hold=1)
+                for r in rids
+            ]
             return ups, ("held-after-unknown", "held: the answer for earlier rows was unusable")
         data = result.get("DATA") if isinstance(result.get("DATA"), Mapping) else {}
         items = data.get("RESULT") if isinstance(data, Mapping) else None
@@ -586,9 +643,17 @@ class Sender:
                 code, text = _item_error(result)
                 ups = [RowUpdate(r, "failed", code, text, hold=1) for r in rids]
                 return ups, ("held-after-failure", f"held: the portal refused an earlier request ({code})")
-            ups = [RowUpdate(r, "unknown", "result-mismatch",
-                             f"sent {len(rids)} messages, the answer listed "
-                             f"{len(items) if isinstance(items, list) else 'no'} results", hold=1) for r in rids]
+            ups = [
+                RowUpdate(
+                    r,
+                    "unknown",
+                    "result-mismatch",
+                    f"sent {len(rids)} messages, the answer listed "
+                    f"{len(items) if isinstance(items, list) else 'no'} results",
+                    hold=1,
+                )
+                for r in rids
+            ]
             return ups, ("held-after-unknown", "held: the answer for earlier rows was unusable")
         ups = []
         for rid, item in zip(rids, items, strict=True):
@@ -596,14 +661,20 @@ class Sender:
             if item.get("SUCCESS") is True or item.get("SUCCESS") in ("Y", "true", 1):
                 session = item.get("session") if isinstance(item.get("session"), Mapping) else {}
                 message = item.get("message") if isinstance(item.get("message"), Mapping) else {}
-                ups.append(RowUpdate(
-                    rid, "sent", None, None, hold=0,
-                    message_id=_str_or_none(message.get("id")),
-                    user_id=_str_or_none(item.get("user")),
-                    chat_id=_str_or_none(session.get("CHAT_ID")),
-                    session_id=_str_or_none(session.get("ID")),
-                    sent_at=now,
-                ))
+                ups.append(
+                    RowUpdate(
+                        rid,
+                        "sent",
+                        None,
+                        None,
+                        hold=0,
+                        message_id=_str_or_none(message.get("id")),
+                        user_id=_str_or_none(item.get("user")),
+                        chat_id=_str_or_none(session.get("CHAT_ID")),
+                        session_id=_str_or_none(session.get("ID")),
+                        sent_at=now,
+                    )
+                )
             else:
                 code, text = _item_error(item)
                 ups.append(RowUpdate(rid, "failed", code, text, hold=0))
@@ -629,12 +700,19 @@ class Sender:
         frame["import_error_code"] = pd.Series(col_code, index=frame.index, dtype="str")
         frame["import_error"] = pd.Series(col_error, index=frame.index, dtype="str")
         frame["import_warnings"] = pd.Series([warnings.get(k) for k in keys], index=frame.index, dtype="str")
-        frame["import_attempts"] = pd.Series(st["attempts"].fillna(0).to_numpy(), index=frame.index).astype("int64")
-        for col, src in (("import_message_id", "message_id"), ("b24_user_id", "user_id"),
-                         ("b24_chat_id", "chat_id"), ("b24_session_id", "session_id")):
+        frame["import_attempts"] = pd.Series(st["attempts"].fillna(0).to_numpy(), index=frame.index).astype(
+            "int64"
+        )
+        for col, src in (
+            ("import_message_id", "message_id"),
+            ("b24_user_id", "user_id"),
+            ("b24_chat_id", "chat_id"),
+            ("b24_session_id", "session_id"),
+        ):
             frame[col] = pd.Series(st[src].to_numpy(dtype=object), index=frame.index, dtype="str")
-        frame["sent_at"] = pd.to_datetime(pd.Series(st["sent_at"].to_numpy(dtype="float64"), index=frame.index),
-                                          unit="s", utc=True)
+        frame["sent_at"] = pd.to_datetime(
+            pd.Series(st["sent_at"].to_numpy(dtype="float64"), index=frame.index), unit="s", utc=True
+        )
         assert len(frame) == n
         return frame
 
@@ -645,7 +723,9 @@ class Sender:
         warns = failures[failures["level"].astype(str) == "warning"]
         out: dict[str, str] = {}
         for rid, group in warns.groupby("row", sort=False):
-            out[row_key(rid)] = "; ".join(f"{c}: {m}" for c, m in zip(group["code"], group["message"], strict=True))
+            out[row_key(rid)] = "; ".join(
+                f"{c}: {m}" for c, m in zip(group["code"], group["message"], strict=True)
+            )
         return out
 
 
@@ -669,9 +749,20 @@ def send(
     Re-running with the same plan and journal resumes. On Ctrl-C the journal is saved, every row
     keeps an honest status, and KeyboardInterrupt is re-raised.
     """
-    outcome = Sender(plan, portal=portal, line=line, connector=connector, auth=auth, state=state,
-                     limits=limits, retry_failed=retry_failed, retry_unknown=retry_unknown,
-                     progress=progress, clock=clock, client=client).run()
+    outcome = Sender(
+        plan,
+        portal=portal,
+        line=line,
+        connector=connector,
+        auth=auth,
+        state=state,
+        limits=limits,
+        retry_failed=retry_failed,
+        retry_unknown=retry_unknown,
+        progress=progress,
+        clock=clock,
+        client=client,
+    ).run()
     if outcome.summary.interrupted:
         raise KeyboardInterrupt
     return outcome.frame

@@ -45,9 +45,17 @@ class FakeOAuth:
         self.n += 1
         new_refresh = f"refresh-{self.n:04d}"
         self.valid.add(new_refresh)
-        return _Resp(200, {"access_token": f"access-{self.n:04d}", "refresh_token": new_refresh,
-                           "expires": int(self.clock.now() + 3600), "expires_in": 3600,
-                           "domain": "acme.bitrix24.ru", "client_endpoint": "https://acme.bitrix24.ru/rest/"})
+        return _Resp(
+            200,
+            {
+                "access_token": f"access-{self.n:04d}",
+                "refresh_token": new_refresh,
+                "expires": int(self.clock.now() + 3600),
+                "expires_in": 3600,
+                "domain": "acme.bitrix24.ru",
+                "client_endpoint": "https://acme.bitrix24.ru/rest/",
+            },
+        )
 
 
 class _Resp:
@@ -61,9 +69,13 @@ class _Resp:
 
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
-    return {"BITRIX24_CLIENT_ID": "app.123", "BITRIX24_CLIENT_SECRET": SECRET,
-            "BITRIX24_ACCESS_TOKEN": "access-env0", "BITRIX24_REFRESH_TOKEN": "refresh-0000",
-            "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json")}
+    return {
+        "BITRIX24_CLIENT_ID": "app.123",
+        "BITRIX24_CLIENT_SECRET": SECRET,
+        "BITRIX24_ACCESS_TOKEN": "access-env0",
+        "BITRIX24_REFRESH_TOKEN": "refresh-0000",
+        "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json"),
+    }
 
 
 def test_missing_credentials(tmp_path):
@@ -103,8 +115,11 @@ def test_newer_token_file_beats_stale_environment(env):
     assert again.refresh() == "access-0002"  # refresh-0001 is the live one
     # fresh tokens the file has never seen (a new `bulkimport auth` pasted in) beat the file
     oauth.valid.add("refresh-fresh")
-    fresh = Auth(env={**env, "BITRIX24_ACCESS_TOKEN": "access-fresh", "BITRIX24_REFRESH_TOKEN": "refresh-fresh"},
-                 clock=clock, session=oauth)  # type: ignore[arg-type]
+    fresh = Auth(
+        env={**env, "BITRIX24_ACCESS_TOKEN": "access-fresh", "BITRIX24_REFRESH_TOKEN": "refresh-fresh"},
+        clock=clock,
+        session=oauth,
+    )  # type: ignore[arg-type]
     assert fresh.token() == "access-fresh" and fresh.source == "arguments/environment"
 
 
@@ -133,7 +148,9 @@ def test_one_refresh_at_a_time(env):
     oauth.delay = 0.05
     auth = Auth(env=env, clock=clock, session=oauth)  # type: ignore[arg-type]
     got: list[str] = []
-    threads = [threading.Thread(target=lambda: got.append(auth.refresh(stale="access-env0"))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: got.append(auth.refresh(stale="access-env0"))) for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -152,7 +169,9 @@ def test_invalid_grant_says_how_to_reauthorise(env):
 
 
 def test_cannot_refresh_without_client_credentials(tmp_path):
-    auth = Auth(env={"BITRIX24_ACCESS_TOKEN": "access-only1", "BITRIX24_TOKEN_FILE": str(tmp_path / "t.json")})
+    auth = Auth(
+        env={"BITRIX24_ACCESS_TOKEN": "access-only1", "BITRIX24_TOKEN_FILE": str(tmp_path / "t.json")}
+    )
     with pytest.raises(AuthError, match="BITRIX24_REFRESH_TOKEN"):
         auth.refresh()
 
@@ -166,16 +185,22 @@ def test_reprs_hide_secrets(env):
 
 
 def test_authorize_url_and_exchange_code(tmp_path):
-    assert authorize_url("acme.bitrix24.ru", "app.1") == "https://acme.bitrix24.ru/oauth/authorize/?client_id=app.1"
-    assert authorize_url("http://127.0.0.1:5", "a", state="s").startswith("http://127.0.0.1:5/oauth/authorize/?")
+    assert (
+        authorize_url("acme.bitrix24.ru", "app.1")
+        == "https://acme.bitrix24.ru/oauth/authorize/?client_id=app.1"
+    )
+    assert authorize_url("http://127.0.0.1:5", "a", state="s").startswith(
+        "http://127.0.0.1:5/oauth/authorize/?"
+    )
     calls: list[dict[str, list[str]]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             q = parse_qs(urlsplit(self.path).query)
             calls.append(q)
-            body = json.dumps({"access_token": "access-first1", "refresh_token": "refresh-first1",
-                               "expires_in": 3600}).encode()
+            body = json.dumps(
+                {"access_token": "access-first1", "refresh_token": "refresh-first1", "expires_in": 3600}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -189,8 +214,9 @@ def test_authorize_url_and_exchange_code(tmp_path):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         path = tmp_path / "t.json"
-        tokens = exchange_code("code-1234567", "app.1", SECRET, f"http://127.0.0.1:{srv.server_port}/oauth/token/",
-                               path)
+        tokens = exchange_code(
+            "code-1234567", "app.1", SECRET, f"http://127.0.0.1:{srv.server_port}/oauth/token/", path
+        )
     finally:
         srv.shutdown()
     assert tokens.access_token == "access-first1"
@@ -207,8 +233,9 @@ def test_oauth_url_must_be_https(env):
 
 def test_urllib3_debug_lines_are_scrubbed(env, caplog):
     """urllib3 logs request URLs at DEBUG; the OAuth URL carries the secret in its query."""
+
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = json.dumps({"error": "invalid_grant"}).encode()
             self.send_response(400)
             self.send_header("Content-Length", str(len(body)))
@@ -222,8 +249,10 @@ def test_urllib3_debug_lines_are_scrubbed(env, caplog):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     caplog.set_level(logging.DEBUG)
     try:
-        auth = Auth(env={**env, "BITRIX24_OAUTH_URL": f"http://127.0.0.1:{srv.server_port}/oauth/token/"},
-                    clock=ManualClock())
+        auth = Auth(
+            env={**env, "BITRIX24_OAUTH_URL": f"http://127.0.0.1:{srv.server_port}/oauth/token/"},
+            clock=ManualClock(),
+        )
         with pytest.raises(AuthError):
             auth.refresh()
     finally:

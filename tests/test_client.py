@@ -23,7 +23,10 @@ from bulkimport.errors import (
 from bulkimport.portal.client import Client, MockTransport, RawResponse, classify, rest_url
 from bulkimport.portal.encoding import decode_query
 
-OK = {"result": {"ok": True}, "time": {"duration": 0.1, "operating": 1.0, "operating_reset_at": 1_700_000_600}}
+OK = {
+    "result": {"ok": True},
+    "time": {"duration": 0.1, "operating": 1.0, "operating_reset_at": 1_700_000_600},
+}
 
 
 class Tokens:
@@ -47,19 +50,24 @@ def client(handler, **kw: Any) -> tuple[Client, MockTransport]:
     return Client("acme.bitrix24.ru", kw.pop("auth", "tok-123456"), clock=ManualClock(), session=t, **kw), t
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("acme.bitrix24.ru", "https://acme.bitrix24.ru/rest/"),
-    ("https://ACME.bitrix24.ru/", "https://acme.bitrix24.ru/rest/"),
-    ("https://acme.bitrix24.ru/rest/", "https://acme.bitrix24.ru/rest/"),
-    ("http://127.0.0.1:8080", "http://127.0.0.1:8080/rest/"),
-    ("http://localhost:1/rest/", "http://localhost:1/rest/"),
-    ("http://[::1]:9/", "http://[::1]:9/rest/"),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("acme.bitrix24.ru", "https://acme.bitrix24.ru/rest/"),
+        ("https://ACME.bitrix24.ru/", "https://acme.bitrix24.ru/rest/"),
+        ("https://acme.bitrix24.ru/rest/", "https://acme.bitrix24.ru/rest/"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/rest/"),
+        ("http://localhost:1/rest/", "http://localhost:1/rest/"),
+        ("http://[::1]:9/", "http://[::1]:9/rest/"),
+    ],
+)
 def test_portal_addresses(given, expected):
     assert rest_url(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["http://acme.bitrix24.ru", "ftp://x", "", "https://acme.bitrix24.ru/rest/1/abc/"])
+@pytest.mark.parametrize(
+    "bad", ["http://acme.bitrix24.ru", "ftp://x", "", "https://acme.bitrix24.ru/rest/1/abc/"]
+)
 def test_bad_portal_addresses(bad):
     with pytest.raises(ConfigError):
         rest_url(bad)
@@ -73,37 +81,46 @@ def test_json_body_auth_user_agent_and_result():
     assert body == {"LINE": 1, "auth": "tok-123456"}
 
 
-def _raw(status: int, payload: Any = None, text: str | None = None, headers: dict[str, str] | None = None) -> RawResponse:
+def _raw(
+    status: int, payload: Any = None, text: str | None = None, headers: dict[str, str] | None = None
+) -> RawResponse:
     if text is not None:
         return MockTransport.text(status, text, headers=headers)
     return MockTransport.json(status, payload, headers=headers)
 
 
-@pytest.mark.parametrize(("raw", "exc", "code"), [
-    (_raw(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}), RateLimitedError, None),
-    (_raw(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}), OperatingLimitError, None),
-    (_raw(429, text=""), OperatingLimitError, None),
-    (_raw(503, {"error": "OVERLOAD_LIMIT", "error_description": "blocked"}), BlockedError, None),
-    (_raw(500, {"error": "PORTAL_DELETED"}), BlockedError, None),
-    (_raw(403, {"error": "WRONG_AUTH_TYPE"}), AuthError, None),
-    (_raw(401, {"error": "NO_AUTH_FOUND"}), AuthError, None),
-    (_raw(403, {"error": "insufficient_scope"}), AuthError, None),
-    (_raw(403, {"error": "INSUFFICIENT_SCOPE"}), AuthError, None),  # case-insensitive
-    (_raw(400, {"error": "invalid_grant"}), AuthError, None),
-    (_raw(400, {"error": "NOT_ACTIVE_LINE"}), SetupError, None),
-    (_raw(400, {"error": "imconnector_no_correct_provider"}), SetupError, None),
-    (_raw(404, {"error": "ERROR_METHOD_NOT_FOUND"}), SetupError, None),
-    (_raw(400, {"error": "ERROR_ARGUMENT", "error_description": "MESSAGES"}), RequestRejectedError, None),
-    (_raw(500, {"error": "INTERNAL_SERVER_ERROR"}), AmbiguousError, "INTERNAL_SERVER_ERROR"),
-    (_raw(500, text=""), AmbiguousError, "bad-answer"),
-    (_raw(503, text=""), AmbiguousError, "bad-answer"),
-    (_raw(502, text="<html><body>Bad gateway</body></html>"), AmbiguousError, "bad-answer"),
-    (_raw(200, text="<html>maintenance</html>"), AmbiguousError, "bad-answer"),
-    (_raw(200, text=""), AmbiguousError, "bad-answer"),
-    (_raw(200, text="{\"resu"), AmbiguousError, "bad-answer"),
-    (_raw(200, {"nothing": 1}), AmbiguousError, "bad-answer"),
-    (_raw(404, text="not found"), AmbiguousError, "bad-answer"),
-])
+@pytest.mark.parametrize(
+    ("raw", "exc", "code"),
+    [
+        (
+            _raw(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}),
+            RateLimitedError,
+            None,
+        ),
+        (_raw(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}), OperatingLimitError, None),
+        (_raw(429, text=""), OperatingLimitError, None),
+        (_raw(503, {"error": "OVERLOAD_LIMIT", "error_description": "blocked"}), BlockedError, None),
+        (_raw(500, {"error": "PORTAL_DELETED"}), BlockedError, None),
+        (_raw(403, {"error": "WRONG_AUTH_TYPE"}), AuthError, None),
+        (_raw(401, {"error": "NO_AUTH_FOUND"}), AuthError, None),
+        (_raw(403, {"error": "insufficient_scope"}), AuthError, None),
+        (_raw(403, {"error": "INSUFFICIENT_SCOPE"}), AuthError, None),  # case-insensitive
+        (_raw(400, {"error": "invalid_grant"}), AuthError, None),
+        (_raw(400, {"error": "NOT_ACTIVE_LINE"}), SetupError, None),
+        (_raw(400, {"error": "imconnector_no_correct_provider"}), SetupError, None),
+        (_raw(404, {"error": "ERROR_METHOD_NOT_FOUND"}), SetupError, None),
+        (_raw(400, {"error": "ERROR_ARGUMENT", "error_description": "MESSAGES"}), RequestRejectedError, None),
+        (_raw(500, {"error": "INTERNAL_SERVER_ERROR"}), AmbiguousError, "INTERNAL_SERVER_ERROR"),
+        (_raw(500, text=""), AmbiguousError, "bad-answer"),
+        (_raw(503, text=""), AmbiguousError, "bad-answer"),
+        (_raw(502, text="<html><body>Bad gateway</body></html>"), AmbiguousError, "bad-answer"),
+        (_raw(200, text="<html>maintenance</html>"), AmbiguousError, "bad-answer"),
+        (_raw(200, text=""), AmbiguousError, "bad-answer"),
+        (_raw(200, text='{"resu'), AmbiguousError, "bad-answer"),
+        (_raw(200, {"nothing": 1}), AmbiguousError, "bad-answer"),
+        (_raw(404, text="not found"), AmbiguousError, "bad-answer"),
+    ],
+)
 def test_classification(raw, exc, code):
     with pytest.raises(exc) as info:
         classify(raw, now=1_700_000_000)
@@ -113,8 +130,10 @@ def test_classification(raw, exc, code):
 
 def test_retry_after_from_reset_and_header():
     with pytest.raises(OperatingLimitError) as info:
-        classify(_raw(429, {"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": 1_700_000_042}}),
-                 now=1_700_000_000)
+        classify(
+            _raw(429, {"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": 1_700_000_042}}),
+            now=1_700_000_000,
+        )
     assert info.value.retry_after == pytest.approx(42)
     with pytest.raises(RateLimitedError) as info2:
         classify(_raw(503, {"error": "QUERY_LIMIT_EXCEEDED"}, headers={"retry-after": "3"}), now=0)
@@ -156,7 +175,10 @@ def test_redirect_reposts_and_remembers_new_address():
 
     c, t = client(handler)
     assert c.call("x.y", {"A": 1}) == {"ok": True}
-    assert [u for u, _ in t.requests] == ["https://acme.bitrix24.ru/rest/x.y", "https://acme.bitrix24.kz/rest/x.y"]
+    assert [u for u, _ in t.requests] == [
+        "https://acme.bitrix24.ru/rest/x.y",
+        "https://acme.bitrix24.kz/rest/x.y",
+    ]
     assert t.requests[1][1] == {"A": 1, "auth": "tok-123456"}  # the same POST body, not a GET
     assert c.rest_url == "https://acme.bitrix24.kz/rest/"
     c.call("a.b")
@@ -170,10 +192,19 @@ def test_redirect_to_plain_http_is_refused():
 
 
 def test_batch_envelope_and_empty_sections():
-    answer = {"result": {"result": {"a": {"SUCCESS": True}}, "result_error": {"b": {"error": "NOT_ACTIVE_LINE",
-              "error_description": "x"}, "c": {"error": "OPERATION_TIME_LIMIT", "error_description": "y"}},
-              "result_total": [], "result_next": [], "result_time": {"a": {"duration": 0.5, "operating": 3}}},
-              "time": {"duration": 0.6}}
+    answer = {
+        "result": {
+            "result": {"a": {"SUCCESS": True}},
+            "result_error": {
+                "b": {"error": "NOT_ACTIVE_LINE", "error_description": "x"},
+                "c": {"error": "OPERATION_TIME_LIMIT", "error_description": "y"},
+            },
+            "result_total": [],
+            "result_next": [],
+            "result_time": {"a": {"duration": 0.5, "operating": 3}},
+        },
+        "time": {"duration": 0.6},
+    }
 
     def handler(url: str, body: dict[str, Any]) -> RawResponse:
         assert url.endswith("/batch") and body["halt"] == 0
@@ -182,15 +213,21 @@ def test_batch_envelope_and_empty_sections():
         return MockTransport.json(200, answer)
 
     c, _ = client(handler)
-    cmds = {k: ("imconnector.send.messages", {"LINE": 1, "MESSAGES": [{"message": {"text": "a&b"}}]}) for k in "abcd"}
+    cmds = {
+        k: ("imconnector.send.messages", {"LINE": 1, "MESSAGES": [{"message": {"text": "a&b"}}]})
+        for k in "abcd"
+    }
     res = c.batch(cmds)
     assert res.results == {"a": {"SUCCESS": True}}
     assert isinstance(res.errors["b"], SetupError) and isinstance(res.errors["c"], OperatingLimitError)
     assert res.missing() == ["d"]
     assert res.times["a"]["operating"] == 3
     # all sections empty are [] (PHP): still parsed
-    c2, _ = client(lambda u, b: MockTransport.json(200, {"result": {"result": [], "result_error": [],
-                                                                    "result_time": []}, "time": {}}))
+    c2, _ = client(
+        lambda u, b: MockTransport.json(
+            200, {"result": {"result": [], "result_error": [], "result_time": []}, "time": {}}
+        )
+    )
     assert c2.batch({"a": ("x.y", {})}).results == {}
     with pytest.raises(ValueError, match="50"):
         c.batch({str(i): ("x.y", {}) for i in range(51)})

@@ -22,13 +22,19 @@ def test_every_value_is_percent_encoded():
 
 
 def test_scalars_like_php():
-    assert encode_query({"A": True, "B": False, "C": None, "D": 3, "E": 2.0, "F": [], "G": {}}) == "A=1&B=0&D=3&E=2"
+    assert (
+        encode_query({"A": True, "B": False, "C": None, "D": 3, "E": 2.0, "F": [], "G": {}})
+        == "A=1&B=0&D=3&E=2"
+    )
     with pytest.raises(ValueError, match="NaN"):
         encode_query({"X": float("nan")})
 
 
 def test_command():
-    assert command("imconnector.status", {"LINE": 1, "CONNECTOR": "x"}) == "imconnector.status?LINE=1&CONNECTOR=x"
+    assert (
+        command("imconnector.status", {"LINE": 1, "CONNECTOR": "x"})
+        == "imconnector.status?LINE=1&CONNECTOR=x"
+    )
     assert command("server.time") == "server.time"
 
 
@@ -38,11 +44,22 @@ def test_standard_parser_sees_the_same_pairs():
 
 
 def test_round_trip_message():
-    msgs = {"CONNECTOR": "hist", "LINE": 1, "MESSAGES": [
-        {"user": {"id": "u1", "name": "Анна-Мария", "skip_phone_validate": "Y"},
-         "message": {"id": "m1", "date": 1600000000, "text": "[b]Hi[/b]\n& = + %", "files": [{"url": "https://x/y?a=1&b=2"}]},
-         "chat": {"id": "c1", "url": "https://chat/1#x"}},
-    ]}
+    msgs = {
+        "CONNECTOR": "hist",
+        "LINE": 1,
+        "MESSAGES": [
+            {
+                "user": {"id": "u1", "name": "Анна-Мария", "skip_phone_validate": "Y"},
+                "message": {
+                    "id": "m1",
+                    "date": 1600000000,
+                    "text": "[b]Hi[/b]\n& = + %",
+                    "files": [{"url": "https://x/y?a=1&b=2"}],
+                },
+                "chat": {"id": "c1", "url": "https://chat/1#x"},
+            },
+        ],
+    }
     back = decode_query(encode_query(msgs))
     assert back["MESSAGES"][0]["message"]["files"][0]["url"] == "https://x/y?a=1&b=2"
     assert back["MESSAGES"][0]["message"]["text"] == "[b]Hi[/b]\n& = + %"
@@ -53,6 +70,10 @@ def test_round_trip_message():
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
 
-@given(st.lists(st.dictionaries(st.sampled_from(["id", "text", "name"]), text, min_size=1), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["id", "text", "name"]), text, min_size=1), min_size=1, max_size=5
+    )
+)
 def test_round_trip_property(items):
     assert decode_query(encode_query({"M": items})) == {"M": items}

@@ -14,8 +14,10 @@ BIND = {"portal": "https://acme.bitrix24.ru/rest/", "line": "1", "connector": "h
 
 def make(tmp_path, **over: str) -> Journal:
     j = Journal.bind(tmp_path / "j.db", **{**BIND, **over})
-    j.add_rows([(row_key(i), 0, i, "pending", None, None) for i in range(5)]
-               + [(row_key(99), None, None, "invalid", "bad-date", "no date")])
+    j.add_rows(
+        [(row_key(i), 0, i, "pending", None, None) for i in range(5)]
+        + [(row_key(99), None, None, "invalid", "bad-date", "no date")]
+    )
     return j
 
 
@@ -54,8 +56,15 @@ def test_inflight_settle_revert_and_recover(tmp_path):
     run = j.start_run(1.0)
     req = j.mark_inflight([row_key(0), row_key(1)], run, 2.0)
     assert j.counts()["inflight"] == 2
-    j.settle(req, [RowUpdate(row_key(0), "sent", session_id="7", sent_at=3.0),
-                   RowUpdate(row_key(1), "failed", "item-rejected", "no", hold=0)], 3.0, "answered")
+    j.settle(
+        req,
+        [
+            RowUpdate(row_key(0), "sent", session_id="7", sent_at=3.0),
+            RowUpdate(row_key(1), "failed", "item-rejected", "no", hold=0),
+        ],
+        3.0,
+        "answered",
+    )
     rows = j.rows().set_index("rid")
     assert rows.loc["0", "status"] == "sent" and rows.loc["0", "session_id"] == "7"
     assert rows.loc["0", "attempts"] == 1
@@ -82,9 +91,13 @@ def test_a_failed_transaction_leaves_nothing_half_done(tmp_path):
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), j._tx() as cur:
-        Journal._settle(cur, [RowUpdate(row_key(0), "sent")])
-        raise Boom
+    def half_done() -> None:
+        with j._tx() as cur:
+            Journal._settle(cur, [RowUpdate(row_key(0), "sent")])
+            raise Boom
+
+    with pytest.raises(Boom):
+        half_done()
     assert j.counts()["inflight"] == 2  # rolled back as a whole
     j.settle(req, [RowUpdate(row_key(0), "sent"), RowUpdate(row_key(1), "sent")], 1.0, "ok")
     assert j.counts()["sent"] == 2

@@ -22,8 +22,15 @@ from bulkimport.send import STATUS_COLUMNS, Sender, send
 Fault = Callable[[str, list[dict[str, Any]]], Any]
 
 
-def make_plan(sizes: list[int], *, invalid: list[int] | None = None, warnings: list[int] | None = None,
-              chunk_size: int = 50, fingerprint: str = "fp-1", shared_user: bool = False) -> Plan:
+def make_plan(
+    sizes: list[int],
+    *,
+    invalid: list[int] | None = None,
+    warnings: list[int] | None = None,
+    chunk_size: int = 50,
+    fingerprint: str = "fp-1",
+    shared_user: bool = False,
+) -> Plan:
     """A plan with conversations of the given sizes; rows numbered from 2 like a spreadsheet."""
     rows: list[dict[str, Any]] = []
     convs: list[Conversation] = []
@@ -32,28 +39,53 @@ def make_plan(sizes: list[int], *, invalid: list[int] | None = None, warnings: l
         ids, msgs = [], []
         for i in range(size):
             user = "u-shared" if shared_user else f"u{ci}"
-            msg = {"user": {"id": user, "name": "Иван"},
-                   "message": {"id": f"m{rid}", "date": 1_600_000_000 + i, "text": f"c{ci} #{i} & =+%\nok"},
-                   "chat": {"id": f"chat{ci}"}}
+            msg = {
+                "user": {"id": user, "name": "Иван"},
+                "message": {"id": f"m{rid}", "date": 1_600_000_000 + i, "text": f"c{ci} #{i} & =+%\nok"},
+                "chat": {"id": f"chat{ci}"},
+            }
             rows.append({"row": rid, "chat": f"chat{ci}", "text": msg["message"]["text"]})
             ids.append(rid)
             msgs.append(msg)
             rid += 1
-        convs.append(Conversation(f"chat{ci}", tuple(ids), tuple(msgs),
-                                  frozenset({f"chat{ci}", "u-shared" if shared_user else f"u{ci}"})))
+        convs.append(
+            Conversation(
+                f"chat{ci}",
+                tuple(ids),
+                tuple(msgs),
+                frozenset({f"chat{ci}", "u-shared" if shared_user else f"u{ci}"}),
+            )
+        )
     fails = []
-    for r in invalid or []:
+    for _ in invalid or []:
         rows.append({"row": rid, "chat": "", "text": ""})
-        fails.append({"row": rid, "field": "message.text", "code": "missing-text", "level": "error",
-                      "message": "no text", "value": ""})
+        fails.append(
+            {
+                "row": rid,
+                "field": "message.text",
+                "code": "missing-text",
+                "level": "error",
+                "message": "no text",
+                "value": "",
+            }
+        )
         rid += 1
     frame = pd.DataFrame(rows).set_index("row")
     for r in warnings or []:
-        fails.append({"row": r, "field": "user.name", "code": "name-trimmed", "level": "warning",
-                      "message": "name cut to 25 characters", "value": "x"})
+        fails.append(
+            {
+                "row": r,
+                "field": "user.name",
+                "code": "name-trimmed",
+                "level": "warning",
+                "message": "name cut to 25 characters",
+                "value": "x",
+            }
+        )
     failures = pd.DataFrame(fails, columns=FAILURE_COLUMNS)
-    return Plan(frame=frame, conversations=convs, failures=failures, chunk_size=chunk_size,
-                fingerprint=fingerprint)
+    return Plan(
+        frame=frame, conversations=convs, failures=failures, chunk_size=chunk_size, fingerprint=fingerprint
+    )
 
 
 class FakePortal:
@@ -62,7 +94,9 @@ class FakePortal:
     def __init__(self, clock: ManualClock, cost_per_message: float = 0.05) -> None:
         self.clock = clock
         self.stored: list[dict[str, Any]] = []
-        self.faults: list[Fault] = []  # each: (method, messages) -> None | RawResponse | Exception | item-level
+        self.faults: list[
+            Fault
+        ] = []  # each: (method, messages) -> None | RawResponse | Exception | item-level
         self.cost = cost_per_message
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.in_flight_keys: list[set[str]] = []
@@ -71,8 +105,14 @@ class FakePortal:
 
     def _time(self, duration: float) -> dict[str, Any]:
         now = self.clock.now()
-        return {"start": now, "finish": now + duration, "duration": duration, "processing": duration,
-                "operating": self.operating, "operating_reset_at": int(now + 600)}
+        return {
+            "start": now,
+            "finish": now + duration,
+            "duration": duration,
+            "processing": duration,
+            "operating": self.operating,
+            "operating_reset_at": int(now + 600),
+        }
 
     def send_messages(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         messages = params.get("MESSAGES")
@@ -86,12 +126,20 @@ class FakePortal:
                 items.append({"SUCCESS": False, "ERRORS": ["IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA"]})
                 continue
             self.stored.append(m)
-            items.append({"user": "585", "message": {"id": m["message"]["id"], "date": {}},
-                          "chat": {"id": m["chat"]["id"]}, "SUCCESS": True,
-                          "session": {"ID": "323", "CHAT_ID": "1767"}})
+            items.append(
+                {
+                    "user": "585",
+                    "message": {"id": m["message"]["id"], "date": {}},
+                    "chat": {"id": m["chat"]["id"]},
+                    "SUCCESS": True,
+                    "session": {"ID": "323", "CHAT_ID": "1767"},
+                }
+            )
         self.operating += self.cost * len(messages)
-        return 200, {"result": {"SUCCESS": True, "DATA": {"RESULT": items}},
-                     "time": self._time(self.cost * len(messages))}
+        return 200, {
+            "result": {"SUCCESS": True, "DATA": {"RESULT": items}},
+            "time": self._time(self.cost * len(messages)),
+        }
 
     def handler(self, url: str, body: dict[str, Any]) -> RawResponse | BaseException:
         method = url.rsplit("/", 1)[1]
@@ -116,15 +164,22 @@ class FakePortal:
     def _run(self, parsed: dict[str, tuple[str, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
         result, errors, times = {}, {}, {}
         for key, (_m, params) in parsed.items():
-            status, payload = self.send_messages(params)
+            _status, payload = self.send_messages(params)
             if "error" in payload:
                 errors[key] = payload
             else:
                 result[key] = payload["result"]
                 times[key] = payload["time"]
-        return 200, {"result": {"result": result or [], "result_error": errors or [],
-                                "result_time": times or [], "result_total": [], "result_next": []},
-                     "time": self._time(sum(t["duration"] for t in times.values()))}
+        return 200, {
+            "result": {
+                "result": result or [],
+                "result_error": errors or [],
+                "result_time": times or [],
+                "result_total": [],
+                "result_next": [],
+            },
+            "time": self._time(sum(t["duration"] for t in times.values())),
+        }
 
 
 @pytest.fixture
@@ -138,13 +193,21 @@ def fake(clock: ManualClock) -> FakePortal:
 
 
 def client_for(fake: FakePortal, clock: ManualClock) -> Client:
-    return Client("https://acme.bitrix24.ru", "token-aaaaaaaa", clock=clock,
-                  session=MockTransport(fake.handler))
+    return Client(
+        "https://acme.bitrix24.ru", "token-aaaaaaaa", clock=clock, session=MockTransport(fake.handler)
+    )
 
 
 def run(plan: Plan, fake: FakePortal, clock: ManualClock, tmp_path: Any, **kw: Any):
-    sender = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False,
-                    client=client_for(fake, clock), **kw)
+    sender = Sender(
+        plan,
+        line=1,
+        connector="hist",
+        state=tmp_path / "j.db",
+        progress=False,
+        client=client_for(fake, clock),
+        **kw,
+    )
     return sender.run()
 
 
@@ -152,7 +215,7 @@ def test_sends_everything_in_order_with_status_columns(fake, clock, tmp_path):
     plan = make_plan([3, 25, 1, 7], invalid=[1], warnings=[3])
     out = run(plan, fake, clock, tmp_path)
     frame = out.frame
-    assert list(frame.columns[-len(STATUS_COLUMNS):]) == STATUS_COLUMNS
+    assert list(frame.columns[-len(STATUS_COLUMNS) :]) == STATUS_COLUMNS
     assert frame["import_status"].value_counts().to_dict() == {"sent": 36, "invalid": 1}
     # every message exactly once, per conversation in plan order
     ids = [m["message"]["id"] for m in fake.stored]
@@ -251,8 +314,14 @@ def test_refused_requests_are_retried_without_loss(fake, clock, tmp_path):
         if state["n"] <= 3:
             return MockTransport.json(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many"})
         if state["n"] == 4:
-            return MockTransport.json(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x",
-                                            "time": {"operating_reset_at": clock.now() + 30}})
+            return MockTransport.json(
+                429,
+                {
+                    "error": "OPERATION_TIME_LIMIT",
+                    "error_description": "x",
+                    "time": {"operating_reset_at": clock.now() + 30},
+                },
+            )
         if state["n"] == 5:
             return NotSent("ConnectionRefusedError")
         return None
@@ -295,7 +364,10 @@ def test_request_rejection_holds_only_that_conversation(fake, clock, tmp_path):
 
     def send_messages(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if params["MESSAGES"][0]["chat"]["id"] == "chat1":
-            return 400, {"error": "ERROR_ARGUMENT", "error_description": "The incorrect structure of a message"}
+            return 400, {
+                "error": "ERROR_ARGUMENT",
+                "error_description": "The incorrect structure of a message",
+            }
         return orig(params)
 
     fake.send_messages = send_messages  # type: ignore[method-assign]
@@ -349,10 +421,16 @@ def test_interrupt_mid_request_marks_unknown_and_resume(fake, clock, tmp_path):
     assert st.get("unknown", 0) >= 1 and st.get("pending", 0) >= 0
     assert "inflight" not in st
     fake.faults.clear()
+    fake.faults.append(lambda m, msgs: KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        fake.faults.append(lambda m, msgs: KeyboardInterrupt())
-        send(plan, line=1, connector="hist", state=tmp_path / "other.db", progress=False,
-             client=client_for(fake, clock))
+        send(
+            plan,
+            line=1,
+            connector="hist",
+            state=tmp_path / "other.db",
+            progress=False,
+            client=client_for(fake, clock),
+        )
     assert Journal.open(tmp_path / "other.db").summary()["counts"]["unknown"] == 6
     fake.faults.clear()
     out2 = run(plan, fake, clock, tmp_path, retry_unknown=True)
@@ -386,8 +464,14 @@ def test_journal_mismatch(fake, clock, tmp_path):
     with pytest.raises(JournalMismatchError, match="fingerprint"):
         run(other, fake, clock, tmp_path)
     with pytest.raises(JournalMismatchError, match="line"):
-        Sender(plan, line=2, connector="hist", state=tmp_path / "j.db", progress=False,
-               client=client_for(fake, clock)).run()
+        Sender(
+            plan,
+            line=2,
+            connector="hist",
+            state=tmp_path / "j.db",
+            progress=False,
+            client=client_for(fake, clock),
+        ).run()
 
 
 def test_resume_skips_sent(fake, clock, tmp_path):
@@ -405,7 +489,7 @@ def test_missing_options_name_option_and_env(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError, match="BITRIX24_PORTAL"):
         send(plan, line=1, connector="x", state=tmp_path / "j.db", auth="t")
-    with pytest.raises(ConfigError, match="--line.*BITRIX24_LINE"):
+    with pytest.raises(ConfigError, match=r"--line.*BITRIX24_LINE"):
         send(plan, portal="acme.bitrix24.ru", connector="x", state=tmp_path / "j.db", auth="t")
     with pytest.raises(ConfigError, match="--state"):
         send(plan, portal="acme.bitrix24.ru", line=1, connector="x", auth="t")
@@ -430,3 +514,55 @@ def test_secrets_not_in_logs_or_frame(fake, clock, tmp_path, caplog):
     assert all(body["auth"] == "token-aaaaaaaa" for _, body in fake.requests)
     assert json.dumps(fake.requests).count("token-aaaaaaaa") == len(fake.requests)
     assert unquote("x") == "x"
+
+
+def test_ctrl_c_during_a_pacing_wait_leaves_rows_pending(fake, clock, tmp_path):
+    """Rows are journalled in flight only when bytes leave: Ctrl-C while waiting for a 429 reset
+    must not turn unsent rows into 'unknown'."""
+    plan = make_plan([4, 4])
+    state = {"n": 0}
+
+    def once_429(method: str, messages: list[dict[str, Any]]) -> Any:
+        state["n"] += 1
+        if state["n"] == 2:
+            return MockTransport.json(
+                429,
+                {
+                    "error": "OPERATION_TIME_LIMIT",
+                    "error_description": "x",
+                    "time": {"operating_reset_at": clock.now() + 300},
+                },
+            )
+        return None
+
+    fake.faults.append(once_429)
+    real_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        if seconds > 4:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    client = client_for(fake, clock)
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client).run()
+    assert out.summary.interrupted
+    counts = out.summary.counts
+    assert counts["unknown"] == 0 and counts["sent"] == 4 and counts["pending"] == 4
+    pend = out.frame[out.frame["import_status"] == "pending"]
+    assert (pend["import_error_code"] == "not-reached").all()
+    assert (pend["import_attempts"] == 0).all()
+
+
+def test_progress_bar_counts_rows_and_hides_secrets(fake, clock, tmp_path, capsys):
+    plan = make_plan([7, 3])
+    sender = Sender(
+        plan, line=1, connector="hist", state=tmp_path / "j.db", progress=True, client=client_for(fake, clock)
+    )
+    seen: list[dict[str, Any]] = []
+    sender.on_progress = seen.append
+    out = sender.run()
+    err = capsys.readouterr().err
+    assert "10/10" in err and "sent=10" in err
+    assert "token-aaaaaaaa" not in err
+    assert seen[-1]["sent"] == 10 and out.summary.counts["sent"] == 10

@@ -49,18 +49,33 @@ def make_plan(sizes: list[int], *, prefix: str = "c", chunk_size: int = 50, fing
     for ci, size in enumerate(sizes):
         ids, msgs = [], []
         for i in range(size):
-            msg = {"user": {"id": f"{prefix}u{ci}", "name": "Ольга"},
-                   "message": {"id": f"m{rid}", "date": 1_600_000_000 + 60 * i,
-                               "text": f"{prefix}{ci} #{i}: a & b = c + d % 5\nnext line", "disable_crm": "Y"},
-                   "chat": {"id": f"{prefix}{ci}"}}
+            msg = {
+                "user": {"id": f"{prefix}u{ci}", "name": "Ольга"},
+                "message": {
+                    "id": f"m{rid}",
+                    "date": 1_600_000_000 + 60 * i,
+                    "text": f"{prefix}{ci} #{i}: a & b = c + d % 5\nnext line",
+                    "disable_crm": "Y",
+                },
+                "chat": {"id": f"{prefix}{ci}"},
+            }
             rows.append({"row": rid, "chat": f"{prefix}{ci}"})
             ids.append(rid)
             msgs.append(msg)
             rid += 1
-        convs.append(Conversation(f"{prefix}{ci}", tuple(ids), tuple(msgs), frozenset({f"{prefix}{ci}", f"{prefix}u{ci}"})))
+        convs.append(
+            Conversation(
+                f"{prefix}{ci}", tuple(ids), tuple(msgs), frozenset({f"{prefix}{ci}", f"{prefix}u{ci}"})
+            )
+        )
     frame = pd.DataFrame(rows).set_index("row")
-    return Plan(frame=frame, conversations=convs, failures=pd.DataFrame(columns=FAILURE_COLUMNS),
-                chunk_size=chunk_size, fingerprint=fingerprint)
+    return Plan(
+        frame=frame,
+        conversations=convs,
+        failures=pd.DataFrame(columns=FAILURE_COLUMNS),
+        chunk_size=chunk_size,
+        fingerprint=fingerprint,
+    )
 
 
 class Watch(RequestsTransport):
@@ -103,25 +118,45 @@ class Watch(RequestsTransport):
 
 def connect(portal: Any, tmp_path: Path, transport: Any = None, *, line: int = 1) -> tuple[Client, Auth]:
     clock = for_sandbox(portal)
-    auth = Auth(client_id=portal.client_id, client_secret=portal.client_secret, access_token=portal.access_token,
-                refresh_token=portal.refresh_token, oauth_url=portal.oauth_url,
-                token_file=tmp_path / "tokens.json", clock=clock, env={})
+    auth = Auth(
+        client_id=portal.client_id,
+        client_secret=portal.client_secret,
+        access_token=portal.access_token,
+        refresh_token=portal.refresh_token,
+        oauth_url=portal.oauth_url,
+        token_file=tmp_path / "tokens.json",
+        clock=clock,
+        env={},
+    )
     client = Client(portal.url, auth, clock=clock, session=transport or Watch(), timeout=(2.0, 5.0))
     return client, auth
 
 
 def setup_connector(client: Client, line: int = 1) -> None:
-    result = client.call("imconnector.register", {
-        "ID": CONNECTOR, "NAME": "History import",
-        "ICON": {"DATA_IMAGE": "data:image/svg+xml;charset=US-ASCII,%3Csvg%2F%3E"},
-        "PLACEMENT_HANDLER": "https://example.invalid/handler"}, retries=3)
+    result = client.call(
+        "imconnector.register",
+        {
+            "ID": CONNECTOR,
+            "NAME": "History import",
+            "ICON": {"DATA_IMAGE": "data:image/svg+xml;charset=US-ASCII,%3Csvg%2F%3E"},
+            "PLACEMENT_HANDLER": "https://example.invalid/handler",
+        },
+        retries=3,
+    )
     assert result in (True, {"result": True})
     assert client.call("imconnector.activate", {"CONNECTOR": CONNECTOR, "LINE": line, "ACTIVE": 1}, retries=3)
 
 
 def sender(plan: Plan, client: Client, tmp_path: Path, line: int = 1, **kw: Any) -> Sender:
-    return Sender(plan, line=line, connector=CONNECTOR, state=tmp_path / "journal.db", progress=False,
-                  client=client, **kw)
+    return Sender(
+        plan,
+        line=line,
+        connector=CONNECTOR,
+        state=tmp_path / "journal.db",
+        progress=False,
+        client=client,
+        **kw,
+    )
 
 
 def assert_exactly_once_in_order(portal: Any, plan: Plan, frame: pd.DataFrame) -> pd.DataFrame:
@@ -159,15 +194,23 @@ def test_import_with_token_expiry_and_rotation(tmp_path, caplog):
         token_file = tmp_path / "tokens.json"
         data = json.loads(token_file.read_text())
         assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
-        assert data["access_token"] not in (portal.access_token,) and data["refresh_token"] != portal.refresh_token
+        assert (
+            data["access_token"] not in (portal.access_token,)
+            and data["refresh_token"] != portal.refresh_token
+        )
         # each row's Bitrix24 ids are the ones the portal stored for it
         by_row = stored.set_index(stored["message_id"].str[1:].astype(int))
         portal_ids = by_row[["b24_chat_id", "session_id"]].rename(columns=lambda c: f"portal_{c}")
         merged = out.frame.join(portal_ids)
         assert (merged["b24_chat_id"] == merged["portal_b24_chat_id"].astype(str)).all()
         assert (merged["b24_session_id"] == merged["portal_session_id"].astype(str)).all()
-        secrets = [portal.client_secret, portal.access_token, portal.refresh_token, data["access_token"],
-                   data["refresh_token"]]
+        secrets = [
+            portal.client_secret,
+            portal.access_token,
+            portal.refresh_token,
+            data["access_token"],
+            data["refresh_token"],
+        ]
         text = caplog.text + out.frame.to_csv() + str(out.summary) + repr(auth) + repr(client)
         for secret in secrets:
             assert secret not in text
@@ -262,7 +305,9 @@ def test_partial_batch_failures(portal, tmp_path):
     bad_item = {**c0.messages[1], "message": {"id": "m3", "date": 1_600_000_000}}
     c2 = plan.conversations[2]
     broken = {**c2.messages[0], "user": "not-a-dict"}
-    plan.conversations[0] = Conversation(c0.key, c0.rows, (c0.messages[0], bad_item, *c0.messages[2:]), c0.lock_keys)
+    plan.conversations[0] = Conversation(
+        c0.key, c0.rows, (c0.messages[0], bad_item, *c0.messages[2:]), c0.lock_keys
+    )
     plan.conversations[2] = Conversation(c2.key, c2.rows, (broken, *c2.messages[1:]), c2.lock_keys)
     client.governor.record_messages(4, 0.5)  # known to be fast: one batch of three commands
     out = sender(plan, client, tmp_path).run()
@@ -272,14 +317,20 @@ def test_partial_batch_failures(portal, tmp_path):
     assert f.loc[[2, 4, 5], "import_status"].tolist() == ["sent"] * 3  # its conversation went on
     assert (f.loc[[6, 7, 8, 9], "import_status"] == "sent").all()
     rows2 = list(plan.conversations[2].rows)
-    assert f.loc[rows2[0], "import_status"] == "failed" and f.loc[rows2[0], "import_error_code"] == "ERROR_ARGUMENT"
-    assert (f.loc[rows2[-1:], "import_error_code"] == "held-after-failure").all() or \
-        (f.loc[rows2, "import_status"] == "failed").all()
+    assert (
+        f.loc[rows2[0], "import_status"] == "failed"
+        and f.loc[rows2[0], "import_error_code"] == "ERROR_ARGUMENT"
+    )
+    assert (f.loc[rows2[-1:], "import_error_code"] == "held-after-failure").all() or (
+        f.loc[rows2, "import_status"] == "failed"
+    ).all()
     assert_exactly_once_in_order(portal, plan, f)
 
 
-@pytest.mark.parametrize(("line", "activate", "code"), [(3, False, "NOT_ACTIVE_LINE"),
-                                                        (2, False, "IMCONNECTOR_NO_CORRECT_PROVIDER")])
+@pytest.mark.parametrize(
+    ("line", "activate", "code"),
+    [(3, False, "NOT_ACTIVE_LINE"), (2, False, "IMCONNECTOR_NO_CORRECT_PROVIDER")],
+)
 def test_fatal_errors_stop_early_with_pending_rows(portal, tmp_path, line, activate, code):
     watch = Watch()
     client, _ = connect(portal, tmp_path, watch)
@@ -346,12 +397,22 @@ def test_sigkill_and_resume(tmp_path):
         setup_connector(client)
         script = tmp_path / "run.py"
         script.write_text(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests")))
-        env = {**os.environ, "T_SCALE": str(portal.time_scale), "T_EPOCH": str(portal.epoch),
-               "T_ID": portal.client_id, "T_SECRET": portal.client_secret, "T_ACCESS": portal.access_token,
-               "T_REFRESH": portal.refresh_token, "T_OAUTH": portal.oauth_url, "T_URL": portal.url,
-               "T_TOKENS": str(tmp_path / "tokens-child.json"), "T_STATE": str(tmp_path / "journal.db")}
-        proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        env = {
+            **os.environ,
+            "T_SCALE": str(portal.time_scale),
+            "T_EPOCH": str(portal.epoch),
+            "T_ID": portal.client_id,
+            "T_SECRET": portal.client_secret,
+            "T_ACCESS": portal.access_token,
+            "T_REFRESH": portal.refresh_token,
+            "T_OAUTH": portal.oauth_url,
+            "T_URL": portal.url,
+            "T_TOKENS": str(tmp_path / "tokens-child.json"),
+            "T_STATE": str(tmp_path / "journal.db"),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 30
         while len(portal.store.messages()) < 40 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
@@ -366,8 +427,13 @@ def test_sigkill_and_resume(tmp_path):
         stored = assert_exactly_once_in_order(portal, plan, out.frame)
         missing = {f"m{r}" for r in out.frame.index} - set(stored["message_id"])
         assert all(out.frame.loc[int(m[1:]), "import_status"] in ("pending", "unknown") for m in missing)
-        assert s.counts["pending"] == 0 or (out.frame.loc[out.frame["import_status"] == "pending",
-                                                          "import_error_code"] == "held-after-unknown").all()
+        assert (
+            s.counts["pending"] == 0
+            or (
+                out.frame.loc[out.frame["import_status"] == "pending", "import_error_code"]
+                == "held-after-unknown"
+            ).all()
+        )
         # the user checks the line, then resends the unknown ones: every message is there
         out2 = sender(plan, client, tmp_path, retry_unknown=True).run()
         assert out2.summary.counts["sent"] == 200

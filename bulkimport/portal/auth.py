@@ -105,8 +105,15 @@ class _SecretFilter(logging.Filter):
 
 
 _FILTER = _SecretFilter()
-for _name in ("urllib3.connectionpool", "urllib3", "requests", "bulkimport", "bulkimport.auth",
-              "bulkimport.portal", "bulkimport.send"):
+for _name in (
+    "urllib3.connectionpool",
+    "urllib3",
+    "requests",
+    "bulkimport",
+    "bulkimport.auth",
+    "bulkimport.portal",
+    "bulkimport.send",
+):
     logging.getLogger(_name).addFilter(_FILTER)
 
 
@@ -133,8 +140,10 @@ class Tokens:
     superseded: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        return (f"Tokens(access_token=<hidden>, refresh_token=<hidden>, expires={self.expires}, "
-                f"domain={self.domain!r})")
+        return (
+            f"Tokens(access_token=<hidden>, refresh_token=<hidden>, expires={self.expires}, "
+            f"domain={self.domain!r})"
+        )
 
     __str__ = __repr__
 
@@ -231,16 +240,24 @@ def _check_oauth_url(url: str) -> str:
     raise ConfigError(f"BITRIX24_OAUTH_URL {url!r} must be an https:// address (http only for loopback)")
 
 
-def _oauth_request(oauth_url: str, params: dict[str, str], clock: Clock,
-                   session: requests.Session | None = None, timeout: float = 30.0) -> Tokens:
+def _oauth_request(
+    oauth_url: str,
+    params: dict[str, str],
+    clock: Clock,
+    session: requests.Session | None = None,
+    timeout: float = 30.0,
+) -> Tokens:
     """GET the OAuth server (as documented) and return the new pair; errors carry no secrets."""
     _FILTER.add(params.get("client_secret"), params.get("refresh_token"), params.get("code"))
     url = _check_oauth_url(oauth_url)
     http = session or requests
     try:
-        resp = http.get(url + ("&" if "?" in url else "?") + urlencode(params),
-                        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                        timeout=timeout, allow_redirects=False)
+        resp = http.get(
+            url + ("&" if "?" in url else "?") + urlencode(params),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=timeout,
+            allow_redirects=False,
+        )
     except requests.RequestException as exc:
         # Never chain the requests exception: its text holds the URL with the secret.
         raise AmbiguousError(f"the OAuth server did not answer ({type(exc).__name__})") from None
@@ -253,9 +270,12 @@ def _oauth_request(oauth_url: str, params: dict[str, str], clock: Clock,
         desc = scrub(str(data.get("error_description") or ""))
         exc2 = error_for(code, desc, resp.status_code)
         if code.lower() == "invalid_grant":
-            raise AuthError(code, "the refresh token is no longer valid (it rotates on every refresh and "
-                            "lives 180 days): run `bulkimport auth` to authorise again",
-                            resp.status_code) from None
+            raise AuthError(
+                code,
+                "the refresh token is no longer valid (it rotates on every refresh and "
+                "lives 180 days): run `bulkimport auth` to authorise again",
+                resp.status_code,
+            ) from None
         if isinstance(exc2, AuthError):
             raise exc2 from None
         raise AuthError(code, desc or "the OAuth server refused the request", resp.status_code) from None
@@ -288,10 +308,16 @@ def exchange_code(
 ) -> Tokens:
     """Trade an authorisation code for the first token pair and save it to the token file."""
     clock = clock or SystemClock()
-    tokens = _oauth_request(oauth_url, {
-        "grant_type": "authorization_code", "client_id": client_id, "client_secret": client_secret,
-        "code": code,
-    }, clock)
+    tokens = _oauth_request(
+        oauth_url,
+        {
+            "grant_type": "authorization_code",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "code": code,
+        },
+        clock,
+    )
     path = Path(token_file) if token_file else default_token_file()
     write_token_file(path, tokens, client_id)
     log.info("saved new tokens to %s", path)
@@ -366,7 +392,8 @@ class Auth:
         if given.access_token and _fp(given.access_token) in superseded:
             return True
         same = (given.refresh_token or None) == (stored.refresh_token or None) and (
-            not given.access_token or given.access_token == stored.access_token)
+            not given.access_token or given.access_token == stored.access_token
+        )
         return same
 
     @classmethod
@@ -375,8 +402,10 @@ class Auth:
         return cls(**kwargs)
 
     def __repr__(self) -> str:
-        return (f"Auth(client_id={'set' if self.client_id else 'missing'}, secret=<hidden>, "
-                f"tokens=<hidden>, token_file={str(self.token_file)!r}, source={self.source!r})")
+        return (
+            f"Auth(client_id={'set' if self.client_id else 'missing'}, secret=<hidden>, "
+            f"tokens=<hidden>, token_file={str(self.token_file)!r}, source={self.source!r})"
+        )
 
     __str__ = __repr__
 
@@ -393,8 +422,11 @@ class Auth:
     def token(self) -> str:
         """The access token to use now (refreshed first if it expires within the margin)."""
         current = self._tokens
-        if (current.expires is not None and self.can_refresh
-                and current.expires - self.clock.now() <= self._margin(current)):
+        if (
+            current.expires is not None
+            and self.can_refresh
+            and current.expires - self.clock.now() <= self._margin(current)
+        ):
             return self.refresh(stale=current.access_token)
         if not current.access_token:
             return self.refresh(stale=current.access_token)
@@ -412,26 +444,45 @@ class Auth:
             if stale is not None and self._tokens.access_token and self._tokens.access_token != stale:
                 return self._tokens.access_token  # another thread refreshed meanwhile
             if not self.can_refresh:
-                missing = [name for name, ok in (
-                    ("BITRIX24_REFRESH_TOKEN", self._tokens.refresh_token),
-                    ("BITRIX24_CLIENT_ID", self.client_id),
-                    ("BITRIX24_CLIENT_SECRET", self._client_secret)) if not ok]
-                raise AuthError("expired_token", "the access token expired and it cannot be refreshed "
-                                f"(missing {', '.join(missing)}); run `bulkimport auth`", 401)
+                missing = [
+                    name
+                    for name, ok in (
+                        ("BITRIX24_REFRESH_TOKEN", self._tokens.refresh_token),
+                        ("BITRIX24_CLIENT_ID", self.client_id),
+                        ("BITRIX24_CLIENT_SECRET", self._client_secret),
+                    )
+                    if not ok
+                ]
+                raise AuthError(
+                    "expired_token",
+                    "the access token expired and it cannot be refreshed "
+                    f"(missing {', '.join(missing)}); run `bulkimport auth`",
+                    401,
+                )
             old = self._tokens
             try:
-                new = _oauth_request(self.oauth_url, {
-                    "grant_type": "refresh_token",
-                    "client_id": str(self.client_id),
-                    "client_secret": str(self._client_secret),
-                    "refresh_token": str(old.refresh_token),
-                }, self.clock, self._session)
+                new = _oauth_request(
+                    self.oauth_url,
+                    {
+                        "grant_type": "refresh_token",
+                        "client_id": str(self.client_id),
+                        "client_secret": str(self._client_secret),
+                        "refresh_token": str(old.refresh_token),
+                    },
+                    self.clock,
+                    self._session,
+                )
             except AmbiguousError as exc:
                 # The portal call waiting for this token was refused (not run), so nothing is
                 # ambiguous for the rows; but the run cannot go on without a token.
-                raise AuthError("oauth-unreachable", f"{exc}; if the OAuth server rotated the refresh "
-                                "token meanwhile it is lost: run `bulkimport auth`") from None
-            new.superseded = [*old.superseded, _fp(old.refresh_token), _fp(old.access_token)][-_SUPERSEDED_KEEP:]
+                raise AuthError(
+                    "oauth-unreachable",
+                    f"{exc}; if the OAuth server rotated the refresh "
+                    "token meanwhile it is lost: run `bulkimport auth`",
+                ) from None
+            new.superseded = [*old.superseded, _fp(old.refresh_token), _fp(old.access_token)][
+                -_SUPERSEDED_KEEP:
+            ]
             # The old refresh token is dead from now on: persist the new pair before anyone uses it.
             write_token_file(self.token_file, new, self.client_id)
             self._tokens = new

@@ -65,17 +65,30 @@ MAX_REDIRECTS = 5
 AUTH_CODES = frozenset(
     c.upper()
     for c in (
-        "WRONG_AUTH_TYPE", "NO_AUTH_FOUND", "insufficient_scope", "INVALID_CREDENTIALS",
-        "user_access_error", "ACCESS_DENIED", "invalid_token", "invalid_grant", "invalid_client",
-        "PAYMENT_REQUIRED", "authorization_error",
+        "WRONG_AUTH_TYPE",
+        "NO_AUTH_FOUND",
+        "insufficient_scope",
+        "INVALID_CREDENTIALS",
+        "user_access_error",
+        "ACCESS_DENIED",
+        "invalid_token",
+        "invalid_grant",
+        "invalid_client",
+        "PAYMENT_REQUIRED",
+        "authorization_error",
     )
 )
 SETUP_CODES = frozenset(
     c.upper()
     for c in (
-        "NOT_ACTIVE_LINE", "IMCONNECTOR_NO_CORRECT_PROVIDER", "IMCONNECTOR_COULD_NOT_GET_PROVIDER_OBJECT",
-        "IMCONNECTOR_NOT_SPECIFIED_CORRECT_CONNECTOR", "ERROR_METHOD_NOT_FOUND", "INVALID_REQUEST",
-        "ERROR_BATCH_LENGTH_EXCEEDED", "ERROR_BATCH_METHOD_NOT_ALLOWED",
+        "NOT_ACTIVE_LINE",
+        "IMCONNECTOR_NO_CORRECT_PROVIDER",
+        "IMCONNECTOR_COULD_NOT_GET_PROVIDER_OBJECT",
+        "IMCONNECTOR_NOT_SPECIFIED_CORRECT_CONNECTOR",
+        "ERROR_METHOD_NOT_FOUND",
+        "INVALID_REQUEST",
+        "ERROR_BATCH_LENGTH_EXCEEDED",
+        "ERROR_BATCH_METHOD_NOT_ALLOWED",
     )
 )
 BLOCKED_CODES = frozenset(("OVERLOAD_LIMIT", "PORTAL_DELETED"))
@@ -135,10 +148,7 @@ def _not_sent(exc: requests.RequestException) -> bool:
         from urllib3.exceptions import NewConnectionError
     except ImportError:  # pragma: no cover
         NewConnectionError = ()  # type: ignore[assignment,misc]
-    for item in _chain(exc):
-        if isinstance(item, (NewConnectionError, ConnectionRefusedError)):
-            return True
-    return False
+    return any(isinstance(item, (NewConnectionError, ConnectionRefusedError)) for item in _chain(exc))
 
 
 class RequestsTransport:
@@ -152,15 +162,18 @@ class RequestsTransport:
     ) -> RawResponse:
         """POST ``body``; map network failures to NotSent / AmbiguousError."""
         try:
-            resp = self.session.post(url, data=body, headers=dict(headers), timeout=timeout,
-                                     allow_redirects=False)
+            resp = self.session.post(
+                url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
+            )
             content = resp.content
         except requests.RequestException as exc:
             if _not_sent(exc):
                 raise NotSent(type(exc).__name__) from None
             if isinstance(exc, requests.Timeout):
                 raise _ambiguous("timeout", "no answer within the read timeout") from None
-            raise _ambiguous("connection-lost", f"connection lost after sending ({type(exc).__name__})") from None
+            raise _ambiguous(
+                "connection-lost", f"connection lost after sending ({type(exc).__name__})"
+            ) from None
         return RawResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, content)
 
     def close(self) -> None:
@@ -192,12 +205,14 @@ class MockTransport:
     @staticmethod
     def json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> RawResponse:
         """A JSON answer."""
-        return RawResponse(status, {"content-type": "application/json", **(headers or {})},
-                           json.dumps(payload).encode())
+        return RawResponse(
+            status, {"content-type": "application/json", **(headers or {})}, json.dumps(payload).encode()
+        )
 
     @staticmethod
-    def text(status: int, body: str, content_type: str = "text/html",
-             headers: Mapping[str, str] | None = None) -> RawResponse:
+    def text(
+        status: int, body: str, content_type: str = "text/html", headers: Mapping[str, str] | None = None
+    ) -> RawResponse:
         """A non-JSON answer (HTML page, empty body …)."""
         return RawResponse(status, {"content-type": content_type, **(headers or {})}, body.encode())
 
@@ -284,8 +299,9 @@ def error_for(
     if key in BLOCKED_CODES:
         return BlockedError(code, description, status)
     if key in SERVER_ERROR_CODES or (status is not None and status >= 500):
-        exc = _ambiguous(key if key in SERVER_ERROR_CODES else "bad-answer",
-                         f"{code}: {description}".strip(": "), status)
+        exc = _ambiguous(
+            key if key in SERVER_ERROR_CODES else "bad-answer", f"{code}: {description}".strip(": "), status
+        )
         exc.code = code  # type: ignore[attr-defined]
         return exc
     return RequestRejectedError(code, description, status)
@@ -329,16 +345,19 @@ def classify(raw: RawResponse, now: float) -> Answer:
         reset_at = timing.get("operating_reset_at") if isinstance(timing, dict) else None
         if reset_at is None:
             reset_at = payload.get("operating_reset_at")
-        exc = error_for(code, description, status,
-                        retry_after=_retry_after(raw.headers, _num(reset_at), now))
+        exc = error_for(code, description, status, retry_after=_retry_after(raw.headers, _num(reset_at), now))
         raise exc
     if 200 <= status < 300 and isinstance(payload, dict) and "result" in payload:
         timing = payload.get("time")
         return Answer(payload["result"], timing if isinstance(timing, dict) else {}, status)
     # No usable envelope.
     if status == 429:
-        raise OperatingLimitError("OPERATION_TIME_LIMIT", "HTTP 429 without a body", status,
-                                  retry_after=_retry_after(raw.headers, None, now))
+        raise OperatingLimitError(
+            "OPERATION_TIME_LIMIT",
+            "HTTP 429 without a body",
+            status,
+            retry_after=_retry_after(raw.headers, None, now),
+        )
     if not text:
         raise _ambiguous("bad-answer", "empty answer", status)
     if payload is None:
@@ -426,7 +445,9 @@ class Client:
         self.limits = limits
         self.auth: _TokenSource = _StaticToken(auth) if isinstance(auth, str) else auth
         if auth is None:
-            raise ConfigError("no credentials: pass auth= or set BITRIX24_ACCESS_TOKEN (or run `bulkimport auth`)")
+            raise ConfigError(
+                "no credentials: pass auth= or set BITRIX24_ACCESS_TOKEN (or run `bulkimport auth`)"
+            )
         if session is None or isinstance(session, requests.Session):
             self.transport: Transport = RequestsTransport(session)
         else:
@@ -449,15 +470,32 @@ class Client:
         """Call ``method`` with JSON ``params``; return its ``result`` (see the module docstring)."""
         return self.call_full(method, params, retries=retries).result
 
-    def call_full(self, method: str, params: Mapping[str, Any] | None = None, *, retries: int = 0) -> Answer:
-        """Like :meth:`call` but returns the whole :class:`Answer` (result and ``time``)."""
+    def call_full(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        retries: int = 0,
+        before_send: Callable[[], None] | None = None,
+    ) -> Answer:
+        """Like :meth:`call` but returns the whole :class:`Answer` (result and ``time``).
+
+        ``before_send`` runs right before the request's bytes go on the wire (after any pacing
+        wait and token refresh): the sender journals rows as in flight there, so a Ctrl-C during a
+        long wait never turns unsent rows into ``unknown``.
+        """
         body = dict(params or {})
-        answer = self._with_retries(method, body, [method], retries)
+        answer = self._with_retries(method, body, [method], retries, before_send)
         self.governor.observe(method, answer.time)
         return answer
 
     def batch(
-        self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], halt: bool = False, *, retries: int = 0
+        self,
+        commands: Mapping[str, tuple[str, Mapping[str, Any]]],
+        halt: bool = False,
+        *,
+        retries: int = 0,
+        before_send: Callable[[], None] | None = None,
     ) -> BatchResult:
         """Run up to 50 ``{key: (method, params)}`` commands in one request (``halt=0`` by default)."""
         if not commands:
@@ -466,7 +504,9 @@ class Client:
             raise ValueError(f"a batch holds at most {self.limits.batch_max} commands")
         cmd = {key: encode_command(method, params) for key, (method, params) in commands.items()}
         methods = [method for method, _ in commands.values()]
-        answer = self._with_retries("batch", {"halt": 1 if halt else 0, "cmd": cmd}, methods, retries)
+        answer = self._with_retries(
+            "batch", {"halt": 1 if halt else 0, "cmd": cmd}, methods, retries, before_send
+        )
         payload = answer.result if isinstance(answer.result, dict) else {}
         results = _as_dict(payload.get("result"))
         raw_errors = _as_dict(payload.get("result_error"))
@@ -498,32 +538,52 @@ class Client:
             close()
 
     # ---------------------------------------------------------------- internals
-    def _with_retries(self, method: str, body: dict[str, Any], methods: list[str], retries: int) -> Answer:
+    def _with_retries(
+        self,
+        method: str,
+        body: dict[str, Any],
+        methods: list[str],
+        retries: int,
+        before_send: Callable[[], None] | None = None,
+    ) -> Answer:
         attempt = 0
         while True:
             try:
-                return self._authorised(method, body, methods)
+                return self._authorised(method, body, methods, before_send)
             except RetryableError as exc:
                 attempt += 1
                 if attempt > retries:
                     raise
                 self.governor.wait_after(exc)
 
-    def _authorised(self, method: str, body: dict[str, Any], methods: list[str]) -> Answer:
+    def _authorised(
+        self,
+        method: str,
+        body: dict[str, Any],
+        methods: list[str],
+        before_send: Callable[[], None] | None = None,
+    ) -> Answer:
         """One request with the current token; on expired_token refresh and repeat exactly once."""
         token = self.auth.token()
         try:
-            return self._send(method, {**body, "auth": token}, methods)
+            return self._send(method, {**body, "auth": token}, methods, before_send)
         except TokenExpiredError:
             log.info("access token expired; refreshing and repeating %s once", method)
             token = self.auth.refresh(stale=token)
             try:
-                return self._send(method, {**body, "auth": token}, methods)
+                return self._send(method, {**body, "auth": token}, methods, before_send)
             except TokenExpiredError as again:
-                raise AuthError(again.code, "the portal still reports an expired token after a refresh",
-                                again.status) from None
+                raise AuthError(
+                    again.code, "the portal still reports an expired token after a refresh", again.status
+                ) from None
 
-    def _send(self, method: str, body: dict[str, Any], methods: list[str]) -> Answer:
+    def _send(
+        self,
+        method: str,
+        body: dict[str, Any],
+        methods: list[str],
+        before_send: Callable[[], None] | None = None,
+    ) -> Answer:
         """POST one request (following redirects) and classify the answer."""
         self.governor.acquire(methods)
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -534,6 +594,8 @@ class Client:
         }
         url = self._base + method
         for _ in range(MAX_REDIRECTS + 1):
+            if before_send is not None:
+                before_send()
             started = self.clock.now()
             try:
                 raw = self.transport.post(url, data, headers, self.timeout)  # type: ignore[arg-type]
@@ -547,8 +609,11 @@ class Client:
                 location = urljoin(url, raw.headers["location"])
                 new_base = _base_from_location(location, method)
                 if new_base != self._base:
-                    log.warning("the portal moved: %s -> %s (requests now go to the new address)",
-                                self._base, new_base)
+                    log.warning(
+                        "the portal moved: %s -> %s (requests now go to the new address)",
+                        self._base,
+                        new_base,
+                    )
                     self._base = new_base
                 url = new_base + method
                 continue
@@ -563,4 +628,3 @@ class Client:
                 raise
             return answer
         raise _ambiguous("bad-answer", f"more than {MAX_REDIRECTS} redirects")
-

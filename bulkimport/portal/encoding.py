@@ -85,8 +85,10 @@ def _listify(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     items = {key: _listify(value) for key, value in node.items()}
-    if items and all(key.isdigit() for key in items) and sorted(int(k) for k in items) == list(
-        range(len(items))
+    if (
+        items
+        and all(key.isdigit() for key in items)
+        and sorted(int(k) for k in items) == list(range(len(items)))
     ):
         return [items[str(i)] for i in range(len(items))]
     return items

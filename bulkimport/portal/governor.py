@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +87,8 @@ class Governor:
         self._spm: float | None = None  # measured server seconds per message (EWMA)
         self._request_seconds: float | None = None
         self.waiting_for: str | None = None
+        #: called with a description before each pause (the sender updates its progress bar)
+        self.on_wait: Callable[[str], None] | None = None
         self.requests = 0
         self.refusals = 0
 
@@ -103,20 +106,24 @@ class Governor:
             waits.append((self._paused_until - now, self._pause_reason))
         ceiling = max(1.0, self.limits.bucket_size - self.bucket_margin)
         if self._level + 1 > ceiling:
-            waits.append(((self._level + 1 - ceiling) / self.limits.drain_rate, "request budget (leaky bucket)"))
+            waits.append(
+                ((self._level + 1 - ceiling) / self.limits.drain_rate, "request budget (leaky bucket)")
+            )
         for method in set(methods):
             st = self._methods.get(method)
             if st is None:
                 continue
             if st.blocked_until > now:
-                waits.append((st.blocked_until - now,
-                              f"{method} operating budget until {_hhmmss(st.blocked_until)}"))
+                waits.append(
+                    (st.blocked_until - now, f"{method} operating budget until {_hhmmss(st.blocked_until)}")
+                )
                 continue
             if st.reset_at is not None and st.reset_at > now:
                 expected = (st.call_cost or 0.0) * methods.count(method)
                 if st.operating + expected > self.limits.operating_limit * self.budget_safety:
-                    waits.append((st.reset_at - now,
-                                  f"{method} operating budget until {_hhmmss(st.reset_at)}"))
+                    waits.append(
+                        (st.reset_at - now, f"{method} operating budget until {_hhmmss(st.reset_at)}")
+                    )
         if not waits:
             return 0.0, ""
         return max(waits)
@@ -134,7 +141,25 @@ class Governor:
                     self.waiting_for = None
                     return
                 self.waiting_for = f"{reason} ({wait:.1f}s)"
-            self.clock.sleep(min(wait, 5.0) if wait > 5.0 else wait)
+                hook = self.on_wait
+            if hook is not None:
+                hook(self.waiting_for)
+            self.clock.sleep(min(wait, 5.0))
+
+    def wait_ready(self, methods: list[str] | tuple[str, ...] = ()) -> None:
+        """Block until a request carrying ``methods`` could go, without counting one."""
+        methods = list(methods)
+        while True:
+            with self._lock:
+                wait, reason = self._wait_needed(methods, self.clock.now())
+                if wait <= 1e-9:
+                    self.waiting_for = None
+                    return
+                self.waiting_for = f"{reason} ({wait:.1f}s)"
+                hook = self.on_wait
+            if hook is not None:
+                hook(self.waiting_for)
+            self.clock.sleep(min(wait, 5.0))
 
     def wait_after(self, exc: BulkImportError) -> None:
         """Nothing to do: the refusal already moved the pause point that :meth:`acquire` honours."""
