@@ -239,7 +239,7 @@ class Sender:
         self.portal = str(portal)
         self.line = _env_or(line, "BITRIX24_LINE", "--line", env)
         self.connector = _env_or(connector, "BITRIX24_CONNECTOR", "--connector", env)
-        self.state = default_path(plan.frame.attrs.get("source"), state)
+        self.state = default_path(plan.frame.attrs.get("source"), os.fspath(state) if state else None)
         self.limits = limits
         self.retry_failed = retry_failed
         self.retry_unknown = retry_unknown
@@ -332,7 +332,6 @@ class Sender:
         convs = self._schedule(state)
         keys = {ci: [row_key(r) for r in c.rows] for ci, c in enumerate(plan.conversations)}
 
-        counts = collections.Counter(state["status"].tolist())
         total = sum(len(c) for c in plan.conversations)
         to_send = sum(len(c.queue) for c in convs.values())
         done_before = total - to_send
@@ -441,10 +440,10 @@ class Sender:
                     if code == "timeout":
                         governor.on_timeout()
                     now = self.clock.now()
-                    updates = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
-                    journal.settle(request_id, updates, now, f"ambiguous {code}")
+                    lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
+                    journal.settle(request_id, lost, now, f"ambiguous {code}")
                     in_flight = []
-                    tally["unknown"] += len(updates)
+                    tally["unknown"] += len(lost)
                     for conv, positions in chosen:
                         conv.queue = conv.queue[len(positions) :]
                         hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
@@ -452,11 +451,11 @@ class Sender:
                         "no usable answer (%s): %d rows are now 'unknown' and their %d "
                         "conversation(s) held; the rest continues",
                         exc,
-                        len(updates),
+                        len(lost),
                         len(chosen),
                     )
                     if bar is not None:
-                        bar.update(len(updates))
+                        bar.update(len(lost))
                     show()
                     continue
                 except FatalError as exc:
@@ -558,8 +557,8 @@ class Sender:
         finished = self.clock.now()
         journal.finish_run(run_id, finished, getattr(stopped, "code", None), interrupted, tally["sent"])
         frame = self._frame(journal)
-        counts = frame["import_status"].value_counts().to_dict()
-        status_counts = {s: int(counts.get(s, 0)) for s in codes.STATUSES}
+        by_status = frame["import_status"].value_counts()
+        status_counts = {s: int(by_status.get(s, 0)) for s in codes.STATUSES}
         bad = frame.loc[frame["import_status"] != "sent", "import_error_code"].dropna()
         elapsed = max(0.0, finished - started)
         summary = SendSummary(
@@ -657,10 +656,15 @@ class Sender:
             return ups, ("held-after-unknown", "held: the answer for earlier rows was unusable")
         ups = []
         for rid, item in zip(rids, items, strict=True):
-            item = item if isinstance(item, Mapping) else {}
+            if not isinstance(item, Mapping):
+                item = {}
             if item.get("SUCCESS") is True or item.get("SUCCESS") in ("Y", "true", 1):
-                session = item.get("session") if isinstance(item.get("session"), Mapping) else {}
-                message = item.get("message") if isinstance(item.get("message"), Mapping) else {}
+                session: Mapping[str, Any] = item.get("session") or {}
+                message: Mapping[str, Any] = item.get("message") or {}
+                if not isinstance(session, Mapping):
+                    session = {}
+                if not isinstance(message, Mapping):
+                    message = {}
                 ups.append(
                     RowUpdate(
                         rid,

@@ -452,7 +452,11 @@ class Client:
             self.transport: Transport = RequestsTransport(session)
         else:
             self.transport = session
-        self.timeout = (timeout, timeout) if isinstance(timeout, (int, float)) else tuple(timeout)  # type: ignore[assignment]
+        self.timeout: tuple[float, float] = (
+            (float(timeout), float(timeout))
+            if isinstance(timeout, (int, float))
+            else (timeout[0], timeout[1])
+        )
         self.governor = governor or Governor(limits, self.clock)
         self._lock = threading.Lock()
         self.requests_sent = 0
@@ -598,7 +602,7 @@ class Client:
                 before_send()
             started = self.clock.now()
             try:
-                raw = self.transport.post(url, data, headers, self.timeout)  # type: ignore[arg-type]
+                raw = self.transport.post(url, data, headers, self.timeout)
             except NotSent as exc:
                 self.governor.on_connection_failed()
                 raise RetryableError("connection-failed", f"could not connect ({exc})", None) from None
