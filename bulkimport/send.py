@@ -18,6 +18,7 @@ Rules the sender keeps (see docs/sending.md):
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import os
@@ -351,14 +352,14 @@ class Sender:
 
         tally = collections.Counter({"sent": 0, "failed": 0, "unknown": 0})
 
-        def show() -> None:
+        def show(refresh: bool = False) -> None:
             snap = governor.snapshot()
             info = {**tally, "waiting_for": snap["waiting_for"]}
             if bar is not None:
                 post = {k: tally[k] for k in ("sent", "failed", "unknown")}
                 if snap["waiting_for"]:
                     post["wait"] = snap["waiting_for"]
-                bar.set_postfix(post, refresh=False)
+                bar.set_postfix(post, refresh=refresh)
             if self.on_progress:
                 self.on_progress(info)
 
@@ -375,23 +376,38 @@ class Sender:
             conv.rest = conv.queue
             conv.queue = []
 
+        # Conversations with work, in plan order. Each round scans from the front only as far as it
+        # needs to fill a batch and drops finished or held ones it passes, so a plan with 50 000
+        # conversations costs O(batch) per request, not O(conversations).
+        order = [c for c in convs.values() if c.queue]
+        previous_wait = governor.on_wait
+        governor.on_wait = lambda reason: show(refresh=True)
         try:
+            head = 0
             while True:
-                active = [c for c in convs.values() if c.queue]
-                if not active:
+                while head < len(order) and not order[head].queue:
+                    head += 1
+                if head == len(order):
                     break
                 governor.wait_ready([METHOD])  # pace before choosing sizes and marking rows
                 mpc = governor.messages_per_call(max(1, plan.chunk_size))
                 cpb = governor.calls_per_batch(mpc)
                 chosen: list[tuple[_Conv, list[int]]] = []
                 taken: set[str] = set()
-                for conv in active:
+                kept: list[_Conv] = []
+                scanned = 0
+                for conv in itertools.islice(order, head, None):
                     if len(chosen) >= cpb:
                         break
+                    scanned += 1
+                    if not conv.queue:
+                        continue
+                    kept.append(conv)
                     if conv.locks & taken:
                         continue
                     taken |= conv.locks
                     chosen.append((conv, conv.queue[:mpc]))
+                order[head : head + scanned] = kept
                 pconv = {conv.index: plan.conversations[conv.index] for conv, _ in chosen}
                 commands: dict[str, tuple[str, dict[str, Any]]] = {}
                 for conv, positions in chosen:
@@ -534,6 +550,7 @@ class Sender:
                 )
             log.warning("interrupted: the journal is saved; run the same command again to resume")
         finally:
+            governor.on_wait = previous_wait
             if redirect is not None:
                 redirect.__exit__(None, None, None)
             if bar is not None:
