@@ -259,3 +259,17 @@ def test_urllib3_debug_lines_are_scrubbed(env, caplog):
         srv.shutdown()
     assert "127.0.0.1" in caplog.text  # urllib3 did log the request …
     assert SECRET not in caplog.text and "refresh-0000" not in caplog.text  # … without secrets
+
+
+def test_unwritable_token_file_keeps_the_new_pair_and_says_so(env, caplog, monkeypatch):
+    import bulkimport.portal.auth as auth_module
+
+    def disk_full(*a: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(auth_module, "write_token_file", disk_full)
+    clock = ManualClock()
+    auth = Auth(env=env, clock=clock, session=FakeOAuth(clock))  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR):
+        assert auth.refresh() == "access-0001"
+    assert "bulkimport auth" in caplog.text and "refresh-0001" not in caplog.text

@@ -484,7 +484,17 @@ class Auth:
                 -_SUPERSEDED_KEEP:
             ]
             # The old refresh token is dead from now on: persist the new pair before anyone uses it.
-            write_token_file(self.token_file, new, self.client_id)
+            try:
+                write_token_file(self.token_file, new, self.client_id)
+            except OSError as exc:
+                # The old pair is already dead, so refusing the new one would not save anything:
+                # go on with it in memory and say loudly that the next run needs `bulkimport auth`.
+                log.error(
+                    "could not save the rotated tokens to %s (%s): this run continues, but the "
+                    "next one will need `bulkimport auth` (or --token-file on a writable disk)",
+                    self.token_file,
+                    type(exc).__name__,
+                )
             self._tokens = new
             self.refreshes += 1
             log.info("refreshed the access token (saved to %s)", self.token_file)

@@ -339,8 +339,10 @@ def classify(raw: RawResponse, now: float) -> Answer:
         except ValueError:
             payload = None
     if isinstance(payload, dict) and payload.get("error"):
+        from .auth import scrub  # late: auth imports this module
+
         code = str(payload.get("error"))
-        description = str(payload.get("error_description") or "")
+        description = scrub(str(payload.get("error_description") or ""))
         timing = payload.get("time") if isinstance(payload.get("time"), dict) else {}
         reset_at = timing.get("operating_reset_at") if isinstance(timing, dict) else None
         if reset_at is None:
