@@ -153,7 +153,7 @@ def sender(plan: Plan, client: Client, tmp_path: Path, line: int = 1, **kw: Any)
         line=line,
         connector=CONNECTOR,
         state=tmp_path / "journal.db",
-        progress=False,
+        progress=kw.pop("progress", False),
         client=client,
         **kw,
     )
@@ -179,14 +179,16 @@ def portal():
         yield p
 
 
-def test_import_with_token_expiry_and_rotation(tmp_path, caplog):
+def test_import_with_token_expiry_and_rotation(tmp_path, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     with Sandbox(time_scale=100.0, token_lifetime=60, seed=2) as portal:
         client, auth = connect(portal, tmp_path)
         setup_connector(client)
         plan = make_plan([40, 25, 60, 5, 30])
         portal.faults.add("expire-token", count=1, methods=["batch", "imconnector.send.messages"])
-        out = sender(plan, client, tmp_path).run()
+        out = sender(plan, client, tmp_path, progress=True).run()
+        progress = capsys.readouterr().err
+        assert "160/160" in progress
         assert out.summary.counts["sent"] == 160 and out.summary.complete, str(out.summary)
         stored = assert_exactly_once_in_order(portal, plan, out.frame)
         assert len(stored) == 160
@@ -211,7 +213,16 @@ def test_import_with_token_expiry_and_rotation(tmp_path, caplog):
             data["access_token"],
             data["refresh_token"],
         ]
-        text = caplog.text + out.frame.to_csv() + str(out.summary) + repr(auth) + repr(client)
+        journal = (tmp_path / "journal.db").read_bytes().decode("latin-1")
+        text = (
+            caplog.text
+            + progress
+            + out.frame.to_csv()
+            + str(out.summary)
+            + repr(auth)
+            + repr(client)
+            + journal
+        )
         for secret in secrets:
             assert secret not in text
 
