@@ -238,3 +238,7 @@ _add("repeated-rejection", "error", "send",
 _add("oauth-unreachable", "error", "oauth", "The OAuth server did not answer a token refresh.",
      "Check the network and BITRIX24_OAUTH_URL, then run again; if it reports invalid_grant afterwards, "
      "run `bulkimport auth`.")
+_add("repeated-ambiguous", "error", "send", "Several requests in a row got no usable answer.",
+     "The portal or a proxy in front of it is failing; bulkimport stopped so that few conversations are "
+     "left unknown. Check the open line for the unknown rows, then run again (with --retry-unknown for "
+     "the ones that did not arrive).")

@@ -67,6 +67,8 @@ STATUS_COLUMNS = [
 MAX_REFUSALS_IN_A_ROW = 40
 #: … or after this many failed connects in a row.
 MAX_CONNECT_FAILURES = 8
+#: Stop when this many requests in a row got no usable answer (each one holds its conversations).
+MAX_AMBIGUOUS_IN_A_ROW = 5
 #: Stop when this many conversations in a row were rejected at request level with the same code.
 MAX_SAME_REJECTION = 5
 
@@ -367,6 +369,7 @@ class Sender:
         interrupted = False
         refusals = 0
         connect_failures = 0
+        ambiguous_in_a_row = 0
         rejections: collections.deque[str] = collections.deque(maxlen=MAX_SAME_REJECTION)
         in_flight: list[str] = []
         request_id: int | None = None
@@ -455,6 +458,8 @@ class Sender:
                     code = getattr(exc, "code", "bad-answer")
                     if code == "timeout":
                         governor.on_timeout()
+                    governor.on_ambiguous()
+                    ambiguous_in_a_row += 1
                     now = self.clock.now()
                     lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
                     journal.settle(request_id, lost, now, f"ambiguous {code}")
@@ -473,6 +478,12 @@ class Sender:
                     if bar is not None:
                         bar.update(len(lost))
                     show()
+                    if ambiguous_in_a_row >= MAX_AMBIGUOUS_IN_A_ROW:
+                        stopped = PortalError(
+                            "repeated-ambiguous",
+                            f"{ambiguous_in_a_row} requests in a row got no usable answer ({exc})",
+                        )
+                        break
                     continue
                 except FatalError as exc:
                     journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
@@ -483,6 +494,8 @@ class Sender:
                     results, errors, times = {}, {key: exc for key in commands}, {}
                 refusals = 0
                 connect_failures = 0
+                ambiguous_in_a_row = 0
+                governor.on_batch_answered()
                 now = self.clock.now()
                 updates: list[RowUpdate] = []
                 reverted: list[str] = []

@@ -281,3 +281,25 @@ def test_repr_and_errors_hide_token():
     with pytest.raises(AuthError) as info:
         c.call("x.y")
     assert "tok-123456" not in str(info.value)
+
+
+def test_consecutive_503_back_off_grows_through_the_client():
+    state = {"n": 0}
+
+    def handler(url: str, body: dict[str, Any]) -> RawResponse:
+        state["n"] += 1
+        if state["n"] <= 4:
+            return MockTransport.json(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many"})
+        return MockTransport.json(200, OK)
+
+    c, _ = client(handler)
+    clock = c.clock
+    assert c.call("x.y", retries=5) == {"ok": True}
+    assert isinstance(clock, ManualClock)
+    # back-off 1, 2, 4, 8 s (each at least the bucket's own re-sync wait of 1.5 s)
+    assert sum(clock.slept) >= 1.5 + 2 + 4 + 8 - 1e-6
+    assert c.governor.refusals == 4
+    state["n"] = 0
+    c.governor._paused_until = 0.0
+    c.call("x.y", retries=5)  # after a success the back-off starts from 1 s again
+    assert c.governor._backoff == 0.0

@@ -112,7 +112,13 @@ def test_calls_per_batch_capped_by_50_and_by_budget():
     g = Governor(STANDARD, clock)
     for _ in range(10):
         g.record_messages(10, 0.1)
+    assert g.calls_per_batch(1) == 4  # slow start: the blast radius grows with answered batches
+    for _ in range(4):
+        g.on_batch_answered()
     assert g.calls_per_batch(1) == 50
+    g.on_ambiguous()
+    assert g.calls_per_batch(1) == 25
+    g.on_batch_answered()
     g.observe(SEND_METHOD, {"operating": 431.995, "operating_reset_at": clock.now() + 50})
     assert g.calls_per_batch(1) == 1
 

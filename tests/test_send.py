@@ -566,3 +566,20 @@ def test_progress_bar_counts_rows_and_hides_secrets(fake, clock, tmp_path, capsy
     assert "10/10" in err and "sent=10" in err
     assert "token-aaaaaaaa" not in err
     assert seen[-1]["sent"] == 10 and out.summary.counts["sent"] == 10
+
+
+def test_a_failing_proxy_stops_the_run_instead_of_making_everything_unknown(fake, clock, tmp_path):
+    plan = make_plan([3] * 100)
+    client = client_for(fake, clock)
+    client.governor.record_messages(3, 0.01)  # fast portal: big batches
+    fake.faults.append(lambda m, msgs: MockTransport.text(502, "<html>Bad Gateway</html>"))
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client).run()
+    s = out.summary
+    assert s.stopped == "repeated-ambiguous"
+    assert len(fake.requests) == 5
+    # each unusable answer halved the next batch: the damage stays small
+    sizes = [len(body["cmd"]) if m == "batch" else 1 for m, body in fake.requests]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
+    assert s.counts["unknown"] == 3 * sum(sizes) < 30
+    assert s.counts["pending"] == 300 - s.counts["unknown"]
+    assert sum(clock.slept) >= 1 + 2 + 4 + 8  # backed off between them

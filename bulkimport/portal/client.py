@@ -625,6 +625,7 @@ class Client:
                 continue
             try:
                 answer = classify(raw, self.clock.now())
+                self.governor.on_success()
             except RateLimitedError as exc:
                 self.governor.on_rate_limited(exc.retry_after)
                 raise

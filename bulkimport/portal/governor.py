@@ -83,6 +83,9 @@ class Governor:
         self._pause_reason = ""
         self._methods: dict[str, _MethodState] = {}
         self._mpc = max(1, initial_messages)
+        # Slow start for calls per batch (the blast radius of one unusable answer): 4, then
+        # doubling with every answered batch up to 50; halved after an unusable answer.
+        self._cpb_cap = min(4, limits.batch_max)
         self._max_messages = max(1, max_messages)
         self._spm: float | None = None  # measured server seconds per message (EWMA)
         self._request_seconds: float | None = None
@@ -182,7 +185,6 @@ class Governor:
                 cost = _num(timing.get("duration"))
             if cost is not None and cost >= 0:
                 st.call_cost = cost if st.call_cost is None else 0.7 * st.call_cost + 0.3 * cost
-            self._backoff = 0.0
 
     def observe_request(self, timing: dict[str, Any] | None) -> None:
         """Learn the server duration of a whole request (the 60 s cap applies to it)."""
@@ -196,7 +198,11 @@ class Governor:
             self._request_seconds = seconds
             if seconds > self.target_seconds * 1.5 and self._mpc > 1:
                 self._mpc = max(1, self._mpc // 2)
-            self._backoff = 0.0 if seconds >= 0 else self._backoff
+
+    def on_success(self) -> None:
+        """An answer that was not a refusal: the back-off starts from 1 s again next time."""
+        with self._lock:
+            self._backoff = 0.0
 
     def record_messages(self, messages: int, seconds: float) -> None:
         """Record that one call carrying ``messages`` cost ``seconds`` of server time."""
@@ -245,6 +251,20 @@ class Governor:
         with self._lock:
             self._mpc = max(1, self._mpc // 2)
 
+    def on_ambiguous(self) -> None:
+        """No usable answer: shrink the blast radius (half the calls per batch) and back off,
+        so a flaky proxy does not turn thousands of conversations ``unknown`` in a minute."""
+        with self._lock:
+            now = self.clock.now()
+            self._cpb_cap = max(1, self._cpb_cap // 2)
+            self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
+            self._pause(now + self._backoff, f"back-off after an unusable answer ({self._backoff:.0f}s)")
+
+    def on_batch_answered(self) -> None:
+        """A batch was answered: the calls-per-batch cap recovers (doubles, up to the limit)."""
+        with self._lock:
+            self._cpb_cap = min(self.limits.batch_max, self._cpb_cap * 2)
+
     def _pause(self, until: float, reason: str) -> None:
         if until > self._paused_until:
             self._paused_until = until
@@ -276,7 +296,7 @@ class Governor:
             if st is not None and st.reset_at is not None and st.reset_at > self.clock.now():
                 room = self.limits.operating_limit * self.budget_safety - st.operating
                 calls = min(calls, int(room / per_call))
-            return max(1, min(calls, self.limits.batch_max))
+            return max(1, min(calls, self.limits.batch_max, self._cpb_cap))
 
     def eta(self, messages: int) -> float:
         """Seconds ``messages`` more messages need at the binding limit (operating, bucket or time)."""
