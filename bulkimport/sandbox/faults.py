@@ -1,0 +1,122 @@
+"""Fault injection: make the sandbox misbehave the way a portal or the proxy in front of it can.
+
+``portal.faults.add(kind, rate=1.0, count=None, methods=None)`` arms a fault; each HTTP request
+whose REST method matches draws once (seeded random) against the armed faults in the order they
+were added, and the first that fires shapes the answer. See docs/sandbox.md for each kind.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+#: kind -> (runs the method and commits?, description). "after" faults run the handler first.
+KINDS: dict[str, tuple[bool, str]] = {
+    "503": (False, "503 QUERY_LIMIT_EXCEEDED JSON, the method does not run"),
+    "503-bare": (False, "503 with an empty body, the method does not run"),
+    "429": (False, "429 OPERATION_TIME_LIMIT JSON, the method does not run"),
+    "500": (False, "500 INTERNAL_SERVER_ERROR JSON, the method does not run (after=True: it runs)"),
+    "500-bare": (False, "500 with a non-JSON body, the method does not run (after=True: it runs)"),
+    "html": (False, "502 HTML error page as a proxy sends, the method does not run (after=True: it runs)"),
+    "empty": (True, "200 with an empty body; the method ran and committed (after=False: it did not)"),
+    "drop-before": (False, "connection closed without an answer before the method runs"),
+    "drop-after": (True, "the method runs and commits, then the connection closes without an answer"),
+    "slow": (True, "the method runs, the answer is delayed by `delay` virtual seconds"),
+    "expire-token": (False, "the caller's access token expires just before the call → 401 expired_token"),
+}
+
+#: The pseudo-method name faults use to target the OAuth server's /oauth/token/ endpoint.
+OAUTH_METHOD = "oauth.token"
+
+
+@dataclass
+class Fault:
+    """One armed fault."""
+
+    kind: str
+    rate: float = 1.0
+    count: int | None = None  # fire at most this many times (None: unlimited)
+    methods: frozenset[str] | None = None  # lower-case REST method names; None: every REST method
+    after: bool = False  # run (and commit) the method before misbehaving
+    delay: float = 10.0  # "slow": virtual seconds to hold the answer
+    fired: int = 0
+
+    def matches(self, method: str) -> bool:
+        """Whether this fault applies to ``method`` (the top-level method of the HTTP request)."""
+        if self.count is not None and self.fired >= self.count:
+            return False
+        if self.methods is None:
+            return method != OAUTH_METHOD
+        return method in self.methods
+
+
+@dataclass
+class Faults:
+    """The armed faults of one sandbox; thread-safe, seeded (``Sandbox(seed=...)``)."""
+
+    seed: int = 0
+    _faults: list[Fault] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def add(self, kind: str, rate: float = 1.0, count: int | None = None,
+            methods: Iterable[str] | str | None = None, *, after: bool | None = None,
+            delay: float = 10.0) -> Fault:
+        """Arm a fault of ``kind`` firing with probability ``rate``, at most ``count`` times."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; use one of: {', '.join(KINDS)}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        if isinstance(methods, str):
+            methods = [methods]
+        names = None if methods is None else frozenset(m.lower().removesuffix(".json") for m in methods)
+        if kind in ("drop-after", "slow"):
+            after = True
+        elif kind in ("503", "503-bare", "429", "drop-before", "expire-token"):
+            after = False
+        elif after is None:
+            after = KINDS[kind][0]
+        fault = Fault(kind, rate, count, names, after, delay)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        """Disarm every fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def armed(self) -> list[Fault]:
+        """The armed faults (copies of their state)."""
+        with self._lock:
+            return list(self._faults)
+
+    def draw(self, method: str) -> Fault | None:
+        """The fault that fires for one request of ``method``, if any (counts it as fired)."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method) and self._random.random() < fault.rate:
+                    fault.fired += 1
+                    return fault
+        return None
+
+
+def parse_spec(spec: str) -> dict[str, object]:
+    """``KIND[:RATE[:COUNT]][@method,method]`` (the CLI's ``--fault``) → keyword arguments for add."""
+    methods: list[str] | None = None
+    if "@" in spec:
+        spec, _, names = spec.partition("@")
+        methods = [n.strip() for n in names.split(",") if n.strip()]
+    parts = spec.split(":")
+    kind = parts[0].strip()
+    if kind not in KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; use one of: {', '.join(KINDS)}")
+    rate = float(parts[1]) if len(parts) > 1 and parts[1] else 1.0
+    count = int(parts[2]) if len(parts) > 2 and parts[2] else None
+    if len(parts) > 3:
+        raise ValueError(f"fault {spec!r}: expected KIND[:RATE[:COUNT]][@methods]")
+    return {"kind": kind, "rate": rate, "count": count, "methods": methods}
