@@ -12,6 +12,7 @@ no code with bulkimport's client. See docs/sandbox.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -40,9 +41,10 @@ def _lines(lines: Iterable[Any] | None) -> list[tuple[int, str, str]]:
     out = []
     for line in lines:
         if isinstance(line, dict):
-            line_id, name, active = line["id"], line.get("name", f"Line {line['id']}"), line.get("active", "Y")
+            line_id = line["id"]
+            name, active = line.get("name", f"Line {line_id}"), line.get("active", "Y")
         else:
-            line_id, name, active = (tuple(line) + ("Y",))[:3]
+            line_id, name, active = (*tuple(line), "Y")[:3]
         flag = active if active in ("Y", "N") else ("Y" if active else "N")
         out.append((int(line_id), str(name), flag))
     return out
@@ -106,10 +108,8 @@ class Sandbox:
         self.store.close()
         if self._temp:
             for suffix in ("", "-wal", "-shm"):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(self.db_path + suffix)
-                except FileNotFoundError:
-                    pass
 
     def __enter__(self) -> Sandbox:
         return self.start()

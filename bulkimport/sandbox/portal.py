@@ -304,7 +304,8 @@ class Portal:
         self._request_seq = 0
         self._seq_lock = threading.Lock()
         store.seed_lines(lines or DEFAULT_LINES)
-        self.client_id = self._meta_or("client_id", lambda: f"local.{secrets.token_hex(7)}.{secrets.randbelow(10**8):08d}")
+        self.client_id = self._meta_or(
+            "client_id", lambda: f"local.{secrets.token_hex(7)}.{secrets.randbelow(10**8):08d}")
         self.client_secret = self._meta_or("client_secret", lambda: _token(50))
         self.member_id = self._meta_or("member_id", lambda: secrets.token_hex(16))
         self.webhook_code = self._meta_or("webhook_code", lambda: _token(16))
@@ -389,7 +390,8 @@ class Portal:
             if _empty(refresh) or not isinstance(refresh, str):
                 return error_reply(400, "invalid_request", "refresh_token is required")
             with self.store.transaction() as db:
-                row = db.execute("SELECT * FROM refresh_tokens WHERE refresh_token = ?", (refresh,)).fetchone()
+                row = db.execute("SELECT * FROM refresh_tokens WHERE refresh_token = ?",
+                                 (refresh,)).fetchone()
                 if row is None or row["used"] or row["expires"] <= now or row["client_id"] != client_id:
                     return error_reply(400, "invalid_grant", "Invalid refresh token")
                 # Rotation: the old refresh token stops working (reference §7).
@@ -457,7 +459,8 @@ class Portal:
                            "The request requires higher privileges than provided by the access token")
 
     # ------------------------------------------------------------------------- REST
-    def time_info(self, caller: Caller | None, method: str, start: float, processing: float) -> dict[str, Any]:
+    def time_info(self, caller: Caller | None, method: str, start: float,
+                  processing: float) -> dict[str, Any]:
         """The ``time`` object (reference §1): start, finish, duration, processing, dates, operating."""
         finish = self.clock.now()
         operating, reset_at = self.ledger.status(caller.app if caller else "-", method, finish)
@@ -482,7 +485,8 @@ class Portal:
         try:
             if method == "batch":
                 result = self.batch(caller, params, work)
-                return Reply(200, {"result": result, "time": self.time_info(caller, method, start, work.spent)})
+                time_info = self.time_info(caller, method, start, work.spent)
+                return Reply(200, {"result": result, "time": time_info})
             result, processing = self.execute(caller, method, params, work)
         except ApiError as exc:
             return error_reply(exc.status, exc.code, exc.description)
@@ -525,7 +529,8 @@ class Portal:
             name = name.strip().lower().removesuffix(".json")
             try:
                 if name == "batch":
-                    raise ApiError(405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage")
+                    raise ApiError(405, "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                                   "Method is not allowed for batch usage")
                 if name not in METHODS:
                     raise ApiError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
                 self.authorize(caller, name)
@@ -1047,8 +1052,9 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
                             _scalar_text(chat.get("name")), _scalar_text(chat.get("url")), now))
             else:
                 chat_b24 = int(found["id"])
-            session = db.execute("SELECT id FROM sessions WHERE chat = ? AND closed IS NULL ORDER BY id LIMIT 1",
-                                 (chat_b24,)).fetchone()
+            session = db.execute(
+                "SELECT id FROM sessions WHERE chat = ? AND closed IS NULL ORDER BY id LIMIT 1",
+                (chat_b24,)).fetchone()
             if session is None:
                 session_id = portal.store.next_id("sessions", SESSION_ID_FLOOR)
                 db.execute("INSERT INTO sessions VALUES (?, ?, ?, NULL)", (session_id, chat_b24, now))
@@ -1106,7 +1112,7 @@ def _update(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) 
     results = []
     for item in items:
         work.spend(portal.config.cost_per_message)
-        errors, ext_user, ext_chat = _validate_item(item, need_content=True)
+        errors, _, ext_chat = _validate_item(item, need_content=True)
         message = item["message"]
         message_id = _scalar_text(message.get("id"))
         rows = [] if errors else _locate(portal, connector_row["id"], line, str(ext_chat), message_id)
@@ -1121,7 +1127,8 @@ def _update(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) 
         now = portal.clock.now()
         with portal.store.transaction() as db:
             for row in rows:  # every stored copy of that message id
-                db.execute("UPDATE messages SET text = COALESCE(?, text), files = ?, updated = ? WHERE seq = ?",
+                db.execute("UPDATE messages SET text = COALESCE(?, text), files = ?, updated = ? "
+                           "WHERE seq = ?",
                            (text, dumps(files) if files else row["files"], now, row["seq"]))
         results.append({"user": str(rows[-1]["b24_user_id"]),
                         "message": {"id": message.get("id"), "date": {}, "text": text or ""},
@@ -1135,7 +1142,7 @@ def _delete(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) 
     results = []
     for item in items:
         work.spend(portal.config.cost_per_message)
-        errors, ext_user, ext_chat = _validate_item(item, need_content=False)
+        errors, _, ext_chat = _validate_item(item, need_content=False)
         message_id = _scalar_text(item["message"].get("id"))
         if message_id is None and not errors:
             errors.append(ITEM_NOT_ALL_DATA)

@@ -104,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "nginx"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the sandbox's traffic is visible through stats() and the store."""
 
     def do_GET(self) -> None:

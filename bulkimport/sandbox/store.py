@@ -189,7 +189,7 @@ class Store:
         return self._frame(sql + " ORDER BY seq", params, MESSAGE_COLUMNS)
 
     def duplicates(self) -> pd.DataFrame:
-        """Messages whose (connector, line, chat_id, message_id) was stored more than once, with ``copies``."""
+        """Messages whose (connector, line, chat_id, message_id) was stored more than once (+ ``copies``)."""
         return self._frame(
             "SELECT m.*, d.copies FROM messages m JOIN (SELECT connector, line, chat_id, message_id, "
             "COUNT(*) AS copies FROM messages WHERE message_id IS NOT NULL "
