@@ -40,17 +40,15 @@ def register(portal: Sandbox, connector: str = "hist_import", line: int = 1, cha
     return connector
 
 
-def msg(i: int, chat: str = "c1", user: str = "u1", date: int | None = None, **extra: Any) -> dict[str, Any]:
-    """One MESSAGES item."""
-    item: dict[str, Any] = {
-        "user": {"id": user, "name": "Ann"},
+def msg(i: int, chat: str = "c1", user: str = "u1", date: int | None = None, *, u: dict[str, Any] | None = None,
+        m: dict[str, Any] | None = None, c: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One MESSAGES item; ``u``/``m``/``c`` add fields to its user/message/chat blocks."""
+    return {
+        "user": {"id": user, "name": "Ann", **(u or {})},
         "message": {"id": f"{chat}-m{i}", "date": 1_700_000_000 + i if date is None else date,
-                    "text": f"text {i}"},
-        "chat": {"id": chat},
+                    "text": f"text {i}", **(m or {})},
+        "chat": {"id": chat, **(c or {})},
     }
-    for key, value in extra.items():
-        item[key].update(value)
-    return item
 
 
 @pytest.fixture

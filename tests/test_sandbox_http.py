@@ -46,9 +46,9 @@ def _payload(chat: str) -> dict[str, Any]:
     return {
         "CONNECTOR": "hist_import", "LINE": 1,
         "MESSAGES": [
-            msg(0, chat=chat, user="ü-1", message={"text": TRICKY,
+            msg(0, chat=chat, user="ü-1", m={"text": TRICKY,
                                                     "files": [{"url": "https://x/a b.png?q=1&r=2", "name": "a b.png"}]}),
-            msg(1, chat=chat, user="ü-1", message={"text": "line1\r\nline2\ttab %20 %zz"}),
+            msg(1, chat=chat, user="ü-1", m={"text": "line1\r\nline2\ttab %20 %zz"}),
         ],
     }
 
