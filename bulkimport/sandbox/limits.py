@@ -15,18 +15,29 @@ from dataclasses import dataclass, field
 
 
 class VirtualClock:
-    """Virtual unix time: ``epoch + (real - epoch) * time_scale + advanced``."""
+    """Virtual unix time: ``epoch + (real - epoch) * time_scale + advanced``.
+
+    ``time_scale=0`` is a manual clock for deterministic tests: virtual time stands still except
+    for :meth:`advance` and simulated server work (:meth:`sleep` then advances instead of sleeping).
+    """
 
     def __init__(self, time_scale: float = 1.0, epoch: float | None = None) -> None:
-        if time_scale <= 0:
-            raise ValueError("time_scale must be positive")
+        if time_scale < 0:
+            raise ValueError("time_scale must be positive (or 0 for a manual clock)")
         self.time_scale = float(time_scale)
         self.epoch = time.time() if epoch is None else float(epoch)
         self._advanced = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def manual(self) -> bool:
+        """True for a manual clock (``time_scale=0``)."""
+        return self.time_scale == 0
+
     def now(self) -> float:
         """The current virtual unix time."""
+        if self.manual:
+            return self.epoch + self._advanced
         real = time.time()
         return self.epoch + (real - self.epoch) * self.time_scale + self._advanced
 
@@ -38,8 +49,12 @@ class VirtualClock:
             self._advanced += seconds
 
     def sleep(self, seconds: float) -> None:
-        """Sleep for ``seconds`` of virtual time (``seconds / time_scale`` real seconds)."""
-        if seconds > 0:
+        """Spend ``seconds`` of virtual time (``seconds / time_scale`` real seconds)."""
+        if seconds <= 0:
+            return
+        if self.manual:
+            self.advance(seconds)
+        else:
             time.sleep(seconds / self.time_scale)
 
 
