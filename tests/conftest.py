@@ -32,21 +32,40 @@ def call(portal: Sandbox, method: str, token: str | None = None, **params: Any) 
 
 def register(portal: Sandbox, connector: str = "hist_import", line: int = 1, chat_group: bool = False) -> str:
     """Register and activate a connector on a line; returns its id."""
-    r = call(portal, "imconnector.register", ID=connector, NAME="History import", ICON=ICON,
-             PLACEMENT_HANDLER="https://example.com/settings", CHAT_GROUP=chat_group)
+    r = call(
+        portal,
+        "imconnector.register",
+        ID=connector,
+        NAME="History import",
+        ICON=ICON,
+        PLACEMENT_HANDLER="https://example.com/settings",
+        CHAT_GROUP=chat_group,
+    )
     assert r.status_code == 200 and r.json()["result"] == {"result": True}, r.text
     r = call(portal, "imconnector.activate", CONNECTOR=connector, LINE=line, ACTIVE=1)
     assert r.status_code == 200 and r.json()["result"] is True, r.text
     return connector
 
 
-def msg(i: int, chat: str = "c1", user: str = "u1", date: int | None = None, *, u: dict[str, Any] | None = None,
-        m: dict[str, Any] | None = None, c: dict[str, Any] | None = None) -> dict[str, Any]:
+def msg(
+    i: int,
+    chat: str = "c1",
+    user: str = "u1",
+    date: int | None = None,
+    *,
+    u: dict[str, Any] | None = None,
+    m: dict[str, Any] | None = None,
+    c: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One MESSAGES item; ``u``/``m``/``c`` add fields to its user/message/chat blocks."""
     return {
         "user": {"id": user, "name": "Ann", **(u or {})},
-        "message": {"id": f"{chat}-m{i}", "date": 1_700_000_000 + i if date is None else date,
-                    "text": f"text {i}", **(m or {})},
+        "message": {
+            "id": f"{chat}-m{i}",
+            "date": 1_700_000_000 + i if date is None else date,
+            "text": f"text {i}",
+            **(m or {}),
+        },
         "chat": {"id": chat, **(c or {})},
     }
 

@@ -32,8 +32,10 @@ def batch(portal: Sandbox, cmd: Any, halt: int = 0) -> requests.Response:
 
 
 def test_batch_runs_commands_in_order_with_result_time(sandbox: Sandbox, connector: str) -> None:
-    cmd = {f"k{i}": command("imconnector.send.messages", CONNECTOR=connector, LINE=1, MESSAGES=[msg(i)])
-           for i in range(5)}
+    cmd = {
+        f"k{i}": command("imconnector.send.messages", CONNECTOR=connector, LINE=1, MESSAGES=[msg(i)])
+        for i in range(5)
+    }
     r = batch(sandbox, cmd)
     assert r.status_code == 200
     body = r.json()
@@ -60,14 +62,19 @@ def test_list_cmd_gives_list_sections(sandbox: Sandbox) -> None:
 
 
 def test_errors_without_halt_are_per_key(sandbox: Sandbox, connector: str) -> None:
-    cmd = {"a": command("imconnector.send.messages", CONNECTOR=connector, LINE=3, MESSAGES=[msg(0)]),
-           "b": "server.time",
-           "c": "no.such.method",
-           "d": command("imconnector.activate", CONNECTOR=connector, LINE=1)}
+    cmd = {
+        "a": command("imconnector.send.messages", CONNECTOR=connector, LINE=3, MESSAGES=[msg(0)]),
+        "b": "server.time",
+        "c": "no.such.method",
+        "d": command("imconnector.activate", CONNECTOR=connector, LINE=1),
+    }
     result = batch(sandbox, cmd).json()["result"]
     assert list(result["result"]) == ["b"]
     assert result["result_error"] == {
-        "a": {"error": "NOT_ACTIVE_LINE", "error_description": "The line with this ID is inactive or does not exist"},
+        "a": {
+            "error": "NOT_ACTIVE_LINE",
+            "error_description": "The line with this ID is inactive or does not exist",
+        },
         "c": {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"},
         "d": {"error": "ERROR_ARGUMENT", "error_description": "Argument 'ACTIVE' is null or empty"},
     }
@@ -75,9 +82,11 @@ def test_errors_without_halt_are_per_key(sandbox: Sandbox, connector: str) -> No
 
 
 def test_halt_stops_at_the_first_error(sandbox: Sandbox, connector: str) -> None:
-    cmd = {"a": command("imconnector.send.messages", CONNECTOR=connector, LINE=1, MESSAGES=[msg(0)]),
-           "b": command("imconnector.send.messages", CONNECTOR=connector, LINE=3, MESSAGES=[msg(1)]),
-           "c": command("imconnector.send.messages", CONNECTOR=connector, LINE=1, MESSAGES=[msg(2)])}
+    cmd = {
+        "a": command("imconnector.send.messages", CONNECTOR=connector, LINE=1, MESSAGES=[msg(0)]),
+        "b": command("imconnector.send.messages", CONNECTOR=connector, LINE=3, MESSAGES=[msg(1)]),
+        "c": command("imconnector.send.messages", CONNECTOR=connector, LINE=1, MESSAGES=[msg(2)]),
+    }
     result = batch(sandbox, cmd, halt=1).json()["result"]
     assert list(result["result"]) == ["a"] and list(result["result_error"]) == ["b"]
     assert list(sandbox.store.messages()["message_id"]) == ["c1-m0"]
@@ -91,24 +100,34 @@ def test_all_failed_gives_empty_result_as_list(sandbox: Sandbox) -> None:
 def test_51_commands_are_refused_50_accepted(sandbox: Sandbox) -> None:
     r = batch(sandbox, {f"k{i}": "server.time" for i in range(51)})
     assert r.status_code == 400
-    assert r.json() == {"error": "ERROR_BATCH_LENGTH_EXCEEDED", "error_description": "Max batch length exceeded"}
+    assert r.json() == {
+        "error": "ERROR_BATCH_LENGTH_EXCEEDED",
+        "error_description": "Max batch length exceeded",
+    }
     r = batch(sandbox, {f"k{i}": "server.time" for i in range(50)})
     assert r.status_code == 200 and len(r.json()["result"]["result"]) == 50
 
 
 def test_nested_batch_is_not_allowed(sandbox: Sandbox) -> None:
     result = batch(sandbox, {"inner": "batch?cmd[x]=server.time", "ok": "scope"}).json()["result"]
-    assert result["result_error"]["inner"] == {"error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
-                                               "error_description": "Method is not allowed for batch usage"}
+    assert result["result_error"]["inner"] == {
+        "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
+        "error_description": "Method is not allowed for batch usage",
+    }
     assert "ok" in result["result"]
 
 
 def test_batch_form_encoded_with_double_encoding(sandbox: Sandbox, connector: str) -> None:
-    inner = command("imconnector.send.messages", CONNECTOR=connector, LINE=1,
-                    MESSAGES=[msg(0, m={"text": "a&b=c %"})])
+    inner = command(
+        "imconnector.send.messages", CONNECTOR=connector, LINE=1, MESSAGES=[msg(0, m={"text": "a&b=c %"})]
+    )
     data = f"halt=0&cmd[x]={quote(inner, safe='')}&auth={sandbox.access_token}"
-    r = requests.post(sandbox.rest_url + "batch", data=data,
-                      headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    r = requests.post(
+        sandbox.rest_url + "batch",
+        data=data,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
     assert r.status_code == 200
     assert r.json()["result"]["result"]["x"]["SUCCESS"] is True
     assert sandbox.store.messages().iloc[0]["text"] == "a&b=c %"
@@ -126,8 +145,10 @@ def test_batch_counts_once_against_the_bucket() -> None:
 def test_nested_calls_count_against_their_own_method() -> None:
     with Sandbox(time_scale=FAST, cost_per_call=1.0, cost_per_message=2.0, operating_limit=10.0) as portal:
         register(portal)
-        cmd = {f"k{i}": command("imconnector.send.messages", CONNECTOR="hist_import", LINE=1, MESSAGES=[msg(i)])
-               for i in range(5)}
+        cmd = {
+            f"k{i}": command("imconnector.send.messages", CONNECTOR="hist_import", LINE=1, MESSAGES=[msg(i)])
+            for i in range(5)
+        }
         r = batch(portal, cmd)
         result = r.json()["result"]
         # 3 s per call: k0..k3 run (12 s > 10 after k3), k4 is refused with 429's code
@@ -137,5 +158,9 @@ def test_nested_calls_count_against_their_own_method() -> None:
         # the outer batch is not accounted; other methods still run
         assert r.json()["time"]["operating"] == 0
         assert call(portal, "server.time").status_code == 200
-        assert call(portal, "imconnector.send.messages", CONNECTOR="hist_import", LINE=1,
-                    MESSAGES=[msg(9)]).status_code == 429
+        assert (
+            call(
+                portal, "imconnector.send.messages", CONNECTOR="hist_import", LINE=1, MESSAGES=[msg(9)]
+            ).status_code
+            == 429
+        )

@@ -7,10 +7,9 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from conftest import call, msg
 
 from bulkimport.sandbox import Sandbox
-
-from conftest import call, msg
 
 
 # An independent, tiny PHP-bracket encoder (the sandbox's decoder must agree with it, and neither
@@ -39,15 +38,21 @@ def php_query(value: dict[str, Any]) -> str:
     return "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in php_pairs(value))
 
 
+WRONG_AUTH_TYPE = "Current authorization type is denied for this method Application context required"
 TRICKY = "Привет & до свидания = 100% + ещё\nвторая строка; a+b=c&d [b]жирный[/b] 🙂"
 
 
 def _payload(chat: str) -> dict[str, Any]:
     return {
-        "CONNECTOR": "hist_import", "LINE": 1,
+        "CONNECTOR": "hist_import",
+        "LINE": 1,
         "MESSAGES": [
-            msg(0, chat=chat, user="ü-1", m={"text": TRICKY,
-                                                    "files": [{"url": "https://x/a b.png?q=1&r=2", "name": "a b.png"}]}),
+            msg(
+                0,
+                chat=chat,
+                user="ü-1",
+                m={"text": TRICKY, "files": [{"url": "https://x/a b.png?q=1&r=2", "name": "a b.png"}]},
+            ),
             msg(1, chat=chat, user="ü-1", m={"text": "line1\r\nline2\ttab %20 %zz"}),
         ],
     }
@@ -55,8 +60,10 @@ def _payload(chat: str) -> dict[str, Any]:
 
 def _stored(portal: Sandbox, chat: str) -> list[tuple[Any, ...]]:
     frame = portal.store.messages(chat_id=chat)
-    return [(r.user_id, r.message_id.split("-", 1)[1], r.date, r.text, json.loads(r.files))
-            for r in frame.itertuples()]
+    return [
+        (r.user_id, r.message_id.split("-", 1)[1], r.date, r.text, json.loads(r.files))
+        for r in frame.itertuples()
+    ]
 
 
 def test_php_bracket_form_query_and_multipart_decode_like_json(sandbox: Sandbox, connector: str) -> None:
@@ -64,8 +71,12 @@ def test_php_bracket_form_query_and_multipart_decode_like_json(sandbox: Sandbox,
     assert r.status_code == 200, r.text
     form = _payload("form")
     form["auth"] = sandbox.access_token
-    r = requests.post(sandbox.rest_url + "imconnector.send.messages", data=php_query(form),
-                      headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    r = requests.post(
+        sandbox.rest_url + "imconnector.send.messages",
+        data=php_query(form),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     query = _payload("query")
     query["auth"] = sandbox.access_token
@@ -73,11 +84,16 @@ def test_php_bracket_form_query_and_multipart_decode_like_json(sandbox: Sandbox,
     assert r.status_code == 200, r.text
     multi = _payload("multi")
     multi["auth"] = sandbox.access_token
-    r = requests.post(sandbox.rest_url + "imconnector.send.messages",
-                      files=[(k, (None, v)) for k, v in php_pairs(multi)], timeout=30)
+    r = requests.post(
+        sandbox.rest_url + "imconnector.send.messages",
+        files=[(k, (None, v)) for k, v in php_pairs(multi)],
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     expected = _stored(sandbox, "json")
-    assert expected[0][3] == TRICKY and expected[0][4] == [{"url": "https://x/a b.png?q=1&r=2", "name": "a b.png"}]
+    assert expected[0][3] == TRICKY and expected[0][4] == [
+        {"url": "https://x/a b.png?q=1&r=2", "name": "a b.png"}
+    ]
     for chat in ("form", "query", "multi"):
         assert _stored(sandbox, chat) == expected, chat
 
@@ -86,7 +102,11 @@ def test_bracket_append_syntax_builds_lists(sandbox: Sandbox) -> None:
     query = "PARAMS[select][]=ID&PARAMS[select][]=ACTIVE&PARAMS[order][ID]=desc&auth=" + sandbox.access_token
     r = requests.get(sandbox.rest_url + "imopenlines.config.list.get?" + query, timeout=30)
     assert r.status_code == 200, r.text
-    assert r.json()["result"] == [{"ID": "3", "ACTIVE": "N"}, {"ID": "2", "ACTIVE": "Y"}, {"ID": "1", "ACTIVE": "Y"}]
+    assert r.json()["result"] == [
+        {"ID": "3", "ACTIVE": "N"},
+        {"ID": "2", "ACTIVE": "Y"},
+        {"ID": "1", "ACTIVE": "Y"},
+    ]
 
 
 def test_success_envelope_has_result_and_full_time_object(sandbox: Sandbox) -> None:
@@ -96,8 +116,16 @@ def test_success_envelope_has_result_and_full_time_object(sandbox: Sandbox) -> N
     body = r.json()
     assert set(body) == {"result", "time"}
     t = body["time"]
-    assert set(t) == {"start", "finish", "duration", "processing", "date_start", "date_finish",
-                      "operating_reset_at", "operating"}
+    assert set(t) == {
+        "start",
+        "finish",
+        "duration",
+        "processing",
+        "date_start",
+        "date_finish",
+        "operating_reset_at",
+        "operating",
+    }
     assert isinstance(t["start"], float) and t["finish"] >= t["start"]
     assert abs(t["duration"] - (t["finish"] - t["start"])) < 1e-6
     assert t["date_start"].endswith("+00:00") and "T" in t["date_start"]
@@ -130,8 +158,12 @@ def test_unknown_token_is_401_no_auth_found(sandbox: Sandbox) -> None:
 
 
 def test_invalid_json_body_means_no_parameters(sandbox: Sandbox) -> None:
-    r = requests.post(sandbox.rest_url + "profile", data=b"{not json",
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(
+        sandbox.rest_url + "profile",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 401 and r.json()["error"] == "NO_AUTH_FOUND"
 
 
@@ -139,8 +171,10 @@ def test_webhook_refused_by_imconnector_methods(sandbox: Sandbox) -> None:
     for url in (sandbox.webhook_url, sandbox.url + "/rest/1/wrongcode/"):
         r = requests.post(url + "imconnector.send.messages", json={}, timeout=30)
         assert r.status_code == 403
-        assert r.json() == {"error": "WRONG_AUTH_TYPE", "error_description":
-                            "Current authorization type is denied for this method Application context required"}
+        assert r.json() == {
+            "error": "WRONG_AUTH_TYPE",
+            "error_description": WRONG_AUTH_TYPE,
+        }
 
 
 def test_webhook_serves_imopenlines_and_helpers_but_not_app_info(sandbox: Sandbox) -> None:
@@ -153,8 +187,9 @@ def test_webhook_serves_imopenlines_and_helpers_but_not_app_info(sandbox: Sandbo
 
 
 def test_webhook_batch_refuses_nested_imconnector(sandbox: Sandbox) -> None:
-    r = requests.post(sandbox.webhook_url + "batch", json={"cmd": {"a": "imconnector.list", "b": "scope"}},
-                      timeout=30)
+    r = requests.post(
+        sandbox.webhook_url + "batch", json={"cmd": {"a": "imconnector.list", "b": "scope"}}, timeout=30
+    )
     assert r.status_code == 200
     result = r.json()["result"]
     assert result["result_error"]["a"]["error"] == "WRONG_AUTH_TYPE"
@@ -182,6 +217,8 @@ def test_helpers_app_info_scope(sandbox: Sandbox) -> None:
 def test_keep_alive_session_serves_many_calls(sandbox: Sandbox) -> None:
     with requests.Session() as session:
         for _ in range(20):
-            r = session.post(sandbox.rest_url + "server.time", json={"auth": sandbox.access_token}, timeout=30)
+            r = session.post(
+                sandbox.rest_url + "server.time", json={"auth": sandbox.access_token}, timeout=30
+            )
             assert r.status_code == 200
     assert sandbox.stats()["by_status"][200] >= 20

@@ -15,6 +15,7 @@ MANUAL = 0  # time_scale=0: virtual time moves only by advance() and simulated w
 def test_bucket_50_pass_51st_is_503_then_drains() -> None:
     with Sandbox(time_scale=MANUAL, cost_per_call=0, cost_per_message=0) as portal:
         with requests.Session() as s:
+
             def one() -> requests.Response:
                 return s.post(portal.rest_url + "server.time", json={"auth": portal.access_token}, timeout=30)
 
@@ -66,8 +67,10 @@ def test_429_only_on_the_call_after_crossing_and_reset_time_honoured() -> None:
         assert {t["operating_reset_at"] for t in times} == {int(t0 + 600)}
         r = call(portal, "server.time")
         assert r.status_code == 429
-        assert r.json() == {"error": "OPERATION_TIME_LIMIT",
-                            "error_description": "Method is blocked due to operation time limit."}
+        assert r.json() == {
+            "error": "OPERATION_TIME_LIMIT",
+            "error_description": "Method is blocked due to operation time limit.",
+        }
         # other methods are not affected
         assert call(portal, "scope").status_code == 200
         portal.advance(times[-1]["operating_reset_at"] - portal.now() - 1)
@@ -95,7 +98,9 @@ def test_baskets_expire_one_by_one() -> None:
 
 
 def test_limits_false_disables_bucket_and_operating_limit() -> None:
-    with Sandbox(time_scale=MANUAL, bucket_size=2, cost_per_call=30, operating_limit=50, limits=False) as portal:
+    with Sandbox(
+        time_scale=MANUAL, bucket_size=2, cost_per_call=30, operating_limit=50, limits=False
+    ) as portal:
         codes = [call(portal, "server.time").status_code for _ in range(5)]
         assert codes == [200] * 5
 
@@ -104,8 +109,13 @@ def test_request_cap_cuts_off_and_keeps_what_ran() -> None:
     with Sandbox(time_scale=MANUAL, cost_per_call=0, cost_per_message=10, request_cap=60) as portal:
         register(portal)
         start = portal.now()
-        r = call(portal, "imconnector.send.messages", CONNECTOR="hist_import", LINE=1,
-                 MESSAGES=[msg(i) for i in range(10)])
+        r = call(
+            portal,
+            "imconnector.send.messages",
+            CONNECTOR="hist_import",
+            LINE=1,
+            MESSAGES=[msg(i) for i in range(10)],
+        )
         assert r.status_code == 504 and r.headers["Content-Type"].startswith("text/html")
         assert list(portal.store.messages()["message_id"]) == [f"c1-m{i}" for i in range(6)]
         assert portal.now() - start == pytest.approx(60, abs=0.01)
@@ -122,8 +132,13 @@ def test_request_cap_applies_to_a_whole_batch() -> None:
 def test_duration_is_realistic_with_a_time_scale() -> None:
     with Sandbox(time_scale=FAST) as portal:
         register(portal)
-        r = call(portal, "imconnector.send.messages", CONNECTOR="hist_import", LINE=1,
-                 MESSAGES=[msg(i) for i in range(20)])
+        r = call(
+            portal,
+            "imconnector.send.messages",
+            CONNECTOR="hist_import",
+            LINE=1,
+            MESSAGES=[msg(i) for i in range(20)],
+        )
         t = r.json()["time"]
         assert t["processing"] == pytest.approx(10.7)
         assert t["duration"] >= 10.7 and t["finish"] - t["start"] >= 10.7

@@ -10,13 +10,29 @@ from conftest import FAST, call
 
 from bulkimport.sandbox import Sandbox
 
-FIELDS = {"access_token", "refresh_token", "expires", "expires_in", "client_endpoint", "server_endpoint",
-          "domain", "member_id", "scope", "status", "user_id"}
+FIELDS = {
+    "access_token",
+    "refresh_token",
+    "expires",
+    "expires_in",
+    "client_endpoint",
+    "server_endpoint",
+    "domain",
+    "member_id",
+    "scope",
+    "status",
+    "user_id",
+}
 
 
 def refresh(portal: Sandbox, token: str, method: str = "GET", **override: Any) -> requests.Response:
-    params = {"grant_type": "refresh_token", "client_id": portal.client_id,
-              "client_secret": portal.client_secret, "refresh_token": token, **override}
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": portal.client_id,
+        "client_secret": portal.client_secret,
+        "refresh_token": token,
+        **override,
+    }
     if method == "GET":
         return requests.get(portal.oauth_url, params=params, timeout=30)
     return requests.post(portal.oauth_url, data=params, timeout=30)
@@ -64,7 +80,10 @@ def test_access_token_expires_after_its_lifetime_in_virtual_time(sandbox: Sandbo
     sandbox.advance(3601)
     r = call(sandbox, "profile")
     assert r.status_code == 401
-    assert r.json() == {"error": "expired_token", "error_description": "The access token provided has expired"}
+    assert r.json() == {
+        "error": "expired_token",
+        "error_description": "The access token provided has expired",
+    }
     fresh = refresh(sandbox, sandbox.refresh_token).json()
     assert call(sandbox, "profile", token=fresh["access_token"]).status_code == 200
 
@@ -86,8 +105,12 @@ def test_expire_tokens_forces_expiry_of_every_token(sandbox: Sandbox) -> None:
 
 def test_authorization_code_grant(sandbox: Sandbox) -> None:
     code = sandbox.issue_code()
-    params = {"grant_type": "authorization_code", "client_id": sandbox.client_id,
-              "client_secret": sandbox.client_secret, "code": code}
+    params = {
+        "grant_type": "authorization_code",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "code": code,
+    }
     r = requests.get(sandbox.oauth_url, params=params, timeout=30)
     assert r.status_code == 200 and set(r.json()) == FIELDS
     again = requests.get(sandbox.oauth_url, params=params, timeout=30)
@@ -97,27 +120,47 @@ def test_authorization_code_grant(sandbox: Sandbox) -> None:
 def test_authorization_code_is_valid_30_virtual_seconds(sandbox: Sandbox) -> None:
     code = sandbox.issue_code()
     sandbox.advance(31)
-    r = requests.post(sandbox.oauth_url, data={"grant_type": "authorization_code", "client_id": sandbox.client_id,
-                                               "client_secret": sandbox.client_secret, "code": code}, timeout=30)
+    r = requests.post(
+        sandbox.oauth_url,
+        data={
+            "grant_type": "authorization_code",
+            "client_id": sandbox.client_id,
+            "client_secret": sandbox.client_secret,
+            "code": code,
+        },
+        timeout=30,
+    )
     assert r.json()["error"] == "invalid_grant"
 
 
 def test_authorize_page_shows_a_code_that_can_be_exchanged(sandbox: Sandbox) -> None:
-    r = requests.get(sandbox.url + "/oauth/authorize/", params={"client_id": sandbox.client_id, "state": "xyz"},
-                     timeout=30)
+    r = requests.get(
+        sandbox.url + "/oauth/authorize/", params={"client_id": sandbox.client_id, "state": "xyz"}, timeout=30
+    )
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
     code = r.text.split('<code id="code">', 1)[1].split("</code>", 1)[0]
     assert "state=xyz" in r.text
-    token = requests.get(sandbox.oauth_url, params={
-        "grant_type": "authorization_code", "client_id": sandbox.client_id,
-        "client_secret": sandbox.client_secret, "code": code}, timeout=30)
+    token = requests.get(
+        sandbox.oauth_url,
+        params={
+            "grant_type": "authorization_code",
+            "client_id": sandbox.client_id,
+            "client_secret": sandbox.client_secret,
+            "code": code,
+        },
+        timeout=30,
+    )
     assert token.status_code == 200
 
 
 def test_authorize_redirects_when_the_app_has_a_redirect_uri() -> None:
     with Sandbox(time_scale=FAST, redirect_uri="http://127.0.0.1:9/app/") as portal:
-        r = requests.get(portal.url + "/oauth/authorize/", params={"client_id": portal.client_id, "state": "s1"},
-                         allow_redirects=False, timeout=30)
+        r = requests.get(
+            portal.url + "/oauth/authorize/",
+            params={"client_id": portal.client_id, "state": "s1"},
+            allow_redirects=False,
+            timeout=30,
+        )
         assert r.status_code == 302
         query = parse_qs(urlsplit(r.headers["Location"]).query)
         assert query["state"] == ["s1"] and query["member_id"] == [portal.member_id] and query["code"]

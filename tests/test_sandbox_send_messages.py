@@ -12,9 +12,12 @@ from conftest import FAST, call, msg, register
 from bulkimport.sandbox import Sandbox
 
 
-def send(portal: Sandbox, messages: Any, connector: str = "hist_import", line: Any = 1, **extra: Any
-         ) -> requests.Response:
-    return call(portal, "imconnector.send.messages", CONNECTOR=connector, LINE=line, MESSAGES=messages, **extra)
+def send(
+    portal: Sandbox, messages: Any, connector: str = "hist_import", line: Any = 1, **extra: Any
+) -> requests.Response:
+    return call(
+        portal, "imconnector.send.messages", CONNECTOR=connector, LINE=line, MESSAGES=messages, **extra
+    )
 
 
 def items(r: requests.Response) -> list[dict[str, Any]]:
@@ -23,21 +26,34 @@ def items(r: requests.Response) -> list[dict[str, Any]]:
 
 
 def test_success_shape_matches_the_reference(sandbox: Sandbox, connector: str) -> None:
-    item = msg(0, u={"skip_phone_validate": "Y", "phone": "+49 30 1234567"},
-               m={"disable_crm": "Y", "files": [{"url": "https://x/a.png", "name": "a.png"}]},
-               c={"name": "Support Channel", "url": "https://example.com/chats/123"})
+    item = msg(
+        0,
+        u={"skip_phone_validate": "Y", "phone": "+49 30 1234567"},
+        m={"disable_crm": "Y", "files": [{"url": "https://x/a.png", "name": "a.png"}]},
+        c={"name": "Support Channel", "url": "https://example.com/chats/123"},
+    )
     r = send(sandbox, [item])
     body = r.json()
     assert body["result"]["SUCCESS"] is True
-    assert items(r) == [{
-        "user": "501",
-        "message": {"id": "c1-m0", "date": {}, "text": "text 0", "files": [{"url": "https://x/a.png", "name": "a.png"}]},
-        "chat": {"id": "c1", "name": "Support Channel",
-                 "description": "Link to the original post: https://example.com/chats/123"},
-        "extra": {"skip_phone_validate": "Y", "disable_tracker": "Y"},
-        "SUCCESS": True,
-        "session": {"ID": "301", "CHAT_ID": "1001"},
-    }]
+    assert items(r) == [
+        {
+            "user": "501",
+            "message": {
+                "id": "c1-m0",
+                "date": {},
+                "text": "text 0",
+                "files": [{"url": "https://x/a.png", "name": "a.png"}],
+            },
+            "chat": {
+                "id": "c1",
+                "name": "Support Channel",
+                "description": "Link to the original post: https://example.com/chats/123",
+            },
+            "extra": {"skip_phone_validate": "Y", "disable_tracker": "Y"},
+            "SUCCESS": True,
+            "session": {"ID": "301", "CHAT_ID": "1001"},
+        }
+    ]
     assert body["time"]["operating"] > 0
 
 
@@ -47,16 +63,27 @@ def test_missing_arguments(sandbox: Sandbox, connector: str, missing: str) -> No
     params[missing] = "" if missing != "MESSAGES" else []
     r = call(sandbox, "imconnector.send.messages", **params)
     assert r.status_code == 400
-    assert r.json() == {"error": "ERROR_ARGUMENT", "error_description": f"Argument '{missing}' is null or empty"}
+    assert r.json() == {
+        "error": "ERROR_ARGUMENT",
+        "error_description": f"Argument '{missing}' is null or empty",
+    }
 
 
-@pytest.mark.parametrize(("messages", "text"), [
-    ("not an array", "The value of an argument 'MESSAGES' must be of type array"),
-    ([msg(0), "x"], "The MESSAGES parameter must be an array of messages (arrays)"),
-    ([{"user": {"id": 1}, "message": {"text": "a"}}], "The incorrect structure of a message inside MESSAGES parameter"),
-    ([{"user": "u1", "message": {"text": "a"}, "chat": {"id": 1}}],
-     "The incorrect structure of a message inside MESSAGES parameter"),
-])
+@pytest.mark.parametrize(
+    ("messages", "text"),
+    [
+        ("not an array", "The value of an argument 'MESSAGES' must be of type array"),
+        ([msg(0), "x"], "The MESSAGES parameter must be an array of messages (arrays)"),
+        (
+            [{"user": {"id": 1}, "message": {"text": "a"}}],
+            "The incorrect structure of a message inside MESSAGES parameter",
+        ),
+        (
+            [{"user": "u1", "message": {"text": "a"}, "chat": {"id": 1}}],
+            "The incorrect structure of a message inside MESSAGES parameter",
+        ),
+    ],
+)
 def test_malformed_messages(sandbox: Sandbox, connector: str, messages: Any, text: str) -> None:
     r = send(sandbox, messages)
     assert r.status_code == 400
@@ -69,8 +96,10 @@ def test_not_active_line(sandbox: Sandbox) -> None:
     for line in (3, 99, "abc"):
         r = send(sandbox, [msg(0)], line=line)
         assert r.status_code == 400
-        assert r.json() == {"error": "NOT_ACTIVE_LINE",
-                            "error_description": "The line with this ID is inactive or does not exist"}
+        assert r.json() == {
+            "error": "NOT_ACTIVE_LINE",
+            "error_description": "The line with this ID is inactive or does not exist",
+        }
 
 
 def test_no_correct_provider_when_not_registered_or_not_active(sandbox: Sandbox) -> None:
@@ -93,7 +122,9 @@ def test_per_item_errors_in_input_order_without_session(sandbox: Sandbox, connec
     result = items(r)
     assert [i["SUCCESS"] for i in result] == [True, False, False, False, True]
     for failed in result[1:4]:
-        assert failed["ERRORS"] and all(isinstance(e, str) for e in failed["ERRORS"]) and "session" not in failed
+        assert (
+            failed["ERRORS"] and all(isinstance(e, str) for e in failed["ERRORS"]) and "session" not in failed
+        )
     assert r.json()["result"]["SUCCESS"] is False
     assert list(sandbox.store.messages()["message_id"]) == ["c1-m0", "c1-m4"]
 
@@ -113,12 +144,17 @@ def test_resent_message_id_is_stored_again(sandbox: Sandbox, connector: str) -> 
 
 
 def test_chats_grouped_by_user_id_by_default(sandbox: Sandbox, connector: str) -> None:
-    result = items(send(sandbox, [msg(0, user="a"), msg(1, user="b"), msg(2, user="a"), msg(3, chat="c2", user="a")]))
+    result = items(
+        send(sandbox, [msg(0, user="a"), msg(1, user="b"), msg(2, user="a"), msg(3, chat="c2", user="a")])
+    )
     chats = [i["session"]["CHAT_ID"] for i in result]
     assert chats[0] == chats[2] and len(set(chats)) == 3
     assert [i["user"] for i in result] == ["501", "502", "501", "501"]
-    assert set(sandbox.store.chats()["entity_id"]) == {"hist_import|1|c1|a", "hist_import|1|c1|b",
-                                                        "hist_import|1|c2|a"}
+    assert set(sandbox.store.chats()["entity_id"]) == {
+        "hist_import|1|c1|a",
+        "hist_import|1|c1|b",
+        "hist_import|1|c2|a",
+    }
     assert len(sandbox.store.users()) == 2 and len(sandbox.store.sessions()) == 3
 
 
@@ -144,8 +180,13 @@ def test_stored_columns_and_arrival_sequence(sandbox: Sandbox, connector: str) -
     frame = sandbox.store.messages()
     assert list(frame["seq"]) == [1, 2, 3]
     row = frame.iloc[0]
-    assert (row["line"], row["connector"], row["chat_id"], row["user_id"], row["message_id"]) == \
-        (1, "hist_import", "c1", "u1", "c1-m0")
+    assert (row["line"], row["connector"], row["chat_id"], row["user_id"], row["message_id"]) == (
+        1,
+        "hist_import",
+        "c1",
+        "u1",
+        "c1-m0",
+    )
     assert row["date"] == 1_700_000_000 and row["text"] == "text 0"
     assert json.loads(row["files"]) == [{"url": "https://x/a.png"}]
     assert row["b24_chat_id"] == 1001 and row["session_id"] == 301 and row["received"] > 0
@@ -154,15 +195,22 @@ def test_stored_columns_and_arrival_sequence(sandbox: Sandbox, connector: str) -
 
 
 def test_unknown_behaviours_are_flagged_not_hidden(sandbox: Sandbox, connector: str) -> None:
-    item = msg(0, u={"name": "A" * 30, "last_name": "R2D2", "gender": "robot", "email": "nope",
-                        "phone": "call me"},
-               m={"text": "x" * 20_005})
+    item = msg(
+        0,
+        u={"name": "A" * 30, "last_name": "R2D2", "gender": "robot", "email": "nope", "phone": "call me"},
+        m={"text": "x" * 20_005},
+    )
     del item["message"]["date"]
     assert items(send(sandbox, [item]))[0]["SUCCESS"] is True
     user = sandbox.store.users().iloc[0]
     assert user["name"] == "A" * 25 and user["gender"] is None and user["phone"] is None
-    assert set(user["flags"].split(",")) == {"name-truncated", "last_name-invalid-characters", "bad-gender",
-                                             "email-dropped", "phone-dropped"}
+    assert set(user["flags"].split(",")) == {
+        "name-truncated",
+        "last_name-invalid-characters",
+        "bad-gender",
+        "email-dropped",
+        "phone-dropped",
+    }
     row = sandbox.store.messages().iloc[0]
     assert len(row["text"]) == 20_000 and set(row["flags"].split(",")) == {"no-date", "text-truncated"}
 

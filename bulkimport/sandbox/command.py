@@ -26,7 +26,8 @@ def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> N
     from .store import Store
 
     if not Path(db).exists():
-        raise click.BadParameter(f"{db} does not exist; pass the --db of a sandbox that ran", param_hint="--db")
+        raise click.BadParameter(f"{db} does not exist; pass the --db of a sandbox that ran",
+                                 param_hint="--db")
     store = Store(db)
     try:
         if what == "counts":
@@ -80,7 +81,8 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
               help="Access token lifetime in virtual seconds.")
 @click.option("--no-limits", is_flag=True, help="Disable the leaky bucket and the operating-time limit.")
 @click.option("--bucket-size", default=50.0, show_default=True, type=float, help="Leaky bucket size X.")
-@click.option("--drain-rate", default=2.0, show_default=True, type=float, help="Leaky bucket drain Y per second.")
+@click.option("--drain-rate", default=2.0, show_default=True, type=float,
+              help="Leaky bucket drain Y per second.")
 @click.option("--operating-limit", default=480.0, show_default=True, type=float,
               help="Operating seconds per method per 10 minutes before 429.")
 @click.option("--max-messages", default=100, show_default=True, type=int,
