@@ -88,7 +88,7 @@ class Sandbox:
             return self
         self._server = SandboxServer((self.host, self._port), self.portal, self.faults, self._stats)
         host, port = self._server.server_address[:2]
-        self.portal.base_url = f"http://{host}:{port}"
+        self.portal.base_url = f"http://{host!s}:{port}"
         # A fresh valid pair on every start (tokens of earlier runs of a persistent db stay valid).
         self._tokens = self.portal.issue_tokens(self.portal.client_id, "imopenlines,imconnector,im", 1)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -109,7 +109,7 @@ def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifet
             raise click.UsageError("--show needs --db PATH (the database of the sandbox to inspect)")
         _show(db, show, chat, line, fmt)
         return
-    specs = []
+    specs: list[dict[str, Any]] = []
     for spec in faults:
         try:
             specs.append(parse_spec(spec))
@@ -122,8 +122,8 @@ def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifet
     portal = Sandbox(db=db, host=host, port=port, time_scale=time_scale, token_lifetime=token_lifetime,
                      bucket_size=bucket_size, drain_rate=drain_rate, operating_limit=operating_limit,
                      limits=not no_limits, seed=seed, max_messages=max_messages or None)
-    for spec in specs:
-        portal.faults.add(delay=fault_delay, **spec)  # type: ignore[arg-type]
+    for parsed in specs:
+        portal.faults.add(delay=fault_delay, **parsed)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

@@ -757,14 +757,18 @@ def _config_list(portal: Portal, caller: Caller, params: dict[str, Any], work: W
 
     def keep(line: dict[str, Any]) -> bool:
         for name, negate, value in filters:
-            wanted = [str(v) for v in php_list(value)] if isinstance(value, dict | list) else [str(value)]
+            values = php_list(value)
+            wanted = [str(v) for v in values] if values is not None else [str(value)]
             if (str(line[name]) in wanted) == negate:
                 return False
         return True
 
     rows = [r for r in rows if keep(r)]
+    def sort_key(name: str) -> Callable[[dict[str, Any]], tuple[bool, int, str]]:
+        return lambda r: (_int(r[name]) is None, _int(r[name]) or 0, str(r[name]))
+
     for name, desc in reversed(order):
-        rows.sort(key=lambda r, n=name: (_int(r[n]) is None, _int(r[n]) or 0, str(r[n])), reverse=desc)
+        rows.sort(key=sort_key(name), reverse=desc)
     rows = rows[offset : offset + limit]
     out = []
     for line in rows:

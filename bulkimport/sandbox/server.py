@@ -195,7 +195,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
             # Headers and body in one write (end_headers() would send the headers on their own).
-            self._headers_buffer.append(b"\r\n" + payload)
+            self._headers_buffer.append(b"\r\n" + payload)  # type: ignore[attr-defined]
             self.flush_headers()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True

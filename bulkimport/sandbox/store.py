@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_key ON messages (connector, line, chat_id, message_id);
 """
 
+INT_COLUMNS = frozenset({
+    "seq", "line", "date", "author_id", "b24_user_id", "b24_chat_id", "session_id", "request",
+    "disable_crm", "copies", "id", "chat", "chat_group", "messages", "previous_seq",
+    "previous_date"})
+
 MESSAGE_COLUMNS = [
     "seq", "line", "connector", "chat_id", "user_id", "message_id", "date", "text", "files",
     "author_id", "b24_user_id", "b24_chat_id", "session_id", "received", "request", "disable_crm",
@@ -142,9 +147,11 @@ class Store:
         import pandas as pd
 
         rows = self.all(sql, params)
-        if rows:
-            return pd.DataFrame([dict(r) for r in rows])
-        return pd.DataFrame(columns=columns or [])
+        frame = pd.DataFrame([dict(r) for r in rows]) if rows else pd.DataFrame(columns=columns or [])
+        # ids and integer fields stay integers even where some are missing (nullable Int64)
+        for column in INT_COLUMNS.intersection(frame.columns):
+            frame[column] = frame[column].astype("Int64")
+        return frame
 
     def lines(self) -> pd.DataFrame:
         """Open lines: id, name, active ("Y"/"N")."""
@@ -153,10 +160,12 @@ class Store:
     def connectors(self) -> pd.DataFrame:
         """Registered connectors with their activation and data per line (one row per connector×line)."""
         cols = ["connector", "name", "chat_group", "placement_handler", "line", "active", "data"]
-        return self._frame(
+        frame = self._frame(
             "SELECT c.id AS connector, c.name, c.chat_group, c.placement_handler, cl.line, "
             "cl.active, cl.data FROM connectors c LEFT JOIN connector_lines cl ON cl.connector = c.id "
             "ORDER BY c.id, cl.line", (), cols)
+        frame["active"] = frame["active"].astype("Int64")
+        return frame
 
     def chats(self) -> pd.DataFrame:
         """Bitrix24 chats created for conversations (a duplicated ``entity_id`` is a duplicate dialog)."""
