@@ -195,3 +195,20 @@ def test_faults_apply_with_registration_flow() -> None:
         with pytest.raises(requests.ConnectionError):
             register(portal)
         assert list(portal.store.connectors()["connector"]) == ["hist_import"]
+
+
+def test_overload_is_503_overload_limit(sandbox: Sandbox) -> None:
+    sandbox.faults.add("overload", count=1)
+    r = call(sandbox, "scope")
+    assert r.status_code == 503
+    assert r.json() == {"error": "OVERLOAD_LIMIT", "error_description": "REST API is blocked due to overload"}
+
+
+def test_redirect_must_be_followed_with_the_same_post(sandbox: Sandbox, connector: str) -> None:
+    sandbox.faults.add("redirect", count=1, methods=[SEND])
+    body = {"CONNECTOR": "hist_import", "LINE": 1, "MESSAGES": [msg(0)], "auth": sandbox.access_token}
+    r = requests.post(sandbox.rest_url + SEND, json=body, allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and r.headers["Location"] == sandbox.rest_url + SEND
+    assert stored(sandbox) == 0
+    r = requests.post(r.headers["Location"], json=body, timeout=30)
+    assert r.status_code == 200 and stored(sandbox) == 1

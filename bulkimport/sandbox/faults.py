@@ -25,6 +25,8 @@ KINDS: dict[str, tuple[bool, str]] = {
     "drop-after": (True, "the method runs and commits, then the connection closes without an answer"),
     "slow": (True, "the method runs, the answer is delayed by `delay` virtual seconds"),
     "expire-token": (False, "the caller's access token expires just before the call → 401 expired_token"),
+    "overload": (False, "503 OVERLOAD_LIMIT JSON (the manual block), the method does not run"),
+    "redirect": (False, "302 to the same URL, as a portal that changed its address; the method does not run"),
 }
 
 #: The pseudo-method name faults use to target the OAuth server's /oauth/token/ endpoint.
@@ -76,7 +78,7 @@ class Faults:
         names = None if methods is None else frozenset(m.lower().removesuffix(".json") for m in methods)
         if kind in ("drop-after", "slow"):
             after = True
-        elif kind in ("503", "503-bare", "429", "drop-before", "expire-token"):
+        elif kind in ("503", "503-bare", "429", "drop-before", "expire-token", "overload", "redirect"):
             after = False
         elif after is None:
             after = KINDS[kind][0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import ipaddress
 import json
 import socket
 import threading
@@ -151,6 +152,11 @@ class Handler(BaseHTTPRequestHandler):
         method = parts[-1].lower().removesuffix(".json")
         token = params.pop("auth", None)
         ip = self.client_address[0]
+        if not ipaddress.ip_address(ip).is_loopback:
+            # The real service refuses plain http; the sandbox only speaks http, so it serves
+            # loopback clients and answers every other one as the portal answers http.
+            self._write(method, error_reply(400, "INVALID_REQUEST", "Https required"), None)
+            return
 
         def call() -> Reply:
             return portal.rest(method, params, token, webhook, ip)
@@ -177,6 +183,11 @@ class Handler(BaseHTTPRequestHandler):
                 return
         if kind == "drop-before" or kind == "drop-after":
             self._drop(method, fault)
+            return
+        if kind == "redirect":
+            location = self.server.portal.base_url + self.path
+            self._write(method, Reply(302, b"", "text/html; charset=utf-8", {"Location": location},
+                                      error="redirect"), fault)
             return
         self._write(method, _faulty_reply(kind), fault)
 
@@ -208,6 +219,8 @@ def _faulty_reply(kind: str) -> Reply:
         return error_reply(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
     if kind == "503-bare":
         return Reply(503, b"", "text/html; charset=utf-8", error="503 bare")
+    if kind == "overload":
+        return error_reply(503, "OVERLOAD_LIMIT", "REST API is blocked due to overload")
     if kind == "429":
         return error_reply(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
     if kind == "500":
