@@ -212,3 +212,37 @@ def test_redirect_must_be_followed_with_the_same_post(sandbox: Sandbox, connecto
     assert stored(sandbox) == 0
     r = requests.post(r.headers["Location"], json=body, timeout=30)
     assert r.status_code == 200 and stored(sandbox) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("PORTAL_DELETED", 500),
+        ("ERROR_UNEXPECTED_ANSWER", 500),
+        ("insufficient_scope", 403),
+        ("INVALID_CREDENTIALS", 403),
+        ("user_access_error", 403),
+        ("ACCESS_DENIED", 403),
+        ("NO_AUTH_FOUND", 401),
+    ],
+)
+def test_every_system_error_code_is_a_fault_kind(
+    sandbox: Sandbox, connector: str, code: str, status: int
+) -> None:
+    sandbox.faults.add(code, count=1)
+    r = send(sandbox)
+    assert r.status_code == status and r.json()["error"] == code and r.json()["error_description"]
+    assert stored(sandbox) == 0
+
+
+def test_oauth_server_errors_as_faults(sandbox: Sandbox) -> None:
+    sandbox.faults.add("PAYMENT_REQUIRED", methods=["oauth.token"], count=1)
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "refresh_token": sandbox.refresh_token,
+    }
+    r = requests.get(sandbox.oauth_url, params=params, timeout=30)
+    assert r.json() == {"error": "PAYMENT_REQUIRED", "error_description": "Payment required"}
+    assert requests.get(sandbox.oauth_url, params=params, timeout=30).status_code == 200

@@ -67,7 +67,8 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
 
 
 @click.command(epilog=(
-    "Fault specs: KIND[:RATE[:COUNT]][@method,method], KIND one of " + ", ".join(KINDS) + ". "
+    "Fault specs: KIND[:RATE[:COUNT]][@method,method], KIND one of " + ", ".join(KINDS)
+    + " (the upper-case ones answer that system error). "
     "Examples: --fault 503:0.1   --fault drop-after:1:2@imconnector.send.messages. "
     "Inspect a persistent sandbox: bulkimport sandbox --db portal.db --show messages. "
     "See docs/sandbox.md."))

@@ -29,6 +29,31 @@ KINDS: dict[str, tuple[bool, str]] = {
     "redirect": (False, "302 to the same URL, as a portal that changed its address; the method does not run"),
 }
 
+#: The system errors any call can return (reference §2, official "system errors" table): each code is
+#: also a fault kind, answered as ``{"error": code, "error_description": text}`` with its status; the
+#: method does not run. OAuth-server codes are kinds too (for ``methods=["oauth.token"]``).
+SYSTEM_ERRORS: dict[str, tuple[int, str]] = {
+    "INTERNAL_SERVER_ERROR": (500, "Internal server error"),
+    "ERROR_UNEXPECTED_ANSWER": (500, "Server returned an unexpected response"),
+    "QUERY_LIMIT_EXCEEDED": (503, "Too many requests"),
+    "OVERLOAD_LIMIT": (503, "REST API is blocked due to overload"),
+    "OPERATION_TIME_LIMIT": (429, "Method is blocked due to operation time limit."),
+    "NO_AUTH_FOUND": (401, "Wrong authorization data"),
+    "expired_token": (401, "The access token provided has expired"),
+    "INVALID_REQUEST": (400, "Https required"),
+    "ACCESS_DENIED": (403, "REST API is available only on commercial plans"),
+    "INVALID_CREDENTIALS": (403, "Invalid request credentials"),
+    "insufficient_scope": (403, "The request requires higher privileges than provided by the webhook token"),
+    "user_access_error": (403, "The user does not have access to the application"),
+    "PORTAL_DELETED": (500, "Portal was deleted"),
+    "ERROR_METHOD_NOT_FOUND": (404, "Method not found!"),
+    "invalid_grant": (400, "Invalid grant"),
+    "invalid_client": (401, "Invalid client credentials"),
+    "PAYMENT_REQUIRED": (402, "Payment required"),
+}
+for _code, (_status, _text) in SYSTEM_ERRORS.items():
+    KINDS[_code] = (False, f"{_status} {_code} JSON, the method does not run")
+
 #: The pseudo-method name faults use to target the OAuth server's /oauth/token/ endpoint.
 OAUTH_METHOD = "oauth.token"
 
@@ -78,7 +103,8 @@ class Faults:
         names = None if methods is None else frozenset(m.lower().removesuffix(".json") for m in methods)
         if kind in ("drop-after", "slow"):
             after = True
-        elif kind in ("503", "503-bare", "429", "drop-before", "expire-token", "overload", "redirect"):
+        elif kind in ("503", "503-bare", "429", "drop-before", "expire-token", "overload", "redirect") or (
+                kind in SYSTEM_ERRORS):
             after = False
         elif after is None:
             after = KINDS[kind][0]

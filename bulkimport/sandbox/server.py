@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from .faults import OAUTH_METHOD, Fault, Faults
+from .faults import OAUTH_METHOD, SYSTEM_ERRORS, Fault, Faults
 from .portal import Portal, Reply, decode_pairs, decode_query, error_reply, html_reply
 
 
@@ -198,6 +198,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _write(self, method: str, reply: Reply, fault: Fault | None) -> None:
         payload = reply.payload()
+        # Counted before the answer leaves, so a client that got it sees it in stats().
+        self.server.stats.count(method, reply.status, reply.error, fault)
         try:
             self.send_response(reply.status)
             if reply.status != 204:
@@ -210,7 +212,6 @@ class Handler(BaseHTTPRequestHandler):
             self.flush_headers()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        self.server.stats.count(method, reply.status, reply.error, fault)
 
 
 def _faulty_reply(kind: str) -> Reply:
@@ -219,6 +220,9 @@ def _faulty_reply(kind: str) -> Reply:
         return error_reply(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
     if kind == "503-bare":
         return Reply(503, b"", "text/html; charset=utf-8", error="503 bare")
+    if kind in SYSTEM_ERRORS:
+        status, text = SYSTEM_ERRORS[kind]
+        return error_reply(status, kind, text)
     if kind == "overload":
         return error_reply(503, "OVERLOAD_LIMIT", "REST API is blocked due to overload")
     if kind == "429":
