@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
+import types
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -266,6 +268,31 @@ def _fingerprint(ordered: pd.DataFrame, messages: list[dict[str, Any]], mapping:
     h.update(json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8",
                                                                                                     "surrogatepass"))
     return h.hexdigest()
+
+
+class _CallableModule(types.ModuleType):
+    """A module that forwards calls to its namesake function.
+
+    ``bulkimport.read``, ``bulkimport.validate`` and ``bulkimport.plan`` are both modules and the
+    functions the package exports lazily. Importing a submodule makes Python set the package
+    attribute to the *module*, shadowing the lazy export; making the module callable keeps
+    ``bulkimport.plan(df)`` working whichever was touched first.
+    """
+
+    __call_target__: Any
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__call_target__(*args, **kwargs)
+
+
+def make_callable(module_name: str, fn: Any) -> None:
+    """Let module ``module_name`` be called like ``fn`` (see :class:`_CallableModule`)."""
+    mod = sys.modules[module_name]
+    mod.__class__ = _CallableModule
+    mod.__call_target__ = fn  # type: ignore[attr-defined]
+
+
+make_callable(__name__, plan)
 
 
 def _jsonable(v: Any) -> Any:

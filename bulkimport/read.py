@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ReadError
+from .plan import make_callable
 
 EXCEL_EXTENSIONS = {".xlsx", ".xlsm"}
 TEXT_EXTENSIONS = {".csv", ".tsv", ".txt"}
@@ -265,13 +266,20 @@ def _detect_encoding(p: Path, raw_head: bytes) -> str:
         return "utf-8-sig"
     if raw_head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
-    # UTF-16 without BOM: every other byte NUL in ASCII-heavy text
     sample = raw_head[:4096]
-    if len(sample) >= 4 and sample[1::2].count(0) > len(sample) * 0.4:
-        return "utf-16-le"
-    if len(sample) >= 4 and sample[0::2].count(0) > len(sample) * 0.4:
-        return "utf-16-be"
     if b"\x00" in sample:
+        # UTF-16 without a BOM (NULs in text), or a binary file
+        best_enc, best_score = "", 0.0
+        for cand in ("utf-16-le", "utf-16-be"):
+            try:
+                txt = sample[: len(sample) // 2 * 2].decode(cand)
+            except UnicodeDecodeError:
+                continue
+            score = sum(ch.isprintable() or ch in "\r\n\t" for ch in txt) / max(1, len(txt))
+            if score > best_score:
+                best_enc, best_score = cand, score
+        if best_score >= 0.95:
+            return best_enc
         raise ReadError(f"{p.name}: the file is binary, not text; export the history as CSV or xlsx")
     try:
         _decode_whole(p, "utf-8")
@@ -414,3 +422,6 @@ def read_text_sample(text: str, **kwargs: Any) -> pd.DataFrame:
     df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
                      skip_blank_lines=False, header=None, **kwargs)
     return _text_frame(df, "<text>")
+
+
+make_callable(__name__, read)

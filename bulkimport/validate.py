@@ -18,7 +18,7 @@ import pandas as pd
 from . import codes
 from .errors import InputError
 from .mapping import Mapping
-from .plan import FAILURE_COLUMNS
+from .plan import FAILURE_COLUMNS, make_callable
 from .values import (
     as_text,
     clean_emails,
@@ -261,3 +261,6 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
 def validate(df: pd.DataFrame, mapping: Mapping | None = None) -> pd.DataFrame:
     """Every problem of every row: a frame with columns FAILURE_COLUMNS (errors and warnings)."""
     return prepare(df, mapping).failures
+
+
+make_callable(__name__, validate)

@@ -189,6 +189,7 @@ def parse_dates(
                 naive[is_dt] = vals_s.astype("datetime64[ns]")
         rest = as_text(s[~is_dt & present])
         rest = rest[rest.notna()]
+        present = is_dt | pd.Series(idx.isin(rest.index), index=idx)
 
     decided: bool | None = dayfirst
     if len(rest):
@@ -283,6 +284,8 @@ def parse_dates(
 
         def one(text: str) -> Any:
             txt = _RU_MONTH_RE.sub(_ru_month, text)
+            if not re.search(r"(?<!\d)\d{4}(?!\d)", txt):
+                return None  # no year: dateutil would fill in today's date
             try:
                 return du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
             except (ValueError, OverflowError):
@@ -443,7 +446,8 @@ def _per_unique(t: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
         return pd.Series(None, index=t.index, dtype=object)
     uniq = present.unique()
     table = {u: fn(u) for u in uniq}
-    return t.map(table, na_action="ignore").astype(object).where(t.notna(), None)
+    res = t.map(table, na_action="ignore").astype(object)
+    return res.where(res.notna(), None)
 
 
 def clean_ids(s: pd.Series, max_len: int = 255) -> tuple[pd.Series, Issues]:
@@ -456,6 +460,7 @@ def clean_ids(s: pd.Series, max_len: int = 255) -> tuple[pd.Series, Issues]:
 def clean_operator_ids(s: pd.Series) -> tuple[pd.Series, Issues]:
     """Bitrix24 employee ids: positive whole numbers → int64 (NaN when missing)."""
     t = as_text(s)
+    t = t.str.replace(r"\.0+$", "", regex=True)
     ok = t.str.fullmatch(r"[1-9]\d{0,17}").fillna(False).astype(bool)
     out = pd.to_numeric(t.where(ok), errors="coerce")
     bad = t.notna() & ~ok
@@ -465,7 +470,6 @@ def clean_operator_ids(s: pd.Series) -> tuple[pd.Series, Issues]:
 # --------------------------------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------------------------------
-_SPLIT_FILES = r"[\s,;]+"
 _IS_URL = r"(?i)^https?://[^\s/?#]+\S*$"
 
 
@@ -474,7 +478,8 @@ def parse_files(
 ) -> tuple[pd.Series, Issues]:
     """Cells with one or more URLs → ``[{"url", "name"}]`` per row; local paths need ``base_url``.
 
-    Separators: newline, space, comma, semicolon. ``name`` is the last path segment (decoded).
+    Separators: newline, comma, semicolon, and spaces between URLs (a local path may contain
+    spaces). ``name`` is the last path segment (decoded).
     A row with any entry that is neither http(s) nor a local path under ``base_url`` is
     ``bad-file-url`` (an error: a missing attachment would silently change the message).
     """
@@ -484,7 +489,11 @@ def parse_files(
     present = t.dropna()
     if present.empty:
         return out, [("bad-file-url", bad_rows)]
-    exploded = present.str.split(_SPLIT_FILES, regex=True).explode()
+    pieces = present.str.split(r"[\r\n;,]+", regex=True).explode().str.strip()
+    has_url = pieces.str.contains("://", regex=False).fillna(False).astype(bool)
+    if bool(has_url.any()):  # URLs never contain spaces; local paths may
+        pieces = pieces.astype(object).where(~has_url, pieces.str.split(r"\s+", regex=True))
+    exploded = pieces.explode()
     rows = exploded.index.to_numpy()
     parts = pd.Series(exploded.to_numpy(), dtype="str")  # positional index: a row may have many parts
     keep_part = (parts.notna() & parts.ne("")).to_numpy()
@@ -517,4 +526,4 @@ def parse_files(
         keep = [r for r in lists if not bad_rows[r]]
         if keep:
             out[keep] = pd.Series({r: lists[r] for r in keep}, dtype=object)
-    return out, [("bad-file-url", bad_rows)]
+    return out.where(out.notna(), None), [("bad-file-url", bad_rows)]
