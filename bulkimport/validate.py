@@ -206,7 +206,7 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     primary = cand.drop_duplicates("key").set_index("key")["uid"]
     fill = ~has_uid & key.notna()
     if bool(fill.any()):
-        out.loc[fill, "user.id"] = key[fill].map(primary)
+        out.loc[fill, "user.id"] = key[fill].map(primary).astype("str")
     col.add("no-conversation", "chat.id", key.isna(), None)
     still = key.notna() & out["user.id"].isna()
     col.add("no-customer", "user.id", still & out["operator"], None)
@@ -246,8 +246,8 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
 
 def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats)."""
-    files = sub["message.files"].map(lambda v: " ".join(f["url"] for f in v) if isinstance(v, list) else "",
-                                     na_action="ignore").fillna("")
+    files = sub["message.files"].astype(object).map(
+        lambda v: " ".join(f["url"] for f in v) if isinstance(v, list) else "").astype("str")
     date = sub["message.date"].astype("Int64").astype("str").fillna("")
     text = sub["message.text"].fillna("")
     basis = pd.DataFrame({"k": sub["key"], "d": date, "t": text, "f": files})

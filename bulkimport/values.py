@@ -176,8 +176,7 @@ def parse_dates(
         rest = pd.Series(dtype="str")
     else:
         if s.dtype == object:
-            is_dt = present & s.map(lambda v: isinstance(v, dt.datetime | dt.date), na_action="ignore"
-                                    ).fillna(False).astype(bool)
+            is_dt = s.map(lambda v: isinstance(v, dt.datetime | dt.date)).astype(bool)
         else:
             is_dt = pd.Series(False, index=idx)
         if bool(is_dt.any()):
