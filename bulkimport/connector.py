@@ -17,6 +17,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -391,3 +392,84 @@ def preflight(client: Caller, line: int | str, connector: str, *, portal: str | 
         text = f"connector {connector!r} {result.checks[-1].detail}; fix: {fix}"
         raise SetupError("IMCONNECTOR_NO_CORRECT_PROVIDER", text)
     return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Clients for the CLI and the notebook: a real portal from the environment, or a sandbox
+# ------------------------------------------------------------------------------------------------
+def portal_client(portal: str | None, *, limits: Any = None, clock: Any = None, auth: Any = None) -> Any:
+    """A :class:`bulkimport.portal.client.Client` for ``portal`` with credentials from ``auth`` or
+    the environment and token file (ConfigError naming the fix when there are none)."""
+    from .portal.auth import Auth
+    from .portal.client import Client
+
+    if not portal:
+        raise ConfigError(
+            "--portal is required (or set BITRIX24_PORTAL), e.g. --portal https://example.bitrix24.eu"
+        )
+    if auth is None:
+        auth = Auth.from_env(**({"clock": clock} if clock is not None else {}))
+    kwargs: dict[str, Any] = {}
+    if clock is not None:
+        kwargs["clock"] = clock
+    if limits is not None:
+        kwargs["limits"] = limits
+    return Client(portal, auth, **kwargs)
+
+
+def demo_time_scale(seconds: float, target: float = 10.0) -> float:
+    """How much faster than real time a sandbox must run for ``seconds`` of portal time to take about
+    ``target`` real seconds (at least 1: never slower than real time)."""
+    if seconds <= target:
+        return 1.0
+    return float(max(1, round(seconds / target)))
+
+
+@dataclass
+class SandboxTarget:
+    """Where to send when importing into a running sandbox: portal, line, client and its clock."""
+
+    portal: str
+    line: int
+    client: Any
+    clock: Any
+    auth: Any = None
+
+
+def sandbox_target(sb: Any, *, limits: Any = None, line: int | None = None) -> SandboxTarget:
+    """A client for a started :class:`bulkimport.sandbox.Sandbox` on its clock, with its tokens."""
+    from .clock import ScaledClock
+    from .portal.auth import Auth
+    from .portal.client import Client
+
+    clock = ScaledClock(sb.time_scale, sb.epoch)
+    auth = Auth(
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+        access_token=sb.access_token,
+        refresh_token=sb.refresh_token,
+        oauth_url=sb.oauth_url,
+        token_file=getattr(sb, "token_file", None) or Path(str(sb.db)).with_suffix(".tokens.json"),
+        clock=clock,
+        env={},
+    )
+    kwargs: dict[str, Any] = {"clock": clock}
+    if limits is not None:
+        kwargs["limits"] = limits
+    if line is None:
+        lines = sb.store.lines()
+        line = int(_first_line_id(lines))
+    return SandboxTarget(sb.url, line, Client(sb.url, auth, **kwargs), clock, auth)
+
+
+def _first_line_id(lines: Any) -> Any:
+    """The id of the first open line in what ``store.lines()`` returned (frame or list of dicts)."""
+    if hasattr(lines, "iloc"):
+        for name in ("ID", "id", "line", "LINE"):
+            if name in lines.columns:
+                return lines[name].iloc[0]
+        return lines.index[0]
+    first = next(iter(lines))
+    if isinstance(first, Mapping):
+        return first.get("ID", first.get("id"))
+    return first

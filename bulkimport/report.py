@@ -444,3 +444,61 @@ def summary_lines(frame: pd.DataFrame, plan: Any = None, summary: Any = None, to
     if figures.get("stopped because"):
         lines.append(f"Stopped because: {figures['stopped because']}")
     return lines
+
+
+def failure_counts(failures: pd.DataFrame) -> pd.DataFrame:
+    """Validation failures (``row, field, code, level, message, value``) counted per code: rows,
+    level, the catalogue's message and hint; errors first, most frequent first."""
+    columns = ["code", "level", "rows", "message", "hint"]
+    if failures is None or len(failures) == 0:
+        return pd.DataFrame(columns=columns)
+    grouped = failures.groupby(["code", "level"], sort=False)["row"].nunique().reset_index(name="rows")
+    grouped["_err"] = grouped["level"] != "error"
+    grouped = grouped.sort_values(["_err", "rows", "code"], ascending=[True, False, True], kind="stable")
+    grouped["message"] = [codes.get(c).message for c in grouped["code"]]
+    grouped["hint"] = [codes.get(c).hint for c in grouped["code"]]
+    return grouped[columns].reset_index(drop=True)
+
+
+def journal_lines(summary: Any, path: str | Path) -> list[str]:
+    """What a journal summary (mapping or object) says, as lines: rows per status, last activity,
+    where the run was going; only allow-listed figures are shown (never a credential)."""
+
+    def get(*names: str) -> Any:
+        for name in names:
+            value = _summary_value(summary, name)
+            if value is not None:
+                return value
+        return None
+
+    lines = [f"Journal {path}"]
+    counts = get("counts", "statuses", "status_counts")
+    if isinstance(counts, pd.Series):
+        counts = counts.to_dict()
+    if isinstance(counts, Mapping):
+        order = STATUS_ORDER + sorted(set(counts) - set(STATUS_ORDER))
+        total = sum(int(counts.get(s, 0) or 0) for s in order)
+        lines.append(
+            "Rows: " + ", ".join(f"{s} {int(counts.get(s, 0) or 0)}" for s in order) + f" (of {total})"
+        )
+    for label, names in (
+        ("Input", ("input", "source", "file")),
+        ("Portal", ("portal",)),
+        ("Open line", ("line",)),
+        ("Connector", ("connector",)),
+        ("Runs", ("runs",)),
+        ("Started", ("started", "created", "started_at")),
+        ("Last activity", ("last_activity", "updated", "last_update", "finished")),
+        ("Top codes", ("top_codes", "codes")),
+    ):
+        value = get(*names)
+        if value is None or (_SECRET_WORDS.search(str(value)) and label not in ("Input",)):
+            continue
+        if isinstance(value, float) and value > 1e9:  # unix time
+            value = dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat(timespec="seconds")
+        if isinstance(value, Mapping):
+            value = ", ".join(f"{k} ×{v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        lines.append(f"{label}: {value}")
+    return lines
