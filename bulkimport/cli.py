@@ -551,6 +551,8 @@ def auth(
             "--client-id and --client-secret are required (or BITRIX24_CLIENT_ID/BITRIX24_CLIENT_SECRET): "
             "copy them from the local application's page on the portal"
         )
+    from .portal import auth as oauth
+
     if code is None:
         click.echo("1. Open this address as a portal administrator and allow the application:")
         click.echo(f"   {oauth.authorize_url(portal, client_id)}")
@@ -585,14 +587,14 @@ def _code_from(text: str) -> str:
 @click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def status(state: Path | None) -> None:
     """Show what a journal holds: rows per status, last activity, how to resume."""
-    from .journal import Journal
-    from .report import journal_lines
-
     path = state or _find_journal()
     if not path.is_file():
         raise _config(
             f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
         )
+    from .journal import Journal
+    from .report import journal_lines
+
     journal = Journal.open(path)
     try:
         summary = journal.summary()
