@@ -540,8 +540,6 @@ def auth(
     token_file: Path | None,
 ) -> None:
     """Authorise bulkimport as the portal's local application and store the tokens."""
-    from .portal import auth as oauth
-
     if not portal:
         raise _config(
             "--portal is required (or set BITRIX24_PORTAL), e.g. --portal https://example.bitrix24.eu"
