@@ -129,13 +129,11 @@ def _show_mapping(mapping: Any, guessed: bool, file: Path) -> None:
     """Print the mapping; for a guess, say how to keep and edit it."""
     if guessed:
         click.echo(
-            "Mapping guessed from the column headers (to edit it: "
-            f"{shlex.join(['bulkimport', 'mapping', str(file), '--save', 'mapping.toml'])}, then --mapping "
-            "mapping.toml):"
+            "The mapping below was guessed from the column headers; to edit it run "
+            f"{shlex.join(['bulkimport', 'mapping', str(file), '--save', 'mapping.toml'])} and pass "
+            "--mapping mapping.toml."
         )
-    else:
-        click.echo("Mapping:")
-    click.echo(_indent(_describe(mapping)))
+    click.echo(_describe(mapping))
 
 
 def _describe(mapping: Any) -> str:

@@ -465,6 +465,10 @@ def sandbox_target(sb: Any, *, limits: Any = None, line: int | None = None) -> S
 def _first_line_id(lines: Any) -> Any:
     """The id of the first open line in what ``store.lines()`` returned (frame or list of dicts)."""
     if hasattr(lines, "iloc"):
+        for flag in ("active", "ACTIVE"):
+            if flag in lines.columns and (lines[flag].astype("str").str.upper() == "Y").any():
+                lines = lines[lines[flag].astype("str").str.upper() == "Y"]
+                break
         for name in ("ID", "id", "line", "LINE"):
             if name in lines.columns:
                 return lines[name].iloc[0]
