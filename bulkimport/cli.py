@@ -316,8 +316,12 @@ def run(
         if not portal:
             raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")
         conn.check_line(line)
+    from .report import check_report_path
+
     state = state or file.with_name(file.name + ".bulkimport.db")
-    report_path = report_path or file.with_name(file.name + ".report.xlsx")
+    report_path = check_report_path(report_path or file.with_name(file.name + ".report.xlsx"))
+    if not state.parent.exists():
+        raise _config(f"--state {state}: folder {state.parent} does not exist; create it or pick another")
 
     frame, mapping_, guessed = _read_and_map(file, mapping_path, sheet)
     _show_mapping(mapping_, guessed, file)

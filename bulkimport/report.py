@@ -318,9 +318,9 @@ def _rows_table(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
     return out.reset_index()
 
 
-def write_report(frame: pd.DataFrame, path: str | Path, plan: Any = None, summary: Any = None) -> Path:
-    """Write the report to ``path`` (``.xlsx``: sheets rows/errors/summary; ``.csv``: the rows with
-    a hint column) and return the path. Formula-like text is neutralised in both formats."""
+def check_report_path(path: str | Path) -> Path:
+    """``path`` as a Path if a report can be written there (.xlsx/.csv in an existing folder), else a
+    one-line ConfigError naming --report — checked before an import starts, not after it ends."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".xlsx", ".csv"):
@@ -331,6 +331,14 @@ def write_report(frame: pd.DataFrame, path: str | Path, plan: Any = None, summar
         raise ConfigError(
             f"--report {target}: folder {target.parent} does not exist; create it or pick another path"
         )
+    return target
+
+
+def write_report(frame: pd.DataFrame, path: str | Path, plan: Any = None, summary: Any = None) -> Path:
+    """Write the report to ``path`` (``.xlsx``: sheets rows/errors/summary; ``.csv``: the rows with
+    a hint column) and return the path. Formula-like text is neutralised in both formats."""
+    target = check_report_path(path)
+    suffix = target.suffix.lower()
     rows = _rows_table(frame, plan)
     if suffix == ".csv":
         _write_csv(rows, target)
