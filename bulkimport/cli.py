@@ -169,7 +169,8 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
     errors = failures[failures["level"] == "error"]
     if len(errors):
         click.echo(f"First invalid rows (of {errors['row'].nunique()}):")
-        _echo_table(errors[["row", "field", "code", "value"]], limit)
+        table = errors[["row", "field", "code", "value"]].astype(object)
+        _echo_table(table.where(table.notna(), ""), limit)
 
 
 def _run_command(base: Sequence[str], *extra: str) -> str:
@@ -377,18 +378,12 @@ class _Outcome:
 
 
 def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: Any) -> _Outcome:
-    """Call bulkimport.send; Ctrl-C while sending becomes an interrupted outcome (the journal is saved)."""
-    import bulkimport
+    """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted`` instead of raising."""
+    from .send import Sender
 
-    try:
-        frame = bulkimport.send(plan, **target, **send_args)
-    except KeyboardInterrupt:
-        click.echo(f"\nInterrupted; the journal {send_args['state']} is saved.", err=True)
-        click.echo(f"Resume with: {shlex.join(command)}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    summary = frame.attrs.get("summary") if hasattr(frame, "attrs") else None
-    interrupted = bool(getattr(summary, "interrupted", False))
-    return _Outcome(frame, summary, command, Path(send_args["state"]), interrupted)
+    outcome = Sender(plan, **target, **send_args).run()
+    summary = outcome.summary
+    return _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
 
 
 def _send_to_portal(
@@ -430,13 +425,14 @@ def _send_to_sandbox(
     from .sandbox import Sandbox
 
     scale = time_scale or conn.demo_time_scale(estimate.seconds)
-    with Sandbox(db=db, time_scale=scale) as sb:
+    port = conn.sandbox_port_for(send_args["state"])
+    with Sandbox(db=db, port=port, time_scale=scale) as sb:
         target = conn.sandbox_target(sb, limits=send_args["limits"])
         click.echo(
-            f"Sandbox portal at {sb.url} (data kept in {db}); its clock runs {scale:g}× faster than real "
-            f"time, so the {estimate.limits.name} plan's limits still pace the import but the "
-            f"{_duration(estimate.seconds)} it would take on a real portal take about "
-            f"{_duration(estimate.seconds / scale)} here."
+            f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
+            f"faster than real time: the {estimate.limits.name} plan's limits still pace the import, "
+            f"in sandbox time, so the {_duration(estimate.seconds)} it would take on a real portal "
+            f"take about {_duration(estimate.seconds / scale)} here."
         )
         click.echo(str(conn.setup(target.client, target.line, connector)))
         command = [*base, "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
@@ -450,7 +446,11 @@ def _send_to_sandbox(
             client=target.client,
             clock=target.clock,
         )
-    outcome.note = "See what the sandbox received: " + shlex.join(["bulkimport", "sandbox", "--db", str(db)])
+    show = ["bulkimport", "sandbox", "--db", str(db), "--show"]
+    outcome.note = (
+        f"See what the sandbox received: {shlex.join([*show, 'counts'])} "
+        f"(or --show messages, chats, duplicates, out-of-order)"
+    )
     return outcome
 
 

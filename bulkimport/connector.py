@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .errors import AuthError, ConfigError, PortalError, RequestRejectedError, SetupError
+from .errors import AuthError, ConfigError, InputError, PortalError, RequestRejectedError, SetupError
 
 #: Scopes the import needs (reference §1): imconnector.* and imopenlines.* methods, plus im.
 REQUIRED_SCOPES = ("imopenlines", "imconnector", "im")
@@ -434,22 +434,27 @@ class SandboxTarget:
     client: Any
     clock: Any
     auth: Any = None
+    _tokens_dir: Any = None  # keeps the temporary token folder alive as long as the target
 
 
 def sandbox_target(sb: Any, *, limits: Any = None, line: int | None = None) -> SandboxTarget:
-    """A client for a started :class:`bulkimport.sandbox.Sandbox` on its clock, with its tokens."""
+    """A client for a started :class:`bulkimport.sandbox.Sandbox`, on its clock, with its tokens
+    (rotated tokens go to a private temporary token file, never beside the user's data)."""
+    import tempfile
+
     from .clock import ScaledClock
     from .portal.auth import Auth
     from .portal.client import Client
 
     clock = ScaledClock(sb.time_scale, sb.epoch)
+    tokens_dir = tempfile.TemporaryDirectory(prefix="bulkimport-sandbox-tokens-")
     auth = Auth(
         client_id=sb.client_id,
         client_secret=sb.client_secret,
         access_token=sb.access_token,
         refresh_token=sb.refresh_token,
         oauth_url=sb.oauth_url,
-        token_file=getattr(sb, "token_file", None) or Path(str(sb.db)).with_suffix(".tokens.json"),
+        token_file=Path(tokens_dir.name) / "tokens.json",
         clock=clock,
         env={},
     )
@@ -457,13 +462,36 @@ def sandbox_target(sb: Any, *, limits: Any = None, line: int | None = None) -> S
     if limits is not None:
         kwargs["limits"] = limits
     if line is None:
-        lines = sb.store.lines()
-        line = int(_first_line_id(lines))
-    return SandboxTarget(sb.url, line, Client(sb.url, auth, **kwargs), clock, auth)
+        line = int(_first_line_id(sb.store.lines()))
+    client = Client(sb.url, auth, **kwargs)
+    return SandboxTarget(sb.url, line, client, clock, auth, tokens_dir)
+
+
+def sandbox_port_for(state: str | Path | None) -> int:
+    """The loopback port a journal's sandbox import ran on (so a resumed run talks to the same
+    portal address the journal is bound to), or 0 (any free port) for a new import."""
+    from urllib.parse import urlsplit
+
+    if state is None or not Path(state).is_file():
+        return 0
+    from .journal import Journal
+
+    try:
+        journal = Journal.open(state)
+    except InputError:
+        return 0
+    try:
+        portal = journal.meta().get("portal", "")
+    finally:
+        journal.close()
+    parts = urlsplit(portal)
+    if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.port:
+        return int(parts.port)
+    return 0
 
 
 def _first_line_id(lines: Any) -> Any:
-    """The id of the first open line in what ``store.lines()`` returned (frame or list of dicts)."""
+    """The id of the first active open line in what ``store.lines()`` returned (frame or dicts)."""
     if hasattr(lines, "iloc"):
         for flag in ("active", "ACTIVE"):
             if flag in lines.columns and (lines[flag].astype("str").str.upper() == "Y").any():

@@ -55,7 +55,11 @@ _SECRET_WORDS = re.compile(r"token|secret|password|auth|credential", re.IGNORECA
 _SUMMARY_FIELDS = [
     ("elapsed", "elapsed (s)"),
     ("messages_per_second", "messages/s"),
-    ("stopped", "stopped because"),
+    ("sent_this_run", "sent in this run"),
+    ("requests", "requests"),
+    ("seconds_per_message", "server seconds per message (measured)"),
+    ("stopped", "stopped by code"),
+    ("stopped_message", "stopped because"),
     ("stopped_reason", "stopped because"),
     ("interrupted", "interrupted"),
     ("journal", "journal"),
@@ -82,7 +86,7 @@ def _cell(value: object, *, xlsx: bool) -> object:
     if value is pd.NaT or (not isinstance(value, (str, bytes, list, tuple, dict)) and _isna(value)):
         return None
     if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
+        value = value.to_pydatetime(warn=False)
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         # Excel has no time zones: keep the offset visible as ISO text rather than silently drop it.
         return value.isoformat()
@@ -283,9 +287,6 @@ def run_figures(summary: Any) -> list[tuple[str, object]]:
             value = round(value, 2)
         elif not isinstance(value, (int, bool, str, Path)):
             value = str(value)
-        text = str(value)
-        if _SECRET_WORDS.search(text) and not isinstance(value, (int, float, bool)) and name != "journal":
-            continue  # e.g. a stop reason that quotes a credential name: leave it out rather than risk it
         seen.add(label)
         out.append((label, str(value) if isinstance(value, Path) else value))
     return out
@@ -463,50 +464,88 @@ def failure_counts(failures: pd.DataFrame) -> pd.DataFrame:
     grouped = failures.groupby(["code", "level"], sort=False)["row"].nunique().reset_index(name="rows")
     grouped["_err"] = grouped["level"] != "error"
     grouped = grouped.sort_values(["_err", "rows", "code"], ascending=[True, False, True], kind="stable")
-    grouped["message"] = [codes.get(c).message for c in grouped["code"]]
+    # The failures carry their own rendered message ("user.name was longer …"); show the first one.
+    first = failures.drop_duplicates("code").set_index("code")["message"]
+    grouped["message"] = [
+        str(first.get(c)) if isinstance(first.get(c), str) and first.get(c) else codes.get(c).message
+        for c in grouped["code"]
+    ]
     grouped["hint"] = [codes.get(c).hint for c in grouped["code"]]
     return grouped[columns].reset_index(drop=True)
 
 
-def journal_lines(summary: Any, path: str | Path) -> list[str]:
-    """What a journal summary (mapping or object) says, as lines: rows per status, last activity,
-    where the run was going; only allow-listed figures are shown (never a credential)."""
+def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
+    """What ``Journal.summary()`` says, as lines: the import it belongs to, rows per status, top codes,
+    runs and last activity, and the command that resumes it."""
+    import shlex
 
-    def get(*names: str) -> Any:
-        for name in names:
-            value = _summary_value(summary, name)
-            if value is not None:
-                return value
-        return None
-
+    counts = dict(summary.get("counts") or {})
+    order = STATUS_ORDER + sorted(set(counts) - set(STATUS_ORDER))
+    total = sum(int(counts.get(s, 0) or 0) for s in order)
     lines = [f"Journal {path}"]
-    counts = get("counts", "statuses", "status_counts")
-    if isinstance(counts, pd.Series):
-        counts = counts.to_dict()
-    if isinstance(counts, Mapping):
-        order = STATUS_ORDER + sorted(set(counts) - set(STATUS_ORDER))
-        total = sum(int(counts.get(s, 0) or 0) for s in order)
-        lines.append(
-            "Rows: " + ", ".join(f"{s} {int(counts.get(s, 0) or 0)}" for s in order) + f" (of {total})"
+    source = summary.get("source")
+    if source:
+        lines.append(f"Input: {source}")
+    portal, line, connector = summary.get("portal"), summary.get("line"), summary.get("connector")
+    lines.append(f"Target: {portal} open line {line}, connector {connector}")
+    lines.append("Rows: " + ", ".join(f"{s} {int(counts.get(s, 0) or 0)}" for s in order) + f" (of {total})")
+    top = summary.get("top_codes") or []
+    if top:
+        lines.append("Top codes:")
+        lines += [f"  {code} ×{n}: {codes.hint(code)}" for code, n in top[:5]]
+    runs = list(summary.get("runs") or [])
+    if runs:
+        last = runs[-1]
+        stamps = [t for r in runs for t in (r.get("started_at"), r.get("finished_at")) if t]
+        when = _when(max(stamps)) if stamps else "unknown"
+        how = (
+            "interrupted"
+            if last.get("interrupted")
+            else (
+                f"stopped by {last['stopped']}"
+                if last.get("stopped")
+                else ("finished" if last.get("finished_at") else "did not finish (killed or still running)")
+            )
         )
-    for label, names in (
-        ("Input", ("input", "source", "file")),
-        ("Portal", ("portal",)),
-        ("Open line", ("line",)),
-        ("Connector", ("connector",)),
-        ("Runs", ("runs",)),
-        ("Started", ("started", "created", "started_at")),
-        ("Last activity", ("last_activity", "updated", "last_update", "finished")),
-        ("Top codes", ("top_codes", "codes")),
-    ):
-        value = get(*names)
-        if value is None or (_SECRET_WORDS.search(str(value)) and label not in ("Input",)):
-            continue
-        if isinstance(value, float) and value > 1e9:  # unix time
-            value = dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat(timespec="seconds")
-        if isinstance(value, Mapping):
-            value = ", ".join(f"{k} ×{v}" for k, v in value.items())
-        elif isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
-        lines.append(f"{label}: {value}")
+        lines.append(
+            f"Runs: {len(runs)}; last activity {when}; the last run sent {last.get('sent') or 0} and {how}."
+        )
+    requests = summary.get("requests")
+    if requests is not None:
+        lines.append(f"Requests made: {requests}")
+    if summary.get("complete"):
+        lines.append("Complete: nothing pending or unknown.")
+    else:
+        target = ["--state", str(path)]
+        sandbox = _is_loopback(str(portal or ""))
+        if sandbox:
+            target += ["--sandbox"]
+        else:
+            target += [
+                "--portal",
+                str(portal or "").removesuffix("/rest/"),
+                "--line",
+                str(line),
+                "--connector",
+                str(connector),
+            ]
+        command = shlex.join(["bulkimport", "run", str(source or "FILE"), *target])
+        lines.append(f"Resume (with the same --mapping as before, if any): {command}")
+        if int(counts.get("unknown", 0) or 0):
+            lines.append(
+                "Rows with an unknown outcome are sent again only with --retry-unknown (check first)."
+            )
+        if int(counts.get("failed", 0) or 0):
+            lines.append("Rows that failed are sent again only with --retry-failed (fix the cause first).")
     return lines
+
+
+def _when(stamp: float) -> str:
+    """A unix time as ISO text (UTC)."""
+    return dt.datetime.fromtimestamp(float(stamp), tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
