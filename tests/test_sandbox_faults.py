@@ -223,6 +223,7 @@ def test_redirect_must_be_followed_with_the_same_post(sandbox: Sandbox, connecto
         ("INVALID_CREDENTIALS", 403),
         ("user_access_error", 403),
         ("ACCESS_DENIED", 403),
+        ("IMCONNECTOR_NOT_SPECIFIED_CORRECT_COMMAND", 400),
         ("NO_AUTH_FOUND", 401),
     ],
 )

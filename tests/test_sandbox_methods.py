@@ -273,7 +273,7 @@ def test_update_delete_need_active_line_and_provider(sandbox: Sandbox, method: s
 
 
 def test_custom_lines() -> None:
-    with Sandbox(time_scale=1000, lines=[{"id": 7, "name": "Seven"}, (8, "Eight", False)]) as portal:
+    with Sandbox(time_scale=1000, lines=[{"ID": 7, "LINE_NAME": "Seven"}, (8, "Eight", False)]) as portal:
         rows = call(portal, "imopenlines.config.list.get").json()["result"]
         assert [(r["ID"], r["ACTIVE"]) for r in rows] == [("7", "Y"), ("8", "N")]
 
