@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .faults import KINDS, parse_spec
+from .faults import KINDS, SYSTEM_ERRORS, parse_spec
 
 SHOW = ("counts", "lines", "connectors", "chats", "users", "sessions", "messages", "duplicates",
         "out-of-order")
@@ -67,10 +67,13 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
 
 
 @click.command(epilog=(
-    "Fault specs: KIND[:RATE[:COUNT]][@method,method], KIND one of " + ", ".join(KINDS)
-    + " (the upper-case ones answer that system error). "
-    "Examples: --fault 503:0.1   --fault drop-after:1:2@imconnector.send.messages. "
-    "Inspect a persistent sandbox: bulkimport sandbox --db portal.db --show messages. "
+    "Fault specs are KIND[:RATE[:COUNT]][@method,method]; KIND is one of "
+    + ", ".join(k for k in KINDS if k not in SYSTEM_ERRORS)
+    + ", or a Bitrix24 error code (" + ", ".join(SYSTEM_ERRORS) + ") which is then answered.\n\n"
+    "\b\nExamples:\n"
+    "  bulkimport sandbox --time-scale 60 --fault 503:0.1\n"
+    "  bulkimport sandbox --db portal.db --fault drop-after:1:2@imconnector.send.messages\n"
+    "  bulkimport sandbox --db portal.db --show messages --chat 12345\n\n"
     "See docs/sandbox.md."))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback).")
 @click.option("--port", default=0, show_default=True, type=int, help="Port (0: any free port).")
