@@ -193,6 +193,48 @@ _add("PAYMENT_REQUIRED", "error", "oauth", "The portal's plan does not allow thi
 # --------------------------------------------------------------------------------------------------
 # Validation (bulkimport.validate / plan) — errors make a row `invalid`, warnings travel with it
 # --------------------------------------------------------------------------------------------------
+_add("missing-user-id", "error", "validate", "No customer id (user.id) in the row or its conversation.",
+     "Fill the customer id column for this row, or map chat.id so the row joins a conversation that has one.")
+_add("no-conversation", "error", "validate", "Neither chat.id nor user.id: the row belongs to no conversation.",
+     "Fill the chat or customer id column for this row (map chat.id or user.id in [columns]).")
+_add("no-customer", "error", "validate",
+     "The conversation has only operator rows: there is no customer to post them in.",
+     "Add the customer's id to these rows (user.id) or include the customer's messages of the same chat.")
+_add("bad-id", "error", "validate", "{field} is longer than 255 characters.",
+     "Use a shorter external id (the column holds something other than an id?).")
+_add("duplicate-message-id", "error", "validate", "message.id repeats an earlier row of the same chat.",
+     "Message ids must be unique per chat; remove the duplicate row or unmap message.id to generate ids.")
+_add("missing-date", "error", "validate", "message.date is empty.",
+     "Fill the date of this message; every message needs its original time.")
+_add("bad-date", "error", "validate", "message.date is not a date bulkimport understands (or not in 1970–2099).",
+     "Use e.g. 2026-11-23 14:05, 23.11.2026 14:05, an Excel date cell or unix seconds (docs/mapping.md).")
+_add("ambiguous-date", "error", "validate",
+     "message.date reads as two different days (day-first or month-first) and nothing in the column decides.",
+     "Set dayfirst = true (23/11 style) or dayfirst = false (11/23 style) under [options] of the mapping.")
+_add("missing-content", "error", "validate", "The row has neither message text nor files.",
+     "Fill message.text or message.files; a message needs at least one of them.")
+_add("text-too-long", "error", "validate", "message.text is over 20,000 characters.",
+     "Bitrix24 cuts chat messages at 20,000 characters; split the cell into several rows (same chat, "
+     "consecutive times) so nothing is lost.")
+_add("bad-file-url", "error", "validate", "message.files has an entry that is not an http(s) URL.",
+     "Use full http(s) URLs the portal can reach, or publish the folder and set files_base_url "
+     "(and files_folder) under [options].")
+_add("bad-operator-id", "error", "validate", "message.user_id is not a Bitrix24 employee id (positive whole number).",
+     "Put the employee's numeric Bitrix24 user id in the column, or map authors to ids under [operators].")
+_add("name-cleaned", "warning", "validate",
+     "{field} had characters other than letters, spaces, hyphens and apostrophes; they were removed.",
+     "Nothing to do unless the cleaned name is wrong; Bitrix24 accepts only these characters.")
+_add("name-truncated", "warning", "validate", "{field} was longer than 25 characters and was shortened.",
+     "Nothing to do; Bitrix24 accepts at most 25 characters per name field.")
+_add("bad-gender", "warning", "validate", "user.gender is neither male nor female; it was left out.",
+     "Use male/female (M/F, м/ж, муж/жен are understood) or unmap user.gender.")
+_add("bad-phone", "warning", "validate", "user.phone is not a valid phone number; it was left out.",
+     "Use the international form (+7 916 123-45-67) or set phone_region under [options]; "
+     "skip_phone_validate = true sends phones as written.")
+_add("bad-email", "warning", "validate", "user.email is not a valid e-mail address; it was left out.",
+     "Fix the address in the source file if it matters.")
+_add("bad-url", "warning", "validate", "{field} is not an http(s) URL; it was left out.",
+     "Use a full http(s) URL.")
 
 # --------------------------------------------------------------------------------------------------
 # Sending (bulkimport.send) — why a row is pending, unknown or failed
