@@ -6,6 +6,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import requests
 from conftest import call, msg
 
@@ -222,3 +223,23 @@ def test_keep_alive_session_serves_many_calls(sandbox: Sandbox) -> None:
             )
             assert r.status_code == 200
     assert sandbox.stats()["by_status"][200] >= 20
+
+
+def test_non_loopback_clients_get_https_required(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    from bulkimport.sandbox import server
+
+    class Remote:
+        is_loopback = False
+
+    class FakeIpaddress:
+        @staticmethod
+        def ip_address(value: str) -> Remote:
+            assert ipaddress.ip_address(value).is_loopback  # the test itself only uses loopback
+            return Remote()
+
+    monkeypatch.setattr(server, "ipaddress", FakeIpaddress)
+    r = call(sandbox, "profile")
+    assert r.status_code == 400
+    assert r.json() == {"error": "INVALID_REQUEST", "error_description": "Https required"}
