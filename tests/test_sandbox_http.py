@@ -243,3 +243,23 @@ def test_non_loopback_clients_get_https_required(sandbox: Sandbox, monkeypatch: 
     r = call(sandbox, "profile")
     assert r.status_code == 400
     assert r.json() == {"error": "INVALID_REQUEST", "error_description": "Https required"}
+
+
+def test_requests_are_served_concurrently() -> None:
+    import threading
+    import time
+
+    with Sandbox(time_scale=10, cost_per_call=5.0) as portal:  # each call: 0.5 s real
+        codes: list[int] = []
+
+        def one() -> None:
+            codes.append(call(portal, "server.time").status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * 4
+        assert time.monotonic() - start < 1.5  # serialised it would take 2 s
