@@ -101,6 +101,7 @@ class Sandbox:
     def stop(self) -> None:
         """Stop serving, close the store; a temporary database is deleted."""
         if self._server is not None:
+            self._server.stopping = True
             self._server.shutdown()
             self._server.server_close()
             self._server = None
