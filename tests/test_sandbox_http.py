@@ -263,3 +263,13 @@ def test_requests_are_served_concurrently() -> None:
             t.join()
         assert codes == [200] * 4
         assert time.monotonic() - start < 1.5  # serialised it would take 2 s
+
+
+def test_body_without_a_known_content_type_is_ignored(sandbox: Sandbox) -> None:
+    r = requests.post(
+        sandbox.rest_url + "profile",
+        data=f'{{"auth": "{sandbox.access_token}"}}'.encode(),
+        headers={"Content-Type": "text/plain"},
+        timeout=30,
+    )
+    assert r.status_code == 401 and r.json()["error"] == "NO_AUTH_FOUND"
