@@ -214,59 +214,104 @@ def _none(s: pd.Series) -> list[Any]:
     return s.astype(object).where(s.notna(), None).tolist()
 
 
+_USER_KEYS = ("user.name", "user.last_name", "user.email", "user.phone", "user.url", "user.gender")
+_CHAT_KEYS = ("chat.name", "chat.url")
+
+
 def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> list[dict[str, Any]]:
-    """One wire-ready MESSAGES item per row (plain dict/list/str/int, no NaN/None/empty strings)."""
+    """One wire-ready MESSAGES item per row (plain dict/list/str/int, no NaN/None/empty strings).
+
+    A conversation's customer has one user block and the chat one chat block (validate.prepare
+    makes them identical per conversation and customer), so those dicts are built once and shared
+    by the conversation's messages; treat payloads as read-only.
+    """
     opts = mapping.options
     n = len(ordered)
-    uid = ordered["user.id"].tolist()
-    mid = ordered["message.id"].tolist()
-    date = ordered["message.date"].astype("int64").tolist() if n else []
-    key = ordered["key"].tolist()
-    text = _none(ordered["message.text"])
-    files = _none(ordered["message.files"]) if "message.files" in ordered else [None] * n
-    op = [None if v is None else int(v) for v in _none(ordered["message.user_id"])]
-    user_opt = [(f.split(".", 1)[1], _none(ordered[f])) for f in
-                ("user.name", "user.last_name", "user.email", "user.phone", "user.url", "user.gender")
-                if f in ordered]
-    picture = _none(ordered["user.picture"]) if "user.picture" in ordered else None
-    chat_opt = [(f.split(".", 1)[1], _none(ordered[f])) for f in ("chat.name", "chat.url") if f in ordered]
+    if n == 0:
+        return []
     skip = bool(opts.get("skip_phone_validate"))
     crm = bool(opts.get("disable_crm", True))
-    out: list[dict[str, Any]] = []
-    for i in range(n):
-        user: dict[str, Any] = {"id": uid[i]}
-        for name, vals in user_opt:
-            v = vals[i]
+    user_cols = [f for f in _USER_KEYS if f in ordered]
+    chat_cols = [f for f in _CHAT_KEYS if f in ordered]
+
+    # user blocks, once per (conversation, customer)
+    ukeys = ordered[["key", "user.id"]]
+    first = ~ukeys.duplicated()
+    ucodes = ukeys.groupby(["key", "user.id"], sort=False).ngroup().to_numpy()
+    ublock = ordered.loc[first.to_numpy(), ["user.id", *user_cols, *(
+        ["user.picture"] if "user.picture" in ordered else [])]]
+    users: list[dict[str, Any]] = []
+    cols = {c: _none(ublock[c]) for c in ublock.columns}
+    for i in range(len(ublock)):
+        user: dict[str, Any] = {"id": cols["user.id"][i]}
+        for f in user_cols:
+            v = cols[f][i]
             if v is not None:
-                user[name] = v
-        if picture is not None and picture[i] is not None:
-            user["picture"] = {"url": picture[i]}
+                user[f[5:]] = v
+        if "user.picture" in cols and cols["user.picture"][i] is not None:
+            user["picture"] = {"url": cols["user.picture"][i]}
         if skip:
             user["skip_phone_validate"] = "Y"
-        message: dict[str, Any] = {"id": mid[i], "date": date[i]}
-        if text[i] is not None:
-            message["text"] = text[i]
-        if files[i] is not None:
-            message["files"] = [dict(f) for f in files[i]]
+        users.append(user)
+
+    # chat blocks, once per conversation
+    kfirst = ~ordered["key"].duplicated()
+    kcodes = ordered.groupby("key", sort=False).ngroup().to_numpy()
+    cblock = ordered.loc[kfirst.to_numpy(), ["key", *chat_cols]]
+    ccols = {c: _none(cblock[c]) for c in cblock.columns}
+    chats: list[dict[str, Any]] = []
+    for i in range(len(cblock)):
+        chat: dict[str, Any] = {"id": ccols["key"][i]}
+        for f in chat_cols:
+            v = ccols[f][i]
+            if v is not None:
+                chat[f[5:]] = v
+        chats.append(chat)
+
+    mid = ordered["message.id"].tolist()
+    date = ordered["message.date"].astype("int64").tolist()
+    text = _none(ordered["message.text"])
+    files = _none(ordered["message.files"])
+    op = [None if v is None else int(v) for v in _none(ordered["message.user_id"])]
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for i, (m_id, m_date, m_text, m_files, m_op) in enumerate(zip(mid, date, text, files, op, strict=True)):
+        message: dict[str, Any] = {"id": m_id, "date": m_date}
+        if m_text is not None:
+            message["text"] = m_text
+        if m_files is not None:
+            message["files"] = m_files
         if crm:
             message["disable_crm"] = "Y"
-        if op[i] is not None:
-            message["user_id"] = op[i]
-        chat: dict[str, Any] = {"id": key[i]}
-        for name, vals in chat_opt:
-            v = vals[i]
-            if v is not None:
-                chat[name] = v
-        out.append({"user": user, "message": message, "chat": chat})
+        if m_op is not None:
+            message["user_id"] = m_op
+        append({"user": users[ucodes[i]], "message": message, "chat": chats[kcodes[i]]})
     return out
 
 
 def _fingerprint(ordered: pd.DataFrame, messages: list[dict[str, Any]], mapping: Mapping) -> str:
-    """sha256 over what goes on the wire: rows, send order and every payload value."""
+    """sha256 over what goes on the wire: rows, send order and every payload value.
+
+    Hashes the payload's source columns in send order (each a JSON array) plus the options that
+    shape the payload; the payload is a pure function of these, so the fingerprint changes when
+    and only when what would be sent changes — without serialising every message.
+    """
     h = hashlib.sha256(b"bulkimport-plan-v1\n")
+    flags = {"disable_crm": bool(mapping.options.get("disable_crm", True)),
+             "skip_phone_validate": bool(mapping.options.get("skip_phone_validate"))}
+    h.update(json.dumps(flags, sort_keys=True).encode())
     h.update(json.dumps([_jsonable(r) for r in ordered.index.tolist()]).encode())
-    h.update(json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8",
-                                                                                                    "surrogatepass"))
+    for col in ("key", "user.id", *_USER_KEYS, "user.picture", *_CHAT_KEYS, "message.id", "message.date",
+                "message.text", "message.files", "message.user_id"):
+        if col not in ordered:
+            continue
+        values = ordered[col]
+        if col in ("message.date", "message.user_id"):
+            data: list[Any] = [None if v is None else int(v) for v in _none(values)]
+        else:
+            data = _none(values)
+        h.update(col.encode() + b"\x00")
+        h.update(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 

@@ -8,7 +8,6 @@ fills generated message ids, and records each problem as one failures row
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,17 +244,25 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
 
 
 def _generated_ids(sub: pd.DataFrame) -> pd.Series:
-    """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats)."""
+    """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats).
+
+    128 bits from pandas' vectorised SipHash (``hash_pandas_object``, two fixed keys) over the
+    conversation, the time, the text, the file URLs and the occurrence number of identical content.
+    """
     files = sub["message.files"].astype(object).map(
         lambda v: " ".join(f["url"] for f in v) if isinstance(v, list) else "").astype("str")
-    date = sub["message.date"].astype("Int64").astype("str").fillna("")
-    text = sub["message.text"].fillna("")
-    basis = pd.DataFrame({"k": sub["key"], "d": date, "t": text, "f": files})
-    occ = basis.groupby(["k", "d", "t", "f"], sort=False).cumcount().astype(str)
-    joined = (basis["k"].str.cat([basis["d"], basis["t"], basis["f"], occ], sep="\x1f"))
-    digest = [hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
-              for s in joined.tolist()]
-    return pd.Series(["bi-" + d for d in digest], index=sub.index, dtype="str")
+    basis = pd.DataFrame({
+        "k": sub["key"].astype("str"),
+        "d": sub["message.date"].fillna(-1).astype("int64"),
+        "t": sub["message.text"].fillna("\x00"),
+        "f": files,
+    })
+    basis["n"] = basis.groupby(["k", "d", "t", "f"], sort=False).cumcount()
+    a = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-1").to_numpy()
+    b = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-2").to_numpy()
+    hexed = np.column_stack((a, b)).astype(">u8").tobytes().hex()
+    ids = ["bi-" + hexed[i:i + 32] for i in range(0, len(hexed), 32)]
+    return pd.Series(ids, index=sub.index, dtype="str")
 
 
 def validate(df: pd.DataFrame, mapping: Mapping | None = None) -> pd.DataFrame:
