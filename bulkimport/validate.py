@@ -211,6 +211,8 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     col.add("no-customer", "user.id", still & out["operator"], None)
     col.add("missing-user-id", "user.id", still & ~out["operator"], None)
     out["key"] = key
+    out["conv"] = pd.factorize(key)[0]  # integer conversation codes for fast grouping (-1: none)
+    out["cust"] = pd.factorize(out["user.id"])[0]
 
     # one user block per (conversation, customer): first value per field from the customer's own rows
     present_user = [f for f in USER_FIELDS if f in out.columns]
@@ -235,8 +237,9 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     need = mid.isna() & key.notna()
     if bool(need.any()):
         out.loc[need, "message.id"] = _generated_ids(out[need])
-    dup = out["message.id"].notna() & key.notna() & out.duplicated(["key", "message.id"], keep="first")
-    col.add("duplicate-message-id", "message.id", dup & ~need, raw.get("message.id"))
+    if "message.id" in raw:  # generated ids cannot repeat within a chat
+        dup = out["message.id"].notna() & key.notna() & out.duplicated(["conv", "message.id"], keep="first")
+        col.add("duplicate-message-id", "message.id", dup & ~need, raw.get("message.id"))
 
     failures = col.frame()
     invalid = col.error_mask.copy()
@@ -249,8 +252,10 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     128 bits from pandas' vectorised SipHash (``hash_pandas_object``, two fixed keys) over the
     conversation, the time, the text, the file URLs and the occurrence number of identical content.
     """
-    files = sub["message.files"].astype(object).map(
-        lambda v: " ".join(f["url"] for f in v) if isinstance(v, list) else "").astype("str")
+    files = pd.Series("", index=sub.index, dtype="str")
+    has = sub["message.files"].notna()
+    if bool(has.any()):
+        files[has] = sub.loc[has, "message.files"].map(lambda v: " ".join(f["url"] for f in v))
     basis = pd.DataFrame({
         "k": sub["key"].astype("str"),
         "d": sub["message.date"].fillna(-1).astype("int64"),
@@ -260,8 +265,8 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     basis["n"] = basis.groupby(["k", "d", "t", "f"], sort=False).cumcount()
     a = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-1").to_numpy()
     b = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-2").to_numpy()
-    hexed = np.column_stack((a, b)).astype(">u8").tobytes().hex()
-    ids = ["bi-" + hexed[i:i + 32] for i in range(0, len(hexed), 32)]
+    hexed = np.column_stack((a, b)).astype(">u8").tobytes().hex().encode("ascii")
+    ids = np.char.add("bi-", np.frombuffer(hexed, dtype="S32").astype("U32"))
     return pd.Series(ids, index=sub.index, dtype="str")
 
 
