@@ -173,7 +173,7 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
         files, issues = parse_files(raw["message.files"], opts.get("files_base_url"), opts.get("files_folder"))
         for code, mask in issues:
             col.add(code, "message.files", mask, raw["message.files"])
-        files_present = as_text(raw["message.files"]).notna()
+        files_present = files.notna() | issues[0][1]
     else:
         files_present = pd.Series(False, index=idx)
     out["message.files"] = files
@@ -194,43 +194,46 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
             for code, mask in issues:  # operator rows' user fields are not sent: no warnings for them
                 col.add(code, f, mask & warn_rows, raw[f])
 
-    # conversations: chat.id, defaulting to user.id
+    # conversations: chat.id, defaulting to user.id (grouping works on integer codes: fast)
     key = out["chat.id"].fillna(out["user.id"])
+    has_key = key.notna()
+    conv = pd.factorize(key)[0]  # -1: no conversation
     has_uid = out["user.id"].notna()
-    pos = pd.Series(np.arange(n), index=idx)
+    pos = np.arange(n)
     out["pos"] = pos
-    cand = pd.DataFrame({"key": key, "uid": out["user.id"], "op": out["operator"],
-                         "date": out["message.date"], "pos": pos})[has_uid & key.notna()]
-    cand = cand.sort_values(["op", "date", "pos"], na_position="last", kind="stable")
-    primary = cand.drop_duplicates("key").set_index("key")["uid"]
-    fill = ~has_uid & key.notna()
+    cand = pd.DataFrame({"conv": conv, "op": out["operator"].to_numpy(),
+                         "date": out["message.date"].to_numpy(), "pos": pos})[(has_uid & has_key).to_numpy()]
+    cand = cand.sort_values(["op", "date", "pos"], na_position="last", kind="stable").drop_duplicates("conv")
+    # the conversation's primary customer: its first customer row (operator rows only as a last resort)
+    primary = pd.Series(out["user.id"].to_numpy()[cand["pos"].to_numpy()], index=cand["conv"].to_numpy())
+    fill = (~has_uid & has_key).to_numpy()
     if bool(fill.any()):
-        out.loc[fill, "user.id"] = key[fill].map(primary).astype("str")
-    col.add("no-conversation", "chat.id", key.isna(), None)
-    still = key.notna() & out["user.id"].isna()
+        out.loc[fill, "user.id"] = primary.reindex(conv[fill]).to_numpy()
+    col.add("no-conversation", "chat.id", ~has_key, None)
+    still = has_key & out["user.id"].isna()
     col.add("no-customer", "user.id", still & out["operator"], None)
     col.add("missing-user-id", "user.id", still & ~out["operator"], None)
     out["key"] = key
-    out["conv"] = pd.factorize(key)[0]  # integer conversation codes for fast grouping (-1: none)
+    out["conv"] = conv
     out["cust"] = pd.factorize(out["user.id"])[0]
 
     # one user block per (conversation, customer): first value per field from the customer's own rows
     present_user = [f for f in USER_FIELDS if f in out.columns]
     if present_user:
-        src = out.loc[~out["operator"] & out["user.id"].notna() & key.notna(),
-                      ["key", "user.id", "message.date", "pos", *present_user]]
+        src = out.loc[(~out["operator"] & out["user.id"].notna() & has_key).to_numpy(),
+                      ["conv", "cust", "message.date", "pos", *present_user]]
         src = src.sort_values(["message.date", "pos"], na_position="last", kind="stable")
-        block = src.groupby(["key", "user.id"], sort=False)[present_user].first()
-        joined = out[["key", "user.id"]].join(block, on=["key", "user.id"])
+        block = src.groupby(["conv", "cust"], sort=False)[present_user].first()
+        joined = out[["conv", "cust"]].join(block, on=["conv", "cust"])
         for f in present_user:
             out[f] = joined[f]
     present_chat = [f for f in CHAT_FIELDS if f in out.columns]
     if present_chat:
         srt = out.sort_values(["message.date", "pos"], na_position="last", kind="stable")
-        cblock = srt.groupby("key", sort=False)[present_chat].first()
-        joined = out[["key"]].join(cblock, on="key")
+        cblock = srt.groupby("conv", sort=False)[present_chat].first()
+        joined = out[["conv"]].join(cblock, on="conv")
         for f in present_chat:
-            out[f] = joined[f]
+            out[f] = joined[f].where(has_key)
 
     # message ids: given, or a stable hash of conversation, time, content and occurrence
     mid = out["message.id"]
@@ -249,8 +252,10 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
 def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats).
 
-    128 bits from pandas' vectorised SipHash (``hash_pandas_object``, two fixed keys) over the
-    conversation, the time, the text, the file URLs and the occurrence number of identical content.
+    64 bits of pandas' vectorised SipHash (``hash_pandas_object`` with a fixed key) over the
+    conversation, the time, the text, the file URLs and the occurrence number of identical
+    content: ids only need to be unique within a chat, where 64 bits leave no practical chance
+    of a collision.
     """
     files = pd.Series("", index=sub.index, dtype="str")
     has = sub["message.files"].notna()
@@ -262,11 +267,12 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
         "t": sub["message.text"].fillna("\x00"),
         "f": files,
     })
-    basis["n"] = basis.groupby(["k", "d", "t", "f"], sort=False).cumcount()
-    a = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-1").to_numpy()
-    b = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-2").to_numpy()
-    hexed = np.column_stack((a, b)).astype(">u8").tobytes().hex().encode("ascii")
-    ids = np.char.add("bi-", np.frombuffer(hexed, dtype="S32").astype("U32"))
+    codes = pd.DataFrame({"c": sub["conv"].to_numpy(), "d": basis["d"].to_numpy(),
+                          "t": pd.factorize(basis["t"])[0], "f": pd.factorize(basis["f"])[0]})
+    basis["n"] = codes.groupby(["c", "d", "t", "f"], sort=False).cumcount().to_numpy()
+    hashed = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-1").to_numpy()
+    hexed = hashed.astype(">u8").tobytes().hex().encode("ascii")
+    ids = np.char.add("bi-", np.frombuffer(hexed, dtype="S16").astype("U16"))
     return pd.Series(ids, index=sub.index, dtype="str")
 
 

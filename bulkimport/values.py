@@ -98,13 +98,13 @@ def _one_text(v: Any) -> Any:
     return str(v)
 
 
-def as_text(s: pd.Series, strip: bool = True) -> pd.Series:
+def as_text(s: pd.Series, strip: bool = True, distinct: bool = True) -> pd.Series:
     """Any column → ``str`` Series with NaN for missing; integral floats lose their '.0'.
 
     Empty/whitespace-only strings and the artefacts in :data:`NA_STRINGS` become missing. With
     ``strip=False`` the text itself keeps its surrounding whitespace (message text is data).
     """
-    fz = _factorize(s) if s.dtype == object or isinstance(s.dtype, pd.StringDtype) else None
+    fz = _factorize(s) if distinct and (s.dtype == object or isinstance(s.dtype, pd.StringDtype)) else None
     if fz is not None:
         codes, uniques = fz
         return _expand(as_text(uniques, strip), codes, s.index)
@@ -263,7 +263,7 @@ def _parse_dates(
                 absolute[is_dt] = (vals_s - _EPOCH).dt.total_seconds()
             else:
                 naive[is_dt] = vals_s.astype("datetime64[ns]")
-        rest = as_text(s[~is_dt & present])
+        rest = as_text(s[~is_dt & present], distinct=False)
         rest = rest[rest.notna()]
         present = is_dt | pd.Series(idx.isin(rest.index), index=idx)
 
