@@ -141,8 +141,20 @@ def too_long_text(t: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------------------------------
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _MIN_YEAR, _MAX_YEAR = 1970, 2100
-_FAST_FORMATS = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M",
-                 "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+# (name, length, {part: (start, stop)}, {position: allowed separator characters})
+_FIXED_LAYOUTS: tuple[tuple[str, int, dict[str, tuple[int, int]], dict[int, str]], ...] = (
+    ("dmy", 19, {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
+     {2: ".", 5: ".", 10: " ", 13: ":", 16: ":"}),
+    ("dmy", 16, {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16)},
+     {2: ".", 5: ".", 10: " ", 13: ":"}),
+    ("dmy", 10, {"d": (0, 2), "m": (3, 5), "y": (6, 10)}, {2: ".", 5: "."}),
+    ("ymd", 19, {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
+     {4: "-", 7: "-", 10: " T", 13: ":", 16: ":"}),
+    ("ymd", 16, {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16)},
+     {4: "-", 7: "-", 10: " T", 13: ":"}),
+    ("ymd", 10, {"y": (0, 4), "m": (5, 7), "d": (8, 10)}, {4: "-", 7: "-"}),
+)
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 _NUM = re.compile(r"^(\d+)(?:\.(\d+))?$")
 _ISO = (r"^(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
         r"(?:[T ]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d+))?)?)?"
@@ -269,16 +281,15 @@ def _parse_dates(
 
     decided: bool | None = dayfirst
     if len(rest) >= _UNIQUE_MIN_ROWS:
-        # 1b. fast path: the column's dominant fixed layout, parsed by pandas in C
-        for fmt in _FAST_FORMATS:
-            if fmt.startswith("%d.") and dayfirst is False:
+        # 1b. fast path: the column's dominant fixed-width layout, decoded with numpy
+        for layout in _FIXED_LAYOUTS:
+            if layout[0] == "dmy" and dayfirst is False:
                 continue
-            if pd.to_datetime(rest.iloc[:50], format=fmt, errors="coerce").notna().mean() < 0.5:
+            got = _fixed_width(rest, layout)
+            if got is None:
                 continue
-            got = pd.to_datetime(rest, format=fmt, errors="coerce")
-            ok = got.notna()
-            naive[got[ok].index] = got[ok].astype("datetime64[ns]")
-            rest = rest[~ok]
+            naive[got.index] = got
+            rest = rest[~rest.index.isin(got.index)]
             break
     if len(rest):
         # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
@@ -417,6 +428,50 @@ def _parse_dates(
                       ("ambiguous-date", ambiguous)]
     secs = secs.where(~(failed & present))
     return DateResult(secs, issues, decided)
+
+
+def _fixed_width(
+    rest: pd.Series, layout: tuple[str, int, dict[str, tuple[int, int]], dict[int, str]]
+) -> pd.Series | None:
+    """Rows of ``rest`` in one fixed-width layout → naive datetime64 (None if the layout is rare).
+
+    Exports write one layout for the whole column; decoding its digits with numpy instead of a
+    per-value parser is what keeps a million dates fast. Rows in other forms, and impossible
+    dates (31.02), are left for the general parsers.
+    """
+    _, width, parts, seps = layout
+    head = rest.iloc[:50].to_numpy(dtype=object)
+    if sum(len(v) == width for v in head) < len(head) / 2:
+        return None
+    vals = rest.to_numpy(dtype=object)
+    lens = np.fromiter((len(v) for v in vals), dtype=np.int64, count=len(vals))
+    sel = lens == width
+    if not sel.any():
+        return None
+    chars = vals[sel].astype(f"U{width}").view(np.uint32).reshape(-1, width)
+    ok = np.ones(len(chars), dtype=bool)
+    for pos, allowed in seps.items():
+        ok &= np.isin(chars[:, pos], [ord(c) for c in allowed])
+    num: dict[str, np.ndarray] = {}
+    for part, (a, b) in parts.items():
+        digits = chars[:, a:b].astype(np.int64) - 48
+        ok &= ((digits >= 0) & (digits <= 9)).all(axis=1)
+        num[part] = (digits * (10 ** np.arange(b - a - 1, -1, -1))).sum(axis=1)
+    y, m, d = num["y"], num["m"], num["d"]
+    hh, mm, ss = num.get("H", 0 * y), num.get("M", 0 * y), num.get("S", 0 * y)
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    mdays = _MONTH_DAYS[np.clip(m, 0, 12)] + ((m == 2) & leap)
+    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= mdays) & (hh <= 23) & (mm <= 59) & (ss <= 59) & (y >= 1)
+    # days from civil (Howard Hinnant's algorithm), exact for the proleptic Gregorian calendar
+    yy = y - (m <= 2)
+    era = np.floor_divide(yy, 400)
+    yoe = yy - era * 400
+    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    secs = days * 86400 + hh * 3600 + mm * 60 + ss
+    index = rest.index[sel][ok]
+    return pd.Series(secs[ok].astype("datetime64[s]").astype("datetime64[ns]"), index=index)
 
 
 def _year_start(year: int) -> float:

@@ -7,6 +7,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulkimport.values import (
     MAX_TEXT,
@@ -234,3 +236,32 @@ def test_local_files_invalid_without_base_url_and_mapped_with_it():
 def test_long_text_is_flagged_not_cut():
     t = as_text(pd.Series(["x" * MAX_TEXT, "y" * (MAX_TEXT + 1), None]), strip=False)
     assert too_long_text(t).tolist() == [False, True, False]
+
+
+# fast paths (per distinct value, fixed-width numpy decoding) must agree with the general parsers
+_FORMS = st.one_of(
+    st.builds(lambda d, m, y, h, mi, s: f"{d:02d}.{m:02d}.{y:04d} {h:02d}:{mi:02d}:{s:02d}",
+              st.integers(0, 32), st.integers(0, 13), st.integers(1960, 2101), st.integers(0, 25),
+              st.integers(0, 60), st.integers(0, 60)),
+    st.builds(lambda y, m, d, h, mi: f"{y:04d}-{m:02d}-{d:02d}T{h:02d}:{mi:02d}", st.integers(1960, 2101),
+              st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 60)),
+    st.builds(lambda y, m, d: f"{y:04d}-{m:02d}-{d:02d}", st.integers(1960, 2101), st.integers(0, 13),
+              st.integers(0, 32)),
+    st.sampled_from(["23.11.2026", "03/04/2026", "11/23/2026 2:05 PM", "1795430707", "46349.5", "", None, "x" * 19,
+                     "2026-11-23T14:05:07+03:00"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_FORMS, min_size=1, max_size=30), st.integers(3, 8))
+def test_property_fast_paths_agree_with_value_by_value_parsing(values, repeat):
+    from bulkimport.values import _parse_dates
+
+    big = pd.Series(values * repeat * 4, dtype=object)  # long enough for the per-distinct and fixed-width paths
+    fast = parse_dates(big, timezone=MSK, dayfirst=True)
+    for i, v in enumerate(values):
+        one = _parse_dates(pd.Series([v], dtype=object), MSK, True, False, None)
+        got, want = fast.seconds.iloc[i], one.seconds.iloc[0]
+        assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
+        for (code, mask), (code2, mask2) in zip(fast.issues, one.issues, strict=True):
+            assert code == code2 and bool(mask.iloc[i]) == bool(mask2.iloc[0]), (v, code)
