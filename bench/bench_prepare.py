@@ -63,8 +63,13 @@ print(json.dumps({{"seconds": seconds, "peak_mib": peak, **extra}}))
 
 def _run(kind: str, path: Path) -> dict[str, object]:
     code = _CHILD.format(root=str(ROOT), examples=str(ROOT / "data_examples"))
-    out = subprocess.run([sys.executable, "-c", code, kind, str(path)], capture_output=True, text=True,
-                         check=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-c", code, kind, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -74,7 +79,9 @@ def bench_csv(rows: int, workdir: Path) -> None:
     path = workdir / "big.csv"
     t = time.perf_counter()
     big_csv(path, rows)
-    print(f"generated {rows:,} rows ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s")
+    print(
+        f"generated {rows:,} rows ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s"
+    )
     bare = _run("bare", path)
     pipe = _run("pipeline", path)
     ratio = float(pipe["seconds"]) / float(bare["seconds"])  # type: ignore[arg-type]
@@ -97,14 +104,23 @@ def bench_xlsx(rows: int, workdir: Path) -> None:
     ws.append(["Chat", "Client ID", "Author", "Date", "Text"])
     base = dt.datetime(2026, 1, 1)
     for i in range(rows):
-        ws.append([f"wa-{i // 20:07d}", f"{i // 20:09d}", "client" if i % 2 else "Oleg Ivanov",
-                   base + dt.timedelta(minutes=i), f"message number {i} — сообщение"])
+        ws.append(
+            [
+                f"wa-{i // 20:07d}",
+                f"{i // 20:09d}",
+                "client" if i % 2 else "Oleg Ivanov",
+                base + dt.timedelta(minutes=i),
+                f"message number {i} — сообщение",
+            ]
+        )
     wb.save(path)
     cal = _run("calamine", path)
     opx = _run("openpyxl", path)
-    print(f"xlsx {rows:,} rows: calamine {cal['seconds']:.2f} s (peak {cal['peak_mib']:.0f} MiB), "
-          f"openpyxl {opx['seconds']:.2f} s (peak {opx['peak_mib']:.0f} MiB), "
-          f"openpyxl/calamine = {float(opx['seconds']) / float(cal['seconds']):.1f}x")  # type: ignore[arg-type]
+    print(
+        f"xlsx {rows:,} rows: calamine {cal['seconds']:.2f} s (peak {cal['peak_mib']:.0f} MiB), "
+        f"openpyxl {opx['seconds']:.2f} s (peak {opx['peak_mib']:.0f} MiB), "
+        f"openpyxl/calamine = {float(opx['seconds']) / float(cal['seconds']):.1f}x"
+    )  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
 import math
 import sys
@@ -125,13 +126,18 @@ class Plan:
                     break
                 m = msg["message"]
                 text = m.get("text", "")
-                out.append({
-                    "row": row, "chat": conv.key, "user": msg["user"]["id"],
-                    "operator": m.get("user_id"),
-                    "date": pd.Timestamp(m["date"], unit="s", tz="UTC").tz_convert(tz),
-                    "text": text if len(text) <= 60 else text[:59] + "…",
-                    "files": len(m.get("files", [])), "message_id": m["id"],
-                })
+                out.append(
+                    {
+                        "row": row,
+                        "chat": conv.key,
+                        "user": msg["user"]["id"],
+                        "operator": m.get("user_id"),
+                        "date": pd.Timestamp(m["date"], unit="s", tz="UTC").tz_convert(tz),
+                        "text": text if len(text) <= 60 else text[:59] + "…",
+                        "files": len(m.get("files", [])),
+                        "message_id": m["id"],
+                    }
+                )
             if len(out) >= n:
                 break
         cols = ["row", "chat", "user", "operator", "date", "text", "files", "message_id"]
@@ -186,8 +192,14 @@ def plan(df: pd.DataFrame, mapping: Mapping | None = None, chunk_size: int = 50)
         by_conv = valid.groupby("conv", sort=False)
         first_date = by_conv["message.date"].transform("min")
         first_pos = by_conv["pos"].transform("min")
-        order = np.lexsort((valid["pos"].to_numpy(), valid["message.date"].to_numpy(),
-                            first_pos.to_numpy(), first_date.to_numpy()))
+        order = np.lexsort(
+            (
+                valid["pos"].to_numpy(),
+                valid["message.date"].to_numpy(),
+                first_pos.to_numpy(),
+                first_date.to_numpy(),
+            )
+        )
         ordered = valid.iloc[order]
         messages = _payloads(ordered, mapping)
         conversations = _conversations(ordered, messages)
@@ -195,13 +207,23 @@ def plan(df: pd.DataFrame, mapping: Mapping | None = None, chunk_size: int = 50)
     failures = prep.failures
     files = int(ordered["message.files"].map(len, na_action="ignore").sum()) if len(ordered) else 0
     counts = {
-        "rows": len(df), "valid": len(ordered), "invalid": int(prep.invalid.sum()),
-        "conversations": len(conversations), "messages": len(ordered), "files": files,
+        "rows": len(df),
+        "valid": len(ordered),
+        "invalid": int(prep.invalid.sum()),
+        "conversations": len(conversations),
+        "messages": len(ordered),
+        "files": files,
         "warnings": int((failures["level"] == "warning").sum()),
     }
     return Plan(
-        frame=df, conversations=conversations, failures=failures, chunk_size=chunk_size,
-        fingerprint=fingerprint, mapping=mapping, counts=counts, canonical=canon,
+        frame=df,
+        conversations=conversations,
+        failures=failures,
+        chunk_size=chunk_size,
+        fingerprint=fingerprint,
+        mapping=mapping,
+        counts=counts,
+        canonical=canon,
     )
 
 
@@ -227,12 +249,12 @@ def _conversations(ordered: pd.DataFrame, messages: list[dict[str, Any]]) -> lis
     if n == 0:
         return []
     conv = ordered["conv"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, conv[1:] != conv[:-1]]).tolist() + [n]
+    starts = [*np.flatnonzero(np.r_[True, conv[1:] != conv[:-1]]).tolist(), n]
     keys = ordered["key"].tolist()
     rows = ordered.index.tolist()
     uids = ordered["user.id"].tolist()
     out: list[Conversation] = []
-    for a, b in zip(starts[:-1], starts[1:], strict=True):
+    for a, b in itertools.pairwise(starts):
         locks = frozenset([f"chat:{keys[a]}", *(f"user:{u}" for u in set(uids[a:b]))])
         out.append(Conversation(keys[a], tuple(rows[a:b]), tuple(messages[a:b]), locks))
     return out
@@ -264,11 +286,15 @@ def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> list[dict[str, Any]]:
     chat_cols = [f for f in _CHAT_KEYS if f in ordered]
 
     # user blocks, once per (conversation, customer)
-    pair = ordered["conv"].to_numpy().astype("int64") * (int(ordered["cust"].max()) + 2) + ordered["cust"].to_numpy()
+    pair = (
+        ordered["conv"].to_numpy().astype("int64") * (int(ordered["cust"].max()) + 2)
+        + ordered["cust"].to_numpy()
+    )
     ucodes, _ = pd.factorize(pair)
     first = pd.Series(ucodes).duplicated().to_numpy() == False  # noqa: E712
-    ublock = ordered.loc[first, ["user.id", *user_cols, *(
-        ["user.picture"] if "user.picture" in ordered else [])]]
+    ublock = ordered.loc[
+        first, ["user.id", *user_cols, *(["user.picture"] if "user.picture" in ordered else [])]
+    ]
     users: list[dict[str, Any]] = []
     cols = {c: _none(ublock[c]) for c in ublock.columns}
     for i in range(len(ublock)):
@@ -327,11 +353,15 @@ def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
     when what would be sent changes, without serialising a million messages.
     """
     h = hashlib.sha256(b"bulkimport-plan-v1\n")
-    flags = {"disable_crm": bool(mapping.options.get("disable_crm", True)),
-             "skip_phone_validate": bool(mapping.options.get("skip_phone_validate"))}
+    flags = {
+        "disable_crm": bool(mapping.options.get("disable_crm", True)),
+        "skip_phone_validate": bool(mapping.options.get("skip_phone_validate")),
+    }
     h.update(json.dumps(flags, sort_keys=True).encode())
     rows = ordered.index
-    h.update(json.dumps([_jsonable(r) for r in rows.tolist()] if rows.dtype == object else rows.tolist()).encode())
+    h.update(
+        json.dumps([_jsonable(r) for r in rows.tolist()] if rows.dtype == object else rows.tolist()).encode()
+    )
     cols: dict[str, pd.Series] = {}
     for col in ("key", "user.id", *_USER_KEYS, "user.picture", *_CHAT_KEYS, "message.id", "message.text"):
         if col in ordered:

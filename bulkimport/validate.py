@@ -33,8 +33,15 @@ from .values import (
 )
 
 #: Customer fields copied from the conversation's customer rows onto every row of that customer.
-USER_FIELDS = ("user.name", "user.last_name", "user.email", "user.phone", "user.picture", "user.url",
-               "user.gender")
+USER_FIELDS = (
+    "user.name",
+    "user.last_name",
+    "user.email",
+    "user.phone",
+    "user.picture",
+    "user.url",
+    "user.gender",
+)
 CHAT_FIELDS = ("chat.name", "chat.url")
 
 
@@ -67,10 +74,18 @@ class _Collector:
         else:
             value = as_text(raw.reindex(rows), strip=False).astype(object)
             value = value.where(value.notna(), None)
-        self.parts.append(pd.DataFrame({
-            "row": rows, "field": field, "code": entry.code, "level": entry.level,
-            "message": entry.render(field=field), "value": value.to_numpy(),
-        }))
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "row": rows,
+                    "field": field,
+                    "code": entry.code,
+                    "level": entry.level,
+                    "message": entry.render(field=field),
+                    "value": value.to_numpy(),
+                }
+            )
+        )
         if entry.level == "error":
             self.error_mask = self.error_mask | mask
 
@@ -107,15 +122,27 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
         mapping = Mapping.guess(df)
     mapping.check(df)
     if not df.index.is_unique:
-        raise InputError("the frame's index must be unique (it holds the row ids); use df.reset_index(drop=True)")
+        raise InputError(
+            "the frame's index must be unique (it holds the row ids); use df.reset_index(drop=True)"
+        )
     opts = mapping.options
     idx = df.index
     n = len(df)
     out = pd.DataFrame(index=idx)
     col = _Collector(idx)
     raw: dict[str, pd.Series] = {}
-    for f in ("chat.id", "chat.name", "chat.url", "user.id", *USER_FIELDS, "message.id", "message.date",
-              "message.text", "message.files", "message.user_id"):
+    for f in (
+        "chat.id",
+        "chat.name",
+        "chat.url",
+        "user.id",
+        *USER_FIELDS,
+        "message.id",
+        "message.date",
+        "message.text",
+        "message.files",
+        "message.user_id",
+    ):
         s = _source(df, mapping, f)
         if s is not None:
             raw[f] = s
@@ -149,8 +176,13 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     if isinstance(date_cols, list) and len(date_cols) > 1:
         time = df[date_cols[1]]
     if "message.date" in raw:
-        res = parse_dates(raw["message.date"], timezone=opts["timezone"], dayfirst=opts["dayfirst"],
-                          date1904=bool(df.attrs.get("date1904", False)), time=time)
+        res = parse_dates(
+            raw["message.date"],
+            timezone=opts["timezone"],
+            dayfirst=opts["dayfirst"],
+            date1904=bool(df.attrs.get("date1904", False)),
+            time=time,
+        )
         out["message.date"] = res.seconds
         date_raw = raw["message.date"]
         if time is not None:
@@ -170,7 +202,9 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     out["message.text"] = text
     files = pd.Series(None, index=idx, dtype=object)
     if "message.files" in raw:
-        files, issues = parse_files(raw["message.files"], opts.get("files_base_url"), opts.get("files_folder"))
+        files, issues = parse_files(
+            raw["message.files"], opts.get("files_base_url"), opts.get("files_folder")
+        )
         for code, mask in issues:
             col.add(code, "message.files", mask, raw["message.files"])
         files_present = files.notna() | issues[0][1]
@@ -181,10 +215,15 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
 
     # people and chat details
     cleaners: dict[str, Any] = {
-        "user.name": clean_names, "user.last_name": clean_names, "user.email": clean_emails,
+        "user.name": clean_names,
+        "user.last_name": clean_names,
+        "user.email": clean_emails,
         "user.phone": lambda s: clean_phones(s, opts["phone_region"], bool(opts["skip_phone_validate"])),
-        "user.gender": clean_gender, "user.url": clean_urls, "user.picture": clean_urls,
-        "chat.url": clean_urls, "chat.name": lambda s: (as_text(s), []),
+        "user.gender": clean_gender,
+        "user.url": clean_urls,
+        "user.picture": clean_urls,
+        "chat.url": clean_urls,
+        "chat.name": lambda s: (as_text(s), []),
     }
     for f, fn in cleaners.items():
         if f in raw:
@@ -201,8 +240,9 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     has_uid = out["user.id"].notna()
     pos = np.arange(n)
     out["pos"] = pos
-    cand = pd.DataFrame({"conv": conv, "op": out["operator"].to_numpy(),
-                         "date": out["message.date"].to_numpy(), "pos": pos})[(has_uid & has_key).to_numpy()]
+    cand = pd.DataFrame(
+        {"conv": conv, "op": out["operator"].to_numpy(), "date": out["message.date"].to_numpy(), "pos": pos}
+    )[(has_uid & has_key).to_numpy()]
     cand = cand.sort_values(["op", "date", "pos"], na_position="last", kind="stable").drop_duplicates("conv")
     # the conversation's primary customer: its first customer row (operator rows only as a last resort)
     primary = pd.Series(out["user.id"].to_numpy()[cand["pos"].to_numpy()], index=cand["conv"].to_numpy())
@@ -220,8 +260,10 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     # one user block per (conversation, customer): first value per field from the customer's own rows
     present_user = [f for f in USER_FIELDS if f in out.columns]
     if present_user:
-        src = out.loc[(~out["operator"] & out["user.id"].notna() & has_key).to_numpy(),
-                      ["conv", "cust", "message.date", "pos", *present_user]]
+        src = out.loc[
+            (~out["operator"] & out["user.id"].notna() & has_key).to_numpy(),
+            ["conv", "cust", "message.date", "pos", *present_user],
+        ]
         src = src.sort_values(["message.date", "pos"], na_position="last", kind="stable")
         block = src.groupby(["conv", "cust"], sort=False)[present_user].first()
         joined = out[["conv", "cust"]].join(block, on=["conv", "cust"])
@@ -261,14 +303,22 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     has = sub["message.files"].notna()
     if bool(has.any()):
         files[has] = sub.loc[has, "message.files"].map(lambda v: " ".join(f["url"] for f in v))
-    basis = pd.DataFrame({
-        "k": sub["key"].astype("str"),
-        "d": sub["message.date"].fillna(-1).astype("int64"),
-        "t": sub["message.text"].fillna("\x00"),
-        "f": files,
-    })
-    codes = pd.DataFrame({"c": sub["conv"].to_numpy(), "d": basis["d"].to_numpy(),
-                          "t": pd.factorize(basis["t"])[0], "f": pd.factorize(basis["f"])[0]})
+    basis = pd.DataFrame(
+        {
+            "k": sub["key"].astype("str"),
+            "d": sub["message.date"].fillna(-1).astype("int64"),
+            "t": sub["message.text"].fillna("\x00"),
+            "f": files,
+        }
+    )
+    codes = pd.DataFrame(
+        {
+            "c": sub["conv"].to_numpy(),
+            "d": basis["d"].to_numpy(),
+            "t": pd.factorize(basis["t"])[0],
+            "f": pd.factorize(basis["f"])[0],
+        }
+    )
     basis["n"] = codes.groupby(["c", "d", "t", "f"], sort=False).cumcount().to_numpy()
     hashed = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-1").to_numpy()
     hexed = hashed.astype(">u8").tobytes().hex().encode("ascii")

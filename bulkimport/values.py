@@ -48,7 +48,8 @@ def _factorize(s: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
 
 def _expand(values: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
     """Per-distinct results → per-row (code -1, a missing cell, gets a missing result)."""
-    arr = np.append(values.to_numpy(dtype=object, na_value=None), None)[codes]
+    base = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+    arr = np.concatenate([base, np.array([None], dtype=object)])[codes]
     out = pd.Series(arr, index=index, dtype=object)
     if isinstance(values.dtype, pd.StringDtype):
         return out.astype("str")
@@ -71,8 +72,10 @@ def _unique_wise(fn: Callable[..., tuple[pd.Series, Issues]]) -> Callable[..., t
             return fn(s, *args, **kwargs)
         codes, uniques = fz
         values, issues = fn(uniques, *args, **kwargs)
-        return (_expand(values, codes, s.index),
-                [(code, _expand_mask(mask, codes, s.index)) for code, mask in issues])
+        return (
+            _expand(values, codes, s.index),
+            [(code, _expand_mask(mask, codes, s.index)) for code, mask in issues],
+        )
 
     return wrapper
 
@@ -118,7 +121,7 @@ def as_text(s: pd.Series, strip: bool = True, distinct: bool = True) -> pd.Serie
     elif pd.api.types.is_float_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         t = s.astype(object).map(_one_text, na_action="ignore").astype("str")
     else:
-        nonstr = s.notna() & ~s.map(type, na_action="ignore").eq(str)
+        nonstr = s.notna() & ~s.map(lambda v: isinstance(v, str)).astype(bool)
         if bool(nonstr.any()):
             s = s.astype(object).copy()
             s[nonstr] = s[nonstr].map(_one_text)
@@ -143,28 +146,58 @@ _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _MIN_YEAR, _MAX_YEAR = 1970, 2100
 # (name, length, {part: (start, stop)}, {position: allowed separator characters})
 _FIXED_LAYOUTS: tuple[tuple[str, int, dict[str, tuple[int, int]], dict[int, str]], ...] = (
-    ("dmy", 19, {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
-     {2: ".", 5: ".", 10: " ", 13: ":", 16: ":"}),
-    ("dmy", 16, {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16)},
-     {2: ".", 5: ".", 10: " ", 13: ":"}),
+    (
+        "dmy",
+        19,
+        {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
+        {2: ".", 5: ".", 10: " ", 13: ":", 16: ":"},
+    ),
+    (
+        "dmy",
+        16,
+        {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16)},
+        {2: ".", 5: ".", 10: " ", 13: ":"},
+    ),
     ("dmy", 10, {"d": (0, 2), "m": (3, 5), "y": (6, 10)}, {2: ".", 5: "."}),
-    ("ymd", 19, {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
-     {4: "-", 7: "-", 10: " T", 13: ":", 16: ":"}),
-    ("ymd", 16, {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16)},
-     {4: "-", 7: "-", 10: " T", 13: ":"}),
+    (
+        "ymd",
+        19,
+        {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
+        {4: "-", 7: "-", 10: " T", 13: ":", 16: ":"},
+    ),
+    (
+        "ymd",
+        16,
+        {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16)},
+        {4: "-", 7: "-", 10: " T", 13: ":"},
+    ),
     ("ymd", 10, {"y": (0, 4), "m": (5, 7), "d": (8, 10)}, {4: "-", 7: "-"}),
 )
 _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 _NUM = re.compile(r"^(\d+)(?:\.(\d+))?$")
-_ISO = (r"^(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
-        r"(?:[T ]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d+))?)?)?"
-        r"\s*(?P<tz>Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$")
-_DMY = (r"^(?P<a>\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4}|\d{2})"
-        r"(?:[ ,T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?)?$")
+_ISO = (
+    r"^(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
+    r"(?:[T ]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d+))?)?)?"
+    r"\s*(?P<tz>Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_DMY = (
+    r"^(?P<a>\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4}|\d{2})"
+    r"(?:[ ,T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?)?$"
+)
 _TIME = r"^(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?$"
 _RU_MONTHS = {
-    "январ": "Jan", "феврал": "Feb", "март": "Mar", "апрел": "Apr", "ма": "May", "июн": "Jun",
-    "июл": "Jul", "август": "Aug", "сентябр": "Sep", "октябр": "Oct", "ноябр": "Nov", "декабр": "Dec",
+    "январ": "Jan",
+    "феврал": "Feb",
+    "март": "Mar",
+    "апрел": "Apr",
+    "ма": "May",
+    "июн": "Jun",
+    "июл": "Jul",
+    "август": "Aug",
+    "сентябр": "Sep",
+    "октябр": "Oct",
+    "ноябр": "Nov",
+    "декабр": "Dec",
 }
 _RU_MONTH_RE = re.compile(
     r"(?i)\b(январ[ьяе]|феврал[ьяе]|марта?|марте|апрел[ьяе]|ма[йяе]|июн[ьяе]|июл[ьяе]|августа?|августе|"
@@ -186,13 +219,15 @@ def _to_num(df: pd.DataFrame, col: str, default: int = 0) -> pd.Series:
     return pd.to_numeric(df[col], errors="coerce").fillna(default).astype("int64")
 
 
-def _assemble(y: pd.Series, m: pd.Series, d: pd.Series, hh: pd.Series, mm: pd.Series, ss: pd.Series
-              ) -> pd.Series:
+def _assemble(
+    y: pd.Series, m: pd.Series, d: pd.Series, hh: pd.Series, mm: pd.Series, ss: pd.Series
+) -> pd.Series:
     """Components → naive datetime64 (NaT where the date does not exist, e.g. 31.02)."""
     frame = pd.DataFrame({"year": y, "month": m, "day": d, "hour": hh, "minute": mm, "second": ss})
     bad = (frame["hour"] > 23) | (frame["minute"] > 59) | (frame["second"] > 59)
-    out = pd.to_datetime(frame.where(~bad, other=0).assign(month=frame["month"].where(~bad, 13)),
-                         errors="coerce")
+    out = pd.to_datetime(
+        frame.where(~bad, other=0).assign(month=frame["month"].where(~bad, 13)), errors="coerce"
+    )
     return out
 
 
@@ -235,9 +270,14 @@ def parse_dates(
     codes, uniques = fz
     res = _parse_dates(uniques, timezone, dayfirst, date1904, None)
     seconds = _expand(res.seconds, codes, s.index)
-    issues = [(code, _expand_mask(mask, codes, s.index) | (pd.Series(codes == -1, index=s.index)
-                                                           if code == "missing-date" else False))
-              for code, mask in res.issues]
+    issues = [
+        (
+            code,
+            _expand_mask(mask, codes, s.index)
+            | (pd.Series(codes == -1, index=s.index) if code == "missing-date" else False),
+        )
+        for code, mask in res.issues
+    ]
     return DateResult(seconds, issues, res.dayfirst_used)
 
 
@@ -324,8 +364,14 @@ def _parse_dates(
         if bool(is_iso.any()):
             g = iso[is_iso]
             frac = g["f"].fillna("0").str.slice(0, 6).str.ljust(6, "0")
-            stamp = _assemble(_to_num(g, "y"), _to_num(g, "m"), _to_num(g, "d"), _to_num(g, "H"),
-                              _to_num(g, "M"), _to_num(g, "S"))
+            stamp = _assemble(
+                _to_num(g, "y"),
+                _to_num(g, "m"),
+                _to_num(g, "d"),
+                _to_num(g, "H"),
+                _to_num(g, "M"),
+                _to_num(g, "S"),
+            )
             stamp = stamp + pd.to_timedelta(pd.to_numeric(frac), unit="us")
             tz = g["tz"]
             has_tz = tz.notna()
@@ -336,7 +382,9 @@ def _parse_dates(
                 zero = t.isin(["Z", "UTC", "GMT"])
                 sign = np.where(t.str.startswith("-"), -1, 1)
                 hh = pd.to_numeric(t.str.slice(1, 3), errors="coerce").fillna(0)
-                mm = pd.to_numeric(t.str.replace(":", "", regex=False).str.slice(3, 5), errors="coerce").fillna(0)
+                mm = pd.to_numeric(
+                    t.str.replace(":", "", regex=False).str.slice(3, 5), errors="coerce"
+                ).fillna(0)
                 offset = pd.Series(np.where(zero, 0, sign * (hh * 3600 + mm * 60)), index=t.index)
                 st = stamp[has_tz]
                 secs = (st - pd.Timestamp("1970-01-01")).dt.total_seconds() - offset
@@ -392,8 +440,11 @@ def _parse_dates(
 
         parsed = {u: one(u) for u in rest.unique()}
         naive_tab = {k: pd.Timestamp(v) for k, v in parsed.items() if v is not None and v.tzinfo is None}
-        abs_tab = {k: (pd.Timestamp(v) - _EPOCH).total_seconds()
-                   for k, v in parsed.items() if v is not None and v.tzinfo is not None}
+        abs_tab = {
+            k: (pd.Timestamp(v) - _EPOCH).total_seconds()
+            for k, v in parsed.items()
+            if v is not None and v.tzinfo is not None
+        }
         if naive_tab:
             got = rest.map(naive_tab)
             got = got[got.notna()]
@@ -416,16 +467,21 @@ def _parse_dates(
     has_naive = naive.notna()
     if bool(has_naive.any()):
         local = naive[has_naive].dt.tz_localize(
-            ZoneInfo(timezone), ambiguous=np.ones(int(has_naive.sum()), dtype=bool), nonexistent="shift_forward"
+            ZoneInfo(timezone),
+            ambiguous=np.ones(int(has_naive.sum()), dtype=bool),
+            nonexistent="shift_forward",
         )
         absolute[local.index] = (local - _EPOCH).dt.total_seconds()
 
-    secs = np.floor(absolute)
+    secs = pd.Series(np.floor(absolute.to_numpy()), index=idx)
     in_range = secs.between(_year_start(_MIN_YEAR), _year_start(_MAX_YEAR), inclusive="left")
     unparsed = present & (secs.isna() | ~in_range) & ~ambiguous
     secs = secs.where(in_range)
-    issues: Issues = [("missing-date", ~present), ("bad-date", unparsed | (failed & present & ~ambiguous)),
-                      ("ambiguous-date", ambiguous)]
+    issues: Issues = [
+        ("missing-date", ~present),
+        ("bad-date", unparsed | (failed & present & ~ambiguous)),
+        ("ambiguous-date", ambiguous),
+    ]
     secs = secs.where(~(failed & present))
     return DateResult(secs, issues, decided)
 
@@ -518,17 +574,37 @@ def clean_names(s: pd.Series) -> tuple[pd.Series, Issues]:
 
 
 _GENDER = {
-    "male": "male", "m": "male", "man": "male", "men": "male", "boy": "male", "mr": "male", "мужской": "male",
-    "муж": "male", "м": "male", "мужчина": "male", "мужск": "male", "мж": None,
-    "female": "female", "f": "female", "w": "female", "woman": "female", "women": "female", "girl": "female",
-    "mrs": "female", "ms": "female", "женский": "female", "жен": "female", "ж": "female", "женщина": "female",
+    "male": "male",
+    "m": "male",
+    "man": "male",
+    "men": "male",
+    "boy": "male",
+    "mr": "male",
+    "мужской": "male",
+    "муж": "male",
+    "м": "male",
+    "мужчина": "male",
+    "мужск": "male",
+    "мж": None,
+    "female": "female",
+    "f": "female",
+    "w": "female",
+    "woman": "female",
+    "women": "female",
+    "girl": "female",
+    "mrs": "female",
+    "ms": "female",
+    "женский": "female",
+    "жен": "female",
+    "ж": "female",
+    "женщина": "female",
     "женск": "female",
 }
 
 
 @_unique_wise
 def clean_gender(s: pd.Series) -> tuple[pd.Series, Issues]:
-    """male/female from common spellings (M/F, «м»/«ж», «муж»/«жен» …); anything else dropped with a warning."""
+    """male/female from common spellings (M/F, «м»/«ж», «муж»/«жен» …); anything else dropped, warned."""
     t = as_text(s)
     key = t.str.lower().str.replace(".", "", regex=False).str.strip()
     out = key.map(lambda k: _GENDER.get(k), na_action="ignore")
@@ -563,7 +639,8 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
     return out, [("bad-phone", bad)]
 
 
-_EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+$"
 
 
 @_unique_wise
