@@ -16,6 +16,7 @@ The sender relies only on what is documented in this module's public names; keep
   pieces (it sizes them adaptively) but never reorders rows or mixes conversations in one call.
 * ``lock_keys`` are the conversation's chat id and customer user ids: the sender never has two
   requests in flight that share a lock key (Bitrix24 groups chats by ``user.id`` by default).
+  They are spelled ``"chat:<chat.id>"`` and ``"user:<user.id>"`` so the two kinds never collide.
 * ``fingerprint`` changes when and only when what would be sent changes; the journal binds to it.
 """
 
@@ -141,7 +142,9 @@ class Plan:
             if len(out) >= n:
                 break
         cols = ["row", "chat", "user", "operator", "date", "text", "files", "message_id"]
-        return pd.DataFrame(out, columns=cols).set_index("row")
+        frame = pd.DataFrame(out, columns=cols)
+        frame["operator"] = frame["operator"].astype("Int64")
+        return frame.set_index("row")
 
     def estimate(
         self, limits: PortalLimits = STANDARD, seconds_per_message: float = ASSUMED_SECONDS_PER_MESSAGE

@@ -35,6 +35,9 @@ TEXT_EXTENSIONS = {".csv", ".tsv", ".txt"}
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ZIP_MAGIC = b"PK\x03\x04"
 _DELIMITERS = [",", ";", "\t", "|"]
+_EXCEL_ERRORS = frozenset(
+    {"#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NULL!", "#NUM!", "#GETTING_DATA"}
+)
 #: attrs keys set on every frame read
 ATTR_SOURCE = "source"
 ATTR_DATE1904 = "date1904"
@@ -171,7 +174,10 @@ def _openpyxl_rows(p: Path, sheet: str | int | None) -> tuple[str, list[list[Any
     try:
         chosen = _pick_sheet(p.name, list(wb.sheetnames), sheet)
         ws = wb[chosen]
-        rows = [list(r) for r in ws.iter_rows(min_row=1, values_only=True)]
+        # openpyxl gives formula errors as their text; calamine gives them as empty: match calamine
+        rows = [
+            [None if v in _EXCEL_ERRORS else v for v in r] for r in ws.iter_rows(min_row=1, values_only=True)
+        ]
     finally:
         wb.close()
     return chosen, rows
@@ -405,10 +411,14 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
 
 def _text_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """Raw header=None frame → header row applied, index = record ordinal + 1."""
-    present = df.notna().any(axis=1)
-    if not bool(present.any()):
-        raise ReadError(f"{name}: the file has no rows; export the history again")
-    first = int(present.to_numpy().argmax())
+    head = df.iloc[:100].notna().any(axis=1).to_numpy()
+    if head.any():
+        first = int(head.argmax())
+    else:
+        present = df.notna().any(axis=1).to_numpy()
+        if not present.any():
+            raise ReadError(f"{name}: the file has no rows; export the history again")
+        first = int(present.argmax())
     header_vals = [None if pd.isna(v) else str(v) for v in df.iloc[first].tolist()]
     if header_vals and isinstance(header_vals[0], str):
         header_vals[0] = header_vals[0].lstrip("\ufeff")

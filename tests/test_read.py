@@ -95,14 +95,26 @@ def test_xlsx_time_cells_become_text(tmp_path):
 
 
 def test_xlsx_read_by_openpyxl_fallback_gives_same_values(tmp_path):
-    from bulkimport.read import _calamine_rows, _openpyxl_rows
+    from bulkimport.read import _calamine_rows, _frame_from_rows, _openpyxl_rows
 
-    p = _xlsx(tmp_path / "h.xlsx", [["A", "B"], ["007", 12345]])
-    cal = _calamine_rows(p, None)[1]
-    opx = _openpyxl_rows(p, None)[1]
-    from bulkimport.read import _frame_from_rows
+    p = _xlsx(
+        tmp_path / "h.xlsx", [["A", "B", "C"], ["007", 12345, "#N/A"], ["x", 1.5, dt.datetime(2026, 1, 1)]]
+    )
+    cal = _frame_from_rows(_calamine_rows(p, None)[1], "h", 1)
+    opx = _frame_from_rows(_openpyxl_rows(p, None)[1], "h", 1)
+    assert cal.equals(opx)
+    assert pd.isna(cal.loc[2, "C"])  # a formula error cell is empty, not the text "#N/A"
 
-    assert _frame_from_rows(cal, "h", 1).equals(_frame_from_rows(opx, "h", 1))
+
+def test_calamine_failure_falls_back_to_openpyxl(tmp_path, monkeypatch):
+    import bulkimport.read as reader
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("calamine cannot read this file")
+
+    monkeypatch.setattr(reader, "_calamine_rows", refuse)
+    p = _xlsx(tmp_path / "h.xlsx", [["A"], ["007"]])
+    assert read(p).loc[2, "A"] == "007"
 
 
 def test_example_workbook_reads(tmp_path):
