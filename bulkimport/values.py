@@ -309,12 +309,14 @@ def _parse_dates(
         else:
             is_dt = pd.Series(False, index=idx)
         if bool(is_dt.any()):
-            vals = pd.to_datetime(s[is_dt].tolist(), utc=False)
-            vals_s = pd.Series(vals, index=s.index[is_dt])
-            if getattr(vals_s.dtype, "tz", None) is not None:
-                absolute[is_dt] = (vals_s - _EPOCH).dt.total_seconds()
-            else:
-                naive[is_dt] = vals_s.astype("datetime64[ns]")
+            cells = s[is_dt]
+            aware = cells.map(lambda v: getattr(v, "tzinfo", None) is not None).astype(bool)
+            if bool(aware.any()):  # offsets may differ from cell to cell: convert each to UTC
+                got = pd.Series(pd.to_datetime(cells[aware].tolist(), utc=True), index=cells.index[aware])
+                absolute[got.index] = (got - _EPOCH).dt.total_seconds()
+            if bool((~aware).any()):
+                got = pd.Series(pd.to_datetime(cells[~aware].tolist()), index=cells.index[~aware])
+                naive[got.index] = got.astype("datetime64[ns]")
         rest = as_text(s[~is_dt & present], distinct=False)
         rest = rest[rest.notna()]
         present = is_dt | pd.Series(idx.isin(rest.index), index=idx)

@@ -298,3 +298,10 @@ def test_duplicate_and_blank_headers_get_unique_names(tmp_path):
     p = tmp_path / "h.csv"
     p.write_text("a,a,,b\n1,2,3,4\n", encoding="utf-8")
     assert read(p).columns.tolist() == ["a", "a.1", "Unnamed: 2", "b"]
+
+
+def test_header_only_file_gives_an_empty_frame_with_columns(tmp_path):
+    p = tmp_path / "h.csv"
+    p.write_text("Date;Client;Text\n", encoding="utf-8")
+    df = read(p)
+    assert df.empty and df.columns.tolist() == ["Date", "Client", "Text"] and df.index.name == "row"

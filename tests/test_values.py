@@ -329,3 +329,16 @@ def test_property_fast_paths_agree_with_value_by_value_parsing(values, repeat):
         assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
         for (code, mask), (code2, mask2) in zip(fast.issues, one.issues, strict=True):
             assert code == code2 and bool(mask.iloc[i]) == bool(mask2.iloc[0]), (v, code)
+
+
+def test_datetime_cells_naive_and_with_different_offsets():
+    msk = dt.timezone(dt.timedelta(hours=3))
+    vals = [
+        dt.datetime(2026, 11, 23, 14, 5),
+        dt.datetime(2026, 11, 23, 14, 5, tzinfo=msk),
+        dt.datetime(2026, 11, 23, 11, 5, tzinfo=dt.UTC),
+        dt.date(2026, 11, 23),
+    ]
+    r = _dates(vals, timezone=MSK)
+    assert r.seconds.tolist()[:3] == [T, T, T]
+    assert r.seconds.iloc[3] == int(pd.Timestamp("2026-11-23", tz=MSK).timestamp())
