@@ -450,3 +450,48 @@ def test_sigkill_and_resume(tmp_path):
         assert out2.summary.counts["sent"] == 200
         ids = portal.store.messages()["message_id"]
         assert set(ids) == {f"m{r}" for r in out.frame.index}
+
+
+@pytest.mark.parametrize(
+    ("kind", "stopped", "unknown"),
+    [
+        ("redirect", None, 0),
+        ("overload", "OVERLOAD_LIMIT", 0),
+        ("NO_AUTH_FOUND", "NO_AUTH_FOUND", 0),
+        ("insufficient_scope", "insufficient_scope", 0),
+        ("ACCESS_DENIED", "ACCESS_DENIED", 0),
+        ("INVALID_REQUEST", "INVALID_REQUEST", 0),
+        ("PORTAL_DELETED", "PORTAL_DELETED", 0),
+        ("ERROR_UNEXPECTED_ANSWER", None, 5),
+    ],
+)
+def test_system_errors_from_the_portal(portal, tmp_path, kind, stopped, unknown):
+    client, _ = connect(portal, tmp_path)
+    setup_connector(client)
+    portal.faults.add(kind, count=1, methods=["batch", "imconnector.send.messages"])
+    plan = make_plan([5, 5])
+    out = sender(plan, client, tmp_path).run()
+    s = out.summary
+    assert s.stopped == stopped, str(s)
+    assert s.counts["unknown"] == unknown
+    if stopped:
+        assert s.counts["pending"] == 10 and portal.store.messages().empty
+        assert (out.frame["import_error_code"] == "not-reached").all()
+        assert out.frame["import_error"].str.contains(stopped).all()
+    else:
+        assert s.counts["sent"] == 10 - unknown
+    assert portal.store.duplicates().empty
+
+
+def test_dead_refresh_token_stops_with_reauthorise_hint(portal, tmp_path):
+    client, _ = connect(portal, tmp_path)
+    setup_connector(client)
+    portal.faults.add("invalid_grant", count=1, methods=["oauth.token"])
+    portal.faults.add("expire-token", count=1, methods=["batch", "imconnector.send.messages"])
+    plan = make_plan([5, 5])
+    out = sender(plan, client, tmp_path).run()
+    assert out.summary.stopped == "invalid_grant"
+    assert "bulkimport auth" in (out.summary.stopped_message or "")
+    assert out.summary.counts["pending"] == 10 and out.summary.counts["unknown"] == 0
+    for secret in (portal.client_secret, portal.refresh_token, portal.access_token):
+        assert secret not in (out.summary.stopped_message or "")
