@@ -38,6 +38,7 @@ from .errors import (
     BulkImportError,
     ConfigError,
     FatalError,
+    InputError,
     PortalError,
     RequestRejectedError,
     RetryableError,
@@ -233,6 +234,11 @@ class Sender:
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        if not plan.frame.index.is_unique:
+            raise InputError(
+                "plan.frame's index must be unique (it holds the row ids the journal is keyed by); "
+                "build the plan from a frame with unique row ids (df.reset_index(drop=True))"
+            )
         self.plan = plan
         self.clock: Clock = clock or (client.clock if client is not None else SystemClock())
         if client is None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bulkimport.clock import ManualClock
-from bulkimport.errors import ConfigError, JournalMismatchError
+from bulkimport.errors import ConfigError, InputError, JournalMismatchError
 from bulkimport.journal import Journal
 from bulkimport.plan import FAILURE_COLUMNS, Conversation, Plan
 from bulkimport.portal.client import Client, MockTransport, NotSent, RawResponse, _ambiguous
@@ -583,3 +583,10 @@ def test_a_failing_proxy_stops_the_run_instead_of_making_everything_unknown(fake
     assert s.counts["unknown"] == 3 * sum(sizes) < 30
     assert s.counts["pending"] == 300 - s.counts["unknown"]
     assert sum(clock.slept) >= 1 + 2 + 4 + 8  # backed off between them
+
+
+def test_duplicate_row_ids_are_refused(tmp_path):
+    plan = make_plan([2])
+    plan.frame.index = pd.Index([2, 2], name="row")
+    with pytest.raises(InputError, match="unique"):
+        Sender(plan, portal="acme.bitrix24.ru", line=1, connector="x", state=tmp_path / "j.db", auth="t")
