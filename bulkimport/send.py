@@ -18,13 +18,16 @@ Rules the sender keeps (see docs/sending.md):
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +200,32 @@ def content_fingerprint(plan: Plan) -> str:
             ).encode()
         )
     return "content:" + h.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C while an answer is being journalled, then raise it: a known outcome is
+    never turned into ``unknown`` because the interrupt landed between the answer and its commit.
+    (Only in the main thread, where Python delivers SIGINT; elsewhere it is a no-op.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold_back(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, hold_back)
+    except (ValueError, OSError):  # not allowed here (embedded interpreters)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @dataclass
@@ -447,8 +476,9 @@ class Sender:
                         br = client.batch(commands, before_send=before_send)
                         results, errors, times = br.results, br.errors, br.times
                 except RetryableError as exc:
-                    journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
-                    in_flight = []
+                    with _interrupts_deferred():
+                        journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
+                        in_flight = []
                     refusals += 1
                     connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
                     log.info("refused before execution (%s); retrying after a pause", exc.code)
@@ -492,62 +522,65 @@ class Sender:
                         break
                     continue
                 except FatalError as exc:
-                    journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
-                    in_flight = []
+                    with _interrupts_deferred():
+                        journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
+                        in_flight = []
                     stopped = exc
                     break
                 except (RequestRejectedError, TokenExpiredError) as exc:
                     results, errors, times = {}, {key: exc for key in commands}, {}
-                refusals = 0
-                connect_failures = 0
-                ambiguous_in_a_row = 0
-                governor.on_batch_answered()
-                now = self.clock.now()
-                updates: list[RowUpdate] = []
-                reverted: list[str] = []
-                for conv, positions in chosen:
-                    key = f"c{conv.index}"
-                    rids = [keys[conv.index][p] for p in positions]
-                    if key in results:
-                        ups, ok = self._settle_result(results[key], rids, now)
-                        updates += ups
-                        timing = times.get(key) or {}
-                        cost = timing.get("processing", timing.get("duration"))
-                        if cost is not None:
-                            governor.record_messages(len(rids), float(cost))
+                with _interrupts_deferred():  # the answer is known: journal it whatever happens
+                    refusals = 0
+                    connect_failures = 0
+                    ambiguous_in_a_row = 0
+                    governor.on_batch_answered()
+                    now = self.clock.now()
+                    updates: list[RowUpdate] = []
+                    reverted: list[str] = []
+                    for conv, positions in chosen:
+                        key = f"c{conv.index}"
+                        rids = [keys[conv.index][p] for p in positions]
+                        if key in results:
+                            ups, ok = self._settle_result(results[key], rids, now)
+                            updates += ups
+                            timing = times.get(key) or {}
+                            cost = timing.get("processing", timing.get("duration"))
+                            if cost is not None:
+                                governor.record_messages(len(rids), float(cost))
+                            conv.queue = conv.queue[len(positions) :]
+                            if ok is not True:
+                                hold(conv, *ok)
+                            else:
+                                rejections.clear()
+                            continue
+                        err = errors.get(key)
+                        if isinstance(err, (RetryableError, TokenExpiredError)):
+                            reverted += rids  # refused before execution: send again later
+                            continue
+                        if isinstance(err, FatalError):
+                            reverted += rids
+                            stopped = stopped or err
+                            continue
                         conv.queue = conv.queue[len(positions) :]
-                        if ok is not True:
-                            hold(conv, *ok)
-                        else:
-                            rejections.clear()
-                        continue
-                    err = errors.get(key)
-                    if isinstance(err, (RetryableError, TokenExpiredError)):
-                        reverted += rids  # refused before execution: send again later
-                        continue
-                    if isinstance(err, FatalError):
-                        reverted += rids
-                        stopped = stopped or err
-                        continue
-                    conv.queue = conv.queue[len(positions) :]
-                    if isinstance(err, RequestRejectedError):
-                        text = err.description or codes.render(err.code)
-                        updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
-                        hold(
-                            conv,
-                            "held-after-failure",
-                            f"held: the portal refused an earlier request of this conversation ({err.code})",
-                        )
-                        rejections.append(err.code.upper())
-                    else:  # ambiguous nested error, or the key is missing from both maps
-                        code = getattr(err, "code", None) or "result-mismatch"
-                        text = str(err) if err is not None else "the command is missing from the answer"
-                        updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
-                        hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
-                if reverted:
-                    journal.revert(None, reverted, now, "refused")
-                journal.settle(request_id, updates, now, "answered")
-                in_flight = []
+                        if isinstance(err, RequestRejectedError):
+                            text = err.description or codes.render(err.code)
+                            updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
+                            hold(
+                                conv,
+                                "held-after-failure",
+                                f"held: the portal refused an earlier request of this conversation "
+                                f"({err.code})",
+                            )
+                            rejections.append(err.code.upper())
+                        else:  # ambiguous nested error, or the key is missing from both maps
+                            code = getattr(err, "code", None) or "result-mismatch"
+                            text = str(err) if err is not None else "the command is missing from the answer"
+                            updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
+                            hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
+                    if reverted:
+                        journal.revert(None, reverted, now, "refused")
+                    journal.settle(request_id, updates, now, "answered")
+                    in_flight = []
                 for u in updates:
                     tally[u.status] += 1
                 if bar is not None:

@@ -590,3 +590,24 @@ def test_duplicate_row_ids_are_refused(tmp_path):
     plan.frame.index = pd.Index([2, 2], name="row")
     with pytest.raises(InputError, match="unique"):
         Sender(plan, portal="acme.bitrix24.ru", line=1, connector="x", state=tmp_path / "j.db", auth="t")
+
+
+def test_ctrl_c_while_journalling_an_answer_keeps_the_known_outcome(fake, clock, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    plan = make_plan([3, 3])
+    real_settle = Journal.settle
+    calls = {"n": 0}
+
+    def settle_with_sigint(self, *a, **kw):  # the interrupt lands in the middle of the commit
+        calls["n"] += 1
+        if calls["n"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_settle(self, *a, **kw)
+
+    monkeypatch.setattr(Journal, "settle", settle_with_sigint)
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.interrupted
+    assert out.summary.counts["unknown"] == 0  # the answer was journalled, not lost to the interrupt
+    assert out.summary.counts["sent"] >= 3
