@@ -21,13 +21,11 @@ import collections
 import contextlib
 import itertools
 import logging
-import math
 import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -843,4 +841,9 @@ def send(
 
 __all__ = ["STATUS_COLUMNS", "SendOutcome", "SendSummary", "Sender", "send"]
 
-_unused = (Hashable, math, time)  # keep imports used by type hints only
+# ``bulkimport.send`` is both this module and the function the package exports: once anything
+# imports the module (``from bulkimport.send import Sender``), Python sets the package attribute
+# to the module. Making the module callable keeps ``bulkimport.send(plan, ...)`` working.
+from .plan import make_callable  # noqa: E402
+
+make_callable(__name__, send)

@@ -611,3 +611,13 @@ def test_ctrl_c_while_journalling_an_answer_keeps_the_known_outcome(fake, clock,
     assert out.summary.interrupted
     assert out.summary.counts["unknown"] == 0  # the answer was journalled, not lost to the interrupt
     assert out.summary.counts["sent"] >= 3
+
+
+def test_bulkimport_send_is_callable_after_the_module_was_imported(fake, clock, tmp_path):
+    import bulkimport
+    import bulkimport.send as module
+
+    assert bulkimport.send is module or callable(bulkimport.send)
+    out = bulkimport.send(make_plan([2]), line=1, connector="hist", state=tmp_path / "j.db", progress=False,
+                          client=client_for(fake, clock))
+    assert (out["import_status"] == "sent").all()
