@@ -267,7 +267,10 @@ class Sender:
                 "build the plan from a frame with unique row ids (df.reset_index(drop=True))"
             )
         self.plan = plan
-        self.clock: Clock = clock or (client.clock if client is not None else SystemClock())
+        # One clock for pacing, tokens and time stamps: given, else the client's, else the auth's.
+        self.clock: Clock = (
+            clock or getattr(client, "clock", None) or getattr(auth, "clock", None) or SystemClock()
+        )
         if client is None:
             portal = _env_or(portal, "BITRIX24_PORTAL", "--portal", env)
         else:
