@@ -1,30 +1,76 @@
 """The ``bulkimport`` command line: a thin click layer over the library.
 
-Every command parses options, calls library functions and prints; behaviour lives in the library.
-User errors (:class:`bulkimport.errors.InputError`) become one line on stderr and exit code 2.
+Every command parses options, calls library functions and prints; behaviour lives in the library
+(read, Mapping, validate, plan, send, connector, report). Exit codes: 0 every row sent; 1 finished
+with failed, invalid or unknown rows; 2 unusable input or configuration (one line on stderr, no
+traceback unless ``--debug``); 130 interrupted (the journal is saved; the resume command is printed).
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
-from .errors import InputError
+from .errors import AmbiguousError, BulkImportError, InputError, PortalError
+
+#: Environment variables that give defaults to options (documented in the README).
+ENV_PORTAL = "BITRIX24_PORTAL"
+ENV_LINE = "BITRIX24_LINE"
+ENV_CONNECTOR = "BITRIX24_CONNECTOR"
+
+EXIT_OK, EXIT_ROWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _one_line(text: object) -> str:
+    """An exception message flattened to one line."""
+    return " ".join(str(text).split())
 
 
 class _Group(click.Group):
-    """Turns InputError into a one-line message and exit code 2 (a traceback only with --debug)."""
+    """Maps errors to exit codes: usage/input/configuration/portal set-up problems → one line on
+    stderr and exit 2 (a traceback only with --debug); Ctrl-C → exit 130."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv
         try:
-            return super().invoke(ctx)
-        except InputError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            name = exc.ctx.command_path if exc.ctx else "bulkimport"
+            click.echo(f"Error: {_one_line(exc.format_message())} (see `{name} --help`)", err=True)
+            code = EXIT_INPUT
+        except click.ClickException as exc:
+            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("Interrupted.", err=True)
+            code = EXIT_INTERRUPTED
+        except (InputError, PortalError, AmbiguousError, BulkImportError) as exc:
+            if debug:
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
+            click.echo(f"Error: {_one_line(exc)}", err=True)
+            code = EXIT_INPUT
+        except OSError as exc:  # e.g. a report or journal path that cannot be written
+            if debug:
+                raise
+            click.echo(f"Error: {_one_line(exc)}", err=True)
+            code = EXIT_INPUT
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,6 +81,540 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Migrate chat history (xlsx, csv) into Bitrix24 Open Lines."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+# ------------------------------------------------------------------------------------------------
+# shared options and small helpers (parsing and printing only)
+# ------------------------------------------------------------------------------------------------
+_file_arg = click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+_mapping_opt = click.option(
+    "--mapping",
+    "-m",
+    "mapping_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Mapping file (TOML). Without it the mapping is guessed from the column headers and shown.",
+)
+_sheet_opt = click.option("--sheet", help="Worksheet name or 0-based index (xlsx); default: the first.")
+_portal_opt = click.option(
+    "--portal",
+    envvar=ENV_PORTAL,
+    help=f"Portal address, e.g. https://example.bitrix24.eu [env {ENV_PORTAL}].",
+)
+_line_opt = click.option("--line", envvar=ENV_LINE, help=f"Open line id [env {ENV_LINE}].")
+_connector_opt = click.option(
+    "--connector",
+    envvar=ENV_CONNECTOR,
+    default="bulkimport",
+    show_default=True,
+    help=f"Connector id: lower-case letters, digits, underscores [env {ENV_CONNECTOR}].",
+)
+
+
+def _sheet(value: str | None) -> str | int | None:
+    """``--sheet 2`` means the third sheet; any other text is a sheet name."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _read_and_map(file: Path, mapping_path: Path | None, sheet: str | None) -> tuple[Any, Any, bool]:
+    """Read the file and load or guess the mapping; returns (frame, mapping, guessed)."""
+    import bulkimport
+
+    frame = bulkimport.read(file, sheet=_sheet(sheet))
+    if mapping_path is not None:
+        return frame, bulkimport.Mapping.load(mapping_path), False
+    return frame, bulkimport.Mapping.guess(frame), True
+
+
+def _show_mapping(mapping: Any, guessed: bool, file: Path) -> None:
+    """Print the mapping; for a guess, say how to keep and edit it."""
+    if guessed:
+        click.echo(
+            "The mapping below was guessed from the column headers; to edit it run "
+            f"{shlex.join(['bulkimport', 'mapping', str(file), '--save', 'mapping.toml'])} and pass "
+            "--mapping mapping.toml."
+        )
+    click.echo(_describe(mapping))
+
+
+def _describe(mapping: Any) -> str:
+    describe = getattr(mapping, "describe", None)
+    return str(describe()) if callable(describe) else str(mapping)
+
+
+def _indent(text: str, by: str = "  ") -> str:
+    return "\n".join(by + line for line in str(text).splitlines())
+
+
+def _echo_table(table: Any, max_rows: int = 20) -> None:
+    """Print a small DataFrame without its index, cut to ``max_rows`` with a note."""
+    if table is None or len(table) == 0:
+        return
+    shown = table.head(max_rows)
+    click.echo(_indent(shown.to_string(index=False, max_colwidth=70)))
+    if len(table) > max_rows:
+        click.echo(f"  … and {len(table) - max_rows} more (all of them are in the report)")
+
+
+def _show_failures(failures: Any, limit: int = 10) -> None:
+    """Invalid rows by code (with hints), then the first few problems row by row."""
+    from .report import failure_counts
+
+    counts = failure_counts(failures)
+    if counts.empty:
+        click.echo("No invalid rows.")
+        return
+    click.echo("Problems by code:")
+    for r in counts.itertuples():
+        click.echo(f"  {r.code} ({r.level}) ×{r.rows}: {r.message} — {r.hint}")
+    errors = failures[failures["level"] == "error"]
+    if len(errors):
+        click.echo(f"First invalid rows (of {errors['row'].nunique()}):")
+        table = errors[["row", "field", "code", "value"]].astype(object)
+        _echo_table(table.where(table.notna(), ""), limit)
+
+
+def _run_command(base: Sequence[str], *extra: str) -> str:
+    """A shell-safe command line: ``base`` plus ``extra``."""
+    return shlex.join([*base, *extra])
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------------
+@main.command()
+@_file_arg
+@_mapping_opt
+@_sheet_opt
+def validate(file: Path, mapping_path: Path | None, sheet: str | None) -> None:
+    """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
+    import bulkimport
+
+    frame, mapping, guessed = _read_and_map(file, mapping_path, sheet)
+    _show_mapping(mapping, guessed, file)
+    failures = bulkimport.validate(frame, mapping)
+    errors = failures[failures["level"] == "error"]
+    invalid = errors["row"].nunique()
+    click.echo(f"{len(frame)} rows: {len(frame) - invalid} valid, {invalid} invalid.")
+    _show_failures(failures)
+    sys.exit(EXIT_ROWS if invalid else EXIT_OK)
+
+
+@main.command()
+@_file_arg
+@_mapping_opt
+@_sheet_opt
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the (guessed or loaded) mapping to this TOML file so you can edit it.",
+)
+def mapping(file: Path, mapping_path: Path | None, sheet: str | None, save: Path | None) -> None:
+    """Show the mapping of FILE's columns to message fields (guessed unless --mapping), optionally save it."""
+    _, found, guessed = _read_and_map(file, mapping_path, sheet)
+    _show_mapping(found, guessed, file)
+    missing = list(found.missing_required())
+    if missing:
+        click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
+    if save is not None:
+        found.save(save)
+        click.echo(f"Saved to {save}; edit it and pass --mapping {shlex.quote(str(save))}.")
+
+
+def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
+    """Plan, print its counts, invalid rows and the ETA for ``limits``; returns (plan, estimate)."""
+    import bulkimport
+
+    plan = bulkimport.plan(frame, mapping)
+    c = plan.counts
+    click.echo(
+        f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
+        f"({c['messages']} messages, {c.get('files', 0)} files), {c['invalid']} invalid, "
+        f"{c.get('warnings', 0)} warnings."
+    )
+    if len(plan.failures):
+        _show_failures(plan.failures)
+    estimate = plan.estimate(limits)
+    click.echo(f"Estimate: {estimate}.")
+    return plan, estimate
+
+
+@main.command()
+@_file_arg
+@_mapping_opt
+@_sheet_opt
+@_portal_opt
+@_line_opt
+@_connector_opt
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Journal file (SQLite) that makes the run resumable [default: <FILE>.bulkimport.db].",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Report file, .xlsx or .csv [default: <FILE>.report.xlsx].",
+)
+@click.option("--sandbox", is_flag=True, help="Import into a local sandbox portal started for this run.")
+@click.option(
+    "--sandbox-db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --sandbox: where the sandbox keeps what it received [default: sandbox-<FILE stem>.db].",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=1.0),
+    help="With --sandbox: how much faster than real time the sandbox runs [default: fitted to ~10 s].",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Do everything but send: plan, invalid rows, request count, ETA."
+)
+@click.option("--retry-failed", is_flag=True, help="Send rows the portal rejected in an earlier run again.")
+@click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="Send rows whose outcome is unknown again (check the open line first: they may be there).",
+)
+@click.option(
+    "--plan",
+    "plan_name",
+    type=click.Choice(["standard", "enterprise"], case_sensitive=False),
+    default="standard",
+    show_default=True,
+    help="The portal's plan, which sets its request limits (pace and ETA).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    file: Path,
+    mapping_path: Path | None,
+    sheet: str | None,
+    portal: str | None,
+    line: str | None,
+    connector: str,
+    state: Path | None,
+    report_path: Path | None,
+    sandbox: bool,
+    sandbox_db: Path | None,
+    time_scale: float | None,
+    dry_run: bool,
+    retry_failed: bool,
+    retry_unknown: bool,
+    plan_name: str,
+    no_progress: bool,
+    yes: bool,
+) -> None:
+    """Import FILE: read, map, validate, plan, check the portal, send, report."""
+    from . import connector as conn
+    from .limits import preset
+
+    limits = preset(plan_name)
+    connector = conn.check_connector_id(connector)
+    if not dry_run and not sandbox:
+        if not portal:
+            raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")
+        conn.check_line(line)
+    from .report import check_report_path
+
+    state = state or file.with_name(file.name + ".bulkimport.db")
+    report_path = check_report_path(report_path or file.with_name(file.name + ".report.xlsx"))
+    if not state.parent.exists():
+        raise _config(f"--state {state}: folder {state.parent} does not exist; create it or pick another")
+
+    frame, mapping_, guessed = _read_and_map(file, mapping_path, sheet)
+    _show_mapping(mapping_, guessed, file)
+    plan, estimate = _plan_and_show(frame, mapping_, limits)
+    if dry_run:
+        click.echo("Dry run: nothing was sent.")
+        sys.exit(EXIT_ROWS if plan.counts["invalid"] else EXIT_OK)
+
+    base = ["bulkimport", "run", str(file)]
+    if mapping_path is not None:
+        base += ["--mapping", str(mapping_path)]
+    if sheet is not None:
+        base += ["--sheet", sheet]
+    base += ["--state", str(state), "--report", str(report_path)]
+    if plan_name != "standard":
+        base += ["--plan", plan_name]
+
+    send_args: dict[str, Any] = {
+        "state": state,
+        "limits": limits,
+        "retry_failed": retry_failed,
+        "retry_unknown": retry_unknown,
+        "progress": not no_progress,
+    }
+    if sandbox:
+        outcome = _send_to_sandbox(
+            plan, estimate, connector, sandbox_db or _default_sandbox_db(file), time_scale, send_args, base
+        )
+    else:
+        target = ["--portal", str(portal), "--line", str(line), "--connector", connector]
+        outcome = _send_to_portal(plan, portal, line, connector, yes, send_args, [*base, *target])
+    ctx.exit(_finish(outcome, plan, report_path))
+
+
+def _default_sandbox_db(file: Path) -> Path:
+    return file.with_name(f"sandbox-{file.stem}.db")
+
+
+class _Outcome:
+    """What a send produced, plus what the summary needs to print the next command."""
+
+    def __init__(
+        self,
+        frame: Any,
+        summary: Any,
+        command: list[str],
+        journal: Path,
+        interrupted: bool = False,
+        note: str = "",
+    ) -> None:
+        self.frame, self.summary, self.command, self.journal = frame, summary, command, journal
+        self.interrupted, self.note = interrupted, note
+
+
+def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: Any) -> _Outcome:
+    """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted`` instead of raising."""
+    from .send import Sender
+
+    outcome = Sender(plan, **target, **send_args).run()
+    summary = outcome.summary
+    return _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
+
+
+def _send_to_portal(
+    plan: Any,
+    portal: str | None,
+    line: str | None,
+    connector: str,
+    yes: bool,
+    send_args: dict[str, Any],
+    command: list[str],
+) -> _Outcome:
+    """Preflight the real portal, ask for confirmation on a terminal, send."""
+    from . import connector as conn
+
+    client = conn.portal_client(portal, limits=send_args["limits"])
+    ready = conn.preflight(client, line or "", connector, portal=portal)
+    click.echo(str(ready))
+    if not yes and sys.stdin.isatty():
+        question = f"Send {plan.counts['messages']} messages to open line {line} of {portal}?"
+        if not click.confirm(question, default=False):
+            click.echo("Nothing was sent.")
+            sys.exit(EXIT_ROWS)
+    return _send(
+        plan, send_args, command, portal=portal, line=int(str(line)), connector=connector, client=client
+    )
+
+
+def _send_to_sandbox(
+    plan: Any,
+    estimate: Any,
+    connector: str,
+    db: Path,
+    time_scale: float | None,
+    send_args: dict[str, Any],
+    base: list[str],
+) -> _Outcome:
+    """Start a sandbox portal, set the connector up on its line, send to it, stop it (keeping its DB)."""
+    from . import connector as conn
+    from .sandbox import Sandbox
+
+    scale = time_scale or conn.demo_time_scale(estimate.seconds)
+    port = conn.sandbox_port_for(send_args["state"])
+    with Sandbox(db=db, port=port, time_scale=scale) as sb:
+        target = conn.sandbox_target(sb, limits=send_args["limits"])
+        click.echo(
+            f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
+            f"faster than real time: the {estimate.limits.name} plan's limits still pace the import, "
+            f"in sandbox time, so the {_duration(estimate.seconds)} it would take on a real portal "
+            f"take about {_duration(estimate.seconds / scale)} here."
+        )
+        click.echo(str(conn.setup(target.client, target.line, connector)))
+        command = [*base, "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
+        outcome = _send(
+            plan,
+            send_args,
+            command,
+            portal=target.portal,
+            line=target.line,
+            connector=connector,
+            client=target.client,
+            clock=target.clock,
+        )
+    show = ["bulkimport", "sandbox", "--db", str(db), "--show"]
+    outcome.note = (
+        f"See what the sandbox received: {shlex.join([*show, 'counts'])} "
+        f"(or --show messages, chats, duplicates, out-of-order)"
+    )
+    return outcome
+
+
+def _duration(seconds: float) -> str:
+    import datetime as dt
+
+    return str(dt.timedelta(seconds=round(seconds)))
+
+
+def _config(text: str) -> InputError:
+    from .errors import ConfigError
+
+    return ConfigError(text)
+
+
+def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
+    """Write the report, print the summary and the next command; return the exit code."""
+    from .report import summary_lines, write_report
+
+    write_report(outcome.frame, report_path, plan=plan, summary=outcome.summary)
+    click.echo("")
+    for text in summary_lines(outcome.frame, plan=plan, summary=outcome.summary):
+        click.echo(text)
+    click.echo(f"Report: {report_path}")
+    click.echo(f"Journal: {outcome.journal}")
+    if outcome.note:
+        click.echo(outcome.note)
+    status = outcome.frame["import_status"]
+    if outcome.interrupted:
+        click.echo(f"Interrupted; the journal is saved. Resume with: {shlex.join(outcome.command)}")
+        return EXIT_INTERRUPTED
+    if (status == "pending").any():
+        click.echo(f"Resume (sends the pending rows): {shlex.join(outcome.command)}")
+    if (status == "failed").any():
+        click.echo(
+            f"After fixing the cause, retry rejected rows: {_run_command(outcome.command, '--retry-failed')}"
+        )
+    if (status == "unknown").any():
+        click.echo(
+            "Rows with an unknown outcome may have reached the portal: check the open line, then "
+            f"{_run_command(outcome.command, '--retry-unknown')}"
+        )
+    return EXIT_OK if bool((status == "sent").all()) else EXIT_ROWS
+
+
+@main.command()
+@_portal_opt
+@_line_opt
+@_connector_opt
+@click.option("--name", default=None, help="Connector name shown in Contact Center.")
+def setup(portal: str | None, line: str | None, connector: str, name: str | None) -> None:
+    """Register the connector, activate it on the open line and check it is ready."""
+    from . import connector as conn
+
+    line_id = conn.check_line(line)
+    connector = conn.check_connector_id(connector)
+    client = conn.portal_client(portal)
+    kwargs = {"name": name} if name else {}
+    result = conn.setup(client, line_id, connector, portal=portal, **kwargs)
+    click.echo(str(result))
+    sys.exit(EXIT_OK if result.ready else EXIT_ROWS)
+
+
+@main.command()
+@_portal_opt
+@click.option(
+    "--client-id", envvar="BITRIX24_CLIENT_ID", help="Local application's client id [env BITRIX24_CLIENT_ID]."
+)
+@click.option(
+    "--client-secret",
+    envvar="BITRIX24_CLIENT_SECRET",
+    help="Local application's client secret [env BITRIX24_CLIENT_SECRET].",
+)
+@click.option(
+    "--oauth-url", envvar="BITRIX24_OAUTH_URL", help="OAuth server address [env BITRIX24_OAUTH_URL]."
+)
+@click.option("--code", help="The authorisation code (otherwise you are asked for it).")
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to store the tokens [default: see `bulkimport auth --help` in the README].",
+)
+def auth(
+    portal: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    oauth_url: str | None,
+    code: str | None,
+    token_file: Path | None,
+) -> None:
+    """Authorise bulkimport as the portal's local application and store the tokens."""
+    if not portal:
+        raise _config(
+            "--portal is required (or set BITRIX24_PORTAL), e.g. --portal https://example.bitrix24.eu"
+        )
+    if not client_id or not client_secret:
+        raise _config(
+            "--client-id and --client-secret are required (or BITRIX24_CLIENT_ID/BITRIX24_CLIENT_SECRET): "
+            "copy them from the local application's page on the portal"
+        )
+    from .portal import auth as oauth
+
+    if code is None:
+        click.echo("1. Open this address as a portal administrator and allow the application:")
+        click.echo(f"   {oauth.authorize_url(portal, client_id)}")
+        click.echo(
+            "2. The browser goes on to an address with ?code=…; paste that code (or the whole address)."
+        )
+        click.echo("   The code is valid for 30 seconds.")
+        code = click.prompt("Code")
+    path = token_file or oauth.default_token_file()
+    oauth.exchange_code(
+        _code_from(code), client_id, client_secret, oauth_url or oauth.DEFAULT_OAUTH_URL, path
+    )
+    click.echo(f"Tokens saved to {path} (readable only by you).")
+    click.echo(f"Next: {shlex.join(['bulkimport', 'setup', '--portal', portal, '--line', '<open line id>'])}")
+
+
+def _code_from(text: str) -> str:
+    """The authorisation code from what the user pasted: the code itself or the whole redirect address."""
+    from urllib.parse import parse_qs, urlsplit
+
+    text = text.strip()
+    if "code=" in text:
+        found = parse_qs(urlsplit(text).query or text.split("?", 1)[-1]).get("code")
+        if found:
+            return found[0]
+    if not text:
+        raise _config("--code is empty: paste the code from the address the portal redirected to")
+    return text
+
+
+@main.command()
+@click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
+def status(state: Path | None) -> None:
+    """Show what a journal holds: rows per status, last activity, how to resume."""
+    path = state or _find_journal()
+    if not path.is_file():
+        raise _config(
+            f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
+        )
+    from .journal import Journal
+    from .report import journal_lines
+
+    journal = Journal.open(path)
+    try:
+        summary = journal.summary()
+    finally:
+        close = getattr(journal, "close", None)
+        if callable(close):
+            close()
+    for text in journal_lines(summary, path):
+        click.echo(text)
+
+
+def _find_journal() -> Path:
+    """The one ``*.bulkimport.db`` journal in the current folder, or a one-line error."""
+    found = sorted(Path.cwd().glob("*.bulkimport.db"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise _config("no journal (*.bulkimport.db) in this folder: pass STATE, the --state file of a run")
+    names = ", ".join(p.name for p in found[:5])
+    raise _config(f"several journals here ({names}): pass the one you mean as STATE")
 
 
 def _register_sandbox() -> None:

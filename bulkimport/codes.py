@@ -96,95 +96,267 @@ def render(code: str, **values: object) -> str:
 # --------------------------------------------------------------------------------------------------
 # Portal: system errors any call can return (reference §2)
 # --------------------------------------------------------------------------------------------------
-_add("QUERY_LIMIT_EXCEEDED", "error", "portal", "Too many requests (the portal's leaky bucket is full).",
-     "Refused before execution, safe to retry; bulkimport paces itself and retries automatically. "
-     "If it persists, another application shares the portal's request budget from this address.")
-_add("OPERATION_TIME_LIMIT", "error", "portal",
-     "The method's operating-time budget (10-minute window) is spent.",
-     "Refused before execution; bulkimport waits until operating_reset_at and continues.")
-_add("OVERLOAD_LIMIT", "error", "portal", "REST API is blocked due to overload.",
-     "The portal's REST API was blocked manually by Bitrix24; contact Bitrix24 support, then resume.")
-_add("expired_token", "error", "portal", "The access token provided has expired.",
-     "bulkimport refreshes the token automatically; if this persists run `bulkimport auth`.")
-_add("NO_AUTH_FOUND", "error", "portal", "Wrong authorization data.",
-     "The access token is not valid for this portal: run `bulkimport auth` to get new tokens.")
-_add("WRONG_AUTH_TYPE", "error", "portal",
-     "Current authorization type is denied for this method. Application context required.",
-     "imconnector.* methods refuse webhooks: create a local application (scopes imopenlines, "
-     "imconnector, im) and use its OAuth tokens (`bulkimport auth`).")
-_add("insufficient_scope", "error", "portal", "The token lacks a required scope.",
-     "Give the local application the scopes imopenlines, imconnector and im, then `bulkimport auth` again.")
-_add("INVALID_CREDENTIALS", "error", "portal", "Invalid request credentials.",
-     "The user who authorised the application lacks rights: authorise as a portal administrator.")
-_add("user_access_error", "error", "portal", "The user has no access to this application or method.",
-     "Authorise the application as a user with access to Open Lines (an administrator).")
-_add("ACCESS_DENIED", "error", "portal", "Access denied.",
-     "The authorising user lacks the rights for this method: authorise as a portal administrator.")
-_add("INTERNAL_SERVER_ERROR", "error", "portal", "Internal server error.",
-     "A server-side failure; the rows of that request are marked unknown if the request may have run.")
-_add("ERROR_UNEXPECTED_ANSWER", "error", "portal", "The server returned an unexpected answer.",
-     "A server-side failure; check the open line for the rows marked unknown, then retry them.")
-_add("PORTAL_DELETED", "error", "portal", "The portal was deleted.",
-     "Check the portal address (--portal / BITRIX24_PORTAL).")
-_add("ERROR_METHOD_NOT_FOUND", "error", "portal", "Method not found.",
-     "The portal does not know this method: check the portal address and that Open Lines is enabled.")
-_add("ERROR_BATCH_LENGTH_EXCEEDED", "error", "portal", "Max batch length exceeded.",
-     "A batch may hold at most 50 commands; this is a bulkimport bug, please report it.")
-_add("ERROR_BATCH_METHOD_NOT_ALLOWED", "error", "portal", "Method is not allowed for batch usage.",
-     "This is a bulkimport bug, please report it.")
+_add(
+    "QUERY_LIMIT_EXCEEDED",
+    "error",
+    "portal",
+    "Too many requests (the portal's leaky bucket is full).",
+    "Refused before execution, safe to retry; bulkimport paces itself and retries automatically. "
+    "If it persists, another application shares the portal's request budget from this address.",
+)
+_add(
+    "OPERATION_TIME_LIMIT",
+    "error",
+    "portal",
+    "The method's operating-time budget (10-minute window) is spent.",
+    "Refused before execution; bulkimport waits until operating_reset_at and continues.",
+)
+_add(
+    "OVERLOAD_LIMIT",
+    "error",
+    "portal",
+    "REST API is blocked due to overload.",
+    "The portal's REST API was blocked manually by Bitrix24; contact Bitrix24 support, then resume.",
+)
+_add(
+    "expired_token",
+    "error",
+    "portal",
+    "The access token provided has expired.",
+    "bulkimport refreshes the token automatically; if this persists run `bulkimport auth`.",
+)
+_add(
+    "NO_AUTH_FOUND",
+    "error",
+    "portal",
+    "Wrong authorization data.",
+    "The access token is not valid for this portal: run `bulkimport auth` to get new tokens.",
+)
+_add(
+    "WRONG_AUTH_TYPE",
+    "error",
+    "portal",
+    "Current authorization type is denied for this method. Application context required.",
+    "imconnector.* methods refuse webhooks: create a local application (scopes imopenlines, "
+    "imconnector, im) and use its OAuth tokens (`bulkimport auth`).",
+)
+_add(
+    "insufficient_scope",
+    "error",
+    "portal",
+    "The token lacks a required scope.",
+    "Give the local application the scopes imopenlines, imconnector and im, then `bulkimport auth` again.",
+)
+_add(
+    "INVALID_CREDENTIALS",
+    "error",
+    "portal",
+    "Invalid request credentials.",
+    "The user who authorised the application lacks rights: authorise as a portal administrator.",
+)
+_add(
+    "user_access_error",
+    "error",
+    "portal",
+    "The user has no access to this application or method.",
+    "Authorise the application as a user with access to Open Lines (an administrator).",
+)
+_add(
+    "ACCESS_DENIED",
+    "error",
+    "portal",
+    "Access denied.",
+    "The authorising user lacks the rights for this method: authorise as a portal administrator.",
+)
+_add(
+    "INTERNAL_SERVER_ERROR",
+    "error",
+    "portal",
+    "Internal server error.",
+    "A server-side failure; the rows of that request are marked unknown if the request may have run.",
+)
+_add(
+    "ERROR_UNEXPECTED_ANSWER",
+    "error",
+    "portal",
+    "The server returned an unexpected answer.",
+    "A server-side failure; check the open line for the rows marked unknown, then retry them.",
+)
+_add(
+    "PORTAL_DELETED",
+    "error",
+    "portal",
+    "The portal was deleted.",
+    "Check the portal address (--portal / BITRIX24_PORTAL).",
+)
+_add(
+    "ERROR_METHOD_NOT_FOUND",
+    "error",
+    "portal",
+    "Method not found.",
+    "The portal does not know this method: check the portal address and that Open Lines is enabled.",
+)
+_add(
+    "ERROR_BATCH_LENGTH_EXCEEDED",
+    "error",
+    "portal",
+    "Max batch length exceeded.",
+    "A batch may hold at most 50 commands; this is a bulkimport bug, please report it.",
+)
+_add(
+    "ERROR_BATCH_METHOD_NOT_ALLOWED",
+    "error",
+    "portal",
+    "Method is not allowed for batch usage.",
+    "This is a bulkimport bug, please report it.",
+)
 # The portal says INVALID_REQUEST ("Https required"); the OAuth server says invalid_request for a
 # malformed token request. Codes compare case-insensitively, so one entry serves both.
-_add("INVALID_REQUEST", "error", "portal", "The request was refused as malformed (e.g. \"Https required\").",
-     "Use an https:// portal address (plain http:// only for a loopback sandbox); for the OAuth server "
-     "check the BITRIX24_* OAuth variables and run `bulkimport auth` again.")
+_add(
+    "INVALID_REQUEST",
+    "error",
+    "portal",
+    'The request was refused as malformed (e.g. "Https required").',
+    "Use an https:// portal address (plain http:// only for a loopback sandbox); for the OAuth server "
+    "check the BITRIX24_* OAuth variables and run `bulkimport auth` again.",
+)
 
 # --------------------------------------------------------------------------------------------------
 # Portal: connector set-up and imconnector.send.messages (reference §5, §6 and the seed page)
 # --------------------------------------------------------------------------------------------------
-_add("ERROR_ARGUMENT", "error", "portal", "A required argument is missing or malformed.",
-     "The request lacked CONNECTOR, LINE, MESSAGES, ACTIVE or DATA, or MESSAGES was not an array of "
-     "messages; check --line and --connector.")
-_add("NOT_ACTIVE_LINE", "error", "portal", "The open line with this ID is inactive or does not exist.",
-     "Check --line; activate the open line in Contact Center, or run `bulkimport setup`.")
-_add("IMCONNECTOR_NO_CORRECT_PROVIDER", "error", "portal", "No suitable provider found for the connector.",
-     "The connector is not registered or not active on this line: run `bulkimport setup`.")
-_add("IMCONNECTOR_COULD_NOT_GET_PROVIDER_OBJECT", "error", "portal", "Could not get the provider object.",
-     "The CONNECTOR value is wrong: check --connector and run `bulkimport setup`.")
-_add("IMCONNECTOR_NOT_SPECIFIED_CORRECT_COMMAND", "error", "portal", "No correct command specified.",
-     "A portal-side inconsistency; report it with the journal attached.")
-_add("IMCONNECTOR_NOT_SPECIFIED_CORRECT_CONNECTOR", "error", "portal", "No connector specified.",
-     "The CONNECTOR value is wrong: check --connector and run `bulkimport setup`.")
-_add("PROVIDER_UNSUPPORTED_TYPE_INCOMING_MESSAGE", "error", "portal",
-     "Unsupported type of incoming message.", "The message shape is not supported; report it.")
-_add("IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA", "error", "portal", "Not all the required data was passed.",
-     "The message lacks user.id, or both text and files: fix the row and retry with --retry-failed.")
-_add("CONNECTOR_PROXY_NO_ADD_USER", "error", "portal",
-     "Could not create or get the system user mapped to the remote messenger user.",
-     "The portal lacks the special technical user for messenger connectors; ask Bitrix24 support to "
-     "create it, then retry with --retry-failed.")
-_add("CONNECTOR_PROXY_NO_USER_IM", "error", "portal", "No messenger user id was obtained.",
-     "Follows CONNECTOR_PROXY_NO_ADD_USER: fix that first, then retry with --retry-failed.")
-_add("CONNECTOR_ID_REQUIRED", "error", "portal", "The connector ID is required.",
-     "Pass --connector (lower-case letters, digits, underscores; no dots).")
+_add(
+    "ERROR_ARGUMENT",
+    "error",
+    "portal",
+    "A required argument is missing or malformed.",
+    "The request lacked CONNECTOR, LINE, MESSAGES, ACTIVE or DATA, or MESSAGES was not an array of "
+    "messages; check --line and --connector.",
+)
+_add(
+    "NOT_ACTIVE_LINE",
+    "error",
+    "portal",
+    "The open line with this ID is inactive or does not exist.",
+    "Check --line; activate the open line in Contact Center, or run `bulkimport setup`.",
+)
+_add(
+    "IMCONNECTOR_NO_CORRECT_PROVIDER",
+    "error",
+    "portal",
+    "No suitable provider found for the connector.",
+    "The connector is not registered or not active on this line: run `bulkimport setup`.",
+)
+_add(
+    "IMCONNECTOR_COULD_NOT_GET_PROVIDER_OBJECT",
+    "error",
+    "portal",
+    "Could not get the provider object.",
+    "The CONNECTOR value is wrong: check --connector and run `bulkimport setup`.",
+)
+_add(
+    "IMCONNECTOR_NOT_SPECIFIED_CORRECT_COMMAND",
+    "error",
+    "portal",
+    "No correct command specified.",
+    "A portal-side inconsistency; report it with the journal attached.",
+)
+_add(
+    "IMCONNECTOR_NOT_SPECIFIED_CORRECT_CONNECTOR",
+    "error",
+    "portal",
+    "No connector specified.",
+    "The CONNECTOR value is wrong: check --connector and run `bulkimport setup`.",
+)
+_add(
+    "PROVIDER_UNSUPPORTED_TYPE_INCOMING_MESSAGE",
+    "error",
+    "portal",
+    "Unsupported type of incoming message.",
+    "The message shape is not supported; report it.",
+)
+_add(
+    "IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA",
+    "error",
+    "portal",
+    "Not all the required data was passed.",
+    "The message lacks user.id, or both text and files: fix the row and retry with --retry-failed.",
+)
+_add(
+    "CONNECTOR_PROXY_NO_ADD_USER",
+    "error",
+    "portal",
+    "Could not create or get the system user mapped to the remote messenger user.",
+    "The portal lacks the special technical user for messenger connectors; ask Bitrix24 support to "
+    "create it, then retry with --retry-failed.",
+)
+_add(
+    "CONNECTOR_PROXY_NO_USER_IM",
+    "error",
+    "portal",
+    "No messenger user id was obtained.",
+    "Follows CONNECTOR_PROXY_NO_ADD_USER: fix that first, then retry with --retry-failed.",
+)
+_add(
+    "CONNECTOR_ID_REQUIRED",
+    "error",
+    "portal",
+    "The connector ID is required.",
+    "Pass --connector (lower-case letters, digits, underscores; no dots).",
+)
 _add("NAME_REQUIRED", "error", "portal", "The connector name is required.", "Pass a connector name.")
-_add("ICON_REQUIRED", "error", "portal", "The connector icon is required.",
-     "bulkimport sends a default icon; this is a bug if you see it.")
-_add("NO_PLACEMENT_HANDLER", "error", "portal", "The placement handler is required.",
-     "bulkimport sends a default handler URL; this is a bug if you see it.")
-_add("APPLICATION_REGISTRATION_ERROR_POINT", "error", "portal", "The connector ID must not contain a dot.",
-     "Choose a --connector without dots (lower-case letters, digits, underscores).")
-_add("100", "error", "portal", "The MESSAGES parameter is not an array of well-formed messages.",
-     "A payload shape problem; this is a bulkimport bug, please report it with the row.")
+_add(
+    "ICON_REQUIRED",
+    "error",
+    "portal",
+    "The connector icon is required.",
+    "bulkimport sends a default icon; this is a bug if you see it.",
+)
+_add(
+    "NO_PLACEMENT_HANDLER",
+    "error",
+    "portal",
+    "The placement handler is required.",
+    "bulkimport sends a default handler URL; this is a bug if you see it.",
+)
+_add(
+    "APPLICATION_REGISTRATION_ERROR_POINT",
+    "error",
+    "portal",
+    "The connector ID must not contain a dot.",
+    "Choose a --connector without dots (lower-case letters, digits, underscores).",
+)
+_add(
+    "100",
+    "error",
+    "portal",
+    "The MESSAGES parameter is not an array of well-formed messages.",
+    "A payload shape problem; this is a bulkimport bug, please report it with the row.",
+)
 
 # --------------------------------------------------------------------------------------------------
 # OAuth server (reference §7)
 # --------------------------------------------------------------------------------------------------
-_add("invalid_grant", "error", "oauth", "The refresh token is no longer valid.",
-     "Refresh tokens rotate and expire after 180 days: run `bulkimport auth` to authorise again.")
-_add("invalid_client", "error", "oauth", "The OAuth server does not know this client id/secret.",
-     "Check BITRIX24_CLIENT_ID and BITRIX24_CLIENT_SECRET (the local application's credentials).")
-_add("PAYMENT_REQUIRED", "error", "oauth", "The portal's plan does not allow this application.",
-     "The portal's subscription has lapsed or does not include REST applications.")
+_add(
+    "invalid_grant",
+    "error",
+    "oauth",
+    "The refresh token is no longer valid.",
+    "Refresh tokens rotate and expire after 180 days: run `bulkimport auth` to authorise again.",
+)
+_add(
+    "invalid_client",
+    "error",
+    "oauth",
+    "The OAuth server does not know this client id/secret.",
+    "Check BITRIX24_CLIENT_ID and BITRIX24_CLIENT_SECRET (the local application's credentials).",
+)
+_add(
+    "PAYMENT_REQUIRED",
+    "error",
+    "oauth",
+    "The portal's plan does not allow this application.",
+    "The portal's subscription has lapsed or does not include REST applications.",
+)
 
 # --------------------------------------------------------------------------------------------------
 # Reading (bulkimport.read) — codes for per-cell problems found while reading

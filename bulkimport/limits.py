@@ -49,6 +49,4 @@ def preset(name: str) -> PortalLimits:
     except KeyError:
         from .errors import ConfigError
 
-        raise ConfigError(
-            f"--plan {name!r} is not a known plan; use one of: {', '.join(PRESETS)}"
-        ) from None
+        raise ConfigError(f"--plan {name!r} is not a known plan; use one of: {', '.join(PRESETS)}") from None

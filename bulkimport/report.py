@@ -1,0 +1,551 @@
+"""Outcome frame → a report a person can read (xlsx or csv), plus the summary tables behind it.
+
+The report is written from the frame :func:`bulkimport.send` returns (the input rows plus the
+``import_*``/``b24_*`` status columns). Everything users typed is data: a cell that a spreadsheet
+would read as a formula (text starting with ``=``, ``+``, ``-``, ``@``, tab or CR) is prefixed with
+``'`` in xlsx and csv alike, so opening a report can never run anything. No token or secret is
+ever written: the summary sheet is built from an allow-list of run figures, never from objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import re
+from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import codes
+from .errors import ConfigError
+
+#: The status columns the sender adds to the input rows, in report order.
+STATUS_COLUMNS = [
+    "import_status",
+    "import_error_code",
+    "import_error",
+    "import_warnings",
+    "import_attempts",
+    "import_message_id",
+    "b24_user_id",
+    "b24_chat_id",
+    "b24_session_id",
+    "sent_at",
+]
+
+#: Statuses in the order people read them.
+STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]
+
+#: First characters that make a spreadsheet treat text as a formula (OWASP CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+#: Characters an xlsx file cannot hold (control characters other than tab, LF, CR).
+_ILLEGAL_XLSX = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+#: Excel's limit on the characters in one cell.
+_XLSX_CELL_MAX = 32767
+
+#: Names that must never reach a report, whatever object a caller passes as summary.
+_SECRET_WORDS = re.compile(r"token|secret|password|auth|credential", re.IGNORECASE)
+
+#: Run figures copied from the sender's summary into the report, in this order (allow-list).
+_SUMMARY_FIELDS = [
+    ("elapsed", "elapsed (s)"),
+    ("messages_per_second", "messages/s"),
+    ("sent_this_run", "sent in this run"),
+    ("requests", "requests"),
+    ("seconds_per_message", "server seconds per message (measured)"),
+    ("stopped", "stopped by code"),
+    ("stopped_message", "stopped because"),
+    ("stopped_reason", "stopped because"),
+    ("interrupted", "interrupted"),
+    ("journal", "journal"),
+    ("journal_path", "journal"),
+    ("portal", "portal"),
+    ("line", "line"),
+    ("connector", "connector"),
+]
+
+
+def neutralise(value: object) -> object:
+    """``value`` unchanged unless it is text a spreadsheet would run as a formula; then ``'``-prefixed."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _cell(value: object, *, xlsx: bool) -> object:
+    """One value made safe and representable for a report cell (None for missing)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NaT or (not isinstance(value, (str, bytes, list, tuple, dict)) and _isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime(warn=False)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        # Excel has no time zones: keep the offset visible as ISO text rather than silently drop it.
+        return value.isoformat()
+    if isinstance(value, (list, tuple, set, dict)):
+        value = "; ".join(str(v) for v in value) if not isinstance(value, dict) else str(value)
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars → Python
+        try:
+            value = value.item()
+        except (AttributeError, ValueError):
+            value = str(value)
+    if isinstance(value, (bool, int, float, dt.datetime, dt.date)):
+        return value
+    text = str(value)
+    if xlsx:
+        text = _ILLEGAL_XLSX.sub("\ufffd", text)
+        if len(text) > _XLSX_CELL_MAX:
+            text = text[: _XLSX_CELL_MAX - 12] + " …[truncated]"
+    return neutralise(text)
+
+
+def _isna(value: object) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _status(frame: pd.DataFrame, plan: Any = None) -> pd.Series:
+    """The import_status column, or (for a frame that was never sent) invalid/pending from the plan."""
+    if "import_status" in frame.columns:
+        return frame["import_status"].astype("str").where(frame["import_status"].notna(), "pending")
+    invalid = set(_invalid_rows(plan))
+    return pd.Series(
+        ["invalid" if row in invalid else "pending" for row in frame.index], index=frame.index, dtype="str"
+    )
+
+
+def _invalid_rows(plan: Any) -> list[Hashable]:
+    if plan is None:
+        return []
+    rows = getattr(plan, "invalid_rows", None)
+    if rows is not None:
+        return list(rows)
+    failures = getattr(plan, "failures", None)
+    if failures is None or len(failures) == 0:
+        return []
+    return list(failures.loc[failures["level"] == "error", "row"].unique())
+
+
+def status_counts(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
+    """Rows per status (all five statuses, zeros included), with what each status means."""
+    status = _status(frame, plan)
+    counts = status.value_counts()
+    order = STATUS_ORDER + sorted(set(counts.index) - set(STATUS_ORDER))
+    return pd.DataFrame(
+        {
+            "status": order,
+            "rows": [int(counts.get(s, 0)) for s in order],
+            "meaning": [codes.STATUSES.get(s, "") for s in order],
+        }
+    )
+
+
+def _row_codes(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
+    """One line per (row, code) for rows not sent: the plan's validation failures (which name the
+    field and value) first, then ``import_error_code`` for rows the validation did not explain."""
+    columns = ["row", "status", "code", "field", "message", "value"]
+    status = _status(frame, plan)
+    parts: list[pd.DataFrame] = []
+    explained: set[Hashable] = set()
+    failures = getattr(plan, "failures", None) if plan is not None else None
+    if failures is not None and len(failures):
+        errs = failures[(failures["level"] == "error") & failures["row"].isin(set(frame.index))]
+        explained = set(errs["row"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "row": errs["row"].to_numpy(),
+                    "status": status.reindex(errs["row"]).fillna("invalid").to_numpy(),
+                    "code": errs["code"].astype("str").to_numpy(),
+                    "field": errs["field"].to_numpy(),
+                    "message": errs["message"].to_numpy(),
+                    "value": errs["value"].to_numpy(),
+                }
+            )
+        )
+    if "import_error_code" in frame.columns:
+        code = frame["import_error_code"]
+        keep = (status != "sent") & code.notna() & (code.astype("str") != "") & ~frame.index.isin(explained)
+        message = frame.loc[keep, "import_error"].to_numpy() if "import_error" in frame.columns else None
+        parts.append(
+            pd.DataFrame(
+                {
+                    "row": frame.index[keep],
+                    "status": status[keep].to_numpy(),
+                    "code": code[keep].astype("str").to_numpy(),
+                    "field": None,
+                    "message": message,
+                    "value": None,
+                }
+            )
+        )
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def code_counts(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
+    """Rows per error code (most frequent first) with the catalogue's message and hint."""
+    table = _row_codes(frame, plan)
+    if table.empty:
+        return pd.DataFrame(columns=["code", "status", "rows", "level", "message", "hint"])
+    grouped = (
+        table.groupby(["code", "status"], sort=False)["row"]
+        .nunique()
+        .reset_index(name="rows")
+        .sort_values(["rows", "code"], ascending=[False, True], kind="stable")
+        .reset_index(drop=True)
+    )
+    grouped["level"] = [codes.get(c).level for c in grouped["code"]]
+    grouped["message"] = [codes.get(c).message for c in grouped["code"]]
+    grouped["hint"] = [codes.get(c).hint for c in grouped["code"]]
+    return grouped
+
+
+def error_rows(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
+    """Rows not sent: one line per problem with status, code, field, value, message and hint."""
+    status = _status(frame, plan)
+    table = _row_codes(frame, plan)
+    # Rows not sent that carry no code (e.g. pending after a stop) still deserve a line; a frame
+    # that was never sent (a dry run) lists only the invalid rows.
+    unsent = status[status != "sent"] if "import_status" in frame.columns else status.iloc[:0]
+    bare = unsent[~unsent.index.isin(set(table["row"]))]
+    if len(bare):
+        extra = pd.DataFrame({"row": bare.index, "status": bare.to_numpy(), "code": ""})
+        table = (
+            pd.concat([table, extra], ignore_index=True)
+            if len(table)
+            else extra.reindex(columns=table.columns)
+        )
+    if table.empty:
+        return pd.DataFrame(columns=["row", "status", "code", "field", "value", "message", "hint"])
+    table["hint"] = [
+        codes.hint(c) if c else codes.STATUSES.get(s, "")
+        for c, s in zip(table["code"], table["status"], strict=True)
+    ]
+    table["message"] = [
+        m if isinstance(m, str) and m else (codes.get(c).message if c else "")
+        for m, c in zip(table["message"], table["code"], strict=True)
+    ]
+    table = table[["row", "status", "code", "field", "value", "message", "hint"]]
+    return table.sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def conversation_counts(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
+    """Rows per status for each conversation (from the plan, else the ``chat.id`` column)."""
+    status = _status(frame, plan)
+    key: pd.Series | None = None
+    if plan is not None and getattr(plan, "conversations", None):
+        pairs = {row: conv.key for conv in plan.conversations for row in conv.rows}
+        key = pd.Series([pairs.get(r) for r in frame.index], index=frame.index, dtype="object")
+    elif "chat.id" in frame.columns:
+        key = frame["chat.id"]
+    if key is None:
+        return pd.DataFrame(columns=["conversation", "rows", *STATUS_ORDER])
+    data = pd.DataFrame({"conversation": key, "status": status}).dropna(subset=["conversation"])
+    if data.empty:
+        return pd.DataFrame(columns=["conversation", "rows", *STATUS_ORDER])
+    table = pd.crosstab(data["conversation"], data["status"])
+    for s in STATUS_ORDER:
+        if s not in table.columns:
+            table[s] = 0
+    table = table[STATUS_ORDER + [c for c in table.columns if c not in STATUS_ORDER]]
+    table.insert(0, "rows", table.sum(axis=1))
+    order = list(dict.fromkeys(key.dropna()))  # send order (plan) or first appearance
+    table = table.reindex([k for k in order if k in table.index])
+    return table.reset_index().rename(columns={"index": "conversation"}).rename_axis(columns=None)
+
+
+def _summary_value(summary: Any, name: str) -> Any:
+    if summary is None:
+        return None
+    if isinstance(summary, Mapping):
+        return summary.get(name)
+    return getattr(summary, name, None)
+
+
+def run_figures(summary: Any) -> list[tuple[str, object]]:
+    """The allow-listed run figures of a sender summary (object or mapping) as (label, value)."""
+    out: list[tuple[str, object]] = []
+    seen: set[str] = set()
+    for name, label in _SUMMARY_FIELDS:
+        value = _summary_value(summary, name)
+        if value is None or label in seen or _SECRET_WORDS.search(name):
+            continue
+        if isinstance(value, float):
+            value = round(value, 2)
+        elif not isinstance(value, (int, bool, str, Path)):
+            value = str(value)
+        seen.add(label)
+        out.append((label, str(value) if isinstance(value, Path) else value))
+    return out
+
+
+def summary_tables(frame: pd.DataFrame, plan: Any = None, summary: Any = None) -> dict[str, pd.DataFrame]:
+    """The tables of the ``summary`` sheet: per status, per error code, per conversation, run figures."""
+    figures = run_figures(summary)
+    return {
+        "status": status_counts(frame, plan),
+        "codes": code_counts(frame, plan),
+        "conversations": conversation_counts(frame, plan),
+        "run": pd.DataFrame(figures, columns=["figure", "value"]),
+    }
+
+
+def _rows_table(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
+    """Every input row with the status columns last (index ``row`` as the first column)."""
+    out = frame.copy()
+    if "import_status" not in out.columns:
+        out["import_status"] = _status(frame, plan)
+        if plan is not None and getattr(plan, "failures", None) is not None and len(plan.failures):
+            errs = plan.failures[plan.failures["level"] == "error"].drop_duplicates("row")
+            first = dict(zip(errs["row"], errs["code"], strict=True))
+            out["import_error_code"] = [first.get(r) for r in out.index]
+    status_cols = [c for c in STATUS_COLUMNS if c in out.columns]
+    others = [c for c in out.columns if c not in status_cols]
+    out = out[others + status_cols]
+    out.index.name = out.index.name or "row"
+    return out.reset_index()
+
+
+def check_report_path(path: str | Path) -> Path:
+    """``path`` as a Path if a report can be written there (.xlsx/.csv in an existing folder), else a
+    one-line ConfigError naming --report — checked before an import starts, not after it ends."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".xlsx", ".csv"):
+        raise ConfigError(
+            f"--report {target}: unsupported report type {suffix or '(none)'!r}; use .xlsx or .csv"
+        )
+    if not target.parent.exists():
+        raise ConfigError(
+            f"--report {target}: folder {target.parent} does not exist; create it or pick another path"
+        )
+    return target
+
+
+def write_report(frame: pd.DataFrame, path: str | Path, plan: Any = None, summary: Any = None) -> Path:
+    """Write the report to ``path`` (``.xlsx``: sheets rows/errors/summary; ``.csv``: the rows with
+    a hint column) and return the path. Formula-like text is neutralised in both formats."""
+    target = check_report_path(path)
+    suffix = target.suffix.lower()
+    rows = _rows_table(frame, plan)
+    if suffix == ".csv":
+        _write_csv(rows, target)
+    else:
+        _write_xlsx(rows, error_rows(frame, plan), summary_tables(frame, plan, summary), target)
+    return target
+
+
+def _write_csv(rows: pd.DataFrame, target: Path) -> None:
+    """The rows table with an ``import_hint`` column, UTF-8 with BOM so Excel reads the accents."""
+    if "import_error_code" in rows.columns:
+        rows = rows.assign(
+            import_hint=[codes.hint(c) if isinstance(c, str) and c else "" for c in rows["import_error_code"]]
+        )
+    tmp = target.with_name(target.name + ".tmp")
+    with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([_cell(str(c), xlsx=False) for c in rows.columns])
+        for record in rows.itertuples(index=False, name=None):
+            writer.writerow(["" if (v := _cell(x, xlsx=False)) is None else v for x in record])
+    tmp.replace(target)
+
+
+def _write_xlsx(
+    rows: pd.DataFrame, errors: pd.DataFrame, tables: dict[str, pd.DataFrame], target: Path
+) -> None:
+    """Three sheets, header frozen, widths fitted; write-only mode so large reports stay fast."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook(write_only=True)
+    bold = Font(bold=True)
+
+    def sheet(name: str, blocks: Iterable[tuple[str | None, pd.DataFrame]], freeze: str) -> None:
+        ws = wb.create_sheet(name)
+        ws.freeze_panes = freeze
+        records: list[list[object]] = []
+        header_rows: set[int] = set()
+        for title, table in blocks:
+            if title is not None:
+                if records:
+                    records.append([])
+                header_rows.add(len(records))
+                records.append([title])
+            header_rows.add(len(records))
+            records.append([_cell(str(c), xlsx=True) for c in table.columns])
+            records.extend(
+                [_cell(v, xlsx=True) for v in record] for record in table.itertuples(index=False, name=None)
+            )
+        widths: dict[int, int] = {}
+        for record in records[:2000]:  # a sample is enough to size columns
+            for i, v in enumerate(record):
+                if v is not None:
+                    widths[i] = max(widths.get(i, 0), min(len(str(v)), 60))
+        from openpyxl.utils import get_column_letter
+
+        for i, w in widths.items():
+            ws.column_dimensions[get_column_letter(i + 1)].width = max(8, w + 2)
+        from openpyxl.cell import WriteOnlyCell
+
+        for n, record in enumerate(records):
+            if n in header_rows:
+                cells = []
+                for v in record:
+                    c = WriteOnlyCell(ws, value=v)
+                    c.font = bold
+                    cells.append(c)
+                ws.append(cells)
+            else:
+                ws.append(record)
+
+    sheet("rows", [(None, rows)], "B2")
+    sheet("errors", [(None, errors)], "A2")
+    sheet(
+        "summary",
+        [
+            ("Rows per status", tables["status"]),
+            ("Rows per error code", tables["codes"]),
+            ("Rows per conversation", tables["conversations"]),
+            ("Run", tables["run"]),
+        ],
+        "A3",
+    )
+    tmp = target.with_name(target.name + ".tmp")
+    wb.save(tmp)
+    tmp.replace(target)
+
+
+def summary_lines(frame: pd.DataFrame, plan: Any = None, summary: Any = None, top: int = 5) -> list[str]:
+    """The end-of-run summary as lines of text: counts per status, top codes with hints, run figures."""
+    counts = status_counts(frame, plan)
+    total = int(counts["rows"].sum())
+    lines = [
+        "Rows: "
+        + ", ".join(f"{r.status} {r.rows}" for r in counts.itertuples() if r.rows or r.status in ("sent",))
+        + f" (of {total})"
+    ]
+    top_codes = code_counts(frame, plan).head(top)
+    if len(top_codes):
+        lines.append("Top problems:")
+        for r in top_codes.itertuples():
+            lines.append(f"  {r.code} ×{r.rows} ({r.status}): {r.message} — {r.hint}")
+    figures = dict(run_figures(summary))
+    if "elapsed (s)" in figures:
+        rate = figures.get("messages/s")
+        elapsed = float(figures["elapsed (s)"])  # type: ignore[arg-type]
+        lines.append(
+            f"Elapsed {dt.timedelta(seconds=round(elapsed))}"
+            + (f", {rate} messages/s" if rate is not None else "")
+        )
+    if figures.get("stopped because"):
+        lines.append(f"Stopped because: {figures['stopped because']}")
+    return lines
+
+
+def failure_counts(failures: pd.DataFrame) -> pd.DataFrame:
+    """Validation failures (``row, field, code, level, message, value``) counted per code: rows,
+    level, the catalogue's message and hint; errors first, most frequent first."""
+    columns = ["code", "level", "rows", "message", "hint"]
+    if failures is None or len(failures) == 0:
+        return pd.DataFrame(columns=columns)
+    grouped = failures.groupby(["code", "level"], sort=False)["row"].nunique().reset_index(name="rows")
+    grouped["_err"] = grouped["level"] != "error"
+    grouped = grouped.sort_values(["_err", "rows", "code"], ascending=[True, False, True], kind="stable")
+    # The failures carry their own rendered message ("user.name was longer …"); show the first one.
+    first = failures.drop_duplicates("code").set_index("code")["message"]
+    grouped["message"] = [
+        str(first.get(c)) if isinstance(first.get(c), str) and first.get(c) else codes.get(c).message
+        for c in grouped["code"]
+    ]
+    grouped["hint"] = [codes.get(c).hint for c in grouped["code"]]
+    return grouped[columns].reset_index(drop=True)
+
+
+def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
+    """What ``Journal.summary()`` says, as lines: the import it belongs to, rows per status, top codes,
+    runs and last activity, and the command that resumes it."""
+    import shlex
+
+    counts = dict(summary.get("counts") or {})
+    order = STATUS_ORDER + sorted(set(counts) - set(STATUS_ORDER))
+    total = sum(int(counts.get(s, 0) or 0) for s in order)
+    lines = [f"Journal {path}"]
+    source = summary.get("source")
+    if source:
+        lines.append(f"Input: {source}")
+    portal, line, connector = summary.get("portal"), summary.get("line"), summary.get("connector")
+    lines.append(f"Target: {portal} open line {line}, connector {connector}")
+    lines.append("Rows: " + ", ".join(f"{s} {int(counts.get(s, 0) or 0)}" for s in order) + f" (of {total})")
+    top = summary.get("top_codes") or []
+    if top:
+        lines.append("Top codes:")
+        lines += [f"  {code} ×{n}: {codes.hint(code)}" for code, n in top[:5]]
+    runs = list(summary.get("runs") or [])
+    if runs:
+        last = runs[-1]
+        stamps = [t for r in runs for t in (r.get("started_at"), r.get("finished_at")) if t]
+        when = _when(max(stamps)) if stamps else "unknown"
+        how = (
+            "interrupted"
+            if last.get("interrupted")
+            else (
+                f"stopped by {last['stopped']}"
+                if last.get("stopped")
+                else ("finished" if last.get("finished_at") else "did not finish (killed or still running)")
+            )
+        )
+        lines.append(
+            f"Runs: {len(runs)}; last activity {when}; the last run sent {last.get('sent') or 0} and {how}."
+        )
+    requests = summary.get("requests")
+    if requests is not None:
+        lines.append(f"Requests made: {requests}")
+    if summary.get("complete"):
+        lines.append("Complete: nothing pending or unknown.")
+    else:
+        target = ["--state", str(path)]
+        sandbox = _is_loopback(str(portal or ""))
+        if sandbox:
+            target += ["--sandbox"]
+        else:
+            target += [
+                "--portal",
+                str(portal or "").removesuffix("/rest/"),
+                "--line",
+                str(line),
+                "--connector",
+                str(connector),
+            ]
+        command = shlex.join(["bulkimport", "run", str(source or "FILE"), *target])
+        lines.append(f"Resume (with the same --mapping as before, if any): {command}")
+        if int(counts.get("unknown", 0) or 0):
+            lines.append(
+                "Rows with an unknown outcome are sent again only with --retry-unknown (check first)."
+            )
+        if int(counts.get("failed", 0) or 0):
+            lines.append("Rows that failed are sent again only with --retry-failed (fix the cause first).")
+    return lines
+
+
+def _when(stamp: float) -> str:
+    """A unix time as ISO text (UTC)."""
+    return dt.datetime.fromtimestamp(float(stamp), tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")

@@ -1,0 +1,249 @@
+"""The command line: exit codes, one-line errors, dry runs, sandbox imports, setup, status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bulkimport.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_XLSX = ROOT / "data_examples" / "history.xlsx"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    """No BITRIX24_* settings leak in from the machine; tokens go to a temporary file."""
+    for name in list(os.environ):
+        if name.startswith("BITRIX24_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+
+
+def _cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bulkimport`` as a user would; the worktree's package comes first on the path."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BITRIX24_")}
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bulkimport", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: ") and "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_help_lists_every_command():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in ("run", "validate", "mapping", "setup", "auth", "status", "sandbox"):
+        assert f"  {name}" in result.output
+
+
+def test_unknown_option_is_one_line_and_exit_2():
+    _assert_one_line_error(_cli("run", "x.xlsx", "--bogus"), "--bogus", "--help")
+
+
+def test_bad_plan_choice_is_one_line_and_exit_2():
+    _assert_one_line_error(_cli("run", "x.xlsx", "--dry-run", "--plan", "gold"), "--plan", "gold")
+
+
+def test_missing_portal_names_the_option_and_the_fix():
+    _assert_one_line_error(_cli("run", "x.xlsx"), "--portal", "BITRIX24_PORTAL", "--sandbox")
+
+
+def test_bad_connector_id_is_refused_before_anything_happens():
+    _assert_one_line_error(
+        _cli("run", "x.xlsx", "--sandbox", "--connector", "my.conn"), "--connector", "no dots"
+    )
+
+
+def test_bad_line_is_refused():
+    _assert_one_line_error(
+        _cli("run", "x.xlsx", "--portal", "https://p.example", "--line", "first"), "--line"
+    )
+
+
+def test_auth_without_application_credentials_names_them():
+    _assert_one_line_error(_cli("auth", "--portal", "https://p.example"), "--client-id", "BITRIX24_CLIENT_ID")
+
+
+def test_status_of_a_missing_journal_is_exit_2(tmp_path):
+    _assert_one_line_error(_cli("status", str(tmp_path / "nope.bulkimport.db")), "nope.bulkimport.db")
+
+
+def test_status_without_a_journal_in_the_folder(tmp_path):
+    _assert_one_line_error(_cli("status", cwd=tmp_path), "STATE")
+
+
+def test_debug_shows_the_traceback():
+    proc = _cli("--debug", "run", "x.xlsx")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# with the example data, the sandbox and the sender
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def history(tmp_path) -> Path:
+    """A private copy of the example history so reports, journals and sandbox DBs land in tmp_path."""
+    import shutil
+
+    target = tmp_path / "history.xlsx"
+    shutil.copy(EXAMPLE_XLSX, target)
+    return target
+
+
+def _example_plan(path: Path):
+    import bulkimport
+
+    df = bulkimport.read(path)
+    return bulkimport.plan(df, bulkimport.Mapping.guess(df))
+
+
+def test_dry_run_shows_mapping_plan_invalid_rows_and_eta(history):
+    plan = _example_plan(history)
+    proc = _cli("run", str(history), "--dry-run", "--plan", "enterprise")
+    assert proc.returncode == (1 if plan.counts["invalid"] else 0), proc.stderr
+    out = proc.stdout
+    assert "guessed from the column headers" in out and "message.date" in out
+    assert f"{plan.counts['conversations']} conversations" in out
+    assert "Estimate:" in out and "enterprise" in out and "requests" in out
+    assert "Dry run: nothing was sent." in out
+    if plan.counts["invalid"]:
+        assert "Problems by code:" in out
+    assert not (history.parent / "history.xlsx.bulkimport.db").exists()
+
+
+def test_validate_lists_invalid_rows_by_code_and_sends_nothing(history):
+    plan = _example_plan(history)
+    result = CliRunner().invoke(main, ["validate", str(history)])
+    invalid = plan.counts["invalid"]
+    assert result.exit_code == (1 if invalid else 0), result.output
+    assert f"{invalid} invalid" in result.output
+    for code in plan.failures.loc[plan.failures["level"] == "error", "code"].unique():
+        assert code in result.output
+
+
+def test_mapping_is_shown_saved_and_reusable(history, tmp_path):
+    saved = tmp_path / "mapping.toml"
+    result = CliRunner().invoke(main, ["mapping", str(history), "--save", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert saved.is_file() and "--mapping" in result.output
+    again = CliRunner().invoke(main, ["validate", str(history), "--mapping", str(saved)])
+    assert again.exit_code in (0, 1), again.output
+    assert "guessed" not in again.output
+
+
+def test_missing_input_file_is_one_line(tmp_path):
+    _assert_one_line_error(_cli("validate", str(tmp_path / "nope.xlsx")), "nope.xlsx")
+
+
+def test_bad_mapping_file_is_one_line(history, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[columns]\n"message.text" = "No such column"\n', encoding="utf-8")
+    _assert_one_line_error(_cli("run", str(history), "--dry-run", "--mapping", str(bad)), "No such column")
+
+
+def _sandbox_messages(db: Path):
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=db) as sb:
+        return sb.store.messages(), sb.store.duplicates()
+
+
+def test_run_sandbox_end_to_end_then_resume_sends_nothing_twice(history):
+    plan = _example_plan(history)
+    proc = _cli("run", str(history), "--sandbox", "--no-progress")
+    out = proc.stdout
+    assert proc.returncode == (1 if plan.counts["invalid"] else 0), out + proc.stderr
+    assert "faster than real" in out and "Sandbox portal at http://127.0.0.1:" in out
+    assert "READY" in out
+    assert f"sent {plan.counts['valid']}" in out
+    report = history.parent / "history.xlsx.report.xlsx"
+    journal = history.parent / "history.xlsx.bulkimport.db"
+    db = history.parent / "sandbox-history.db"
+    assert f"Report: {report}" in out and f"Journal: {journal}" in out
+    assert "bulkimport sandbox" in out
+    assert report.is_file() and journal.is_file() and db.is_file()
+    messages, duplicates = _sandbox_messages(db)
+    assert len(messages) == plan.counts["valid"] and duplicates.empty
+
+    again = _cli("run", str(history), "--sandbox", "--no-progress")
+    assert again.returncode == proc.returncode, again.stdout + again.stderr
+    messages, duplicates = _sandbox_messages(db)
+    assert len(messages) == plan.counts["valid"] and duplicates.empty
+
+    status = _cli("status", str(journal))
+    assert status.returncode == 0, status.stderr
+    assert f"sent {plan.counts['valid']}" in status.stdout
+
+
+def _portal_env(sb) -> dict[str, str]:
+    return {
+        "BITRIX24_PORTAL": sb.url,
+        "BITRIX24_CLIENT_ID": sb.client_id,
+        "BITRIX24_CLIENT_SECRET": sb.client_secret,
+        "BITRIX24_ACCESS_TOKEN": sb.access_token,
+        "BITRIX24_REFRESH_TOKEN": sb.refresh_token,
+        "BITRIX24_OAUTH_URL": sb.oauth_url,
+    }
+
+
+def test_setup_then_run_against_a_portal_given_by_the_environment(history, tmp_path, monkeypatch):
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        for name, value in _portal_env(sb).items():
+            monkeypatch.setenv(name, value)
+        env = {**_portal_env(sb), "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json")}
+
+        # not set up yet: the preflight stops before the first message, naming the fix
+        proc = _cli("run", str(history), "--line", "1", "--yes", "--no-progress", env=env)
+        _assert_one_line_error(proc, f"bulkimport setup --portal {sb.url} --line 1 --connector bulkimport")
+        assert sb.store.messages().empty
+
+        result = CliRunner().invoke(main, ["setup", "--line", "1"])
+        assert result.exit_code == 0, result.output
+        assert "READY" in result.output
+
+        result = CliRunner().invoke(main, ["setup", "--line", "3"])  # the sandbox's inactive line
+        assert result.exit_code == 1 and "inactive" in result.output
+
+
+def test_auth_exchanges_a_code_and_stores_the_tokens_privately(tmp_path):
+    import requests
+
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "portal.db") as sb:
+        url = f"{sb.url}/oauth/authorize/?client_id={sb.client_id}"
+        answer = requests.get(url, allow_redirects=False, timeout=10)
+        location = answer.headers.get("Location", "") or answer.text
+        token_file = tmp_path / "tokens.json"
+        proc = _cli(
+            "auth", "--portal", sb.url, "--client-id", sb.client_id, "--client-secret", sb.client_secret,
+            "--oauth-url", sb.oauth_url, "--token-file", str(token_file), "--code", location,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert token_file.is_file() and (token_file.stat().st_mode & 0o777) == 0o600
+        assert sb.client_secret not in proc.stdout + proc.stderr
