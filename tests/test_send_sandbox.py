@@ -495,3 +495,29 @@ def test_dead_refresh_token_stops_with_reauthorise_hint(portal, tmp_path):
     assert out.summary.counts["pending"] == 10 and out.summary.counts["unknown"] == 0
     for secret in (portal.client_secret, portal.refresh_token, portal.access_token):
         assert secret not in (out.summary.stopped_message or "")
+
+
+def test_answer_slower_than_the_read_timeout_is_unknown(portal, tmp_path):
+    clock = for_sandbox(portal)
+    auth = Auth(
+        client_id=portal.client_id,
+        client_secret=portal.client_secret,
+        access_token=portal.access_token,
+        refresh_token=portal.refresh_token,
+        oauth_url=portal.oauth_url,
+        token_file=tmp_path / "tokens.json",
+        clock=clock,
+        env={},
+    )
+    client = Client(portal.url, auth, clock=clock, timeout=(2.0, 0.5))
+    setup_connector(client)
+    portal.faults.add("slow", count=1, methods=["imconnector.send.messages", "batch"], delay=150.0)
+    plan = make_plan([20, 20])
+    before = client.governor.messages_per_call(50)
+    out = sender(plan, client, tmp_path).run()
+    f = out.frame
+    unknown = f[f["import_status"] == "unknown"]
+    assert len(unknown) == before and (unknown["import_error_code"] == "timeout").all()
+    stored = assert_exactly_once_in_order(portal, plan, f)
+    assert {f"m{r}" for r in unknown.index} <= set(stored["message_id"])  # it ran, the answer was late
+    assert out.summary.counts["sent"] == 40 - len(unknown) - out.summary.counts["pending"]
