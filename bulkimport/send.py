@@ -18,14 +18,11 @@ Rules the sender keeps (see docs/sending.md):
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import logging
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from . import codes
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, interrupts_deferred
 from .errors import (
     AmbiguousError,
     BulkImportError,
@@ -198,32 +195,6 @@ def content_fingerprint(plan: Plan) -> str:
             ).encode()
         )
     return "content:" + h.hexdigest()[:32]
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C while an answer is being journalled, then raise it: a known outcome is
-    never turned into ``unknown`` because the interrupt landed between the answer and its commit.
-    (Only in the main thread, where Python delivers SIGINT; elsewhere it is a no-op.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-
-    def hold_back(signum: int, frame: Any) -> None:
-        caught.append(signum)
-
-    try:
-        previous = signal.signal(signal.SIGINT, hold_back)
-    except (ValueError, OSError):  # not allowed here (embedded interpreters)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 @dataclass
@@ -477,7 +448,7 @@ class Sender:
                         br = client.batch(commands, before_send=before_send)
                         results, errors, times = br.results, br.errors, br.times
                 except RetryableError as exc:
-                    with _interrupts_deferred():
+                    with interrupts_deferred():
                         journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
                         in_flight = []
                     refusals += 1
@@ -523,14 +494,14 @@ class Sender:
                         break
                     continue
                 except FatalError as exc:
-                    with _interrupts_deferred():
+                    with interrupts_deferred():
                         journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
                         in_flight = []
                     stopped = exc
                     break
                 except (RequestRejectedError, TokenExpiredError) as exc:
                     results, errors, times = {}, {key: exc for key in commands}, {}
-                with _interrupts_deferred():  # the answer is known: journal it whatever happens
+                with interrupts_deferred():  # the answer is known: journal it whatever happens
                     refusals = 0
                     connect_failures = 0
                     ambiguous_in_a_row = 0

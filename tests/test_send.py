@@ -618,6 +618,12 @@ def test_bulkimport_send_is_callable_after_the_module_was_imported(fake, clock, 
     import bulkimport.send as module
 
     assert bulkimport.send is module or callable(bulkimport.send)
-    out = bulkimport.send(make_plan([2]), line=1, connector="hist", state=tmp_path / "j.db", progress=False,
-                          client=client_for(fake, clock))
+    out = bulkimport.send(
+        make_plan([2]),
+        line=1,
+        connector="hist",
+        state=tmp_path / "j.db",
+        progress=False,
+        client=client_for(fake, clock),
+    )
     assert (out["import_status"] == "sent").all()
