@@ -307,7 +307,7 @@ class Governor:
     def messages_per_call(self, cap: int) -> int:
         """How many messages the next call should carry (≤ ``cap``, the plan's chunk size)."""
         with self._lock:
-            by_time = max(1, int(self.target_seconds / 2 / self.seconds_per_message))
+            by_time = max(1, int(self.target_seconds / self.seconds_per_message))
             return max(1, min(self._mpc, cap, by_time if self._spm is not None else self._mpc))
 
     def calls_per_batch(self, messages_per_call: int, method: str = SEND_METHOD) -> int:
