@@ -259,17 +259,17 @@ def test_503_and_429_storms(tmp_path):
 
 def test_real_operating_limit_is_paced(tmp_path):
     """A small budget: the governor waits for the reset instead of hammering into 429s."""
-    with Sandbox(time_scale=200.0, operating_limit=60.0, seed=3) as portal:
+    with Sandbox(time_scale=300.0, operating_limit=60.0, seed=3) as portal:
         client, _ = connect(portal, tmp_path)
         setup_connector(client)
-        plan = make_plan([40, 40, 40])
+        plan = make_plan([50, 50, 50, 50])
         out = sender(plan, client, tmp_path).run()
-        assert out.summary.counts["sent"] == 120
+        assert out.summary.counts["sent"] == 200
         assert_exactly_once_in_order(portal, plan, out.frame)
         stats = portal.stats()
         refused = stats["by_error"].get("OPERATION_TIME_LIMIT", 0)
         assert refused <= 2, stats  # paced from time.operating, not by hitting the wall
-        # 120 messages at ~0.6 s each need ~72 s of budget: more than the 60 s limit, so it waited
+        # 200 messages at ~0.5 s each need ~100 s of budget: more than the 60 s limit, so it waited
         assert out.summary.elapsed >= 500
 
 
