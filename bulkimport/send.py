@@ -197,6 +197,13 @@ def content_fingerprint(plan: Plan) -> str:
     return "content:" + h.hexdigest()[:32]
 
 
+def _stop_code(exc: BaseException | None) -> str | None:
+    """The code a stop is reported under: the portal's code, else the exception's class name."""
+    if exc is None:
+        return None
+    return str(getattr(exc, "code", None) or type(exc).__name__)
+
+
 @dataclass
 class _Conv:
     index: int
@@ -501,6 +508,12 @@ class Sender:
                     break
                 except (RequestRejectedError, TokenExpiredError) as exc:
                     results, errors, times = {}, {key: exc for key in commands}, {}
+                except BulkImportError as exc:  # e.g. a redirect to a plain-http address: not run
+                    with interrupts_deferred():
+                        journal.revert(request_id, in_flight, self.clock.now(), type(exc).__name__)
+                        in_flight = []
+                    stopped = exc
+                    break
                 with interrupts_deferred():  # the answer is known: journal it whatever happens
                     refusals = 0
                     connect_failures = 0
@@ -583,7 +596,7 @@ class Sender:
         # Why the rows that stay pending are pending.
         notes: list[tuple[str, str | None, str | None]] = []
         if stopped is not None:
-            reason = f"the run stopped on {getattr(stopped, 'code', type(stopped).__name__)}: {stopped}"
+            reason = f"the run stopped on {_stop_code(stopped)}: {stopped}"
         elif interrupted:
             reason = "the run was interrupted before this row was sent"
         else:
@@ -596,7 +609,7 @@ class Sender:
         if notes:
             journal.note_pending(notes)
         finished = self.clock.now()
-        journal.finish_run(run_id, finished, getattr(stopped, "code", None), interrupted, tally["sent"])
+        journal.finish_run(run_id, finished, _stop_code(stopped), interrupted, tally["sent"])
         frame = self._frame(journal)
         by_status = frame["import_status"].value_counts()
         status_counts = {s: int(by_status.get(s, 0)) for s in codes.STATUSES}
@@ -609,7 +622,7 @@ class Sender:
             messages_per_second=tally["sent"] / elapsed if elapsed > 0 else 0.0,
             sent_this_run=tally["sent"],
             requests=governor.requests,
-            stopped=getattr(stopped, "code", None),
+            stopped=_stop_code(stopped),
             stopped_message=str(stopped) if stopped is not None else None,
             journal=journal.path,
             interrupted=interrupted,

@@ -627,3 +627,14 @@ def test_bulkimport_send_is_callable_after_the_module_was_imported(fake, clock, 
         client=client_for(fake, clock),
     )
     assert (out["import_status"] == "sent").all()
+
+
+def test_redirect_to_plain_http_stops_without_unknown_rows(fake, clock, tmp_path):
+    plan = make_plan([3, 3])
+    fake.faults.append(
+        lambda m, msgs: RawResponse(302, {"location": "http://elsewhere.example/rest/batch"}, b"")
+    )
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.stopped == "ConfigError"
+    assert out.summary.counts["pending"] == 6 and out.summary.counts["unknown"] == 0
+    assert (out.frame["import_attempts"] == 0).all()
