@@ -344,6 +344,7 @@ class Sender:
                 recovered,
             )
         started = self.clock.now()
+        requests_before = governor.requests
         run_id = journal.start_run(started)
         state = journal.rows().set_index("rid")
         convs = self._schedule(state)
@@ -621,7 +622,7 @@ class Sender:
             elapsed=elapsed,
             messages_per_second=tally["sent"] / elapsed if elapsed > 0 else 0.0,
             sent_this_run=tally["sent"],
-            requests=governor.requests,
+            requests=governor.requests - requests_before,
             stopped=_stop_code(stopped),
             stopped_message=str(stopped) if stopped is not None else None,
             journal=journal.path,
