@@ -92,6 +92,24 @@ class SendSummary:
     seconds_per_message: float | None  # measured server seconds per message
     recovered_unknown: int = 0
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly values (what ``frame.attrs["bulkimport_summary"]`` holds)."""
+        return {
+            "counts": dict(self.counts),
+            "top_errors": [[c, n] for c, n in self.top_errors],
+            "elapsed": self.elapsed,
+            "messages_per_second": self.messages_per_second,
+            "sent_this_run": self.sent_this_run,
+            "requests": self.requests,
+            "stopped": self.stopped,
+            "stopped_message": self.stopped_message,
+            "journal": str(self.journal),
+            "interrupted": self.interrupted,
+            "seconds_per_message": self.seconds_per_message,
+            "recovered_unknown": self.recovered_unknown,
+            "complete": self.complete,
+        }
+
     @property
     def complete(self) -> bool:
         """True when nothing is left pending or unknown."""
@@ -630,7 +648,7 @@ class Sender:
             seconds_per_message=governor.measured_seconds_per_message,
             recovered_unknown=recovered,
         )
-        frame.attrs["bulkimport_summary"] = summary
+        frame.attrs["bulkimport_summary"] = summary.as_dict()  # JSON-friendly: survives to_parquet
         if stopped is not None:
             log.error("stopped early: %s", stopped)
         return SendOutcome(frame, summary)

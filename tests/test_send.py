@@ -638,3 +638,10 @@ def test_redirect_to_plain_http_stops_without_unknown_rows(fake, clock, tmp_path
     assert out.summary.stopped == "ConfigError"
     assert out.summary.counts["pending"] == 6 and out.summary.counts["unknown"] == 0
     assert (out.frame["import_attempts"] == 0).all()
+
+
+def test_summary_travels_with_the_frame_as_plain_values(fake, clock, tmp_path):
+    out = run(make_plan([2]), fake, clock, tmp_path)
+    attrs = out.frame.attrs["bulkimport_summary"]
+    assert json.loads(json.dumps(attrs)) == attrs
+    assert attrs["counts"]["sent"] == 2 and attrs["complete"] and attrs["journal"].endswith("j.db")
