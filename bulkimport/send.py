@@ -509,9 +509,9 @@ class Sender:
                         len(lost),
                         len(chosen),
                     )
+                    show()  # postfix first: the update below redraws the bar with it
                     if bar is not None:
                         bar.update(len(lost))
-                    show()
                     if ambiguous_in_a_row >= MAX_AMBIGUOUS_IN_A_ROW:
                         stopped = PortalError(
                             "repeated-ambiguous",
@@ -587,9 +587,9 @@ class Sender:
                     in_flight = []
                 for u in updates:
                     tally[u.status] += 1
+                show()  # postfix first: the update below redraws the bar with it
                 if bar is not None:
                     bar.update(len(updates))
-                show()
                 if stopped is not None:
                     break
                 if len(rejections) == MAX_SAME_REJECTION and len(set(rejections)) == 1:
