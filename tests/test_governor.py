@@ -145,3 +145,15 @@ def test_threads_share_one_bucket():
     assert g.requests == 80
     # 80 requests: 48 free, 32 paced at 2/s → at least 16 s of waiting
     assert clock.now() - 1_700_000_000 >= 16 - 1e-6
+
+
+def test_portal_clock_skew_is_corrected():
+    """The portal's clock runs 100 s ahead of ours: its reset time is read on our clock."""
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    now = clock.now()
+    g.observe_clock({"finish": now + 100})
+    assert g.skew == pytest.approx(100) and g.portal_now() == pytest.approx(now + 100)
+    g.observe(SEND_METHOD, {"operating": 470.0, "operating_reset_at": now + 100 + 50})
+    g.acquire([SEND_METHOD])
+    assert clock.now() - now == pytest.approx(50)
