@@ -375,15 +375,21 @@ class _Outcome:
     ) -> None:
         self.frame, self.summary, self.command, self.journal = frame, summary, command, journal
         self.interrupted, self.note = interrupted, note
+        self.wall: float | None = None
 
 
 def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: Any) -> _Outcome:
     """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted`` instead of raising."""
+    import time
+
     from .send import Sender
 
+    started = time.monotonic()
     outcome = Sender(plan, **target, **send_args).run()
     summary = outcome.summary
-    return _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
+    result = _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
+    result.wall = time.monotonic() - started
+    return result
 
 
 def _send_to_portal(
@@ -466,13 +472,23 @@ def _config(text: str) -> InputError:
     return ConfigError(text)
 
 
+#: Pending codes of rows that wait behind an unknown or failed row of their conversation.
+_HELD = ("held-after-unknown", "held-after-failure")
+
+
+def _held_note(held: Any, code: Any, which: str) -> str:
+    """ " (N later rows of their conversations wait behind them)" for the rows held by ``which``."""
+    n = int((held & (code == which)).sum()) if code is not None else 0
+    return f" ({n} later rows of their conversations wait behind them)" if n else ""
+
+
 def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
     """Write the report, print the summary and the next command; return the exit code."""
     from .report import summary_lines, write_report
 
     write_report(outcome.frame, report_path, plan=plan, summary=outcome.summary)
     click.echo("")
-    for text in summary_lines(outcome.frame, plan=plan, summary=outcome.summary):
+    for text in summary_lines(outcome.frame, plan=plan, summary=outcome.summary, wall=outcome.wall):
         click.echo(text)
     click.echo(f"Report: {report_path}")
     click.echo(f"Journal: {outcome.journal}")
@@ -482,16 +498,21 @@ def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
     if outcome.interrupted:
         click.echo(f"Interrupted; the journal is saved. Resume with: {shlex.join(outcome.command)}")
         return EXIT_INTERRUPTED
-    if (status == "pending").any():
+    code = outcome.frame.get("import_error_code")
+    held = (status == "pending") & (code.isin(_HELD) if code is not None else False)
+    if ((status == "pending") & ~held).any():
         click.echo(f"Resume (sends the pending rows): {shlex.join(outcome.command)}")
     if (status == "failed").any():
         click.echo(
-            f"After fixing the cause, retry rejected rows: {_run_command(outcome.command, '--retry-failed')}"
+            "After fixing the cause, retry the rejected rows"
+            + _held_note(held, code, "held-after-failure")
+            + f": {_run_command(outcome.command, '--retry-failed')}"
         )
     if (status == "unknown").any():
         click.echo(
-            "Rows with an unknown outcome may have reached the portal: check the open line, then "
-            f"{_run_command(outcome.command, '--retry-unknown')}"
+            "Rows with an unknown outcome may have reached the portal"
+            + _held_note(held, code, "held-after-unknown")
+            + f"; check the open line, then: {_run_command(outcome.command, '--retry-unknown')}"
         )
     return EXIT_OK if bool((status == "sent").all()) else EXIT_ROWS
 
