@@ -365,7 +365,94 @@ _add(
 # --------------------------------------------------------------------------------------------------
 # Validation (bulkimport.validate / plan) — errors make a row `invalid`, warnings travel with it
 # --------------------------------------------------------------------------------------------------
+_add("missing-user-id", "error", "validate", "No customer id (user.id) in the row or its conversation.",
+     "Fill the customer id column for this row, or map chat.id so the row joins a conversation that has one.")
+_add("no-conversation", "error", "validate", "Neither chat.id nor user.id: the row belongs to no conversation.",
+     "Fill the chat or customer id column for this row (map chat.id or user.id in [columns]).")
+_add("no-customer", "error", "validate",
+     "The conversation has only operator rows: there is no customer to post them in.",
+     "Add the customer's id to these rows (user.id) or include the customer's messages of the same chat.")
+_add("bad-id", "error", "validate", "{field} is longer than 255 characters.",
+     "Use a shorter external id (the column holds something other than an id?).")
+_add("duplicate-message-id", "error", "validate", "message.id repeats an earlier row of the same chat.",
+     "Message ids must be unique per chat; remove the duplicate row or unmap message.id to generate ids.")
+_add("missing-date", "error", "validate", "message.date is empty.",
+     "Fill the date of this message; every message needs its original time.")
+_add("bad-date", "error", "validate", "message.date is not a date bulkimport understands (or not in 1970–2099).",
+     "Use e.g. 2026-11-23 14:05, 23.11.2026 14:05, an Excel date cell or unix seconds (docs/mapping.md).")
+_add("ambiguous-date", "error", "validate",
+     "message.date reads as two different days (day-first or month-first) and nothing in the column decides.",
+     "Set dayfirst = true (23/11 style) or dayfirst = false (11/23 style) under [options] of the mapping.")
+_add("missing-content", "error", "validate", "The row has neither message text nor files.",
+     "Fill message.text or message.files; a message needs at least one of them.")
+_add("text-too-long", "error", "validate", "message.text is over 20,000 characters.",
+     "Bitrix24 cuts chat messages at 20,000 characters; split the cell into several rows (same chat, "
+     "consecutive times) so nothing is lost.")
+_add("bad-file-url", "error", "validate", "message.files has an entry that is not an http(s) URL.",
+     "Use full http(s) URLs the portal can reach, or publish the folder and set files_base_url "
+     "(and files_folder) under [options].")
+_add("bad-operator-id", "error", "validate", "message.user_id is not a Bitrix24 employee id (positive whole number).",
+     "Put the employee's numeric Bitrix24 user id in the column, or map authors to ids under [operators].")
+_add("name-cleaned", "warning", "validate",
+     "{field} had characters other than letters, spaces, hyphens and apostrophes; they were removed.",
+     "Nothing to do unless the cleaned name is wrong; Bitrix24 accepts only these characters.")
+_add("name-truncated", "warning", "validate", "{field} was longer than 25 characters and was shortened.",
+     "Nothing to do; Bitrix24 accepts at most 25 characters per name field.")
+_add("bad-gender", "warning", "validate", "user.gender is neither male nor female; it was left out.",
+     "Use male/female (M/F, м/ж, муж/жен are understood) or unmap user.gender.")
+_add("bad-phone", "warning", "validate", "user.phone is not a valid phone number; it was left out.",
+     "Use the international form (+7 916 123-45-67) or set phone_region under [options]; "
+     "skip_phone_validate = true sends phones as written.")
+_add("bad-email", "warning", "validate", "user.email is not a valid e-mail address; it was left out.",
+     "Fix the address in the source file if it matters.")
+_add("bad-url", "warning", "validate", "{field} is not an http(s) URL; it was left out.",
+     "Use a full http(s) URL.")
 
 # --------------------------------------------------------------------------------------------------
 # Sending (bulkimport.send) — why a row is pending, unknown or failed
 # --------------------------------------------------------------------------------------------------
+_add("connection-failed", "error", "send", "Could not connect to the portal (nothing was sent).",
+     "Refused or timed out while connecting, before any request left: always safe to retry; bulkimport "
+     "retries with back-off. Check the portal address and your network if it persists.")
+_add("portal-unreachable", "error", "send", "The portal could not be reached for several attempts in a row.",
+     "Nothing was lost: check the portal address and the network, then run the same command again.")
+_add("timeout", "error", "send", "No answer arrived in time after the request was sent.",
+     "The portal may or may not have stored these messages: check the open line, then resend with "
+     "--retry-unknown (or leave them if they arrived).")
+_add("connection-lost", "error", "send", "The connection dropped after the request was sent.",
+     "The portal may or may not have stored these messages: check the open line, then resend with "
+     "--retry-unknown (or leave them if they arrived).")
+_add("bad-answer", "error", "send",
+     "The answer was unusable (an HTML page, an empty body or a server error without a code).",
+     "Usually a proxy or an overloaded portal; the messages may have been stored: check the open line, "
+     "then resend with --retry-unknown.")
+_add("result-mismatch", "error", "send", "The portal's answer did not list one result per message sent.",
+     "The outcome of these messages cannot be told apart: check the open line, then use --retry-unknown.")
+_add("interrupted", "error", "send", "The run was interrupted while this row's request was in flight.",
+     "The portal may or may not have stored it: check the open line, then resend with --retry-unknown.")
+_add("item-rejected", "error", "send", "The portal rejected this message.",
+     "See import_error for the portal's words; fix the row and resend with --retry-failed.")
+_add("held-after-unknown", "warning", "send",
+     "Not sent: an earlier message of this conversation has an unknown outcome.",
+     "Sending later messages first would break the order: check the open line for the unknown rows, "
+     "then run again with --retry-unknown.")
+_add("held-after-failure", "warning", "send",
+     "Not sent: an earlier request of this conversation was refused by the portal.",
+     "Fix the cause shown on the failed rows of this conversation, then run again with --retry-failed.")
+_add("not-reached", "warning", "send", "Not sent: the run ended before reaching this row.",
+     "Nothing is lost: run the same command again to continue where it stopped.")
+_add("not-in-plan", "error", "send", "The row is neither in a conversation nor in the plan's failures.",
+     "A bug in planning; report it with the row.")
+_add("gave-up-retrying", "error", "send", "The portal kept refusing requests (rate limits) for too long.",
+     "Another application may be using the portal's request budget; run again later to continue.")
+_add("repeated-rejection", "error", "send",
+     "The portal rejected the requests of several conversations in a row with the same error.",
+     "The cause is not in one conversation (see the code on the failed rows); fix it, then run again "
+     "with --retry-failed.")
+_add("oauth-unreachable", "error", "oauth", "The OAuth server did not answer a token refresh.",
+     "Check the network and BITRIX24_OAUTH_URL, then run again; if it reports invalid_grant afterwards, "
+     "run `bulkimport auth`.")
+_add("repeated-ambiguous", "error", "send", "Several requests in a row got no usable answer.",
+     "The portal or a proxy in front of it is failing; bulkimport stopped so that few conversations are "
+     "left unknown. Check the open line for the unknown rows, then run again (with --retry-unknown for "
+     "the ones that did not arrive).")

@@ -1,9 +1,162 @@
-"""``bulkimport sandbox``: placeholder until the sandbox lands (issue 2)."""
+"""``bulkimport sandbox``: serve the local sandbox portal, or (with ``--show``) inspect what it received.
+
+``bulkimport sandbox`` serves until Ctrl-C and prints the portal URL and the credentials of the
+sandbox's own pre-installed (fake) application. ``bulkimport sandbox --db PATH --show messages``
+prints what a persistent sandbox database holds, without starting a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
 
 import click
 
+from .faults import KINDS, parse_spec
 
-@click.command()
-def sandbox() -> None:
-    """Run the local sandbox portal (not built yet)."""
-    raise click.ClickException("the sandbox portal is not built yet")
+SHOW = ("counts", "lines", "connectors", "chats", "users", "sessions", "messages", "duplicates",
+        "out-of-order")
+
+
+def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> None:
+    from .store import Store
+
+    if not Path(db).exists():
+        raise click.BadParameter(f"{db} does not exist; pass the --db of a sandbox that ran",
+                                 param_hint="--db")
+    store = Store(db)
+    try:
+        if what == "counts":
+            counts = store.counts()
+            if fmt == "json":
+                click.echo(json.dumps(counts, indent=2))
+            else:
+                for key, value in counts.items():
+                    click.echo(f"{key:20} {value}")
+            return
+        if what == "messages":
+            frame = store.messages(chat_id=chat, line=line)
+        elif what == "out-of-order":
+            frame = store.out_of_order()
+        else:
+            frame = getattr(store, what)()
+        if fmt == "csv":
+            click.echo(frame.to_csv(index=False), nl=False)
+        elif fmt == "json":
+            click.echo(frame.to_json(orient="records", force_ascii=False, indent=2))
+        elif frame.empty:
+            click.echo(f"(no {what})")
+        else:
+            click.echo(frame.to_string(index=False, max_colwidth=60))
+    finally:
+        store.close()
+
+
+def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
+    """Write the sandbox's credentials atomically with mode 0600 (they are secrets, if fake ones)."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(credentials, fh, indent=2)
+    os.replace(tmp, target)
+
+
+@click.command(epilog=(
+    "Fault specs: KIND[:RATE[:COUNT]][@method,method], KIND one of " + ", ".join(KINDS)
+    + " (the upper-case ones answer that system error). "
+    "Examples: --fault 503:0.1   --fault drop-after:1:2@imconnector.send.messages. "
+    "Inspect a persistent sandbox: bulkimport sandbox --db portal.db --show messages. "
+    "See docs/sandbox.md."))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback).")
+@click.option("--port", default=0, show_default=True, type=int, help="Port (0: any free port).")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="SQLite file keeping the portal's state across restarts (default: a temporary file).")
+@click.option("--time-scale", default=1.0, show_default=True, type=float,
+              help="Virtual portal seconds per real second (100: an hour of limits in 36 s).")
+@click.option("--token-lifetime", default=3600.0, show_default=True, type=float,
+              help="Access token lifetime in virtual seconds.")
+@click.option("--no-limits", is_flag=True, help="Disable the leaky bucket and the operating-time limit.")
+@click.option("--bucket-size", default=50.0, show_default=True, type=float, help="Leaky bucket size X.")
+@click.option("--drain-rate", default=2.0, show_default=True, type=float,
+              help="Leaky bucket drain Y per second.")
+@click.option("--operating-limit", default=480.0, show_default=True, type=float,
+              help="Operating seconds per method per 10 minutes before 429.")
+@click.option("--max-messages", default=100, show_default=True, type=int,
+              help="Most MESSAGES per imconnector.*.messages call (0: no limit).")
+@click.option("--fault", "faults", multiple=True, metavar="SPEC", help="Inject a fault (repeatable).")
+@click.option("--fault-delay", default=10.0, show_default=True, type=float,
+              help="Virtual seconds a 'slow' fault holds the answer.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the fault injection.")
+@click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write URL and credentials as JSON to this file (mode 0600).")
+@click.option("--show", type=click.Choice(SHOW), default=None,
+              help="Do not serve: print what the --db portal received, then exit.")
+@click.option("--chat", default=None, help="With --show messages: only this external chat id.")
+@click.option("--line", default=None, type=int, help="With --show messages: only this open line.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format of --show.")
+def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifetime: float, no_limits: bool,
+            bucket_size: float, drain_rate: float, operating_limit: float, max_messages: int,
+            faults: tuple[str, ...], fault_delay: float, seed: int, credentials_file: str | None,
+            show: str | None, chat: str | None, line: int | None, fmt: str) -> None:
+    """Run the local sandbox Bitrix24 portal until Ctrl-C, or inspect one with --show."""
+    if show is not None:
+        if db is None:
+            raise click.UsageError("--show needs --db PATH (the database of the sandbox to inspect)")
+        _show(db, show, chat, line, fmt)
+        return
+    specs: list[dict[str, Any]] = []
+    for spec in faults:
+        try:
+            specs.append(parse_spec(spec))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--fault") from None
+    if time_scale <= 0:
+        raise click.BadParameter("must be positive", param_hint="--time-scale")
+    from . import Sandbox
+
+    portal = Sandbox(db=db, host=host, port=port, time_scale=time_scale, token_lifetime=token_lifetime,
+                     bucket_size=bucket_size, drain_rate=drain_rate, operating_limit=operating_limit,
+                     limits=not no_limits, seed=seed, max_messages=max_messages or None)
+    for parsed in specs:
+        portal.faults.add(delay=fault_delay, **parsed)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    portal.start()
+    try:
+        creds = portal.credentials()
+        click.echo(f"Sandbox Bitrix24 portal: {creds['url']}")
+        click.echo(f"  REST endpoint:   {creds['rest_url']}")
+        click.echo(f"  OAuth server:    {creds['oauth_url']}")
+        click.echo(f"  client_id:       {creds['client_id']}")
+        click.echo(f"  client_secret:   {creds['client_secret']}")
+        click.echo(f"  access_token:    {creds['access_token']}")
+        click.echo(f"  refresh_token:   {creds['refresh_token']}")
+        click.echo(f"  member_id:       {creds['member_id']}")
+        click.echo(f"  webhook:         {creds['webhook_url']}")
+        click.echo(f"  database:        {portal.db_path}{'' if db else ' (temporary)'}")
+        click.echo(f"  time scale:      {time_scale:g}; limits {'off' if no_limits else 'on'}"
+                   + (f"; faults: {', '.join(faults)}" if faults else ""))
+        if credentials_file:
+            _write_credentials(credentials_file, creds)
+            click.echo(f"  credentials:     {credentials_file}")
+        click.echo("Serving; press Ctrl-C to stop.", nl=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        counts = portal.store.counts()
+        portal.stop()
+        click.echo(f"Stopped. Received {counts['messages']} messages in {counts['chats']} chats.")

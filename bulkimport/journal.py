@@ -1,0 +1,427 @@
+"""The durable send journal: one SQLite file per import that makes a multi-day run resumable.
+
+* **Where**: ``state=`` if given, else beside the input file as ``<input>.bulkimport.db`` (the input
+  path is ``plan.frame.attrs["source"]``, set by :func:`bulkimport.read`); without either the sender
+  asks for ``state=`` (``--state``).
+* **Bound** to (portal, line, connector, plan fingerprint): reopening it for another input, mapping
+  or target raises :class:`JournalMismatchError` naming what changed — never a silent mix.
+* **Write-ahead**: before a request leaves, its rows are committed as ``inflight``; after the answer
+  they are committed as ``sent`` / ``failed`` / ``unknown`` / back to ``pending`` (refused before
+  execution) in one transaction. A process killed at any instant therefore leaves each row either
+  settled or ``inflight``; the next open turns ``inflight`` into ``unknown`` (code ``interrupted``),
+  so a message that may have reached the portal is never sent twice automatically.
+* **Durability**: WAL mode with ``synchronous=FULL``. WAL with ``NORMAL`` survives a killed process
+  but may lose the last commits on a power cut or OS crash; losing an ``inflight`` mark would turn
+  a possibly-delivered row back into ``pending`` and duplicate it, and the fsync per request is
+  nothing next to a network round trip.
+* One run at a time: the sender holds an exclusive ``flock`` on ``<journal>.lock`` while sending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import ConfigError, JournalMismatchError
+
+SCHEMA_VERSION = "1"
+STATUSES = ("pending", "inflight", "sent", "failed", "unknown", "invalid")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    rid TEXT PRIMARY KEY,           -- the row id as JSON
+    conv INTEGER,                   -- conversation index in the plan (NULL for invalid rows)
+    seq INTEGER,                    -- position inside the conversation
+    status TEXT NOT NULL,
+    hold INTEGER NOT NULL DEFAULT 0,-- 1: later rows of the conversation wait for this one
+    code TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    message_id TEXT,
+    user_id TEXT,
+    chat_id TEXT,
+    session_id TEXT,
+    sent_at REAL,
+    request INTEGER,
+    prev_status TEXT,               -- the state before the current flight (restored on refusal)
+    prev_code TEXT,
+    prev_error TEXT,
+    prev_hold INTEGER
+);
+CREATE INDEX IF NOT EXISTS rows_conv ON rows (conv, seq);
+CREATE INDEX IF NOT EXISTS rows_status ON rows (status);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    run INTEGER,
+    started_at REAL,
+    finished_at REAL,
+    outcome TEXT,
+    rows INTEGER
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at REAL,
+    finished_at REAL,
+    stopped TEXT,
+    interrupted INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def row_key(rid: Hashable) -> str:
+    """The journal's text key for a row id (numpy scalars become Python ones first)."""
+    item = getattr(rid, "item", None)
+    if callable(item):
+        with contextlib.suppress(TypeError, ValueError):
+            rid = item()
+    return json.dumps(rid, default=str, ensure_ascii=False)
+
+
+def default_path(source: str | Path | None, state: str | Path | None) -> Path:
+    """``state`` if given, else ``<source>.bulkimport.db``; neither → ConfigError."""
+    if state:
+        return Path(state)
+    if source:
+        return Path(f"{source}.bulkimport.db")
+    raise ConfigError(
+        "no journal location: the plan does not name its input file, so pass state=… "
+        "(--state PATH) for the journal that makes the import resumable"
+    )
+
+
+@dataclass
+class RowUpdate:
+    """The settled outcome of one row."""
+
+    rid: str
+    status: str
+    code: str | None = None
+    error: str | None = None
+    hold: int = 0
+    message_id: str | None = None
+    user_id: str | None = None
+    chat_id: str | None = None
+    session_id: str | None = None
+    sent_at: float | None = None
+
+
+class Journal:
+    """One import's journal (see the module docstring)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lockfile: Any = None
+
+    # ------------------------------------------------------------------ opening
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @classmethod
+    def open(cls, path: str | Path) -> Journal:
+        """Open an existing journal (for ``bulkimport status``); a missing file is a ConfigError."""
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"no journal at {path}: check --state (or the input file's name)")
+        try:
+            conn = cls._connect(path)
+        except sqlite3.DatabaseError:
+            raise ConfigError(f"{path} is not a bulkimport journal (not an SQLite file)") from None
+        try:
+            conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise ConfigError(f"{path} is not a bulkimport journal") from None
+        return cls(path, conn)
+
+    @classmethod
+    def bind(
+        cls,
+        path: str | Path,
+        *,
+        portal: str,
+        line: str,
+        connector: str,
+        fingerprint: str,
+        source: str | None = None,
+    ) -> Journal:
+        """Create the journal, or reopen it after checking it belongs to this import and target."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = cls._connect(path)
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"--state {path} is not a usable journal ({exc}); choose another path"
+            ) from None
+        journal = cls(path, conn)
+        want = {"portal": portal, "line": str(line), "connector": connector, "fingerprint": fingerprint}
+        have = journal.meta()
+        if not have:
+            with journal._tx() as cur:
+                cur.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        *want.items(),
+                        ("version", SCHEMA_VERSION),
+                        ("source", source or ""),
+                        ("created_at", repr(time.time())),
+                    ],
+                )
+            return journal
+        changed = [k for k in ("portal", "line", "connector") if have.get(k) != want[k]]
+        if changed:
+            what = ", ".join(f"{k} {have.get(k)!r} (now {want[k]!r})" for k in changed)
+            journal.close()
+            raise JournalMismatchError(
+                f"journal {path} belongs to another target: {what}; keep the original "
+                "--portal/--line/--connector to resume, or pass a new --state for a new import"
+            )
+        if have.get("fingerprint") != fingerprint:
+            journal.close()
+            raise JournalMismatchError(
+                f"journal {path} was written for a different input or mapping (the plan's fingerprint "
+                "changed): resume with the original file and mapping, or pass a new --state to start "
+                "a separate import (rows already sent would be sent again)"
+            )
+        return journal
+
+    def close(self) -> None:
+        """Release the run lock and close the database."""
+        self.unlock()
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ run lock
+    def lock(self) -> None:
+        """Take the exclusive run lock; another live run on this journal → ConfigError."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+            return
+        fh = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held open for the run
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise ConfigError(
+                f"another bulkimport run is using the journal {self.path}; wait for it to finish "
+                "(or stop it) before running again"
+            ) from None
+        self._lockfile = fh
+
+    def unlock(self) -> None:
+        """Release the run lock (closing the file releases the flock)."""
+        if self._lockfile is not None:
+            self._lockfile.close()
+            self._lockfile = None
+
+    # ------------------------------------------------------------------ transactions
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    def meta(self) -> dict[str, str]:
+        """The journal's binding and bookkeeping values."""
+        try:
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.OperationalError:
+            return {}
+
+    def add_rows(
+        self, rows: Iterable[tuple[str, int | None, int | None, str, str | None, str | None]]
+    ) -> int:
+        """Insert rows ``(rid, conv, seq, status, code, error)`` not yet journalled; returns how many."""
+        with self._tx() as cur:
+            before = self._conn.total_changes
+            cur.executemany(
+                "INSERT OR IGNORE INTO rows (rid, conv, seq, status, code, error) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self._conn.total_changes - before
+
+    def recover(self) -> int:
+        """Rows left ``inflight`` by a killed run become ``unknown`` (code ``interrupted``)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE rows SET status='unknown', hold=1, code='interrupted', "
+                "error='the previous run ended while this row was in flight' WHERE status='inflight'"
+            )
+            return cur.rowcount
+
+    def start_run(self, now: float) -> int:
+        """Record the start of a run."""
+        with self._tx() as cur:
+            cur.execute("INSERT INTO runs (started_at) VALUES (?)", (now,))
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run: int, now: float, stopped: str | None, interrupted: bool, sent: int) -> None:
+        """Record how a run ended."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE runs SET finished_at=?, stopped=?, interrupted=?, sent=? WHERE id=?",
+                (now, stopped, int(interrupted), sent, run),
+            )
+
+    def mark_inflight(self, rids: Sequence[str], run: int, now: float) -> int:
+        """Commit ``rids`` as in flight (attempts + 1) before their request leaves; returns its id."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO requests (run, started_at, rows) VALUES (?, ?, ?)", (run, now, len(rids))
+            )
+            request = int(cur.lastrowid or 0)
+            cur.executemany(
+                "UPDATE rows SET prev_status=status, prev_code=code, prev_error=error, prev_hold=hold, "
+                "status='inflight', attempts=attempts+1, request=? WHERE rid=?",
+                [(request, rid) for rid in rids],
+            )
+            return request
+
+    def settle(self, request: int | None, updates: Sequence[RowUpdate], now: float, outcome: str) -> None:
+        """Commit the outcome of every row of one request in one transaction."""
+        with self._tx() as cur:
+            self._settle(cur, updates)
+            if request is not None:
+                cur.execute(
+                    "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
+                )
+
+    @staticmethod
+    def _settle(cur: sqlite3.Cursor, updates: Sequence[RowUpdate]) -> None:
+        cur.executemany(
+            "UPDATE rows SET status=?, code=?, error=?, hold=?, message_id=COALESCE(?, message_id), "
+            "user_id=COALESCE(?, user_id), chat_id=COALESCE(?, chat_id), "
+            "session_id=COALESCE(?, session_id), sent_at=COALESCE(?, sent_at) WHERE rid=?",
+            [
+                (
+                    u.status,
+                    u.code,
+                    u.error,
+                    u.hold,
+                    u.message_id,
+                    u.user_id,
+                    u.chat_id,
+                    u.session_id,
+                    u.sent_at,
+                    u.rid,
+                )
+                for u in updates
+            ],
+        )
+
+    def revert(self, request: int | None, rids: Sequence[str], now: float, outcome: str) -> None:
+        """Refused before execution: the rows go back to their pre-flight state, attempts − 1."""
+        with self._tx() as cur:
+            cur.executemany(
+                "UPDATE rows SET status=COALESCE(prev_status, 'pending'), code=prev_code, error=prev_error, "
+                "hold=COALESCE(prev_hold, 0), attempts=MAX(0, attempts-1) "
+                "WHERE rid=? AND status='inflight'",
+                [(rid,) for rid in rids],
+            )
+            if request is not None:
+                cur.execute(
+                    "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
+                )
+
+    def unknown_if_inflight(self, rids: Sequence[str], code: str, error: str) -> None:
+        """Rows still in flight (e.g. on Ctrl-C) become ``unknown``."""
+        with self._tx() as cur:
+            cur.executemany(
+                "UPDATE rows SET status='unknown', hold=1, code=?, error=? WHERE rid=? AND status='inflight'",
+                [(code, error, rid) for rid in rids],
+            )
+
+    def note_pending(self, notes: Sequence[tuple[str, str | None, str | None]]) -> None:
+        """Set the why-code of rows that stay ``pending`` (``(rid, code, error)``)."""
+        with self._tx() as cur:
+            cur.executemany(
+                "UPDATE rows SET code=?, error=? WHERE rid=? AND status='pending'",
+                [(code, error, rid) for rid, code, error in notes],
+            )
+
+    # ------------------------------------------------------------------ reading
+    def rows(self) -> pd.DataFrame:
+        """Every journalled row (``rid`` is the JSON row key)."""
+        cur = self._conn.execute(
+            "SELECT rid, conv, seq, status, hold, code, error, attempts, message_id, user_id, chat_id, "
+            "session_id, sent_at FROM rows ORDER BY conv, seq"
+        )
+        cols = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status."""
+        return dict(self._conn.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall())
+
+    def summary(self) -> dict[str, Any]:
+        """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
+        meta = self.meta()
+        counts = {s: 0 for s in ("sent", "failed", "invalid", "unknown", "pending")}
+        for status, n in self.counts().items():
+            key = "unknown" if status == "inflight" else status  # a live or killed run's in-flight rows
+            counts[key] = counts.get(key, 0) + n
+        codes = self._conn.execute(
+            "SELECT code, COUNT(*) FROM rows WHERE code IS NOT NULL AND status != 'sent' "
+            "GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT 10"
+        ).fetchall()
+        runs = self._conn.execute(
+            "SELECT id, started_at, finished_at, stopped, interrupted, sent FROM runs ORDER BY id"
+        ).fetchall()
+        requests = self._conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        return {
+            "journal": str(self.path),
+            "portal": meta.get("portal"),
+            "line": meta.get("line"),
+            "connector": meta.get("connector"),
+            "source": meta.get("source") or None,
+            "fingerprint": meta.get("fingerprint"),
+            "counts": counts,
+            "total": sum(counts.values()),
+            "top_codes": [(c, n) for c, n in codes],
+            "requests": int(requests),
+            "runs": [
+                {
+                    "id": r[0],
+                    "started_at": r[1],
+                    "finished_at": r[2],
+                    "stopped": r[3],
+                    "interrupted": bool(r[4]),
+                    "sent": r[5],
+                }
+                for r in runs
+            ],
+            "complete": counts["pending"] == 0 and counts["unknown"] == 0,
+        }

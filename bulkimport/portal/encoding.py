@@ -1,0 +1,94 @@
+"""PHP-bracket query encoding for ``batch`` commands (reference §1, §4).
+
+``{"MESSAGES": [{"user": {"id": 42}}]}`` → ``MESSAGES[0][user][id]=42``. Keys keep their brackets
+literal (as the reference shows); every key segment and every value is percent-encoded as UTF-8
+with no safe characters, so ``&``, ``=``, ``+``, ``%``, ``#``, newlines and spaces (``%20``, never
+``+``) survive PHP's ``parse_str`` on the portal unchanged.
+
+Scalars: ``True``/``False`` become ``1``/``0`` and ``None`` is left out, as PHP's
+``http_build_query`` does; an empty list or dict is left out too (PHP cannot express it in a query
+string). The Plan contract guarantees MESSAGES items contain neither.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, unquote
+
+__all__ = ["command", "decode_query", "encode_query"]
+
+
+def _scalar(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("NaN and infinite floats cannot be sent to the portal")
+        return repr(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (str, int)):
+        return str(value)
+    raise TypeError(f"cannot encode a {type(value).__name__} in a query string")
+
+
+def _pairs(prefix: str, value: Any, out: list[str]) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _pairs(f"{prefix}[{quote(str(key), safe='')}]", item, out)
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+        for index, item in enumerate(value):
+            _pairs(f"{prefix}[{index}]", item, out)
+    else:
+        text = _scalar(value)
+        if text is not None:
+            out.append(f"{prefix}={quote(text, safe='')}")
+
+
+def encode_query(params: Mapping[str, Any]) -> str:
+    """``params`` as a PHP-bracket query string (no leading ``?``)."""
+    out: list[str] = []
+    for key, value in params.items():
+        _pairs(quote(str(key), safe=""), value, out)
+    return "&".join(out)
+
+
+def command(method: str, params: Mapping[str, Any] | None = None) -> str:
+    """One ``batch`` command: ``method?query`` (just ``method`` without parameters)."""
+    query = encode_query(params or {})
+    return f"{method}?{query}" if query else method
+
+
+_SEGMENT = re.compile(r"\[([^\]]*)\]")
+
+
+def decode_query(query: str) -> dict[str, Any]:
+    """Inverse of :func:`encode_query` (PHP ``parse_str`` semantics): lists come back for keys
+    ``0..n-1``. Used by the tests for round trips; the portal has its own parser."""
+    root: dict[str, Any] = {}
+    for pair in query.split("&") if query else []:
+        raw_key, _, raw_value = pair.partition("=")
+        head, bracket, rest = raw_key.partition("[")
+        path = [unquote(head)]
+        if bracket:
+            path += [unquote(m) for m in _SEGMENT.findall("[" + rest)]
+        node = root
+        for segment in path[:-1]:
+            node = node.setdefault(segment, {})
+        node[path[-1]] = unquote(raw_value)
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    items = {key: _listify(value) for key, value in node.items()}
+    if (
+        items
+        and all(key.isdigit() for key in items)
+        and sorted(int(k) for k in items) == list(range(len(items)))
+    ):
+        return [items[str(i)] for i in range(len(items))]
+    return items

@@ -1,0 +1,322 @@
+"""The rate governor: paces requests *before* the portal refuses them (reference §3).
+
+Three limits, one governor (thread-safe; one instance is shared by everything that talks to the
+portal, so concurrent callers share one bucket):
+
+* **leaky bucket** — a local model of the portal's counter: +1 per HTTP request, drained by ``Y``
+  per second; a request waits while the model says it would exceed ``X − margin``. A 503 means the
+  model was wrong (another client shares the bucket): the model is re-synced to *full* and requests
+  back off exponentially.
+* **operating budget** per method — tracked from ``time.operating`` (seconds the method used in the
+  current 10-minute window) and ``time.operating_reset_at`` of every answer (for ``batch``: of every
+  nested command, from ``result_time``). When the next call's expected cost would cross the budget
+  the governor waits until ``operating_reset_at``; after a 429 it waits for the reset the portal named.
+* **60-second request cap** — messages per call and calls per batch are sized from measured server
+  seconds per message so one request stays around ``target_seconds`` (a quarter of the cap); they
+  start small (10 messages, 1 call) because the real per-message cost is unknown and grow while
+  requests stay fast.
+
+All times are on the injected clock (the sandbox's virtual clock in compressed-time tests).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..errors import BulkImportError
+from ..limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
+
+SEND_METHOD = "imconnector.send.messages"
+
+
+@dataclass
+class _MethodState:
+    operating: float = 0.0  # seconds used in the window, as last reported
+    reset_at: float | None = None  # when (part of) the budget frees, as last reported
+    blocked_until: float = 0.0  # after a 429
+    call_cost: float | None = None  # EWMA of one call's server seconds
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _hhmmss(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
+
+
+class Governor:
+    """Leaky bucket + operating budgets + adaptive chunk sizing, on one clock."""
+
+    def __init__(
+        self,
+        limits: PortalLimits = STANDARD,
+        clock: Clock | None = None,
+        *,
+        initial_messages: int = 10,
+        max_messages: int = 50,
+        target_seconds: float | None = None,
+        bucket_margin: int = 2,
+        budget_safety: float = 0.9,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.limits = limits
+        self.clock: Clock = clock or SystemClock()
+        self.target_seconds = target_seconds if target_seconds is not None else limits.request_timeout / 4
+        self.bucket_margin = bucket_margin
+        self.budget_safety = budget_safety
+        self.max_backoff = max_backoff
+        self._lock = threading.RLock()
+        self._level = 0.0
+        self._level_at = self.clock.now()
+        self._backoff = 0.0
+        self._paused_until = 0.0
+        self._pause_reason = ""
+        self._methods: dict[str, _MethodState] = {}
+        self._mpc = max(1, initial_messages)
+        # Slow start for calls per batch (the blast radius of one unusable answer): 4, then
+        # doubling with every answered batch up to 50; halved after an unusable answer.
+        self._cpb_cap = min(4, limits.batch_max)
+        self._max_messages = max(1, max_messages)
+        self._spm: float | None = None  # measured server seconds per message (EWMA)
+        self._request_seconds: float | None = None
+        self.waiting_for: str | None = None
+        #: called with a description before each pause (the sender updates its progress bar)
+        self.on_wait: Callable[[str], None] | None = None
+        self.requests = 0
+        self.refusals = 0
+
+    # ------------------------------------------------------------------ waiting
+    def _drain(self, now: float) -> None:
+        elapsed = max(0.0, now - self._level_at)
+        self._level = max(0.0, self._level - elapsed * self.limits.drain_rate)
+        self._level_at = now
+
+    def _wait_needed(self, methods: list[str], now: float) -> tuple[float, str]:
+        """Seconds to wait before the next request and why ('' when none)."""
+        self._drain(now)
+        waits: list[tuple[float, str]] = []
+        if self._paused_until > now:
+            waits.append((self._paused_until - now, self._pause_reason))
+        ceiling = max(1.0, self.limits.bucket_size - self.bucket_margin)
+        if self._level + 1 > ceiling:
+            waits.append(
+                ((self._level + 1 - ceiling) / self.limits.drain_rate, "request budget (leaky bucket)")
+            )
+        for method in set(methods):
+            st = self._methods.get(method)
+            if st is None:
+                continue
+            if st.blocked_until > now:
+                waits.append(
+                    (st.blocked_until - now, f"{method} operating budget until {_hhmmss(st.blocked_until)}")
+                )
+                continue
+            if st.reset_at is not None and st.reset_at > now:
+                expected = (st.call_cost or 0.0) * methods.count(method)
+                if st.operating + expected > self.limits.operating_limit * self.budget_safety:
+                    waits.append(
+                        (st.reset_at - now, f"{method} operating budget until {_hhmmss(st.reset_at)}")
+                    )
+        if not waits:
+            return 0.0, ""
+        return max(waits)
+
+    def acquire(self, methods: list[str] | tuple[str, ...] = ()) -> None:
+        """Block until one request carrying ``methods`` may go, then count it in the bucket."""
+        methods = list(methods)
+        while True:
+            with self._lock:
+                now = self.clock.now()
+                wait, reason = self._wait_needed(methods, now)
+                if wait <= 1e-9:
+                    self._level += 1
+                    self.requests += 1
+                    self.waiting_for = None
+                    return
+                self.waiting_for = f"{reason} ({wait:.1f}s)"
+                hook = self.on_wait
+            if hook is not None:
+                hook(self.waiting_for)
+            self.clock.sleep(min(wait, 5.0))
+
+    def wait_ready(self, methods: list[str] | tuple[str, ...] = ()) -> None:
+        """Block until a request carrying ``methods`` could go, without counting one."""
+        methods = list(methods)
+        while True:
+            with self._lock:
+                wait, reason = self._wait_needed(methods, self.clock.now())
+                if wait <= 1e-9:
+                    self.waiting_for = None
+                    return
+                self.waiting_for = f"{reason} ({wait:.1f}s)"
+                hook = self.on_wait
+            if hook is not None:
+                hook(self.waiting_for)
+            self.clock.sleep(min(wait, 5.0))
+
+    def wait_after(self, exc: BulkImportError) -> None:
+        """Nothing to do: the refusal already moved the pause point that :meth:`acquire` honours."""
+
+    # ------------------------------------------------------------------ feedback from answers
+    def observe(self, method: str, timing: dict[str, Any] | None) -> None:
+        """Learn a method's operating budget and per-call cost from an answer's ``time``."""
+        if not timing:
+            return
+        with self._lock:
+            st = self._methods.setdefault(method, _MethodState())
+            operating = _num(timing.get("operating"))
+            reset_at = _num(timing.get("operating_reset_at"))
+            if operating is not None:
+                st.operating = operating
+            if reset_at is not None:
+                st.reset_at = reset_at
+            cost = _num(timing.get("processing"))
+            if cost is None:
+                cost = _num(timing.get("duration"))
+            if cost is not None and cost >= 0:
+                st.call_cost = cost if st.call_cost is None else 0.7 * st.call_cost + 0.3 * cost
+
+    def observe_request(self, timing: dict[str, Any] | None) -> None:
+        """Learn the server duration of a whole request (the 60 s cap applies to it)."""
+        duration = _num((timing or {}).get("duration"))
+        if duration is not None:
+            self.measured(duration)
+
+    def measured(self, seconds: float) -> None:
+        """Record how long one HTTP request took (shrinks chunks when near the cap)."""
+        with self._lock:
+            self._request_seconds = seconds
+            if seconds > self.target_seconds * 1.5 and self._mpc > 1:
+                self._mpc = max(1, self._mpc // 2)
+
+    def on_success(self) -> None:
+        """An answer that was not a refusal: the back-off starts from 1 s again next time."""
+        with self._lock:
+            self._backoff = 0.0
+
+    def record_messages(self, messages: int, seconds: float) -> None:
+        """Record that one call carrying ``messages`` cost ``seconds`` of server time."""
+        if messages <= 0 or seconds < 0:
+            return
+        with self._lock:
+            per = seconds / messages
+            self._spm = per if self._spm is None else 0.7 * self._spm + 0.3 * per
+            # Grow while a call stays well inside the target; shrink when it does not.
+            if seconds * 2 <= self.target_seconds and messages >= self._mpc:
+                self._mpc = min(self._max_messages, self._mpc * 2)
+            elif seconds > self.target_seconds:
+                self._mpc = max(1, self._mpc // 2)
+
+    def on_rate_limited(self, retry_after: float | None = None) -> None:
+        """A 503: the bucket is full (re-sync the model) and requests back off exponentially."""
+        with self._lock:
+            now = self.clock.now()
+            self.refusals += 1
+            self._level = float(self.limits.bucket_size)
+            self._level_at = now
+            self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
+            pause = max(self._backoff, retry_after or 0.0)
+            self._pause(now + pause, f"back-off after 503 QUERY_LIMIT_EXCEEDED ({pause:.0f}s)")
+
+    def on_operating_limit(self, method: str, retry_after: float | None) -> None:
+        """A 429 for ``method``: no calls of it until the reset the portal named."""
+        with self._lock:
+            now = self.clock.now()
+            self.refusals += 1
+            st = self._methods.setdefault(method, _MethodState())
+            if retry_after is None:
+                retry_after = (st.reset_at - now) if st.reset_at and st.reset_at > now else 60.0
+            st.blocked_until = max(st.blocked_until, now + retry_after)
+            st.operating = max(st.operating, self.limits.operating_limit)
+
+    def on_connection_failed(self) -> None:
+        """A failed connect: back off exponentially (1, 2, 4 … 60 s)."""
+        with self._lock:
+            now = self.clock.now()
+            self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
+            self._pause(now + self._backoff, f"reconnecting ({self._backoff:.0f}s)")
+
+    def on_timeout(self) -> None:
+        """An ambiguous timeout: the next calls carry half as many messages."""
+        with self._lock:
+            self._mpc = max(1, self._mpc // 2)
+
+    def on_ambiguous(self) -> None:
+        """No usable answer: shrink the blast radius (half the calls per batch) and back off,
+        so a flaky proxy does not turn thousands of conversations ``unknown`` in a minute."""
+        with self._lock:
+            now = self.clock.now()
+            self._cpb_cap = max(1, self._cpb_cap // 2)
+            self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
+            self._pause(now + self._backoff, f"back-off after an unusable answer ({self._backoff:.0f}s)")
+
+    def on_batch_answered(self) -> None:
+        """A batch was answered: the calls-per-batch cap recovers (doubles, up to the limit)."""
+        with self._lock:
+            self._cpb_cap = min(self.limits.batch_max, self._cpb_cap * 2)
+
+    def _pause(self, until: float, reason: str) -> None:
+        if until > self._paused_until:
+            self._paused_until = until
+            self._pause_reason = reason
+
+    # ------------------------------------------------------------------ sizing and ETA
+    @property
+    def seconds_per_message(self) -> float:
+        """Server seconds one message costs: measured, or the documented assumption until then."""
+        return self._spm if self._spm is not None else ASSUMED_SECONDS_PER_MESSAGE
+
+    @property
+    def measured_seconds_per_message(self) -> float | None:
+        """The measured figure, or None before the first answer."""
+        return self._spm
+
+    def messages_per_call(self, cap: int) -> int:
+        """How many messages the next call should carry (≤ ``cap``, the plan's chunk size)."""
+        with self._lock:
+            by_time = max(1, int(self.target_seconds / 2 / self.seconds_per_message))
+            return max(1, min(self._mpc, cap, by_time if self._spm is not None else self._mpc))
+
+    def calls_per_batch(self, messages_per_call: int, method: str = SEND_METHOD) -> int:
+        """How many calls of ``messages_per_call`` fit one request under the target and the budget."""
+        with self._lock:
+            per_call = max(1e-6, messages_per_call * self.seconds_per_message)
+            calls = int(self.target_seconds / per_call)
+            st = self._methods.get(method)
+            if st is not None and st.reset_at is not None and st.reset_at > self.clock.now():
+                room = self.limits.operating_limit * self.budget_safety - st.operating
+                calls = min(calls, int(room / per_call))
+            return max(1, min(calls, self.limits.batch_max, self._cpb_cap))
+
+    def eta(self, messages: int) -> float:
+        """Seconds ``messages`` more messages need at the binding limit (operating, bucket or time)."""
+        spm = self.seconds_per_message
+        mpc = self.messages_per_call(self._max_messages)
+        calls = math.ceil(messages / mpc) if messages else 0
+        requests = math.ceil(calls / self.calls_per_batch(mpc)) if calls else 0
+        by_operating = messages * spm / self.limits.operating_rate
+        by_bucket = max(0, requests - self.limits.bucket_size) / self.limits.drain_rate
+        by_duration = messages * spm
+        return max(by_operating, by_bucket, by_duration)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Figures for progress bars and summaries."""
+        with self._lock:
+            return {
+                "waiting_for": self.waiting_for,
+                "messages_per_call": self._mpc,
+                "seconds_per_message": self._spm,
+                "requests": self.requests,
+                "refusals": self.refusals,
+                "bucket_level": round(self._level, 2),
+            }

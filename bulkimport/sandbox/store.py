@@ -1,0 +1,255 @@
+"""The sandbox's SQLite store and its inspection views (``portal.store``).
+
+One connection guarded by a re-entrant lock serves every request thread; values from requests are
+always bound as SQL parameters. The inspection methods return pandas DataFrames so tests and
+notebooks can assert "exactly once, in order" in one line (:meth:`Store.duplicates`,
+:meth:`Store.out_of_order`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    access_token TEXT PRIMARY KEY, refresh_token TEXT NOT NULL, client_id TEXT NOT NULL,
+    scope TEXT NOT NULL, user_id INTEGER NOT NULL, issued REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    refresh_token TEXT PRIMARY KEY, client_id TEXT NOT NULL, scope TEXT NOT NULL,
+    user_id INTEGER NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS auth_codes (
+    code TEXT PRIMARY KEY, client_id TEXT NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY, name TEXT NOT NULL, active TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS connectors (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, icon TEXT NOT NULL, placement_handler TEXT NOT NULL,
+    chat_group INTEGER NOT NULL, options TEXT NOT NULL, client_id TEXT NOT NULL,
+    registered REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS connector_lines (
+    connector TEXT NOT NULL, line INTEGER NOT NULL, active INTEGER NOT NULL DEFAULT 0,
+    data TEXT, updated REAL NOT NULL, PRIMARY KEY (connector, line));
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY, connector TEXT NOT NULL, external_id TEXT NOT NULL, name TEXT,
+    last_name TEXT, gender TEXT, email TEXT, phone TEXT, picture TEXT, url TEXT, flags TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS users_ext ON users (connector, external_id);
+CREATE TABLE IF NOT EXISTS chats (
+    id INTEGER PRIMARY KEY, connector TEXT NOT NULL, line INTEGER NOT NULL, chat_id TEXT NOT NULL,
+    user_key TEXT NOT NULL, entity_id TEXT NOT NULL, name TEXT, url TEXT, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS chats_entity ON chats (entity_id);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY, chat INTEGER NOT NULL, opened REAL NOT NULL, closed REAL);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, line INTEGER NOT NULL, connector TEXT NOT NULL,
+    chat_id TEXT NOT NULL, user_id TEXT NOT NULL, message_id TEXT, date INTEGER, text TEXT,
+    files TEXT NOT NULL, author_id INTEGER, b24_user_id INTEGER NOT NULL, b24_chat_id INTEGER NOT NULL,
+    session_id INTEGER NOT NULL, received REAL NOT NULL, request INTEGER NOT NULL,
+    disable_crm INTEGER NOT NULL, flags TEXT NOT NULL, updated REAL, deleted REAL);
+CREATE INDEX IF NOT EXISTS messages_key ON messages (connector, line, chat_id, message_id);
+"""
+
+INT_COLUMNS = frozenset({
+    "seq", "line", "date", "author_id", "b24_user_id", "b24_chat_id", "session_id", "request",
+    "disable_crm", "copies", "id", "chat", "chat_group", "messages", "previous_seq",
+    "previous_date"})
+
+MESSAGE_COLUMNS = [
+    "seq", "line", "connector", "chat_id", "user_id", "message_id", "date", "text", "files",
+    "author_id", "b24_user_id", "b24_chat_id", "session_id", "received", "request", "disable_crm",
+    "flags", "updated", "deleted",
+]
+
+
+class Store:
+    """SQLite-backed state of one sandbox portal, plus DataFrame views for inspection."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        with self.lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self.lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ low level
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write (BEGIN IMMEDIATE … COMMIT) under the store lock."""
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        """The first row of a query."""
+        with self.lock:
+            return self._db.execute(sql, tuple(params)).fetchone()
+
+    def all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """Every row of a query."""
+        with self.lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def run(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Execute one statement (autocommit); returns lastrowid."""
+        with self.lock:
+            return self._db.execute(sql, tuple(params)).lastrowid or 0
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        """A value of the meta table."""
+        row = self.one("SELECT value FROM meta WHERE key = ?", (key,))
+        return default if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the meta table."""
+        self.run("INSERT INTO meta (key, value) VALUES (?, ?) "
+                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def next_id(self, table: str, floor: int) -> int:
+        """The next integer id of ``table`` (ids start above ``floor``, like a portal's ids do)."""
+        assert table in ("users", "chats", "sessions")
+        row = self.one(f"SELECT COALESCE(MAX(id), ?) + 1 AS n FROM {table}", (floor,))  # noqa: S608
+        assert row is not None
+        return max(int(row["n"]), floor + 1)
+
+    # ------------------------------------------------------------------ lines
+    def seed_lines(self, lines: list[tuple[int, str, str]]) -> None:
+        """Create the open lines when the store is new."""
+        with self.transaction() as db:
+            if db.execute("SELECT COUNT(*) FROM lines").fetchone()[0] == 0:
+                db.executemany("INSERT INTO lines (id, name, active) VALUES (?, ?, ?)", lines)
+
+    def line(self, line_id: int) -> sqlite3.Row | None:
+        """One open line."""
+        return self.one("SELECT * FROM lines WHERE id = ?", (line_id,))
+
+    # ------------------------------------------------------------------ inspection
+    def _frame(self, sql: str, params: Iterable[Any] = (), columns: list[str] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
+        rows = self.all(sql, params)
+        frame = pd.DataFrame([dict(r) for r in rows]) if rows else pd.DataFrame(columns=columns or [])
+        # ids and integer fields stay integers even where some are missing (nullable Int64)
+        for column in INT_COLUMNS.intersection(frame.columns):
+            frame[column] = frame[column].astype("Int64")
+        return frame
+
+    def lines(self) -> pd.DataFrame:
+        """Open lines: id, name, active ("Y"/"N")."""
+        return self._frame("SELECT id, name, active FROM lines ORDER BY id", (), ["id", "name", "active"])
+
+    def connectors(self) -> pd.DataFrame:
+        """Registered connectors with their activation and data per line (one row per connector×line)."""
+        cols = ["connector", "name", "chat_group", "placement_handler", "line", "active", "data"]
+        frame = self._frame(
+            "SELECT c.id AS connector, c.name, c.chat_group, c.placement_handler, cl.line, "
+            "cl.active, cl.data FROM connectors c LEFT JOIN connector_lines cl ON cl.connector = c.id "
+            "ORDER BY c.id, cl.line", (), cols)
+        frame["active"] = frame["active"].astype("Int64")
+        return frame
+
+    def chats(self) -> pd.DataFrame:
+        """Bitrix24 chats created for conversations (a duplicated ``entity_id`` is a duplicate dialog)."""
+        cols = ["id", "connector", "line", "chat_id", "user_key", "entity_id", "name", "url", "created",
+                "messages"]
+        return self._frame(
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.b24_chat_id = c.id) AS messages "
+            "FROM chats c ORDER BY c.id", (), cols)
+
+    def users(self) -> pd.DataFrame:
+        """Technical users created per external user (``flags`` notes what the portal had to fix)."""
+        cols = ["id", "connector", "external_id", "name", "last_name", "gender", "email", "phone",
+                "picture", "url", "flags", "created"]
+        return self._frame("SELECT * FROM users ORDER BY id", (), cols)
+
+    def sessions(self) -> pd.DataFrame:
+        """Open-line sessions."""
+        return self._frame("SELECT * FROM sessions ORDER BY id", (), ["id", "chat", "opened", "closed"])
+
+    def messages(self, chat_id: str | None = None, line: int | None = None) -> pd.DataFrame:
+        """Every stored message in arrival order (``seq``), optionally for one external chat / line."""
+        sql = "SELECT * FROM messages WHERE 1=1"
+        params: list[Any] = []
+        if chat_id is not None:
+            sql += " AND chat_id = ?"
+            params.append(str(chat_id))
+        if line is not None:
+            sql += " AND line = ?"
+            params.append(int(line))
+        return self._frame(sql + " ORDER BY seq", params, MESSAGE_COLUMNS)
+
+    def duplicates(self) -> pd.DataFrame:
+        """Messages whose (connector, line, chat_id, message_id) was stored more than once (+ ``copies``)."""
+        return self._frame(
+            "SELECT m.*, d.copies FROM messages m JOIN (SELECT connector, line, chat_id, message_id, "
+            "COUNT(*) AS copies FROM messages WHERE message_id IS NOT NULL "
+            "GROUP BY connector, line, chat_id, message_id HAVING COUNT(*) > 1) d "
+            "USING (connector, line, chat_id, message_id) ORDER BY m.seq", (), [*MESSAGE_COLUMNS, "copies"])
+
+    def out_of_order(self) -> pd.DataFrame:
+        """Chats whose stored message dates go backwards in arrival order (one row per chat)."""
+        import pandas as pd
+
+        rows = self.all("SELECT seq, connector, line, chat_id, message_id, date FROM messages "
+                        "WHERE date IS NOT NULL ORDER BY seq")
+        last: dict[tuple[str, int, str], tuple[int, str | None, int]] = {}
+        found: dict[tuple[str, int, str], dict[str, Any]] = {}
+        for r in rows:
+            key = (r["connector"], r["line"], r["chat_id"])
+            prev = last.get(key)
+            if prev is not None and r["date"] < prev[2] and key not in found:
+                found[key] = {"connector": key[0], "line": key[1], "chat_id": key[2],
+                              "seq": r["seq"], "message_id": r["message_id"], "date": r["date"],
+                              "previous_seq": prev[0], "previous_message_id": prev[1],
+                              "previous_date": prev[2]}
+            if prev is None or r["date"] >= prev[2]:
+                last[key] = (r["seq"], r["message_id"], r["date"])
+        cols = ["connector", "line", "chat_id", "seq", "message_id", "date", "previous_seq",
+                "previous_message_id", "previous_date"]
+        return pd.DataFrame(list(found.values()), columns=cols)
+
+    def counts(self) -> dict[str, int]:
+        """A summary: how many of each thing the portal holds, duplicates and disorder included."""
+        def n(sql: str) -> int:
+            row = self.one(sql)
+            return int(row[0]) if row is not None and row[0] is not None else 0
+
+        return {
+            "lines": n("SELECT COUNT(*) FROM lines"),
+            "connectors": n("SELECT COUNT(*) FROM connectors"),
+            "users": n("SELECT COUNT(*) FROM users"),
+            "chats": n("SELECT COUNT(*) FROM chats"),
+            "duplicate_chats": n("SELECT COUNT(*) - COUNT(DISTINCT entity_id) FROM chats"),
+            "sessions": n("SELECT COUNT(*) FROM sessions"),
+            "messages": n("SELECT COUNT(*) FROM messages"),
+            "duplicate_messages": n(
+                "SELECT SUM(c - 1) FROM (SELECT COUNT(*) AS c FROM messages WHERE message_id IS NOT NULL "
+                "GROUP BY connector, line, chat_id, message_id HAVING COUNT(*) > 1)"),
+            "out_of_order_chats": len(self.out_of_order()),
+            "updated_messages": n("SELECT COUNT(*) FROM messages WHERE updated IS NOT NULL"),
+            "deleted_messages": n("SELECT COUNT(*) FROM messages WHERE deleted IS NOT NULL"),
+        }
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for storing structured values (UTF-8 kept readable)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

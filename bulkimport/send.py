@@ -1,0 +1,807 @@
+"""Plan → batches → journal → per-row outcomes: the part that must neither lose, duplicate nor reorder.
+
+Rules the sender keeps (see docs/sending.md):
+
+* One request at a time (single thread). A ``batch`` carries at most one
+  ``imconnector.send.messages`` command per conversation, and no two commands whose conversations
+  share a lock key; so no two in-flight commands ever touch the same chat or customer.
+* Within a conversation, strictly plan order; chunk k+1 goes only after chunk k was answered.
+* Rows are journalled ``inflight`` before their request leaves and settled after it is answered.
+* Refused before execution (503, 429, failed connect) → the rows go back and are sent again later.
+* Ambiguous (timeout, dropped connection, HTML/empty answer, 5xx) → the rows become ``unknown`` and
+  their conversation is **held**; nothing is ever re-sent automatically. The rest goes on.
+* A request-level rejection of one command → its rows ``failed``, its conversation held.
+  A rejected item (``SUCCESS: false``) → that row ``failed``; its conversation goes on.
+* A fatal error (auth, line, connector, block) stops the run; untouched rows stay ``pending``.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import codes
+from .clock import Clock, SystemClock
+from .errors import (
+    AmbiguousError,
+    BulkImportError,
+    ConfigError,
+    FatalError,
+    PortalError,
+    RequestRejectedError,
+    RetryableError,
+    TokenExpiredError,
+)
+from .journal import Journal, RowUpdate, default_path, row_key
+from .limits import STANDARD, PortalLimits
+from .plan import Plan
+
+log = logging.getLogger("bulkimport.send")
+
+METHOD = "imconnector.send.messages"
+#: Columns added to ``plan.frame`` in the returned frame.
+STATUS_COLUMNS = [
+    "import_status",
+    "import_error_code",
+    "import_error",
+    "import_warnings",
+    "import_attempts",
+    "import_message_id",
+    "b24_user_id",
+    "b24_chat_id",
+    "b24_session_id",
+    "sent_at",
+]
+#: Give up after this many refusals (503/429/failed connects) in a row without any answer.
+MAX_REFUSALS_IN_A_ROW = 40
+#: … or after this many failed connects in a row.
+MAX_CONNECT_FAILURES = 8
+#: Stop when this many requests in a row got no usable answer (each one holds its conversations).
+MAX_AMBIGUOUS_IN_A_ROW = 5
+#: Stop when this many conversations in a row were rejected at request level with the same code.
+MAX_SAME_REJECTION = 5
+
+
+# --------------------------------------------------------------------------------------------------
+# Outcome
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class SendSummary:
+    """How a run went, for the CLI and notebooks."""
+
+    counts: dict[str, int]
+    top_errors: list[tuple[str, int]]
+    elapsed: float  # seconds on the portal clock
+    messages_per_second: float
+    sent_this_run: int
+    requests: int
+    stopped: str | None  # the code that stopped the run early, if any
+    stopped_message: str | None
+    journal: Path
+    interrupted: bool
+    seconds_per_message: float | None  # measured server seconds per message
+    recovered_unknown: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing is left pending or unknown."""
+        return self.counts.get("pending", 0) == 0 and self.counts.get("unknown", 0) == 0
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+        lines = [
+            f"{parts or 'nothing to send'} ({self.sent_this_run} sent in this run, "
+            f"{self.requests} requests, {self.elapsed:.0f} s, {self.messages_per_second:.2f} msg/s)"
+        ]
+        if self.top_errors:
+            lines.append("top codes: " + ", ".join(f"{c} ×{n}" for c, n in self.top_errors))
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped_message}")
+        if self.interrupted:
+            lines.append("interrupted: run the same command again to resume")
+        lines.append(f"journal: {self.journal}")
+        return "\n".join(lines)
+
+
+@dataclass
+class SendOutcome:
+    """What :meth:`Sender.run` returns: the per-row frame and the summary."""
+
+    frame: pd.DataFrame
+    summary: SendSummary
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+def _env_or(value: Any, env_name: str, option: str, env: Mapping[str, str]) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = env.get(env_name)
+    if value is None or not str(value).strip():
+        raise ConfigError(
+            f"no {option.lstrip('-')}: pass {option.lstrip('-')}=… ({option}) or set {env_name}"
+        )
+    return str(value).strip()
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None or value == "" or isinstance(value, (dict, list)):
+        return None
+    return str(value)
+
+
+def _item_error(item: Mapping[str, Any]) -> tuple[str, str]:
+    """The catalogue code and text of a rejected item (``ERRORS`` may hold codes or prose)."""
+    errors = item.get("ERRORS") or item.get("errors") or []
+    if isinstance(errors, (str, dict)):
+        errors = [errors]
+    texts: list[str] = []
+    found: str | None = None
+    for err in errors:
+        if isinstance(err, dict):
+            code = str(err.get("code") or err.get("error") or "")
+            text = str(err.get("message") or err.get("error_description") or code)
+            if code and found is None:
+                found = code
+            texts.append(text)
+            continue
+        text = str(err)
+        texts.append(text)
+        if found is None:
+            if text.upper() in codes.CATALOGUE:
+                found = text
+            else:
+                for key, entry in codes.CATALOGUE.items():
+                    if entry.stage == "portal" and len(key) > 6 and key in text.upper():
+                        found = entry.code
+                        break
+    return found or "item-rejected", "; ".join(texts) or "the portal rejected the message without a reason"
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    if progress is not None:
+        return bool(progress)
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def content_fingerprint(plan: Plan) -> str:
+    """A fingerprint of what would be sent, for plans built without one."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for conv in plan.conversations:
+        h.update(
+            json.dumps(
+                [conv.key, [row_key(r) for r in conv.rows], list(conv.messages)],
+                sort_keys=True,
+                default=str,
+                ensure_ascii=False,
+            ).encode()
+        )
+    return "content:" + h.hexdigest()[:32]
+
+
+@dataclass
+class _Conv:
+    index: int
+    key: str
+    locks: frozenset[str]
+    queue: list[int]  # positions (into conversation.rows) still to send, in order
+    held: str | None = None  # why-code when held
+    held_detail: str | None = None
+    rest: list[int] = field(default_factory=list)  # positions behind the hold point
+
+
+# --------------------------------------------------------------------------------------------------
+# Sender
+# --------------------------------------------------------------------------------------------------
+class Sender:
+    """Sends a :class:`Plan` to one open line through one connector, resumably (see module doc)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        portal: str | None = None,
+        line: int | str | None = None,
+        connector: str | None = None,
+        auth: Any = None,
+        state: str | os.PathLike[str] | None = None,
+        limits: PortalLimits = STANDARD,
+        retry_failed: bool = False,
+        retry_unknown: bool = False,
+        progress: bool | None = None,
+        clock: Clock | None = None,
+        client: Any = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.plan = plan
+        self.clock: Clock = clock or (client.clock if client is not None else SystemClock())
+        if client is None:
+            portal = _env_or(portal, "BITRIX24_PORTAL", "--portal", env)
+        else:
+            portal = portal or client.portal
+        self.portal = str(portal)
+        self.line = _env_or(line, "BITRIX24_LINE", "--line", env)
+        self.connector = _env_or(connector, "BITRIX24_CONNECTOR", "--connector", env)
+        self.state = default_path(plan.frame.attrs.get("source"), os.fspath(state) if state else None)
+        self.limits = limits
+        self.retry_failed = retry_failed
+        self.retry_unknown = retry_unknown
+        self.progress = progress
+        self._auth = auth
+        self._client = client
+        self.on_progress: Callable[[dict[str, Any]], None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Sender(portal={self.portal!r}, line={self.line!r}, connector={self.connector!r}, "
+            f"state={str(self.state)!r})"
+        )
+
+    # ------------------------------------------------------------------ set-up
+    def _make_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        from .portal.auth import Auth
+        from .portal.client import Client
+
+        auth = self._auth if self._auth is not None else Auth(clock=self.clock)
+        return Client(self.portal, auth, limits=self.limits, clock=self.clock)
+
+    def _line_value(self) -> int | str:
+        return int(self.line) if self.line.isdigit() else self.line
+
+    def _journal(self) -> Journal:
+        from .portal.client import rest_url
+
+        fingerprint = self.plan.fingerprint or content_fingerprint(self.plan)
+        journal = Journal.bind(
+            self.state,
+            portal=rest_url(self.portal),
+            line=self.line,
+            connector=self.connector,
+            fingerprint=fingerprint,
+            source=self.plan.frame.attrs.get("source"),
+        )
+        journal.lock()
+        return journal
+
+    def _initial_rows(self) -> list[tuple[str, int | None, int | None, str, str | None, str | None]]:
+        rows: list[tuple[str, int | None, int | None, str, str | None, str | None]] = []
+        for ci, conv in enumerate(self.plan.conversations):
+            for seq, rid in enumerate(conv.rows):
+                rows.append((row_key(rid), ci, seq, "pending", None, None))
+        invalid = self._invalid()
+        for rid, (code, message) in invalid.items():
+            rows.append((rid, None, None, "invalid", code, message))
+        return rows
+
+    def _invalid(self) -> dict[str, tuple[str, str]]:
+        failures = self.plan.failures
+        out: dict[str, tuple[str, str]] = {}
+        if failures is None or failures.empty:
+            return out
+        errs = failures[failures["level"].astype(str) == "error"]
+        for rid, group in errs.groupby("row", sort=False):
+            first = str(group["code"].iloc[0])
+            text = "; ".join(str(m) for m in group["message"].tolist())
+            out[row_key(rid)] = (first, text)
+        return out
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> SendOutcome:
+        """Send everything that is due; returns the per-row frame and a summary (never raises on
+        Ctrl-C: the outcome says ``interrupted``)."""
+        journal = self._journal()
+        try:
+            return self._run(journal)
+        finally:
+            journal.close()
+
+    def _run(self, journal: Journal) -> SendOutcome:
+        plan = self.plan
+        client = self._make_client()
+        governor = client.governor
+        journal.add_rows(self._initial_rows())
+        recovered = journal.recover()
+        if recovered:
+            log.warning(
+                "%d rows were in flight when the previous run ended: they are now 'unknown' "
+                "(check the open line, then use --retry-unknown)",
+                recovered,
+            )
+        started = self.clock.now()
+        run_id = journal.start_run(started)
+        state = journal.rows().set_index("rid")
+        convs = self._schedule(state)
+        keys = {ci: [row_key(r) for r in c.rows] for ci, c in enumerate(plan.conversations)}
+
+        total = sum(len(c) for c in plan.conversations)
+        to_send = sum(len(c.queue) for c in convs.values())
+        done_before = total - to_send
+        bar = None
+        if _progress_enabled(self.progress) and total:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=total, initial=done_before, unit="msg", desc="sending", dynamic_ncols=True, leave=True
+            )
+        redirect = None
+        if bar is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            redirect = logging_redirect_tqdm()
+            redirect.__enter__()
+
+        tally = collections.Counter({"sent": 0, "failed": 0, "unknown": 0})
+
+        def show(refresh: bool = False) -> None:
+            snap = governor.snapshot()
+            info = {**tally, "waiting_for": snap["waiting_for"]}
+            if bar is not None:
+                post = {k: tally[k] for k in ("sent", "failed", "unknown")}
+                if snap["waiting_for"]:
+                    post["wait"] = snap["waiting_for"]
+                bar.set_postfix(post, refresh=refresh)
+            if self.on_progress:
+                self.on_progress(info)
+
+        stopped: BulkImportError | None = None
+        interrupted = False
+        refusals = 0
+        connect_failures = 0
+        ambiguous_in_a_row = 0
+        rejections: collections.deque[str] = collections.deque(maxlen=MAX_SAME_REJECTION)
+        in_flight: list[str] = []
+        request_id: int | None = None
+
+        def hold(conv: _Conv, code: str, detail: str) -> None:
+            conv.held, conv.held_detail = code, detail
+            conv.rest = conv.queue
+            conv.queue = []
+
+        # Conversations with work, in plan order. Each round scans from the front only as far as it
+        # needs to fill a batch and drops finished or held ones it passes, so a plan with 50 000
+        # conversations costs O(batch) per request, not O(conversations).
+        order = [c for c in convs.values() if c.queue]
+        previous_wait = governor.on_wait
+        governor.on_wait = lambda reason: show(refresh=True)
+        try:
+            head = 0
+            while True:
+                while head < len(order) and not order[head].queue:
+                    head += 1
+                if head == len(order):
+                    break
+                governor.wait_ready([METHOD])  # pace before choosing sizes and marking rows
+                mpc = governor.messages_per_call(max(1, plan.chunk_size))
+                cpb = governor.calls_per_batch(mpc)
+                chosen: list[tuple[_Conv, list[int]]] = []
+                taken: set[str] = set()
+                kept: list[_Conv] = []
+                scanned = 0
+                for conv in itertools.islice(order, head, None):
+                    if len(chosen) >= cpb:
+                        break
+                    scanned += 1
+                    if not conv.queue:
+                        continue
+                    kept.append(conv)
+                    if conv.locks & taken:
+                        continue
+                    taken |= conv.locks
+                    chosen.append((conv, conv.queue[:mpc]))
+                order[head : head + scanned] = kept
+                pconv = {conv.index: plan.conversations[conv.index] for conv, _ in chosen}
+                commands: dict[str, tuple[str, dict[str, Any]]] = {}
+                for conv, positions in chosen:
+                    messages = [pconv[conv.index].messages[p] for p in positions]
+                    commands[f"c{conv.index}"] = (
+                        METHOD,
+                        {"CONNECTOR": self.connector, "LINE": self._line_value(), "MESSAGES": messages},
+                    )
+                rids = [keys[conv.index][p] for conv, positions in chosen for p in positions]
+                in_flight = []
+                request_id = None
+
+                def before_send(rids: list[str] = rids) -> None:
+                    # Journal the rows as in flight just before the bytes leave (after any wait).
+                    nonlocal request_id, in_flight
+                    if request_id is None:
+                        request_id = journal.mark_inflight(rids, run_id, self.clock.now())
+                        in_flight = rids
+
+                try:
+                    if len(commands) == 1:
+                        ((key, (method, params)),) = commands.items()
+                        answer = client.call_full(method, params, before_send=before_send)
+                        results: dict[str, Any] = {key: answer.result}
+                        errors: dict[str, Any] = {}
+                        times: dict[str, dict[str, Any]] = {key: answer.time}
+                    else:
+                        br = client.batch(commands, before_send=before_send)
+                        results, errors, times = br.results, br.errors, br.times
+                except RetryableError as exc:
+                    journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
+                    in_flight = []
+                    refusals += 1
+                    connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
+                    log.info("refused before execution (%s); retrying after a pause", exc.code)
+                    if connect_failures >= MAX_CONNECT_FAILURES:
+                        stopped = PortalError("portal-unreachable", str(exc))
+                        break
+                    if refusals >= MAX_REFUSALS_IN_A_ROW:
+                        stopped = PortalError("gave-up-retrying", str(exc))
+                        break
+                    show()
+                    continue
+                except AmbiguousError as exc:
+                    code = getattr(exc, "code", "bad-answer")
+                    if code == "timeout":
+                        governor.on_timeout()
+                    governor.on_ambiguous()
+                    ambiguous_in_a_row += 1
+                    now = self.clock.now()
+                    lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
+                    journal.settle(request_id, lost, now, f"ambiguous {code}")
+                    in_flight = []
+                    tally["unknown"] += len(lost)
+                    for conv, positions in chosen:
+                        conv.queue = conv.queue[len(positions) :]
+                        hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
+                    log.warning(
+                        "no usable answer (%s): %d rows are now 'unknown' and their %d "
+                        "conversation(s) held; the rest continues",
+                        exc,
+                        len(lost),
+                        len(chosen),
+                    )
+                    if bar is not None:
+                        bar.update(len(lost))
+                    show()
+                    if ambiguous_in_a_row >= MAX_AMBIGUOUS_IN_A_ROW:
+                        stopped = PortalError(
+                            "repeated-ambiguous",
+                            f"{ambiguous_in_a_row} requests in a row got no usable answer ({exc})",
+                        )
+                        break
+                    continue
+                except FatalError as exc:
+                    journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
+                    in_flight = []
+                    stopped = exc
+                    break
+                except (RequestRejectedError, TokenExpiredError) as exc:
+                    results, errors, times = {}, {key: exc for key in commands}, {}
+                refusals = 0
+                connect_failures = 0
+                ambiguous_in_a_row = 0
+                governor.on_batch_answered()
+                now = self.clock.now()
+                updates: list[RowUpdate] = []
+                reverted: list[str] = []
+                for conv, positions in chosen:
+                    key = f"c{conv.index}"
+                    rids = [keys[conv.index][p] for p in positions]
+                    if key in results:
+                        ups, ok = self._settle_result(results[key], rids, now)
+                        updates += ups
+                        timing = times.get(key) or {}
+                        cost = timing.get("processing", timing.get("duration"))
+                        if cost is not None:
+                            governor.record_messages(len(rids), float(cost))
+                        conv.queue = conv.queue[len(positions) :]
+                        if ok is not True:
+                            hold(conv, *ok)
+                        else:
+                            rejections.clear()
+                        continue
+                    err = errors.get(key)
+                    if isinstance(err, (RetryableError, TokenExpiredError)):
+                        reverted += rids  # refused before execution: send again later
+                        continue
+                    if isinstance(err, FatalError):
+                        reverted += rids
+                        stopped = stopped or err
+                        continue
+                    conv.queue = conv.queue[len(positions) :]
+                    if isinstance(err, RequestRejectedError):
+                        text = err.description or codes.render(err.code)
+                        updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
+                        hold(
+                            conv,
+                            "held-after-failure",
+                            f"held: the portal refused an earlier request of this conversation ({err.code})",
+                        )
+                        rejections.append(err.code.upper())
+                    else:  # ambiguous nested error, or the key is missing from both maps
+                        code = getattr(err, "code", None) or "result-mismatch"
+                        text = str(err) if err is not None else "the command is missing from the answer"
+                        updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
+                        hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
+                if reverted:
+                    journal.revert(None, reverted, now, "refused")
+                journal.settle(request_id, updates, now, "answered")
+                in_flight = []
+                for u in updates:
+                    tally[u.status] += 1
+                if bar is not None:
+                    bar.update(len(updates))
+                show()
+                if stopped is not None:
+                    break
+                if len(rejections) == MAX_SAME_REJECTION and len(set(rejections)) == 1:
+                    stopped = PortalError(
+                        "repeated-rejection",
+                        f"{MAX_SAME_REJECTION} conversations in a row were refused with {rejections[0]}",
+                    )
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            if in_flight:
+                journal.unknown_if_inflight(
+                    in_flight, "interrupted", "interrupted (Ctrl-C) while the request was in flight"
+                )
+            log.warning("interrupted: the journal is saved; run the same command again to resume")
+        finally:
+            governor.on_wait = previous_wait
+            if redirect is not None:
+                redirect.__exit__(None, None, None)
+            if bar is not None:
+                bar.close()
+
+        # Why the rows that stay pending are pending.
+        notes: list[tuple[str, str | None, str | None]] = []
+        if stopped is not None:
+            reason = f"the run stopped on {getattr(stopped, 'code', type(stopped).__name__)}: {stopped}"
+        elif interrupted:
+            reason = "the run was interrupted before this row was sent"
+        else:
+            reason = None
+        for conv in convs.values():
+            if conv.held:
+                notes += [(keys[conv.index][p], conv.held, conv.held_detail) for p in conv.rest]
+            if conv.queue and reason:
+                notes += [(keys[conv.index][p], "not-reached", reason) for p in conv.queue]
+        if notes:
+            journal.note_pending(notes)
+        finished = self.clock.now()
+        journal.finish_run(run_id, finished, getattr(stopped, "code", None), interrupted, tally["sent"])
+        frame = self._frame(journal)
+        by_status = frame["import_status"].value_counts()
+        status_counts = {s: int(by_status.get(s, 0)) for s in codes.STATUSES}
+        bad = frame.loc[frame["import_status"] != "sent", "import_error_code"].dropna()
+        elapsed = max(0.0, finished - started)
+        summary = SendSummary(
+            counts=status_counts,
+            top_errors=[(str(c), int(n)) for c, n in bad.value_counts().head(5).items()],
+            elapsed=elapsed,
+            messages_per_second=tally["sent"] / elapsed if elapsed > 0 else 0.0,
+            sent_this_run=tally["sent"],
+            requests=governor.requests,
+            stopped=getattr(stopped, "code", None),
+            stopped_message=str(stopped) if stopped is not None else None,
+            journal=journal.path,
+            interrupted=interrupted,
+            seconds_per_message=governor.measured_seconds_per_message,
+            recovered_unknown=recovered,
+        )
+        frame.attrs["bulkimport_summary"] = summary
+        if stopped is not None:
+            log.error("stopped early: %s", stopped)
+        return SendOutcome(frame, summary)
+
+    # ------------------------------------------------------------------ pieces
+    def _schedule(self, state: pd.DataFrame) -> dict[int, _Conv]:
+        """What each conversation still has to send, honouring holds and the retry options."""
+        status = state["status"].to_dict()
+        hold = state["hold"].to_dict()
+        code = state["code"].to_dict()
+        convs: dict[int, _Conv] = {}
+        for ci, conv in enumerate(self.plan.conversations):
+            queue: list[int] = []
+            held: tuple[str, str] | None = None
+            rest: list[int] = []
+            for pos, rid in enumerate(conv.rows):
+                key = row_key(rid)
+                st = status.get(key, "pending")
+                if held is not None:
+                    if st == "pending":
+                        rest.append(pos)
+                    continue
+                if st == "sent":
+                    continue
+                if st == "failed":
+                    if self.retry_failed:
+                        queue.append(pos)
+                    elif hold.get(key):
+                        held = (
+                            "held-after-failure",
+                            f"held: an earlier request of this conversation was refused ({code.get(key)})",
+                        )
+                    continue
+                if st == "unknown":
+                    if self.retry_unknown:
+                        queue.append(pos)
+                    else:
+                        held = (
+                            "held-after-unknown",
+                            f"held: an earlier row of this conversation is unknown ({code.get(key)})",
+                        )
+                    continue
+                queue.append(pos)  # pending
+            locks = frozenset(conv.lock_keys) | {f"chat:{conv.key}"}
+            c = _Conv(ci, conv.key, locks, queue)
+            if held is not None:
+                c.held, c.held_detail = held
+                c.rest = rest
+            convs[ci] = c
+        return convs
+
+    def _settle_result(self, result: Any, rids: list[str], now: float) -> tuple[list[RowUpdate], Any]:
+        """Per-row outcomes of one answered command; second value is True or a hold (code, detail)."""
+        if not isinstance(result, Mapping):
+            ups = [
+                RowUpdate(r, "unknown", "result-mismatch", "the answer is not a result object", hold=1)
+                for r in rids
+            ]
+            return ups, ("held-after-unknown", "held: the answer for earlier rows was unusable")
+        data = result.get("DATA") if isinstance(result.get("DATA"), Mapping) else {}
+        items = data.get("RESULT") if isinstance(data, Mapping) else None
+        if not isinstance(items, list) or len(items) != len(rids):
+            if result.get("SUCCESS") is False and not items:
+                code, text = _item_error(result)
+                ups = [RowUpdate(r, "failed", code, text, hold=1) for r in rids]
+                return ups, ("held-after-failure", f"held: the portal refused an earlier request ({code})")
+            ups = [
+                RowUpdate(
+                    r,
+                    "unknown",
+                    "result-mismatch",
+                    f"sent {len(rids)} messages, the answer listed "
+                    f"{len(items) if isinstance(items, list) else 'no'} results",
+                    hold=1,
+                )
+                for r in rids
+            ]
+            return ups, ("held-after-unknown", "held: the answer for earlier rows was unusable")
+        ups = []
+        for rid, item in zip(rids, items, strict=True):
+            if not isinstance(item, Mapping):
+                item = {}
+            if item.get("SUCCESS") is True or item.get("SUCCESS") in ("Y", "true", 1):
+                session: Mapping[str, Any] = item.get("session") or {}
+                message: Mapping[str, Any] = item.get("message") or {}
+                if not isinstance(session, Mapping):
+                    session = {}
+                if not isinstance(message, Mapping):
+                    message = {}
+                ups.append(
+                    RowUpdate(
+                        rid,
+                        "sent",
+                        None,
+                        None,
+                        hold=0,
+                        message_id=_str_or_none(message.get("id")),
+                        user_id=_str_or_none(item.get("user")),
+                        chat_id=_str_or_none(session.get("CHAT_ID")),
+                        session_id=_str_or_none(session.get("ID")),
+                        sent_at=now,
+                    )
+                )
+            else:
+                code, text = _item_error(item)
+                ups.append(RowUpdate(rid, "failed", code, text, hold=0))
+        return ups, True
+
+    def _frame(self, journal: Journal) -> pd.DataFrame:
+        """``plan.frame`` plus the status columns, from the journal (the source of truth)."""
+        frame = self.plan.frame.copy()
+        state = journal.rows().set_index("rid")
+        keys = [row_key(r) for r in frame.index]
+        st = state.reindex(keys)
+        status = st["status"].where(st["status"] != "inflight", "unknown")
+        missing = status.isna().to_numpy()
+        n = len(frame)
+        col_status = status.fillna("pending").to_numpy(dtype=object)
+        col_code = st["code"].to_numpy(dtype=object).copy()
+        col_error = st["error"].to_numpy(dtype=object).copy()
+        if missing.any():
+            col_code[missing] = "not-in-plan"
+            col_error[missing] = codes.render("not-in-plan")
+        warnings = self._warnings()
+        frame["import_status"] = pd.Series(col_status, index=frame.index, dtype="str")
+        frame["import_error_code"] = pd.Series(col_code, index=frame.index, dtype="str")
+        frame["import_error"] = pd.Series(col_error, index=frame.index, dtype="str")
+        frame["import_warnings"] = pd.Series([warnings.get(k) for k in keys], index=frame.index, dtype="str")
+        frame["import_attempts"] = pd.Series(st["attempts"].fillna(0).to_numpy(), index=frame.index).astype(
+            "int64"
+        )
+        for col, src in (
+            ("import_message_id", "message_id"),
+            ("b24_user_id", "user_id"),
+            ("b24_chat_id", "chat_id"),
+            ("b24_session_id", "session_id"),
+        ):
+            frame[col] = pd.Series(st[src].to_numpy(dtype=object), index=frame.index, dtype="str")
+        frame["sent_at"] = pd.to_datetime(
+            pd.Series(st["sent_at"].to_numpy(dtype="float64"), index=frame.index), unit="s", utc=True
+        )
+        assert len(frame) == n
+        return frame
+
+    def _warnings(self) -> dict[str, str]:
+        failures = self.plan.failures
+        if failures is None or failures.empty:
+            return {}
+        warns = failures[failures["level"].astype(str) == "warning"]
+        out: dict[str, str] = {}
+        for rid, group in warns.groupby("row", sort=False):
+            out[row_key(rid)] = "; ".join(
+                f"{c}: {m}" for c, m in zip(group["code"], group["message"], strict=True)
+            )
+        return out
+
+
+def send(
+    plan: Plan,
+    *,
+    portal: str | None = None,
+    line: int | str | None = None,
+    connector: str | None = None,
+    auth: Any = None,
+    state: str | os.PathLike[str] | None = None,
+    limits: PortalLimits = STANDARD,
+    retry_failed: bool = False,
+    retry_unknown: bool = False,
+    progress: bool | None = None,
+    clock: Clock | None = None,
+    client: Any = None,
+) -> pd.DataFrame:
+    """Send ``plan`` and return ``plan.frame`` with per-row status columns (see docs/sending.md).
+
+    Re-running with the same plan and journal resumes. On Ctrl-C the journal is saved, every row
+    keeps an honest status, and KeyboardInterrupt is re-raised.
+    """
+    outcome = Sender(
+        plan,
+        portal=portal,
+        line=line,
+        connector=connector,
+        auth=auth,
+        state=state,
+        limits=limits,
+        retry_failed=retry_failed,
+        retry_unknown=retry_unknown,
+        progress=progress,
+        clock=clock,
+        client=client,
+    ).run()
+    if outcome.summary.interrupted:
+        raise KeyboardInterrupt
+    return outcome.frame
+
+
+__all__ = ["STATUS_COLUMNS", "SendOutcome", "SendSummary", "Sender", "send"]
+
+_unused = (Hashable, math, time)  # keep imports used by type hints only

@@ -1,0 +1,266 @@
+"""Canonical frame → tidy failures: every problem of every row (collect-all), with its catalogue code.
+
+:func:`prepare` does the work shared with the plan: it maps the source columns onto the target
+fields, cleans every value (bulkimport.values), resolves conversations, operators and customers,
+fills generated message ids, and records each problem as one failures row
+(``row, field, code, level, message, value``). :func:`validate` returns just the failures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import codes
+from .errors import InputError
+from .mapping import Mapping
+from .plan import FAILURE_COLUMNS, make_callable
+from .values import (
+    as_text,
+    clean_emails,
+    clean_gender,
+    clean_ids,
+    clean_names,
+    clean_operator_ids,
+    clean_phones,
+    clean_urls,
+    parse_dates,
+    parse_files,
+    too_long_text,
+)
+
+#: Customer fields copied from the conversation's customer rows onto every row of that customer.
+USER_FIELDS = ("user.name", "user.last_name", "user.email", "user.phone", "user.picture", "user.url",
+               "user.gender")
+CHAT_FIELDS = ("chat.name", "chat.url")
+
+
+@dataclass
+class Prepared:
+    """The cleaned, canonical frame (one row per source row) and the failures found on the way."""
+
+    canonical: pd.DataFrame  # columns: key, FIELDS that are mapped, operator, pos
+    failures: pd.DataFrame
+    invalid: pd.Series  # bool per row
+    mapping: Mapping
+
+
+class _Collector:
+    """Accumulates (code, field, mask, raw values) and renders the failures frame once."""
+
+    def __init__(self, index: pd.Index) -> None:
+        self.index = index
+        self.parts: list[pd.DataFrame] = []
+        self.error_mask = pd.Series(False, index=index)
+
+    def add(self, code: str, field: str, mask: pd.Series, raw: pd.Series | None) -> None:
+        mask = mask.reindex(self.index, fill_value=False).fillna(False).astype(bool)
+        if not bool(mask.any()):
+            return
+        entry = codes.get(code)
+        rows = self.index[mask.to_numpy()]
+        if raw is None:
+            value = pd.Series(None, index=rows, dtype=object)
+        else:
+            value = as_text(raw.reindex(rows), strip=False).astype(object)
+            value = value.where(value.notna(), None)
+        self.parts.append(pd.DataFrame({
+            "row": rows, "field": field, "code": entry.code, "level": entry.level,
+            "message": entry.render(field=field), "value": value.to_numpy(),
+        }))
+        if entry.level == "error":
+            self.error_mask = self.error_mask | mask
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in FAILURE_COLUMNS})
+        out = pd.concat(self.parts, ignore_index=True)
+        pos = pd.Series(np.arange(len(self.index)), index=self.index)
+        order = np.lexsort((out.index.to_numpy(), pos.reindex(out["row"]).to_numpy()))
+        return out.iloc[order].reset_index(drop=True)[FAILURE_COLUMNS]
+
+
+def _source(df: pd.DataFrame, mapping: Mapping, f: str) -> pd.Series | None:
+    """The raw series feeding field ``f`` (joined with spaces for a list of columns), or None."""
+    if f in mapping.columns:
+        cols = mapping.columns[f]
+        if isinstance(cols, str):
+            return df[cols]
+        if f == "message.date":
+            return df[cols[0]]
+        parts = [as_text(df[c]) for c in cols]
+        joined = parts[0].fillna("")
+        for p in parts[1:]:
+            joined = joined.str.cat(p.fillna(""), sep=" ")
+        return joined.str.strip()
+    if f in mapping.constants:
+        return pd.Series(str(mapping.constants[f]), index=df.index, dtype="str")
+    return None
+
+
+def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
+    """Map, clean and check every row; resolve conversations, customers, operators and ids."""
+    if mapping is None:
+        mapping = Mapping.guess(df)
+    mapping.check(df)
+    if not df.index.is_unique:
+        raise InputError("the frame's index must be unique (it holds the row ids); use df.reset_index(drop=True)")
+    opts = mapping.options
+    idx = df.index
+    n = len(df)
+    out = pd.DataFrame(index=idx)
+    col = _Collector(idx)
+    raw: dict[str, pd.Series] = {}
+    for f in ("chat.id", "chat.name", "chat.url", "user.id", *USER_FIELDS, "message.id", "message.date",
+              "message.text", "message.files", "message.user_id"):
+        s = _source(df, mapping, f)
+        if s is not None:
+            raw[f] = s
+
+    # ids
+    for f in ("chat.id", "user.id", "message.id"):
+        if f in raw:
+            out[f], issues = clean_ids(raw[f])
+            for code, mask in issues:
+                col.add(code, f, mask, raw[f])
+        else:
+            out[f] = pd.Series(np.nan, index=idx, dtype="str")
+
+    # operators: message.user_id directly, or the author column through [operators]
+    op = pd.Series(np.nan, index=idx, dtype="float64")
+    if "message.user_id" in raw:
+        op, issues = clean_operator_ids(raw["message.user_id"])
+        for code, mask in issues:
+            col.add(code, "message.user_id", mask, raw["message.user_id"])
+    author_col = opts.get("author")
+    if author_col and mapping.operators:
+        table = {str(k).strip().casefold(): v for k, v in mapping.operators.items()}
+        author = as_text(df[author_col]).str.casefold()
+        op = op.fillna(pd.to_numeric(author.map(table), errors="coerce"))
+    out["message.user_id"] = op
+    out["operator"] = op.notna()
+
+    # dates
+    time = None
+    date_cols = mapping.columns.get("message.date")
+    if isinstance(date_cols, list) and len(date_cols) > 1:
+        time = df[date_cols[1]]
+    if "message.date" in raw:
+        res = parse_dates(raw["message.date"], timezone=opts["timezone"], dayfirst=opts["dayfirst"],
+                          date1904=bool(df.attrs.get("date1904", False)), time=time)
+        out["message.date"] = res.seconds
+        date_raw = raw["message.date"]
+        if time is not None:
+            date_raw = as_text(date_raw).fillna("").str.cat(as_text(time).fillna(""), sep=" ").str.strip()
+        for code, mask in res.issues:
+            col.add(code, "message.date", mask, date_raw)
+    else:
+        out["message.date"] = np.nan
+        col.add("missing-date", "message.date", pd.Series(True, index=idx), None)
+
+    # content
+    if "message.text" in raw:
+        text = as_text(raw["message.text"], strip=False)
+        col.add("text-too-long", "message.text", too_long_text(text), None)
+    else:
+        text = pd.Series(np.nan, index=idx, dtype="str")
+    out["message.text"] = text
+    files = pd.Series(None, index=idx, dtype=object)
+    if "message.files" in raw:
+        files, issues = parse_files(raw["message.files"], opts.get("files_base_url"), opts.get("files_folder"))
+        for code, mask in issues:
+            col.add(code, "message.files", mask, raw["message.files"])
+        files_present = as_text(raw["message.files"]).notna()
+    else:
+        files_present = pd.Series(False, index=idx)
+    out["message.files"] = files
+    col.add("missing-content", "message.text", text.isna() & ~files_present, None)
+
+    # people and chat details
+    cleaners: dict[str, Any] = {
+        "user.name": clean_names, "user.last_name": clean_names, "user.email": clean_emails,
+        "user.phone": lambda s: clean_phones(s, opts["phone_region"], bool(opts["skip_phone_validate"])),
+        "user.gender": clean_gender, "user.url": clean_urls, "user.picture": clean_urls,
+        "chat.url": clean_urls, "chat.name": lambda s: (as_text(s), []),
+    }
+    for f, fn in cleaners.items():
+        if f in raw:
+            values, issues = fn(raw[f])
+            out[f] = values
+            warn_rows = ~out["operator"] if f.startswith("user.") else pd.Series(True, index=idx)
+            for code, mask in issues:  # operator rows' user fields are not sent: no warnings for them
+                col.add(code, f, mask & warn_rows, raw[f])
+
+    # conversations: chat.id, defaulting to user.id
+    key = out["chat.id"].fillna(out["user.id"])
+    has_uid = out["user.id"].notna()
+    pos = pd.Series(np.arange(n), index=idx)
+    out["pos"] = pos
+    cand = pd.DataFrame({"key": key, "uid": out["user.id"], "op": out["operator"],
+                         "date": out["message.date"], "pos": pos})[has_uid & key.notna()]
+    cand = cand.sort_values(["op", "date", "pos"], na_position="last", kind="stable")
+    primary = cand.drop_duplicates("key").set_index("key")["uid"]
+    fill = ~has_uid & key.notna()
+    if bool(fill.any()):
+        out.loc[fill, "user.id"] = key[fill].map(primary).astype("str")
+    col.add("no-conversation", "chat.id", key.isna(), None)
+    still = key.notna() & out["user.id"].isna()
+    col.add("no-customer", "user.id", still & out["operator"], None)
+    col.add("missing-user-id", "user.id", still & ~out["operator"], None)
+    out["key"] = key
+
+    # one user block per (conversation, customer): first value per field from the customer's own rows
+    present_user = [f for f in USER_FIELDS if f in out.columns]
+    if present_user:
+        src = out.loc[~out["operator"] & out["user.id"].notna() & key.notna(),
+                      ["key", "user.id", "message.date", "pos", *present_user]]
+        src = src.sort_values(["message.date", "pos"], na_position="last", kind="stable")
+        block = src.groupby(["key", "user.id"], sort=False)[present_user].first()
+        joined = out[["key", "user.id"]].join(block, on=["key", "user.id"])
+        for f in present_user:
+            out[f] = joined[f]
+    present_chat = [f for f in CHAT_FIELDS if f in out.columns]
+    if present_chat:
+        srt = out.sort_values(["message.date", "pos"], na_position="last", kind="stable")
+        cblock = srt.groupby("key", sort=False)[present_chat].first()
+        joined = out[["key"]].join(cblock, on="key")
+        for f in present_chat:
+            out[f] = joined[f]
+
+    # message ids: given, or a stable hash of conversation, time, content and occurrence
+    mid = out["message.id"]
+    need = mid.isna() & key.notna()
+    if bool(need.any()):
+        out.loc[need, "message.id"] = _generated_ids(out[need])
+    dup = out["message.id"].notna() & key.notna() & out.duplicated(["key", "message.id"], keep="first")
+    col.add("duplicate-message-id", "message.id", dup & ~need, raw.get("message.id"))
+
+    failures = col.frame()
+    invalid = col.error_mask.copy()
+    return Prepared(out, failures, invalid, mapping)
+
+
+def _generated_ids(sub: pd.DataFrame) -> pd.Series:
+    """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats)."""
+    files = sub["message.files"].astype(object).map(
+        lambda v: " ".join(f["url"] for f in v) if isinstance(v, list) else "").astype("str")
+    date = sub["message.date"].astype("Int64").astype("str").fillna("")
+    text = sub["message.text"].fillna("")
+    basis = pd.DataFrame({"k": sub["key"], "d": date, "t": text, "f": files})
+    occ = basis.groupby(["k", "d", "t", "f"], sort=False).cumcount().astype(str)
+    joined = (basis["k"].str.cat([basis["d"], basis["t"], basis["f"], occ], sep="\x1f"))
+    digest = [hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+              for s in joined.tolist()]
+    return pd.Series(["bi-" + d for d in digest], index=sub.index, dtype="str")
+
+
+def validate(df: pd.DataFrame, mapping: Mapping | None = None) -> pd.DataFrame:
+    """Every problem of every row: a frame with columns FAILURE_COLUMNS (errors and warnings)."""
+    return prepare(df, mapping).failures
+
+
+make_callable(__name__, validate)

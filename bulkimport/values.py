@@ -1,0 +1,528 @@
+"""Vectorised cleaning of one kind of value each: text, dates, names, gender, phones, e-mails, URLs, files.
+
+Every function takes a Series indexed by row and returns the cleaned Series (missing = NaN/None)
+and a list of ``(code, mask)`` issues: ``mask`` is a boolean Series marking the rows the code
+applies to. Codes are catalogued in bulkimport/codes.py; rules are documented in docs/mapping.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, unquote
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+Issues = list[tuple[str, pd.Series]]
+
+#: Strings that are artefacts of missing values in exported frames, never data.
+NA_STRINGS = ("nan", "NaN", "None", "<NA>", "NaT")
+#: Longest text sent as one message (chat messages elsewhere in Bitrix24 are cut at 20,000).
+MAX_TEXT = 20_000
+#: Longest user.name / user.last_name the portal documents.
+MAX_NAME = 25
+
+
+# --------------------------------------------------------------------------------------------------
+# text
+# --------------------------------------------------------------------------------------------------
+def _one_text(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool | np.bool_):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, float | np.floating):
+        if np.isnan(v):
+            return None
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, pd.Timestamp | dt.datetime):
+        return v.isoformat(sep=" ")
+    return str(v)
+
+
+def as_text(s: pd.Series, strip: bool = True) -> pd.Series:
+    """Any column → ``str`` Series with NaN for missing; integral floats lose their '.0'.
+
+    Empty/whitespace-only strings and the artefacts in :data:`NA_STRINGS` become missing. With
+    ``strip=False`` the text itself keeps its surrounding whitespace (message text is data).
+    """
+    dtype = s.dtype
+    if isinstance(dtype, pd.StringDtype):
+        t = s
+    elif pd.api.types.is_bool_dtype(dtype):
+        t = s.map(_one_text).astype("str")
+    elif pd.api.types.is_integer_dtype(dtype):
+        t = s.astype("str")
+    elif pd.api.types.is_float_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        t = s.astype(object).map(_one_text, na_action="ignore").astype("str")
+    else:
+        nonstr = s.notna() & ~s.map(type, na_action="ignore").eq(str)
+        if bool(nonstr.any()):
+            s = s.astype(object).copy()
+            s[nonstr] = s[nonstr].map(_one_text)
+        t = s.astype("str")
+    stripped = t.str.strip()
+    missing = stripped.eq("") | stripped.isin(NA_STRINGS)
+    out = stripped if strip else t
+    if bool(missing.any()):
+        out = out.mask(missing)
+    return out
+
+
+def too_long_text(t: pd.Series) -> pd.Series:
+    """Rows whose text exceeds :data:`MAX_TEXT` characters (flagged, never cut)."""
+    return t.str.len().gt(MAX_TEXT).fillna(False).astype(bool)
+
+
+# --------------------------------------------------------------------------------------------------
+# dates
+# --------------------------------------------------------------------------------------------------
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+_MIN_YEAR, _MAX_YEAR = 1970, 2100
+_NUM = re.compile(r"^(\d+)(?:\.(\d+))?$")
+_ISO = (r"^(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
+        r"(?:[T ]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d+))?)?)?"
+        r"\s*(?P<tz>Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$")
+_DMY = (r"^(?P<a>\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4}|\d{2})"
+        r"(?:[ ,T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?)?$")
+_TIME = r"^(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?$"
+_RU_MONTHS = {
+    "январ": "Jan", "феврал": "Feb", "март": "Mar", "апрел": "Apr", "ма": "May", "июн": "Jun",
+    "июл": "Jul", "август": "Aug", "сентябр": "Sep", "октябр": "Oct", "ноябр": "Nov", "декабр": "Dec",
+}
+_RU_MONTH_RE = re.compile(
+    r"(?i)\b(январ[ьяе]|феврал[ьяе]|марта?|марте|апрел[ьяе]|ма[йяе]|июн[ьяе]|июл[ьяе]|августа?|августе|"
+    r"сентябр[ьяе]|октябр[ьяе]|ноябр[ьяе]|декабр[ьяе]|янв|фев|мар|апр|июн|июл|авг|сен|сент|окт|ноя|дек)\.?(?=\s|$|,)"
+)
+
+
+def _ru_month(m: re.Match[str]) -> str:
+    word = m.group(1).lower()
+    if word.startswith("ма") and not word.startswith("мар"):
+        return "May"
+    for stem, eng in _RU_MONTHS.items():
+        if stem != "ма" and word.startswith(stem[:3]):
+            return eng
+    return word
+
+
+def _to_num(df: pd.DataFrame, col: str, default: int = 0) -> pd.Series:
+    return pd.to_numeric(df[col], errors="coerce").fillna(default).astype("int64")
+
+
+def _assemble(y: pd.Series, m: pd.Series, d: pd.Series, hh: pd.Series, mm: pd.Series, ss: pd.Series
+              ) -> pd.Series:
+    """Components → naive datetime64 (NaT where the date does not exist, e.g. 31.02)."""
+    frame = pd.DataFrame({"year": y, "month": m, "day": d, "hour": hh, "minute": mm, "second": ss})
+    bad = (frame["hour"] > 23) | (frame["minute"] > 59) | (frame["second"] > 59)
+    out = pd.to_datetime(frame.where(~bad, other=0).assign(month=frame["month"].where(~bad, 13)),
+                         errors="coerce")
+    return out
+
+
+def _ampm(hh: pd.Series, ap: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """12-hour clock → 24-hour; returns (hours, invalid mask)."""
+    ap = ap.fillna("").str.lower().str.replace(".", "", regex=False)
+    is_pm, is_am = ap.eq("pm"), ap.eq("am")
+    bad = (is_pm | is_am) & ((hh < 1) | (hh > 12))
+    hh = hh.where(~(is_am & hh.eq(12)), 0)
+    hh = hh.where(~(is_pm & hh.lt(12)), hh + 12)
+    return hh, bad
+
+
+class DateResult:
+    """Parsed dates: ``seconds`` (float unix seconds, NaN where not parsed) and issues."""
+
+    def __init__(self, seconds: pd.Series, issues: Issues, dayfirst_used: bool | None) -> None:
+        self.seconds = seconds
+        self.issues = issues
+        self.dayfirst_used = dayfirst_used
+
+
+def parse_dates(
+    s: pd.Series,
+    timezone: str = "UTC",
+    dayfirst: bool | None = None,
+    date1904: bool = False,
+    time: pd.Series | None = None,
+) -> DateResult:
+    """Any supported date form → unix seconds; naive values are wall time in ``timezone``.
+
+    Forms: datetime cells, Excel serials (1900/1904), ISO 8601 with or without offset, D.M.Y /
+    D/M/Y / M/D/Y with optional time and AM/PM, unix seconds and milliseconds, yyyymmdd, and
+    textual months (English, Russian) through dateutil. ``time``: a separate time-of-day column.
+    """
+    idx = s.index
+    naive = pd.Series(pd.NaT, index=idx, dtype="datetime64[ns]")
+    absolute = pd.Series(np.nan, index=idx, dtype="float64")  # unix seconds of offset/unix forms
+    failed = pd.Series(False, index=idx)
+    ambiguous = pd.Series(False, index=idx)
+    present = s.notna()
+
+    # 1. genuine datetime values (Excel cells or a datetime64 column)
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        if getattr(s.dtype, "tz", None) is not None:
+            absolute = absolute.where(s.isna(), (s - _EPOCH).dt.total_seconds())
+        else:
+            naive = s.astype("datetime64[ns]")
+        rest = pd.Series(dtype="str")
+    else:
+        if s.dtype == object:
+            is_dt = s.map(lambda v: isinstance(v, dt.datetime | dt.date)).astype(bool)
+        else:
+            is_dt = pd.Series(False, index=idx)
+        if bool(is_dt.any()):
+            vals = pd.to_datetime(s[is_dt].tolist(), utc=False)
+            vals_s = pd.Series(vals, index=s.index[is_dt])
+            if getattr(vals_s.dtype, "tz", None) is not None:
+                absolute[is_dt] = (vals_s - _EPOCH).dt.total_seconds()
+            else:
+                naive[is_dt] = vals_s.astype("datetime64[ns]")
+        rest = as_text(s[~is_dt & present])
+        rest = rest[rest.notna()]
+        present = is_dt | pd.Series(idx.isin(rest.index), index=idx)
+
+    decided: bool | None = dayfirst
+    if len(rest):
+        # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
+        num = rest.str.extract(_NUM)
+        is_num = num[0].notna()
+        if bool(is_num.any()):
+            ip = num.loc[is_num, 0]
+            digits = ip.str.len()
+            value = pd.to_numeric(rest[is_num], errors="coerce")
+            serial = digits.le(5)
+            unix_s = digits.between(9, 10) & num.loc[is_num, 1].isna()
+            unix_ms = digits.between(12, 13) & num.loc[is_num, 1].isna()
+            ymd = digits.eq(8) & num.loc[is_num, 1].isna()
+            base = pd.Timestamp("1904-01-01") if date1904 else pd.Timestamp("1899-12-30")
+            if bool(serial.any()):
+                secs = (value[serial] * 86400).round()
+                naive[secs.index] = base + pd.to_timedelta(secs, unit="s")
+            if bool(unix_s.any()):
+                absolute[value[unix_s].index] = value[unix_s].astype("float64")
+            if bool(unix_ms.any()):
+                absolute[value[unix_ms].index] = np.floor(value[unix_ms].astype("float64") / 1000)
+            if bool(ymd.any()):
+                naive[ip[ymd].index] = pd.to_datetime(ip[ymd], format="%Y%m%d", errors="coerce")
+            other = ~(serial | unix_s | unix_ms | ymd)
+            failed[other[other].index] = True
+        rest = rest[~is_num]
+
+    if len(rest):
+        # 3. ISO 8601 and other year-first forms
+        iso = rest.str.extract(_ISO)
+        is_iso = iso["y"].notna()
+        if bool(is_iso.any()):
+            g = iso[is_iso]
+            frac = g["f"].fillna("0").str.slice(0, 6).str.ljust(6, "0")
+            stamp = _assemble(_to_num(g, "y"), _to_num(g, "m"), _to_num(g, "d"), _to_num(g, "H"),
+                              _to_num(g, "M"), _to_num(g, "S"))
+            stamp = stamp + pd.to_timedelta(pd.to_numeric(frac), unit="us")
+            tz = g["tz"]
+            has_tz = tz.notna()
+            if bool((~has_tz).any()):
+                naive[stamp[~has_tz].index] = stamp[~has_tz]
+            if bool(has_tz.any()):
+                t = tz[has_tz].str.upper()
+                zero = t.isin(["Z", "UTC", "GMT"])
+                sign = np.where(t.str.startswith("-"), -1, 1)
+                hh = pd.to_numeric(t.str.slice(1, 3), errors="coerce").fillna(0)
+                mm = pd.to_numeric(t.str.replace(":", "", regex=False).str.slice(3, 5), errors="coerce").fillna(0)
+                offset = pd.Series(np.where(zero, 0, sign * (hh * 3600 + mm * 60)), index=t.index)
+                st = stamp[has_tz]
+                secs = (st - pd.Timestamp("1970-01-01")).dt.total_seconds() - offset
+                absolute[secs.index] = secs
+            rest = rest[~is_iso]
+
+    if len(rest):
+        # 4. day/month/year with '.', '/' or '-' (and an optional time, 12- or 24-hour)
+        dmy = rest.str.extract(_DMY)
+        is_dmy = dmy["a"].notna()
+        if bool(is_dmy.any()):
+            g = dmy[is_dmy]
+            a, b = _to_num(g, "a"), _to_num(g, "b")
+            y = _to_num(g, "y")
+            y = y.where(y >= 100, y + 2000)
+            hh, bad_ap = _ampm(_to_num(g, "H"), g["ap"])
+            dotted = g["sep"].eq(".")
+            day_only = (a > 12) & (b <= 12)  # only valid day-first
+            month_only = (b > 12) & (a <= 12)  # only valid month-first
+            if decided is None:
+                if bool(day_only.any()) and not bool(month_only.any()):
+                    decided = True
+                elif bool(month_only.any()) and not bool(day_only.any()):
+                    decided = False
+            if decided is None:
+                # no evidence either way: dotted dates are day-first by convention; slashed or
+                # dashed ones that read differently both ways are ambiguous (an error, see docs)
+                first = dotted | day_only
+                amb = ~dotted & ~day_only & ~month_only & a.ne(b) & (a <= 12) & (b <= 12)
+                ambiguous[amb[amb].index] = True
+            else:
+                first = pd.Series(decided, index=g.index)
+            day = a.where(first, b)
+            month = b.where(first, a)
+            stamp = _assemble(y, month, day, hh, _to_num(g, "M"), _to_num(g, "S"))
+            stamp = stamp.mask(bad_ap)
+            ok = ~ambiguous[g.index]
+            naive[stamp[ok].index] = stamp[ok]
+            rest = rest[~is_dmy]
+
+    if len(rest):
+        # 5. anything else: textual months and rarer layouts, parsed once per distinct value
+        from dateutil import parser as du
+
+        def one(text: str) -> Any:
+            txt = _RU_MONTH_RE.sub(_ru_month, text)
+            if not re.search(r"(?<!\d)\d{4}(?!\d)", txt):
+                return None  # no year: dateutil would fill in today's date
+            try:
+                return du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
+            except (ValueError, OverflowError):
+                return None
+
+        parsed = {u: one(u) for u in rest.unique()}
+        naive_tab = {k: pd.Timestamp(v) for k, v in parsed.items() if v is not None and v.tzinfo is None}
+        abs_tab = {k: (pd.Timestamp(v) - _EPOCH).total_seconds()
+                   for k, v in parsed.items() if v is not None and v.tzinfo is not None}
+        if naive_tab:
+            got = rest.map(naive_tab)
+            got = got[got.notna()]
+            naive[got.index] = pd.to_datetime(got.tolist()).astype("datetime64[ns]")
+        if abs_tab:
+            got2 = rest.map(abs_tab)
+            got2 = got2[got2.notna()]
+            absolute[got2.index] = got2.astype("float64")
+        none_keys = [k for k, v in parsed.items() if v is None]
+        if none_keys:
+            failed[rest.index[rest.isin(none_keys)]] = True
+
+    # a separate time-of-day column
+    if time is not None:
+        add = _time_of_day(time.reindex(idx))
+        naive = naive.dt.normalize() + pd.to_timedelta(add.fillna(0), unit="s")
+        failed = failed | (add.isna() & time.reindex(idx).notna() & naive.notna() & ~ambiguous)
+
+    # wall time → unix seconds in the configured zone (DST gaps shift forward; repeated hour: first)
+    has_naive = naive.notna()
+    if bool(has_naive.any()):
+        local = naive[has_naive].dt.tz_localize(
+            ZoneInfo(timezone), ambiguous=np.ones(int(has_naive.sum()), dtype=bool), nonexistent="shift_forward"
+        )
+        absolute[local.index] = (local - _EPOCH).dt.total_seconds()
+
+    secs = np.floor(absolute)
+    in_range = secs.between(_year_start(_MIN_YEAR), _year_start(_MAX_YEAR), inclusive="left")
+    unparsed = present & (secs.isna() | ~in_range) & ~ambiguous
+    secs = secs.where(in_range)
+    issues: Issues = [("missing-date", ~present), ("bad-date", unparsed | (failed & present & ~ambiguous)),
+                      ("ambiguous-date", ambiguous)]
+    secs = secs.where(~(failed & present))
+    return DateResult(secs, issues, decided)
+
+
+def _year_start(year: int) -> float:
+    return float((pd.Timestamp(f"{year}-01-01", tz="UTC") - _EPOCH).total_seconds())
+
+
+def _time_of_day(t: pd.Series) -> pd.Series:
+    """Time-of-day column (``14:05``, ``2:05 PM``, Excel fraction ``0.5868``) → seconds since midnight."""
+    text = as_text(t)
+    out = pd.Series(np.nan, index=t.index, dtype="float64")
+    g = text.str.extract(_TIME)
+    ok = g["H"].notna()
+    if bool(ok.any()):
+        gg = g[ok]
+        hh, bad_ap = _ampm(_to_num(gg, "H"), gg["ap"])
+        mm, ss = _to_num(gg, "M"), _to_num(gg, "S")
+        valid = (hh <= 23) & (mm <= 59) & (ss <= 59) & ~bad_ap
+        out[gg.index[valid]] = (hh * 3600 + mm * 60 + ss)[valid].astype("float64")
+    frac = text[~ok].str.fullmatch(r"0?\.\d+|0|1")
+    frac = frac[frac.fillna(False).astype(bool)]
+    if len(frac):
+        out[frac.index] = (pd.to_numeric(text[frac.index]) * 86400).round()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# people
+# --------------------------------------------------------------------------------------------------
+_NOT_NAME = re.compile(r"[^\w\s'\-]|[\d_]")
+
+
+def clean_names(s: pd.Series) -> tuple[pd.Series, Issues]:
+    """Keep letters, spaces, hyphens and apostrophes; at most 25 characters (warn, never drop the row)."""
+    t = as_text(s)
+    norm = t.str.replace("’", "'", regex=False).str.replace("ʼ", "'", regex=False)
+    cleaned = norm.str.replace(_NOT_NAME, " ", regex=True).str.replace(r"\s+", " ", regex=True).str.strip()
+    cleaned = cleaned.mask(cleaned.eq("") | cleaned.str.fullmatch(r"['\-\s]+").fillna(False).astype(bool))
+    changed = t.notna() & (cleaned.isna() | cleaned.ne(norm))
+    long = cleaned.str.len().gt(MAX_NAME).fillna(False).astype(bool)
+    cut = cleaned.str.slice(0, MAX_NAME).str.rstrip(" -'")
+    out = cleaned.where(~long, cut)
+    return out, [("name-cleaned", changed.fillna(False).astype(bool)), ("name-truncated", long)]
+
+
+_GENDER = {
+    "male": "male", "m": "male", "man": "male", "men": "male", "boy": "male", "mr": "male", "мужской": "male",
+    "муж": "male", "м": "male", "мужчина": "male", "мужск": "male", "мж": None,
+    "female": "female", "f": "female", "w": "female", "woman": "female", "women": "female", "girl": "female",
+    "mrs": "female", "ms": "female", "женский": "female", "жен": "female", "ж": "female", "женщина": "female",
+    "женск": "female",
+}
+
+
+def clean_gender(s: pd.Series) -> tuple[pd.Series, Issues]:
+    """male/female from common spellings (M/F, «м»/«ж», «муж»/«жен» …); anything else dropped with a warning."""
+    t = as_text(s)
+    key = t.str.lower().str.replace(".", "", regex=False).str.strip()
+    out = key.map(lambda k: _GENDER.get(k), na_action="ignore")
+    bad = t.notna() & out.isna()
+    return out.astype(object).where(out.notna(), None), [("bad-gender", bad)]
+
+
+def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) -> tuple[pd.Series, Issues]:
+    """Phones → E.164 with phonenumbers (parsed once per distinct value); unparseable dropped with a warning.
+
+    With ``keep_unparsed`` (option skip_phone_validate) an unparseable phone is sent as written.
+    """
+    import phonenumbers
+
+    t = as_text(s)
+
+    def one(raw: str) -> str | None:
+        try:
+            num = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_valid_number(num):
+            return None
+        return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+    out = _per_unique(t, one)
+    bad = t.notna() & out.isna()
+    if keep_unparsed:
+        out = out.where(~bad, t)
+        bad = pd.Series(False, index=t.index)
+    return out, [("bad-phone", bad)]
+
+
+_EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+
+
+def clean_emails(s: pd.Series) -> tuple[pd.Series, Issues]:
+    """Syntactically valid addresses kept (lower-cased domain untouched); bad ones dropped with a warning."""
+    t = as_text(s)
+    ok = t.str.fullmatch(_EMAIL).fillna(False).astype(bool) & t.str.len().le(254).fillna(False).astype(bool)
+    bad = t.notna() & ~ok
+    return t.where(ok), [("bad-email", bad)]
+
+
+_URL = r"(?i)^https?://[^\s/?#.][^\s]*$"
+
+
+def clean_urls(s: pd.Series) -> tuple[pd.Series, Issues]:
+    """http(s) URLs kept; anything else dropped with a warning (``bad-url``)."""
+    t = as_text(s)
+    ok = t.str.match(_URL).fillna(False).astype(bool)
+    bad = t.notna() & ~ok
+    return t.where(ok), [("bad-url", bad)]
+
+
+def _per_unique(t: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
+    """Apply ``fn`` once per distinct non-missing value."""
+    present = t.dropna()
+    if present.empty:
+        return pd.Series(None, index=t.index, dtype=object)
+    uniq = present.unique()
+    table = {u: fn(u) for u in uniq}
+    res = t.map(table, na_action="ignore").astype(object)
+    return res.where(res.notna(), None)
+
+
+def clean_ids(s: pd.Series, max_len: int = 255) -> tuple[pd.Series, Issues]:
+    """External ids: text, stripped; longer than ``max_len`` is an error (``bad-id``)."""
+    t = as_text(s)
+    bad = t.str.len().gt(max_len).fillna(False).astype(bool)
+    return t.where(~bad), [("bad-id", bad)]
+
+
+def clean_operator_ids(s: pd.Series) -> tuple[pd.Series, Issues]:
+    """Bitrix24 employee ids: positive whole numbers → int64 (NaN when missing)."""
+    t = as_text(s)
+    t = t.str.replace(r"\.0+$", "", regex=True)
+    ok = t.str.fullmatch(r"[1-9]\d{0,17}").fillna(False).astype(bool)
+    out = pd.to_numeric(t.where(ok), errors="coerce")
+    bad = t.notna() & ~ok
+    return out, [("bad-operator-id", bad)]
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------------
+_IS_URL = r"(?i)^https?://[^\s/?#]+\S*$"
+
+
+def parse_files(
+    s: pd.Series, base_url: str | None = None, folder: str | None = None
+) -> tuple[pd.Series, Issues]:
+    """Cells with one or more URLs → ``[{"url", "name"}]`` per row; local paths need ``base_url``.
+
+    Separators: newline, comma, semicolon, and spaces between URLs (a local path may contain
+    spaces). ``name`` is the last path segment (decoded).
+    A row with any entry that is neither http(s) nor a local path under ``base_url`` is
+    ``bad-file-url`` (an error: a missing attachment would silently change the message).
+    """
+    t = as_text(s)
+    out = pd.Series(None, index=t.index, dtype=object)
+    bad_rows = pd.Series(False, index=t.index)
+    present = t.dropna()
+    if present.empty:
+        return out, [("bad-file-url", bad_rows)]
+    pieces = present.str.split(r"[\r\n;,]+", regex=True).explode().str.strip()
+    has_url = pieces.str.contains("://", regex=False).fillna(False).astype(bool)
+    if bool(has_url.any()):  # URLs never contain spaces; local paths may
+        pieces = pieces.astype(object).where(~has_url, pieces.str.split(r"\s+", regex=True))
+    exploded = pieces.explode()
+    rows = exploded.index.to_numpy()
+    parts = pd.Series(exploded.to_numpy(), dtype="str")  # positional index: a row may have many parts
+    keep_part = (parts.notna() & parts.ne("")).to_numpy()
+    rows, parts = rows[keep_part], parts[keep_part].reset_index(drop=True)
+    is_url = parts.str.match(_IS_URL).fillna(False).astype(bool)
+    urls = parts.where(is_url)
+    if base_url is not None:
+        local = parts[~is_url]
+        if len(local):
+            rel = local.str.replace("\\", "/", regex=False)
+            if folder:
+                prefix = folder.replace("\\", "/").rstrip("/") + "/"
+                rel = rel.where(~rel.str.startswith(prefix), rel.str.slice(len(prefix)))
+            rel = rel.str.replace(r"^(\./)+", "", regex=True).str.lstrip("/")
+            bad_local = rel.str.contains(r"(?:^|/)\.\.(?:/|$)|^[A-Za-z]:|^file:", regex=True).fillna(True)
+            joined = base_url.rstrip("/") + "/" + rel.map(lambda r: quote(r, safe="/"))
+            urls[joined.index] = joined.where(~bad_local)
+    bad = urls.isna().to_numpy()
+    bad_rows[pd.unique(rows[bad])] = True
+    good = urls[~bad]
+    good_rows = rows[~bad]
+    if len(good):
+        tail = good.str.replace(r"[?#].*$", "", regex=True).str.rstrip("/").str.rsplit("/", n=1).str[-1]
+        names = tail.map(unquote).str.strip()
+        bare = good.str.fullmatch(r"(?i)https?://[^/]+/?").fillna(False).astype(bool)
+        names = names.where(names.ne("") & ~bare, "file")
+        lists: dict[Any, list[dict[str, str]]] = {}
+        for row, u, n in zip(good_rows.tolist(), good.tolist(), names.tolist(), strict=True):
+            lists.setdefault(row, []).append({"url": u, "name": n})
+        keep = [r for r in lists if not bad_rows[r]]
+        if keep:
+            out[keep] = pd.Series({r: lists[r] for r in keep}, dtype=object)
+    return out.where(out.notna(), None), [("bad-file-url", bad_rows)]

@@ -1,0 +1,147 @@
+"""Governor arithmetic on a fake clock: bucket, operating budget, back-off, chunk sizing, ETA."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from bulkimport.clock import ManualClock
+from bulkimport.limits import ENTERPRISE, STANDARD
+from bulkimport.portal.governor import SEND_METHOD, Governor
+
+
+def test_bucket_lets_a_burst_through_then_paces_at_drain_rate():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    for _ in range(48):  # X - margin
+        g.acquire()
+    assert clock.slept == []
+    g.acquire()
+    assert sum(clock.slept) == pytest.approx(0.5)  # Y = 2/s → one slot every 0.5 s
+    t0 = clock.now()
+    for _ in range(10):
+        g.acquire()
+    assert clock.now() - t0 == pytest.approx(5.0)
+
+
+def test_enterprise_preset_and_overrides():
+    clock = ManualClock()
+    g = Governor(ENTERPRISE.with_(bucket_size=10, drain_rate=5), clock)
+    for _ in range(9):
+        g.acquire()
+    assert clock.now() - 1_700_000_000 == pytest.approx(1 / 5)
+
+
+def test_bucket_drains_while_idle():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    for _ in range(48):
+        g.acquire()
+    clock.advance(30)  # 60 drained
+    for _ in range(40):
+        g.acquire()
+    assert clock.slept == []
+
+
+def test_503_resyncs_bucket_and_backs_off_exponentially():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    g.on_rate_limited(None)
+    g.acquire()
+    first = clock.now() - 1_700_000_000
+    assert first >= 1.0  # back-off 1 s, and a full bucket needs (50+1-48)/2 s
+    assert first == pytest.approx((50 + 1 - 48) / 2)
+    g.on_rate_limited(None)
+    g.on_rate_limited(None)
+    assert g.snapshot()["refusals"] == 3
+    t = clock.now()
+    g.acquire()
+    assert clock.now() - t >= 4.0  # 1 → 2 → 4 s
+
+
+def test_operating_budget_waits_for_reset_before_the_portal_refuses():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    now = clock.now()
+    g.observe(SEND_METHOD, {"operating": 400.0, "operating_reset_at": now + 100, "duration": 30.0})
+    g.acquire([SEND_METHOD])  # 400 + 30 < 432: goes
+    assert clock.slept == []
+    g.observe(SEND_METHOD, {"operating": 420.0, "operating_reset_at": now + 100, "duration": 30.0})
+    g.acquire([SEND_METHOD])  # 420 + ~30 > 432: waits for the reset
+    assert clock.now() == pytest.approx(now + 100)
+    g.acquire(["other.method"])  # other methods are not affected
+    assert clock.now() == pytest.approx(now + 100)
+
+
+def test_429_blocks_the_method_until_named_reset():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    g.on_operating_limit(SEND_METHOD, 42.0)
+    assert g.waiting_for is None
+    g.acquire([SEND_METHOD])
+    assert clock.now() - 1_700_000_000 == pytest.approx(42.0)
+
+
+def test_429_without_reset_uses_last_known_reset():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    g.observe(SEND_METHOD, {"operating": 10, "operating_reset_at": clock.now() + 77})
+    g.on_operating_limit(SEND_METHOD, None)
+    g.acquire([SEND_METHOD])
+    assert clock.now() - 1_700_000_000 == pytest.approx(77)
+
+
+def test_chunk_sizing_starts_small_grows_and_shrinks():
+    g = Governor(STANDARD, ManualClock())
+    assert g.messages_per_call(50) == 10
+    assert g.calls_per_batch(10) == 1  # 10 × 1.2 s assumed = 12 s of a 15 s target
+    g.record_messages(10, 1.0)  # fast: 0.1 s per message
+    assert g.messages_per_call(50) == 20
+    g.record_messages(20, 2.0)
+    assert g.messages_per_call(50) == 40
+    assert g.messages_per_call(25) == 25  # capped by the plan's chunk size
+    assert g.calls_per_batch(40) == 3  # 15 s / (40 × 0.1 s)
+    g.record_messages(40, 40.0)  # slow now: halve
+    assert g.messages_per_call(50) <= 20
+    assert g.seconds_per_message > 0.1
+
+
+def test_calls_per_batch_capped_by_50_and_by_budget():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    for _ in range(10):
+        g.record_messages(10, 0.1)
+    assert g.calls_per_batch(1) == 4  # slow start: the blast radius grows with answered batches
+    for _ in range(4):
+        g.on_batch_answered()
+    assert g.calls_per_batch(1) == 50
+    g.on_ambiguous()
+    assert g.calls_per_batch(1) == 25
+    g.on_batch_answered()
+    g.observe(SEND_METHOD, {"operating": 431.995, "operating_reset_at": clock.now() + 50})
+    assert g.calls_per_batch(1) == 1
+
+
+def test_eta_binding_operating_limit():
+    g = Governor(STANDARD, ManualClock())
+    # assumed 1.2 s/message, 0.8 s/s budget → 1.5 s per message
+    assert g.eta(1000) == pytest.approx(1500)
+
+
+def test_threads_share_one_bucket():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+
+    def worker() -> None:
+        for _ in range(20):
+            g.acquire()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert g.requests == 80
+    # 80 requests: 48 free, 32 paced at 2/s → at least 16 s of waiting
+    assert clock.now() - 1_700_000_000 >= 16 - 1e-6

@@ -1,0 +1,281 @@
+"""bulkimport.plan: the contract with the sender — accounting, order, wire-ready payload, fingerprint, ETA."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bulkimport
+from bulkimport.limits import ENTERPRISE, STANDARD
+from bulkimport.mapping import Mapping
+from bulkimport.plan import FAILURE_COLUMNS, Conversation, Estimate, Plan, plan
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "data_examples"
+FULL = Mapping(
+    columns={"chat.id": "Chat", "user.id": "Client", "user.name": "Name", "user.phone": "Phone",
+             "message.date": "Date", "message.text": "Text", "message.files": "Files"},
+    options={"author": "Author", "timezone": "Europe/Moscow"}, operators={"Op": 7},
+)
+
+
+def _df(**cols: list[Any]) -> pd.DataFrame:
+    n = len(next(iter(cols.values())))
+    return pd.DataFrame(cols, index=pd.RangeIndex(2, 2 + n, name="row"), dtype=object)
+
+
+def _walk(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every leaf of a payload with its path."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _walk(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _walk(v, f"{path}[{i}]")]
+    return [(path, value)]
+
+
+def assert_wire_ready(p: Plan) -> None:
+    for conv in p.conversations:
+        for msg in conv.messages:
+            assert set(msg) == {"user", "message", "chat"}
+            assert isinstance(msg["user"]["id"], str) and isinstance(msg["chat"]["id"], str)
+            assert isinstance(msg["message"]["id"], str) and type(msg["message"]["date"]) is int
+            assert "text" in msg["message"] or msg["message"].get("files")
+            for path, leaf in _walk(msg):
+                assert type(leaf) in (str, int), (path, leaf)
+                if isinstance(leaf, str):
+                    assert leaf.strip() != "" and leaf not in ("nan", "NaN", "None", "<NA>", "NaT"), (path, leaf)
+
+
+def assert_accounted(df: pd.DataFrame, p: Plan) -> None:
+    sent = [r for c in p.conversations for r in c.rows]
+    assert len(sent) == len(set(sent)), "a row is in two places"
+    invalid = set(p.invalid_rows)
+    assert set(sent).isdisjoint(invalid)
+    assert set(sent) | invalid == set(df.index)
+    errors = p.failures[p.failures["level"] == "error"]
+    assert set(errors["row"]) == invalid
+    assert p.counts["rows"] == len(df) == p.counts["valid"] + p.counts["invalid"]
+    assert p.counts["messages"] == len(sent) and p.counts["conversations"] == len(p.conversations)
+
+
+def assert_ordered(p: Plan) -> None:
+    firsts = []
+    for conv in p.conversations:
+        assert len(conv.rows) == len(conv.messages) > 0
+        dates = [m["message"]["date"] for m in conv.messages]
+        assert dates == sorted(dates)
+        assert all(m["chat"]["id"] == conv.key for m in conv.messages)
+        assert f"chat:{conv.key}" in conv.lock_keys
+        assert {f"user:{m['user']['id']}" for m in conv.messages} <= conv.lock_keys
+        firsts.append(dates[0])
+    assert firsts == sorted(firsts)
+    assert len({c.key for c in p.conversations}) == len(p.conversations)
+
+
+# ------------------------------------------------------------------------------------------- basics
+def test_plan_groups_orders_and_builds_payload():
+    df = _df(Chat=["b", "a", "b", "a", "b"], Client=["2", "1", "2", "1", None],
+             Name=["Bob", "Ann", None, None, None], Phone=["+7 916 000-00-01", None, None, None, None],
+             Author=["Bob", "Ann", "Bob", "Op", "Op"],
+             Date=["2026-11-23 10:05", "2026-11-23 10:00", "2026-11-23 10:01", "2026-11-23 10:00",
+                   "2026-11-23 10:07"],
+             Text=["b2", "a1", "b1", "a-op", "b-op"], Files=[None, None, "https://example.com/f.png", None, None])
+    p = plan(df, FULL)
+    assert [c.key for c in p.conversations] == ["a", "b"]
+    a, b = p.conversations
+    assert a.rows == (3, 5)  # equal times keep source order
+    assert b.rows == (4, 2, 6)
+    assert b.messages[0] == {
+        "user": {"id": "2", "name": "Bob", "phone": "+79160000001"},
+        "message": {"id": b.messages[0]["message"]["id"], "date": 1795417260,
+                    "text": "b1", "files": [{"url": "https://example.com/f.png", "name": "f.png"}],
+                    "disable_crm": "Y"},
+        "chat": {"id": "b"},
+    }
+    assert b.messages[2]["message"]["user_id"] == 7 and b.messages[2]["user"]["id"] == "2"
+    assert a.lock_keys == frozenset({"chat:a", "user:1"})
+    assert p.counts == {"rows": 5, "valid": 5, "invalid": 0, "conversations": 2, "messages": 5, "files": 1,
+                        "warnings": 0}
+    assert isinstance(p, bulkimport.Plan) and isinstance(a, Conversation)
+    assert list(p.failures.columns) == FAILURE_COLUMNS
+    assert_wire_ready(p)
+    assert_accounted(df, p)
+
+
+def test_plan_guesses_mapping_when_none_given():
+    df = _df(Client=["1"], Date=["2026-01-01 10:00"], Text=["hi"])
+    p = bulkimport.plan(df)
+    assert p.mapping.source == "guess" and p.counts["messages"] == 1
+
+
+def test_options_control_crm_and_phone_flags():
+    df = _df(Client=["1"], Date=["2026-01-01 10:00"], Text=["hi"])
+    cols = {"user.id": "Client", "message.date": "Date", "message.text": "Text"}
+    msg = plan(df, Mapping(columns=cols)).conversations[0].messages[0]
+    assert msg["message"]["disable_crm"] == "Y" and "skip_phone_validate" not in msg["user"]
+    msg = plan(df, Mapping(columns=cols, options={"disable_crm": False, "skip_phone_validate": True})
+               ).conversations[0].messages[0]
+    assert "disable_crm" not in msg["message"] and msg["user"]["skip_phone_validate"] == "Y"
+
+
+def test_chunks_and_calls():
+    conv = Conversation("k", tuple(range(120)), tuple({} for _ in range(120)))
+    assert list(conv.chunks(50)) == [(0, 50), (50, 100), (100, 120)]
+
+
+def test_deterministic_and_fingerprint_tracks_wire_content():
+    df = _df(Chat=["a", "a", "b"], Client=["1", "1", "2"], Name=["A", None, "B"], Phone=[None] * 3,
+             Author=[None] * 3, Date=["2026-01-01 10:00", "2026-01-01 10:01", "bad"], Text=["x", "y", "z"],
+             Files=[None] * 3)
+    p1, p2 = plan(df, FULL), plan(df.copy(), FULL)
+    assert p1.fingerprint == p2.fingerprint and len(p1.fingerprint) == 64
+    assert [c.messages for c in p1.conversations] == [c.messages for c in p2.conversations]
+    changed = df.copy()
+    changed.loc[3, "Text"] = "y!"
+    assert plan(changed, FULL).fingerprint != p1.fingerprint
+    invalid_changed = df.copy()
+    invalid_changed.loc[4, "Text"] = "not sent anyway"
+    assert plan(invalid_changed, FULL).fingerprint == p1.fingerprint
+    no_crm = Mapping(columns=FULL.columns, options={**FULL.options, "disable_crm": False}, operators=FULL.operators)
+    assert plan(df, no_crm).fingerprint != p1.fingerprint
+
+
+def test_invalid_rows_preview_and_counts():
+    df = _df(Chat=["a", "a"], Client=["1", "1"], Name=[None] * 2, Phone=["bad", None], Author=[None] * 2,
+             Date=["2026-01-01 10:00", None], Text=["x" * 100, "y"], Files=[None] * 2)
+    p = plan(df, FULL)
+    assert list(p.invalid_rows) == [3] and p.counts["warnings"] == 1
+    prev = p.preview(5)
+    assert list(prev.index) == [2] and prev.loc[2, "chat"] == "a" and prev.loc[2, "text"].endswith("…")
+    assert str(prev.loc[2, "date"].tz) == "Europe/Moscow"
+
+
+# ------------------------------------------------------------------------------------------- estimate
+def _plan_with_sizes(sizes: list[int], chunk_size: int = 50) -> Plan:
+    convs = [Conversation(f"c{i}", tuple(range(n)), tuple({} for _ in range(n))) for i, n in enumerate(sizes)]
+    return Plan(frame=pd.DataFrame(), conversations=convs, chunk_size=chunk_size)
+
+
+def test_estimate_batches_one_chunk_per_conversation():
+    p = _plan_with_sizes([120, 10, 1])
+    e = p.estimate(STANDARD, seconds_per_message=0.01)
+    assert isinstance(e, Estimate)
+    assert (e.messages, e.calls) == (131, 5)
+    assert e.requests == 3  # 5 calls fit in one batch, but c0's three chunks go one batch after another
+    assert e.seconds == pytest.approx(131 * 0.01) and e.binding == "operating"
+
+
+def test_estimate_respects_the_request_time_cap():
+    p = _plan_with_sizes([50] * 10)
+    e = p.estimate(STANDARD, seconds_per_message=1.2)
+    assert e.calls == 10 and e.requests == 10  # 50 x 1.2 s = 60 s: one command fills a request
+    slow = p.estimate(STANDARD, seconds_per_message=2.0)
+    assert slow.calls == 20  # a call may carry at most 30 messages at 2 s each
+
+
+def test_estimate_operating_budget_and_bucket():
+    big = _plan_with_sizes([40] * 1000)  # 40,000 messages
+    e = big.estimate(STANDARD, seconds_per_message=1.2)
+    work = 40_000 * 1.2
+    assert e.seconds == pytest.approx(480 + (work - 480) / 0.8) and e.binding == "operating"
+    many = _plan_with_sizes([1] * 5000)
+    fast = many.estimate(STANDARD, seconds_per_message=0.001)
+    assert fast.requests == 100 and fast.binding == "bucket" and fast.seconds == pytest.approx((100 - 50) / 2)
+    tiny_batches = many.estimate(STANDARD.with_(batch_max=1), seconds_per_message=0.001)
+    assert tiny_batches.requests == 5000 and tiny_batches.binding == "bucket"
+    assert tiny_batches.seconds == pytest.approx((5000 - 50) / 2)
+    assert many.estimate(ENTERPRISE.with_(batch_max=1), 0.001).seconds == pytest.approx((5000 - 250) / 5)
+    assert "messages in" in str(e)
+
+
+def test_estimate_of_empty_plan():
+    e = _plan_with_sizes([]).estimate()
+    assert (e.messages, e.calls, e.requests, e.seconds) == (0, 0, 0, 0)
+
+
+# ------------------------------------------------------------------------------------------- examples
+@pytest.mark.parametrize(("data", "mp"), [("history.xlsx", "history_xlsx.toml"), ("history.csv", "history_csv.toml")])
+def test_example_histories_plan(data, mp):
+    df = bulkimport.read(EXAMPLES / data)
+    p = plan(df, Mapping.load(EXAMPLES / mp))
+    assert p.counts["conversations"] >= 30 and p.counts["messages"] >= 500
+    assert any("user_id" in m["message"] for c in p.conversations for m in c.messages)
+    assert p.counts["files"] > 0 and 0 < p.counts["invalid"] < 20
+    assert_wire_ready(p)
+    assert_accounted(df, p)
+    assert_ordered(p)
+    again = plan(bulkimport.read(EXAMPLES / data), Mapping.load(EXAMPLES / mp))
+    assert again.fingerprint == p.fingerprint
+    assert math.isfinite(p.estimate().seconds)
+
+
+# ------------------------------------------------------------------------------------------- properties
+_cell = st.one_of(
+    st.none(), st.just(""), st.just("nan"), st.just("  "), st.just(float("nan")),
+    st.integers(-5, 10**19), st.floats(allow_nan=True, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(["1", "2", "007", "Op", "Ann", "a", "b"]),
+)
+_date = st.one_of(
+    _cell,
+    st.sampled_from(["2026-11-23 10:00", "23.11.2026 14:05", "11/23/2026 2:05 PM", "1795442700", "46349.5",
+                     "03/04/2026", "31.02.2026", "2026-11-23T10:00:00+03:00"]),
+)
+_files = st.one_of(_cell, st.sampled_from(["https://example.com/a.png", "https://example.com/a b.png; x",
+                                           "C:\\f.png", "https://example.com/"]))
+_phone = st.one_of(_cell, st.sampled_from(["+7 916 123-45-67", "8 916 123 45 67", "12-34"]))
+
+
+@st.composite
+def frames(draw: Any) -> pd.DataFrame:
+    n = draw(st.integers(0, 25))
+    cols = {
+        "Chat": st.one_of(st.none(), st.sampled_from(["a", "b", "c", "1"]), _cell),
+        "Client": st.one_of(st.none(), st.sampled_from(["1", "2", "007", "Op"]), _cell),
+        "Name": _cell, "Phone": _phone, "Author": st.one_of(st.sampled_from(["Op", "Ann", None]), _cell),
+        "Date": _date, "Text": _cell, "Files": _files,
+    }
+    data = {c: draw(st.lists(s, min_size=n, max_size=n)) for c, s in cols.items()}
+    start = draw(st.integers(1, 5))
+    return pd.DataFrame(data, index=pd.RangeIndex(start, start + n, name="row"), dtype=object)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames())
+def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
+    p = plan(df, FULL)
+    assert_accounted(df, p)
+    assert_wire_ready(p)
+    assert_ordered(p)
+    q = plan(df.copy(), FULL)
+    assert q.fingerprint == p.fingerprint
+    assert [(c.key, c.rows, c.messages) for c in q.conversations] == [
+        (c.key, c.rows, c.messages) for c in p.conversations]
+
+
+@settings(max_examples=40, deadline=None)
+@given(frames(), st.integers(1, 7))
+def test_property_chunks_cover_each_conversation_in_order(df, size):
+    p = plan(df, FULL, chunk_size=size)
+    for conv in p.conversations:
+        spans = list(conv.chunks(size))
+        assert spans[0][0] == 0 and spans[-1][1] == len(conv)
+        assert all(b - a <= size for a, b in spans)
+        assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+    e = p.estimate(STANDARD, 0.01)
+    assert e.calls == sum(math.ceil(len(c) / size) for c in p.conversations)
+
+
+def test_numeric_frame_from_pandas_never_leaks_floats():
+    df = pd.DataFrame({"Client": [1.0, 2.0, np.nan], "Date": [1795442700, 1795442701, 1795442702],
+                       "Text": ["a", "b", "c"]})
+    p = plan(df, Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"}))
+    assert [m["user"]["id"] for c in p.conversations for m in c.messages] == ["1", "2"]
+    assert list(p.invalid_rows) == [2]
+    assert_wire_ready(p)

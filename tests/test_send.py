@@ -1,0 +1,585 @@
+"""The sender over an offline fake portal: order, holds, statuses, resume, fatal stops, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+import pandas as pd
+import pytest
+
+from bulkimport.clock import ManualClock
+from bulkimport.errors import ConfigError, JournalMismatchError
+from bulkimport.journal import Journal
+from bulkimport.plan import FAILURE_COLUMNS, Conversation, Plan
+from bulkimport.portal.client import Client, MockTransport, NotSent, RawResponse, _ambiguous
+from bulkimport.portal.encoding import decode_query
+from bulkimport.send import STATUS_COLUMNS, Sender, send
+
+Fault = Callable[[str, list[dict[str, Any]]], Any]
+
+
+def make_plan(
+    sizes: list[int],
+    *,
+    invalid: list[int] | None = None,
+    warnings: list[int] | None = None,
+    chunk_size: int = 50,
+    fingerprint: str = "fp-1",
+    shared_user: bool = False,
+) -> Plan:
+    """A plan with conversations of the given sizes; rows numbered from 2 like a spreadsheet."""
+    rows: list[dict[str, Any]] = []
+    convs: list[Conversation] = []
+    rid = 2
+    for ci, size in enumerate(sizes):
+        ids, msgs = [], []
+        for i in range(size):
+            user = "u-shared" if shared_user else f"u{ci}"
+            msg = {
+                "user": {"id": user, "name": "Иван"},
+                "message": {"id": f"m{rid}", "date": 1_600_000_000 + i, "text": f"c{ci} #{i} & =+%\nok"},
+                "chat": {"id": f"chat{ci}"},
+            }
+            rows.append({"row": rid, "chat": f"chat{ci}", "text": msg["message"]["text"]})
+            ids.append(rid)
+            msgs.append(msg)
+            rid += 1
+        convs.append(
+            Conversation(
+                f"chat{ci}",
+                tuple(ids),
+                tuple(msgs),
+                frozenset({f"chat{ci}", "u-shared" if shared_user else f"u{ci}"}),
+            )
+        )
+    fails = []
+    for _ in invalid or []:
+        rows.append({"row": rid, "chat": "", "text": ""})
+        fails.append(
+            {
+                "row": rid,
+                "field": "message.text",
+                "code": "missing-text",
+                "level": "error",
+                "message": "no text",
+                "value": "",
+            }
+        )
+        rid += 1
+    frame = pd.DataFrame(rows).set_index("row")
+    for r in warnings or []:
+        fails.append(
+            {
+                "row": r,
+                "field": "user.name",
+                "code": "name-trimmed",
+                "level": "warning",
+                "message": "name cut to 25 characters",
+                "value": "x",
+            }
+        )
+    failures = pd.DataFrame(fails, columns=FAILURE_COLUMNS)
+    return Plan(
+        frame=frame, conversations=convs, failures=failures, chunk_size=chunk_size, fingerprint=fingerprint
+    )
+
+
+class FakePortal:
+    """Enough of a portal for the sender: stores messages, answers batch and single calls."""
+
+    def __init__(self, clock: ManualClock, cost_per_message: float = 0.05) -> None:
+        self.clock = clock
+        self.stored: list[dict[str, Any]] = []
+        self.faults: list[
+            Fault
+        ] = []  # each: (method, messages) -> None | RawResponse | Exception | item-level
+        self.cost = cost_per_message
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.in_flight_keys: list[set[str]] = []
+        self.reject_items: set[str] = set()  # message ids answered SUCCESS false
+        self.operating = 0.0
+
+    def _time(self, duration: float) -> dict[str, Any]:
+        now = self.clock.now()
+        return {
+            "start": now,
+            "finish": now + duration,
+            "duration": duration,
+            "processing": duration,
+            "operating": self.operating,
+            "operating_reset_at": int(now + 600),
+        }
+
+    def send_messages(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        messages = params.get("MESSAGES")
+        if isinstance(messages, dict):  # decoded PHP lists come back as lists already
+            messages = list(messages.values())
+        if not params.get("LINE"):
+            return 400, {"error": "ERROR_ARGUMENT", "error_description": "Argument 'LINE' is null or empty"}
+        items = []
+        for m in messages:
+            if m["message"]["id"] in self.reject_items:
+                items.append({"SUCCESS": False, "ERRORS": ["IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA"]})
+                continue
+            self.stored.append(m)
+            items.append(
+                {
+                    "user": "585",
+                    "message": {"id": m["message"]["id"], "date": {}},
+                    "chat": {"id": m["chat"]["id"]},
+                    "SUCCESS": True,
+                    "session": {"ID": "323", "CHAT_ID": "1767"},
+                }
+            )
+        self.operating += self.cost * len(messages)
+        return 200, {
+            "result": {"SUCCESS": True, "DATA": {"RESULT": items}},
+            "time": self._time(self.cost * len(messages)),
+        }
+
+    def handler(self, url: str, body: dict[str, Any]) -> RawResponse | BaseException:
+        method = url.rsplit("/", 1)[1]
+        self.requests.append((method, body))
+        if method == "batch":
+            cmds = {k: v.split("?", 1) for k, v in body["cmd"].items()}
+            parsed = {k: (m, decode_query(q)) for k, (m, q) in cmds.items()}
+            messages = [m for _, p in parsed.values() for m in p["MESSAGES"]]
+        else:
+            parsed = {"_": (method, {k: v for k, v in body.items() if k != "auth"})}
+            messages = list(body.get("MESSAGES", []))
+        for fault in list(self.faults):
+            out = fault(method, messages)
+            if out is not None:
+                if isinstance(out, tuple) and out[0] == "after":  # commit, then lose the answer
+                    self._run(parsed)
+                    return out[1]
+                return out
+        status, payload = self._run(parsed) if method == "batch" else self.send_messages(parsed["_"][1])
+        return MockTransport.json(status, payload)
+
+    def _run(self, parsed: dict[str, tuple[str, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+        result, errors, times = {}, {}, {}
+        for key, (_m, params) in parsed.items():
+            _status, payload = self.send_messages(params)
+            if "error" in payload:
+                errors[key] = payload
+            else:
+                result[key] = payload["result"]
+                times[key] = payload["time"]
+        return 200, {
+            "result": {
+                "result": result or [],
+                "result_error": errors or [],
+                "result_time": times or [],
+                "result_total": [],
+                "result_next": [],
+            },
+            "time": self._time(sum(t["duration"] for t in times.values())),
+        }
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def fake(clock: ManualClock) -> FakePortal:
+    return FakePortal(clock)
+
+
+def client_for(fake: FakePortal, clock: ManualClock) -> Client:
+    return Client(
+        "https://acme.bitrix24.ru", "token-aaaaaaaa", clock=clock, session=MockTransport(fake.handler)
+    )
+
+
+def run(plan: Plan, fake: FakePortal, clock: ManualClock, tmp_path: Any, **kw: Any):
+    sender = Sender(
+        plan,
+        line=1,
+        connector="hist",
+        state=tmp_path / "j.db",
+        progress=False,
+        client=client_for(fake, clock),
+        **kw,
+    )
+    return sender.run()
+
+
+def test_sends_everything_in_order_with_status_columns(fake, clock, tmp_path):
+    plan = make_plan([3, 25, 1, 7], invalid=[1], warnings=[3])
+    out = run(plan, fake, clock, tmp_path)
+    frame = out.frame
+    assert list(frame.columns[-len(STATUS_COLUMNS) :]) == STATUS_COLUMNS
+    assert frame["import_status"].value_counts().to_dict() == {"sent": 36, "invalid": 1}
+    # every message exactly once, per conversation in plan order
+    ids = [m["message"]["id"] for m in fake.stored]
+    assert sorted(ids) == sorted(f"m{r}" for c in plan.conversations for r in c.rows)
+    for conv in plan.conversations:
+        got = [m["message"]["id"] for m in fake.stored if m["chat"]["id"] == conv.key]
+        assert got == [f"m{r}" for r in conv.rows]
+    sent = frame[frame["import_status"] == "sent"]
+    assert (sent["b24_session_id"] == "323").all() and (sent["b24_chat_id"] == "1767").all()
+    assert (sent["import_attempts"] == 1).all()
+    assert sent["sent_at"].notna().all()
+    assert frame.loc[3, "import_warnings"].startswith("name-trimmed")
+    bad = frame[frame["import_status"] == "invalid"]
+    assert bad["import_error_code"].tolist() == ["missing-text"]
+    assert out.summary.counts["sent"] == 36 and out.summary.complete
+    # UTF-8, newline, & = + % survived the PHP-bracket encoding of batch commands
+    assert fake.stored[0]["message"]["text"] == "c0 #0 & =+%\nok"
+    assert fake.stored[0]["user"]["name"] == "Иван"
+
+
+def test_one_command_per_conversation_and_disjoint_locks_per_batch(fake, clock, tmp_path):
+    plan = make_plan([30, 30, 30, 30], shared_user=False)
+    run(plan, fake, clock, tmp_path)
+    for method, body in fake.requests:
+        if method == "batch":
+            chats = []
+            for cmd in body["cmd"].values():
+                q = decode_query(cmd.split("?", 1)[1])
+                chats.append({m["chat"]["id"] for m in q["MESSAGES"]})
+            flat = [c for s in chats for c in s]
+            assert len(flat) == len(set(flat)) and all(len(s) == 1 for s in chats)
+
+
+def test_shared_lock_key_never_in_one_batch(fake, clock, tmp_path):
+    plan = make_plan([12, 12, 12], shared_user=True)  # all share the customer: one at a time
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.counts["sent"] == 36
+    for method, body in fake.requests:
+        if method == "batch":
+            assert len(body["cmd"]) == 1
+
+
+def test_item_rejection_is_failed_and_conversation_goes_on(fake, clock, tmp_path):
+    plan = make_plan([5])
+    fake.reject_items = {"m4"}
+    out = run(plan, fake, clock, tmp_path)
+    f = out.frame
+    assert f.loc[4, "import_status"] == "failed"
+    assert f.loc[4, "import_error_code"] == "IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA"
+    assert (f.drop(index=4)["import_status"] == "sent").all()
+    # retry_failed resends just that row
+    fake.reject_items = set()
+    out2 = run(plan, fake, clock, tmp_path, retry_failed=True)
+    assert out2.frame.loc[4, "import_status"] == "sent"
+    assert out2.frame.loc[4, "import_attempts"] == 2
+    assert [m["message"]["id"] for m in fake.stored].count("m4") == 1
+
+
+def test_ambiguous_drop_holds_conversation_and_never_resends(fake, clock, tmp_path):
+    plan = make_plan([15, 4])
+    state = {"n": 0}
+
+    def drop_first(method: str, messages: list[dict[str, Any]]) -> Any:
+        if any(m["chat"]["id"] == "chat0" for m in messages) and state["n"] == 0:
+            state["n"] += 1
+            return ("after", _ambiguous("connection-lost", "connection lost after sending"))
+        return None
+
+    fake.faults.append(drop_first)
+    out = run(plan, fake, clock, tmp_path)
+    f = out.frame
+    conv0 = f.loc[list(plan.conversations[0].rows)]
+    unknown = conv0[conv0["import_status"] == "unknown"]
+    assert len(unknown) >= 1 and (unknown["import_error_code"] == "connection-lost").all()
+    pending = conv0[conv0["import_status"] == "pending"]
+    assert len(unknown) + len(pending) == 15
+    assert (pending["import_error_code"] == "held-after-unknown").all()
+    assert (f.loc[list(plan.conversations[1].rows), "import_status"] == "sent").all()
+    stored = [m["message"]["id"] for m in fake.stored]
+    assert len(stored) == len(set(stored))  # the dropped request committed once, never re-sent
+    # a plain re-run keeps the hold; retry_unknown resends (the user checked the line)
+    out2 = run(plan, fake, clock, tmp_path)
+    assert out2.summary.counts["unknown"] == len(unknown)
+    before = len(fake.stored)
+    out3 = run(plan, fake, clock, tmp_path, retry_unknown=True)
+    assert out3.summary.counts["sent"] == 19
+    assert len(fake.stored) == before + 15
+
+
+def test_refused_requests_are_retried_without_loss(fake, clock, tmp_path):
+    plan = make_plan([8, 8])
+    state = {"n": 0}
+
+    def storm(method: str, messages: list[dict[str, Any]]) -> Any:
+        state["n"] += 1
+        if state["n"] <= 3:
+            return MockTransport.json(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many"})
+        if state["n"] == 4:
+            return MockTransport.json(
+                429,
+                {
+                    "error": "OPERATION_TIME_LIMIT",
+                    "error_description": "x",
+                    "time": {"operating_reset_at": clock.now() + 30},
+                },
+            )
+        if state["n"] == 5:
+            return NotSent("ConnectionRefusedError")
+        return None
+
+    fake.faults.append(storm)
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.counts["sent"] == 16
+    assert (out.frame["import_attempts"] == 1).all()  # refusals are not attempts
+    assert sum(clock.slept) >= 30  # waited for the operating reset
+
+
+def test_fatal_error_stops_early_with_pending_rows(fake, clock, tmp_path):
+    plan = make_plan([10, 10, 10])
+    state = {"n": 0}
+
+    def line_off(method: str, messages: list[dict[str, Any]]) -> Any:
+        state["n"] += 1
+        if state["n"] >= 2:
+            return MockTransport.json(400, {"error": "NOT_ACTIVE_LINE", "error_description": "inactive"})
+        return None
+
+    fake.faults.append(line_off)
+    out = run(plan, fake, clock, tmp_path)
+    s = out.summary
+    assert s.stopped == "NOT_ACTIVE_LINE"
+    assert s.counts["failed"] == 0 and s.counts["sent"] >= 1 and s.counts["pending"] >= 10
+    pend = out.frame[out.frame["import_status"] == "pending"]
+    assert (pend["import_error_code"] == "not-reached").all()
+    assert pend["import_error"].str.contains("NOT_ACTIVE_LINE").all()
+    fake.faults.clear()
+    out2 = run(plan, fake, clock, tmp_path)
+    assert out2.summary.counts["sent"] == 30
+    stored = [m["message"]["id"] for m in fake.stored]
+    assert len(stored) == len(set(stored)) == 30
+
+
+def test_request_rejection_holds_only_that_conversation(fake, clock, tmp_path):
+    plan = make_plan([3, 3, 3], chunk_size=2)
+    orig = fake.send_messages
+
+    def send_messages(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if params["MESSAGES"][0]["chat"]["id"] == "chat1":
+            return 400, {
+                "error": "ERROR_ARGUMENT",
+                "error_description": "The incorrect structure of a message",
+            }
+        return orig(params)
+
+    fake.send_messages = send_messages  # type: ignore[method-assign]
+    out = run(plan, fake, clock, tmp_path)
+    f = out.frame
+    rows1 = list(plan.conversations[1].rows)
+    assert f.loc[rows1, "import_status"].tolist() == ["failed", "failed", "pending"]
+    assert f.loc[rows1[0], "import_error_code"] == "ERROR_ARGUMENT"
+    assert f.loc[rows1[2], "import_error_code"] == "held-after-failure"
+    assert out.summary.counts["sent"] == 6 and out.summary.stopped is None
+
+
+def test_partial_batch_failure(fake, clock, tmp_path):
+    """In one batch: one command answered with an error, one with an item failure, one fine."""
+    plan = make_plan([2, 2, 3], chunk_size=2)
+    fake.reject_items = {"m4"}
+    orig = fake.send_messages
+
+    def send_messages(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if params["MESSAGES"][0]["chat"]["id"] == "chat2":
+            return 400, {"error": "CONNECTOR_PROXY_NO_ADD_USER", "error_description": "no user"}
+        return orig(params)
+
+    fake.send_messages = send_messages  # type: ignore[method-assign]
+    client = client_for(fake, clock)
+    client.governor.record_messages(2, 0.01)  # measured fast: several calls per batch
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client).run()
+    f = out.frame
+    assert any(m == "batch" for m, _ in fake.requests)
+    assert f.loc[[2, 3], "import_status"].tolist() == ["sent", "sent"]
+    assert f.loc[[4, 5], "import_status"].tolist() == ["failed", "sent"]
+    assert f.loc[6, "import_error_code"] == "CONNECTOR_PROXY_NO_ADD_USER"
+    assert f.loc[[6, 7, 8], "import_status"].tolist() == ["failed", "failed", "pending"]
+    assert f.loc[8, "import_error_code"] == "held-after-failure"
+
+
+def test_interrupt_mid_request_marks_unknown_and_resume(fake, clock, tmp_path):
+    plan = make_plan([6, 6, 6])
+    state = {"n": 0}
+
+    def ctrl_c(method: str, messages: list[dict[str, Any]]) -> Any:
+        state["n"] += 1
+        if state["n"] == 2:
+            return KeyboardInterrupt()
+        return None
+
+    fake.faults.append(ctrl_c)
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.interrupted
+    st = out.frame["import_status"].value_counts().to_dict()
+    assert st.get("unknown", 0) >= 1 and st.get("pending", 0) >= 0
+    assert "inflight" not in st
+    fake.faults.clear()
+    fake.faults.append(lambda m, msgs: KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        send(
+            plan,
+            line=1,
+            connector="hist",
+            state=tmp_path / "other.db",
+            progress=False,
+            client=client_for(fake, clock),
+        )
+    assert Journal.open(tmp_path / "other.db").summary()["counts"]["unknown"] == 6
+    fake.faults.clear()
+    out2 = run(plan, fake, clock, tmp_path, retry_unknown=True)
+    assert out2.summary.counts["sent"] == 18
+
+
+def test_crash_between_mark_and_answer_becomes_unknown(fake, clock, tmp_path):
+    """A process killed after marking in flight: the next open turns those rows unknown."""
+    plan = make_plan([4])
+
+    class Boom(Exception):
+        pass
+
+    fake.faults.append(lambda m, msgs: Boom())
+    with pytest.raises(Boom):
+        run(plan, fake, clock, tmp_path)
+    j = Journal.open(tmp_path / "j.db")
+    assert j.counts() == {"inflight": 4}
+    j.close()
+    fake.faults.clear()
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.counts["unknown"] == 4 and out.summary.recovered_unknown == 4
+    assert (out.frame["import_error_code"] == "interrupted").all()
+    assert fake.stored == []
+
+
+def test_journal_mismatch(fake, clock, tmp_path):
+    plan = make_plan([2])
+    run(plan, fake, clock, tmp_path)
+    other = make_plan([2], fingerprint="fp-2")
+    with pytest.raises(JournalMismatchError, match="fingerprint"):
+        run(other, fake, clock, tmp_path)
+    with pytest.raises(JournalMismatchError, match="line"):
+        Sender(
+            plan,
+            line=2,
+            connector="hist",
+            state=tmp_path / "j.db",
+            progress=False,
+            client=client_for(fake, clock),
+        ).run()
+
+
+def test_resume_skips_sent(fake, clock, tmp_path):
+    plan = make_plan([5, 5])
+    run(plan, fake, clock, tmp_path)
+    n = len(fake.requests)
+    out = run(plan, fake, clock, tmp_path)
+    assert len(fake.requests) == n and out.summary.sent_this_run == 0
+    assert out.summary.counts["sent"] == 10
+
+
+def test_missing_options_name_option_and_env(tmp_path, monkeypatch):
+    plan = make_plan([1])
+    for name in ("BITRIX24_PORTAL", "BITRIX24_LINE", "BITRIX24_CONNECTOR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="BITRIX24_PORTAL"):
+        send(plan, line=1, connector="x", state=tmp_path / "j.db", auth="t")
+    with pytest.raises(ConfigError, match=r"--line.*BITRIX24_LINE"):
+        send(plan, portal="acme.bitrix24.ru", connector="x", state=tmp_path / "j.db", auth="t")
+    with pytest.raises(ConfigError, match="--state"):
+        send(plan, portal="acme.bitrix24.ru", line=1, connector="x", auth="t")
+
+
+def test_journal_default_beside_input(fake, clock, tmp_path):
+    plan = make_plan([1])
+    plan.frame.attrs["source"] = str(tmp_path / "history.xlsx")
+    out = Sender(plan, line=1, connector="hist", progress=False, client=client_for(fake, clock)).run()
+    assert out.summary.journal == tmp_path / "history.xlsx.bulkimport.db"
+    summary = Journal.open(out.summary.journal).summary()
+    assert summary["counts"]["sent"] == 1 and summary["complete"]
+
+
+def test_secrets_not_in_logs_or_frame(fake, clock, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    plan = make_plan([3])
+    fake.faults.append(lambda m, msgs: None)
+    out = run(plan, fake, clock, tmp_path)
+    text = caplog.text + out.frame.to_csv() + str(out.summary)
+    assert "token-aaaaaaaa" not in text
+    assert all(body["auth"] == "token-aaaaaaaa" for _, body in fake.requests)
+    assert json.dumps(fake.requests).count("token-aaaaaaaa") == len(fake.requests)
+    assert unquote("x") == "x"
+
+
+def test_ctrl_c_during_a_pacing_wait_leaves_rows_pending(fake, clock, tmp_path):
+    """Rows are journalled in flight only when bytes leave: Ctrl-C while waiting for a 429 reset
+    must not turn unsent rows into 'unknown'."""
+    plan = make_plan([4, 4])
+    state = {"n": 0}
+
+    def once_429(method: str, messages: list[dict[str, Any]]) -> Any:
+        state["n"] += 1
+        if state["n"] == 2:
+            return MockTransport.json(
+                429,
+                {
+                    "error": "OPERATION_TIME_LIMIT",
+                    "error_description": "x",
+                    "time": {"operating_reset_at": clock.now() + 300},
+                },
+            )
+        return None
+
+    fake.faults.append(once_429)
+    real_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        if seconds > 4:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    client = client_for(fake, clock)
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client).run()
+    assert out.summary.interrupted
+    counts = out.summary.counts
+    assert counts["unknown"] == 0 and counts["sent"] == 4 and counts["pending"] == 4
+    pend = out.frame[out.frame["import_status"] == "pending"]
+    assert (pend["import_error_code"] == "not-reached").all()
+    assert (pend["import_attempts"] == 0).all()
+
+
+def test_progress_bar_counts_rows_and_hides_secrets(fake, clock, tmp_path, capsys):
+    plan = make_plan([7, 3])
+    sender = Sender(
+        plan, line=1, connector="hist", state=tmp_path / "j.db", progress=True, client=client_for(fake, clock)
+    )
+    seen: list[dict[str, Any]] = []
+    sender.on_progress = seen.append
+    out = sender.run()
+    err = capsys.readouterr().err
+    assert "10/10" in err and "sent=10" in err
+    assert "token-aaaaaaaa" not in err
+    assert seen[-1]["sent"] == 10 and out.summary.counts["sent"] == 10
+
+
+def test_a_failing_proxy_stops_the_run_instead_of_making_everything_unknown(fake, clock, tmp_path):
+    plan = make_plan([3] * 100)
+    client = client_for(fake, clock)
+    client.governor.record_messages(3, 0.01)  # fast portal: big batches
+    fake.faults.append(lambda m, msgs: MockTransport.text(502, "<html>Bad Gateway</html>"))
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client).run()
+    s = out.summary
+    assert s.stopped == "repeated-ambiguous"
+    assert len(fake.requests) == 5
+    # each unusable answer halved the next batch: the damage stays small
+    sizes = [len(body["cmd"]) if m == "batch" else 1 for m, body in fake.requests]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
+    assert s.counts["unknown"] == 3 * sum(sizes) < 30
+    assert s.counts["pending"] == 300 - s.counts["unknown"]
+    assert sum(clock.slept) >= 1 + 2 + 4 + 8  # backed off between them

@@ -1,0 +1,236 @@
+"""Value cleaning: dates in every supported form, names, gender, phones, e-mails, URLs, files, text."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bulkimport.values import (
+    MAX_TEXT,
+    as_text,
+    clean_emails,
+    clean_gender,
+    clean_names,
+    clean_operator_ids,
+    clean_phones,
+    clean_urls,
+    parse_dates,
+    parse_files,
+    too_long_text,
+)
+
+MSK = "Europe/Moscow"
+# 2026-11-23 14:05:00 in Moscow (UTC+3) = 11:05:00 UTC
+T = int(pd.Timestamp("2026-11-23 11:05:00", tz="UTC").timestamp())
+
+
+def _dates(values, **kw):
+    s = pd.Series(values, index=range(2, 2 + len(values)), dtype=object)
+    return parse_dates(s, **kw)
+
+
+def _codes(issues):
+    return {code: sorted(mask[mask].index.tolist()) for code, mask in issues if mask.any()}
+
+
+@pytest.mark.parametrize("value", [
+    dt.datetime(2026, 11, 23, 14, 5),
+    "23.11.2026 14:05",
+    "23.11.26 14:05",
+    "11/23/2026 2:05 PM",
+    "11/23/2026 2:05 p.m.",
+    "2026-11-23 14:05",
+    "2026-11-23T14:05:00",
+    "2026-11-23T14:05:00+03:00",
+    "2026-11-23T11:05:00Z",
+    "2026-11-23 16:05:00+0500",
+    "2026/11/23 14:05",
+    "23 ноября 2026 14:05",
+    "Nov 23, 2026 2:05 pm",
+    "46349.586805555556",  # Excel serial (1900 system)
+    str(T),  # unix seconds
+    str(T * 1000 + 999),  # unix milliseconds (floored)
+])
+def test_every_date_form_gives_the_same_instant(value):
+    r = _dates([value], timezone=MSK)
+    assert r.seconds.iloc[0] == T, value
+    assert _codes(r.issues) == {}
+
+
+def test_seconds_are_kept():
+    assert _dates(["2026-11-23 14:05:07"], timezone=MSK).seconds.iloc[0] == T + 7
+
+
+def test_excel_1904_system():
+    serial_1904 = 46349.586805555556 - 1462  # same day in the 1904 system
+    r = _dates([repr(serial_1904)], timezone=MSK, date1904=True)
+    assert r.seconds.iloc[0] == T
+
+
+def test_date_only_and_yyyymmdd_are_midnight():
+    midnight = int(pd.Timestamp("2026-11-23", tz=MSK).timestamp())
+    r = _dates(["23.11.2026", "20261123", dt.date(2026, 11, 23)], timezone=MSK)
+    assert r.seconds.tolist() == [midnight] * 3
+
+
+def test_naive_dates_use_the_timezone_option():
+    utc = _dates(["2026-11-23 14:05"]).seconds.iloc[0]
+    msk = _dates(["2026-11-23 14:05"], timezone=MSK).seconds.iloc[0]
+    assert utc - msk == 3 * 3600
+
+
+def test_dst_gap_and_repeat_do_not_fail():
+    r = _dates(["2026-03-29 02:30", "2026-10-25 02:30"], timezone="Europe/Berlin")
+    assert r.seconds.notna().all()
+
+
+def test_aware_datetime64_column():
+    s = pd.Series(pd.to_datetime(["2026-11-23 11:05:00"], utc=True), index=[2])
+    assert parse_dates(s).seconds.iloc[0] == T
+
+
+def test_bad_missing_and_out_of_range_dates():
+    r = _dates(["31.02.2026", "garbage", None, "", "1899-01-01", "123456", "25:61 x", "14:05"], timezone=MSK)
+    codes = _codes(r.issues)
+    assert codes["missing-date"] == [4, 5]
+    assert codes["bad-date"] == [2, 3, 6, 7, 8, 9]
+    assert r.seconds.isna().all()
+
+
+def test_ambiguous_slashed_column_is_an_error_unless_decided():
+    values = ["03/04/2026 10:00", "05/06/2026 11:00", "07/07/2026 12:00"]
+    r = _dates(values)
+    assert _codes(r.issues) == {"ambiguous-date": [2, 3]}  # 07/07 reads the same both ways
+    assert np.isnan(r.seconds[2]) and not np.isnan(r.seconds[4])
+    day_first = _dates(values, dayfirst=True)
+    assert _codes(day_first.issues) == {}
+    assert pd.Timestamp(day_first.seconds[2], unit="s").month == 4
+    month_first = _dates(values, dayfirst=False)
+    assert pd.Timestamp(month_first.seconds[2], unit="s").month == 3
+
+
+def test_a_value_only_valid_day_first_decides_the_column():
+    r = _dates(["03/04/2026", "23/04/2026"])
+    assert _codes(r.issues) == {} and r.dayfirst_used is True
+    assert pd.Timestamp(r.seconds[2], unit="s").month == 4
+    r2 = _dates(["03/04/2026", "04/23/2026"])
+    assert r2.dayfirst_used is False and pd.Timestamp(r2.seconds[2], unit="s").month == 3
+
+
+def test_dotted_dates_are_day_first_by_convention():
+    r = _dates(["03.04.2026"])
+    assert _codes(r.issues) == {} and pd.Timestamp(r.seconds[2], unit="s").month == 4
+
+
+def test_explicit_dayfirst_contradicted_by_a_value_is_a_bad_date():
+    r = _dates(["11/23/2026"], dayfirst=True)
+    assert _codes(r.issues) == {"bad-date": [2]}
+
+
+def test_separate_time_column():
+    d = pd.Series(["23.11.2026", dt.datetime(2026, 11, 23), "23.11.2026", "23.11.2026"], index=[2, 3, 4, 5])
+    t = pd.Series(["14:05", "2:05 PM", "0.5868055555555556", None], index=[2, 3, 4, 5])
+    r = parse_dates(d, timezone=MSK, time=t)
+    assert r.seconds.tolist()[:3] == [T, T, T]
+    assert r.seconds[5] == T - (14 * 3600 + 5 * 60)
+    bad = parse_dates(pd.Series(["23.11.2026"]), time=pd.Series(["25:99"]))
+    assert _codes(bad.issues) == {"bad-date": [0]}
+
+
+def test_as_text_never_leaks_float_ids_or_na_strings():
+    s = pd.Series([12345.0, 1.5, None, "nan", " x ", "", np.nan, 7], dtype=object)
+    out = as_text(s)
+    assert out.tolist()[:2] == ["12345", "1.5"] and out[4] == "x" and out[7] == "7"
+    assert out[[2, 3, 5, 6]].isna().all()
+    assert as_text(pd.Series([1.0, np.nan])).tolist()[0] == "1"
+    assert as_text(pd.Series([1, 2])).tolist() == ["1", "2"]
+    assert as_text(pd.Series(["  keep  "]), strip=False)[0] == "  keep  "
+
+
+def test_names_cleaned_and_truncated_with_warnings():
+    out, issues = clean_names(pd.Series(["Anna-Maria O’Neil", "R2-D2!", "Maximilian Alexander Theodor", "Олег",
+                                         "123", None]))
+    assert out.tolist()[:4] == ["Anna-Maria O'Neil", "R -D", "Maximilian Alexander Theo", "Олег"]
+    assert pd.isna(out[4])
+    assert all(len(v) <= 25 for v in out.dropna())
+    assert _codes(issues) == {"name-cleaned": [1, 4], "name-truncated": [2]}
+
+
+@pytest.mark.parametrize(("raw", "want"), [("M", "male"), ("м", "male"), ("Муж.", "male"), ("мужской", "male"),
+                                           ("F", "female"), ("ж", "female"), ("жен", "female"),
+                                           ("Female", "female"), ("w", "female")])
+def test_gender_spellings(raw, want):
+    out, issues = clean_gender(pd.Series([raw]))
+    assert out[0] == want and _codes(issues) == {}
+
+
+def test_unknown_gender_dropped_with_warning():
+    out, issues = clean_gender(pd.Series(["other", None]))
+    assert out[0] is None and _codes(issues) == {"bad-gender": [0]}
+
+
+def test_phones_normalised_to_e164():
+    out, issues = clean_phones(pd.Series(["8 (916) 123-45-67", "+1 202 555 0143", "+44 20 7946 0958", "12-34",
+                                          None, "8 (916) 123-45-67"]))
+    assert out.tolist()[:3] == ["+79161234567", "+12025550143", "+442079460958"]
+    assert out[3] is None and out[5] == "+79161234567"
+    assert _codes(issues) == {"bad-phone": [3]}
+    us, _ = clean_phones(pd.Series(["(202) 555-0143"]), region="US")
+    assert us[0] == "+12025550143"
+
+
+def test_skip_phone_validate_keeps_unparseable_phones():
+    out, issues = clean_phones(pd.Series(["12-34"]), keep_unparsed=True)
+    assert out[0] == "12-34" and _codes(issues) == {}
+
+
+def test_emails():
+    out, issues = clean_emails(pd.Series(["a.b+c@example.com", "not-an-email", "x@y", "Иван@пример.рф", None]))
+    assert out[0] == "a.b+c@example.com" and out[1:].isna().all()
+    assert _codes(issues) == {"bad-email": [1, 2, 3]}
+
+
+def test_urls():
+    out, issues = clean_urls(pd.Series(["https://example.com/u/1", "www.example.com", "javascript:alert(1)"]))
+    assert out[0] == "https://example.com/u/1" and out[1:].isna().all()
+    assert _codes(issues) == {"bad-url": [1, 2]}
+
+
+def test_operator_ids():
+    out, issues = clean_operator_ids(pd.Series(["12", "12.0", "abc", "0", None]))
+    assert out[0] == 12 and out[1] == 12 and out[2:].isna().all()
+    assert _codes(issues) == {"bad-operator-id": [2, 3]}
+
+
+def test_files_split_on_every_separator_and_named_from_the_path():
+    s = pd.Series(["https://example.com/a/b%20c.png https://example.com/x.pdf?dl=1",
+                   "https://example.com/1.jpg;https://example.com/2.jpg, https://example.com/3.jpg\nhttps://e.com/4",
+                   None, "https://example.com/"], index=[2, 3, 4, 5])
+    out, issues = parse_files(s)
+    assert out[2] == [{"url": "https://example.com/a/b%20c.png", "name": "b c.png"},
+                      {"url": "https://example.com/x.pdf?dl=1", "name": "x.pdf"}]
+    assert [f["name"] for f in out[3]] == ["1.jpg", "2.jpg", "3.jpg", "4"]
+    assert out[4] is None and out[5] == [{"url": "https://example.com/", "name": "file"}]
+    assert _codes(issues) == {}
+
+
+def test_local_files_invalid_without_base_url_and_mapped_with_it():
+    s = pd.Series(["C:\\export\\files\\scan 1.png", "photos/a.jpg https://example.com/b.jpg", "../etc/passwd"])
+    _, issues = parse_files(s)
+    assert _codes(issues) == {"bad-file-url": [0, 1, 2]}
+    out, issues = parse_files(s, base_url="https://cdn.example.com/chat/", folder="C:\\export\\files")
+    assert _codes(issues) == {"bad-file-url": [2]}  # '..' never leaves the published folder
+    assert out[0] == [{"url": "https://cdn.example.com/chat/scan%201.png", "name": "scan 1.png"}]
+    assert out[1] == [{"url": "https://cdn.example.com/chat/photos/a.jpg", "name": "a.jpg"},
+                      {"url": "https://example.com/b.jpg", "name": "b.jpg"}]
+    ok, issues = parse_files(pd.Series(["C:\\export\\files\\scan_1.png"]), base_url="https://cdn.example.com/c",
+                             folder="C:\\export\\files")
+    assert ok[0] == [{"url": "https://cdn.example.com/c/scan_1.png", "name": "scan_1.png"}]
+
+
+def test_long_text_is_flagged_not_cut():
+    t = as_text(pd.Series(["x" * MAX_TEXT, "y" * (MAX_TEXT + 1), None]), strip=False)
+    assert too_long_text(t).tolist() == [False, True, False]
