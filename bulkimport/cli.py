@@ -392,6 +392,11 @@ def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: An
     return result
 
 
+def _interactive() -> bool:
+    """True when a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
 def _send_to_portal(
     plan: Any,
     portal: str | None,
@@ -407,7 +412,7 @@ def _send_to_portal(
     client = conn.portal_client(portal, limits=send_args["limits"])
     ready = conn.preflight(client, line or "", connector, portal=portal)
     click.echo(str(ready))
-    if not yes and sys.stdin.isatty():
+    if not yes and _interactive():
         question = f"Send {plan.counts['messages']} messages to open line {line} of {portal}?"
         if not click.confirm(question, default=False):
             click.echo("Nothing was sent.")

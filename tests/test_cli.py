@@ -229,6 +229,22 @@ def test_setup_then_run_against_a_portal_given_by_the_environment(history, tmp_p
         result = CliRunner().invoke(main, ["setup", "--line", "3"])  # the sandbox's inactive line
         assert result.exit_code == 1 and "inactive" in result.output
 
+        # on a terminal the plan is shown and a "no" sends nothing
+        monkeypatch.setattr("bulkimport.cli._interactive", lambda: True)
+        args = ["run", str(history), "--line", "1", "--no-progress"]
+        plan = _example_plan(history)
+        result = CliRunner().invoke(main, args, input="n\n")
+        assert result.exit_code == 1, result.output
+        assert f"Send {plan.counts['messages']} messages to open line 1" in result.output
+        assert "Nothing was sent." in result.output
+        assert sb.store.messages().empty
+
+        result = CliRunner().invoke(main, args, input="y\n")
+        assert result.exit_code == (1 if plan.counts["invalid"] else 0), result.output
+        assert "connector active" in result.output  # the preflight checklist
+        assert len(sb.store.messages()) == plan.counts["valid"] and sb.store.duplicates().empty
+        assert (history.parent / "history.xlsx.report.xlsx").is_file()
+
 
 def test_auth_exchanges_a_code_and_stores_the_tokens_privately(tmp_path):
     import requests
