@@ -276,6 +276,7 @@ def test_auth_exchanges_a_code_and_stores_the_tokens_privately(tmp_path):
         assert sb.client_secret not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_keeps_the_journal_and_the_printed_command_resumes(history):
     import shlex
     import signal
