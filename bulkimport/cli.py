@@ -152,7 +152,7 @@ def _echo_table(table: Any, max_rows: int = 20) -> None:
     shown = table.head(max_rows)
     click.echo(_indent(shown.to_string(index=False, max_colwidth=70)))
     if len(table) > max_rows:
-        click.echo(f"  … and {len(table) - max_rows} more (all of them are in the report)")
+        click.echo(f"  … and {len(table) - max_rows} more")
 
 
 def _show_failures(failures: Any, limit: int = 10) -> None:
@@ -313,7 +313,7 @@ def run(
 
     limits = preset(plan_name)
     connector = conn.check_connector_id(connector)
-    if not dry_run and not sandbox:
+    if not sandbox and (portal or not dry_run):
         if not portal:
             raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")
         conn.check_line(line)
@@ -328,6 +328,11 @@ def run(
     _show_mapping(mapping_, guessed, file)
     plan, estimate = _plan_and_show(frame, mapping_, limits)
     if dry_run:
+        click.echo("First messages in send order:")
+        _echo_table(plan.preview(5).reset_index(), 5)
+        if portal and not sandbox:  # a rehearsal against a real portal checks it is ready, too
+            client = conn.portal_client(portal, limits=limits)
+            click.echo(str(conn.preflight(client, line or "", connector, portal=portal)))
         click.echo("Dry run: nothing was sent.")
         sys.exit(EXIT_ROWS if plan.counts["invalid"] else EXIT_OK)
 

@@ -129,6 +129,7 @@ def test_dry_run_shows_mapping_plan_invalid_rows_and_eta(history):
     assert f"{plan.counts['conversations']} conversations" in out
     assert "Estimate:" in out and "enterprise" in out and "requests" in out
     assert "Dry run: nothing was sent." in out
+    assert "First messages in send order:" in out and plan.preview(1).iloc[0]["message_id"] in out
     if plan.counts["invalid"]:
         assert "Problems by code:" in out
     assert not (history.parent / "history.xlsx.bulkimport.db").exists()
@@ -225,6 +226,11 @@ def test_setup_then_run_against_a_portal_given_by_the_environment(history, tmp_p
         result = CliRunner().invoke(main, ["setup", "--line", "1"])
         assert result.exit_code == 0, result.output
         assert "READY" in result.output
+
+        # a dry run against the portal also runs the preflight, and sends nothing
+        result = CliRunner().invoke(main, ["run", str(history), "--line", "1", "--dry-run"])
+        assert "connector active: active on open line 1" in result.output, result.output
+        assert "Dry run: nothing was sent." in result.output and sb.store.messages().empty
 
         result = CliRunner().invoke(main, ["setup", "--line", "3"])  # the sandbox's inactive line
         assert result.exit_code == 1 and "inactive" in result.output
