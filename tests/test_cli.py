@@ -347,3 +347,46 @@ def test_ctrl_c_exits_130_keeps_the_journal_and_the_printed_command_resumes(hist
     assert counts["sent"] + counts["unknown"] + counts["pending"] == plan.counts["valid"]
     if counts["unknown"]:
         assert "--retry-unknown" in again.stdout
+
+
+def test_hostile_text_survives_the_whole_pipeline_as_text(tmp_path):
+    import csv
+
+    import openpyxl
+
+    hostile = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-1+1"]
+    source = tmp_path / "hostile.csv"
+    with source.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Chat ID", "Client ID", "Date", "Message"])
+        for i, text in enumerate(hostile):
+            writer.writerow(["=chat()", f"c{i}", f"2025-01-0{i + 1} 10:00", text])
+    for report in ("out.xlsx", "out.csv"):
+        proc = _cli(
+            "run",
+            str(source),
+            "--sandbox",
+            "--time-scale",
+            "50",
+            "--no-progress",
+            "--report",
+            str(tmp_path / report),
+            "--state",
+            str(tmp_path / f"{report}.bulkimport.db"),
+            "--sandbox-db",
+            str(tmp_path / f"{report}.db"),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [
+        c
+        for ws in openpyxl.load_workbook(tmp_path / "out.xlsx").worksheets
+        for row in ws.iter_rows()
+        for c in row
+    ]
+    assert all(c.data_type != "f" for c in cells)
+    texts = {c.value for c in cells}
+    assert {"'" + h for h in hostile} <= texts and "'=chat()" in texts
+    with (tmp_path / "out.csv").open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["Message"] for r in rows] == ["'" + h for h in hostile]
+    assert {r["import_status"] for r in rows} == {"sent"}
