@@ -81,6 +81,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Migrate chat history (xlsx, csv) into Bitrix24 Open Lines."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if debug:  # otherwise warnings reach stderr through logging's last-resort handler, bare
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -359,7 +363,15 @@ def run(
     else:
         target = ["--portal", str(portal), "--line", str(line), "--connector", connector]
         outcome = _send_to_portal(plan, portal, line, connector, yes, send_args, [*base, *target])
-    ctx.exit(_finish(outcome, plan, report_path))
+    code = _finish(outcome, plan, report_path)
+    stop = getattr(outcome.summary, "stopped", None)
+    fix = conn.fix_for(stop, outcome.target.get("portal"), outcome.target.get("line", ""), connector)
+    if fix and not outcome.interrupted:  # the portal refused the set-up or the credentials mid-run
+        click.echo(
+            f"Error: the run stopped on {stop}; fix it with `{fix}`, then run again to resume", err=True
+        )
+        code = EXIT_INPUT
+    ctx.exit(code)
 
 
 def _default_sandbox_db(file: Path) -> Path:
@@ -381,6 +393,7 @@ class _Outcome:
         self.frame, self.summary, self.command, self.journal = frame, summary, command, journal
         self.interrupted, self.note = interrupted, note
         self.wall: float | None = None
+        self.target: dict[str, Any] = {}
 
 
 def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: Any) -> _Outcome:
@@ -394,6 +407,7 @@ def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: An
     summary = outcome.summary
     result = _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
     result.wall = time.monotonic() - started
+    result.target = target
     return result
 
 

@@ -390,3 +390,23 @@ def test_hostile_text_survives_the_whole_pipeline_as_text(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["Message"] for r in rows] == ["'" + h for h in hostile]
     assert {r["import_status"] for r in rows} == {"sent"}
+
+
+def test_a_run_stopped_by_the_portal_refusing_the_token_exits_2_with_the_auth_command(history, tmp_path):
+    from bulkimport import connector as conn
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        conn.setup(conn.sandbox_target(sb).client, 1, "bulkimport")
+        # the preflight passes; the first send is refused as if the token had been revoked
+        sb.faults.add("NO_AUTH_FOUND", methods=["batch", "imconnector.send.messages"])
+        env = {**_portal_env(sb), "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json")}
+        proc = _cli("run", str(history), "--line", "1", "--yes", "--no-progress", env=env)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: the run stopped on NO_AUTH_FOUND")
+        assert f"bulkimport auth --portal {sb.url}" in last
+        assert "Traceback" not in proc.stderr
+        assert sb.store.messages().empty
+        assert "Resume (sends the pending rows)" in proc.stdout
+        assert (history.parent / "history.xlsx.report.xlsx").is_file()
