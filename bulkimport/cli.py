@@ -288,7 +288,9 @@ def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
     show_default=True,
     help="The portal's plan, which sets its request limits (pace and ETA).",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal)."
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
 @click.pass_context
 def run(
@@ -354,7 +356,7 @@ def run(
         "limits": limits,
         "retry_failed": retry_failed,
         "retry_unknown": retry_unknown,
-        "progress": not no_progress,
+        "progress": False if no_progress else None,  # None: a bar when stderr is a terminal
     }
     if sandbox:
         outcome = _send_to_sandbox(
