@@ -45,10 +45,27 @@ elif kind == "pipeline":
     t = time.perf_counter()
     df = bulkimport.read(path)
     extra["read"] = time.perf_counter() - t
+    mapping = Mapping.from_dict(BIG_MAPPING)
     t = time.perf_counter()
-    plan = bulkimport.plan(df, Mapping.from_dict(BIG_MAPPING))
+    plan = bulkimport.plan(df, mapping)
     extra["map+validate+plan"] = time.perf_counter() - t
     extra["counts"] = plan.counts
+elif kind == "breakdown":
+    import gc
+    import bulkimport
+    from bulkimport.mapping import Mapping
+    from bulkimport.validate import prepare
+    from generate import BIG_MAPPING
+    df = bulkimport.read(path)
+    mapping = Mapping.from_dict(BIG_MAPPING)
+    gc.disable()
+    t = time.perf_counter()
+    prepare(df, mapping)
+    extra["of which validate"] = time.perf_counter() - t
+    cols = {{k: v for k, v in BIG_MAPPING["columns"].items() if k != "user.phone"}}
+    t = time.perf_counter()
+    prepare(df, Mapping.from_dict({{**BIG_MAPPING, "columns": cols}}))
+    extra["validate without phones"] = time.perf_counter() - t
 elif kind in ("calamine", "openpyxl"):
     from pathlib import Path
     from bulkimport.read import _calamine_rows, _openpyxl_rows, _frame_from_rows
@@ -84,11 +101,14 @@ def bench_csv(rows: int, workdir: Path) -> None:
     )
     bare = _run("bare", path)
     pipe = _run("pipeline", path)
+    parts = _run("breakdown", path)
     ratio = float(pipe["seconds"]) / float(bare["seconds"])  # type: ignore[arg-type]
     print(f"bare pandas.read_csv      : {bare['seconds']:7.2f} s   peak {bare['peak_mib']:7.0f} MiB")
     print(f"bulkimport read+plan      : {pipe['seconds']:7.2f} s   peak {pipe['peak_mib']:7.0f} MiB")
     print(f"   read                   : {pipe['read']:7.2f} s")
     print(f"   map+validate+plan      : {pipe['map+validate+plan']:7.2f} s")
+    print(f"     of which validation  : {parts['of which validate']:7.2f} s (timed again, own process)")
+    print(f"     validation w/o phones: {parts['validate without phones']:7.2f} s (phonenumbers: per phone)")
     print(f"   counts                 : {pipe['counts']}")
     print(f"ratio pipeline / bare     : {ratio:7.2f}  (goal <= 1.5)")
 
