@@ -6,7 +6,7 @@ Usage::
     python bench/bench_prepare.py --rows 200000    # smaller
     python bench/bench_prepare.py --xlsx-rows 100000 --skip-csv   # only the xlsx reader comparison
 
-Each measurement runs in a fresh subprocess so its peak memory (ru_maxrss) is its own. The
+Each measurement runs in a fresh subprocess so its peak memory (VmHWM) is its own. The
 pipeline is ``bulkimport.read`` → mapping → ``bulkimport.plan`` (which validates every row and
 builds every MESSAGES item and the fingerprint); the baseline is ``pd.read_csv(path, sep=";")``
 of the same file. Goal: pipeline / baseline ≤ 1.5. Prints figures only; never asserts.
@@ -73,7 +73,12 @@ elif kind in ("calamine", "openpyxl"):
     df = _frame_from_rows(rows, "bench", 1)
     extra["rows"] = len(df)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+# VmHWM is this process's own peak; ru_maxrss would also count the parent's memory at fork time
+try:
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+    peak = int(hwm.split()[1]) / 1024
+except (OSError, IndexError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
 print(json.dumps({{"seconds": seconds, "peak_mib": peak, **extra}}))
 """
 
