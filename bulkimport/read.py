@@ -6,7 +6,7 @@ can say ``history.xlsx row 17``. Every cell is text (``str``) or missing, except
 date/datetime cells which stay ``datetime``: ids and phones are never coerced, leading zeros and
 long ids survive, and an Excel number that is an id comes out as ``"12345"`` not ``"12345.0"``.
 
-xlsx engine: python-calamine (Rust; ~13x faster than openpyxl on 100,000 rows, see
+xlsx engine: python-calamine (Rust; 11-13x faster than openpyxl on 100,000 rows, see
 bench/bench_prepare.py) reads the workbook. It is called directly rather than through
 ``pandas.read_excel(engine="calamine")`` because pandas would turn integral numbers into floats
 and drop the leading empty rows that fix the spreadsheet row numbers; the raw cells keep both.
