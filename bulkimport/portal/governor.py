@@ -307,7 +307,8 @@ class Governor:
     def messages_per_call(self, cap: int) -> int:
         """How many messages the next call should carry (≤ ``cap``, the plan's chunk size)."""
         with self._lock:
-            by_time = max(1, int(self.target_seconds / self.seconds_per_message))
+            # a portal may report 0 s for a fast call: keep the division finite
+            by_time = max(1, int(self.target_seconds / max(self.seconds_per_message, 1e-6)))
             return max(1, min(self._mpc, cap, by_time if self._spm is not None else self._mpc))
 
     def calls_per_batch(self, messages_per_call: int, method: str = SEND_METHOD) -> int:
