@@ -10,6 +10,8 @@ from urllib.parse import unquote
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bulkimport.clock import ManualClock
 from bulkimport.errors import ConfigError, InputError, JournalMismatchError
@@ -645,3 +647,81 @@ def test_summary_travels_with_the_frame_as_plain_values(fake, clock, tmp_path):
     attrs = out.frame.attrs["bulkimport_summary"]
     assert json.loads(json.dumps(attrs)) == attrs
     assert attrs["counts"]["sent"] == 2 and attrs["complete"] and attrs["journal"].endswith("j.db")
+
+
+# ------------------------------------------------------------------------------------------------
+# Property: whatever the portal does, in whatever order, over resumed runs, the invariants hold.
+# ------------------------------------------------------------------------------------------------
+
+FAULTS = [
+    None,
+    None,
+    None,
+    "503",
+    "429",
+    "drop-after",
+    "drop-before",
+    "html-after",
+    "notsent",
+    "fatal",
+    "reject-item",
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=6),
+    schedule=st.lists(st.sampled_from(FAULTS), max_size=40),
+    chunk=st.integers(1, 5),
+    runs=st.integers(1, 3),
+)
+def test_invariants_under_any_fault_sequence(tmp_path_factory, sizes, schedule, chunk, runs):
+    tmp = tmp_path_factory.mktemp("prop")
+    clock = ManualClock()
+    fake = FakePortal(clock)
+    plan = make_plan(sizes, chunk_size=chunk)
+    queue = list(schedule)
+
+    def scripted(method: str, messages: list[dict[str, Any]]) -> Any:
+        kind = queue.pop(0) if queue else None
+        if kind == "503":
+            return MockTransport.json(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "x"})
+        if kind == "429":
+            return MockTransport.json(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"})
+        if kind == "drop-after":
+            return ("after", _ambiguous("connection-lost", "dropped"))
+        if kind == "html-after":
+            return ("after", MockTransport.text(502, "<html>bad gateway</html>"))
+        if kind == "drop-before":
+            return _ambiguous("connection-lost", "dropped")
+        if kind == "notsent":
+            return NotSent("ConnectionRefusedError")
+        if kind == "fatal":
+            return MockTransport.json(400, {"error": "NOT_ACTIVE_LINE", "error_description": "x"})
+        if kind == "reject-item" and messages:
+            fake.reject_items.add(messages[0]["message"]["id"])
+        return None
+
+    fake.faults.append(scripted)
+    for _ in range(runs):
+        out = Sender(
+            plan, line=1, connector="hist", state=tmp / "j.db", progress=False, client=client_for(fake, clock)
+        ).run()
+    f = out.frame
+    stored = [m["message"]["id"] for m in fake.stored]
+    assert len(stored) == len(set(stored))  # never a duplicate without --retry-unknown
+    position = {f"m{r}": i for c in plan.conversations for i, r in enumerate(c.rows)}
+    for conv in plan.conversations:
+        got = [m["message"]["id"] for m in fake.stored if m["chat"]["id"] == conv.key]
+        assert [position[g] for g in got] == sorted(position[g] for g in got)  # plan order
+    status = f["import_status"]
+    for rid, st_ in status.items():
+        mid = f"m{rid}"
+        if st_ == "sent":
+            assert mid in stored
+        elif st_ in ("pending", "failed"):
+            assert mid not in stored
+        else:
+            assert st_ == "unknown"
+    assert set(status) <= {"sent", "failed", "unknown", "pending"}
+    assert out.summary.counts["sent"] == int((status == "sent").sum())
