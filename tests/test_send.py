@@ -725,3 +725,10 @@ def test_invariants_under_any_fault_sequence(tmp_path_factory, sizes, schedule, 
             assert st_ == "unknown"
     assert set(status) <= {"sent", "failed", "unknown", "pending"}
     assert out.summary.counts["sent"] == int((status == "sent").sum())
+
+
+def test_plan_with_nothing_valid(fake, clock, tmp_path):
+    plan = make_plan([], invalid=[1, 2])
+    out = run(plan, fake, clock, tmp_path)
+    assert out.frame["import_status"].tolist() == ["invalid", "invalid"]
+    assert fake.requests == [] and out.summary.complete
