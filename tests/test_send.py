@@ -376,9 +376,10 @@ def test_request_rejection_holds_only_that_conversation(fake, clock, tmp_path):
     out = run(plan, fake, clock, tmp_path)
     f = out.frame
     rows1 = list(plan.conversations[1].rows)
-    assert f.loc[rows1, "import_status"].tolist() == ["failed", "failed", "pending"]
+    # the 2-message call was refused as a whole: split, then the first message fails alone
+    assert f.loc[rows1, "import_status"].tolist() == ["failed", "pending", "pending"]
     assert f.loc[rows1[0], "import_error_code"] == "ERROR_ARGUMENT"
-    assert f.loc[rows1[2], "import_error_code"] == "held-after-failure"
+    assert (f.loc[rows1[1:], "import_error_code"] == "held-after-failure").all()
     assert out.summary.counts["sent"] == 6 and out.summary.stopped is None
 
 
@@ -402,7 +403,7 @@ def test_partial_batch_failure(fake, clock, tmp_path):
     assert f.loc[[2, 3], "import_status"].tolist() == ["sent", "sent"]
     assert f.loc[[4, 5], "import_status"].tolist() == ["failed", "sent"]
     assert f.loc[6, "import_error_code"] == "CONNECTOR_PROXY_NO_ADD_USER"
-    assert f.loc[[6, 7, 8], "import_status"].tolist() == ["failed", "failed", "pending"]
+    assert f.loc[[6, 7, 8], "import_status"].tolist() == ["failed", "pending", "pending"]
     assert f.loc[8, "import_error_code"] == "held-after-failure"
 
 
@@ -732,3 +733,41 @@ def test_plan_with_nothing_valid(fake, clock, tmp_path):
     out = run(plan, fake, clock, tmp_path)
     assert out.frame["import_status"].tolist() == ["invalid", "invalid"]
     assert fake.requests == [] and out.summary.complete
+
+
+def test_an_undocumented_per_call_limit_is_found_by_splitting(fake, clock, tmp_path):
+    """The portal refuses calls of more than 4 messages as a whole: nothing fails, calls shrink."""
+    plan = make_plan([20, 20, 20])
+    orig = fake.send_messages
+
+    def limited(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if len(params["MESSAGES"]) > 4:
+            return 400, {"error": "ERROR_ARGUMENT", "error_description": "too many messages"}
+        return orig(params)
+
+    fake.send_messages = limited  # type: ignore[method-assign]
+    client = client_for(fake, clock)
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client).run()
+    assert out.summary.counts["sent"] == 60 and out.summary.counts["failed"] == 0
+    assert client.governor.messages_per_call(50) <= 4
+    assert (out.frame["import_attempts"] == 1).all()  # refused calls are not attempts
+    for conv in plan.conversations:
+        got = [m["message"]["id"] for m in fake.stored if m["chat"]["id"] == conv.key]
+        assert got == [f"m{r}" for r in conv.rows]
+
+
+def test_a_malformed_message_fails_alone(fake, clock, tmp_path):
+    plan = make_plan([6], chunk_size=6)
+    orig = fake.send_messages
+
+    def strict(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if any(m["message"]["id"] == "m5" for m in params["MESSAGES"]):
+            return 400, {"error": "ERROR_ARGUMENT", "error_description": "incorrect structure"}
+        return orig(params)
+
+    fake.send_messages = strict  # type: ignore[method-assign]
+    out = run(plan, fake, clock, tmp_path)
+    f = out.frame
+    assert f.loc[[2, 3, 4], "import_status"].tolist() == ["sent"] * 3  # before it: sent
+    assert f.loc[5, "import_status"] == "failed" and f.loc[5, "import_error_code"] == "ERROR_ARGUMENT"
+    assert (f.loc[[6, 7], "import_error_code"] == "held-after-failure").all()

@@ -574,3 +574,15 @@ def test_chaos_mixed_faults_over_several_resumed_runs(tmp_path):
         dupes = set(portal.store.duplicates()["message_id"])
         assert dupes <= unknown_arrived
         assert set(portal.store.messages()["message_id"]) == {f"m{r}" for r in f.index}
+
+
+def test_portal_per_call_message_limit_is_discovered(tmp_path):
+    """The real per-call limit is undocumented; a portal refusing big calls costs nothing."""
+    with Sandbox(time_scale=300.0, max_messages=6, seed=5) as portal:
+        client, _ = connect(portal, tmp_path)
+        setup_connector(client)
+        plan = make_plan([30, 30])
+        out = sender(plan, client, tmp_path).run()
+        assert out.summary.counts["sent"] == 60 and out.summary.counts["failed"] == 0, str(out.summary)
+        assert_exactly_once_in_order(portal, plan, out.frame)
+        assert client.governor.messages_per_call(50) <= 6
