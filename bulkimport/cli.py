@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import AmbiguousError, BulkImportError, InputError, PortalError
+from .errors import BulkImportError, InputError
 
 #: Environment variables that give defaults to options (documented in the README).
 ENV_PORTAL = "BITRIX24_PORTAL"
@@ -58,7 +58,7 @@ class _Group(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo("Interrupted.", err=True)
             code = EXIT_INTERRUPTED
-        except (InputError, PortalError, AmbiguousError, BulkImportError) as exc:
+        except BulkImportError as exc:  # InputError (file, column, option), FatalError (auth, setup) …
             if debug:
                 raise
             click.echo(f"Error: {_one_line(exc)}", err=True)
