@@ -36,7 +36,7 @@ class _Group(click.Group):
     """Maps errors to exit codes: usage/input/configuration/portal set-up problems → one line on
     stderr and exit 2 (a traceback only with --debug); Ctrl-C → exit 130."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -191,11 +191,11 @@ def _run_command(base: Sequence[str], *extra: str) -> str:
 @_sheet_opt
 def validate(file: Path, mapping_path: Path | None, sheet: str | None) -> None:
     """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
-    import bulkimport
+    from .validate import validate as find_failures
 
     frame, mapping, guessed = _read_and_map(file, mapping_path, sheet)
     _show_mapping(mapping, guessed, file)
-    failures = bulkimport.validate(frame, mapping)
+    failures = find_failures(frame, mapping)
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
     click.echo(f"{len(frame)} rows: {len(frame) - invalid} valid, {invalid} invalid.")
@@ -226,9 +226,9 @@ def mapping(file: Path, mapping_path: Path | None, sheet: str | None, save: Path
 
 def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
     """Plan, print its counts, invalid rows and the ETA for ``limits``; returns (plan, estimate)."""
-    import bulkimport
+    from .plan import plan as build_plan
 
-    plan = bulkimport.plan(frame, mapping)
+    plan = build_plan(frame, mapping)
     c = plan.counts
     click.echo(
         f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
@@ -555,8 +555,7 @@ def setup(portal: str | None, line: str | None, connector: str, name: str | None
     line_id = conn.check_line(line)
     connector = conn.check_connector_id(connector)
     client = conn.portal_client(portal)
-    kwargs = {"name": name} if name else {}
-    result = conn.setup(client, line_id, connector, portal=portal, **kwargs)
+    result = conn.setup(client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME)
     click.echo(str(result))
     sys.exit(EXIT_OK if result.ready else EXIT_ROWS)
 

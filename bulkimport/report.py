@@ -107,7 +107,7 @@ def _cell(value: object, *, xlsx: bool) -> object:
     return neutralise(text)
 
 
-def _isna(value: object) -> bool:
+def _isna(value: Any) -> bool:
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
