@@ -1,0 +1,1 @@
+"""Helpers shared by the reliability drills (tests/test_drill_*.py); see docs/reliability.md."""
