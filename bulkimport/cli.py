@@ -458,7 +458,16 @@ def _send_to_sandbox(
 
     scale = time_scale or conn.demo_time_scale(estimate.seconds)
     port = conn.sandbox_port_for(send_args["state"])
-    with Sandbox(db=db, port=port, time_scale=scale) as sb:
+    sandbox = Sandbox(db=db, port=port, time_scale=scale)
+    try:
+        sandbox.start()
+    except OSError as exc:
+        sandbox.stop()
+        raise _config(
+            f"--state {send_args['state']} belongs to a sandbox import on port {port}, which is busy "
+            f"({exc.strerror}); free the port, or pass a new --state (and --sandbox-db) for a new import"
+        ) from None
+    with sandbox as sb:
         target = conn.sandbox_target(sb, limits=send_args["limits"])
         click.echo(
             f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
