@@ -612,7 +612,7 @@ def auth(
         click.echo("1. Open this address as a portal administrator and allow the application:")
         click.echo(f"   {oauth.authorize_url(portal, client_id)}")
         click.echo(
-            "2. The browser goes on to an address with ?code=…; paste that code (or the whole address)."
+            "2. Paste the code the portal shows, or the whole address the browser went on to (?code=…)."
         )
         click.echo("   The code is valid for 30 seconds.")
         code = click.prompt("Code")
