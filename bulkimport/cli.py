@@ -477,6 +477,8 @@ def _send_to_sandbox(
         )
         click.echo(str(conn.setup(target.client, target.line, connector)))
         command = [*base, "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
+        if connector != "bulkimport":
+            command += ["--connector", connector]
         outcome = _send(
             plan,
             send_args,
