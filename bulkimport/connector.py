@@ -326,7 +326,7 @@ def setup(
     answer = client.call("imconnector.register", params)
     error = _error_in(answer)
     if error is not None or not _ok_flag(answer):
-        code, text = error or ("register-refused", f"imconnector.register answered {answer!r}")
+        code, text = error or ("ERROR_UNEXPECTED_ANSWER", f"imconnector.register answered {answer!r}")
         raise RequestRejectedError(code, f"registering connector {connector!r}: {text}")
     result.checks.append(
         Check(
@@ -348,7 +348,7 @@ def setup(
 
     active = client.call("imconnector.activate", {"CONNECTOR": connector, "LINE": line, "ACTIVE": 1})
     if not _ok_flag(active):
-        raise RequestRejectedError("activate-refused", f"imconnector.activate answered {active!r}")
+        raise RequestRejectedError("ERROR_UNEXPECTED_ANSWER", f"imconnector.activate answered {active!r}")
     data = {"ID": connector, "URL": handler, "URL_IM": handler, "NAME": name}
     done = client.call("imconnector.connector.data.set", {"CONNECTOR": connector, "LINE": line, "DATA": data})
     result.checks.append(
