@@ -360,7 +360,13 @@ def run(
     }
     if sandbox:
         outcome = _send_to_sandbox(
-            plan, estimate, connector, sandbox_db or _default_sandbox_db(file), time_scale, send_args, base
+            plan,
+            estimate,
+            connector,
+            sandbox_db or conn.default_sandbox_db(file),
+            time_scale,
+            send_args,
+            base,
         )
     else:
         target = ["--portal", str(portal), "--line", str(line), "--connector", connector]
@@ -374,10 +380,6 @@ def run(
         )
         code = EXIT_INPUT
     ctx.exit(code)
-
-
-def _default_sandbox_db(file: Path) -> Path:
-    return file.with_name(f"sandbox-{file.stem}.db")
 
 
 class _Outcome:

@@ -482,6 +482,12 @@ def sandbox_target(sb: Any, *, limits: Any = None, line: int | None = None) -> S
     return SandboxTarget(sb.url, line, client, clock, auth, tokens_dir)
 
 
+def default_sandbox_db(file: str | Path) -> Path:
+    """Where ``bulkimport run FILE --sandbox`` keeps the sandbox's database: beside FILE."""
+    file = Path(file)
+    return file.with_name(f"sandbox-{file.stem}.db")
+
+
 def sandbox_port_for(state: str | Path | None) -> int:
     """The loopback port a journal's sandbox import ran on (so a resumed run talks to the same
     portal address the journal is bound to), or 0 (any free port) for a new import."""

@@ -197,6 +197,7 @@ def test_run_sandbox_end_to_end_then_resume_sends_nothing_twice(history):
     status = _cli("status", str(journal))
     assert status.returncode == 0, status.stderr
     assert f"sent {plan.counts['valid']}" in status.stdout
+    assert f"Input: {history}" in status.stdout and "Complete: nothing pending or unknown." in status.stdout
 
 
 def _portal_env(sb) -> dict[str, str]:
@@ -410,6 +411,11 @@ def test_a_run_stopped_by_the_portal_refusing_the_token_exits_2_with_the_auth_co
         assert sb.store.messages().empty
         assert "Resume (sends the pending rows)" in proc.stdout
         assert (history.parent / "history.xlsx.report.xlsx").is_file()
+
+        status = _cli("status", cwd=history.parent)  # finds the one journal in the folder
+        assert status.returncode == 0, status.stderr
+        assert "the last run sent 0 and stopped by NO_AUTH_FOUND" in status.stdout
+        assert f"bulkimport run {history} --state" in status.stdout and f"--portal {sb.url}" in status.stdout
 
 
 def test_auth_prints_the_address_and_takes_the_pasted_redirect(tmp_path, monkeypatch):
