@@ -319,6 +319,10 @@ def run(
 
     limits = preset(plan_name)
     connector = conn.check_connector_id(connector)
+    if not sandbox and (sandbox_db is not None or time_scale is not None):
+        raise _config(
+            "--sandbox-db and --time-scale only apply to a --sandbox run; add --sandbox or drop them"
+        )
     if not sandbox and (portal or not dry_run):
         if not portal:
             raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")

@@ -77,6 +77,10 @@ def test_bad_connector_id_is_refused_before_anything_happens():
     )
 
 
+def test_sandbox_options_without_sandbox_are_refused():
+    _assert_one_line_error(_cli("run", "x.xlsx", "--dry-run", "--time-scale", "10"), "--sandbox")
+
+
 def test_bad_line_is_refused():
     _assert_one_line_error(
         _cli("run", "x.xlsx", "--portal", "https://p.example", "--line", "first"), "--line"
