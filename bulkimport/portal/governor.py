@@ -66,7 +66,7 @@ class Governor:
         max_messages: int = 50,
         target_seconds: float | None = None,
         bucket_margin: int = 2,
-        budget_safety: float = 0.9,
+        budget_safety: float = 0.98,
         max_backoff: float = 60.0,
     ) -> None:
         self.limits = limits
@@ -332,7 +332,11 @@ class Governor:
             per_call = max(1e-6, messages_per_call * self.seconds_per_message)
             calls = int(self.target_seconds / per_call)
             st = self._methods.get(method)
-            if st is not None and st.reset_at is not None and st.reset_at > self.clock.now():
+            if st is not None and st.reset_at is not None:
+                # Past reset_at the last reported figure is stale: some budget was freed, but how
+                # much is unknown until the next answer. Size by the stale figure, so near the
+                # limit one call goes first and its answer tells the new figure (no 429 inside a
+                # batch from guessing that a whole basket expired).
                 room = self.limits.operating_limit * self.budget_safety - st.operating
                 calls = min(calls, int(room / per_call))
             return max(1, min(calls, self.limits.batch_max, self._cpb_cap))
