@@ -179,11 +179,16 @@ def test_ctrl_c_during_start_up_is_not_a_traceback(tmp_path):
     history = write_history(tmp_path / "history.csv", conversations=2, per_conversation=2)
     assert history.ids
     args = [sys.executable, "-m", "bulkimport", "run", str(tmp_path / "history.csv"), "--dry-run"]
-    for delay in (0.06, 0.09, 0.12, 0.15):
+    handled = 0
+    for delay in (0.06, 0.09, 0.12, 0.15, 0.18, 0.21, 0.25, 0.3):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         if proc.returncode == 0:  # finished before the signal: nothing to check
             continue
+        if "Traceback" in err and "bulkimport" not in err:
+            continue  # still inside the interpreter's own start-up (runpy): out of reach
         assert "Traceback" not in err and proc.returncode == 130, (delay, proc.returncode, err)
+        handled += 1
+    assert handled >= 2
