@@ -28,8 +28,14 @@ def build(rows: int, convs: int) -> Plan:
     rid = 2
     for c in range(convs):
         ids = tuple(range(rid, rid + per))
-        msgs = tuple({"user": {"id": f"u{c}"}, "message": {"id": f"m{r}", "date": 1_600_000_000 + r,
-                      "text": f"message {r} & more"}, "chat": {"id": f"c{c}"}} for r in ids)
+        msgs = tuple(
+            {
+                "user": {"id": f"u{c}"},
+                "message": {"id": f"m{r}", "date": 1_600_000_000 + r, "text": f"message {r} & more"},
+                "chat": {"id": f"c{c}"},
+            }
+            for r in ids
+        )
         conversations.append(Conversation(f"c{c}", ids, msgs, frozenset({f"c{c}", f"u{c}"})))
         index.extend(ids)
         rid += per
@@ -39,15 +45,24 @@ def build(rows: int, convs: int) -> Plan:
 
 def answer(url: str, body: dict[str, Any]) -> RawResponse:
     def items(messages: list[dict[str, Any]]) -> dict[str, Any]:
-        res = [{"SUCCESS": True, "user": "1", "message": {"id": m["message"]["id"]},
-                "session": {"ID": "1", "CHAT_ID": "1"}} for m in messages]
+        res = [
+            {
+                "SUCCESS": True,
+                "user": "1",
+                "message": {"id": m["message"]["id"]},
+                "session": {"ID": "1", "CHAT_ID": "1"},
+            }
+            for m in messages
+        ]
         return {"SUCCESS": True, "DATA": {"RESULT": res}}
 
     t = {"duration": 0.01 * 1, "processing": 0.01, "operating": 0, "operating_reset_at": 0}
     if url.endswith("/batch"):
         out = {k: items(decode_query(v.split("?", 1)[1])["MESSAGES"]) for k, v in body["cmd"].items()}
-        return MockTransport.json(200, {"result": {"result": out, "result_error": [],
-                                                   "result_time": {k: t for k in out}}, "time": t})
+        return MockTransport.json(
+            200,
+            {"result": {"result": out, "result_error": [], "result_time": {k: t for k in out}}, "time": t},
+        )
     return MockTransport.json(200, {"result": items(body["MESSAGES"]), "time": t})
 
 
@@ -59,12 +74,15 @@ def main() -> None:
     client = Client("https://bench.bitrix24.ru", "token", clock=clock, session=MockTransport(answer))
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        out = Sender(plan, line=1, connector="bench", state=Path(tmp) / "j.db", progress=False,
-                     client=client).run()
+        out = Sender(
+            plan, line=1, connector="bench", state=Path(tmp) / "j.db", progress=False, client=client
+        ).run()
         elapsed = time.perf_counter() - started
     s = out.summary
-    print(f"{s.counts['sent']} rows in {convs} conversations: {elapsed:.1f} s wall, "
-          f"{s.counts['sent'] / elapsed:,.0f} rows/s of sender overhead, {s.requests} requests")
+    print(
+        f"{s.counts['sent']} rows in {convs} conversations: {elapsed:.1f} s wall, "
+        f"{s.counts['sent'] / elapsed:,.0f} rows/s of sender overhead, {s.requests} requests"
+    )
 
 
 if __name__ == "__main__":

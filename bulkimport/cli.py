@@ -81,6 +81,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Migrate chat history (xlsx, csv) into Bitrix24 Open Lines."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if debug:  # otherwise warnings reach stderr through logging's last-resort handler, bare
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,7 +156,7 @@ def _echo_table(table: Any, max_rows: int = 20) -> None:
     shown = table.head(max_rows)
     click.echo(_indent(shown.to_string(index=False, max_colwidth=70)))
     if len(table) > max_rows:
-        click.echo(f"  … and {len(table) - max_rows} more (all of them are in the report)")
+        click.echo(f"  … and {len(table) - max_rows} more")
 
 
 def _show_failures(failures: Any, limit: int = 10) -> None:
@@ -284,7 +288,9 @@ def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
     show_default=True,
     help="The portal's plan, which sets its request limits (pace and ETA).",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal)."
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
 @click.pass_context
 def run(
@@ -313,7 +319,7 @@ def run(
 
     limits = preset(plan_name)
     connector = conn.check_connector_id(connector)
-    if not dry_run and not sandbox:
+    if not sandbox and (portal or not dry_run):
         if not portal:
             raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")
         conn.check_line(line)
@@ -328,6 +334,11 @@ def run(
     _show_mapping(mapping_, guessed, file)
     plan, estimate = _plan_and_show(frame, mapping_, limits)
     if dry_run:
+        click.echo("First messages in send order:")
+        _echo_table(plan.preview(5).reset_index(), 5)
+        if portal and not sandbox:  # a rehearsal against a real portal checks it is ready, too
+            client = conn.portal_client(portal, limits=limits)
+            click.echo(str(conn.preflight(client, line or "", connector, portal=portal)))
         click.echo("Dry run: nothing was sent.")
         sys.exit(EXIT_ROWS if plan.counts["invalid"] else EXIT_OK)
 
@@ -345,7 +356,7 @@ def run(
         "limits": limits,
         "retry_failed": retry_failed,
         "retry_unknown": retry_unknown,
-        "progress": not no_progress,
+        "progress": False if no_progress else None,  # None: a bar when stderr is a terminal
     }
     if sandbox:
         outcome = _send_to_sandbox(
@@ -354,7 +365,15 @@ def run(
     else:
         target = ["--portal", str(portal), "--line", str(line), "--connector", connector]
         outcome = _send_to_portal(plan, portal, line, connector, yes, send_args, [*base, *target])
-    ctx.exit(_finish(outcome, plan, report_path))
+    code = _finish(outcome, plan, report_path)
+    stop = getattr(outcome.summary, "stopped", None)
+    fix = conn.fix_for(stop, outcome.target.get("portal"), outcome.target.get("line", ""), connector)
+    if fix and not outcome.interrupted:  # the portal refused the set-up or the credentials mid-run
+        click.echo(
+            f"Error: the run stopped on {stop}; fix it with `{fix}`, then run again to resume", err=True
+        )
+        code = EXIT_INPUT
+    ctx.exit(code)
 
 
 def _default_sandbox_db(file: Path) -> Path:
@@ -375,15 +394,28 @@ class _Outcome:
     ) -> None:
         self.frame, self.summary, self.command, self.journal = frame, summary, command, journal
         self.interrupted, self.note = interrupted, note
+        self.wall: float | None = None
+        self.target: dict[str, Any] = {}
 
 
 def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: Any) -> _Outcome:
     """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted`` instead of raising."""
+    import time
+
     from .send import Sender
 
+    started = time.monotonic()
     outcome = Sender(plan, **target, **send_args).run()
     summary = outcome.summary
-    return _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
+    result = _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
+    result.wall = time.monotonic() - started
+    result.target = target
+    return result
+
+
+def _interactive() -> bool:
+    """True when a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
 
 
 def _send_to_portal(
@@ -401,7 +433,7 @@ def _send_to_portal(
     client = conn.portal_client(portal, limits=send_args["limits"])
     ready = conn.preflight(client, line or "", connector, portal=portal)
     click.echo(str(ready))
-    if not yes and sys.stdin.isatty():
+    if not yes and _interactive():
         question = f"Send {plan.counts['messages']} messages to open line {line} of {portal}?"
         if not click.confirm(question, default=False):
             click.echo("Nothing was sent.")
@@ -466,13 +498,23 @@ def _config(text: str) -> InputError:
     return ConfigError(text)
 
 
+#: Pending codes of rows that wait behind an unknown or failed row of their conversation.
+_HELD = ("held-after-unknown", "held-after-failure")
+
+
+def _held_note(held: Any, code: Any, which: str) -> str:
+    """ " (N later rows of their conversations wait behind them)" for the rows held by ``which``."""
+    n = int((held & (code == which)).sum()) if code is not None else 0
+    return f" ({n} later rows of their conversations wait behind them)" if n else ""
+
+
 def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
     """Write the report, print the summary and the next command; return the exit code."""
     from .report import summary_lines, write_report
 
     write_report(outcome.frame, report_path, plan=plan, summary=outcome.summary)
     click.echo("")
-    for text in summary_lines(outcome.frame, plan=plan, summary=outcome.summary):
+    for text in summary_lines(outcome.frame, plan=plan, summary=outcome.summary, wall=outcome.wall):
         click.echo(text)
     click.echo(f"Report: {report_path}")
     click.echo(f"Journal: {outcome.journal}")
@@ -482,16 +524,21 @@ def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
     if outcome.interrupted:
         click.echo(f"Interrupted; the journal is saved. Resume with: {shlex.join(outcome.command)}")
         return EXIT_INTERRUPTED
-    if (status == "pending").any():
+    code = outcome.frame.get("import_error_code")
+    held = (status == "pending") & (code.isin(_HELD) if code is not None else False)
+    if ((status == "pending") & ~held).any():
         click.echo(f"Resume (sends the pending rows): {shlex.join(outcome.command)}")
     if (status == "failed").any():
         click.echo(
-            f"After fixing the cause, retry rejected rows: {_run_command(outcome.command, '--retry-failed')}"
+            "After fixing the cause, retry the rejected rows"
+            + _held_note(held, code, "held-after-failure")
+            + f": {_run_command(outcome.command, '--retry-failed')}"
         )
     if (status == "unknown").any():
         click.echo(
-            "Rows with an unknown outcome may have reached the portal: check the open line, then "
-            f"{_run_command(outcome.command, '--retry-unknown')}"
+            "Rows with an unknown outcome may have reached the portal"
+            + _held_note(held, code, "held-after-unknown")
+            + f"; check the open line, then: {_run_command(outcome.command, '--retry-unknown')}"
         )
     return EXIT_OK if bool((status == "sent").all()) else EXIT_ROWS
 

@@ -1,4 +1,5 @@
-"""Clocks the sender paces itself by: real time, or the sandbox's compressed virtual time.
+"""Clocks the sender paces itself by (real time, or the sandbox's compressed virtual time), and a
+guard that holds back Ctrl-C for the few milliseconds a critical write takes.
 
 Every time the portal reports (token ``expires``, ``operating_reset_at``, ``time.*``) is on the
 portal's clock. Against the sandbox that clock runs ``scale`` times faster than the wall clock, so
@@ -8,9 +9,11 @@ virtual = epoch + (real − epoch) × scale, and sleeping ``v`` virtual seconds 
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 
@@ -122,3 +125,29 @@ def for_sandbox(portal: Any) -> PortalClock:
     ``advance``) and its ``time_scale``. ``ScaledClock(portal.time_scale, portal.epoch)`` is the
     same as long as the sandbox's time is never advanced by hand."""
     return PortalClock(portal.now, float(portal.time_scale))
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C during a short critical step (journalling an answer, rotating tokens), then
+    raise it: a known outcome is never lost because the interrupt landed between the answer and its
+    commit. Only in the main thread, where Python delivers SIGINT; elsewhere it is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold_back(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, hold_back)
+    except (ValueError, OSError):  # not allowed here (embedded interpreters)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

@@ -367,7 +367,8 @@ _add(
 # --------------------------------------------------------------------------------------------------
 _add("missing-user-id", "error", "validate", "No customer id (user.id) in the row or its conversation.",
      "Fill the customer id column for this row, or map chat.id so the row joins a conversation that has one.")
-_add("no-conversation", "error", "validate", "Neither chat.id nor user.id: the row belongs to no conversation.",
+_add("no-conversation", "error", "validate",
+     "Neither chat.id nor user.id: the row belongs to no conversation.",
      "Fill the chat or customer id column for this row (map chat.id or user.id in [columns]).")
 _add("no-customer", "error", "validate",
      "The conversation has only operator rows: there is no customer to post them in.",
@@ -378,7 +379,8 @@ _add("duplicate-message-id", "error", "validate", "message.id repeats an earlier
      "Message ids must be unique per chat; remove the duplicate row or unmap message.id to generate ids.")
 _add("missing-date", "error", "validate", "message.date is empty.",
      "Fill the date of this message; every message needs its original time.")
-_add("bad-date", "error", "validate", "message.date is not a date bulkimport understands (or not in 1970–2099).",
+_add("bad-date", "error", "validate",
+     "message.date is not a date bulkimport understands (or not in 1970–2099).",
      "Use e.g. 2026-11-23 14:05, 23.11.2026 14:05, an Excel date cell or unix seconds (docs/mapping.md).")
 _add("ambiguous-date", "error", "validate",
      "message.date reads as two different days (day-first or month-first) and nothing in the column decides.",
@@ -391,7 +393,8 @@ _add("text-too-long", "error", "validate", "message.text is over 20,000 characte
 _add("bad-file-url", "error", "validate", "message.files has an entry that is not an http(s) URL.",
      "Use full http(s) URLs the portal can reach, or publish the folder and set files_base_url "
      "(and files_folder) under [options].")
-_add("bad-operator-id", "error", "validate", "message.user_id is not a Bitrix24 employee id (positive whole number).",
+_add("bad-operator-id", "error", "validate",
+     "message.user_id is not a Bitrix24 employee id (positive whole number).",
      "Put the employee's numeric Bitrix24 user id in the column, or map authors to ids under [operators].")
 _add("name-cleaned", "warning", "validate",
      "{field} had characters other than letters, spaces, hyphens and apostrophes; they were removed.",

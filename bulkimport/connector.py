@@ -106,6 +106,21 @@ def auth_command(portal: str | None) -> str:
     return shlex.join(["bulkimport", "auth", *(["--portal", portal] if portal else [])])
 
 
+def fix_for(code: str | None, portal: str | None, line: int | str, connector: str) -> str | None:
+    """The command that fixes a run stopped by ``code``: ``bulkimport auth`` for credentials,
+    ``bulkimport setup …`` for the line or connector; None when no command can fix it."""
+    if not code:
+        return None
+    from .portal.client import error_for
+
+    exc = error_for(code)
+    if isinstance(exc, AuthError):
+        return auth_command(portal)
+    if isinstance(exc, SetupError):
+        return setup_command(portal, line, connector)
+    return None
+
+
 def check_connector_id(connector: str) -> str:
     """``connector`` if it is a valid connector ID, else a one-line ConfigError saying what to use."""
     if not isinstance(connector, str) or not _CONNECTOR_ID.fullmatch(connector):

@@ -390,7 +390,8 @@ class Journal:
         """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
         meta = self.meta()
         counts = {s: 0 for s in ("sent", "failed", "invalid", "unknown", "pending")}
-        for status, n in self.counts().items():
+        raw = self.counts()
+        for status, n in raw.items():
             key = "unknown" if status == "inflight" else status  # a live or killed run's in-flight rows
             counts[key] = counts.get(key, 0) + n
         codes = self._conn.execute(
@@ -424,4 +425,7 @@ class Journal:
                 for r in runs
             ],
             "complete": counts["pending"] == 0 and counts["unknown"] == 0,
+            # rows journalled as on the wire: a live run's current request, or a killed run's
+            # last one (counted as unknown above until the next run settles them)
+            "in_flight": int(raw.get("inflight", 0)),
         }

@@ -23,10 +23,22 @@ from .errors import MappingError
 
 #: Target fields, in the order they are shown (a contract: exactly these names).
 FIELDS: tuple[str, ...] = (
-    "chat.id", "chat.name", "chat.url",
-    "user.id", "user.name", "user.last_name", "user.email", "user.phone", "user.picture", "user.url",
+    "chat.id",
+    "chat.name",
+    "chat.url",
+    "user.id",
+    "user.name",
+    "user.last_name",
+    "user.email",
+    "user.phone",
+    "user.picture",
+    "user.url",
     "user.gender",
-    "message.id", "message.date", "message.text", "message.files", "message.user_id",
+    "message.id",
+    "message.date",
+    "message.text",
+    "message.files",
+    "message.user_id",
 )
 
 #: option name → (default, accepted python types, one-line description)
@@ -38,7 +50,11 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
     "author": (None, (str,), "column naming who wrote the row; values listed in [operators] are operators"),
     "phone_region": ("RU", (str,), "region for phones without +country code (ISO code, e.g. RU, US)"),
     "files_base_url": (None, (str,), "base URL under which local attachment paths are published"),
-    "files_folder": (None, (str,), "local folder prefix stripped from attachment paths before files_base_url"),
+    "files_folder": (
+        None,
+        (str,),
+        "local folder prefix stripped from attachment paths before files_base_url",
+    ),
 }
 
 SECTIONS = ("columns", "constants", "options", "operators")
@@ -54,36 +70,151 @@ def _norm(header: object) -> str:
 # Synonyms in priority order (first match wins). Generic words ("client") come last so a more
 # specific header ("Client ID") claims the field first.
 _SYNONYMS: dict[str, list[str]] = {
-    "message.id": ["message id", "msg id", "id сообщения", "ид сообщения", "номер сообщения", "message number"],
-    "chat.id": ["chat id", "chat", "id чата", "ид чата", "чат", "номер чата", "conversation id", "conversation",
-                "dialog id", "dialogue id", "id диалога", "диалог", "thread id", "ticket id", "обращение"],
+    "message.id": [
+        "message id",
+        "msg id",
+        "id сообщения",
+        "ид сообщения",
+        "номер сообщения",
+        "message number",
+    ],
+    "chat.id": [
+        "chat id",
+        "chat",
+        "id чата",
+        "ид чата",
+        "чат",
+        "номер чата",
+        "conversation id",
+        "conversation",
+        "dialog id",
+        "dialogue id",
+        "id диалога",
+        "диалог",
+        "thread id",
+        "ticket id",
+        "обращение",
+    ],
     "chat.name": ["chat name", "chat title", "название чата", "conversation name", "subject", "тема"],
     "chat.url": ["chat url", "chat link", "ссылка на чат", "conversation url"],
-    "message.user_id": ["operator id", "employee id", "agent id", "bitrix user id", "id оператора",
-                        "ид оператора", "id сотрудника", "ид сотрудника", "message user id"],
-    "user.id": ["client id", "customer id", "user id", "contact id", "external id", "sender id", "from id",
-                "id клиента", "ид клиента", "клиент id", "код клиента", "id контакта", "id пользователя",
-                "client", "customer", "клиент", "контакт", "contact", "user"],
-    "user.name": ["client name", "customer name", "contact name", "user name", "first name", "name",
-                  "имя клиента", "имя", "фио", "фио клиента", "client", "customer", "клиент"],
+    "message.user_id": [
+        "operator id",
+        "employee id",
+        "agent id",
+        "bitrix user id",
+        "id оператора",
+        "ид оператора",
+        "id сотрудника",
+        "ид сотрудника",
+        "message user id",
+    ],
+    "user.id": [
+        "client id",
+        "customer id",
+        "user id",
+        "contact id",
+        "external id",
+        "sender id",
+        "from id",
+        "id клиента",
+        "ид клиента",
+        "клиент id",
+        "код клиента",
+        "id контакта",
+        "id пользователя",
+        "client",
+        "customer",
+        "клиент",
+        "контакт",
+        "contact",
+        "user",
+    ],
+    "user.name": [
+        "client name",
+        "customer name",
+        "contact name",
+        "user name",
+        "first name",
+        "name",
+        "имя клиента",
+        "имя",
+        "фио",
+        "фио клиента",
+        "client",
+        "customer",
+        "клиент",
+    ],
     "user.last_name": ["last name", "surname", "family name", "фамилия"],
     "user.email": ["email", "e mail", "mail", "email address", "почта", "электронная почта", "эл почта"],
-    "user.phone": ["phone", "phone number", "telephone", "mobile", "tel", "телефон", "номер телефона",
-                   "мобильный", "тел"],
+    "user.phone": [
+        "phone",
+        "phone number",
+        "telephone",
+        "mobile",
+        "tel",
+        "телефон",
+        "номер телефона",
+        "мобильный",
+        "тел",
+    ],
     "user.picture": ["avatar", "picture", "photo", "userpic", "аватар", "фото"],
     "user.url": ["profile", "profile url", "user url", "профиль", "ссылка на профиль"],
     "user.gender": ["gender", "sex", "пол"],
-    "message.date": ["datetime", "date time", "timestamp", "дата и время", "дата время", "дата сообщения",
-                     "message date", "sent at", "created at", "created", "date", "дата", "time", "время"],
-    "message.text": ["message text", "text", "message", "body", "content", "текст сообщения", "текст",
-                     "сообщение"],
-    "message.files": ["files", "attachments", "attachment", "file", "вложения", "вложение", "файлы", "файл",
-                      "attachment url", "file url"],
+    "message.date": [
+        "datetime",
+        "date time",
+        "timestamp",
+        "дата и время",
+        "дата время",
+        "дата сообщения",
+        "message date",
+        "sent at",
+        "created at",
+        "created",
+        "date",
+        "дата",
+        "time",
+        "время",
+    ],
+    "message.text": [
+        "message text",
+        "text",
+        "message",
+        "body",
+        "content",
+        "текст сообщения",
+        "текст",
+        "сообщение",
+    ],
+    "message.files": [
+        "files",
+        "attachments",
+        "attachment",
+        "file",
+        "вложения",
+        "вложение",
+        "файлы",
+        "файл",
+        "attachment url",
+        "file url",
+    ],
 }
 _DATE_ONLY = ["date", "дата", "message date", "дата сообщения"]
 _TIME_ONLY = ["time", "время", "message time", "время сообщения"]
-_AUTHOR = ["author", "sender", "from", "автор", "отправитель", "от кого", "operator", "оператор", "agent",
-           "сотрудник", "employee", "кто"]
+_AUTHOR = [
+    "author",
+    "sender",
+    "from",
+    "автор",
+    "отправитель",
+    "от кого",
+    "operator",
+    "оператор",
+    "agent",
+    "сотрудник",
+    "employee",
+    "кто",
+]
 
 
 def _quote(names: Iterable[object]) -> str:
@@ -112,8 +243,10 @@ class Mapping:
         """Read a TOML mapping file; unknown sections, fields and options are MappingErrors."""
         p = Path(path)
         if not p.is_file():
-            raise MappingError(f"mapping file {p} does not exist; write one (see docs/mapping.md) or "
-                               "let bulkimport guess and save it with Mapping.save")
+            raise MappingError(
+                f"mapping file {p} does not exist; write one (see docs/mapping.md) or "
+                "let bulkimport guess and save it with Mapping.save"
+            )
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8-sig"))
         except tomllib.TOMLDecodeError as exc:
@@ -127,8 +260,9 @@ class Mapping:
         """Build from the parsed TOML structure (same checks as :meth:`load`)."""
         unknown = [k for k in data if k not in SECTIONS]
         if unknown:
-            raise MappingError(f"{source}: unknown section(s) {_quote(unknown)}; the sections are "
-                               f"{_quote(SECTIONS)}")
+            raise MappingError(
+                f"{source}: unknown section(s) {_quote(unknown)}; the sections are {_quote(SECTIONS)}"
+            )
         for sec in SECTIONS:
             if sec in data and not isinstance(data[sec], dict):
                 raise MappingError(f"{source}: [{sec}] must be a table of key = value lines")
@@ -146,28 +280,35 @@ class Mapping:
             if bad:
                 hint = difflib.get_close_matches(bad[0], FIELDS, n=1)
                 near = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise MappingError(f"{source}: unknown field(s) {_quote(bad)} in [{sec}]{near}; the fields are "
-                                   f"{_quote(FIELDS)}")
+                raise MappingError(
+                    f"{source}: unknown field(s) {_quote(bad)} in [{sec}]{near}; the fields are "
+                    f"{_quote(FIELDS)}"
+                )
         for f, col in self.columns.items():
             ok = (isinstance(col, str) and col.strip()) or (
-                isinstance(col, list) and col and all(isinstance(c, str) and c.strip() for c in col))
+                isinstance(col, list) and col and all(isinstance(c, str) and c.strip() for c in col)
+            )
             if not ok:
-                raise MappingError(f"{source}: [columns] {f!r} must name a column (text) or a list of "
-                                   f"columns, got {col!r}")
+                raise MappingError(
+                    f"{source}: [columns] {f!r} must name a column (text) or a list of columns, got {col!r}"
+                )
             if f == "message.date" and isinstance(col, list) and len(col) > 2:
-                raise MappingError(f"{source}: [columns] \"message.date\" takes one column or two "
-                                   f"(date, time), got {col!r}")
+                raise MappingError(
+                    f'{source}: [columns] "message.date" takes one column or two (date, time), got {col!r}'
+                )
         for f, val in self.constants.items():
             if isinstance(val, bool) or not isinstance(val, (str, int)) or str(val).strip() == "":
-                raise MappingError(f"{source}: [constants] {f!r} must be non-empty text or a whole "
-                                   f"number, got {val!r}")
+                raise MappingError(
+                    f"{source}: [constants] {f!r} must be non-empty text or a whole number, got {val!r}"
+                )
         both = sorted(set(self.columns) & set(self.constants))
         if both:
             raise MappingError(f"{source}: {_quote(both)} is both in [columns] and [constants]; keep one")
         bad = [k for k in self.options if k not in OPTIONS]
         if bad:
-            raise MappingError(f"{source}: unknown option(s) {_quote(bad)} in [options]; the options are "
-                               f"{_quote(OPTIONS)}")
+            raise MappingError(
+                f"{source}: unknown option(s) {_quote(bad)} in [options]; the options are {_quote(OPTIONS)}"
+            )
         for k, v in self.options.items():
             default, types, _ = OPTIONS[k]
             if v is None and default is None:
@@ -178,22 +319,30 @@ class Mapping:
         try:
             ZoneInfo(str(self.options["timezone"]))
         except (ZoneInfoNotFoundError, ValueError):
-            raise MappingError(f"{source}: option timezone {self.options['timezone']!r} is not a known time "
-                               "zone; use an IANA name such as 'Europe/Moscow' or 'UTC'") from None
+            raise MappingError(
+                f"{source}: option timezone {self.options['timezone']!r} is not a known time "
+                "zone; use an IANA name such as 'Europe/Moscow' or 'UTC'"
+            ) from None
         import phonenumbers
 
         region = str(self.options["phone_region"]).upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise MappingError(f"{source}: option phone_region {self.options['phone_region']!r} is not a "
-                               "known region; use a two-letter code such as 'RU', 'US' or 'DE'")
+            raise MappingError(
+                f"{source}: option phone_region {self.options['phone_region']!r} is not a "
+                "known region; use a two-letter code such as 'RU', 'US' or 'DE'"
+            )
         self.options["phone_region"] = region
         base = self.options.get("files_base_url")
         if base is not None and not re.match(r"^https?://[^/\s]+", base):
-            raise MappingError(f"{source}: option files_base_url {base!r} must start with http:// or https://")
+            raise MappingError(
+                f"{source}: option files_base_url {base!r} must start with http:// or https://"
+            )
         for name, emp in self.operators.items():
             if isinstance(emp, bool) or not isinstance(emp, int) or emp <= 0:
-                raise MappingError(f"{source}: [operators] {name!r} must be a Bitrix24 employee id (a positive "
-                                   f"whole number), got {emp!r}")
+                raise MappingError(
+                    f"{source}: [operators] {name!r} must be a Bitrix24 employee id (a positive "
+                    f"whole number), got {emp!r}"
+                )
 
     @classmethod
     def guess(cls, df: pd.DataFrame) -> Mapping:
@@ -277,11 +426,15 @@ class Mapping:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v is not None)
         lines.append(f"  options: {opts}")
         if self.operators:
-            lines.append(f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"
-                         f"{' …' if len(self.operators) > 5 else ''})")
+            lines.append(
+                f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"
+                f"{' …' if len(self.operators) > 5 else ''})"
+            )
         if self.options.get("author") and not self.operators:
-            lines.append(f"  note: author column {self.options['author']!r} but no [operators]: every row is "
-                         "sent as a customer message; add [operators] \"<author>\" = <employee id>")
+            lines.append(
+                f"  note: author column {self.options['author']!r} but no [operators]: every row is "
+                'sent as a customer message; add [operators] "<author>" = <employee id>'
+            )
         missing = self.missing_required()
         if missing:
             lines.append(f"  MISSING (required): {', '.join(missing)}")
@@ -318,8 +471,10 @@ class Mapping:
                 if c not in df.columns:
                     near = difflib.get_close_matches(c, existing, n=1, cutoff=0.6)
                     hint = f" (did you mean {near[0]!r}?)" if near else ""
-                    raise MappingError(f"{self.source}: column {c!r} for {f} is not in {where}{hint}; the columns "
-                                       f"are {_quote(existing)}")
+                    raise MappingError(
+                        f"{self.source}: column {c!r} for {f} is not in {where}{hint}; the columns "
+                        f"are {_quote(existing)}"
+                    )
         if require:
             self.require(existing)
 
@@ -333,5 +488,5 @@ class Mapping:
         first = missing[0].split(" or ")[0]
         raise MappingError(
             f"{self.source}: required field(s) {', '.join(missing)} not mapped; add e.g. "
-            f"\"{first}\" = \"<column>\" under [columns] of a mapping file (--mapping){listing}"
+            f'"{first}" = "<column>" under [columns] of a mapping file (--mapping){listing}'
         )

@@ -16,12 +16,16 @@ The sender relies only on what is documented in this module's public names; keep
   pieces (it sizes them adaptively) but never reorders rows or mixes conversations in one call.
 * ``lock_keys`` are the conversation's chat id and customer user ids: the sender never has two
   requests in flight that share a lock key (Bitrix24 groups chats by ``user.id`` by default).
+  They are spelled ``"chat:<chat.id>"`` and ``"user:<user.id>"`` so the two kinds never collide.
 * ``fingerprint`` changes when and only when what would be sent changes; the journal binds to it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import itertools
 import json
 import math
 import sys
@@ -123,17 +127,24 @@ class Plan:
                     break
                 m = msg["message"]
                 text = m.get("text", "")
-                out.append({
-                    "row": row, "chat": conv.key, "user": msg["user"]["id"],
-                    "operator": m.get("user_id"),
-                    "date": pd.Timestamp(m["date"], unit="s", tz="UTC").tz_convert(tz),
-                    "text": text if len(text) <= 60 else text[:59] + "…",
-                    "files": len(m.get("files", [])), "message_id": m["id"],
-                })
+                out.append(
+                    {
+                        "row": row,
+                        "chat": conv.key,
+                        "user": msg["user"]["id"],
+                        "operator": m.get("user_id"),
+                        "date": pd.Timestamp(m["date"], unit="s", tz="UTC").tz_convert(tz),
+                        "text": text if len(text) <= 60 else text[:59] + "…",
+                        "files": len(m.get("files", [])),
+                        "message_id": m["id"],
+                    }
+                )
             if len(out) >= n:
                 break
         cols = ["row", "chat", "user", "operator", "date", "text", "files", "message_id"]
-        return pd.DataFrame(out, columns=cols).set_index("row")
+        frame = pd.DataFrame(out, columns=cols)
+        frame["operator"] = frame["operator"].astype("Int64")
+        return frame.set_index("row")
 
     def estimate(
         self, limits: PortalLimits = STANDARD, seconds_per_message: float = ASSUMED_SECONDS_PER_MESSAGE
@@ -176,37 +187,80 @@ def plan(df: pd.DataFrame, mapping: Mapping | None = None, chunk_size: int = 50)
         raise ValueError("chunk_size must be at least 1")
     if mapping is None:
         mapping = _Mapping.guess(df)
-    prep = prepare(df, mapping)
-    canon = prep.canonical
-    valid = canon[~prep.invalid.to_numpy()]
-    # send order: conversations by first message time (ties: source order), messages by time, stable
-    first_date = valid.groupby("key", sort=False)["message.date"].transform("min")
-    first_pos = valid.groupby("key", sort=False)["pos"].transform("min")
-    order = np.lexsort((valid["pos"].to_numpy(), valid["message.date"].to_numpy(),
-                        first_pos.to_numpy(), first_date.to_numpy()))
-    ordered = valid.iloc[order]
-    messages = _payloads(ordered, mapping)
-    keys = ordered["key"].tolist()
-    rows = ordered.index.tolist()
-    uids = ordered["user.id"].tolist()
-    conversations: list[Conversation] = []
-    start = 0
-    for i in range(1, len(keys) + 1):
-        if i == len(keys) or keys[i] != keys[start]:
-            locks = frozenset([f"chat:{keys[start]}", *(f"user:{u}" for u in set(uids[start:i]))])
-            conversations.append(Conversation(keys[start], tuple(rows[start:i]), tuple(messages[start:i]), locks))
-            start = i
+    with _gc_paused():
+        prep = prepare(df, mapping)
+        canon = prep.canonical
+        valid = canon[~prep.invalid.to_numpy()]
+        # send order: conversations by first message time (ties: source order), messages by time, stable
+        by_conv = valid.groupby("conv", sort=False)
+        first_date = by_conv["message.date"].transform("min")
+        first_pos = by_conv["pos"].transform("min")
+        order = np.lexsort(
+            (
+                valid["pos"].to_numpy(),
+                valid["message.date"].to_numpy(),
+                first_pos.to_numpy(),
+                first_date.to_numpy(),
+            )
+        )
+        ordered = valid.iloc[order]
+        messages = _payloads(ordered, mapping)
+        conversations = _conversations(ordered, messages)
+        fingerprint = _fingerprint(ordered, mapping)
     failures = prep.failures
     files = int(ordered["message.files"].map(len, na_action="ignore").sum()) if len(ordered) else 0
     counts = {
-        "rows": len(df), "valid": len(ordered), "invalid": int(prep.invalid.sum()),
-        "conversations": len(conversations), "messages": len(ordered), "files": files,
+        "rows": len(df),
+        "valid": len(ordered),
+        "invalid": int(prep.invalid.sum()),
+        "conversations": len(conversations),
+        "messages": len(ordered),
+        "files": files,
         "warnings": int((failures["level"] == "warning").sum()),
     }
     return Plan(
-        frame=df, conversations=conversations, failures=failures, chunk_size=chunk_size,
-        fingerprint=_fingerprint(ordered, messages, mapping), mapping=mapping, counts=counts, canonical=canon,
+        frame=df,
+        conversations=conversations,
+        failures=failures,
+        chunk_size=chunk_size,
+        fingerprint=fingerprint,
+        mapping=mapping,
+        counts=counts,
+        canonical=canon,
     )
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while millions of small dicts are built.
+
+    The payload holds no reference cycles; without this, CPython's generational GC rescans the
+    growing heap again and again and building a million messages becomes several times slower.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _conversations(ordered: pd.DataFrame, messages: list[dict[str, Any]]) -> list[Conversation]:
+    """Split the send-ordered rows into conversations (rows of one conversation are contiguous)."""
+    n = len(ordered)
+    if n == 0:
+        return []
+    conv = ordered["conv"].to_numpy()
+    starts = [*np.flatnonzero(np.r_[True, conv[1:] != conv[:-1]]).tolist(), n]
+    keys = ordered["key"].tolist()
+    rows = ordered.index.tolist()
+    uids = ordered["user.id"].tolist()
+    out: list[Conversation] = []
+    for a, b in itertools.pairwise(starts):
+        locks = frozenset([f"chat:{keys[a]}", *(f"user:{u}" for u in set(uids[a:b]))])
+        out.append(Conversation(keys[a], tuple(rows[a:b]), tuple(messages[a:b]), locks))
+    return out
 
 
 def _none(s: pd.Series) -> list[Any]:
@@ -214,59 +268,118 @@ def _none(s: pd.Series) -> list[Any]:
     return s.astype(object).where(s.notna(), None).tolist()
 
 
+_USER_KEYS = ("user.name", "user.last_name", "user.email", "user.phone", "user.url", "user.gender")
+_CHAT_KEYS = ("chat.name", "chat.url")
+
+
 def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> list[dict[str, Any]]:
-    """One wire-ready MESSAGES item per row (plain dict/list/str/int, no NaN/None/empty strings)."""
+    """One wire-ready MESSAGES item per row (plain dict/list/str/int, no NaN/None/empty strings).
+
+    A conversation's customer has one user block and the chat one chat block (validate.prepare
+    makes them identical per conversation and customer), so those dicts are built once and shared
+    by the conversation's messages; treat payloads as read-only.
+    """
     opts = mapping.options
     n = len(ordered)
-    uid = ordered["user.id"].tolist()
-    mid = ordered["message.id"].tolist()
-    date = ordered["message.date"].astype("int64").tolist() if n else []
-    key = ordered["key"].tolist()
-    text = _none(ordered["message.text"])
-    files = _none(ordered["message.files"]) if "message.files" in ordered else [None] * n
-    op = [None if v is None else int(v) for v in _none(ordered["message.user_id"])]
-    user_opt = [(f.split(".", 1)[1], _none(ordered[f])) for f in
-                ("user.name", "user.last_name", "user.email", "user.phone", "user.url", "user.gender")
-                if f in ordered]
-    picture = _none(ordered["user.picture"]) if "user.picture" in ordered else None
-    chat_opt = [(f.split(".", 1)[1], _none(ordered[f])) for f in ("chat.name", "chat.url") if f in ordered]
+    if n == 0:
+        return []
     skip = bool(opts.get("skip_phone_validate"))
     crm = bool(opts.get("disable_crm", True))
-    out: list[dict[str, Any]] = []
-    for i in range(n):
-        user: dict[str, Any] = {"id": uid[i]}
-        for name, vals in user_opt:
-            v = vals[i]
+    user_cols = [f for f in _USER_KEYS if f in ordered]
+    chat_cols = [f for f in _CHAT_KEYS if f in ordered]
+
+    # user blocks, once per (conversation, customer)
+    pair = (
+        ordered["conv"].to_numpy().astype("int64") * (int(ordered["cust"].max()) + 2)
+        + ordered["cust"].to_numpy()
+    )
+    ucodes, _ = pd.factorize(pair)
+    first = pd.Series(ucodes).duplicated().to_numpy() == False  # noqa: E712
+    ublock = ordered.loc[
+        first, ["user.id", *user_cols, *(["user.picture"] if "user.picture" in ordered else [])]
+    ]
+    users: list[dict[str, Any]] = []
+    cols = {c: _none(ublock[c]) for c in ublock.columns}
+    for i in range(len(ublock)):
+        user: dict[str, Any] = {"id": cols["user.id"][i]}
+        for f in user_cols:
+            v = cols[f][i]
             if v is not None:
-                user[name] = v
-        if picture is not None and picture[i] is not None:
-            user["picture"] = {"url": picture[i]}
+                user[f[5:]] = v
+        if "user.picture" in cols and cols["user.picture"][i] is not None:
+            user["picture"] = {"url": cols["user.picture"][i]}
         if skip:
             user["skip_phone_validate"] = "Y"
-        message: dict[str, Any] = {"id": mid[i], "date": date[i]}
-        if text[i] is not None:
-            message["text"] = text[i]
-        if files[i] is not None:
-            message["files"] = [dict(f) for f in files[i]]
+        users.append(user)
+
+    # chat blocks, once per conversation
+    kcodes, _ = pd.factorize(ordered["conv"].to_numpy())
+    kfirst = pd.Series(kcodes).duplicated().to_numpy() == False  # noqa: E712
+    cblock = ordered.loc[kfirst, ["key", *chat_cols]]
+    ccols = {c: _none(cblock[c]) for c in cblock.columns}
+    chats: list[dict[str, Any]] = []
+    for i in range(len(cblock)):
+        chat: dict[str, Any] = {"id": ccols["key"][i]}
+        for f in chat_cols:
+            v = ccols[f][i]
+            if v is not None:
+                chat[f[5:]] = v
+        chats.append(chat)
+
+    mid = ordered["message.id"].tolist()
+    date = ordered["message.date"].astype("int64").tolist()
+    text = _none(ordered["message.text"])
+    files = _none(ordered["message.files"])
+    op = [None if v is None else int(v) for v in _none(ordered["message.user_id"])]
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for i, (m_id, m_date, m_text, m_files, m_op) in enumerate(zip(mid, date, text, files, op, strict=True)):
+        message: dict[str, Any] = {"id": m_id, "date": m_date}
+        if m_text is not None:
+            message["text"] = m_text
+        if m_files is not None:
+            message["files"] = m_files
         if crm:
             message["disable_crm"] = "Y"
-        if op[i] is not None:
-            message["user_id"] = op[i]
-        chat: dict[str, Any] = {"id": key[i]}
-        for name, vals in chat_opt:
-            v = vals[i]
-            if v is not None:
-                chat[name] = v
-        out.append({"user": user, "message": message, "chat": chat})
+        if m_op is not None:
+            message["user_id"] = m_op
+        append({"user": users[ucodes[i]], "message": message, "chat": chats[kcodes[i]]})
     return out
 
 
-def _fingerprint(ordered: pd.DataFrame, messages: list[dict[str, Any]], mapping: Mapping) -> str:
-    """sha256 over what goes on the wire: rows, send order and every payload value."""
+def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
+    """sha256 over what goes on the wire: rows, send order and every payload value.
+
+    The payload is a pure function of the payload columns in send order plus two options, so
+    those are hashed: each row's columns through pandas' vectorised SipHash (64 bits per
+    row), then sha256 over the row ids, the per-row hashes and the options. It changes
+    when what would be sent changes, without serialising a million messages.
+    """
     h = hashlib.sha256(b"bulkimport-plan-v1\n")
-    h.update(json.dumps([_jsonable(r) for r in ordered.index.tolist()]).encode())
-    h.update(json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8",
-                                                                                                    "surrogatepass"))
+    flags = {
+        "disable_crm": bool(mapping.options.get("disable_crm", True)),
+        "skip_phone_validate": bool(mapping.options.get("skip_phone_validate")),
+    }
+    h.update(json.dumps(flags, sort_keys=True).encode())
+    rows = ordered.index
+    h.update(
+        json.dumps([_jsonable(r) for r in rows.tolist()] if rows.dtype == object else rows.tolist()).encode()
+    )
+    cols: dict[str, pd.Series] = {}
+    for col in ("key", "user.id", *_USER_KEYS, "user.picture", *_CHAT_KEYS, "message.id", "message.text"):
+        if col in ordered:
+            cols[col] = ordered[col].astype("str").fillna("\x00missing")
+    cols["message.date"] = ordered["message.date"].astype("int64")
+    cols["message.user_id"] = ordered["message.user_id"].fillna(-1).astype("int64")
+    files = ordered["message.files"]
+    has = files.notna()
+    text_files = pd.Series("\x00missing", index=ordered.index, dtype="str")
+    if bool(has.any()):
+        text_files[has] = files[has].map(lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True))
+    cols["message.files"] = text_files
+    frame = pd.DataFrame(cols)
+    h.update(json.dumps(list(frame.columns)).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=False, hash_key="bulkimport-fpr-1").to_numpy().tobytes())
     return h.hexdigest()
 
 

@@ -35,6 +35,9 @@ TEXT_EXTENSIONS = {".csv", ".tsv", ".txt"}
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ZIP_MAGIC = b"PK\x03\x04"
 _DELIMITERS = [",", ";", "\t", "|"]
+_EXCEL_ERRORS = frozenset(
+    {"#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NULL!", "#NUM!", "#GETTING_DATA"}
+)
 #: attrs keys set on every frame read
 ATTR_SOURCE = "source"
 ATTR_DATE1904 = "date1904"
@@ -56,7 +59,9 @@ def read(
     ext = p.suffix.lower()
     if ext not in EXCEL_EXTENSIONS | TEXT_EXTENSIONS:
         if ext == ".xls":
-            raise ReadError(f"{name}: the old .xls format is not supported; open it in Excel and save as .xlsx")
+            raise ReadError(
+                f"{name}: the old .xls format is not supported; open it in Excel and save as .xlsx"
+            )
         raise ReadError(
             f"{name}: unknown file type {ext or '(no extension)'!r}; use .xlsx, .csv, .tsv or .txt "
             "(rename the file if its content is one of these)"
@@ -89,7 +94,9 @@ def _read_excel(p: Path, sheet: str | int | None) -> pd.DataFrame:
             "password (File → Info → Protect Workbook) and save it again"
         )
     if not head.startswith(_ZIP_MAGIC) or not zipfile.is_zipfile(p):
-        raise ReadError(f"{name}: not a valid xlsx workbook (corrupt or another format); re-export it as .xlsx")
+        raise ReadError(
+            f"{name}: not a valid xlsx workbook (corrupt or another format); re-export it as .xlsx"
+        )
     date1904 = _date1904(p)
     try:
         names, rows = _calamine_rows(p, sheet)
@@ -167,7 +174,10 @@ def _openpyxl_rows(p: Path, sheet: str | int | None) -> tuple[str, list[list[Any
     try:
         chosen = _pick_sheet(p.name, list(wb.sheetnames), sheet)
         ws = wb[chosen]
-        rows = [list(r) for r in ws.iter_rows(min_row=1, values_only=True)]
+        # openpyxl gives formula errors as their text; calamine gives them as empty: match calamine
+        rows = [
+            [None if v in _EXCEL_ERRORS else v for v in r] for r in ws.iter_rows(min_row=1, values_only=True)
+        ]
     finally:
         wb.close()
     return chosen, rows
@@ -291,9 +301,7 @@ def _detect_encoding(p: Path, raw_head: bytes) -> str:
 
     best = from_bytes(raw_head[: 1 << 20]).best()
     if best is None:
-        raise ReadError(
-            f"{p.name}: cannot tell the text encoding; pass encoding= (e.g. 'cp1251' or 'utf-8')"
-        )
+        raise ReadError(f"{p.name}: cannot tell the text encoding; pass encoding= (e.g. 'cp1251' or 'utf-8')")
     enc = best.encoding
     if enc in ("cp1251", "windows_1251", "koi8_r", "mac_cyrillic", "cp866", "iso8859_5"):
         # Russian exports from Windows are cp1251 far more often than the look-alikes the detector
@@ -381,19 +389,19 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
         try:
             "".encode(enc)
         except LookupError:
-            raise ReadError(f"{name}: unknown encoding {encoding!r}; use e.g. 'utf-8', 'cp1251' or 'utf-16'") from None
+            raise ReadError(
+                f"{name}: unknown encoding {encoding!r}; use e.g. 'utf-8', 'cp1251' or 'utf-16'"
+            ) from None
     try:
         head_text = raw_head.decode(enc, errors="ignore" if len(raw_head) == 1 << 20 else "strict")
     except UnicodeDecodeError as exc:
         raise ReadError(
-            f"{name}: byte {exc.start} is not valid {enc}; pass the right encoding= (e.g. 'cp1251' or 'utf-8')"
+            f"{name}: byte {exc.start} is not valid {enc}; pass the right encoding= "
+            "(e.g. 'cp1251' or 'utf-8')"
         ) from None
     head_text = head_text.lstrip("\ufeff")
     if delimiter is None:
-        if p.suffix.lower() == ".tsv":
-            sep = "\t"
-        else:
-            sep = _sniff_delimiter(head_text)
+        sep = "\t" if p.suffix.lower() == ".tsv" else _sniff_delimiter(head_text)
     else:
         sep = "\t" if delimiter in ("\\t", "tab") else delimiter
     try:
@@ -429,10 +437,14 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
 
 def _text_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """Raw header=None frame → header row applied, index = record ordinal + 1."""
-    present = df.notna().any(axis=1)
-    if not bool(present.any()):
-        raise ReadError(f"{name}: the file has no rows; export the history again")
-    first = int(present.to_numpy().argmax())
+    head = df.iloc[:100].notna().any(axis=1).to_numpy()
+    if head.any():
+        first = int(head.argmax())
+    else:
+        present = df.notna().any(axis=1).to_numpy()
+        if not present.any():
+            raise ReadError(f"{name}: the file has no rows; export the history again")
+        first = int(present.argmax())
     header_vals = [None if pd.isna(v) else str(v) for v in df.iloc[first].tolist()]
     if header_vals and isinstance(header_vals[0], str):
         header_vals[0] = header_vals[0].lstrip("\ufeff")
@@ -445,8 +457,15 @@ def _text_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:
 
 def read_text_sample(text: str, **kwargs: Any) -> pd.DataFrame:
     """Parse CSV text already in memory (tests and notebooks)."""
-    df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
-                     skip_blank_lines=False, header=None, **kwargs)
+    df = pd.read_csv(
+        io.StringIO(text),
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        skip_blank_lines=False,
+        header=None,
+        **kwargs,
+    )
     return _text_frame(df, "<text>")
 
 

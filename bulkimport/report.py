@@ -428,8 +428,11 @@ def _write_xlsx(
     tmp.replace(target)
 
 
-def summary_lines(frame: pd.DataFrame, plan: Any = None, summary: Any = None, top: int = 5) -> list[str]:
-    """The end-of-run summary as lines of text: counts per status, top codes with hints, run figures."""
+def summary_lines(
+    frame: pd.DataFrame, plan: Any = None, summary: Any = None, top: int = 5, wall: float | None = None
+) -> list[str]:
+    """The end-of-run summary as lines of text: counts per status, top codes with hints, run figures
+    (``wall``: real seconds the run took, shown when the portal's clock ran faster, as a sandbox's does)."""
     counts = status_counts(frame, plan)
     total = int(counts["rows"].sum())
     lines = [
@@ -446,10 +449,16 @@ def summary_lines(frame: pd.DataFrame, plan: Any = None, summary: Any = None, to
     if "elapsed (s)" in figures:
         rate = figures.get("messages/s")
         elapsed = float(figures["elapsed (s)"])  # type: ignore[arg-type]
-        lines.append(
-            f"Elapsed {dt.timedelta(seconds=round(elapsed))}"
-            + (f", {rate} messages/s" if rate is not None else "")
-        )
+        text = f"Elapsed {dt.timedelta(seconds=round(elapsed))}"
+        if wall is not None and elapsed > 1.5 * wall + 1:
+            text += f" on the portal's clock ({dt.timedelta(seconds=round(wall))} of real time)"
+        if rate is not None:
+            text += f", {rate} messages/s"
+        if figures.get("sent in this run") is not None:
+            text += f"; {figures['sent in this run']} sent in this run"
+        if figures.get("requests") is not None:
+            text += f" with {figures['requests']} requests"
+        lines.append(text)
     if figures.get("stopped because"):
         lines.append(f"Stopped because: {figures['stopped because']}")
     return lines

@@ -20,11 +20,9 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import math
 import os
 import sys
-import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +30,13 @@ from typing import Any
 import pandas as pd
 
 from . import codes
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, interrupts_deferred
 from .errors import (
     AmbiguousError,
     BulkImportError,
     ConfigError,
     FatalError,
+    InputError,
     PortalError,
     RequestRejectedError,
     RetryableError,
@@ -92,6 +91,24 @@ class SendSummary:
     interrupted: bool
     seconds_per_message: float | None  # measured server seconds per message
     recovered_unknown: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly values (what ``frame.attrs["bulkimport_summary"]`` holds)."""
+        return {
+            "counts": dict(self.counts),
+            "top_errors": [[c, n] for c, n in self.top_errors],
+            "elapsed": self.elapsed,
+            "messages_per_second": self.messages_per_second,
+            "sent_this_run": self.sent_this_run,
+            "requests": self.requests,
+            "stopped": self.stopped,
+            "stopped_message": self.stopped_message,
+            "journal": str(self.journal),
+            "interrupted": self.interrupted,
+            "seconds_per_message": self.seconds_per_message,
+            "recovered_unknown": self.recovered_unknown,
+            "complete": self.complete,
+        }
 
     @property
     def complete(self) -> bool:
@@ -198,6 +215,13 @@ def content_fingerprint(plan: Plan) -> str:
     return "content:" + h.hexdigest()[:32]
 
 
+def _stop_code(exc: BaseException | None) -> str | None:
+    """The code a stop is reported under: the portal's code, else the exception's class name."""
+    if exc is None:
+        return None
+    return str(getattr(exc, "code", None) or type(exc).__name__)
+
+
 @dataclass
 class _Conv:
     index: int
@@ -233,8 +257,16 @@ class Sender:
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        if not plan.frame.index.is_unique:
+            raise InputError(
+                "plan.frame's index must be unique (it holds the row ids the journal is keyed by); "
+                "build the plan from a frame with unique row ids (df.reset_index(drop=True))"
+            )
         self.plan = plan
-        self.clock: Clock = clock or (client.clock if client is not None else SystemClock())
+        # One clock for pacing, tokens and time stamps: given, else the client's, else the auth's.
+        self.clock: Clock = (
+            clock or getattr(client, "clock", None) or getattr(auth, "clock", None) or SystemClock()
+        )
         if client is None:
             portal = _env_or(portal, "BITRIX24_PORTAL", "--portal", env)
         else:
@@ -330,6 +362,7 @@ class Sender:
                 recovered,
             )
         started = self.clock.now()
+        requests_before = governor.requests
         run_id = journal.start_run(started)
         state = journal.rows().set_index("rid")
         convs = self._schedule(state)
@@ -441,8 +474,9 @@ class Sender:
                         br = client.batch(commands, before_send=before_send)
                         results, errors, times = br.results, br.errors, br.times
                 except RetryableError as exc:
-                    journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
-                    in_flight = []
+                    with interrupts_deferred():
+                        journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
+                        in_flight = []
                     refusals += 1
                     connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
                     log.info("refused before execution (%s); retrying after a pause", exc.code)
@@ -475,9 +509,9 @@ class Sender:
                         len(lost),
                         len(chosen),
                     )
+                    show()  # postfix first: the update below redraws the bar with it
                     if bar is not None:
                         bar.update(len(lost))
-                    show()
                     if ambiguous_in_a_row >= MAX_AMBIGUOUS_IN_A_ROW:
                         stopped = PortalError(
                             "repeated-ambiguous",
@@ -486,67 +520,76 @@ class Sender:
                         break
                     continue
                 except FatalError as exc:
-                    journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
-                    in_flight = []
+                    with interrupts_deferred():
+                        journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
+                        in_flight = []
                     stopped = exc
                     break
                 except (RequestRejectedError, TokenExpiredError) as exc:
                     results, errors, times = {}, {key: exc for key in commands}, {}
-                refusals = 0
-                connect_failures = 0
-                ambiguous_in_a_row = 0
-                governor.on_batch_answered()
-                now = self.clock.now()
-                updates: list[RowUpdate] = []
-                reverted: list[str] = []
-                for conv, positions in chosen:
-                    key = f"c{conv.index}"
-                    rids = [keys[conv.index][p] for p in positions]
-                    if key in results:
-                        ups, ok = self._settle_result(results[key], rids, now)
-                        updates += ups
-                        timing = times.get(key) or {}
-                        cost = timing.get("processing", timing.get("duration"))
-                        if cost is not None:
-                            governor.record_messages(len(rids), float(cost))
+                except BulkImportError as exc:  # e.g. a redirect to a plain-http address: not run
+                    with interrupts_deferred():
+                        journal.revert(request_id, in_flight, self.clock.now(), type(exc).__name__)
+                        in_flight = []
+                    stopped = exc
+                    break
+                with interrupts_deferred():  # the answer is known: journal it whatever happens
+                    refusals = 0
+                    connect_failures = 0
+                    ambiguous_in_a_row = 0
+                    governor.on_batch_answered()
+                    now = self.clock.now()
+                    updates: list[RowUpdate] = []
+                    reverted: list[str] = []
+                    for conv, positions in chosen:
+                        key = f"c{conv.index}"
+                        rids = [keys[conv.index][p] for p in positions]
+                        if key in results:
+                            ups, ok = self._settle_result(results[key], rids, now)
+                            updates += ups
+                            timing = times.get(key) or {}
+                            cost = timing.get("processing", timing.get("duration"))
+                            if cost is not None:
+                                governor.record_messages(len(rids), float(cost))
+                            conv.queue = conv.queue[len(positions) :]
+                            if ok is not True:
+                                hold(conv, *ok)
+                            else:
+                                rejections.clear()
+                            continue
+                        err = errors.get(key)
+                        if isinstance(err, (RetryableError, TokenExpiredError)):
+                            reverted += rids  # refused before execution: send again later
+                            continue
+                        if isinstance(err, FatalError):
+                            reverted += rids
+                            stopped = stopped or err
+                            continue
                         conv.queue = conv.queue[len(positions) :]
-                        if ok is not True:
-                            hold(conv, *ok)
-                        else:
-                            rejections.clear()
-                        continue
-                    err = errors.get(key)
-                    if isinstance(err, (RetryableError, TokenExpiredError)):
-                        reverted += rids  # refused before execution: send again later
-                        continue
-                    if isinstance(err, FatalError):
-                        reverted += rids
-                        stopped = stopped or err
-                        continue
-                    conv.queue = conv.queue[len(positions) :]
-                    if isinstance(err, RequestRejectedError):
-                        text = err.description or codes.render(err.code)
-                        updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
-                        hold(
-                            conv,
-                            "held-after-failure",
-                            f"held: the portal refused an earlier request of this conversation ({err.code})",
-                        )
-                        rejections.append(err.code.upper())
-                    else:  # ambiguous nested error, or the key is missing from both maps
-                        code = getattr(err, "code", None) or "result-mismatch"
-                        text = str(err) if err is not None else "the command is missing from the answer"
-                        updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
-                        hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
-                if reverted:
-                    journal.revert(None, reverted, now, "refused")
-                journal.settle(request_id, updates, now, "answered")
-                in_flight = []
+                        if isinstance(err, RequestRejectedError):
+                            text = err.description or codes.render(err.code)
+                            updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
+                            hold(
+                                conv,
+                                "held-after-failure",
+                                f"held: the portal refused an earlier request of this conversation "
+                                f"({err.code})",
+                            )
+                            rejections.append(err.code.upper())
+                        else:  # ambiguous nested error, or the key is missing from both maps
+                            code = getattr(err, "code", None) or "result-mismatch"
+                            text = str(err) if err is not None else "the command is missing from the answer"
+                            updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
+                            hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
+                    if reverted:
+                        journal.revert(None, reverted, now, "refused")
+                    journal.settle(request_id, updates, now, "answered")
+                    in_flight = []
                 for u in updates:
                     tally[u.status] += 1
+                show()  # postfix first: the update below redraws the bar with it
                 if bar is not None:
                     bar.update(len(updates))
-                show()
                 if stopped is not None:
                     break
                 if len(rejections) == MAX_SAME_REJECTION and len(set(rejections)) == 1:
@@ -572,7 +615,7 @@ class Sender:
         # Why the rows that stay pending are pending.
         notes: list[tuple[str, str | None, str | None]] = []
         if stopped is not None:
-            reason = f"the run stopped on {getattr(stopped, 'code', type(stopped).__name__)}: {stopped}"
+            reason = f"the run stopped on {_stop_code(stopped)}: {stopped}"
         elif interrupted:
             reason = "the run was interrupted before this row was sent"
         else:
@@ -585,7 +628,7 @@ class Sender:
         if notes:
             journal.note_pending(notes)
         finished = self.clock.now()
-        journal.finish_run(run_id, finished, getattr(stopped, "code", None), interrupted, tally["sent"])
+        journal.finish_run(run_id, finished, _stop_code(stopped), interrupted, tally["sent"])
         frame = self._frame(journal)
         by_status = frame["import_status"].value_counts()
         status_counts = {s: int(by_status.get(s, 0)) for s in codes.STATUSES}
@@ -597,15 +640,15 @@ class Sender:
             elapsed=elapsed,
             messages_per_second=tally["sent"] / elapsed if elapsed > 0 else 0.0,
             sent_this_run=tally["sent"],
-            requests=governor.requests,
-            stopped=getattr(stopped, "code", None),
+            requests=governor.requests - requests_before,
+            stopped=_stop_code(stopped),
             stopped_message=str(stopped) if stopped is not None else None,
             journal=journal.path,
             interrupted=interrupted,
             seconds_per_message=governor.measured_seconds_per_message,
             recovered_unknown=recovered,
         )
-        frame.attrs["bulkimport_summary"] = summary
+        frame.attrs["bulkimport_summary"] = summary.as_dict()  # JSON-friendly: survives to_parquet
         if stopped is not None:
             log.error("stopped early: %s", stopped)
         return SendOutcome(frame, summary)
@@ -804,4 +847,9 @@ def send(
 
 __all__ = ["STATUS_COLUMNS", "SendOutcome", "SendSummary", "Sender", "send"]
 
-_unused = (Hashable, math, time)  # keep imports used by type hints only
+# ``bulkimport.send`` is both this module and the function the package exports: once anything
+# imports the module (``from bulkimport.send import Sender``), Python sets the package attribute
+# to the module. Making the module callable keeps ``bulkimport.send(plan, ...)`` working.
+from .plan import make_callable  # noqa: E402
+
+make_callable(__name__, send)

@@ -8,6 +8,7 @@ applies to. Codes are catalogued in bulkimport/codes.py; rules are documented in
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,58 @@ NA_STRINGS = ("nan", "NaN", "None", "<NA>", "NaT")
 MAX_TEXT = 20_000
 #: Longest user.name / user.last_name the portal documents.
 MAX_NAME = 25
+#: Below this many rows, or when most values are distinct, cleaning runs on the column directly.
+_UNIQUE_MIN_ROWS = 64
+_UNIQUE_MAX_SHARE = 0.6
+
+
+def _factorize(s: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
+    """(codes, distinct values) when working per distinct value pays off, else None.
+
+    Chat exports repeat most values (names, phones, chat ids, authors, even times), and string
+    operations on pandas' ``str`` columns run per element: cleaning each distinct value once and
+    expanding by code keeps every cleaner vectorised and proportional to the distinct values.
+    """
+    if len(s) < _UNIQUE_MIN_ROWS or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return None
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    if len(uniques) > _UNIQUE_MAX_SHARE * len(s):
+        return None
+    return codes, pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+
+
+def _expand(values: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """Per-distinct results → per-row (code -1, a missing cell, gets a missing result)."""
+    base = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+    arr = np.concatenate([base, np.array([None], dtype=object)])[codes]
+    out = pd.Series(arr, index=index, dtype=object)
+    if isinstance(values.dtype, pd.StringDtype):
+        return out.astype("str")
+    if pd.api.types.is_float_dtype(values.dtype):
+        return out.astype("float64")
+    return out
+
+
+def _expand_mask(mask: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
+    return pd.Series(np.append(mask.to_numpy(dtype=bool, na_value=False), False)[codes], index=index)
+
+
+def _unique_wise(fn: Callable[..., tuple[pd.Series, Issues]]) -> Callable[..., tuple[pd.Series, Issues]]:
+    """Run a cleaner ``(series, ...) -> (values, issues)`` once per distinct value of the column."""
+
+    @functools.wraps(fn)
+    def wrapper(s: pd.Series, *args: Any, **kwargs: Any) -> tuple[pd.Series, Issues]:
+        fz = _factorize(s)
+        if fz is None:
+            return fn(s, *args, **kwargs)
+        codes, uniques = fz
+        values, issues = fn(uniques, *args, **kwargs)
+        return (
+            _expand(values, codes, s.index),
+            [(code, _expand_mask(mask, codes, s.index)) for code, mask in issues],
+        )
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------------
@@ -48,12 +101,16 @@ def _one_text(v: Any) -> Any:
     return str(v)
 
 
-def as_text(s: pd.Series, strip: bool = True) -> pd.Series:
+def as_text(s: pd.Series, strip: bool = True, distinct: bool = True) -> pd.Series:
     """Any column → ``str`` Series with NaN for missing; integral floats lose their '.0'.
 
     Empty/whitespace-only strings and the artefacts in :data:`NA_STRINGS` become missing. With
     ``strip=False`` the text itself keeps its surrounding whitespace (message text is data).
     """
+    fz = _factorize(s) if distinct and (s.dtype == object or isinstance(s.dtype, pd.StringDtype)) else None
+    if fz is not None:
+        codes, uniques = fz
+        return _expand(as_text(uniques, strip), codes, s.index)
     dtype = s.dtype
     if isinstance(dtype, pd.StringDtype):
         t = s
@@ -64,7 +121,7 @@ def as_text(s: pd.Series, strip: bool = True) -> pd.Series:
     elif pd.api.types.is_float_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         t = s.astype(object).map(_one_text, na_action="ignore").astype("str")
     else:
-        nonstr = s.notna() & ~s.map(type, na_action="ignore").eq(str)
+        nonstr = s.notna() & ~s.map(lambda v: isinstance(v, str)).astype(bool)
         if bool(nonstr.any()):
             s = s.astype(object).copy()
             s[nonstr] = s[nonstr].map(_one_text)
@@ -87,16 +144,60 @@ def too_long_text(t: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------------------------------
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _MIN_YEAR, _MAX_YEAR = 1970, 2100
+# (name, length, {part: (start, stop)}, {position: allowed separator characters})
+_FIXED_LAYOUTS: tuple[tuple[str, int, dict[str, tuple[int, int]], dict[int, str]], ...] = (
+    (
+        "dmy",
+        19,
+        {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
+        {2: ".", 5: ".", 10: " ", 13: ":", 16: ":"},
+    ),
+    (
+        "dmy",
+        16,
+        {"d": (0, 2), "m": (3, 5), "y": (6, 10), "H": (11, 13), "M": (14, 16)},
+        {2: ".", 5: ".", 10: " ", 13: ":"},
+    ),
+    ("dmy", 10, {"d": (0, 2), "m": (3, 5), "y": (6, 10)}, {2: ".", 5: "."}),
+    (
+        "ymd",
+        19,
+        {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)},
+        {4: "-", 7: "-", 10: " T", 13: ":", 16: ":"},
+    ),
+    (
+        "ymd",
+        16,
+        {"y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16)},
+        {4: "-", 7: "-", 10: " T", 13: ":"},
+    ),
+    ("ymd", 10, {"y": (0, 4), "m": (5, 7), "d": (8, 10)}, {4: "-", 7: "-"}),
+)
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 _NUM = re.compile(r"^(\d+)(?:\.(\d+))?$")
-_ISO = (r"^(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
-        r"(?:[T ]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d+))?)?)?"
-        r"\s*(?P<tz>Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$")
-_DMY = (r"^(?P<a>\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4}|\d{2})"
-        r"(?:[ ,T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?)?$")
+_ISO = (
+    r"^(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
+    r"(?:[T ]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d+))?)?)?"
+    r"\s*(?P<tz>Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_DMY = (
+    r"^(?P<a>\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4}|\d{2})"
+    r"(?:[ ,T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?)?$"
+)
 _TIME = r"^(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?\s*(?P<ap>[AaPp]\.?[Mm]\.?)?$"
 _RU_MONTHS = {
-    "январ": "Jan", "феврал": "Feb", "март": "Mar", "апрел": "Apr", "ма": "May", "июн": "Jun",
-    "июл": "Jul", "август": "Aug", "сентябр": "Sep", "октябр": "Oct", "ноябр": "Nov", "декабр": "Dec",
+    "январ": "Jan",
+    "феврал": "Feb",
+    "март": "Mar",
+    "апрел": "Apr",
+    "ма": "May",
+    "июн": "Jun",
+    "июл": "Jul",
+    "август": "Aug",
+    "сентябр": "Sep",
+    "октябр": "Oct",
+    "ноябр": "Nov",
+    "декабр": "Dec",
 }
 _RU_MONTH_RE = re.compile(
     r"(?i)\b(январ[ьяе]|феврал[ьяе]|марта?|марте|апрел[ьяе]|ма[йяе]|июн[ьяе]|июл[ьяе]|августа?|августе|"
@@ -118,13 +219,15 @@ def _to_num(df: pd.DataFrame, col: str, default: int = 0) -> pd.Series:
     return pd.to_numeric(df[col], errors="coerce").fillna(default).astype("int64")
 
 
-def _assemble(y: pd.Series, m: pd.Series, d: pd.Series, hh: pd.Series, mm: pd.Series, ss: pd.Series
-              ) -> pd.Series:
+def _assemble(
+    y: pd.Series, m: pd.Series, d: pd.Series, hh: pd.Series, mm: pd.Series, ss: pd.Series
+) -> pd.Series:
     """Components → naive datetime64 (NaT where the date does not exist, e.g. 31.02)."""
     frame = pd.DataFrame({"year": y, "month": m, "day": d, "hour": hh, "minute": mm, "second": ss})
     bad = (frame["hour"] > 23) | (frame["minute"] > 59) | (frame["second"] > 59)
-    out = pd.to_datetime(frame.where(~bad, other=0).assign(month=frame["month"].where(~bad, 13)),
-                         errors="coerce")
+    out = pd.to_datetime(
+        frame.where(~bad, other=0).assign(month=frame["month"].where(~bad, 13)), errors="coerce"
+    )
     return out
 
 
@@ -159,7 +262,33 @@ def parse_dates(
     Forms: datetime cells, Excel serials (1900/1904), ISO 8601 with or without offset, D.M.Y /
     D/M/Y / M/D/Y with optional time and AM/PM, unix seconds and milliseconds, yyyymmdd, and
     textual months (English, Russian) through dateutil. ``time``: a separate time-of-day column.
+    Each distinct value is parsed once.
     """
+    fz = _factorize(s) if time is None else None
+    if fz is None:
+        return _parse_dates(s, timezone, dayfirst, date1904, time)
+    codes, uniques = fz
+    res = _parse_dates(uniques, timezone, dayfirst, date1904, None)
+    seconds = _expand(res.seconds, codes, s.index)
+    issues = [
+        (
+            code,
+            _expand_mask(mask, codes, s.index)
+            | (pd.Series(codes == -1, index=s.index) if code == "missing-date" else False),
+        )
+        for code, mask in res.issues
+    ]
+    return DateResult(seconds, issues, res.dayfirst_used)
+
+
+def _parse_dates(
+    s: pd.Series,
+    timezone: str = "UTC",
+    dayfirst: bool | None = None,
+    date1904: bool = False,
+    time: pd.Series | None = None,
+) -> DateResult:
+    """:func:`parse_dates` on the column as given (no per-distinct shortcut)."""
     idx = s.index
     naive = pd.Series(pd.NaT, index=idx, dtype="datetime64[ns]")
     absolute = pd.Series(np.nan, index=idx, dtype="float64")  # unix seconds of offset/unix forms
@@ -180,17 +309,30 @@ def parse_dates(
         else:
             is_dt = pd.Series(False, index=idx)
         if bool(is_dt.any()):
-            vals = pd.to_datetime(s[is_dt].tolist(), utc=False)
-            vals_s = pd.Series(vals, index=s.index[is_dt])
-            if getattr(vals_s.dtype, "tz", None) is not None:
-                absolute[is_dt] = (vals_s - _EPOCH).dt.total_seconds()
-            else:
-                naive[is_dt] = vals_s.astype("datetime64[ns]")
-        rest = as_text(s[~is_dt & present])
+            cells = s[is_dt]
+            aware = cells.map(lambda v: getattr(v, "tzinfo", None) is not None).astype(bool)
+            if bool(aware.any()):  # offsets may differ from cell to cell: convert each to UTC
+                got = pd.Series(pd.to_datetime(cells[aware].tolist(), utc=True), index=cells.index[aware])
+                absolute[got.index] = (got - _EPOCH).dt.total_seconds()
+            if bool((~aware).any()):
+                got = pd.Series(pd.to_datetime(cells[~aware].tolist()), index=cells.index[~aware])
+                naive[got.index] = got.astype("datetime64[ns]")
+        rest = as_text(s[~is_dt & present], distinct=False)
         rest = rest[rest.notna()]
         present = is_dt | pd.Series(idx.isin(rest.index), index=idx)
 
     decided: bool | None = dayfirst
+    if len(rest) >= _UNIQUE_MIN_ROWS:
+        # 1b. fast path: the column's dominant fixed-width layout, decoded with numpy
+        for layout in _FIXED_LAYOUTS:
+            if layout[0] == "dmy" and dayfirst is False:
+                continue
+            got = _fixed_width(rest, layout)
+            if got is None:
+                continue
+            naive[got.index] = got
+            rest = rest[~rest.index.isin(got.index)]
+            break
     if len(rest):
         # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
         num = rest.str.extract(_NUM)
@@ -224,8 +366,14 @@ def parse_dates(
         if bool(is_iso.any()):
             g = iso[is_iso]
             frac = g["f"].fillna("0").str.slice(0, 6).str.ljust(6, "0")
-            stamp = _assemble(_to_num(g, "y"), _to_num(g, "m"), _to_num(g, "d"), _to_num(g, "H"),
-                              _to_num(g, "M"), _to_num(g, "S"))
+            stamp = _assemble(
+                _to_num(g, "y"),
+                _to_num(g, "m"),
+                _to_num(g, "d"),
+                _to_num(g, "H"),
+                _to_num(g, "M"),
+                _to_num(g, "S"),
+            )
             stamp = stamp + pd.to_timedelta(pd.to_numeric(frac), unit="us")
             tz = g["tz"]
             has_tz = tz.notna()
@@ -236,7 +384,9 @@ def parse_dates(
                 zero = t.isin(["Z", "UTC", "GMT"])
                 sign = np.where(t.str.startswith("-"), -1, 1)
                 hh = pd.to_numeric(t.str.slice(1, 3), errors="coerce").fillna(0)
-                mm = pd.to_numeric(t.str.replace(":", "", regex=False).str.slice(3, 5), errors="coerce").fillna(0)
+                mm = pd.to_numeric(
+                    t.str.replace(":", "", regex=False).str.slice(3, 5), errors="coerce"
+                ).fillna(0)
                 offset = pd.Series(np.where(zero, 0, sign * (hh * 3600 + mm * 60)), index=t.index)
                 st = stamp[has_tz]
                 secs = (st - pd.Timestamp("1970-01-01")).dt.total_seconds() - offset
@@ -292,8 +442,11 @@ def parse_dates(
 
         parsed = {u: one(u) for u in rest.unique()}
         naive_tab = {k: pd.Timestamp(v) for k, v in parsed.items() if v is not None and v.tzinfo is None}
-        abs_tab = {k: (pd.Timestamp(v) - _EPOCH).total_seconds()
-                   for k, v in parsed.items() if v is not None and v.tzinfo is not None}
+        abs_tab = {
+            k: (pd.Timestamp(v) - _EPOCH).total_seconds()
+            for k, v in parsed.items()
+            if v is not None and v.tzinfo is not None
+        }
         if naive_tab:
             got = rest.map(naive_tab)
             got = got[got.notna()]
@@ -316,18 +469,67 @@ def parse_dates(
     has_naive = naive.notna()
     if bool(has_naive.any()):
         local = naive[has_naive].dt.tz_localize(
-            ZoneInfo(timezone), ambiguous=np.ones(int(has_naive.sum()), dtype=bool), nonexistent="shift_forward"
+            ZoneInfo(timezone),
+            ambiguous=np.ones(int(has_naive.sum()), dtype=bool),
+            nonexistent="shift_forward",
         )
         absolute[local.index] = (local - _EPOCH).dt.total_seconds()
 
-    secs = np.floor(absolute)
+    secs = pd.Series(np.floor(absolute.to_numpy()), index=idx)
     in_range = secs.between(_year_start(_MIN_YEAR), _year_start(_MAX_YEAR), inclusive="left")
     unparsed = present & (secs.isna() | ~in_range) & ~ambiguous
     secs = secs.where(in_range)
-    issues: Issues = [("missing-date", ~present), ("bad-date", unparsed | (failed & present & ~ambiguous)),
-                      ("ambiguous-date", ambiguous)]
+    issues: Issues = [
+        ("missing-date", ~present),
+        ("bad-date", unparsed | (failed & present & ~ambiguous)),
+        ("ambiguous-date", ambiguous),
+    ]
     secs = secs.where(~(failed & present))
     return DateResult(secs, issues, decided)
+
+
+def _fixed_width(
+    rest: pd.Series, layout: tuple[str, int, dict[str, tuple[int, int]], dict[int, str]]
+) -> pd.Series | None:
+    """Rows of ``rest`` in one fixed-width layout → naive datetime64 (None if the layout is rare).
+
+    Exports write one layout for the whole column; decoding its digits with numpy instead of a
+    per-value parser is what keeps a million dates fast. Rows in other forms, and impossible
+    dates (31.02), are left for the general parsers.
+    """
+    _, width, parts, seps = layout
+    head = rest.iloc[:50].to_numpy(dtype=object)
+    if sum(len(v) == width for v in head) < len(head) / 2:
+        return None
+    vals = rest.to_numpy(dtype=object)
+    lens = np.fromiter((len(v) for v in vals), dtype=np.int64, count=len(vals))
+    sel = lens == width
+    if not sel.any():
+        return None
+    chars = vals[sel].astype(f"U{width}").view(np.uint32).reshape(-1, width)
+    ok = np.ones(len(chars), dtype=bool)
+    for pos, allowed in seps.items():
+        ok &= np.isin(chars[:, pos], [ord(c) for c in allowed])
+    num: dict[str, np.ndarray] = {}
+    for part, (a, b) in parts.items():
+        digits = chars[:, a:b].astype(np.int64) - 48
+        ok &= ((digits >= 0) & (digits <= 9)).all(axis=1)
+        num[part] = (digits * (10 ** np.arange(b - a - 1, -1, -1))).sum(axis=1)
+    y, m, d = num["y"], num["m"], num["d"]
+    hh, mm, ss = num.get("H", 0 * y), num.get("M", 0 * y), num.get("S", 0 * y)
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    mdays = _MONTH_DAYS[np.clip(m, 0, 12)] + ((m == 2) & leap)
+    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= mdays) & (hh <= 23) & (mm <= 59) & (ss <= 59) & (y >= 1)
+    # days from civil (Howard Hinnant's algorithm), exact for the proleptic Gregorian calendar
+    yy = y - (m <= 2)
+    era = np.floor_divide(yy, 400)
+    yoe = yy - era * 400
+    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    secs = days * 86400 + hh * 3600 + mm * 60 + ss
+    index = rest.index[sel][ok]
+    return pd.Series(secs[ok].astype("datetime64[s]").astype("datetime64[ns]"), index=index)
 
 
 def _year_start(year: int) -> float:
@@ -359,6 +561,7 @@ def _time_of_day(t: pd.Series) -> pd.Series:
 _NOT_NAME = re.compile(r"[^\w\s'\-]|[\d_]")
 
 
+@_unique_wise
 def clean_names(s: pd.Series) -> tuple[pd.Series, Issues]:
     """Keep letters, spaces, hyphens and apostrophes; at most 25 characters (warn, never drop the row)."""
     t = as_text(s)
@@ -373,16 +576,37 @@ def clean_names(s: pd.Series) -> tuple[pd.Series, Issues]:
 
 
 _GENDER = {
-    "male": "male", "m": "male", "man": "male", "men": "male", "boy": "male", "mr": "male", "мужской": "male",
-    "муж": "male", "м": "male", "мужчина": "male", "мужск": "male", "мж": None,
-    "female": "female", "f": "female", "w": "female", "woman": "female", "women": "female", "girl": "female",
-    "mrs": "female", "ms": "female", "женский": "female", "жен": "female", "ж": "female", "женщина": "female",
+    "male": "male",
+    "m": "male",
+    "man": "male",
+    "men": "male",
+    "boy": "male",
+    "mr": "male",
+    "мужской": "male",
+    "муж": "male",
+    "м": "male",
+    "мужчина": "male",
+    "мужск": "male",
+    "мж": None,
+    "female": "female",
+    "f": "female",
+    "w": "female",
+    "woman": "female",
+    "women": "female",
+    "girl": "female",
+    "mrs": "female",
+    "ms": "female",
+    "женский": "female",
+    "жен": "female",
+    "ж": "female",
+    "женщина": "female",
     "женск": "female",
 }
 
 
+@_unique_wise
 def clean_gender(s: pd.Series) -> tuple[pd.Series, Issues]:
-    """male/female from common spellings (M/F, «м»/«ж», «муж»/«жен» …); anything else dropped with a warning."""
+    """male/female from common spellings (M/F, «м»/«ж», «муж»/«жен» …); anything else dropped, warned."""
     t = as_text(s)
     key = t.str.lower().str.replace(".", "", regex=False).str.strip()
     out = key.map(lambda k: _GENDER.get(k), na_action="ignore")
@@ -390,6 +614,7 @@ def clean_gender(s: pd.Series) -> tuple[pd.Series, Issues]:
     return out.astype(object).where(out.notna(), None), [("bad-gender", bad)]
 
 
+@_unique_wise
 def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) -> tuple[pd.Series, Issues]:
     """Phones → E.164 with phonenumbers (parsed once per distinct value); unparseable dropped with a warning.
 
@@ -416,9 +641,11 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
     return out, [("bad-phone", bad)]
 
 
-_EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+$"
 
 
+@_unique_wise
 def clean_emails(s: pd.Series) -> tuple[pd.Series, Issues]:
     """Syntactically valid addresses kept (lower-cased domain untouched); bad ones dropped with a warning."""
     t = as_text(s)
@@ -430,6 +657,7 @@ def clean_emails(s: pd.Series) -> tuple[pd.Series, Issues]:
 _URL = r"(?i)^https?://[^\s/?#.][^\s]*$"
 
 
+@_unique_wise
 def clean_urls(s: pd.Series) -> tuple[pd.Series, Issues]:
     """http(s) URLs kept; anything else dropped with a warning (``bad-url``)."""
     t = as_text(s)
@@ -449,6 +677,7 @@ def _per_unique(t: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
     return res.where(res.notna(), None)
 
 
+@_unique_wise
 def clean_ids(s: pd.Series, max_len: int = 255) -> tuple[pd.Series, Issues]:
     """External ids: text, stripped; longer than ``max_len`` is an error (``bad-id``)."""
     t = as_text(s)
@@ -456,6 +685,7 @@ def clean_ids(s: pd.Series, max_len: int = 255) -> tuple[pd.Series, Issues]:
     return t.where(~bad), [("bad-id", bad)]
 
 
+@_unique_wise
 def clean_operator_ids(s: pd.Series) -> tuple[pd.Series, Issues]:
     """Bitrix24 employee ids: positive whole numbers → int64 (NaN when missing)."""
     t = as_text(s)
@@ -472,6 +702,7 @@ def clean_operator_ids(s: pd.Series) -> tuple[pd.Series, Issues]:
 _IS_URL = r"(?i)^https?://[^\s/?#]+\S*$"
 
 
+@_unique_wise
 def parse_files(
     s: pd.Series, base_url: str | None = None, folder: str | None = None
 ) -> tuple[pd.Series, Issues]:

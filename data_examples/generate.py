@@ -24,21 +24,66 @@ HERE = Path(__file__).resolve().parent
 SEED = 20261123
 
 OPERATORS = {"Анна Смирнова": 12, "Oleg Ivanov": 15, "Mary Jones": 17}
-RU_NAMES = [("Иван", "Петров"), ("Мария", "Кузнецова"), ("Сергей", "Соколов"), ("Ольга", "Попова"),
-            ("Дмитрий", "Лебедев"), ("Елена", "Козлова"), ("Алексей", "Новиков"), ("Наталья", "Морозова"),
-            ("Андрей", "Волков"), ("Татьяна", "Павлова"), ("Пётр", "Семёнов"), ("Юлия", "Егорова")]
-EN_NAMES = [("John", "Smith"), ("Emily", "Clark"), ("Michael", "O'Brien"), ("Sarah", "Lee"),
-            ("David", "Miller"), ("Laura", "Evans"), ("James", "Walker"), ("Anna-Maria", "Young")]
-RU_CUSTOMER = ["Здравствуйте! Где мой заказ?", "Добрый день, хочу вернуть товар.", "Подскажите, есть ли доставка в Казань?",
-               "Спасибо, всё получил 👍", "Можно оплатить картой при получении?", "Заказ №{n} пришёл не полностью",
-               "Когда будет поступление?", "Пришлите, пожалуйста, счёт.", "Ок", "Вот фото упаковки"]
-RU_OPERATOR = ["Здравствуйте! Сейчас проверю.", "Ваш заказ №{n} передан в доставку.",
-               "Да, оплата картой возможна.", "[b]Важно:[/b] возврат в течение 14 дней.",
-               "Спасибо за обращение!\nХорошего дня.", "Уточните, пожалуйста, номер заказа."]
-EN_CUSTOMER = ["Hi, where is my order?", "I'd like to return an item.", "Do you ship to Boston?",
-               "Thanks, got it 🙂", "Can I pay on delivery?", "Order #{n} arrived incomplete", "Here is a photo"]
-EN_OPERATOR = ["Hello! Let me check.", "Your order #{n} has shipped.", "Yes, cash on delivery is fine.",
-               "[i]Note:[/i] returns are accepted within 14 days.", "Thank you for contacting us!\nHave a nice day."]
+RU_NAMES = [
+    ("Иван", "Петров"),
+    ("Мария", "Кузнецова"),
+    ("Сергей", "Соколов"),
+    ("Ольга", "Попова"),
+    ("Дмитрий", "Лебедев"),
+    ("Елена", "Козлова"),
+    ("Алексей", "Новиков"),
+    ("Наталья", "Морозова"),
+    ("Андрей", "Волков"),
+    ("Татьяна", "Павлова"),
+    ("Пётр", "Семёнов"),
+    ("Юлия", "Егорова"),
+]
+EN_NAMES = [
+    ("John", "Smith"),
+    ("Emily", "Clark"),
+    ("Michael", "O'Brien"),
+    ("Sarah", "Lee"),
+    ("David", "Miller"),
+    ("Laura", "Evans"),
+    ("James", "Walker"),
+    ("Anna-Maria", "Young"),
+]
+RU_CUSTOMER = [
+    "Здравствуйте! Где мой заказ?",
+    "Добрый день, хочу вернуть товар.",
+    "Подскажите, есть ли доставка в Казань?",
+    "Спасибо, всё получил 👍",
+    "Можно оплатить картой при получении?",
+    "Заказ №{n} пришёл не полностью",
+    "Когда будет поступление?",
+    "Пришлите, пожалуйста, счёт.",
+    "Ок",
+    "Вот фото упаковки",
+]
+RU_OPERATOR = [
+    "Здравствуйте! Сейчас проверю.",
+    "Ваш заказ №{n} передан в доставку.",
+    "Да, оплата картой возможна.",
+    "[b]Важно:[/b] возврат в течение 14 дней.",
+    "Спасибо за обращение!\nХорошего дня.",
+    "Уточните, пожалуйста, номер заказа.",
+]
+EN_CUSTOMER = [
+    "Hi, where is my order?",
+    "I'd like to return an item.",
+    "Do you ship to Boston?",
+    "Thanks, got it 🙂",
+    "Can I pay on delivery?",
+    "Order #{n} arrived incomplete",
+    "Here is a photo",
+]
+EN_OPERATOR = [
+    "Hello! Let me check.",
+    "Your order #{n} has shipped.",
+    "Yes, cash on delivery is fine.",
+    "[i]Note:[/i] returns are accepted within 14 days.",
+    "Thank you for contacting us!\nHave a nice day.",
+]
 
 
 def _conversations(rng: random.Random, n_conv: int) -> list[list[dict[str, Any]]]:
@@ -49,15 +94,24 @@ def _conversations(rng: random.Random, n_conv: int) -> list[list[dict[str, Any]]
         russian = c % 3 != 2
         first, last = rng.choice(RU_NAMES if russian else EN_NAMES)
         client_id = f"{rng.randint(1, 99999):06d}" if c % 5 else str(rng.randint(10**18, 9 * 10**18))
-        phone = (f"+7 9{rng.randint(10, 99)} {rng.randint(100, 999)}-{rng.randint(10, 99)}-{rng.randint(10, 99)}"
-                 if russian else f"+1 202 555 {rng.randint(100, 199):04d}")
+        phone = (
+            f"+7 9{rng.randint(10, 99)} {rng.randint(100, 999)}-{rng.randint(10, 99)}-{rng.randint(10, 99)}"
+            if russian
+            else f"+1 202 555 {rng.randint(100, 199):04d}"
+        )
         email = f"client{c}@example.com"
         operator = rng.choice(list(OPERATORS)[:1] if russian else list(OPERATORS)[1:])
-        t = start + dt.timedelta(days=rng.randint(0, 400), hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
+        t = start + dt.timedelta(
+            days=rng.randint(0, 400), hours=rng.randint(0, 9), minutes=rng.randint(0, 59)
+        )
         rows = []
         for k in range(rng.randint(8, 24)):
             is_op = k % 2 == 1 and rng.random() < 0.9
-            pool = (RU_OPERATOR if is_op else RU_CUSTOMER) if russian else (EN_OPERATOR if is_op else EN_CUSTOMER)
+            pool = (
+                (RU_OPERATOR if is_op else RU_CUSTOMER)
+                if russian
+                else (EN_OPERATOR if is_op else EN_CUSTOMER)
+            )
             text = rng.choice(pool).format(n=rng.randint(1000, 9999))
             files = ""
             if not is_op and rng.random() < 0.12:
@@ -67,11 +121,21 @@ def _conversations(rng: random.Random, n_conv: int) -> list[list[dict[str, Any]]
                 if rng.random() < 0.3:
                     text = ""
             t += dt.timedelta(minutes=rng.randint(1, 180), seconds=rng.randint(0, 59))
-            rows.append({
-                "chat": f"wa-{c + 1:04d}", "client_id": client_id, "first": first, "last": last, "phone": phone,
-                "email": email, "author": operator if is_op else f"{first} {last}", "date": t,
-                "text": text, "files": files, "operator": is_op,
-            })
+            rows.append(
+                {
+                    "chat": f"wa-{c + 1:04d}",
+                    "client_id": client_id,
+                    "first": first,
+                    "last": last,
+                    "phone": phone,
+                    "email": email,
+                    "author": operator if is_op else f"{first} {last}",
+                    "date": t,
+                    "text": text,
+                    "files": files,
+                    "operator": is_op,
+                }
+            )
         out.append(rows)
     return out
 
@@ -90,9 +154,22 @@ def _break_some(rows: list[dict[str, Any]]) -> None:
 def _orphan_chat() -> list[dict[str, Any]]:
     """A chat with only operator rows and no client id: no-customer."""
     t = dt.datetime(2025, 6, 1, 12, 0)
-    return [{"chat": "wa-9999", "client_id": "", "first": "", "last": "", "phone": "", "email": "",
-             "author": "Oleg Ivanov", "date": t + dt.timedelta(minutes=i), "text": f"Follow-up {i}",
-             "files": "", "operator": True} for i in range(2)]
+    return [
+        {
+            "chat": "wa-9999",
+            "client_id": "",
+            "first": "",
+            "last": "",
+            "phone": "",
+            "email": "",
+            "author": "Oleg Ivanov",
+            "date": t + dt.timedelta(minutes=i),
+            "text": f"Follow-up {i}",
+            "files": "",
+            "operator": True,
+        }
+        for i in range(2)
+    ]
 
 
 def _rows(seed: int, n_conv: int) -> list[dict[str, Any]]:
@@ -113,14 +190,38 @@ def write_xlsx(path: Path, seed: int = SEED, n_conv: int = 36) -> int:
     wb = openpyxl.Workbook()
     ws = wb.active
     ws.title = "History"
-    ws.append(["Chat ID", "Client ID", "First name", "Last name", "Phone", "E-mail", "Author", "Date", "Message",
-               "Attachments"])
+    ws.append(
+        [
+            "Chat ID",
+            "Client ID",
+            "First name",
+            "Last name",
+            "Phone",
+            "E-mail",
+            "Author",
+            "Date",
+            "Message",
+            "Attachments",
+        ]
+    )
     for i, r in enumerate(rows):
         date: Any = r["date"]
         if isinstance(date, dt.datetime) and i % 50 == 7:
             date = date.strftime("%d.%m.%Y %H:%M")  # some dates typed as text
-        ws.append([r["chat"], r["client_id"] or None, r["first"] or None, r["last"] or None, r["phone"] or None,
-                   r["email"] or None, r["author"], date, r["text"] or None, r["files"] or None])
+        ws.append(
+            [
+                r["chat"],
+                r["client_id"] or None,
+                r["first"] or None,
+                r["last"] or None,
+                r["phone"] or None,
+                r["email"] or None,
+                r["author"],
+                date,
+                r["text"] or None,
+                r["files"] or None,
+            ]
+        )
         if isinstance(date, dt.datetime):
             ws.cell(row=ws.max_row, column=8).number_format = "yyyy-mm-dd hh:mm:ss"
     for cell in ws["B"]:
@@ -138,8 +239,21 @@ def write_csv(path: Path, seed: int = SEED + 1, n_conv: int = 32) -> int:
     rows = _rows(seed, n_conv)
     with path.open("w", encoding="cp1251", newline="", errors="replace") as fh:
         w = csv.writer(fh, delimiter=";", quoting=csv.QUOTE_MINIMAL)
-        w.writerow(["Чат", "ID клиента", "Имя", "Фамилия", "Телефон", "Почта", "Автор", "Дата", "Время", "Текст",
-                    "Вложения"])
+        w.writerow(
+            [
+                "Чат",
+                "ID клиента",
+                "Имя",
+                "Фамилия",
+                "Телефон",
+                "Почта",
+                "Автор",
+                "Дата",
+                "Время",
+                "Текст",
+                "Вложения",
+            ]
+        )
         for r in rows:
             d = r["date"]
             if isinstance(d, dt.datetime):
@@ -149,8 +263,21 @@ def write_csv(path: Path, seed: int = SEED + 1, n_conv: int = 32) -> int:
             else:
                 day, time = "", ""
             text = r["text"].encode("cp1251", "replace").decode("cp1251")  # emoji do not exist in cp1251
-            w.writerow([r["chat"], r["client_id"], r["first"], r["last"], r["phone"], r["email"], r["author"], day,
-                        time, text, r["files"]])
+            w.writerow(
+                [
+                    r["chat"],
+                    r["client_id"],
+                    r["first"],
+                    r["last"],
+                    r["phone"],
+                    r["email"],
+                    r["author"],
+                    day,
+                    time,
+                    text,
+                    r["files"],
+                ]
+            )
     return len(rows)
 
 
@@ -219,26 +346,45 @@ def big_csv(path: Path, rows: int, seed: int = 1, conversations: int | None = No
     base = 1_740_000_000 + conv * 3600 * 7
     ts = base + rng.integers(0, 86_400, rows)
     is_op = rng.random(rows) < 0.45
-    texts = np.array(["Здравствуйте! Где мой заказ?", "Hi, where is my order?", "Спасибо, всё получил 👍",
-                      "Your order has shipped.", "Уточните номер заказа, пожалуйста.", "[b]Важно:[/b] возврат 14 дней"])
+    texts = np.array(
+        [
+            "Здравствуйте! Где мой заказ?",
+            "Hi, where is my order?",
+            "Спасибо, всё получил 👍",
+            "Your order has shipped.",
+            "Уточните номер заказа, пожалуйста.",
+            "[b]Важно:[/b] возврат 14 дней",
+        ]
+    )
     authors = np.array(["Анна Смирнова", "Oleg Ivanov"])
-    frame = pd.DataFrame({
-        "Chat": pd.Series(conv).map(lambda c: f"wa-{c:07d}") if rows < 1000 else "wa-" + pd.Series(conv).astype(str).str.zfill(7),
-        "Client ID": pd.Series(conv).astype(str).str.zfill(9),
-        "Name": np.where(conv % 2 == 0, "Иван Петров", "John Smith"),
-        "Phone": "+7916" + pd.Series(conv % 10_000_000).astype(str).str.zfill(7),
-        "Author": np.where(is_op, authors[conv % 2], "client"),
-        "Date": pd.to_datetime(ts, unit="s").strftime("%d.%m.%Y %H:%M:%S"),
-        "Text": texts[rng.integers(0, len(texts), rows)],
-        "Attachments": np.where(rng.random(rows) < 0.05, "https://files.example.com/a/photo.jpg", ""),
-    })
+    frame = pd.DataFrame(
+        {
+            "Chat": pd.Series(conv).map(lambda c: f"wa-{c:07d}")
+            if rows < 1000
+            else "wa-" + pd.Series(conv).astype(str).str.zfill(7),
+            "Client ID": pd.Series(conv).astype(str).str.zfill(9),
+            "Name": np.where(conv % 2 == 0, "Иван Петров", "John Smith"),
+            "Phone": "+7916" + pd.Series(conv % 10_000_000).astype(str).str.zfill(7),
+            "Author": np.where(is_op, authors[conv % 2], "client"),
+            "Date": pd.to_datetime(ts, unit="s").strftime("%d.%m.%Y %H:%M:%S"),
+            "Text": texts[rng.integers(0, len(texts), rows)],
+            "Attachments": np.where(rng.random(rows) < 0.05, "https://files.example.com/a/photo.jpg", ""),
+        }
+    )
     frame.to_csv(path, sep=";", index=False, encoding="utf-8")
     return path
 
 
 BIG_MAPPING = {
-    "columns": {"chat.id": "Chat", "user.id": "Client ID", "user.name": "Name", "user.phone": "Phone",
-                "message.date": "Date", "message.text": "Text", "message.files": "Attachments"},
+    "columns": {
+        "chat.id": "Chat",
+        "user.id": "Client ID",
+        "user.name": "Name",
+        "user.phone": "Phone",
+        "message.date": "Date",
+        "message.text": "Text",
+        "message.files": "Attachments",
+    },
     "options": {"timezone": "Europe/Moscow", "dayfirst": True, "author": "Author"},
     "operators": OPERATORS,
 }

@@ -129,6 +129,7 @@ def test_dry_run_shows_mapping_plan_invalid_rows_and_eta(history):
     assert f"{plan.counts['conversations']} conversations" in out
     assert "Estimate:" in out and "enterprise" in out and "requests" in out
     assert "Dry run: nothing was sent." in out
+    assert "First messages in send order:" in out and plan.preview(1).iloc[0]["message_id"] in out
     if plan.counts["invalid"]:
         assert "Problems by code:" in out
     assert not (history.parent / "history.xlsx.bulkimport.db").exists()
@@ -226,8 +227,29 @@ def test_setup_then_run_against_a_portal_given_by_the_environment(history, tmp_p
         assert result.exit_code == 0, result.output
         assert "READY" in result.output
 
+        # a dry run against the portal also runs the preflight, and sends nothing
+        result = CliRunner().invoke(main, ["run", str(history), "--line", "1", "--dry-run"])
+        assert "connector active: active on open line 1" in result.output, result.output
+        assert "Dry run: nothing was sent." in result.output and sb.store.messages().empty
+
         result = CliRunner().invoke(main, ["setup", "--line", "3"])  # the sandbox's inactive line
         assert result.exit_code == 1 and "inactive" in result.output
+
+        # on a terminal the plan is shown and a "no" sends nothing
+        monkeypatch.setattr("bulkimport.cli._interactive", lambda: True)
+        args = ["run", str(history), "--line", "1", "--no-progress"]
+        plan = _example_plan(history)
+        result = CliRunner().invoke(main, args, input="n\n")
+        assert result.exit_code == 1, result.output
+        assert f"Send {plan.counts['messages']} messages to open line 1" in result.output
+        assert "Nothing was sent." in result.output
+        assert sb.store.messages().empty
+
+        result = CliRunner().invoke(main, args, input="y\n")
+        assert result.exit_code == (1 if plan.counts["invalid"] else 0), result.output
+        assert "connector active" in result.output  # the preflight checklist
+        assert len(sb.store.messages()) == plan.counts["valid"] and sb.store.duplicates().empty
+        assert (history.parent / "history.xlsx.report.xlsx").is_file()
 
 
 def test_auth_exchanges_a_code_and_stores_the_tokens_privately(tmp_path):
@@ -241,9 +263,150 @@ def test_auth_exchanges_a_code_and_stores_the_tokens_privately(tmp_path):
         location = answer.headers.get("Location", "") or answer.text
         token_file = tmp_path / "tokens.json"
         proc = _cli(
-            "auth", "--portal", sb.url, "--client-id", sb.client_id, "--client-secret", sb.client_secret,
-            "--oauth-url", sb.oauth_url, "--token-file", str(token_file), "--code", location,
+            "auth",
+            "--portal",
+            sb.url,
+            "--client-id",
+            sb.client_id,
+            "--client-secret",
+            sb.client_secret,
+            "--oauth-url",
+            sb.oauth_url,
+            "--token-file",
+            str(token_file),
+            "--code",
+            location,
         )
         assert proc.returncode == 0, proc.stderr
         assert token_file.is_file() and (token_file.stat().st_mode & 0o777) == 0o600
         assert sb.client_secret not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_keeps_the_journal_and_the_printed_command_resumes(history):
+    import shlex
+    import signal
+    import time
+
+    plan = _example_plan(history)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BITRIX24_")}
+    env["PYTHONPATH"] = str(ROOT)
+    # A slow sandbox clock so the import is still running when Ctrl-C arrives.
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bulkimport",
+            "run",
+            str(history),
+            "--sandbox",
+            "--no-progress",
+            "--time-scale",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "connector active" in line:
+                break
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest + err
+    # No traceback from bulkimport's own thread. (Known sandbox issue, reported: stopping the sandbox
+    # while its handler thread still serves the interrupted request can print that thread's error.)
+    own = err.replace("Exception occurred during processing of request", "")
+    assert own.count("Traceback") == err.count("Exception occurred during processing of request")
+    resume = next(line for line in rest.splitlines() if "Resume with: " in line).split("Resume with: ", 1)[1]
+    args = shlex.split(resume)
+    assert args[:2] == ["bulkimport", "run"] and "--state" in args and "--sandbox" in args
+    messages, _ = _sandbox_messages(history.parent / "sandbox-history.db")
+    assert 0 < len(messages) < plan.counts["valid"]
+
+    again = _cli(*args[1:], "--time-scale", "300", "--no-progress")  # the printed command, faster
+    assert again.returncode == 1, again.stdout + again.stderr  # invalid rows, maybe unknown ones
+    messages, duplicates = _sandbox_messages(history.parent / "sandbox-history.db")
+    assert duplicates.empty
+    from bulkimport.journal import Journal
+
+    journal = Journal.open(history.parent / "history.xlsx.bulkimport.db")
+    counts = journal.summary()["counts"]
+    journal.close()
+    # Rows in flight at Ctrl-C are 'unknown' (they may or may not have landed) and are never re-sent
+    # without --retry-unknown; everything else went exactly once.
+    assert counts["sent"] <= len(messages) <= counts["sent"] + counts["unknown"]
+    assert counts["sent"] + counts["unknown"] + counts["pending"] == plan.counts["valid"]
+    if counts["unknown"]:
+        assert "--retry-unknown" in again.stdout
+
+
+def test_hostile_text_survives_the_whole_pipeline_as_text(tmp_path):
+    import csv
+
+    import openpyxl
+
+    hostile = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-1+1"]
+    source = tmp_path / "hostile.csv"
+    with source.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Chat ID", "Client ID", "Date", "Message"])
+        for i, text in enumerate(hostile):
+            writer.writerow(["=chat()", f"c{i}", f"2025-01-0{i + 1} 10:00", text])
+    for report in ("out.xlsx", "out.csv"):
+        proc = _cli(
+            "run",
+            str(source),
+            "--sandbox",
+            "--time-scale",
+            "50",
+            "--no-progress",
+            "--report",
+            str(tmp_path / report),
+            "--state",
+            str(tmp_path / f"{report}.bulkimport.db"),
+            "--sandbox-db",
+            str(tmp_path / f"{report}.db"),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [
+        c
+        for ws in openpyxl.load_workbook(tmp_path / "out.xlsx").worksheets
+        for row in ws.iter_rows()
+        for c in row
+    ]
+    assert all(c.data_type != "f" for c in cells)
+    texts = {c.value for c in cells}
+    assert {"'" + h for h in hostile} <= texts and "'=chat()" in texts
+    with (tmp_path / "out.csv").open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["Message"] for r in rows] == ["'" + h for h in hostile]
+    assert {r["import_status"] for r in rows} == {"sent"}
+
+
+def test_a_run_stopped_by_the_portal_refusing_the_token_exits_2_with_the_auth_command(history, tmp_path):
+    from bulkimport import connector as conn
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        conn.setup(conn.sandbox_target(sb).client, 1, "bulkimport")
+        # the preflight passes; the first send is refused as if the token had been revoked
+        sb.faults.add("NO_AUTH_FOUND", methods=["batch", "imconnector.send.messages"])
+        env = {**_portal_env(sb), "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json")}
+        proc = _cli("run", str(history), "--line", "1", "--yes", "--no-progress", env=env)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: the run stopped on NO_AUTH_FOUND")
+        assert f"bulkimport auth --portal {sb.url}" in last
+        assert "Traceback" not in proc.stderr
+        assert sb.store.messages().empty
+        assert "Resume (sends the pending rows)" in proc.stdout
+        assert (history.parent / "history.xlsx.report.xlsx").is_file()

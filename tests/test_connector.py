@@ -30,7 +30,11 @@ def test_setup_registers_activates_and_reports_ready(sandbox, target):
     result = conn.setup(target.client, target.line, "history_import")
     assert result.ready, str(result)
     assert [c.name for c in result.checks] == [
-        "token", "open line", "connector registered", "connector data", "connector active"
+        "token",
+        "open line",
+        "connector registered",
+        "connector data",
+        "connector active",
     ]
     assert "READY" in str(result)
     linked = _linked(sandbox, "history_import")

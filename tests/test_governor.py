@@ -145,3 +145,29 @@ def test_threads_share_one_bucket():
     assert g.requests == 80
     # 80 requests: 48 free, 32 paced at 2/s → at least 16 s of waiting
     assert clock.now() - 1_700_000_000 >= 16 - 1e-6
+
+
+def test_portal_clock_skew_is_corrected():
+    """The portal's clock runs 100 s ahead of ours: its reset time is read on our clock."""
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    now = clock.now()
+    g.observe_clock({"finish": now + 100})
+    assert g.skew == pytest.approx(100) and g.portal_now() == pytest.approx(now + 100)
+    g.observe(SEND_METHOD, {"operating": 470.0, "operating_reset_at": now + 100 + 50})
+    g.acquire([SEND_METHOD])
+    assert clock.now() - now == pytest.approx(50)
+
+
+def test_zero_measured_cost_does_not_divide_by_zero():
+    # A fast portal may report "processing": 0 for a call; sizing must stay finite and maximal.
+    g = Governor(STANDARD, ManualClock())
+    g.record_messages(10, 0.0)
+    assert g.messages_per_call(50) == 20  # doubled, not a ZeroDivisionError
+    for _ in range(5):
+        g.record_messages(g.messages_per_call(50), 0.0)
+    assert g.messages_per_call(50) == 50
+    for _ in range(4):
+        g.on_batch_answered()
+    assert g.calls_per_batch(50) == 50
+    assert g.eta(100) >= 0

@@ -29,10 +29,15 @@ def test_notebook_runs_top_to_bottom_from_another_folder(tmp_path, monkeypatch):
     # A "python3" kernel that is this interpreter, found before any other installed kernel.
     spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (tests)", "language": "python",
-    }))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (tests)",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the package under test, as pytest sees it
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -61,7 +66,5 @@ def test_notebook_runs_top_to_bottom_from_another_folder(tmp_path, monkeypatch):
 
     assert (out / "history.report.xlsx").is_file()
     assert (out / "sandbox.db").is_file()
-    text = "".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-    )
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "report written to" in text

@@ -19,9 +19,17 @@ from bulkimport.plan import FAILURE_COLUMNS, Conversation, Estimate, Plan, plan
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data_examples"
 FULL = Mapping(
-    columns={"chat.id": "Chat", "user.id": "Client", "user.name": "Name", "user.phone": "Phone",
-             "message.date": "Date", "message.text": "Text", "message.files": "Files"},
-    options={"author": "Author", "timezone": "Europe/Moscow"}, operators={"Op": 7},
+    columns={
+        "chat.id": "Chat",
+        "user.id": "Client",
+        "user.name": "Name",
+        "user.phone": "Phone",
+        "message.date": "Date",
+        "message.text": "Text",
+        "message.files": "Files",
+    },
+    options={"author": "Author", "timezone": "Europe/Moscow"},
+    operators={"Op": 7},
 )
 
 
@@ -49,7 +57,10 @@ def assert_wire_ready(p: Plan) -> None:
             for path, leaf in _walk(msg):
                 assert type(leaf) in (str, int), (path, leaf)
                 if isinstance(leaf, str):
-                    assert leaf.strip() != "" and leaf not in ("nan", "NaN", "None", "<NA>", "NaT"), (path, leaf)
+                    assert leaf.strip() != "" and leaf not in ("nan", "NaN", "None", "<NA>", "NaT"), (
+                        path,
+                        leaf,
+                    )
 
 
 def assert_accounted(df: pd.DataFrame, p: Plan) -> None:
@@ -80,12 +91,22 @@ def assert_ordered(p: Plan) -> None:
 
 # ------------------------------------------------------------------------------------------- basics
 def test_plan_groups_orders_and_builds_payload():
-    df = _df(Chat=["b", "a", "b", "a", "b"], Client=["2", "1", "2", "1", None],
-             Name=["Bob", "Ann", None, None, None], Phone=["+7 916 000-00-01", None, None, None, None],
-             Author=["Bob", "Ann", "Bob", "Op", "Op"],
-             Date=["2026-11-23 10:05", "2026-11-23 10:00", "2026-11-23 10:01", "2026-11-23 10:00",
-                   "2026-11-23 10:07"],
-             Text=["b2", "a1", "b1", "a-op", "b-op"], Files=[None, None, "https://example.com/f.png", None, None])
+    df = _df(
+        Chat=["b", "a", "b", "a", "b"],
+        Client=["2", "1", "2", "1", None],
+        Name=["Bob", "Ann", None, None, None],
+        Phone=["+7 916 000-00-01", None, None, None, None],
+        Author=["Bob", "Ann", "Bob", "Op", "Op"],
+        Date=[
+            "2026-11-23 10:05",
+            "2026-11-23 10:00",
+            "2026-11-23 10:01",
+            "2026-11-23 10:00",
+            "2026-11-23 10:07",
+        ],
+        Text=["b2", "a1", "b1", "a-op", "b-op"],
+        Files=[None, None, "https://example.com/f.png", None, None],
+    )
     p = plan(df, FULL)
     assert [c.key for c in p.conversations] == ["a", "b"]
     a, b = p.conversations
@@ -93,15 +114,26 @@ def test_plan_groups_orders_and_builds_payload():
     assert b.rows == (4, 2, 6)
     assert b.messages[0] == {
         "user": {"id": "2", "name": "Bob", "phone": "+79160000001"},
-        "message": {"id": b.messages[0]["message"]["id"], "date": 1795417260,
-                    "text": "b1", "files": [{"url": "https://example.com/f.png", "name": "f.png"}],
-                    "disable_crm": "Y"},
+        "message": {
+            "id": b.messages[0]["message"]["id"],
+            "date": 1795417260,
+            "text": "b1",
+            "files": [{"url": "https://example.com/f.png", "name": "f.png"}],
+            "disable_crm": "Y",
+        },
         "chat": {"id": "b"},
     }
     assert b.messages[2]["message"]["user_id"] == 7 and b.messages[2]["user"]["id"] == "2"
     assert a.lock_keys == frozenset({"chat:a", "user:1"})
-    assert p.counts == {"rows": 5, "valid": 5, "invalid": 0, "conversations": 2, "messages": 5, "files": 1,
-                        "warnings": 0}
+    assert p.counts == {
+        "rows": 5,
+        "valid": 5,
+        "invalid": 0,
+        "conversations": 2,
+        "messages": 5,
+        "files": 1,
+        "warnings": 0,
+    }
     assert isinstance(p, bulkimport.Plan) and isinstance(a, Conversation)
     assert list(p.failures.columns) == FAILURE_COLUMNS
     assert_wire_ready(p)
@@ -119,8 +151,11 @@ def test_options_control_crm_and_phone_flags():
     cols = {"user.id": "Client", "message.date": "Date", "message.text": "Text"}
     msg = plan(df, Mapping(columns=cols)).conversations[0].messages[0]
     assert msg["message"]["disable_crm"] == "Y" and "skip_phone_validate" not in msg["user"]
-    msg = plan(df, Mapping(columns=cols, options={"disable_crm": False, "skip_phone_validate": True})
-               ).conversations[0].messages[0]
+    msg = (
+        plan(df, Mapping(columns=cols, options={"disable_crm": False, "skip_phone_validate": True}))
+        .conversations[0]
+        .messages[0]
+    )
     assert "disable_crm" not in msg["message"] and msg["user"]["skip_phone_validate"] == "Y"
 
 
@@ -130,9 +165,16 @@ def test_chunks_and_calls():
 
 
 def test_deterministic_and_fingerprint_tracks_wire_content():
-    df = _df(Chat=["a", "a", "b"], Client=["1", "1", "2"], Name=["A", None, "B"], Phone=[None] * 3,
-             Author=[None] * 3, Date=["2026-01-01 10:00", "2026-01-01 10:01", "bad"], Text=["x", "y", "z"],
-             Files=[None] * 3)
+    df = _df(
+        Chat=["a", "a", "b"],
+        Client=["1", "1", "2"],
+        Name=["A", None, "B"],
+        Phone=[None] * 3,
+        Author=[None] * 3,
+        Date=["2026-01-01 10:00", "2026-01-01 10:01", "bad"],
+        Text=["x", "y", "z"],
+        Files=[None] * 3,
+    )
     p1, p2 = plan(df, FULL), plan(df.copy(), FULL)
     assert p1.fingerprint == p2.fingerprint and len(p1.fingerprint) == 64
     assert [c.messages for c in p1.conversations] == [c.messages for c in p2.conversations]
@@ -142,13 +184,23 @@ def test_deterministic_and_fingerprint_tracks_wire_content():
     invalid_changed = df.copy()
     invalid_changed.loc[4, "Text"] = "not sent anyway"
     assert plan(invalid_changed, FULL).fingerprint == p1.fingerprint
-    no_crm = Mapping(columns=FULL.columns, options={**FULL.options, "disable_crm": False}, operators=FULL.operators)
+    no_crm = Mapping(
+        columns=FULL.columns, options={**FULL.options, "disable_crm": False}, operators=FULL.operators
+    )
     assert plan(df, no_crm).fingerprint != p1.fingerprint
 
 
 def test_invalid_rows_preview_and_counts():
-    df = _df(Chat=["a", "a"], Client=["1", "1"], Name=[None] * 2, Phone=["bad", None], Author=[None] * 2,
-             Date=["2026-01-01 10:00", None], Text=["x" * 100, "y"], Files=[None] * 2)
+    df = _df(
+        Chat=["a", "a"],
+        Client=["1", "1"],
+        Name=[None] * 2,
+        Phone=["bad", None],
+        Author=[None] * 2,
+        Date=["2026-01-01 10:00", None],
+        Text=["x" * 100, "y"],
+        Files=[None] * 2,
+    )
     p = plan(df, FULL)
     assert list(p.invalid_rows) == [3] and p.counts["warnings"] == 1
     prev = p.preview(5)
@@ -200,7 +252,9 @@ def test_estimate_of_empty_plan():
 
 
 # ------------------------------------------------------------------------------------------- examples
-@pytest.mark.parametrize(("data", "mp"), [("history.xlsx", "history_xlsx.toml"), ("history.csv", "history_csv.toml")])
+@pytest.mark.parametrize(
+    ("data", "mp"), [("history.xlsx", "history_xlsx.toml"), ("history.csv", "history_csv.toml")]
+)
 def test_example_histories_plan(data, mp):
     df = bulkimport.read(EXAMPLES / data)
     p = plan(df, Mapping.load(EXAMPLES / mp))
@@ -217,18 +271,37 @@ def test_example_histories_plan(data, mp):
 
 # ------------------------------------------------------------------------------------------- properties
 _cell = st.one_of(
-    st.none(), st.just(""), st.just("nan"), st.just("  "), st.just(float("nan")),
-    st.integers(-5, 10**19), st.floats(allow_nan=True, allow_infinity=False),
+    st.none(),
+    st.just(""),
+    st.just("nan"),
+    st.just("  "),
+    st.just(float("nan")),
+    st.integers(-5, 10**19),
+    st.floats(allow_nan=True, allow_infinity=False),
     st.text(max_size=12),
     st.sampled_from(["1", "2", "007", "Op", "Ann", "a", "b"]),
 )
 _date = st.one_of(
     _cell,
-    st.sampled_from(["2026-11-23 10:00", "23.11.2026 14:05", "11/23/2026 2:05 PM", "1795442700", "46349.5",
-                     "03/04/2026", "31.02.2026", "2026-11-23T10:00:00+03:00"]),
+    st.sampled_from(
+        [
+            "2026-11-23 10:00",
+            "23.11.2026 14:05",
+            "11/23/2026 2:05 PM",
+            "1795442700",
+            "46349.5",
+            "03/04/2026",
+            "31.02.2026",
+            "2026-11-23T10:00:00+03:00",
+        ]
+    ),
 )
-_files = st.one_of(_cell, st.sampled_from(["https://example.com/a.png", "https://example.com/a b.png; x",
-                                           "C:\\f.png", "https://example.com/"]))
+_files = st.one_of(
+    _cell,
+    st.sampled_from(
+        ["https://example.com/a.png", "https://example.com/a b.png; x", "C:\\f.png", "https://example.com/"]
+    ),
+)
 _phone = st.one_of(_cell, st.sampled_from(["+7 916 123-45-67", "8 916 123 45 67", "12-34"]))
 
 
@@ -238,8 +311,12 @@ def frames(draw: Any) -> pd.DataFrame:
     cols = {
         "Chat": st.one_of(st.none(), st.sampled_from(["a", "b", "c", "1"]), _cell),
         "Client": st.one_of(st.none(), st.sampled_from(["1", "2", "007", "Op"]), _cell),
-        "Name": _cell, "Phone": _phone, "Author": st.one_of(st.sampled_from(["Op", "Ann", None]), _cell),
-        "Date": _date, "Text": _cell, "Files": _files,
+        "Name": _cell,
+        "Phone": _phone,
+        "Author": st.one_of(st.sampled_from(["Op", "Ann", None]), _cell),
+        "Date": _date,
+        "Text": _cell,
+        "Files": _files,
     }
     data = {c: draw(st.lists(s, min_size=n, max_size=n)) for c, s in cols.items()}
     start = draw(st.integers(1, 5))
@@ -256,7 +333,8 @@ def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
     q = plan(df.copy(), FULL)
     assert q.fingerprint == p.fingerprint
     assert [(c.key, c.rows, c.messages) for c in q.conversations] == [
-        (c.key, c.rows, c.messages) for c in p.conversations]
+        (c.key, c.rows, c.messages) for c in p.conversations
+    ]
 
 
 @settings(max_examples=40, deadline=None)
@@ -273,8 +351,9 @@ def test_property_chunks_cover_each_conversation_in_order(df, size):
 
 
 def test_numeric_frame_from_pandas_never_leaks_floats():
-    df = pd.DataFrame({"Client": [1.0, 2.0, np.nan], "Date": [1795442700, 1795442701, 1795442702],
-                       "Text": ["a", "b", "c"]})
+    df = pd.DataFrame(
+        {"Client": [1.0, 2.0, np.nan], "Date": [1795442700, 1795442701, 1795442702], "Text": ["a", "b", "c"]}
+    )
     p = plan(df, Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"}))
     assert [m["user"]["id"] for c in p.conversations for m in c.messages] == ["1", "2"]
     assert list(p.invalid_rows) == [2]

@@ -17,8 +17,13 @@ from bulkimport.read import read
 EXAMPLES = Path(__file__).resolve().parent.parent / "data_examples"
 
 
-def _xlsx(path: Path, rows: list[list[object]], title: str = "Sheet1", epoch1904: bool = False,
-          extra_sheets: tuple[str, ...] = ()) -> Path:
+def _xlsx(
+    path: Path,
+    rows: list[list[object]],
+    title: str = "Sheet1",
+    epoch1904: bool = False,
+    extra_sheets: tuple[str, ...] = (),
+) -> Path:
     wb = openpyxl.Workbook()
     ws = wb.active
     ws.title = title
@@ -40,11 +45,14 @@ def test_public_name_reads_whether_module_or_function_was_imported_first(tmp_pat
 
 # ---------------------------------------------------------------------------------------- xlsx
 def test_xlsx_ids_stay_text_and_numbers_lose_the_point_zero(tmp_path):
-    p = _xlsx(tmp_path / "h.xlsx", [
-        ["Client ID", "Numeric id", "Long id", "Date", "Text"],
-        ["000123", 12345, "1234567890123456789", dt.datetime(2026, 11, 23, 14, 5), "hi"],
-        ["007", 42.0, "9223372036854775807", dt.datetime(2026, 11, 23, 14, 6), "again"],
-    ])
+    p = _xlsx(
+        tmp_path / "h.xlsx",
+        [
+            ["Client ID", "Numeric id", "Long id", "Date", "Text"],
+            ["000123", 12345, "1234567890123456789", dt.datetime(2026, 11, 23, 14, 5), "hi"],
+            ["007", 42.0, "9223372036854775807", dt.datetime(2026, 11, 23, 14, 6), "again"],
+        ],
+    )
     df = read(p)
     assert df.index.name == "row" and list(df.index) == [2, 3]
     assert df.loc[2, "Client ID"] == "000123" and df.loc[3, "Client ID"] == "007"
@@ -87,14 +95,26 @@ def test_xlsx_time_cells_become_text(tmp_path):
 
 
 def test_xlsx_read_by_openpyxl_fallback_gives_same_values(tmp_path):
-    from bulkimport.read import _calamine_rows, _openpyxl_rows
+    from bulkimport.read import _calamine_rows, _frame_from_rows, _openpyxl_rows
 
-    p = _xlsx(tmp_path / "h.xlsx", [["A", "B"], ["007", 12345]])
-    cal = _calamine_rows(p, None)[1]
-    opx = _openpyxl_rows(p, None)[1]
-    from bulkimport.read import _frame_from_rows
+    p = _xlsx(
+        tmp_path / "h.xlsx", [["A", "B", "C"], ["007", 12345, "#N/A"], ["x", 1.5, dt.datetime(2026, 1, 1)]]
+    )
+    cal = _frame_from_rows(_calamine_rows(p, None)[1], "h", 1)
+    opx = _frame_from_rows(_openpyxl_rows(p, None)[1], "h", 1)
+    assert cal.equals(opx)
+    assert pd.isna(cal.loc[2, "C"])  # a formula error cell is empty, not the text "#N/A"
 
-    assert _frame_from_rows(cal, "h", 1).equals(_frame_from_rows(opx, "h", 1))
+
+def test_calamine_failure_falls_back_to_openpyxl(tmp_path, monkeypatch):
+    import bulkimport.read as reader
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("calamine cannot read this file")
+
+    monkeypatch.setattr(reader, "_calamine_rows", refuse)
+    p = _xlsx(tmp_path / "h.xlsx", [["A"], ["007"]])
+    assert read(p).loc[2, "A"] == "007"
 
 
 def test_example_workbook_reads(tmp_path):
@@ -131,13 +151,16 @@ def test_csv_multiline_quoted_cells_and_record_numbers(tmp_path):
     assert df.loc[2, "text"] == "first line\nsecond line" and df.loc[3, "text"] == 'say "hi"'
 
 
-@pytest.mark.parametrize(("sep", "ext"), [(",", ".csv"), (";", ".csv"), ("\t", ".tsv"), ("\t", ".txt"),
-                                          ("|", ".txt")])
+@pytest.mark.parametrize(
+    ("sep", "ext"), [(",", ".csv"), (";", ".csv"), ("\t", ".tsv"), ("\t", ".txt"), ("|", ".txt")]
+)
 def test_csv_delimiter_sniffing(tmp_path, sep, ext):
     p = tmp_path / f"h{ext}"
     p.write_text(sep.join(["a", "b", "c"]) + "\n" + sep.join(["1", "x, y; z", "3"]) + "\n", encoding="utf-8")
     if sep in ",;":
-        p.write_text(sep.join(["a", "b", "c"]) + "\n" + sep.join(["1", '"x, y; z"', "3"]) + "\n", encoding="utf-8")
+        p.write_text(
+            sep.join(["a", "b", "c"]) + "\n" + sep.join(["1", '"x, y; z"', "3"]) + "\n", encoding="utf-8"
+        )
     df = read(p)
     assert df.columns.tolist() == ["a", "b", "c"] and df.loc[2, "b"] == "x, y; z"
 
@@ -176,7 +199,7 @@ def test_unknown_extension(tmp_path):
 def test_old_xls_is_explained(tmp_path):
     p = tmp_path / "h.xls"
     p.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100)
-    with pytest.raises(ReadError, match="save as .xlsx"):
+    with pytest.raises(ReadError, match=r"save as \.xlsx"):
         read(p)
 
 
@@ -199,7 +222,9 @@ def test_empty_sheet(tmp_path):
 def test_encrypted_workbook(tmp_path):
     p = tmp_path / "secret.xlsx"
     p.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600)
-    with pytest.raises(ReadError, match=r"secret.xlsx: the workbook is password-protected.*remove the password"):
+    with pytest.raises(
+        ReadError, match=r"secret.xlsx: the workbook is password-protected.*remove the password"
+    ):
         read(p)
 
 
@@ -235,7 +260,7 @@ def test_undecodable_bytes_with_given_encoding(tmp_path):
 def test_binary_file_is_refused(tmp_path):
     p = tmp_path / "h.csv"
     p.write_bytes(b"a,b\n\x00\x01\x02\x00\x00\x00\x00\x00\x00\xff\x00")
-    with pytest.raises(ReadError, match="binary|encoding"):
+    with pytest.raises(ReadError, match=r"binary|encoding"):
         read(p)
 
 
@@ -273,3 +298,10 @@ def test_duplicate_and_blank_headers_get_unique_names(tmp_path):
     p = tmp_path / "h.csv"
     p.write_text("a,a,,b\n1,2,3,4\n", encoding="utf-8")
     assert read(p).columns.tolist() == ["a", "a.1", "Unnamed: 2", "b"]
+
+
+def test_header_only_file_gives_an_empty_frame_with_columns(tmp_path):
+    p = tmp_path / "h.csv"
+    p.write_text("Date;Client;Text\n", encoding="utf-8")
+    df = read(p)
+    assert df.empty and df.columns.tolist() == ["Date", "Client", "Text"] and df.index.name == "row"

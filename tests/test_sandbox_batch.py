@@ -164,3 +164,15 @@ def test_nested_calls_count_against_their_own_method() -> None:
             ).status_code
             == 429
         )
+
+
+def test_batch_without_cmd_has_empty_sections(sandbox: Sandbox) -> None:
+    r = call(sandbox, "batch")
+    assert r.status_code == 200
+    assert r.json()["result"] == {
+        "result": [],
+        "result_error": [],
+        "result_total": [],
+        "result_next": [],
+        "result_time": [],
+    }

@@ -47,9 +47,12 @@ def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> str:
 def test_serve_prints_credentials_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     db = tmp_path / "portal.db"
     creds = tmp_path / "creds.json"
-    proc, info = _serve("--db", str(db), "--time-scale", "1000", "--credentials", str(creds))
+    proc, info = _serve(
+        "--db", str(db), "--time-scale", "1000", "--credentials", str(creds), "--plan", "enterprise"
+    )
     try:
         assert info["url"].startswith("http://127.0.0.1:")
+        assert info["time scale"] == "1000; limits enterprise"
         assert info["REST endpoint"] == info["url"] + "/rest/"
         assert info["OAuth server"] == info["url"] + "/oauth/token/"
         token = info["access_token"]

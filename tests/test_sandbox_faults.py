@@ -95,14 +95,14 @@ def test_drop_after_commits_then_closes_the_ambiguous_case(sandbox: Sandbox, con
 
 
 def test_slow_holds_the_answer_for_virtual_seconds(sandbox: Sandbox, connector: str) -> None:
-    sandbox.faults.add("slow", count=1, delay=300)  # 0.3 s real at FAST
+    sandbox.faults.add("slow", count=1, delay=0.3 * FAST)  # 0.3 s real
     start = time.monotonic()
     assert send(sandbox).status_code == 200
     assert time.monotonic() - start >= 0.3 - 0.01
 
 
 def test_slow_past_the_client_timeout_is_ambiguous(sandbox: Sandbox, connector: str) -> None:
-    sandbox.faults.add("slow", count=1, delay=1500)
+    sandbox.faults.add("slow", count=1, delay=1.5 * FAST)
     with pytest.raises(requests.Timeout):
         send(sandbox, timeout=0.3)
     assert stored(sandbox) == 1
@@ -223,6 +223,7 @@ def test_redirect_must_be_followed_with_the_same_post(sandbox: Sandbox, connecto
         ("INVALID_CREDENTIALS", 403),
         ("user_access_error", 403),
         ("ACCESS_DENIED", 403),
+        ("IMCONNECTOR_NOT_SPECIFIED_CORRECT_COMMAND", 400),
         ("NO_AUTH_FOUND", 401),
     ],
 )

@@ -6,6 +6,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import requests
 from conftest import call, msg
 
@@ -222,3 +223,53 @@ def test_keep_alive_session_serves_many_calls(sandbox: Sandbox) -> None:
             )
             assert r.status_code == 200
     assert sandbox.stats()["by_status"][200] >= 20
+
+
+def test_non_loopback_clients_get_https_required(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    from bulkimport.sandbox import server
+
+    class Remote:
+        is_loopback = False
+
+    class FakeIpaddress:
+        @staticmethod
+        def ip_address(value: str) -> Remote:
+            assert ipaddress.ip_address(value).is_loopback  # the test itself only uses loopback
+            return Remote()
+
+    monkeypatch.setattr(server, "ipaddress", FakeIpaddress)
+    r = call(sandbox, "profile")
+    assert r.status_code == 400
+    assert r.json() == {"error": "INVALID_REQUEST", "error_description": "Https required"}
+
+
+def test_requests_are_served_concurrently() -> None:
+    import threading
+    import time
+
+    with Sandbox(time_scale=10, cost_per_call=5.0) as portal:  # each call: 0.5 s real
+        codes: list[int] = []
+
+        def one() -> None:
+            codes.append(call(portal, "server.time").status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * 4
+        assert time.monotonic() - start < 1.5  # serialised it would take 2 s
+
+
+def test_body_without_a_known_content_type_is_ignored(sandbox: Sandbox) -> None:
+    r = requests.post(
+        sandbox.rest_url + "profile",
+        data=f'{{"auth": "{sandbox.access_token}"}}'.encode(),
+        headers={"Content-Type": "text/plain"},
+        timeout=30,
+    )
+    assert r.status_code == 401 and r.json()["error"] == "NO_AUTH_FOUND"

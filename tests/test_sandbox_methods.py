@@ -273,7 +273,7 @@ def test_update_delete_need_active_line_and_provider(sandbox: Sandbox, method: s
 
 
 def test_custom_lines() -> None:
-    with Sandbox(time_scale=1000, lines=[{"id": 7, "name": "Seven"}, (8, "Eight", False)]) as portal:
+    with Sandbox(time_scale=1000, lines=[{"ID": 7, "LINE_NAME": "Seven"}, (8, "Eight", False)]) as portal:
         rows = call(portal, "imopenlines.config.list.get").json()["result"]
         assert [(r["ID"], r["ACTIVE"]) for r in rows] == [("7", "Y"), ("8", "N")]
 
@@ -283,3 +283,16 @@ def test_insufficient_scope(sandbox: Sandbox) -> None:
     r = call(sandbox, "imconnector.list", token=pair["access_token"])
     assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
     assert call(sandbox, "profile", token=pair["access_token"]).status_code == 200
+
+
+def test_config_list_get_filter_negation_and_lists(sandbox: Sandbox) -> None:
+    rows = call(sandbox, "imopenlines.config.list.get", PARAMS={"filter": {"!ACTIVE": "Y"}}).json()["result"]
+    assert [r["ID"] for r in rows] == ["3"]
+    rows = call(sandbox, "imopenlines.config.list.get", PARAMS={"filter": {"ID": [1, 3]}}).json()["result"]
+    assert [r["ID"] for r in rows] == ["1", "3"]
+    r = call(sandbox, "imopenlines.config.list.get", OPTIONS={"BAD": "Y"})
+    assert (
+        r.status_code == 400 and r.json()["error_description"] == "Unsupported OPTIONS fields are passed: BAD"
+    )
+    rows = call(sandbox, "imopenlines.config.list.get", OPTIONS={"QUEUE": "Y"}).json()["result"]
+    assert all("QUEUE" in r for r in rows)

@@ -179,3 +179,25 @@ def test_oauth_endpoint_does_not_count_in_the_bucket() -> None:
         for _ in range(4):
             token = refresh(portal, token).json()["refresh_token"]
         assert call(portal, "profile").status_code == 200
+
+
+def test_refresh_token_lives_180_days(sandbox: Sandbox) -> None:
+    sandbox.advance(180 * 86400 - 60)
+    r = refresh(sandbox, sandbox.refresh_token)
+    assert r.status_code == 200
+    sandbox.advance(180 * 86400 + 1)
+    assert refresh(sandbox, r.json()["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_token_endpoint_accepts_a_json_body(sandbox: Sandbox) -> None:
+    r = requests.post(
+        sandbox.oauth_url,
+        json={
+            "grant_type": "refresh_token",
+            "client_id": sandbox.client_id,
+            "client_secret": sandbox.client_secret,
+            "refresh_token": sandbox.refresh_token,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["access_token"]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bulkimport.clock import ManualClock
-from bulkimport.errors import ConfigError, JournalMismatchError
+from bulkimport.errors import ConfigError, InputError, JournalMismatchError
 from bulkimport.journal import Journal
 from bulkimport.plan import FAILURE_COLUMNS, Conversation, Plan
 from bulkimport.portal.client import Client, MockTransport, NotSent, RawResponse, _ambiguous
@@ -583,3 +583,65 @@ def test_a_failing_proxy_stops_the_run_instead_of_making_everything_unknown(fake
     assert s.counts["unknown"] == 3 * sum(sizes) < 30
     assert s.counts["pending"] == 300 - s.counts["unknown"]
     assert sum(clock.slept) >= 1 + 2 + 4 + 8  # backed off between them
+
+
+def test_duplicate_row_ids_are_refused(tmp_path):
+    plan = make_plan([2])
+    plan.frame.index = pd.Index([2, 2], name="row")
+    with pytest.raises(InputError, match="unique"):
+        Sender(plan, portal="acme.bitrix24.ru", line=1, connector="x", state=tmp_path / "j.db", auth="t")
+
+
+def test_ctrl_c_while_journalling_an_answer_keeps_the_known_outcome(fake, clock, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    plan = make_plan([3, 3])
+    real_settle = Journal.settle
+    calls = {"n": 0}
+
+    def settle_with_sigint(self, *a, **kw):  # the interrupt lands in the middle of the commit
+        calls["n"] += 1
+        if calls["n"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_settle(self, *a, **kw)
+
+    monkeypatch.setattr(Journal, "settle", settle_with_sigint)
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.interrupted
+    assert out.summary.counts["unknown"] == 0  # the answer was journalled, not lost to the interrupt
+    assert out.summary.counts["sent"] >= 3
+
+
+def test_bulkimport_send_is_callable_after_the_module_was_imported(fake, clock, tmp_path):
+    import bulkimport
+    import bulkimport.send as module
+
+    assert bulkimport.send is module or callable(bulkimport.send)
+    out = bulkimport.send(
+        make_plan([2]),
+        line=1,
+        connector="hist",
+        state=tmp_path / "j.db",
+        progress=False,
+        client=client_for(fake, clock),
+    )
+    assert (out["import_status"] == "sent").all()
+
+
+def test_redirect_to_plain_http_stops_without_unknown_rows(fake, clock, tmp_path):
+    plan = make_plan([3, 3])
+    fake.faults.append(
+        lambda m, msgs: RawResponse(302, {"location": "http://elsewhere.example/rest/batch"}, b"")
+    )
+    out = run(plan, fake, clock, tmp_path)
+    assert out.summary.stopped == "ConfigError"
+    assert out.summary.counts["pending"] == 6 and out.summary.counts["unknown"] == 0
+    assert (out.frame["import_attempts"] == 0).all()
+
+
+def test_summary_travels_with_the_frame_as_plain_values(fake, clock, tmp_path):
+    out = run(make_plan([2]), fake, clock, tmp_path)
+    attrs = out.frame.attrs["bulkimport_summary"]
+    assert json.loads(json.dumps(attrs)) == attrs
+    assert attrs["counts"]["sent"] == 2 and attrs["complete"] and attrs["journal"].endswith("j.db")

@@ -31,16 +31,26 @@ def _codes(failures: pd.DataFrame) -> dict[int, list[str]]:
 
 
 def test_clean_rows_have_no_failures_and_columns_are_the_contract():
-    df = _df(Chat=["c1", "c1"], Client=["007", "007"], Date=["2026-11-23 10:00", "2026-11-23 10:01"],
-             Text=["hi", "there"])
+    df = _df(
+        Chat=["c1", "c1"],
+        Client=["007", "007"],
+        Date=["2026-11-23 10:00", "2026-11-23 10:01"],
+        Text=["hi", "there"],
+    )
     f = validate(df, Mapping(columns=BASE))
     assert list(f.columns) == FAILURE_COLUMNS and f.empty
     assert bulkimport.validate(df, Mapping(columns=BASE)).empty
 
 
 def test_collect_all_every_problem_of_every_row():
-    df = _df(Chat=["c1", "c1", "c1"], Client=["1", "1", "1"], Date=["bad", None, "2026-11-23 10:00"],
-             Text=[None, "ok", "x" * 20_001], Name=["R2D2", "Ann", "Bob"], Email=["nope", None, "a@b.co"])
+    df = _df(
+        Chat=["c1", "c1", "c1"],
+        Client=["1", "1", "1"],
+        Date=["bad", None, "2026-11-23 10:00"],
+        Text=[None, "ok", "x" * 20_001],
+        Name=["R2D2", "Ann", "Bob"],
+        Email=["nope", None, "a@b.co"],
+    )
     m = Mapping(columns={**BASE, "user.name": "Name", "user.email": "Email"})
     f = validate(df, m)
     got = _codes(f)
@@ -55,12 +65,20 @@ def test_collect_all_every_problem_of_every_row():
 
 
 def test_operator_rows_get_the_customers_user_block():
-    df = _df(Chat=["c1", "c1", "c1"], Client=["007", None, "007"],
-             Name=["Анна", "Оператор Иван", None], Phone=["+7 916 123-45-67", None, None],
-             Author=["Анна", "Иван", "Анна"], Date=["23.11.2026 10:00", "23.11.2026 10:01", "23.11.2026 10:02"],
-             Text=["Привет", "Здравствуйте", "Спасибо"])
-    m = Mapping(columns={**BASE, "user.name": "Name", "user.phone": "Phone"}, options={"author": "Author"},
-                operators={"Иван": 12})
+    df = _df(
+        Chat=["c1", "c1", "c1"],
+        Client=["007", None, "007"],
+        Name=["Анна", "Оператор Иван", None],
+        Phone=["+7 916 123-45-67", None, None],
+        Author=["Анна", "Иван", "Анна"],
+        Date=["23.11.2026 10:00", "23.11.2026 10:01", "23.11.2026 10:02"],
+        Text=["Привет", "Здравствуйте", "Спасибо"],
+    )
+    m = Mapping(
+        columns={**BASE, "user.name": "Name", "user.phone": "Phone"},
+        options={"author": "Author"},
+        operators={"Иван": 12},
+    )
     plan = bulkimport.plan(df, m)
     assert plan.counts["invalid"] == 0
     (conv,) = plan.conversations
@@ -70,9 +88,12 @@ def test_operator_rows_get_the_customers_user_block():
 
 
 def test_operator_row_with_direct_message_user_id_column():
-    df = _df(Client=["5", "5"], Date=["2026-01-01 10:00", "2026-01-01 10:05"], Text=["q", "a"], Op=[None, "77"])
-    m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text",
-                         "message.user_id": "Op"})
+    df = _df(
+        Client=["5", "5"], Date=["2026-01-01 10:00", "2026-01-01 10:05"], Text=["q", "a"], Op=[None, "77"]
+    )
+    m = Mapping(
+        columns={"user.id": "Client", "message.date": "Date", "message.text": "Text", "message.user_id": "Op"}
+    )
     (conv,) = bulkimport.plan(df, m).conversations
     assert conv.key == "5" and conv.messages[1]["message"]["user_id"] == 77
     assert "user_id" not in conv.messages[0]["message"]
@@ -80,14 +101,20 @@ def test_operator_row_with_direct_message_user_id_column():
 
 def test_bad_operator_id_is_an_error():
     df = _df(Client=["5"], Date=["2026-01-01 10:00"], Text=["q"], Op=["Anna"])
-    m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text",
-                         "message.user_id": "Op"})
+    m = Mapping(
+        columns={"user.id": "Client", "message.date": "Date", "message.text": "Text", "message.user_id": "Op"}
+    )
     assert _codes(validate(df, m)) == {2: ["bad-operator-id"]}
 
 
 def test_conversation_without_customer_is_invalid_with_its_own_code():
-    df = _df(Chat=["c9", "c9", "c1"], Client=[None, None, "1"], Author=["Oleg", "Oleg", "Ann"],
-             Date=["2026-01-01 10:00", "2026-01-01 10:01", "2026-01-01 10:00"], Text=["a", "b", "c"])
+    df = _df(
+        Chat=["c9", "c9", "c1"],
+        Client=[None, None, "1"],
+        Author=["Oleg", "Oleg", "Ann"],
+        Date=["2026-01-01 10:00", "2026-01-01 10:01", "2026-01-01 10:00"],
+        Text=["a", "b", "c"],
+    )
     m = Mapping(columns=BASE, options={"author": "Author"}, operators={"Oleg": 15})
     f = validate(df, m)
     assert _codes(f) == {2: ["no-customer"], 3: ["no-customer"]}
@@ -96,17 +123,25 @@ def test_conversation_without_customer_is_invalid_with_its_own_code():
 
 
 def test_customer_row_without_user_id_takes_the_chats_customer_or_fails():
-    df = _df(Chat=["c1", "c1", "c2", None], Client=["1", None, None, None], Date=["2026-01-01 10:00"] * 4,
-             Text=["a", "b", "c", "d"])
+    df = _df(
+        Chat=["c1", "c1", "c2", None],
+        Client=["1", None, None, None],
+        Date=["2026-01-01 10:00"] * 4,
+        Text=["a", "b", "c", "d"],
+    )
     f = validate(df, Mapping(columns=BASE))
     assert _codes(f) == {4: ["missing-user-id"], 5: ["no-conversation"]}
 
 
 def test_chat_id_defaults_to_user_id():
-    df = _df(Client=["1", "2", "1"], Date=["2026-01-01 10:00", "2026-01-01 09:00", "2026-01-01 11:00"],
-             Text=["a", "b", "c"])
-    plan = bulkimport.plan(df, Mapping(columns={"user.id": "Client", "message.date": "Date",
-                                                "message.text": "Text"}))
+    df = _df(
+        Client=["1", "2", "1"],
+        Date=["2026-01-01 10:00", "2026-01-01 09:00", "2026-01-01 11:00"],
+        Text=["a", "b", "c"],
+    )
+    plan = bulkimport.plan(
+        df, Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"})
+    )
     assert [(c.key, c.rows) for c in plan.conversations] == [("2", (3,)), ("1", (2, 4))]
     assert all(m["chat"]["id"] == m["user"]["id"] for c in plan.conversations for m in c.messages)
 
@@ -124,16 +159,30 @@ def test_generated_message_ids_are_stable_and_distinguish_repeats():
 
 
 def test_explicit_message_ids_duplicates_are_flagged():
-    df = _df(Client=["1", "1", "2"], Mid=["m1", "m1", "m1"], Date=["2026-01-01 10:00"] * 3, Text=["a", "b", "c"])
-    m = Mapping(columns={"user.id": "Client", "message.id": "Mid", "message.date": "Date", "message.text": "Text"})
+    df = _df(
+        Client=["1", "1", "2"], Mid=["m1", "m1", "m1"], Date=["2026-01-01 10:00"] * 3, Text=["a", "b", "c"]
+    )
+    m = Mapping(
+        columns={"user.id": "Client", "message.id": "Mid", "message.date": "Date", "message.text": "Text"}
+    )
     assert _codes(validate(df, m)) == {3: ["duplicate-message-id"]}
 
 
 def test_files_only_rows_are_valid_and_bad_files_invalid():
-    df = _df(Client=["1", "1"], Date=["2026-01-01 10:00"] * 2, Text=[None, "see file"],
-             Files=["https://example.com/a.png", "scan.png"])
-    m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text",
-                         "message.files": "Files"})
+    df = _df(
+        Client=["1", "1"],
+        Date=["2026-01-01 10:00"] * 2,
+        Text=[None, "see file"],
+        Files=["https://example.com/a.png", "scan.png"],
+    )
+    m = Mapping(
+        columns={
+            "user.id": "Client",
+            "message.date": "Date",
+            "message.text": "Text",
+            "message.files": "Files",
+        }
+    )
     assert _codes(validate(df, m)) == {3: ["bad-file-url"]}
     with_base = Mapping(columns=m.columns, options={"files_base_url": "https://cdn.example.com/x"})
     assert validate(df, with_base).empty
@@ -141,16 +190,20 @@ def test_files_only_rows_are_valid_and_bad_files_invalid():
 
 def test_constants_feed_fields():
     df = _df(Client=["1"], Date=["2026-01-01 10:00"], Text=["a"])
-    m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"},
-                constants={"chat.name": "Old WhatsApp", "chat.id": "archive"})
+    m = Mapping(
+        columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"},
+        constants={"chat.name": "Old WhatsApp", "chat.id": "archive"},
+    )
     (conv,) = bulkimport.plan(df, m).conversations
     assert conv.messages[0]["chat"] == {"id": "archive", "name": "Old WhatsApp"}
 
 
 def test_two_column_date_and_time_mapping():
     df = _df(Client=["1"], D=["23.11.2026"], T=["14:05"], Text=["a"])
-    m = Mapping(columns={"user.id": "Client", "message.date": ["D", "T"], "message.text": "Text"},
-                options={"timezone": "Europe/Moscow"})
+    m = Mapping(
+        columns={"user.id": "Client", "message.date": ["D", "T"], "message.text": "Text"},
+        options={"timezone": "Europe/Moscow"},
+    )
     (conv,) = bulkimport.plan(df, m).conversations
     assert conv.messages[0]["message"]["date"] == int(pd.Timestamp("2026-11-23 11:05", tz="UTC").timestamp())
     bad = _df(Client=["1"], D=["23.11.2026"], T=["99:99"], Text=["a"])
@@ -171,10 +224,18 @@ def test_duplicate_index_is_refused():
 
 
 def test_warnings_for_operator_rows_user_fields_are_not_reported():
-    df = _df(Client=["1", "1"], Name=["Ann", "Operator #1"], Author=["Ann", "Op"],
-             Date=["2026-01-01 10:00", "2026-01-01 10:01"], Text=["a", "b"])
-    m = Mapping(columns={"user.id": "Client", "user.name": "Name", "message.date": "Date", "message.text": "Text"},
-                options={"author": "Author"}, operators={"Op": 3})
+    df = _df(
+        Client=["1", "1"],
+        Name=["Ann", "Operator #1"],
+        Author=["Ann", "Op"],
+        Date=["2026-01-01 10:00", "2026-01-01 10:01"],
+        Text=["a", "b"],
+    )
+    m = Mapping(
+        columns={"user.id": "Client", "user.name": "Name", "message.date": "Date", "message.text": "Text"},
+        options={"author": "Author"},
+        operators={"Op": 3},
+    )
     assert validate(df, m).empty
 
 

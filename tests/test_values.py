@@ -7,6 +7,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulkimport.values import (
     MAX_TEXT,
@@ -36,24 +38,27 @@ def _codes(issues):
     return {code: sorted(mask[mask].index.tolist()) for code, mask in issues if mask.any()}
 
 
-@pytest.mark.parametrize("value", [
-    dt.datetime(2026, 11, 23, 14, 5),
-    "23.11.2026 14:05",
-    "23.11.26 14:05",
-    "11/23/2026 2:05 PM",
-    "11/23/2026 2:05 p.m.",
-    "2026-11-23 14:05",
-    "2026-11-23T14:05:00",
-    "2026-11-23T14:05:00+03:00",
-    "2026-11-23T11:05:00Z",
-    "2026-11-23 16:05:00+0500",
-    "2026/11/23 14:05",
-    "23 ноября 2026 14:05",
-    "Nov 23, 2026 2:05 pm",
-    "46349.586805555556",  # Excel serial (1900 system)
-    str(T),  # unix seconds
-    str(T * 1000 + 999),  # unix milliseconds (floored)
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2026, 11, 23, 14, 5),
+        "23.11.2026 14:05",
+        "23.11.26 14:05",
+        "11/23/2026 2:05 PM",
+        "11/23/2026 2:05 p.m.",
+        "2026-11-23 14:05",
+        "2026-11-23T14:05:00",
+        "2026-11-23T14:05:00+03:00",
+        "2026-11-23T11:05:00Z",
+        "2026-11-23 16:05:00+0500",
+        "2026/11/23 14:05",
+        "23 ноября 2026 14:05",
+        "Nov 23, 2026 2:05 pm",
+        "46349.586805555556",  # Excel serial (1900 system)
+        str(T),  # unix seconds
+        str(T * 1000 + 999),  # unix milliseconds (floored)
+    ],
+)
 def test_every_date_form_gives_the_same_instant(value):
     r = _dates([value], timezone=MSK)
     assert r.seconds.iloc[0] == T, value
@@ -151,17 +156,29 @@ def test_as_text_never_leaks_float_ids_or_na_strings():
 
 
 def test_names_cleaned_and_truncated_with_warnings():
-    out, issues = clean_names(pd.Series(["Anna-Maria O’Neil", "R2-D2!", "Maximilian Alexander Theodor", "Олег",
-                                         "123", None]))
+    out, issues = clean_names(
+        pd.Series(["Anna-Maria O’Neil", "R2-D2!", "Maximilian Alexander Theodor", "Олег", "123", None])
+    )
     assert out.tolist()[:4] == ["Anna-Maria O'Neil", "R -D", "Maximilian Alexander Theo", "Олег"]
     assert pd.isna(out[4])
     assert all(len(v) <= 25 for v in out.dropna())
     assert _codes(issues) == {"name-cleaned": [1, 4], "name-truncated": [2]}
 
 
-@pytest.mark.parametrize(("raw", "want"), [("M", "male"), ("м", "male"), ("Муж.", "male"), ("мужской", "male"),
-                                           ("F", "female"), ("ж", "female"), ("жен", "female"),
-                                           ("Female", "female"), ("w", "female")])
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("M", "male"),
+        ("м", "male"),
+        ("Муж.", "male"),
+        ("мужской", "male"),
+        ("F", "female"),
+        ("ж", "female"),
+        ("жен", "female"),
+        ("Female", "female"),
+        ("w", "female"),
+    ],
+)
 def test_gender_spellings(raw, want):
     out, issues = clean_gender(pd.Series([raw]))
     assert out[0] == want and _codes(issues) == {}
@@ -173,8 +190,11 @@ def test_unknown_gender_dropped_with_warning():
 
 
 def test_phones_normalised_to_e164():
-    out, issues = clean_phones(pd.Series(["8 (916) 123-45-67", "+1 202 555 0143", "+44 20 7946 0958", "12-34",
-                                          None, "8 (916) 123-45-67"]))
+    out, issues = clean_phones(
+        pd.Series(
+            ["8 (916) 123-45-67", "+1 202 555 0143", "+44 20 7946 0958", "12-34", None, "8 (916) 123-45-67"]
+        )
+    )
     assert out.tolist()[:3] == ["+79161234567", "+12025550143", "+442079460958"]
     assert out[3] is None and out[5] == "+79161234567"
     assert _codes(issues) == {"bad-phone": [3]}
@@ -188,7 +208,9 @@ def test_skip_phone_validate_keeps_unparseable_phones():
 
 
 def test_emails():
-    out, issues = clean_emails(pd.Series(["a.b+c@example.com", "not-an-email", "x@y", "Иван@пример.рф", None]))
+    out, issues = clean_emails(
+        pd.Series(["a.b+c@example.com", "not-an-email", "x@y", "Иван@пример.рф", None])
+    )
     assert out[0] == "a.b+c@example.com" and out[1:].isna().all()
     assert _codes(issues) == {"bad-email": [1, 2, 3]}
 
@@ -206,31 +228,117 @@ def test_operator_ids():
 
 
 def test_files_split_on_every_separator_and_named_from_the_path():
-    s = pd.Series(["https://example.com/a/b%20c.png https://example.com/x.pdf?dl=1",
-                   "https://example.com/1.jpg;https://example.com/2.jpg, https://example.com/3.jpg\nhttps://e.com/4",
-                   None, "https://example.com/"], index=[2, 3, 4, 5])
+    s = pd.Series(
+        [
+            "https://example.com/a/b%20c.png https://example.com/x.pdf?dl=1",
+            "https://example.com/1.jpg;https://example.com/2.jpg, https://example.com/3.jpg\nhttps://e.com/4",
+            None,
+            "https://example.com/",
+        ],
+        index=[2, 3, 4, 5],
+    )
     out, issues = parse_files(s)
-    assert out[2] == [{"url": "https://example.com/a/b%20c.png", "name": "b c.png"},
-                      {"url": "https://example.com/x.pdf?dl=1", "name": "x.pdf"}]
+    assert out[2] == [
+        {"url": "https://example.com/a/b%20c.png", "name": "b c.png"},
+        {"url": "https://example.com/x.pdf?dl=1", "name": "x.pdf"},
+    ]
     assert [f["name"] for f in out[3]] == ["1.jpg", "2.jpg", "3.jpg", "4"]
     assert out[4] is None and out[5] == [{"url": "https://example.com/", "name": "file"}]
     assert _codes(issues) == {}
 
 
 def test_local_files_invalid_without_base_url_and_mapped_with_it():
-    s = pd.Series(["C:\\export\\files\\scan 1.png", "photos/a.jpg https://example.com/b.jpg", "../etc/passwd"])
+    s = pd.Series(
+        ["C:\\export\\files\\scan 1.png", "photos/a.jpg https://example.com/b.jpg", "../etc/passwd"]
+    )
     _, issues = parse_files(s)
     assert _codes(issues) == {"bad-file-url": [0, 1, 2]}
     out, issues = parse_files(s, base_url="https://cdn.example.com/chat/", folder="C:\\export\\files")
     assert _codes(issues) == {"bad-file-url": [2]}  # '..' never leaves the published folder
     assert out[0] == [{"url": "https://cdn.example.com/chat/scan%201.png", "name": "scan 1.png"}]
-    assert out[1] == [{"url": "https://cdn.example.com/chat/photos/a.jpg", "name": "a.jpg"},
-                      {"url": "https://example.com/b.jpg", "name": "b.jpg"}]
-    ok, issues = parse_files(pd.Series(["C:\\export\\files\\scan_1.png"]), base_url="https://cdn.example.com/c",
-                             folder="C:\\export\\files")
+    assert out[1] == [
+        {"url": "https://cdn.example.com/chat/photos/a.jpg", "name": "a.jpg"},
+        {"url": "https://example.com/b.jpg", "name": "b.jpg"},
+    ]
+    ok, issues = parse_files(
+        pd.Series(["C:\\export\\files\\scan_1.png"]),
+        base_url="https://cdn.example.com/c",
+        folder="C:\\export\\files",
+    )
     assert ok[0] == [{"url": "https://cdn.example.com/c/scan_1.png", "name": "scan_1.png"}]
 
 
 def test_long_text_is_flagged_not_cut():
     t = as_text(pd.Series(["x" * MAX_TEXT, "y" * (MAX_TEXT + 1), None]), strip=False)
     assert too_long_text(t).tolist() == [False, True, False]
+
+
+# fast paths (per distinct value, fixed-width numpy decoding) must agree with the general parsers
+_FORMS = st.one_of(
+    st.builds(
+        lambda d, m, y, h, mi, s: f"{d:02d}.{m:02d}.{y:04d} {h:02d}:{mi:02d}:{s:02d}",
+        st.integers(0, 32),
+        st.integers(0, 13),
+        st.integers(1960, 2101),
+        st.integers(0, 25),
+        st.integers(0, 60),
+        st.integers(0, 60),
+    ),
+    st.builds(
+        lambda y, m, d, h, mi: f"{y:04d}-{m:02d}-{d:02d}T{h:02d}:{mi:02d}",
+        st.integers(1960, 2101),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 25),
+        st.integers(0, 60),
+    ),
+    st.builds(
+        lambda y, m, d: f"{y:04d}-{m:02d}-{d:02d}",
+        st.integers(1960, 2101),
+        st.integers(0, 13),
+        st.integers(0, 32),
+    ),
+    st.sampled_from(
+        [
+            "23.11.2026",
+            "03/04/2026",
+            "11/23/2026 2:05 PM",
+            "1795430707",
+            "46349.5",
+            "",
+            None,
+            "x" * 19,
+            "2026-11-23T14:05:07+03:00",
+        ]
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_FORMS, min_size=1, max_size=30), st.integers(3, 8))
+def test_property_fast_paths_agree_with_value_by_value_parsing(values, repeat):
+    from bulkimport.values import _parse_dates
+
+    big = pd.Series(
+        values * repeat * 4, dtype=object
+    )  # long enough for the per-distinct and fixed-width paths
+    fast = parse_dates(big, timezone=MSK, dayfirst=True)
+    for i, v in enumerate(values):
+        one = _parse_dates(pd.Series([v], dtype=object), MSK, True, False, None)
+        got, want = fast.seconds.iloc[i], one.seconds.iloc[0]
+        assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
+        for (code, mask), (code2, mask2) in zip(fast.issues, one.issues, strict=True):
+            assert code == code2 and bool(mask.iloc[i]) == bool(mask2.iloc[0]), (v, code)
+
+
+def test_datetime_cells_naive_and_with_different_offsets():
+    msk = dt.timezone(dt.timedelta(hours=3))
+    vals = [
+        dt.datetime(2026, 11, 23, 14, 5),
+        dt.datetime(2026, 11, 23, 14, 5, tzinfo=msk),
+        dt.datetime(2026, 11, 23, 11, 5, tzinfo=dt.UTC),
+        dt.date(2026, 11, 23),
+    ]
+    r = _dates(vals, timezone=MSK)
+    assert r.seconds.tolist()[:3] == [T, T, T]
+    assert r.seconds.iloc[3] == int(pd.Timestamp("2026-11-23", tz=MSK).timestamp())

@@ -36,7 +36,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from ..clock import Clock, SystemClock
+from ..clock import Clock, SystemClock, interrupts_deferred
 from ..errors import AmbiguousError, AuthError, ConfigError
 from .client import USER_AGENT, _is_loopback, error_for
 
@@ -460,42 +460,45 @@ class Auth:
                     401,
                 )
             old = self._tokens
-            try:
-                new = _oauth_request(
-                    self.oauth_url,
-                    {
-                        "grant_type": "refresh_token",
-                        "client_id": str(self.client_id),
-                        "client_secret": str(self._client_secret),
-                        "refresh_token": str(old.refresh_token),
-                    },
-                    self.clock,
-                    self._session,
-                )
-            except AmbiguousError as exc:
-                # The portal call waiting for this token was refused (not run), so nothing is
-                # ambiguous for the rows; but the run cannot go on without a token.
-                raise AuthError(
-                    "oauth-unreachable",
-                    f"{exc}; if the OAuth server rotated the refresh "
-                    "token meanwhile it is lost: run `bulkimport auth`",
-                ) from None
-            new.superseded = [*old.superseded, _fp(old.refresh_token), _fp(old.access_token)][
-                -_SUPERSEDED_KEEP:
-            ]
-            # The old refresh token is dead from now on: persist the new pair before anyone uses it.
-            try:
-                write_token_file(self.token_file, new, self.client_id)
-            except OSError as exc:
-                # The old pair is already dead, so refusing the new one would not save anything:
-                # go on with it in memory and say loudly that the next run needs `bulkimport auth`.
-                log.error(
-                    "could not save the rotated tokens to %s (%s): this run continues, but the "
-                    "next one will need `bulkimport auth` (or --token-file on a writable disk)",
-                    self.token_file,
-                    type(exc).__name__,
-                )
-            self._tokens = new
-            self.refreshes += 1
-            log.info("refreshed the access token (saved to %s)", self.token_file)
-            return new.access_token
+            with interrupts_deferred():  # a rotated pair must reach the file: hold back Ctrl-C
+                return self._rotate(old)
+
+    def _rotate(self, old: Tokens) -> str:
+        """Trade ``old``'s refresh token for a new pair, save it, and return the access token."""
+        try:
+            new = _oauth_request(
+                self.oauth_url,
+                {
+                    "grant_type": "refresh_token",
+                    "client_id": str(self.client_id),
+                    "client_secret": str(self._client_secret),
+                    "refresh_token": str(old.refresh_token),
+                },
+                self.clock,
+                self._session,
+            )
+        except AmbiguousError as exc:
+            # The portal call waiting for this token was refused (not run), so nothing is
+            # ambiguous for the rows; but the run cannot go on without a token.
+            raise AuthError(
+                "oauth-unreachable",
+                f"{exc}; if the OAuth server rotated the refresh token meanwhile it is lost: "
+                "run `bulkimport auth`",
+            ) from None
+        new.superseded = [*old.superseded, _fp(old.refresh_token), _fp(old.access_token)][-_SUPERSEDED_KEEP:]
+        # The old refresh token is dead from now on: persist the new pair before anyone uses it.
+        try:
+            write_token_file(self.token_file, new, self.client_id)
+        except OSError as exc:
+            # The old pair is already dead, so refusing the new one would not save anything:
+            # go on with it in memory and say loudly that the next run needs `bulkimport auth`.
+            log.error(
+                "could not save the rotated tokens to %s (%s): this run continues, but the "
+                "next one will need `bulkimport auth` (or --token-file on a writable disk)",
+                self.token_file,
+                type(exc).__name__,
+            )
+        self._tokens = new
+        self.refreshes += 1
+        log.info("refreshed the access token (saved to %s)", self.token_file)
+        return new.access_token

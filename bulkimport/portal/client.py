@@ -517,7 +517,7 @@ class Client:
         results = _as_dict(payload.get("result"))
         raw_errors = _as_dict(payload.get("result_error"))
         times = {k: v for k, v in _as_dict(payload.get("result_time")).items() if isinstance(v, dict)}
-        now = self.clock.now()
+        now = self.governor.portal_now()
         errors: dict[str, PortalError | AmbiguousError] = {}
         for key, err in raw_errors.items():
             if isinstance(err, dict):
@@ -624,7 +624,8 @@ class Client:
                 url = new_base + method
                 continue
             try:
-                answer = classify(raw, self.clock.now())
+                answer = classify(raw, self.governor.portal_now())
+                self.governor.observe_clock(answer.time)
                 self.governor.on_success()
             except RateLimitedError as exc:
                 self.governor.on_rate_limited(exc.retry_after)

@@ -82,6 +82,8 @@ class Governor:
         self._paused_until = 0.0
         self._pause_reason = ""
         self._methods: dict[str, _MethodState] = {}
+        self._skew = 0.0
+        self._skew_samples = 0
         self._mpc = max(1, initial_messages)
         # Slow start for calls per batch (the blast radius of one unusable answer): 4, then
         # doubling with every answered batch up to 50; halved after an unusable answer.
@@ -179,12 +181,33 @@ class Governor:
             if operating is not None:
                 st.operating = operating
             if reset_at is not None:
-                st.reset_at = reset_at
+                st.reset_at = reset_at - self._skew  # the portal's clock → ours
             cost = _num(timing.get("processing"))
             if cost is None:
                 cost = _num(timing.get("duration"))
             if cost is not None and cost >= 0:
                 st.call_cost = cost if st.call_cost is None else 0.7 * st.call_cost + 0.3 * cost
+
+    def observe_clock(self, timing: dict[str, Any] | None) -> None:
+        """Estimate how far the portal's clock is ahead of ours from ``time.finish`` (the answer
+        left the portal just now), so ``operating_reset_at`` is read on our clock even when the
+        machine's clock is off by minutes."""
+        finish = _num((timing or {}).get("finish"))
+        if finish is None:
+            return
+        with self._lock:
+            sample = finish - self.clock.now()
+            self._skew = sample if self._skew_samples == 0 else 0.8 * self._skew + 0.2 * sample
+            self._skew_samples += 1
+
+    def portal_now(self) -> float:
+        """The portal's current time, as far as we can tell."""
+        return self.clock.now() + self._skew
+
+    @property
+    def skew(self) -> float:
+        """Seconds the portal's clock is ahead of ours (negative: behind)."""
+        return self._skew
 
     def observe_request(self, timing: dict[str, Any] | None) -> None:
         """Learn the server duration of a whole request (the 60 s cap applies to it)."""
@@ -284,7 +307,8 @@ class Governor:
     def messages_per_call(self, cap: int) -> int:
         """How many messages the next call should carry (≤ ``cap``, the plan's chunk size)."""
         with self._lock:
-            by_time = max(1, int(self.target_seconds / 2 / self.seconds_per_message))
+            # a portal may report 0 s for a fast call: keep the division finite
+            by_time = max(1, int(self.target_seconds / max(self.seconds_per_message, 1e-6)))
             return max(1, min(self._mpc, cap, by_time if self._spm is not None else self._mpc))
 
     def calls_per_batch(self, messages_per_call: int, method: str = SEND_METHOD) -> int:

@@ -35,14 +35,16 @@ COST_PER_MESSAGE = 0.5
 
 
 def _lines(lines: Iterable[Any] | None) -> list[tuple[int, str, str]]:
-    """Open lines from dicts ``{"id", "name", "active"}`` or tuples ``(id, name, active)``."""
+    """Open lines from dicts ``{"id", "name", "active"}`` (or ``ID/LINE_NAME/ACTIVE``) or tuples."""
     if lines is None:
         return list(DEFAULT_LINES)
     out = []
     for line in lines:
         if isinstance(line, dict):
-            line_id = line["id"]
-            name, active = line.get("name", f"Line {line_id}"), line.get("active", "Y")
+            keys = {str(k).lower(): v for k, v in line.items()}
+            line_id = keys["id"]
+            name = keys.get("name", keys.get("line_name", f"Line {line_id}"))
+            active = keys.get("active", "Y")
         else:
             line_id, name, active = (*tuple(line), "Y")[:3]
         flag = active if active in ("Y", "N") else ("Y" if active else "N")
@@ -99,6 +101,7 @@ class Sandbox:
     def stop(self) -> None:
         """Stop serving, close the store; a temporary database is deleted."""
         if self._server is not None:
+            self._server.stopping = True
             self._server.shutdown()
             self._server.server_close()
             self._server = None

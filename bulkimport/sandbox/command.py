@@ -16,7 +16,10 @@ from typing import Any
 
 import click
 
-from .faults import KINDS, parse_spec
+from .faults import KINDS, SYSTEM_ERRORS, parse_spec
+
+#: Leaky bucket (X, Y) per plan (reference §3); the operating limit is 480 s on both.
+PLANS = {"standard": (50.0, 2.0), "enterprise": (250.0, 5.0)}
 
 SHOW = ("counts", "lines", "connectors", "chats", "users", "sessions", "messages", "duplicates",
         "out-of-order")
@@ -67,10 +70,13 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
 
 
 @click.command(epilog=(
-    "Fault specs: KIND[:RATE[:COUNT]][@method,method], KIND one of " + ", ".join(KINDS)
-    + " (the upper-case ones answer that system error). "
-    "Examples: --fault 503:0.1   --fault drop-after:1:2@imconnector.send.messages. "
-    "Inspect a persistent sandbox: bulkimport sandbox --db portal.db --show messages. "
+    "Fault specs are KIND[:RATE[:COUNT]][@method,method]; KIND is one of "
+    + ", ".join(k for k in KINDS if k not in SYSTEM_ERRORS)
+    + ", or a Bitrix24 error code (" + ", ".join(SYSTEM_ERRORS) + ") which is then answered.\n\n"
+    "\b\nExamples:\n"
+    "  bulkimport sandbox --time-scale 60 --fault 503:0.1\n"
+    "  bulkimport sandbox --db portal.db --fault drop-after:1:2@imconnector.send.messages\n"
+    "  bulkimport sandbox --db portal.db --show messages --chat 12345\n\n"
     "See docs/sandbox.md."))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback).")
 @click.option("--port", default=0, show_default=True, type=int, help="Port (0: any free port).")
@@ -81,11 +87,8 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
 @click.option("--token-lifetime", default=3600.0, show_default=True, type=float,
               help="Access token lifetime in virtual seconds.")
 @click.option("--no-limits", is_flag=True, help="Disable the leaky bucket and the operating-time limit.")
-@click.option("--bucket-size", default=50.0, show_default=True, type=float, help="Leaky bucket size X.")
-@click.option("--drain-rate", default=2.0, show_default=True, type=float,
-              help="Leaky bucket drain Y per second.")
-@click.option("--operating-limit", default=480.0, show_default=True, type=float,
-              help="Operating seconds per method per 10 minutes before 429.")
+@click.option("--plan", "plan_name", type=click.Choice(sorted(PLANS)), default="standard", show_default=True,
+              help="Leaky bucket of the plan: standard X=50, Y=2/s; enterprise X=250, Y=5/s.")
 @click.option("--max-messages", default=100, show_default=True, type=int,
               help="Most MESSAGES per imconnector.*.messages call (0: no limit).")
 @click.option("--fault", "faults", multiple=True, metavar="SPEC", help="Inject a fault (repeatable).")
@@ -101,7 +104,7 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="Output format of --show.")
 def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifetime: float, no_limits: bool,
-            bucket_size: float, drain_rate: float, operating_limit: float, max_messages: int,
+            plan_name: str, max_messages: int,
             faults: tuple[str, ...], fault_delay: float, seed: int, credentials_file: str | None,
             show: str | None, chat: str | None, line: int | None, fmt: str) -> None:
     """Run the local sandbox Bitrix24 portal until Ctrl-C, or inspect one with --show."""
@@ -120,9 +123,10 @@ def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifet
         raise click.BadParameter("must be positive", param_hint="--time-scale")
     from . import Sandbox
 
+    bucket_size, drain_rate = PLANS[plan_name]
     portal = Sandbox(db=db, host=host, port=port, time_scale=time_scale, token_lifetime=token_lifetime,
-                     bucket_size=bucket_size, drain_rate=drain_rate, operating_limit=operating_limit,
-                     limits=not no_limits, seed=seed, max_messages=max_messages or None)
+                     bucket_size=bucket_size, drain_rate=drain_rate, limits=not no_limits, seed=seed,
+                     max_messages=max_messages or None)
     for parsed in specs:
         portal.faults.add(delay=fault_delay, **parsed)
     stop = threading.Event()
@@ -144,7 +148,7 @@ def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifet
         click.echo(f"  member_id:       {creds['member_id']}")
         click.echo(f"  webhook:         {creds['webhook_url']}")
         click.echo(f"  database:        {portal.db_path}{'' if db else ' (temporary)'}")
-        click.echo(f"  time scale:      {time_scale:g}; limits {'off' if no_limits else 'on'}"
+        click.echo(f"  time scale:      {time_scale:g}; limits {'off' if no_limits else plan_name}"
                    + (f"; faults: {', '.join(faults)}" if faults else ""))
         if credentials_file:
             _write_credentials(credentials_file, creds)

@@ -47,6 +47,7 @@ SYSTEM_ERRORS: dict[str, tuple[int, str]] = {
     "user_access_error": (403, "The user does not have access to the application"),
     "PORTAL_DELETED": (500, "Portal was deleted"),
     "ERROR_METHOD_NOT_FOUND": (404, "Method not found!"),
+    "IMCONNECTOR_NOT_SPECIFIED_CORRECT_COMMAND": (400, "No valid command specified"),
     "invalid_grant": (400, "Invalid grant"),
     "invalid_client": (401, "Invalid client credentials"),
     "PAYMENT_REQUIRED": (402, "Payment required"),

@@ -68,6 +68,12 @@ class SandboxServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], portal: Portal, faults: Faults, stats: Stats) -> None:
         super().__init__(address, Handler)
         self.portal, self.faults, self.stats = portal, faults, stats
+        self.stopping = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet while stopping (a request still sleeping finds its store closed); else report."""
+        if not self.stopping:
+            super().handle_error(request, client_address)
 
 
 def parse_body(content_type: str, body: bytes) -> dict[str, Any]:

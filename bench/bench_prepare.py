@@ -1,0 +1,141 @@
+"""Speed of the rows→MESSAGES half: read + map + validate + plan vs a bare ``pandas.read_csv``.
+
+Usage::
+
+    python bench/bench_prepare.py                  # 1,000,000-row CSV
+    python bench/bench_prepare.py --rows 200000    # smaller
+    python bench/bench_prepare.py --xlsx-rows 100000 --skip-csv   # only the xlsx reader comparison
+
+Each measurement runs in a fresh subprocess so its peak memory (ru_maxrss) is its own. The
+pipeline is ``bulkimport.read`` → mapping → ``bulkimport.plan`` (which validates every row and
+builds every MESSAGES item and the fingerprint); the baseline is ``pd.read_csv(path, sep=";")``
+of the same file. Goal: pipeline / baseline ≤ 1.5. Prints figures only; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "data_examples"))
+
+_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r}); sys.path.insert(0, {examples!r})
+kind, path = sys.argv[1], sys.argv[2]
+import pandas as pd  # imports are not timed in either run
+if kind != "bare":
+    import bulkimport, bulkimport.read, bulkimport.plan, bulkimport.validate, bulkimport.mapping
+t0 = time.perf_counter()
+extra = {{}}
+if kind == "bare":
+    df = pd.read_csv(path, sep=";")
+    extra["rows"] = len(df)
+elif kind == "pipeline":
+    import bulkimport
+    from bulkimport.mapping import Mapping
+    from generate import BIG_MAPPING
+    t = time.perf_counter()
+    df = bulkimport.read(path)
+    extra["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    plan = bulkimport.plan(df, Mapping.from_dict(BIG_MAPPING))
+    extra["map+validate+plan"] = time.perf_counter() - t
+    extra["counts"] = plan.counts
+elif kind in ("calamine", "openpyxl"):
+    from pathlib import Path
+    from bulkimport.read import _calamine_rows, _openpyxl_rows, _frame_from_rows
+    rows = (_calamine_rows if kind == "calamine" else _openpyxl_rows)(Path(path), None)[1]
+    df = _frame_from_rows(rows, "bench", 1)
+    extra["rows"] = len(df)
+seconds = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+print(json.dumps({{"seconds": seconds, "peak_mib": peak, **extra}}))
+"""
+
+
+def _run(kind: str, path: Path) -> dict[str, object]:
+    code = _CHILD.format(root=str(ROOT), examples=str(ROOT / "data_examples"))
+    out = subprocess.run(
+        [sys.executable, "-c", code, kind, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_csv(rows: int, workdir: Path) -> None:
+    from generate import big_csv
+
+    path = workdir / "big.csv"
+    t = time.perf_counter()
+    big_csv(path, rows)
+    print(
+        f"generated {rows:,} rows ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s"
+    )
+    bare = _run("bare", path)
+    pipe = _run("pipeline", path)
+    ratio = float(pipe["seconds"]) / float(bare["seconds"])  # type: ignore[arg-type]
+    print(f"bare pandas.read_csv      : {bare['seconds']:7.2f} s   peak {bare['peak_mib']:7.0f} MiB")
+    print(f"bulkimport read+plan      : {pipe['seconds']:7.2f} s   peak {pipe['peak_mib']:7.0f} MiB")
+    print(f"   read                   : {pipe['read']:7.2f} s")
+    print(f"   map+validate+plan      : {pipe['map+validate+plan']:7.2f} s")
+    print(f"   counts                 : {pipe['counts']}")
+    print(f"ratio pipeline / bare     : {ratio:7.2f}  (goal <= 1.5)")
+
+
+def bench_xlsx(rows: int, workdir: Path) -> None:
+    import datetime as dt
+
+    import openpyxl
+
+    path = workdir / "big.xlsx"
+    wb = openpyxl.Workbook(write_only=True)
+    ws = wb.create_sheet("History")
+    ws.append(["Chat", "Client ID", "Author", "Date", "Text"])
+    base = dt.datetime(2026, 1, 1)
+    for i in range(rows):
+        ws.append(
+            [
+                f"wa-{i // 20:07d}",
+                f"{i // 20:09d}",
+                "client" if i % 2 else "Oleg Ivanov",
+                base + dt.timedelta(minutes=i),
+                f"message number {i} — сообщение",
+            ]
+        )
+    wb.save(path)
+    cal = _run("calamine", path)
+    opx = _run("openpyxl", path)
+    print(
+        f"xlsx {rows:,} rows: calamine {cal['seconds']:.2f} s (peak {cal['peak_mib']:.0f} MiB), "
+        f"openpyxl {opx['seconds']:.2f} s (peak {opx['peak_mib']:.0f} MiB), "
+        f"openpyxl/calamine = {float(opx['seconds']) / float(cal['seconds']):.1f}x"
+    )  # type: ignore[arg-type]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000, help="CSV rows (default 1,000,000)")
+    ap.add_argument("--xlsx-rows", type=int, default=100_000, help="xlsx rows for the reader comparison")
+    ap.add_argument("--skip-csv", action="store_true")
+    ap.add_argument("--skip-xlsx", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_csv:
+            bench_csv(args.rows, Path(tmp))
+        if not args.skip_xlsx:
+            bench_xlsx(args.xlsx_rows, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
