@@ -361,7 +361,8 @@ class Auth:
         env = os.environ if env is None else env
         self.client_id = client_id or env.get(ENV["client_id"]) or None
         self._client_secret = client_secret or env.get(ENV["client_secret"]) or None
-        self.oauth_url = oauth_url or env.get(ENV["oauth_url"]) or DEFAULT_OAUTH_URL
+        # Checked now, not at the first refresh an hour into the run: the client secret goes there.
+        self.oauth_url = _check_oauth_url(oauth_url or env.get(ENV["oauth_url"]) or DEFAULT_OAUTH_URL)
         self.token_file = Path(token_file).expanduser() if token_file else default_token_file(env)
         self.clock: Clock = clock or SystemClock()
         self.refresh_margin = refresh_margin
