@@ -50,8 +50,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-COST_PER_CALL = 0.002
-COST_PER_MESSAGE = 0.001
+COST_PER_CALL = 0.0005
+COST_PER_MESSAGE = 0.0002
 
 
 def workload(messages: int) -> list[int]:
