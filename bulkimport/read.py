@@ -301,6 +301,7 @@ def _detect_encoding(p: Path, raw_head: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    _refuse_damaged_utf8(p)
     from charset_normalizer import from_bytes
 
     best = from_bytes(raw_head[: 1 << 20]).best()
@@ -316,6 +317,31 @@ def _detect_encoding(p: Path, raw_head: bytes) -> str:
         except UnicodeDecodeError:
             pass
     return enc
+
+
+def _refuse_damaged_utf8(p: Path) -> None:
+    """A UTF-8 file with a few broken bytes is not a legacy-encoded file: decoding all of it as
+    cp1251 would silently turn every non-ASCII message into mojibake ('РџСЂРёРІРµС‚'). When the valid
+    multi-byte UTF-8 characters outnumber the broken bytes, name the first broken line instead."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    bad, wide = re.compile("[\udc80-\udcff]"), re.compile("[^\x00-\x7f]")
+    valid = broken = lines = first = 0
+    with p.open("rb") as fh:
+        while block := fh.read(1 << 24):
+            text = dec.decode(block)
+            found = len(bad.findall(text))
+            if found and not first:
+                first = lines + text.count("\n", 0, bad.search(text).start()) + 1  # type: ignore[union-attr]
+            broken += found
+            valid += len(wide.findall(text)) - found
+            lines += text.count("\n")
+    if broken and valid >= broken:
+        raise ReadError(
+            f"{p.name}: line {first} has bytes that are not valid UTF-8 ({broken} in the file) while the "
+            "rest is UTF-8; fix or delete them, or open the file in a text editor and save it again as UTF-8"
+        )
 
 
 def _decode_whole(p: Path, enc: str) -> None:

@@ -226,9 +226,9 @@ def test_authorize_url_and_exchange_code(tmp_path):
 
 
 def test_oauth_url_must_be_https(env):
-    auth = Auth(env={**env, "BITRIX24_OAUTH_URL": "http://oauth.example/token/"}, clock=ManualClock())
+    # refused when the credentials are loaded, before any portal call (not at the first refresh)
     with pytest.raises(ConfigError, match="https"):
-        auth.refresh()
+        Auth(env={**env, "BITRIX24_OAUTH_URL": "http://oauth.example/token/"}, clock=ManualClock())
 
 
 def test_urllib3_debug_lines_are_scrubbed(env, caplog):

@@ -54,6 +54,11 @@ ENV = {
 #: Refresh this many seconds before ``expires`` (portal clock).
 REFRESH_MARGIN = 120.0
 _SUPERSEDED_KEEP = 64
+#: Pauses (portal seconds) before repeating a refresh the OAuth server failed transiently (no answer,
+#: 5xx, 429, a non-JSON page): an unattended run rides out a blip of about two minutes instead of
+#: stopping until a human notices. Safe: if the server had rotated the pair and the answer was lost,
+#: the repeat gets invalid_grant, which stops the run exactly as before.
+OAUTH_RETRY_PAUSES = (2.0, 5.0, 15.0, 30.0, 60.0)
 
 
 def _fp(secret: str | None) -> str:
@@ -324,6 +329,14 @@ def exchange_code(
     return tokens
 
 
+def _transient_oauth(exc: AuthError) -> bool:
+    """A refresh failure worth repeating: no usable answer, a server error or a rate limit — never a
+    verdict on the credentials (invalid_grant, invalid_client, …)."""
+    if exc.code == "oauth-unreachable":
+        return True
+    return exc.status is not None and (exc.status >= 500 or exc.status == 429)
+
+
 # --------------------------------------------------------------------------------------------------
 # Auth: what the client asks for a token
 # --------------------------------------------------------------------------------------------------
@@ -348,7 +361,8 @@ class Auth:
         env = os.environ if env is None else env
         self.client_id = client_id or env.get(ENV["client_id"]) or None
         self._client_secret = client_secret or env.get(ENV["client_secret"]) or None
-        self.oauth_url = oauth_url or env.get(ENV["oauth_url"]) or DEFAULT_OAUTH_URL
+        # Checked now, not at the first refresh an hour into the run: the client secret goes there.
+        self.oauth_url = _check_oauth_url(oauth_url or env.get(ENV["oauth_url"]) or DEFAULT_OAUTH_URL)
         self.token_file = Path(token_file).expanduser() if token_file else default_token_file(env)
         self.clock: Clock = clock or SystemClock()
         self.refresh_margin = refresh_margin
@@ -460,8 +474,16 @@ class Auth:
                     401,
                 )
             old = self._tokens
-            with interrupts_deferred():  # a rotated pair must reach the file: hold back Ctrl-C
-                return self._rotate(old)
+            for pause in (*OAUTH_RETRY_PAUSES, None):
+                try:
+                    with interrupts_deferred():  # a rotated pair must reach the file: hold back Ctrl-C
+                        return self._rotate(old)
+                except AuthError as exc:
+                    if pause is None or not _transient_oauth(exc):
+                        raise
+                    log.warning("token refresh failed (%s); trying again in %g s", exc.code, pause)
+                    self.clock.sleep(pause)
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def _rotate(self, old: Tokens) -> str:
         """Trade ``old``'s refresh token for a new pair, save it, and return the access token."""

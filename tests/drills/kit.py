@@ -95,7 +95,9 @@ def run_args(portal: Any, history: Path, tmp_path: Path, *more: str) -> list[str
     ]
 
 
-def run_cli(args: Sequence[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion (a hang fails the drill through the timeout)."""
     return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False,
                           cwd=ROOT)
@@ -139,11 +141,8 @@ def check_store(portal: Any, want: dict[str, list[str]], status: dict[str, str],
     problems = []
     for mid, st in status.items():
         n = copies.get(mid, 0)
-        if st == "sent" and n != 1:
-            problems.append((mid, st, n))
-        elif st == "unknown" and n > 1:
-            problems.append((mid, st, n))
-        elif st not in ("sent", "unknown") and n != 0:
+        allowed = {"sent": (1,), "unknown": (0, 1)}.get(st, (0,))
+        if n not in allowed:
             problems.append((mid, st, n))
     assert not problems, problems[:20]
     assert set(copies) <= set(status), set(copies) - set(status)
