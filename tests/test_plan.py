@@ -323,7 +323,7 @@ def frames(draw: Any) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.RangeIndex(start, start + n, name="row"), dtype=object)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames())
 def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
     p = plan(df, FULL)
@@ -337,7 +337,7 @@ def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
     ]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(frames(), st.integers(1, 7))
 def test_property_chunks_cover_each_conversation_in_order(df, size):
     p = plan(df, FULL, chunk_size=size)
