@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS runs (
 
 def row_key(rid: Hashable) -> str:
     """The journal's text key for a row id (numpy scalars become Python ones first)."""
+    if type(rid) is int:  # the common case (spreadsheet row numbers): json.dumps(n) == str(n)
+        return str(rid)
     item = getattr(rid, "item", None)
     if callable(item):
         with contextlib.suppress(TypeError, ValueError):

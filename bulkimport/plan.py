@@ -158,8 +158,9 @@ class Plan:
           another, so their total server time must also fit in the request cap.
         * requests = max(ceil(calls / per-batch), the most chunks of one conversation).
         * bucket-bound = requests beyond the bucket's burst X, drained at Y per second.
-        * operating-bound = server seconds, paced at limit/window once the first window's
-          budget is spent (the portal runs one method's work sequentially for one application).
+        * operating-bound = server seconds, run back to back until a window's budget is spent,
+          then idle until the window's oldest baskets expire: ``k·window + (work − k·limit)``
+          with ``k = ceil(work / limit) − 1`` (the portal runs one method's work sequentially).
         """
         spm = max(float(seconds_per_message), 1e-9)
         per_call = max(1, min(self.chunk_size, int(limits.request_timeout // spm) or 1))
@@ -173,7 +174,10 @@ class Plan:
         if work <= limits.operating_limit:
             operating = work
         else:
-            operating = limits.operating_limit + (work - limits.operating_limit) / limits.operating_rate
+            # Sequential work spends a window's budget at full speed, then waits for the oldest
+            # baskets to expire (window − limit idle per window): k full windows, then the rest.
+            full = math.ceil(work / limits.operating_limit) - 1
+            operating = full * limits.operating_window + (work - full * limits.operating_limit)
         binding = "operating" if operating >= bucket else "bucket"
         return Estimate(messages, calls, requests, max(bucket, operating), binding, limits, spm)
 
