@@ -170,10 +170,11 @@ class Plan:
         requests = max(math.ceil(calls / per_batch), max(chunks, default=0)) if calls else 0
         bucket = max(0.0, (requests - limits.bucket_size) / limits.drain_rate)
         work = messages * spm
-        if work <= limits.operating_limit:
+        budget = limits.operating_limit * limits.budget_safety  # the sender's pace: see limits.py
+        if work <= budget:
             operating = work
         else:
-            operating = limits.operating_limit + (work - limits.operating_limit) / limits.operating_rate
+            operating = budget + (work - budget) / (limits.operating_rate * limits.budget_safety)
         binding = "operating" if operating >= bucket else "bucket"
         return Estimate(messages, calls, requests, max(bucket, operating), binding, limits, spm)
 
