@@ -6,7 +6,7 @@ Usage::
     python bench/bench_prepare.py --rows 200000    # smaller
     python bench/bench_prepare.py --xlsx-rows 100000 --skip-csv   # only the xlsx reader comparison
 
-Each measurement runs in a fresh subprocess so its peak memory (ru_maxrss) is its own. The
+Each measurement runs in a fresh subprocess so its peak memory (VmHWM) is its own. The
 pipeline is ``bulkimport.read`` → mapping → ``bulkimport.plan`` (which validates every row and
 builds every MESSAGES item and the fingerprint); the baseline is ``pd.read_csv(path, sep=";")``
 of the same file. Goal: pipeline / baseline ≤ 1.5. Prints figures only; never asserts.
@@ -45,10 +45,27 @@ elif kind == "pipeline":
     t = time.perf_counter()
     df = bulkimport.read(path)
     extra["read"] = time.perf_counter() - t
+    mapping = Mapping.from_dict(BIG_MAPPING)
     t = time.perf_counter()
-    plan = bulkimport.plan(df, Mapping.from_dict(BIG_MAPPING))
+    plan = bulkimport.plan(df, mapping)
     extra["map+validate+plan"] = time.perf_counter() - t
     extra["counts"] = plan.counts
+elif kind == "breakdown":
+    import gc
+    import bulkimport
+    from bulkimport.mapping import Mapping
+    from bulkimport.validate import prepare
+    from generate import BIG_MAPPING
+    df = bulkimport.read(path)
+    mapping = Mapping.from_dict(BIG_MAPPING)
+    gc.disable()
+    t = time.perf_counter()
+    prepare(df, mapping)
+    extra["of which validate"] = time.perf_counter() - t
+    cols = {{k: v for k, v in BIG_MAPPING["columns"].items() if k != "user.phone"}}
+    t = time.perf_counter()
+    prepare(df, Mapping.from_dict({{**BIG_MAPPING, "columns": cols}}))
+    extra["validate without phones"] = time.perf_counter() - t
 elif kind in ("calamine", "openpyxl"):
     from pathlib import Path
     from bulkimport.read import _calamine_rows, _openpyxl_rows, _frame_from_rows
@@ -56,7 +73,12 @@ elif kind in ("calamine", "openpyxl"):
     df = _frame_from_rows(rows, "bench", 1)
     extra["rows"] = len(df)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+# VmHWM is this process's own peak; ru_maxrss would also count the parent's memory at fork time
+try:
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+    peak = int(hwm.split()[1]) / 1024
+except (OSError, IndexError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
 print(json.dumps({{"seconds": seconds, "peak_mib": peak, **extra}}))
 """
 
@@ -84,11 +106,14 @@ def bench_csv(rows: int, workdir: Path) -> None:
     )
     bare = _run("bare", path)
     pipe = _run("pipeline", path)
+    parts = _run("breakdown", path)
     ratio = float(pipe["seconds"]) / float(bare["seconds"])  # type: ignore[arg-type]
     print(f"bare pandas.read_csv      : {bare['seconds']:7.2f} s   peak {bare['peak_mib']:7.0f} MiB")
     print(f"bulkimport read+plan      : {pipe['seconds']:7.2f} s   peak {pipe['peak_mib']:7.0f} MiB")
     print(f"   read                   : {pipe['read']:7.2f} s")
     print(f"   map+validate+plan      : {pipe['map+validate+plan']:7.2f} s")
+    print(f"     of which validation  : {parts['of which validate']:7.2f} s (timed again, own process)")
+    print(f"     validation w/o phones: {parts['validate without phones']:7.2f} s (phonenumbers: per phone)")
     print(f"   counts                 : {pipe['counts']}")
     print(f"ratio pipeline / bare     : {ratio:7.2f}  (goal <= 1.5)")
 

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import AmbiguousError, BulkImportError, InputError, PortalError
+from .errors import BulkImportError, InputError
 
 #: Environment variables that give defaults to options (documented in the README).
 ENV_PORTAL = "BITRIX24_PORTAL"
@@ -36,7 +36,7 @@ class _Group(click.Group):
     """Maps errors to exit codes: usage/input/configuration/portal set-up problems → one line on
     stderr and exit 2 (a traceback only with --debug); Ctrl-C → exit 130."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -58,7 +58,7 @@ class _Group(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo("Interrupted.", err=True)
             code = EXIT_INTERRUPTED
-        except (InputError, PortalError, AmbiguousError, BulkImportError) as exc:
+        except BulkImportError as exc:  # InputError (file, column, option), FatalError (auth, setup) …
             if debug:
                 raise
             click.echo(f"Error: {_one_line(exc)}", err=True)
@@ -191,11 +191,11 @@ def _run_command(base: Sequence[str], *extra: str) -> str:
 @_sheet_opt
 def validate(file: Path, mapping_path: Path | None, sheet: str | None) -> None:
     """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
-    import bulkimport
+    from .validate import validate as find_failures
 
     frame, mapping, guessed = _read_and_map(file, mapping_path, sheet)
     _show_mapping(mapping, guessed, file)
-    failures = bulkimport.validate(frame, mapping)
+    failures = find_failures(frame, mapping)
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
     click.echo(f"{len(frame)} rows: {len(frame) - invalid} valid, {invalid} invalid.")
@@ -226,9 +226,9 @@ def mapping(file: Path, mapping_path: Path | None, sheet: str | None, save: Path
 
 def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
     """Plan, print its counts, invalid rows and the ETA for ``limits``; returns (plan, estimate)."""
-    import bulkimport
+    from .plan import plan as build_plan
 
-    plan = bulkimport.plan(frame, mapping)
+    plan = build_plan(frame, mapping)
     c = plan.counts
     click.echo(
         f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
@@ -319,6 +319,10 @@ def run(
 
     limits = preset(plan_name)
     connector = conn.check_connector_id(connector)
+    if not sandbox and (sandbox_db is not None or time_scale is not None):
+        raise _config(
+            "--sandbox-db and --time-scale only apply to a --sandbox run; add --sandbox or drop them"
+        )
     if not sandbox and (portal or not dry_run):
         if not portal:
             raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")
@@ -360,7 +364,13 @@ def run(
     }
     if sandbox:
         outcome = _send_to_sandbox(
-            plan, estimate, connector, sandbox_db or _default_sandbox_db(file), time_scale, send_args, base
+            plan,
+            estimate,
+            connector,
+            sandbox_db or conn.default_sandbox_db(file),
+            time_scale,
+            send_args,
+            base,
         )
     else:
         target = ["--portal", str(portal), "--line", str(line), "--connector", connector]
@@ -374,10 +384,6 @@ def run(
         )
         code = EXIT_INPUT
     ctx.exit(code)
-
-
-def _default_sandbox_db(file: Path) -> Path:
-    return file.with_name(f"sandbox-{file.stem}.db")
 
 
 class _Outcome:
@@ -458,7 +464,16 @@ def _send_to_sandbox(
 
     scale = time_scale or conn.demo_time_scale(estimate.seconds)
     port = conn.sandbox_port_for(send_args["state"])
-    with Sandbox(db=db, port=port, time_scale=scale) as sb:
+    sandbox = Sandbox(db=db, port=port, time_scale=scale)
+    try:
+        sandbox.start()
+    except OSError as exc:
+        sandbox.stop()
+        raise _config(
+            f"--state {send_args['state']} belongs to a sandbox import on port {port}, which is busy "
+            f"({exc.strerror}); free the port, or pass a new --state (and --sandbox-db) for a new import"
+        ) from None
+    with sandbox as sb:
         target = conn.sandbox_target(sb, limits=send_args["limits"])
         click.echo(
             f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
@@ -468,6 +483,8 @@ def _send_to_sandbox(
         )
         click.echo(str(conn.setup(target.client, target.line, connector)))
         command = [*base, "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
+        if connector != "bulkimport":
+            command += ["--connector", connector]
         outcome = _send(
             plan,
             send_args,
@@ -555,8 +572,7 @@ def setup(portal: str | None, line: str | None, connector: str, name: str | None
     line_id = conn.check_line(line)
     connector = conn.check_connector_id(connector)
     client = conn.portal_client(portal)
-    kwargs = {"name": name} if name else {}
-    result = conn.setup(client, line_id, connector, portal=portal, **kwargs)
+    result = conn.setup(client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME)
     click.echo(str(result))
     sys.exit(EXIT_OK if result.ready else EXIT_ROWS)
 
@@ -604,7 +620,7 @@ def auth(
         click.echo("1. Open this address as a portal administrator and allow the application:")
         click.echo(f"   {oauth.authorize_url(portal, client_id)}")
         click.echo(
-            "2. The browser goes on to an address with ?code=…; paste that code (or the whole address)."
+            "2. Paste the code the portal shows, or the whole address the browser went on to (?code=…)."
         )
         click.echo("   The code is valid for 30 seconds.")
         code = click.prompt("Code")

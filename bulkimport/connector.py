@@ -326,7 +326,7 @@ def setup(
     answer = client.call("imconnector.register", params)
     error = _error_in(answer)
     if error is not None or not _ok_flag(answer):
-        code, text = error or ("register-refused", f"imconnector.register answered {answer!r}")
+        code, text = error or ("ERROR_UNEXPECTED_ANSWER", f"imconnector.register answered {answer!r}")
         raise RequestRejectedError(code, f"registering connector {connector!r}: {text}")
     result.checks.append(
         Check(
@@ -348,7 +348,7 @@ def setup(
 
     active = client.call("imconnector.activate", {"CONNECTOR": connector, "LINE": line, "ACTIVE": 1})
     if not _ok_flag(active):
-        raise RequestRejectedError("activate-refused", f"imconnector.activate answered {active!r}")
+        raise RequestRejectedError("ERROR_UNEXPECTED_ANSWER", f"imconnector.activate answered {active!r}")
     data = {"ID": connector, "URL": handler, "URL_IM": handler, "NAME": name}
     done = client.call("imconnector.connector.data.set", {"CONNECTOR": connector, "LINE": line, "DATA": data})
     result.checks.append(
@@ -480,6 +480,12 @@ def sandbox_target(sb: Any, *, limits: Any = None, line: int | None = None) -> S
         line = int(_first_line_id(sb.store.lines()))
     client = Client(sb.url, auth, **kwargs)
     return SandboxTarget(sb.url, line, client, clock, auth, tokens_dir)
+
+
+def default_sandbox_db(file: str | Path) -> Path:
+    """Where ``bulkimport run FILE --sandbox`` keeps the sandbox's database: beside FILE."""
+    file = Path(file)
+    return file.with_name(f"sandbox-{file.stem}.db")
 
 
 def sandbox_port_for(state: str | Path | None) -> int:

@@ -28,7 +28,7 @@ class PortalLimits:
     batch_max: int = 50  # commands per batch
     # Share of the operating budget the sender lets itself use per window (it waits for the reset
     # beyond it, so one slow call cannot tip it into 429); the plan's ETA uses the same figure.
-    budget_safety: float = 0.9
+    budget_safety: float = 0.98
 
     @property
     def operating_rate(self) -> float:

@@ -107,7 +107,7 @@ def _cell(value: object, *, xlsx: bool) -> object:
     return neutralise(text)
 
 
-def _isna(value: object) -> bool:
+def _isna(value: Any) -> bool:
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
@@ -493,6 +493,8 @@ def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
     total = sum(int(counts.get(s, 0) or 0) for s in order)
     lines = [f"Journal {path}"]
     source = summary.get("source")
+    if source and not Path(source).is_absolute() and (Path(path).parent / source).is_file():
+        source = str(Path(path).parent / source)  # the default journal sits beside its input
     if source:
         lines.append(f"Input: {source}")
     portal, line, connector = summary.get("portal"), summary.get("line"), summary.get("connector")
@@ -526,7 +528,12 @@ def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
         lines.append("Complete: nothing pending or unknown.")
     else:
         target = ["--state", str(path)]
-        sandbox = _is_loopback(str(portal or ""))
+        # A loopback portal with the --sandbox database beside the input was a `run --sandbox`.
+        from .connector import default_sandbox_db
+
+        sandbox = (
+            _is_loopback(str(portal or "")) and bool(source) and default_sandbox_db(str(source)).exists()
+        )
         if sandbox:
             target += ["--sandbox"]
         else:

@@ -231,6 +231,7 @@ class _Conv:
     held: str | None = None  # why-code when held
     held_detail: str | None = None
     rest: list[int] = field(default_factory=list)  # positions behind the hold point
+    cap: int | None = None  # messages per call for this conversation after a rejected bigger call
 
 
 # --------------------------------------------------------------------------------------------------
@@ -442,7 +443,7 @@ class Sender:
                     if conv.locks & taken:
                         continue
                     taken |= conv.locks
-                    chosen.append((conv, conv.queue[:mpc]))
+                    chosen.append((conv, conv.queue[: min(mpc, conv.cap or mpc)]))
                 order[head : head + scanned] = kept
                 pconv = {conv.index: plan.conversations[conv.index] for conv, _ in chosen}
                 commands: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -547,6 +548,7 @@ class Sender:
                         if key in results:
                             ups, ok = self._settle_result(results[key], rids, now)
                             updates += ups
+                            governor.call_answered(len(rids))
                             timing = times.get(key) or {}
                             cost = timing.get("processing", timing.get("duration"))
                             if cost is not None:
@@ -564,6 +566,16 @@ class Sender:
                         if isinstance(err, FatalError):
                             reverted += rids
                             stopped = stopped or err
+                            continue
+                        if isinstance(err, RequestRejectedError) and len(positions) > 1:
+                            # Refused as a whole, so nothing ran: split it. This finds the portal's
+                            # (undocumented) per-call limit, and a single malformed message fails
+                            # alone instead of taking its neighbours with it.
+                            reverted += rids
+                            conv.cap = max(1, len(positions) // 2)
+                            if len(positions) > governor.largest_call_ok:
+                                # never answered a call this big: most likely the per-call limit
+                                governor.cap_messages(conv.cap)
                             continue
                         conv.queue = conv.queue[len(positions) :]
                         if isinstance(err, RequestRejectedError):

@@ -29,6 +29,7 @@ MAX_NAME = 25
 #: Below this many rows, or when most values are distinct, cleaning runs on the column directly.
 _UNIQUE_MIN_ROWS = 64
 _UNIQUE_MAX_SHARE = 0.6
+_PROBE = 20_000
 
 
 def _factorize(s: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
@@ -40,6 +41,10 @@ def _factorize(s: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
     """
     if len(s) < _UNIQUE_MIN_ROWS or pd.api.types.is_datetime64_any_dtype(s.dtype):
         return None
+    if len(s) > 4 * _PROBE:  # a column whose first rows are nearly all distinct (texts, times): skip
+        head = s.iloc[:_PROBE]
+        if head.nunique() > 0.9 * head.notna().sum():
+            return None
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     if len(uniques) > _UNIQUE_MAX_SHARE * len(s):
         return None

@@ -367,7 +367,10 @@ def big_csv(path: Path, rows: int, seed: int = 1, conversations: int | None = No
             "Phone": "+7916" + pd.Series(conv % 10_000_000).astype(str).str.zfill(7),
             "Author": np.where(is_op, authors[conv % 2], "client"),
             "Date": pd.to_datetime(ts, unit="s").strftime("%d.%m.%Y %H:%M:%S"),
-            "Text": texts[rng.integers(0, len(texts), rows)],
+            # every text distinct, as in a real history (repeated texts would flatter the per-value cache)
+            "Text": pd.Series(texts[rng.integers(0, len(texts), rows)])
+            + " #"
+            + pd.Series(np.arange(rows)).astype(str),
             "Attachments": np.where(rng.random(rows) < 0.05, "https://files.example.com/a/photo.jpg", ""),
         }
     )

@@ -77,6 +77,10 @@ def test_bad_connector_id_is_refused_before_anything_happens():
     )
 
 
+def test_sandbox_options_without_sandbox_are_refused():
+    _assert_one_line_error(_cli("run", "x.xlsx", "--dry-run", "--time-scale", "10"), "--sandbox")
+
+
 def test_bad_line_is_refused():
     _assert_one_line_error(
         _cli("run", "x.xlsx", "--portal", "https://p.example", "--line", "first"), "--line"
@@ -197,6 +201,7 @@ def test_run_sandbox_end_to_end_then_resume_sends_nothing_twice(history):
     status = _cli("status", str(journal))
     assert status.returncode == 0, status.stderr
     assert f"sent {plan.counts['valid']}" in status.stdout
+    assert f"Input: {history}" in status.stdout and "Complete: nothing pending or unknown." in status.stdout
 
 
 def _portal_env(sb) -> dict[str, str]:
@@ -257,10 +262,10 @@ def test_auth_exchanges_a_code_and_stores_the_tokens_privately(tmp_path):
 
     from bulkimport.sandbox import Sandbox
 
-    with Sandbox(db=tmp_path / "portal.db") as sb:
+    with Sandbox(db=tmp_path / "portal.db", redirect_uri="https://app.example/callback") as sb:
         url = f"{sb.url}/oauth/authorize/?client_id={sb.client_id}"
         answer = requests.get(url, allow_redirects=False, timeout=10)
-        location = answer.headers.get("Location", "") or answer.text
+        location = answer.headers["Location"]  # the address the browser lands on, with ?code=…
         token_file = tmp_path / "tokens.json"
         proc = _cli(
             "auth",
@@ -410,3 +415,39 @@ def test_a_run_stopped_by_the_portal_refusing_the_token_exits_2_with_the_auth_co
         assert sb.store.messages().empty
         assert "Resume (sends the pending rows)" in proc.stdout
         assert (history.parent / "history.xlsx.report.xlsx").is_file()
+
+        status = _cli("status", cwd=history.parent)  # finds the one journal in the folder
+        assert status.returncode == 0, status.stderr
+        assert "the last run sent 0 and stopped by NO_AUTH_FOUND" in status.stdout
+        assert f"bulkimport run {history} --state" in status.stdout and f"--portal {sb.url}" in status.stdout
+
+
+def test_auth_prints_the_address_and_takes_the_pasted_redirect(tmp_path, monkeypatch):
+    import requests
+
+    from bulkimport.portal.auth import authorize_url
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "portal.db", redirect_uri="https://app.example/callback") as sb:
+        address = authorize_url(sb.url, sb.client_id)
+        answer = requests.get(address, allow_redirects=False, timeout=10)
+        pasted = answer.headers["Location"]
+        token_file = tmp_path / "tokens.json"
+        for name, value in _portal_env(sb).items():
+            if name in (
+                "BITRIX24_PORTAL",
+                "BITRIX24_CLIENT_ID",
+                "BITRIX24_CLIENT_SECRET",
+                "BITRIX24_OAUTH_URL",
+            ):
+                monkeypatch.setenv(name, value)
+        result = CliRunner().invoke(main, ["auth", "--token-file", str(token_file)], input=pasted + "\n")
+        assert result.exit_code == 0, result.output
+        assert address in result.output and "Code:" in result.output
+        assert f"Tokens saved to {token_file}" in result.output
+        assert sb.client_secret not in result.output and token_file.stat().st_mode & 0o777 == 0o600
+
+        # the stored tokens work: setup reads them from the token file
+        monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(token_file))
+        result = CliRunner().invoke(main, ["setup", "--line", "1"])
+        assert result.exit_code == 0 and "READY" in result.output, result.output

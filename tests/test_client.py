@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -303,3 +303,33 @@ def test_consecutive_503_back_off_grows_through_the_client():
     c.governor._paused_until = 0.0
     c.call("x.y", retries=5)  # after a success the back-off starts from 1 s again
     assert c.governor._backoff == 0.0
+
+
+def test_idle_keep_alive_connections_are_dropped_before_reuse(monkeypatch):
+    from bulkimport.portal import client as client_module
+    from bulkimport.portal.client import RequestsTransport
+
+    closed: list[int] = []
+
+    class Session:
+        def post(self, url: str, **kw: Any) -> Any:
+            class R:
+                status_code = 200
+                headers: ClassVar[dict[str, str]] = {}
+                content = b'{"result": 1}'
+
+            return R()
+
+        def close(self) -> None:
+            closed.append(1)
+
+    now = [1000.0]
+    monkeypatch.setattr(client_module._time, "monotonic", lambda: now[0])
+    t = RequestsTransport(Session(), idle_reset=20.0)  # type: ignore[arg-type]
+    t.post("http://127.0.0.1/rest/x", b"{}", {}, (1, 1))
+    now[0] += 5
+    t.post("http://127.0.0.1/rest/x", b"{}", {}, (1, 1))
+    assert closed == []
+    now[0] += 60  # a long operating-budget wait: the server has likely closed the socket
+    t.post("http://127.0.0.1/rest/x", b"{}", {}, (1, 1))
+    assert closed == [1]

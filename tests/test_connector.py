@@ -120,3 +120,24 @@ def test_commands_are_shell_quoted():
 def test_demo_time_scale_fits_the_target_and_never_slows_down():
     assert conn.demo_time_scale(5, target=10) == 1.0
     assert conn.demo_time_scale(1200, target=10) == 120.0
+
+
+def test_a_sandbox_journal_brings_its_port_back_for_resuming(tmp_path):
+    from bulkimport.journal import Journal
+
+    assert conn.sandbox_port_for(tmp_path / "none.db") == 0
+    for portal, port in (("http://127.0.0.1:5555/rest/", 5555), ("https://p.example/rest/", 0)):
+        path = tmp_path / f"{port}.bulkimport.db"
+        Journal.bind(path, portal=portal, line="1", connector="c", fingerprint="f").close()
+        assert conn.sandbox_port_for(path) == port
+
+
+def test_fix_for_names_auth_or_setup_by_code():
+    assert (
+        conn.fix_for("NO_AUTH_FOUND", "https://p.example", 1, "c")
+        == "bulkimport auth --portal https://p.example"
+    )
+    assert conn.fix_for("NOT_ACTIVE_LINE", "https://p.example", 1, "c") == (
+        "bulkimport setup --portal https://p.example --line 1 --connector c"
+    )
+    assert conn.fix_for("OVERLOAD_LIMIT", None, 1, "c") is None and conn.fix_for(None, None, 1, "c") is None

@@ -235,8 +235,9 @@ def test_estimate_operating_budget_and_bucket():
     big = _plan_with_sizes([40] * 1000)  # 40,000 messages
     e = big.estimate(STANDARD, seconds_per_message=1.2)
     work = 40_000 * 1.2
-    # the sender spends 90 % of each window's budget (limits.budget_safety)
-    assert e.seconds == pytest.approx(432 + (work - 432) / 0.72) and e.binding == "operating"
+    # the sender spends 98 % of each window's budget (limits.budget_safety)
+    budget = 480 * 0.98
+    assert e.seconds == pytest.approx(budget + (work - budget) / (0.8 * 0.98)) and e.binding == "operating"
     many = _plan_with_sizes([1] * 5000)
     fast = many.estimate(STANDARD, seconds_per_message=0.001)
     assert fast.requests == 100 and fast.binding == "bucket" and fast.seconds == pytest.approx((100 - 50) / 2)

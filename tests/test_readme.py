@@ -72,7 +72,8 @@ def test_readme_test_command_is_what_ci_runs():
 
 def test_every_runtime_dependency_is_explained():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    deps = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    deps = [*project["dependencies"], *extras["test"], *extras["notebook"]]
     for dep in deps:
         name = re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0]
         assert f"`{name}`" in README, f"README does not say why {name} is a dependency"

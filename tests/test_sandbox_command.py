@@ -121,6 +121,16 @@ def test_serve_with_faults_and_no_limits_stops_on_sigterm() -> None:
     assert "Stopped" in out
 
 
+def test_serve_with_zero_simulated_cost() -> None:
+    proc, info = _serve("--cost-per-call", "0", "--cost-per-message", "0", "--no-limits")
+    try:
+        url = info["REST endpoint"] + "server.time"
+        answer = requests.post(url, json={"auth": info["access_token"]}, timeout=30).json()
+        assert answer["time"]["processing"] == 0
+    finally:
+        _stop(proc, signal.SIGTERM)
+
+
 def test_show_needs_db_and_bad_fault_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["sandbox", "--show", "messages"])
     assert result.exit_code == 2 and "--db" in result.output
@@ -133,5 +143,5 @@ def test_show_needs_db_and_bad_fault_is_a_usage_error(tmp_path: Path) -> None:
 def test_help_documents_serve_and_show() -> None:
     result = CliRunner().invoke(main, ["sandbox", "--help"])
     assert result.exit_code == 0
-    for word in ("--show", "--fault", "--time-scale", "--db", "--no-limits", "drop-after"):
+    for word in ("--show", "--fault", "--time-scale", "--db", "--no-limits", "drop-after", "--cost-per-call"):
         assert word in result.output

@@ -10,6 +10,8 @@ from urllib.parse import unquote
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bulkimport.clock import ManualClock
 from bulkimport.errors import ConfigError, InputError, JournalMismatchError
@@ -374,9 +376,10 @@ def test_request_rejection_holds_only_that_conversation(fake, clock, tmp_path):
     out = run(plan, fake, clock, tmp_path)
     f = out.frame
     rows1 = list(plan.conversations[1].rows)
-    assert f.loc[rows1, "import_status"].tolist() == ["failed", "failed", "pending"]
+    # the 2-message call was refused as a whole: split, then the first message fails alone
+    assert f.loc[rows1, "import_status"].tolist() == ["failed", "pending", "pending"]
     assert f.loc[rows1[0], "import_error_code"] == "ERROR_ARGUMENT"
-    assert f.loc[rows1[2], "import_error_code"] == "held-after-failure"
+    assert (f.loc[rows1[1:], "import_error_code"] == "held-after-failure").all()
     assert out.summary.counts["sent"] == 6 and out.summary.stopped is None
 
 
@@ -400,7 +403,7 @@ def test_partial_batch_failure(fake, clock, tmp_path):
     assert f.loc[[2, 3], "import_status"].tolist() == ["sent", "sent"]
     assert f.loc[[4, 5], "import_status"].tolist() == ["failed", "sent"]
     assert f.loc[6, "import_error_code"] == "CONNECTOR_PROXY_NO_ADD_USER"
-    assert f.loc[[6, 7, 8], "import_status"].tolist() == ["failed", "failed", "pending"]
+    assert f.loc[[6, 7, 8], "import_status"].tolist() == ["failed", "pending", "pending"]
     assert f.loc[8, "import_error_code"] == "held-after-failure"
 
 
@@ -645,3 +648,126 @@ def test_summary_travels_with_the_frame_as_plain_values(fake, clock, tmp_path):
     attrs = out.frame.attrs["bulkimport_summary"]
     assert json.loads(json.dumps(attrs)) == attrs
     assert attrs["counts"]["sent"] == 2 and attrs["complete"] and attrs["journal"].endswith("j.db")
+
+
+# ------------------------------------------------------------------------------------------------
+# Property: whatever the portal does, in whatever order, over resumed runs, the invariants hold.
+# ------------------------------------------------------------------------------------------------
+
+FAULTS = [
+    None,
+    None,
+    None,
+    "503",
+    "429",
+    "drop-after",
+    "drop-before",
+    "html-after",
+    "notsent",
+    "fatal",
+    "reject-item",
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=6),
+    schedule=st.lists(st.sampled_from(FAULTS), max_size=40),
+    chunk=st.integers(1, 5),
+    runs=st.integers(1, 3),
+)
+def test_invariants_under_any_fault_sequence(tmp_path_factory, sizes, schedule, chunk, runs):
+    tmp = tmp_path_factory.mktemp("prop")
+    clock = ManualClock()
+    fake = FakePortal(clock)
+    plan = make_plan(sizes, chunk_size=chunk)
+    queue = list(schedule)
+
+    def scripted(method: str, messages: list[dict[str, Any]]) -> Any:
+        kind = queue.pop(0) if queue else None
+        if kind == "503":
+            return MockTransport.json(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "x"})
+        if kind == "429":
+            return MockTransport.json(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"})
+        if kind == "drop-after":
+            return ("after", _ambiguous("connection-lost", "dropped"))
+        if kind == "html-after":
+            return ("after", MockTransport.text(502, "<html>bad gateway</html>"))
+        if kind == "drop-before":
+            return _ambiguous("connection-lost", "dropped")
+        if kind == "notsent":
+            return NotSent("ConnectionRefusedError")
+        if kind == "fatal":
+            return MockTransport.json(400, {"error": "NOT_ACTIVE_LINE", "error_description": "x"})
+        if kind == "reject-item" and messages:
+            fake.reject_items.add(messages[0]["message"]["id"])
+        return None
+
+    fake.faults.append(scripted)
+    for _ in range(runs):
+        out = Sender(
+            plan, line=1, connector="hist", state=tmp / "j.db", progress=False, client=client_for(fake, clock)
+        ).run()
+    f = out.frame
+    stored = [m["message"]["id"] for m in fake.stored]
+    assert len(stored) == len(set(stored))  # never a duplicate without --retry-unknown
+    position = {f"m{r}": i for c in plan.conversations for i, r in enumerate(c.rows)}
+    for conv in plan.conversations:
+        got = [m["message"]["id"] for m in fake.stored if m["chat"]["id"] == conv.key]
+        assert [position[g] for g in got] == sorted(position[g] for g in got)  # plan order
+    status = f["import_status"]
+    for rid, st_ in status.items():
+        mid = f"m{rid}"
+        if st_ == "sent":
+            assert mid in stored
+        elif st_ in ("pending", "failed"):
+            assert mid not in stored
+        else:
+            assert st_ == "unknown"
+    assert set(status) <= {"sent", "failed", "unknown", "pending"}
+    assert out.summary.counts["sent"] == int((status == "sent").sum())
+
+
+def test_plan_with_nothing_valid(fake, clock, tmp_path):
+    plan = make_plan([], invalid=[1, 2])
+    out = run(plan, fake, clock, tmp_path)
+    assert out.frame["import_status"].tolist() == ["invalid", "invalid"]
+    assert fake.requests == [] and out.summary.complete
+
+
+def test_an_undocumented_per_call_limit_is_found_by_splitting(fake, clock, tmp_path):
+    """The portal refuses calls of more than 4 messages as a whole: nothing fails, calls shrink."""
+    plan = make_plan([20, 20, 20])
+    orig = fake.send_messages
+
+    def limited(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if len(params["MESSAGES"]) > 4:
+            return 400, {"error": "ERROR_ARGUMENT", "error_description": "too many messages"}
+        return orig(params)
+
+    fake.send_messages = limited  # type: ignore[method-assign]
+    client = client_for(fake, clock)
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client).run()
+    assert out.summary.counts["sent"] == 60 and out.summary.counts["failed"] == 0
+    assert client.governor.messages_per_call(50) <= 4
+    assert (out.frame["import_attempts"] == 1).all()  # refused calls are not attempts
+    for conv in plan.conversations:
+        got = [m["message"]["id"] for m in fake.stored if m["chat"]["id"] == conv.key]
+        assert got == [f"m{r}" for r in conv.rows]
+
+
+def test_a_malformed_message_fails_alone(fake, clock, tmp_path):
+    plan = make_plan([6], chunk_size=6)
+    orig = fake.send_messages
+
+    def strict(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if any(m["message"]["id"] == "m5" for m in params["MESSAGES"]):
+            return 400, {"error": "ERROR_ARGUMENT", "error_description": "incorrect structure"}
+        return orig(params)
+
+    fake.send_messages = strict  # type: ignore[method-assign]
+    out = run(plan, fake, clock, tmp_path)
+    f = out.frame
+    assert f.loc[[2, 3, 4], "import_status"].tolist() == ["sent"] * 3  # before it: sent
+    assert f.loc[5, "import_status"] == "failed" and f.loc[5, "import_error_code"] == "ERROR_ARGUMENT"
+    assert (f.loc[[6, 7], "import_error_code"] == "held-after-failure").all()

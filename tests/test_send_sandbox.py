@@ -88,8 +88,10 @@ class Watch(RequestsTransport):
         self.max_in_flight = 0
         self.chats_per_request: list[list[str]] = []
         self.fail_after: int | None = None  # raise after this many requests were answered (crash)
+        self.bodies: list[bytes] = []  # everything sent to the portal
 
     def post(self, url: str, body: bytes, headers: Any, timeout: Any) -> Any:
+        self.bodies.append(body)
         payload = json.loads(body)
         chats: list[str] = []
         if url.endswith("/batch"):
@@ -182,7 +184,8 @@ def portal():
 def test_import_with_token_expiry_and_rotation(tmp_path, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     with Sandbox(time_scale=100.0, token_lifetime=60, seed=2) as portal:
-        client, auth = connect(portal, tmp_path)
+        watch = Watch()
+        client, auth = connect(portal, tmp_path, watch)
         setup_connector(client)
         plan = make_plan([40, 25, 60, 5, 30])
         portal.faults.add("expire-token", count=1, methods=["batch", "imconnector.send.messages"])
@@ -225,6 +228,8 @@ def test_import_with_token_expiry_and_rotation(tmp_path, caplog, capsys):
         )
         for secret in secrets:
             assert secret not in text
+        # the client secret goes to the OAuth server only, never to the portal
+        assert watch.bodies and not any(portal.client_secret.encode() in b for b in watch.bodies)
 
 
 def test_one_conversation_in_flight_and_batches_of_distinct_chats(portal, tmp_path):
@@ -569,3 +574,15 @@ def test_chaos_mixed_faults_over_several_resumed_runs(tmp_path):
         dupes = set(portal.store.duplicates()["message_id"])
         assert dupes <= unknown_arrived
         assert set(portal.store.messages()["message_id"]) == {f"m{r}" for r in f.index}
+
+
+def test_portal_per_call_message_limit_is_discovered(tmp_path):
+    """The real per-call limit is undocumented; a portal refusing big calls costs nothing."""
+    with Sandbox(time_scale=300.0, max_messages=6, seed=5) as portal:
+        client, _ = connect(portal, tmp_path)
+        setup_connector(client)
+        plan = make_plan([30, 30])
+        out = sender(plan, client, tmp_path).run()
+        assert out.summary.counts["sent"] == 60 and out.summary.counts["failed"] == 0, str(out.summary)
+        assert_exactly_once_in_order(portal, plan, out.frame)
+        assert client.governor.messages_per_call(50) <= 6

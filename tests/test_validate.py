@@ -246,3 +246,26 @@ def test_example_files_validate_with_the_deliberate_problems():
         errs = set(f.loc[f["level"] == "error", "code"])
         assert {"missing-date", "bad-date", "missing-content", "bad-file-url", "no-customer"} <= errs
         assert (f["level"] == "warning").any()
+
+
+def test_excel_1904_serials_flow_from_the_workbook_to_the_plan(tmp_path):
+    import datetime as dt
+
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.epoch = openpyxl.utils.datetime.CALENDAR_MAC_1904
+    ws = wb.active
+    ws.append(["Client", "Date", "Text"])
+    ws.append(["007", dt.datetime(2026, 11, 23, 14, 5), "a date cell"])
+    ws.append(["007", 46349.586805555556 - 1462, "a plain number: a 1904 serial"])
+    wb.save(tmp_path / "mac.xlsx")
+    df = bulkimport.read(tmp_path / "mac.xlsx")
+    m = Mapping(
+        columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"},
+        options={"timezone": "Europe/Moscow"},
+    )
+    (conv,) = bulkimport.plan(df, m).conversations
+    want = int(pd.Timestamp("2026-11-23 11:05", tz="UTC").timestamp())
+    assert [msg["message"]["date"] for msg in conv.messages] == [want, want]
+    assert conv.messages[0]["user"]["id"] == "007"

@@ -29,6 +29,7 @@ import ipaddress
 import json
 import logging
 import threading
+import time as _time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -152,21 +153,35 @@ def _not_sent(exc: requests.RequestException) -> bool:
 
 
 class RequestsTransport:
-    """The real transport: one ``requests.Session`` (keep-alive), no automatic redirects."""
+    """The real transport: one ``requests.Session`` (keep-alive), no automatic redirects.
 
-    def __init__(self, session: requests.Session | None = None) -> None:
+    A pooled connection idle for more than ``idle_reset`` seconds (real time) is dropped before
+    the next request: servers close idle keep-alive connections after about a minute, and a
+    request written into a socket the server is closing at that moment fails *after* sending —
+    an ambiguous outcome the sender would have to report as ``unknown``. A fresh connection
+    after long pauses (operating-budget waits last minutes) costs one handshake.
+    """
+
+    def __init__(self, session: requests.Session | None = None, idle_reset: float = 20.0) -> None:
         self.session = session or requests.Session()
+        self.idle_reset = idle_reset
+        self._last_used: float | None = None
 
     def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: tuple[float, float]
     ) -> RawResponse:
         """POST ``body``; map network failures to NotSent / AmbiguousError."""
+        idle_since = self._last_used
+        if idle_since is not None and _time.monotonic() - idle_since > self.idle_reset:
+            self.session.close()  # drop pooled connections; the next request opens a fresh one
         try:
             resp = self.session.post(
                 url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
             )
             content = resp.content
+            self._last_used = _time.monotonic()
         except requests.RequestException as exc:
+            self._last_used = None  # whatever the pool holds now is suspect
             if _not_sent(exc):
                 raise NotSent(type(exc).__name__) from None
             if isinstance(exc, requests.Timeout):

@@ -84,6 +84,8 @@ class Governor:
         self._methods: dict[str, _MethodState] = {}
         self._skew = 0.0
         self._skew_samples = 0
+        #: the most messages one answered call has carried (a refusal above it means a size limit)
+        self.largest_call_ok = 0
         self._mpc = max(1, initial_messages)
         # Slow start for calls per batch (the blast radius of one unusable answer): 4, then
         # doubling with every answered batch up to 50; halved after an unusable answer.
@@ -269,6 +271,17 @@ class Governor:
             self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
             self._pause(now + self._backoff, f"reconnecting ({self._backoff:.0f}s)")
 
+    def call_answered(self, messages: int) -> None:
+        """A call carrying ``messages`` was answered (not refused as a whole)."""
+        with self._lock:
+            self.largest_call_ok = max(self.largest_call_ok, messages)
+
+    def cap_messages(self, most: int) -> None:
+        """The portal refused calls of more than ``most`` messages: never send more again."""
+        with self._lock:
+            self._max_messages = max(1, min(self._max_messages, most))
+            self._mpc = min(self._mpc, self._max_messages)
+
     def on_timeout(self) -> None:
         """An ambiguous timeout: the next calls carry half as many messages."""
         with self._lock:
@@ -309,7 +322,9 @@ class Governor:
         with self._lock:
             # a portal may report 0 s for a fast call: keep the division finite
             by_time = max(1, int(self.target_seconds / max(self.seconds_per_message, 1e-6)))
-            return max(1, min(self._mpc, cap, by_time if self._spm is not None else self._mpc))
+            return max(
+                1, min(self._mpc, cap, self._max_messages, by_time if self._spm is not None else self._mpc)
+            )
 
     def calls_per_batch(self, messages_per_call: int, method: str = SEND_METHOD) -> int:
         """How many calls of ``messages_per_call`` fit one request under the target and the budget."""
@@ -317,7 +332,11 @@ class Governor:
             per_call = max(1e-6, messages_per_call * self.seconds_per_message)
             calls = int(self.target_seconds / per_call)
             st = self._methods.get(method)
-            if st is not None and st.reset_at is not None and st.reset_at > self.clock.now():
+            if st is not None and st.reset_at is not None:
+                # Past reset_at the last reported figure is stale: some budget was freed, but how
+                # much is unknown until the next answer. Size by the stale figure, so near the
+                # limit one call goes first and its answer tells the new figure (no 429 inside a
+                # batch from guessing that a whole basket expired).
                 room = self.limits.operating_limit * self.budget_safety - st.operating
                 calls = min(calls, int(room / per_call))
             return max(1, min(calls, self.limits.batch_max, self._cpb_cap))

@@ -89,6 +89,10 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
 @click.option("--no-limits", is_flag=True, help="Disable the leaky bucket and the operating-time limit.")
 @click.option("--plan", "plan_name", type=click.Choice(sorted(PLANS)), default="standard", show_default=True,
               help="Leaky bucket of the plan: standard X=50, Y=2/s; enterprise X=250, Y=5/s.")
+@click.option("--cost-per-call", default=0.7, show_default=True, type=float,
+              help="Simulated server seconds per executed method (0 for client-overhead benchmarks).")
+@click.option("--cost-per-message", default=0.5, show_default=True, type=float,
+              help="Simulated server seconds per message of imconnector.*.messages.")
 @click.option("--max-messages", default=100, show_default=True, type=int,
               help="Most MESSAGES per imconnector.*.messages call (0: no limit).")
 @click.option("--fault", "faults", multiple=True, metavar="SPEC", help="Inject a fault (repeatable).")
@@ -104,7 +108,7 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="Output format of --show.")
 def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifetime: float, no_limits: bool,
-            plan_name: str, max_messages: int,
+            plan_name: str, cost_per_call: float, cost_per_message: float, max_messages: int,
             faults: tuple[str, ...], fault_delay: float, seed: int, credentials_file: str | None,
             show: str | None, chat: str | None, line: int | None, fmt: str) -> None:
     """Run the local sandbox Bitrix24 portal until Ctrl-C, or inspect one with --show."""
@@ -121,12 +125,15 @@ def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifet
             raise click.BadParameter(str(exc), param_hint="--fault") from None
     if time_scale <= 0:
         raise click.BadParameter("must be positive", param_hint="--time-scale")
+    if cost_per_call < 0 or cost_per_message < 0:
+        raise click.BadParameter("costs cannot be negative", param_hint="--cost-per-call/--cost-per-message")
     from . import Sandbox
 
     bucket_size, drain_rate = PLANS[plan_name]
     portal = Sandbox(db=db, host=host, port=port, time_scale=time_scale, token_lifetime=token_lifetime,
                      bucket_size=bucket_size, drain_rate=drain_rate, limits=not no_limits, seed=seed,
-                     max_messages=max_messages or None)
+                     max_messages=max_messages or None, cost_per_call=cost_per_call,
+                     cost_per_message=cost_per_message)
     for parsed in specs:
         portal.faults.add(delay=fault_delay, **parsed)
     stop = threading.Event()

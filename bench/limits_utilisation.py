@@ -1,0 +1,242 @@
+"""How fully bulkimport uses the portal's binding limit, and how honest the plan's ETA is.
+
+The sandbox runs with the cloud limits (leaky bucket X/Y, 480 s of operating time per method per
+600 s, 60 s request cap) under a time scale; the sender sends a Plan built by ``bulkimport.plan()``
+from a generated DataFrame. For each scenario the script computes from the sandbox's configuration
+the shortest time any client keeping the rules (one request at a time, one conversation in flight,
+chunks of a conversation in order) could need, and prints achieved/ceiling, refusals (503/429, in
+total and after the first minute), p50/p95 request duration, lost/duplicated messages, and the
+plan's estimate against the measured duration.
+
+Usage: python bench/limits_utilisation.py [--full] [--only NAME[,NAME]] [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+FORMULA = """\
+Ceiling (shortest possible duration T_ideal for the workload, from the sandbox's configuration):
+  m      = messages per call = min(chunk_size, max_messages, floor((cap - c_call) / c_msg))
+  K      = calls = sum over conversations of ceil(n_i / m);  K_max = most calls of one conversation
+  B      = calls per request = min(50, floor(cap / (c_call + m * c_msg)))
+  R      = requests = max(ceil(K / B), K_max)      (one conversation in flight: its chunks are sequential)
+  W      = server work = K * c_call + N * c_msg    (virtual seconds, charged to the operating budget)
+  T_bucket    = max(0, R - X) / Y                  (leaky bucket: X burst, Y per second)
+  T_operating = W                       if W <= L
+              = k * window + (W - k*L)  otherwise, k = ceil(W / L) - 1
+                (the budget L per window is spent at rate 1 by sequential work, then the baskets expire)
+  T_ideal = max(T_bucket, T_operating);  ceiling = N / T_ideal messages per sandbox second
+  steady-state ceilings: bucket Y * N / R; operating (L / window) * N / W
+Diagnostic (not the goal): under a time scale the sandbox's own CPU time is scaled too, so its
+wall time per call (D = sum of the time.duration it reports) exceeds the charged work W. A client
+sending one request at a time cannot beat T_server = max(T_bucket, T_operating at rate W/D, D);
+T_server / measured is the share of the time the client itself is responsible for.
+Goal: achieved / ceiling >= 0.95, zero 503 and zero 429 after the first (virtual) minute;
+ETA: plan.estimate(limits, seconds_per_message=measured) within +-15 % of the measured duration."""
+
+
+@dataclass
+class Scenario:
+    name: str
+    regime: str  # "bucket" or "operating" (which limit is meant to bind)
+    messages: int
+    conversations: int
+    skewed: bool
+    preset: str  # "standard" / "enterprise"
+    cost_per_call: float
+    cost_per_message: float
+    time_scale: float
+    chunk_size: int = 50
+
+
+def scenarios(full: bool, messages: int | None) -> list[Scenario]:
+    """Bucket-bound: short chats (2 messages each) and cheap messages; operating-bound: 100-message
+    conversations at a tenth of the sandbox's default cost (same call/message ratio)."""
+    n = messages or (100_000 if full else 20_000)
+    short = max(200, n // 2)
+    return [
+        Scenario("bucket-standard", "bucket", n, short, False, "standard", 0.002, 0.001, 2.0),
+        Scenario("bucket-standard-skewed", "bucket", n, short, True, "standard", 0.002, 0.001, 2.0),
+        Scenario("bucket-enterprise", "bucket", n, n, False, "enterprise", 0.001, 0.0005, 1.0),
+        Scenario("operating-standard", "operating", n, max(200, n // 100), False, "standard", 0.07, 0.05, 20.0),
+        Scenario("operating-standard-skewed", "operating", n, max(200, n // 100), True, "standard", 0.07, 0.05,
+                 20.0),
+        Scenario("operating-enterprise", "operating", n, max(200, n // 100), False, "enterprise", 0.07, 0.05,
+                 20.0),
+    ]
+
+
+def ideal(sizes: list[int], sc: Scenario, x: float, y: float, limit: float = 480.0, window: float = 600.0,
+          cap: float = 60.0, max_messages: int = 100, server_wall: float | None = None) -> dict[str, float]:
+    """The formula above; with ``server_wall`` (the portal's own summed ``time.duration``) also the
+    bound a sequential client meets when the server's wall time exceeds the charged time."""
+    c_call, c_msg = sc.cost_per_call, sc.cost_per_message
+    m = min(sc.chunk_size, max_messages, int((cap - c_call) // c_msg) if c_msg else sc.chunk_size)
+    calls = [math.ceil(s / m) for s in sizes]
+    k, k_max = sum(calls), max(calls)
+    b = min(50, int(cap // (c_call + m * c_msg)))
+    r = max(math.ceil(k / b), k_max)
+    n = sum(sizes)
+    w = k * c_call + n * c_msg
+
+    def operating(rate: float) -> float:
+        # sequential work consumes the budget at `rate` charged seconds per wall second
+        if w <= limit:
+            return w / rate
+        if limit / rate >= window:
+            return w / rate  # never idle: the wall time itself binds
+        kk = math.ceil(w / limit) - 1
+        return kk * window + (w - kk * limit) / rate
+
+    t_bucket = max(0.0, r - x) / y
+    t_oper = operating(1.0)
+    t = max(t_bucket, t_oper)
+    out = {"m": m, "K": k, "K_max": k_max, "B": b, "R": r, "W": w, "T_bucket": t_bucket,
+           "T_operating": t_oper, "T_ideal": t, "ceiling": n / t if t else math.inf,
+           "steady_bucket": y * n / r, "steady_operating": (limit / window) * n / w,
+           "binding": "bucket" if t_bucket >= t_oper else "operating"}
+    if server_wall:
+        rho = min(1.0, w / server_wall)
+        t_srv = max(t_bucket, operating(rho), server_wall)
+        out.update({"D": server_wall, "rho": rho, "T_server": t_srv})
+    return out
+
+
+def run(sc: Scenario) -> dict[str, Any]:
+    from bulkimport.limits import ENTERPRISE, STANDARD
+    from bulkimport.sandbox import Sandbox
+    from bulkimport.send import Sender
+
+    limits = ENTERPRISE if sc.preset == "enterprise" else STANDARD
+    sizes = C.sizes(sc.messages, sc.conversations, sc.skewed)
+    t = time.perf_counter()
+    plan = C.build_plan(sizes, sc.chunk_size)
+    plan_seconds = time.perf_counter() - t
+    want = C.expected_ids(plan)
+    ceiling = ideal(sizes, sc, limits.bucket_size, limits.drain_rate)
+    with tempfile.TemporaryDirectory() as tmp, Sandbox(
+        time_scale=sc.time_scale, bucket_size=limits.bucket_size, drain_rate=limits.drain_rate,
+        cost_per_call=sc.cost_per_call, cost_per_message=sc.cost_per_message, seed=1,
+    ) as portal:
+        from bulkimport.clock import for_sandbox
+
+        clock = for_sandbox(portal)
+        rec = C.Recorder(clock=clock)
+        client = C.bulkimport_client(portal, Path(tmp), limits=limits, transport=C.recording_transport(rec),
+                                     clock=clock)
+        C.setup_connector(client)
+        portal.advance(600)  # set-up calls out of the bucket and the baskets: the import starts fresh
+        portal.reset_stats()
+        rec.durations.clear()
+        rec.events.clear()
+        v0, r0 = portal.now(), time.perf_counter()
+        out = Sender(plan, line=1, connector=C.CONNECTOR, state=Path(tmp) / "journal.db", progress=False,
+                     client=client, limits=limits).run()
+        v1, r1 = portal.now(), time.perf_counter()
+        stats = portal.stats()
+        check = C.store_check(portal, want)
+    ceiling = ideal(sizes, sc, limits.bucket_size, limits.drain_rate, server_wall=sum(rec.server))
+    s = out.summary
+    measured = v1 - v0
+    spm = s.seconds_per_message or ceiling["W"] / sc.messages
+    est = plan.estimate(limits, seconds_per_message=spm)
+    est_prior = plan.estimate(limits, seconds_per_message=ceiling["W"] / sc.messages)
+    after = rec.refusals(after=v0 + 60)
+    p50, p95 = rec.percentiles()
+    return {
+        "scenario": sc.name, "sizes": sizes, "plan_seconds": plan_seconds, "ceiling": ceiling,
+        "sent": s.counts["sent"], "complete": s.complete, "measured": measured, "real": r1 - r0,
+        "rate": s.counts["sent"] / measured if measured else 0.0,
+        "ratio": ceiling["T_ideal"] / measured if measured else 0.0,
+        "ratio_server": ceiling["T_server"] / measured if measured else 0.0,
+        "http503": stats["by_status"].get(503, 0), "http429": stats["by_status"].get(429, 0),
+        "refusals_total": rec.refusals(), "refusals_after_1min": after,
+        "requests": len(rec.durations), "p50": p50, "p95": p95, "check": check,
+        "spm": spm, "estimate": est.seconds, "estimate_binding": est.binding,
+        "estimate_prior": est_prior.seconds,
+    }
+
+
+def report(sc: Scenario, r: dict[str, Any]) -> bool:
+    c = r["ceiling"]
+    shape = (f"{sc.conversations} conversations, one holding {r['sizes'][0]}" if sc.skewed
+             else f"{sc.conversations} conversations of ~{sc.messages // sc.conversations}")
+    print(f"\n--- {sc.name}: {sc.messages} messages, {shape}; {sc.preset} limits; "
+          f"cost {sc.cost_per_call:g} s/call + {sc.cost_per_message:g} s/message; time scale {sc.time_scale:g}")
+    print(f"  plan: bulkimport.plan() from a generated DataFrame in {r['plan_seconds']:.2f} s")
+    print(f"  ceiling: m={c['m']} K={c['K']} K_max={c['K_max']} B={c['B']} R={c['R']} W={c['W']:.1f} s; "
+          f"T_bucket={c['T_bucket']:.1f} s T_operating={c['T_operating']:.1f} s → T_ideal={c['T_ideal']:.1f} s "
+          f"({c['binding']}-bound), ceiling {c['ceiling']:.2f} msg/s "
+          f"(steady: bucket {c['steady_bucket']:.2f}, operating {c['steady_operating']:.2f})")
+    if "T_server" in c:
+        print(f"  diagnostic: sandbox wall D={c['D']:.1f} s for W={c['W']:.1f} s charged (rate {c['rho']:.2f}) "
+              f"→ T_server={c['T_server']:.1f} s; client efficiency T_server/measured = {r['ratio_server']:.3f}")
+    print(f"  measured: {r['sent']} sent{'' if r['complete'] else ' (INCOMPLETE)'} in {r['measured']:.1f} "
+          f"sandbox s ({r['real']:.1f} real s) = {r['rate']:.2f} msg/s; achieved/ceiling = {r['ratio']:.3f}")
+    n503, n429 = r["refusals_total"]
+    a503, a429 = r["refusals_after_1min"]
+    print(f"  refusals: 503 {n503} / 429 {n429} in total (portal.stats: HTTP 503 {r['http503']}, HTTP 429 "
+          f"{r['http429']}); after the first minute: 503 {a503} / 429 {a429}")
+    print(f"  requests: {r['requests']}; duration p50 {r['p50'] * 1000:.1f} ms / p95 {r['p95'] * 1000:.1f} ms real "
+          f"(×{sc.time_scale:g} = {r['p50'] * sc.time_scale:.2f} / {r['p95'] * sc.time_scale:.2f} sandbox s)")
+    ck = r["check"]
+    print(f"  sandbox store: {ck['stored']} stored, lost {ck['lost']}, duplicated {ck['duplicated']}, "
+          f"out-of-order chats {ck['out_of_order_chats']}, duplicate chats {ck['duplicate_chats']}")
+    dev = r["estimate"] / r["measured"] - 1 if r["measured"] else math.inf
+    dev0 = r["estimate_prior"] / r["measured"] - 1 if r["measured"] else math.inf
+    print(f"  ETA: plan.estimate(seconds_per_message={r['spm']:.4f} measured) = {r['estimate']:.1f} s "
+          f"({r['estimate_binding']}) vs measured {r['measured']:.1f} s: {dev:+.1%}; "
+          f"with the configured cost W/N: {r['estimate_prior']:.1f} s ({dev0:+.1%})")
+    util_ok = r["ratio"] >= 0.95
+    refusal_ok = a503 == 0 and a429 == 0
+    exact_ok = ck["lost"] == 0 and ck["duplicated"] == 0 and ck["out_of_order_chats"] == 0 and r["complete"]
+    eta_ok = abs(dev) <= 0.15
+    print(f"  {C.verdict(util_ok)} utilisation ≥ 0.95 | {C.verdict(refusal_ok)} no refusal after 1 min | "
+          f"{C.verdict(exact_ok)} exactly once, in order | {C.verdict(eta_ok)} ETA within ±15 %")
+    return util_ok and refusal_ok and exact_ok and eta_ok
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--full", action="store_true", help="100,000 messages per scenario (default 20,000)")
+    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--messages", type=int, default=None)
+    args = ap.parse_args()
+    C.header("bench/limits_utilisation.py — limit utilisation and ETA honesty (issue 6, parts 1 and 5)")
+    print(FORMULA)
+    wanted = {s for s in args.only.split(",") if s}
+    ok = True
+    rows = []
+    for sc in scenarios(args.full, args.messages):
+        if wanted and sc.name not in wanted:
+            continue
+        r = run(sc)
+        ok &= report(sc, r)
+        rows.append((sc, r))
+    print("\nsummary (sandbox seconds):")
+    print(f"  {'scenario':28} {'ceiling':>9} {'achieved':>9} {'ratio':>6} {'client':>6} {'503/429':>8} {'after1m':>8} "
+          f"{'p50 ms':>7} {'p95 ms':>7} {'ETA dev':>8} {'lost/dup':>8}")
+    for sc, r in rows:
+        n503, n429 = r["refusals_total"]
+        a503, a429 = r["refusals_after_1min"]
+        dev = r["estimate"] / r["measured"] - 1
+        print(f"  {sc.name:28} {r['ceiling']['ceiling']:9.2f} {r['rate']:9.2f} {r['ratio']:6.3f} {r['ratio_server']:6.3f} "
+              f"{n503:>3}/{n429:<4} {a503:>3}/{a429:<4} {r['p50'] * 1000:7.1f} {r['p95'] * 1000:7.1f} "
+              f"{dev:+8.1%} {r['check']['lost']:>3}/{r['check']['duplicated']:<4}")
+    print(f"\noverall: {C.verdict(ok)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
