@@ -11,9 +11,11 @@ bench/bench_prepare.py) reads the workbook. It is called directly rather than th
 ``pandas.read_excel(engine="calamine")`` because pandas would turn integral numbers into floats
 and drop the leading empty rows that fix the spreadsheet row numbers; the raw cells keep both.
 openpyxl is the fallback for files calamine refuses (unusual writers, XML quirks); both give the
-same values (formula errors such as ``#N/A`` are empty in both). The Excel date system (1900 or 1904) is read from
-``xl/workbook.xml`` and kept in ``df.attrs["date1904"]`` because plain numbers in a date column
-are Excel serials whose meaning depends on it.
+same values (formula errors such as ``#N/A`` are empty in both).
+
+The Excel date system (1900 or 1904) is read from ``xl/workbook.xml`` and kept in
+``df.attrs["date1904"]`` because plain numbers in a date column are Excel serials whose meaning
+depends on it.
 """
 
 from __future__ import annotations
@@ -280,6 +282,14 @@ def _detect_encoding(p: Path, raw_head: bytes) -> str:
     if raw_head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
     sample = raw_head[:4096]
+    if b"\x00" in sample and sample.count(b"\x00") * 10 < len(sample):
+        # UTF-16 text has a NUL in every ASCII character (digits, commas, newlines): at least a
+        # tenth of the bytes. A few NULs are stray bytes in an 8-bit/UTF-8 export.
+        line = raw_head[: raw_head.index(b"\x00")].count(b"\n") + 1
+        raise ReadError(
+            f"{p.name}: line {line} contains NUL bytes (\\0), which a text export never has; remove them "
+            "(e.g. with a text editor) or export the history again"
+        )
     if b"\x00" in sample:
         # UTF-16 without a BOM (NULs in text), or a binary file
         best_enc, best_score = "", 0.0

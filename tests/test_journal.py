@@ -169,3 +169,17 @@ def test_no_index_on_status(tmp_path):
     assert "rows_status" not in names and "rows_conv" in names
     assert j.recover() == 0
     j.close()
+
+
+def test_resolve_unknown_for_some_rows(tmp_path):
+    j = make(tmp_path)
+    run = j.start_run(0.0)
+    req = j.mark_inflight([row_key(0), row_key(1), row_key(2)], run, 0.0)
+    j.settle(req, [RowUpdate(row_key(i), "unknown", "timeout", "x", hold=1) for i in range(3)], 1.0, "amb")
+    assert j.resolve_unknown(arrived=False, rows=[0]) == 1
+    assert j.resolve_unknown(arrived=True, rows=[1, 4]) == 1  # 4 is pending: untouched
+    rows = j.rows().set_index("rid")
+    assert rows.loc["0", "status"] == "pending" and rows.loc["0", "hold"] == 0
+    assert rows.loc["1", "status"] == "sent" and rows.loc["1", "code"] == "confirmed-arrived"
+    assert rows.loc["2", "status"] == "unknown"
+    assert j.resolve_unknown(arrived=True) == 1
