@@ -26,6 +26,9 @@ class PortalLimits:
     operating_window: float = 600.0  # ten one-minute baskets
     request_timeout: float = 60.0  # the portal cuts off longer requests
     batch_max: int = 50  # commands per batch
+    # Share of the operating budget the sender lets itself use per window (it waits for the reset
+    # beyond it, so one slow call cannot tip it into 429); the plan's ETA uses the same figure.
+    budget_safety: float = 0.98
 
     @property
     def operating_rate(self) -> float:

@@ -159,8 +159,9 @@ class Plan:
         * requests = max(ceil(calls / per-batch), the most chunks of one conversation).
         * bucket-bound = requests beyond the bucket's burst X, drained at Y per second.
         * operating-bound = server seconds, run back to back until a window's budget is spent,
-          then idle until the window's oldest baskets expire: ``k·window + (work − k·limit)``
-          with ``k = ceil(work / limit) − 1`` (the portal runs one method's work sequentially).
+          then idle until the window's oldest baskets expire: ``k·window + (work − k·budget)``
+          with ``k = ceil(work / budget) − 1`` and ``budget = limit × budget_safety`` (the
+          sender's pace; the portal runs one method's work sequentially).
         """
         spm = max(float(seconds_per_message), 1e-9)
         per_call = max(1, min(self.chunk_size, int(limits.request_timeout // spm) or 1))
@@ -171,13 +172,14 @@ class Plan:
         requests = max(math.ceil(calls / per_batch), max(chunks, default=0)) if calls else 0
         bucket = max(0.0, (requests - limits.bucket_size) / limits.drain_rate)
         work = messages * spm
-        if work <= limits.operating_limit:
+        budget = limits.operating_limit * limits.budget_safety  # the sender's pace: see limits.py
+        if work <= budget:
             operating = work
         else:
-            # Sequential work spends a window's budget at full speed, then waits for the oldest
-            # baskets to expire (window − limit idle per window): k full windows, then the rest.
-            full = math.ceil(work / limits.operating_limit) - 1
-            operating = full * limits.operating_window + (work - full * limits.operating_limit)
+            # Sequential work spends a window's (safety-trimmed) budget at full speed, then waits for
+            # the oldest baskets to expire (window − budget idle per window): k full windows, then the rest.
+            full = math.ceil(work / budget) - 1
+            operating = full * limits.operating_window + (work - full * budget)
         binding = "operating" if operating >= bucket else "bucket"
         return Estimate(messages, calls, requests, max(bucket, operating), binding, limits, spm)
 

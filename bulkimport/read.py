@@ -282,6 +282,14 @@ def _detect_encoding(p: Path, raw_head: bytes) -> str:
     if raw_head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
     sample = raw_head[:4096]
+    if b"\x00" in sample and sample.count(b"\x00") * 10 < len(sample):
+        # UTF-16 text has a NUL in every ASCII character (digits, commas, newlines): at least a
+        # tenth of the bytes. A few NULs are stray bytes in an 8-bit/UTF-8 export.
+        line = raw_head[: raw_head.index(b"\x00")].count(b"\n") + 1
+        raise ReadError(
+            f"{p.name}: line {line} contains NUL bytes (\\0), which a text export never has; remove them "
+            "(e.g. with a text editor) or export the history again"
+        )
     if b"\x00" in sample:
         # UTF-16 without a BOM (NULs in text), or a binary file
         best_enc, best_score = "", 0.0

@@ -192,3 +192,28 @@ def test_ctrl_c_during_start_up_is_not_a_traceback(tmp_path):
         assert "Traceback" not in err and proc.returncode == 130, (delay, proc.returncode, err)
         handled += 1
     assert handled >= 2
+
+
+def test_a_second_run_on_the_same_journal_is_refused_while_the_first_sends(tmp_path):
+    """An overlapping cron job or a second terminal: the second run must not send anything."""
+    history = write_history(tmp_path / "history.csv", conversations=30, per_conversation=12)
+    with _portal(7) as portal:
+        register(portal)
+        env = cli_env(portal, tmp_path)
+        args = run_args(portal, tmp_path / "history.csv", tmp_path)
+        first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_sending(portal, first, 0)
+            second = run_cli(args, env, timeout=60)
+            out, err = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error: "), second.stderr
+        assert "journal" in lines[0].lower(), lines[0]
+        assert first.returncode == 0, out + err
+        status, _ = _statuses(tmp_path, history)
+        copies = check_store(portal, history.want, status)
+        assert set(copies) == history.ids and set(copies.values()) == {1}

@@ -66,14 +66,14 @@ class Governor:
         max_messages: int = 50,
         target_seconds: float | None = None,
         bucket_margin: int = 2,
-        budget_safety: float = 0.98,
+        budget_safety: float | None = None,
         max_backoff: float = 60.0,
     ) -> None:
         self.limits = limits
         self.clock: Clock = clock or SystemClock()
         self.target_seconds = target_seconds if target_seconds is not None else limits.request_timeout / 4
         self.bucket_margin = bucket_margin
-        self.budget_safety = budget_safety
+        self.budget_safety = limits.budget_safety if budget_safety is None else budget_safety
         self.max_backoff = max_backoff
         self._lock = threading.RLock()
         self._level = 0.0
@@ -341,13 +341,24 @@ class Governor:
                 calls = min(calls, int(room / per_call))
             return max(1, min(calls, self.limits.batch_max, self._cpb_cap))
 
+    def _budget_used_per_window(self) -> float:
+        """Server seconds of the send method one budget window really carries: the safety share of
+        the limit, rounded down to whole calls of the measured cost (the governor sends a call only
+        when it fits). Modelling the full limit made every long ETA 10-15 % optimistic."""
+        budget = self.limits.operating_limit * self.budget_safety
+        st = self._methods.get(SEND_METHOD)
+        cost = st.call_cost if st is not None else None
+        if not cost or cost <= 0 or cost >= budget:
+            return budget
+        return (budget // cost) * cost
+
     def eta(self, messages: int) -> float:
         """Seconds ``messages`` more messages need at the binding limit (operating, bucket or time)."""
         spm = self.seconds_per_message
         mpc = self.messages_per_call(self._max_messages)
         calls = math.ceil(messages / mpc) if messages else 0
         requests = math.ceil(calls / self.calls_per_batch(mpc)) if calls else 0
-        by_operating = messages * spm / self.limits.operating_rate
+        by_operating = messages * spm * self.limits.operating_window / self._budget_used_per_window()
         by_bucket = max(0, requests - self.limits.bucket_size) / self.limits.drain_rate
         by_duration = messages * spm
         return max(by_operating, by_bucket, by_duration)
