@@ -61,20 +61,21 @@ class Scenario:
 
 
 def scenarios(full: bool, messages: int | None) -> list[Scenario]:
-    """Bucket-bound: short chats (2 messages each) and cheap messages; operating-bound: 100-message
-    conversations at a tenth of the sandbox's default cost (same call/message ratio)."""
-    n = messages or (100_000 if full else 20_000)
-    short = max(200, n // 2)
-    return [
-        Scenario("bucket-standard", "bucket", n, short, False, "standard", 0.002, 0.001, 2.0),
-        Scenario("bucket-standard-skewed", "bucket", n, short, True, "standard", 0.002, 0.001, 2.0),
-        Scenario("bucket-enterprise", "bucket", n, n, False, "enterprise", 0.001, 0.0005, 1.0),
-        Scenario("operating-standard", "operating", n, max(200, n // 100), False, "standard", 0.07, 0.05, 20.0),
-        Scenario("operating-standard-skewed", "operating", n, max(200, n // 100), True, "standard", 0.07, 0.05,
-                 20.0),
-        Scenario("operating-enterprise", "operating", n, max(200, n // 100), False, "enterprise", 0.07, 0.05,
-                 20.0),
+    """Bucket-bound: short chats (2 messages each; 1 for enterprise, whose 250-request burst needs
+    more requests) and cheap messages, time scale 1; operating-bound: 100-message conversations at
+    a tenth of the sandbox's default cost (same call/message ratio), time scale 10."""
+    n = messages or (20_000 if full else 10_000)
+    convs = max(200, n // 100)
+    out = [
+        Scenario("bucket-standard", "bucket", n, n // 2, False, "standard", 0.0005, 0.0002, 1.0),
+        Scenario("bucket-standard-skewed", "bucket", n, n // 4 + 1, True, "standard", 0.0005, 0.0002, 1.0),
+        Scenario("bucket-enterprise", "bucket", n, n, False, "enterprise", 0.0005, 0.0002, 1.0),
+        Scenario("operating-standard", "operating", n, convs, False, "standard", 0.07, 0.05, 10.0),
+        Scenario("operating-standard-skewed", "operating", n, convs, True, "standard", 0.07, 0.05, 10.0),
     ]
+    if full:
+        out.append(Scenario("operating-enterprise", "operating", n, convs, False, "enterprise", 0.07, 0.05, 10.0))
+    return out
 
 
 def ideal(sizes: list[int], sc: Scenario, x: float, y: float, limit: float = 480.0, window: float = 600.0,
@@ -209,7 +210,8 @@ def report(sc: Scenario, r: dict[str, Any]) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--full", action="store_true", help="100,000 messages per scenario (default 20,000)")
+    ap.add_argument("--full", action="store_true",
+                    help="20,000 messages per scenario and the operating-bound enterprise case (default 10,000)")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
     ap.add_argument("--messages", type=int, default=None)
     args = ap.parse_args()

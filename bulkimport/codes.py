@@ -459,3 +459,6 @@ _add("repeated-ambiguous", "error", "send", "Several requests in a row got no us
      "The portal or a proxy in front of it is failing; bulkimport stopped so that few conversations are "
      "left unknown. Check the open line for the unknown rows, then run again (with --retry-unknown for "
      "the ones that did not arrive).")
+_add("confirmed-arrived", "warning", "send",
+     "The outcome was unknown; you confirmed the message is in the open line.",
+     "Nothing to do: it was not re-sent. Its Bitrix24 chat and session ids are not known to bulkimport.")

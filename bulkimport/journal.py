@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS runs (
 
 def row_key(rid: Hashable) -> str:
     """The journal's text key for a row id (numpy scalars become Python ones first)."""
+    if type(rid) is int:  # the common case (spreadsheet row numbers): json.dumps(n) == str(n)
+        return str(rid)
     item = getattr(rid, "item", None)
     if callable(item):
         with contextlib.suppress(TypeError, ValueError):
@@ -371,6 +373,30 @@ class Journal:
                 "UPDATE rows SET code=?, error=? WHERE rid=? AND status='pending'",
                 [(code, error, rid) for rid, code, error in notes],
             )
+
+    def resolve_unknown(self, arrived: bool, rows: Iterable[Hashable] | None = None) -> int:
+        """Settle ``unknown`` rows on the user's word after checking the open line.
+
+        ``arrived=True``: the messages are there → ``sent`` (code ``confirmed-arrived``; no
+        Bitrix24 ids are known), and their conversations continue on the next run without
+        re-sending them. ``arrived=False``: they are not there → ``pending``, sent on the next run
+        (what ``retry_unknown`` does). ``rows``: only these row ids (default: every unknown row).
+        Returns how many rows changed.
+        """
+        status, code = ("sent", "confirmed-arrived") if arrived else ("pending", None)
+        with self._tx() as cur:
+            if rows is None:
+                cur.execute(
+                    "UPDATE rows SET status=?, code=?, error=NULL, hold=0 WHERE status='unknown'",
+                    (status, code),
+                )
+                return cur.rowcount
+            before = self._conn.total_changes
+            cur.executemany(
+                "UPDATE rows SET status=?, code=?, error=NULL, hold=0 WHERE rid=? AND status='unknown'",
+                [(status, code, row_key(r)) for r in rows],
+            )
+            return self._conn.total_changes - before
 
     # ------------------------------------------------------------------ reading
     def rows(self) -> pd.DataFrame:

@@ -337,6 +337,11 @@ class Mapping:
             raise MappingError(
                 f"{source}: option files_base_url {base!r} must start with http:// or https://"
             )
+        if self.operators and not self.options.get("author"):
+            raise MappingError(
+                f"{source}: [operators] needs the column that names each row's author: add "
+                'author = "<column>" under [options]'
+            )
         for name, emp in self.operators.items():
             if isinstance(emp, bool) or not isinstance(emp, int) or emp <= 0:
                 raise MappingError(

@@ -158,8 +158,10 @@ class Plan:
           another, so their total server time must also fit in the request cap.
         * requests = max(ceil(calls / per-batch), the most chunks of one conversation).
         * bucket-bound = requests beyond the bucket's burst X, drained at Y per second.
-        * operating-bound = server seconds, paced at limit/window once the first window's
-          budget is spent (the portal runs one method's work sequentially for one application).
+        * operating-bound = server seconds, run back to back until a window's budget is spent,
+          then idle until the window's oldest baskets expire: ``k·window + (work − k·budget)``
+          with ``k = ceil(work / budget) − 1`` and ``budget = limit × budget_safety`` (the
+          sender's pace; the portal runs one method's work sequentially).
         """
         spm = max(float(seconds_per_message), 1e-9)
         per_call = max(1, min(self.chunk_size, int(limits.request_timeout // spm) or 1))
@@ -174,7 +176,10 @@ class Plan:
         if work <= budget:
             operating = work
         else:
-            operating = budget + (work - budget) / (limits.operating_rate * limits.budget_safety)
+            # Sequential work spends a window's (safety-trimmed) budget at full speed, then waits for
+            # the oldest baskets to expire (window − budget idle per window): k full windows, then the rest.
+            full = math.ceil(work / budget) - 1
+            operating = full * limits.operating_window + (work - full * budget)
         binding = "operating" if operating >= bucket else "bucket"
         return Estimate(messages, calls, requests, max(bucket, operating), binding, limits, spm)
 
@@ -327,25 +332,39 @@ def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> list[dict[str, Any]]:
                 chat[f[5:]] = v
         chats.append(chat)
 
+    # message blocks: comprehensions for the common shape, then the optional keys where present
     mid = ordered["message.id"].tolist()
     date = ordered["message.date"].astype("int64").tolist()
-    text = _none(ordered["message.text"])
-    files = _none(ordered["message.files"])
-    op = [None if v is None else int(v) for v in _none(ordered["message.user_id"])]
-    out: list[dict[str, Any]] = []
-    append = out.append
-    for i, (m_id, m_date, m_text, m_files, m_op) in enumerate(zip(mid, date, text, files, op, strict=True)):
-        message: dict[str, Any] = {"id": m_id, "date": m_date}
-        if m_text is not None:
-            message["text"] = m_text
-        if m_files is not None:
-            message["files"] = m_files
-        if crm:
-            message["disable_crm"] = "Y"
-        if m_op is not None:
-            message["user_id"] = m_op
-        append({"user": users[ucodes[i]], "message": message, "chat": chats[kcodes[i]]})
-    return out
+    text_col = ordered["message.text"]
+    has_text = text_col.notna().to_numpy()
+    messages: list[dict[str, Any]]
+    if has_text.all():
+        messages = [
+            {"id": a, "date": b, "text": c} for a, b, c in zip(mid, date, text_col.tolist(), strict=True)
+        ]
+    else:
+        messages = [{"id": a, "date": b} for a, b in zip(mid, date, strict=True)]
+        text = _none(text_col)
+        for i in np.flatnonzero(has_text).tolist():
+            messages[i]["text"] = text[i]
+    files_col = ordered["message.files"]
+    has_files = files_col.notna().to_numpy()
+    if has_files.any():
+        files = files_col.tolist()
+        for i in np.flatnonzero(has_files).tolist():
+            messages[i]["files"] = files[i]
+    if crm:
+        for m in messages:
+            m["disable_crm"] = "Y"
+    op_col = ordered["message.user_id"]
+    has_op = op_col.notna().to_numpy()
+    if has_op.any():
+        ops = op_col.fillna(0).astype("int64").tolist()
+        for i in np.flatnonzero(has_op).tolist():
+            messages[i]["user_id"] = ops[i]
+    uref = [users[c] for c in ucodes.tolist()]
+    cref = [chats[c] for c in kcodes.tolist()]
+    return [{"user": u, "message": m, "chat": k} for u, m, k in zip(uref, messages, cref, strict=True)]
 
 
 def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:

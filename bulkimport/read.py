@@ -11,9 +11,11 @@ bench/bench_prepare.py) reads the workbook. It is called directly rather than th
 ``pandas.read_excel(engine="calamine")`` because pandas would turn integral numbers into floats
 and drop the leading empty rows that fix the spreadsheet row numbers; the raw cells keep both.
 openpyxl is the fallback for files calamine refuses (unusual writers, XML quirks); both give the
-same values (formula errors such as ``#N/A`` are empty in both). The Excel date system (1900 or 1904) is read from
-``xl/workbook.xml`` and kept in ``df.attrs["date1904"]`` because plain numbers in a date column
-are Excel serials whose meaning depends on it.
+same values (formula errors such as ``#N/A`` are empty in both).
+
+The Excel date system (1900 or 1904) is read from ``xl/workbook.xml`` and kept in
+``df.attrs["date1904"]`` because plain numbers in a date column are Excel serials whose meaning
+depends on it.
 """
 
 from __future__ import annotations

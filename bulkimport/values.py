@@ -149,6 +149,7 @@ def too_long_text(t: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------------------------------
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _MIN_YEAR, _MAX_YEAR = 1970, 2100
+_PARSE_YEARS = (1900, 2200)  # parsed at all (outside: bad-date); keeps nanosecond timestamps in range
 # (name, length, {part: (start, stop)}, {position: allowed separator characters})
 _FIXED_LAYOUTS: tuple[tuple[str, int, dict[str, tuple[int, int]], dict[int, str]], ...] = (
     (
@@ -230,10 +231,11 @@ def _assemble(
     """Components → naive datetime64 (NaT where the date does not exist, e.g. 31.02)."""
     frame = pd.DataFrame({"year": y, "month": m, "day": d, "hour": hh, "minute": mm, "second": ss})
     bad = (frame["hour"] > 23) | (frame["minute"] > 59) | (frame["second"] > 59)
+    bad |= (frame["year"] < _PARSE_YEARS[0]) | (frame["year"] > _PARSE_YEARS[1])
     out = pd.to_datetime(
         frame.where(~bad, other=0).assign(month=frame["month"].where(~bad, 13)), errors="coerce"
     )
-    return out
+    return out.astype("datetime64[ns]")
 
 
 def _ampm(hh: pd.Series, ap: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -315,6 +317,9 @@ def _parse_dates(
             is_dt = pd.Series(False, index=idx)
         if bool(is_dt.any()):
             cells = s[is_dt]
+            sane = cells.map(lambda v: _PARSE_YEARS[0] <= v.year <= _PARSE_YEARS[1]).astype(bool)
+            failed[cells.index[~sane.to_numpy()]] = True
+            cells = cells[sane]
             aware = cells.map(lambda v: getattr(v, "tzinfo", None) is not None).astype(bool)
             if bool(aware.any()):  # offsets may differ from cell to cell: convert each to UTC
                 got = pd.Series(pd.to_datetime(cells[aware].tolist(), utc=True), index=cells.index[aware])
@@ -349,7 +354,8 @@ def _parse_dates(
             serial = digits.le(5)
             unix_s = digits.between(9, 10) & num.loc[is_num, 1].isna()
             unix_ms = digits.between(12, 13) & num.loc[is_num, 1].isna()
-            ymd = digits.eq(8) & num.loc[is_num, 1].isna()
+            ymd_year = ip.str.slice(0, 4).astype("int64")
+            ymd = digits.eq(8) & num.loc[is_num, 1].isna() & ymd_year.between(*_PARSE_YEARS)
             base = pd.Timestamp("1904-01-01") if date1904 else pd.Timestamp("1899-12-30")
             if bool(serial.any()):
                 secs = (value[serial] * 86400).round()
@@ -441,9 +447,10 @@ def _parse_dates(
             if not re.search(r"(?<!\d)\d{4}(?!\d)", txt):
                 return None  # no year: dateutil would fill in today's date
             try:
-                return du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
+                got = du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
             except (ValueError, OverflowError):
                 return None
+            return got if _PARSE_YEARS[0] <= got.year <= _PARSE_YEARS[1] else None
 
         parsed = {u: one(u) for u in rest.unique()}
         naive_tab = {k: pd.Timestamp(v) for k, v in parsed.items() if v is not None and v.tzinfo is None}
@@ -524,7 +531,8 @@ def _fixed_width(
     hh, mm, ss = num.get("H", 0 * y), num.get("M", 0 * y), num.get("S", 0 * y)
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
     mdays = _MONTH_DAYS[np.clip(m, 0, 12)] + ((m == 2) & leap)
-    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= mdays) & (hh <= 23) & (mm <= 59) & (ss <= 59) & (y >= 1)
+    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= mdays) & (hh <= 23) & (mm <= 59) & (ss <= 59)
+    ok &= (y >= _PARSE_YEARS[0]) & (y <= _PARSE_YEARS[1])  # far outside 1970-2099 anyway: bad-date
     # days from civil (Howard Hinnant's algorithm), exact for the proleptic Gregorian calendar
     yy = y - (m <= 2)
     era = np.floor_divide(yy, 400)

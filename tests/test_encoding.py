@@ -77,3 +77,39 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 )
 def test_round_trip_property(items):
     assert decode_query(encode_query({"M": items})) == {"M": items}
+
+
+def _reference(params: dict) -> str:
+    """The straightforward encoder (urllib's quote, generic type checks): the spec the fast one meets."""
+    from collections.abc import Mapping, Sequence
+    from urllib.parse import quote
+
+    out: list[str] = []
+
+    def pairs(prefix: str, value: object) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                pairs(f"{prefix}[{quote(str(key), safe='')}]", item)
+        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+            for index, item in enumerate(value):
+                pairs(f"{prefix}[{index}]", item)
+        elif value is not None:
+            text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            out.append(f"{prefix}={quote(text, safe='')}")
+
+    for key, value in params.items():
+        pairs(quote(str(key), safe=""), value)
+    return "&".join(out)
+
+
+_leaf = st.one_of(st.text(), st.integers(), st.booleans(), st.none(),
+                  st.text(alphabet="abcXYZ019_.-~ ж€😀&=+%#[]\n\t", max_size=30))
+_tree = st.recursive(_leaf, lambda kids: st.one_of(
+    st.lists(kids, max_size=4), st.tuples(kids, kids),
+    st.dictionaries(st.one_of(st.text(max_size=8), st.integers()), kids, max_size=4)), max_leaves=20)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=10), _tree, max_size=4))
+def test_fast_encoder_matches_the_reference(params):
+    # the send path's encoder is optimised (bench/client_overhead.py); its output must not change
+    assert encode_query(params) == _reference(params)

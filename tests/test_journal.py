@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -32,6 +33,10 @@ def test_row_keys_are_stable():
 
     assert row_key(np.int64(5)) == row_key(5) == "5"
     assert row_key("a") == '"a"'
+    # the int fast path gives what json.dumps gives (journals written before it stay readable)
+    for n in (0, -3, 2**70):
+        assert row_key(n) == json.dumps(n)
+    assert row_key(True) == "true"
 
 
 def test_binding_mismatches_name_what_changed(tmp_path):
@@ -151,3 +156,17 @@ def test_default_path():
     assert str(default_path("/d/history.xlsx", "/s/x.db")) == "/s/x.db"
     with pytest.raises(ConfigError, match="--state"):
         default_path(None, None)
+
+
+def test_resolve_unknown_for_some_rows(tmp_path):
+    j = make(tmp_path)
+    run = j.start_run(0.0)
+    req = j.mark_inflight([row_key(0), row_key(1), row_key(2)], run, 0.0)
+    j.settle(req, [RowUpdate(row_key(i), "unknown", "timeout", "x", hold=1) for i in range(3)], 1.0, "amb")
+    assert j.resolve_unknown(arrived=False, rows=[0]) == 1
+    assert j.resolve_unknown(arrived=True, rows=[1, 4]) == 1  # 4 is pending: untouched
+    rows = j.rows().set_index("rid")
+    assert rows.loc["0", "status"] == "pending" and rows.loc["0", "hold"] == 0
+    assert rows.loc["1", "status"] == "sent" and rows.loc["1", "code"] == "confirmed-arrived"
+    assert rows.loc["2", "status"] == "unknown"
+    assert j.resolve_unknown(arrived=True) == 1

@@ -108,7 +108,10 @@ def test_save_and_load_round_trip(tmp_path):
         ('[options]\ndayfirst = "yes"\n', r"option dayfirst must be true or false"),
         ('[options]\nphone_region = "XX"\n', r"phone_region 'XX' is not a known region"),
         ('[options]\nfiles_base_url = "ftp://x"\n', r"must start with http"),
-        ('[operators]\n"Anna" = "twelve"\n', r"\[operators\] 'Anna' must be a Bitrix24 employee id"),
+        (
+            '[options]\nauthor = "A"\n[operators]\n"Anna" = "twelve"\n',
+            r"\[operators\] 'Anna' must be a Bitrix24 employee id",
+        ),
         ('[columns]\n"user.id" = 5\n', r"must name a column"),
         ('[columns]\n"message.date" = ["a", "b", "c"]\n', r"one column or two"),
         ('[constants]\n"chat.name" = ""\n', r"must be non-empty text"),
@@ -117,6 +120,7 @@ def test_save_and_load_round_trip(tmp_path):
             r"both in \[columns\] and \[constants\]",
         ),
         ("[columns\n", r"not valid TOML"),
+        ('[operators]\n"Anna" = 3\n', r"\[operators\] needs the column that names each row's author"),
     ],
 )
 def test_file_errors_name_the_problem_and_what_exists(tmp_path, text, pattern):

@@ -237,7 +237,8 @@ def test_estimate_operating_budget_and_bucket():
     work = 40_000 * 1.2
     # the sender spends 98 % of each window's budget (limits.budget_safety)
     budget = 480 * 0.98
-    assert e.seconds == pytest.approx(budget + (work - budget) / (0.8 * 0.98)) and e.binding == "operating"
+    full = math.ceil(work / budget) - 1  # whole windows spent, then idle until their baskets expire
+    assert e.seconds == pytest.approx(full * 600 + (work - full * budget)) and e.binding == "operating"
     many = _plan_with_sizes([1] * 5000)
     fast = many.estimate(STANDARD, seconds_per_message=0.001)
     assert fast.requests == 100 and fast.binding == "bucket" and fast.seconds == pytest.approx((100 - 50) / 2)
@@ -246,6 +247,17 @@ def test_estimate_operating_budget_and_bucket():
     assert tiny_batches.seconds == pytest.approx((5000 - 50) / 2)
     assert many.estimate(ENTERPRISE.with_(batch_max=1), 0.001).seconds == pytest.approx((5000 - 250) / 5)
     assert "messages in" in str(e)
+
+
+def test_estimate_operating_windows_idle_after_the_budget():
+    # 1000 s of work with the sender's 98 % budget (470.4 s a window): 470.4 s in the first window,
+    # 470.4 in the second, 59.2 s in the third; each window idles after its budget until its baskets
+    # expire (measured by bench/limits_utilisation.py). A linear model (budget + rest / rate) is
+    # ~10 % short of what a client can achieve.
+    p = _plan_with_sizes([50] * 20)  # 1000 messages
+    e = p.estimate(STANDARD, seconds_per_message=1.0)
+    assert e.seconds == pytest.approx(2 * 600 + (1000 - 2 * 470.4)) and e.binding == "operating"
+    assert p.estimate(STANDARD, seconds_per_message=0.47).seconds == pytest.approx(470)  # one window
 
 
 def test_estimate_of_empty_plan():
@@ -325,7 +337,7 @@ def frames(draw: Any) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.RangeIndex(start, start + n, name="row"), dtype=object)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames())
 def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
     p = plan(df, FULL)
@@ -339,7 +351,7 @@ def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
     ]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(frames(), st.integers(1, 7))
 def test_property_chunks_cover_each_conversation_in_order(df, size):
     p = plan(df, FULL, chunk_size=size)

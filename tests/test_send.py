@@ -771,3 +771,31 @@ def test_a_malformed_message_fails_alone(fake, clock, tmp_path):
     assert f.loc[[2, 3, 4], "import_status"].tolist() == ["sent"] * 3  # before it: sent
     assert f.loc[5, "import_status"] == "failed" and f.loc[5, "import_error_code"] == "ERROR_ARGUMENT"
     assert (f.loc[[6, 7], "import_error_code"] == "held-after-failure").all()
+
+
+def test_unknown_rows_confirmed_as_arrived_are_not_resent(fake, clock, tmp_path):
+    plan = make_plan([6])
+    state = {"n": 0}
+
+    def drop_first(method: str, messages: list[dict[str, Any]]) -> Any:
+        state["n"] += 1
+        return ("after", _ambiguous("connection-lost", "lost")) if state["n"] == 1 else None
+
+    fake.faults.append(drop_first)
+    out = run(
+        plan,
+        fake,
+        clock,
+        tmp_path,
+    )
+    unknown = out.frame.index[out.frame["import_status"] == "unknown"].tolist()
+    assert unknown and out.summary.counts["pending"] == 6 - len(unknown)
+    with Journal.open(tmp_path / "j.db") as j:  # the user looked: they are in the open line
+        assert j.resolve_unknown(arrived=True) == len(unknown)
+    out2 = run(plan, fake, clock, tmp_path)
+    f = out2.frame
+    assert (f.loc[unknown, "import_status"] == "sent").all()
+    assert (f.loc[unknown, "import_error_code"] == "confirmed-arrived").all()
+    assert out2.summary.counts["sent"] == 6
+    ids = [m["message"]["id"] for m in fake.stored]
+    assert len(ids) == len(set(ids)) == 6  # nothing re-sent, the rest of the conversation went on

@@ -342,3 +342,18 @@ def test_datetime_cells_naive_and_with_different_offsets():
     r = _dates(vals, timezone=MSK)
     assert r.seconds.tolist()[:3] == [T, T, T]
     assert r.seconds.iloc[3] == int(pd.Timestamp("2026-11-23", tz=MSK).timestamp())
+
+
+def test_far_years_are_bad_dates_not_crashes():
+    vals = [
+        "31280301",
+        "9999-12-31 10:00",
+        "31.12.9999",
+        "Dec 31 9999",
+        dt.datetime(9999, 1, 1),
+        dt.date(1, 1, 1),
+    ]
+    r = _dates(vals)
+    assert r.seconds.isna().all() and _codes(r.issues) == {"bad-date": list(range(2, 8))}
+    many = _dates(["31.12.9999 10:00:00"] * 100)
+    assert many.seconds.isna().all()
