@@ -440,12 +440,36 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
     except pd.errors.ParserError as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "malformed CSV"
         m = re.search(r"line (\d+), saw (\d+)", detail)
+        header_at = _header_line(head_text, sep, int(m.group(1)), int(m.group(2))) if m else 0
+        if header_at > 1:
+            raise ReadError(
+                f"{name}: the column headers seem to be on line {header_at}, below title lines; delete "
+                f"the {header_at - 1} line(s) above them and save the file again"
+            ) from None
         if m:
             detail = f"record {m.group(1)} has {m.group(2)} fields but the header has fewer"
         raise ReadError(
             f"{name}: {detail}; check the delimiter (found {sep!r}; pass delimiter=) and quoting of cells"
         ) from None
     return _text_frame(df, name)
+
+
+def _header_line(text: str, sep: str, first_wide: int, width: int) -> int:
+    """The 1-based line of a header sitting below title lines, or 0: pandas stopped at line
+    ``first_wide`` (``width`` fields) near the top, and from there a line with every one of the
+    ``width`` cells filled is followed by records of the same width."""
+    if first_wide > 10:
+        return 0
+    try:
+        rows = [r for _, r in zip(range(16), csv.reader(io.StringIO(text), delimiter=sep), strict=False)]
+    except csv.Error:
+        return 0
+    for i in range(first_wide - 1, min(len(rows), 12)):
+        after = rows[i + 1 : i + 4]
+        filled = len(rows[i]) == width and all(c.strip() for c in rows[i])
+        if filled and after and all(len(r) == width for r in after):
+            return i + 1
+    return 0
 
 
 def _text_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -39,6 +39,8 @@ REFUSED = {
     "empty_sheet.xlsx": "empty",
     # a stray NUL in a UTF-8 export: say so and where (not "not valid utf-16-be; pass encoding=")
     "nul_bytes.csv": "nul byte",
+    # title lines above the header: name the header's line, not "check the delimiter"
+    "header_third_row.csv": "line 3",
 }
 #: Cases that must be read and planned (row-level codes, exit 0 or 1).
 PLANNED = {
