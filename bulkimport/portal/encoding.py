@@ -48,16 +48,16 @@ def _quote(text: str) -> str:
     return "".join(map(_BYTE.__getitem__, text.encode("utf-8")))
 
 
-_KEYS: dict[str, str] = {}  # quoted dict keys: a handful of names repeat in every message
+_KEYS: dict[str, str] = {}  # "[quoted key]": a handful of names repeat in every message
 
 
 def _key(key: Any) -> str:
-    """A dict key, percent-encoded (memoised for ``str`` keys)."""
+    """``[key]`` with the key percent-encoded (memoised for ``str`` keys)."""
     if type(key) is not str:
-        return _quote(str(key))
+        return f"[{_quote(str(key))}]"
     quoted = _KEYS.get(key)
     if quoted is None:
-        quoted = _quote(key)
+        quoted = f"[{_quote(key)}]"
         if len(_KEYS) < 4096:
             _KEYS[key] = quoted
     return quoted
@@ -69,7 +69,7 @@ def _pairs(prefix: str, value: Any, out: list[str]) -> None:
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
-            path = f"{prefix}[{_key(key)}]"
+            path = prefix + _key(key)
             leaf = type(item)
             if leaf is str:  # leaves inline: one call fewer per value
                 out.append(f"{path}={_quote(item)}")
