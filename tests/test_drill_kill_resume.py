@@ -217,3 +217,41 @@ def test_a_second_run_on_the_same_journal_is_refused_while_the_first_sends(tmp_p
         status, _ = _statuses(tmp_path, history)
         copies = check_store(portal, history.want, status)
         assert set(copies) == history.ids and set(copies.values()) == {1}
+
+
+def test_ctrl_c_landing_as_rows_are_journalled_in_flight_leaves_none_in_flight(tmp_path, monkeypatch):
+    """The SIGINT arrives the instant the journal has committed a request's rows as ``inflight``
+    (found by the random Ctrl-C drill: a run exited 130 with rows still in flight)."""
+    import os
+
+    import bulkimport
+    from bulkimport.clock import for_sandbox
+    from bulkimport.journal import Journal
+    from bulkimport.portal.auth import Auth
+    from bulkimport.portal.client import Client
+    from bulkimport.send import Sender
+
+    write_history(tmp_path / "history.csv", conversations=4, per_conversation=5)
+    frame = bulkimport.read(tmp_path / "history.csv")
+    plan = bulkimport.plan(frame, bulkimport.Mapping.guess(frame))
+    original = Journal.mark_inflight
+    fired: list[int] = []
+
+    def mark_then_ctrl_c(self: Journal, *args: object, **kwargs: object) -> int:
+        request = original(self, *args, **kwargs)
+        if not fired:
+            fired.append(request)
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, delivered as soon as Python may
+        return request
+
+    monkeypatch.setattr(Journal, "mark_inflight", mark_then_ctrl_c)
+    with Sandbox(time_scale=100.0, seed=1) as portal:
+        clock = for_sandbox(portal)
+        auth = Auth(client_id=portal.client_id, client_secret=portal.client_secret,
+                    access_token=portal.access_token, refresh_token=portal.refresh_token,
+                    oauth_url=portal.oauth_url, token_file=tmp_path / "tokens.json", clock=clock, env={})
+        register(portal)
+        out = Sender(plan, line=1, connector="bulkimport", state=tmp_path / "journal.db", progress=False,
+                     client=Client(portal.url, auth, clock=clock)).run()
+    assert fired and out.summary.interrupted
+    assert "inflight" not in set(journal_statuses(tmp_path / "journal.db").values())
