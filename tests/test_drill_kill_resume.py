@@ -255,3 +255,33 @@ def test_ctrl_c_landing_as_rows_are_journalled_in_flight_leaves_none_in_flight(t
                      client=Client(portal.url, auth, clock=clock)).run()
     assert fired and out.summary.interrupted
     assert "inflight" not in set(journal_statuses(tmp_path / "journal.db").values())
+
+
+def test_disk_full_mid_run_is_one_line_and_resumable(tmp_path):
+    """The journal's disk fills up mid-run (RLIMIT_FSIZE on the child: writes past 300 kB fail):
+    one ``Error:`` line and exit 2 — no traceback; nothing sent is lost; after space is freed the
+    same command completes, every message exactly once."""
+    import resource
+
+    history = write_history(tmp_path / "history.csv", conversations=40, per_conversation=50)
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    with Sandbox(time_scale=1.0, seed=8, cost_per_call=0.001, cost_per_message=0.0005) as portal:
+        register(portal)
+        env = cli_env(portal, tmp_path)
+        args = run_args(portal, tmp_path / "history.csv", tmp_path)
+        full = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False,
+                              preexec_fn=small_disk, cwd=ROOT)
+        lines = full.stderr.strip().splitlines()
+        assert "Traceback" not in full.stderr, full.stderr[-3000:]
+        assert full.returncode == 2 and lines[-1].startswith("Error: ") and "journal" in lines[-1], lines
+        assert 0 < len(portal.store.messages()) < len(history.ids)
+        _quiesce(portal)
+        again = run_cli(args, env)
+        assert again.returncode in (0, 1), again.stdout + again.stderr
+        status, _ = _statuses(tmp_path, history)
+        check_store(portal, history.want, status)
+        assert set(status.values()) <= {"sent", "unknown", "pending"}
