@@ -69,7 +69,9 @@ def scenarios(full: bool, messages: int | None) -> list[Scenario]:
     out = [
         Scenario("bucket-standard", "bucket", n, n // 2, False, "standard", 0.0005, 0.0002, 1.0),
         Scenario("bucket-standard-skewed", "bucket", n, n // 4 + 1, True, "standard", 0.0005, 0.0002, 1.0),
-        Scenario("bucket-enterprise", "bucket", n, n, False, "enterprise", 0.0005, 0.0002, 1.0),
+        # the 250-request burst needs ≥ 20,000 one-message chats (400 requests) for the bucket to bind
+        Scenario("bucket-enterprise", "bucket", max(n, 20_000), max(n, 20_000), False, "enterprise", 0.0005,
+                 0.0002, 1.0),
         Scenario("operating-standard", "operating", n, convs, False, "standard", 0.07, 0.05, 10.0),
         Scenario("operating-standard-skewed", "operating", n, convs, True, "standard", 0.07, 0.05, 10.0),
     ]

@@ -1,5 +1,6 @@
 """``python -m bulkimport`` — the same as the ``bulkimport`` command."""
 
+import os
 import sys
 
 
@@ -9,7 +10,11 @@ def _run() -> None:
         from .cli import main
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
-        raise SystemExit(130) from None
+        sys.stderr.flush()
+        # Not SystemExit: an interrupt that passed through C-level code run during an extension
+        # module's import leaves CPython's "unhandled KeyboardInterrupt" flag set, and the
+        # interpreter would then end by re-raising SIGINT (exit -2) instead of exiting with 130.
+        os._exit(130)
     main()
 
 

@@ -81,7 +81,25 @@ class _Group(click.Group):
             code = EXIT_INPUT
         if not standalone_mode:
             return code
+        if code == EXIT_INTERRUPTED and args is None:  # the real process, not a test runner
+            _exit_interrupted()
         sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _exit_interrupted() -> None:
+    """Exit with 130 after Ctrl-C. Not through SystemExit: an interrupt that passed through C-level
+    code run while an extension module was being imported leaves CPython's "unhandled
+    KeyboardInterrupt" flag set, and the interpreter would then end by re-raising SIGINT (exit -2)
+    instead of exiting with 130. Everything is unwound and the journal committed by now."""
+    import contextlib
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS rows (
     prev_hold INTEGER
 );
 CREATE INDEX IF NOT EXISTS rows_conv ON rows (conv, seq);
-CREATE INDEX IF NOT EXISTS rows_status ON rows (status);
+-- No index on status: every row changes status twice per run (inflight, then settled) and an
+-- index would be rewritten each time; only recover() filters by status alone, once per run.
+DROP INDEX IF EXISTS rows_status;
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
     run INTEGER,
