@@ -9,6 +9,7 @@ traceback unless ``--debug``); 130 interrupted (the journal is saved; the resume
 from __future__ import annotations
 
 import shlex
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,16 @@ class _Group(click.Group):
             if debug:
                 raise
             click.echo(f"Error: {_one_line(exc)}", err=True)
+            code = EXIT_INPUT
+        except sqlite3.Error as exc:  # the journal's disk is full or failing (not an OSError)
+            if debug:
+                raise
+            click.echo(
+                f"Error: the journal (--state) could not be written or read ({_one_line(exc)}): free disk "
+                "space or pass --state on another disk, then run the same command again — rows the "
+                "journal recorded as sent stay sent",
+                err=True,
+            )
             code = EXIT_INPUT
         if not standalone_mode:
             return code

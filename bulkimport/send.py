@@ -461,8 +461,11 @@ class Sender:
                     # Journal the rows as in flight just before the bytes leave (after any wait).
                     nonlocal request_id, in_flight
                     if request_id is None:
-                        request_id = journal.mark_inflight(rids, run_id, self.clock.now())
-                        in_flight = rids
+                        # Ctrl-C between the commit and the assignment would leave the rows
+                        # ``inflight`` in the journal of a run that says it saved everything.
+                        with interrupts_deferred():
+                            request_id = journal.mark_inflight(rids, run_id, self.clock.now())
+                            in_flight = rids
 
                 try:
                     if len(commands) == 1:
@@ -497,8 +500,9 @@ class Sender:
                     ambiguous_in_a_row += 1
                     now = self.clock.now()
                     lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
-                    journal.settle(request_id, lost, now, f"ambiguous {code}")
-                    in_flight = []
+                    with interrupts_deferred():
+                        journal.settle(request_id, lost, now, f"ambiguous {code}")
+                        in_flight = []
                     tally["unknown"] += len(lost)
                     for conv, positions in chosen:
                         conv.queue = conv.queue[len(positions) :]
