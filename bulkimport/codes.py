@@ -462,3 +462,8 @@ _add("repeated-ambiguous", "error", "send", "Several requests in a row got no us
 _add("confirmed-arrived", "warning", "send",
      "The outcome was unknown; you confirmed the message is in the open line.",
      "Nothing to do: it was not re-sent. Its Bitrix24 chat and session ids are not known to bulkimport.")
+_add("refused-maybe-stored", "error", "send",
+     "The portal refused a call of several messages (or answered an unrecognised error) with {code}; "
+     "some of its messages may already be stored.",
+     "Not re-sent automatically (a re-send may duplicate): check the open line, then resolve_unknown / "
+     "--retry-unknown. Fix the cause the code names first.")

@@ -10,7 +10,9 @@ Rules the sender keeps (see docs/sending.md):
 * Refused before execution (503, 429, failed connect) → the rows go back and are sent again later.
 * Ambiguous (timeout, dropped connection, HTML/empty answer, 5xx) → the rows become ``unknown`` and
   their conversation is **held**; nothing is ever re-sent automatically. The rest goes on.
-* A request-level rejection of one command → its rows ``failed``, its conversation held.
+* A request-level rejection of one command: ``ERROR_ARGUMENT`` on several messages → split and
+  re-sent; a definite rejection code on one message → ``failed``; anything else (it may have
+  stored some messages first) → ``unknown``. Either way its conversation is held.
   A rejected item (``SUCCESS: false``) → that row ``failed``; its conversation goes on.
 * A fatal error (auth, line, connector, block) stops the run; untouched rows stay ``pending``.
 """
@@ -70,6 +72,23 @@ MAX_CONNECT_FAILURES = 8
 MAX_AMBIGUOUS_IN_A_ROW = 5
 #: Stop when this many conversations in a row were rejected at request level with the same code.
 MAX_SAME_REJECTION = 5
+#: Request-level codes after which a call of several messages is split and re-sent: only the
+#: documented structural checks that run before anything is stored (reference §6; the sandbox's
+#: per-call message cap uses the same code).
+SPLIT_ON = frozenset({"ERROR_ARGUMENT"})
+#: Request-level codes that definitely reject a call of ONE message (it is then ``failed``); any
+#: other code on a one-message call, and any non-split code on a bigger call, leaves the rows
+#: ``unknown`` (code ``refused-maybe-stored``) because the call may have stored some of them.
+DEFINITE_REJECTIONS = frozenset(
+    {
+        "ERROR_ARGUMENT",
+        "IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA",
+        "CONNECTOR_PROXY_NO_ADD_USER",
+        "CONNECTOR_PROXY_NO_USER_IM",
+        "PROVIDER_UNSUPPORTED_TYPE_INCOMING_MESSAGE",
+        "IMCONNECTOR_NOT_SPECIFIED_CORRECT_COMMAND",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -571,8 +590,14 @@ class Sender:
                             reverted += rids
                             stopped = stopped or err
                             continue
-                        if isinstance(err, RequestRejectedError) and len(positions) > 1:
-                            # Refused as a whole, so nothing ran: split it. This finds the portal's
+                        rejected_code = str(getattr(err, "code", "") or "").upper()
+                        if (
+                            isinstance(err, RequestRejectedError)
+                            and len(positions) > 1
+                            and rejected_code in SPLIT_ON
+                        ):
+                            # ERROR_ARGUMENT: the documented structural checks that run before
+                            # anything is stored, so nothing ran: split it. This finds the portal's
                             # (undocumented) per-call limit, and a single malformed message fails
                             # alone instead of taking its neighbours with it.
                             reverted += rids
@@ -582,6 +607,26 @@ class Sender:
                                 governor.cap_messages(conv.cap)
                             continue
                         conv.queue = conv.queue[len(positions) :]
+                        if isinstance(err, RequestRejectedError) and not (
+                            len(positions) == 1 and rejected_code in DEFINITE_REJECTIONS
+                        ):
+                            # Refused as a whole with a code that may be raised half-way through
+                            # the messages (the "probably per-item" codes of the older docs), an
+                            # unknown code, a code-less 4xx or a malformed batch error entry: some
+                            # messages of this call may already be stored. Never re-send them.
+                            text = codes.get("refused-maybe-stored").render(code=err.code) + (
+                                f" ({err.description})" if err.description else ""
+                            )
+                            updates += [
+                                RowUpdate(r, "unknown", "refused-maybe-stored", text, hold=1) for r in rids
+                            ]
+                            hold(
+                                conv,
+                                "held-after-unknown",
+                                f"held: rows before it are unknown (refused with {err.code})",
+                            )
+                            rejections.append(rejected_code)
+                            continue
                         if isinstance(err, RequestRejectedError):
                             text = err.description or codes.render(err.code)
                             updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
