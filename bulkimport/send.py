@@ -792,15 +792,37 @@ class Sender:
             ]
             return ups, ("held-after-unknown", "held: the answer for earlier rows was unusable")
         ups = []
+        outcome: Any = True
         for rid, item in zip(rids, items, strict=True):
             # type() first: decoded JSON objects are dicts, and the ABC check costs per message
             if type(item) is not dict and not isinstance(item, Mapping):
                 item = {}
-            if item.get("SUCCESS") is True or item.get("SUCCESS") in ("Y", "true", 1):
-                session: Mapping[str, Any] = item.get("session") or {}
+            flag = item.get("SUCCESS")
+            session: Mapping[str, Any] = item.get("session") or {}
+            if type(session) is not dict and not isinstance(session, Mapping):
+                session = {}
+            if flag is True or flag in ("Y", "true", 1):
+                ok = True
+            elif flag is False or flag in ("N", "false", 0) or item.get("ERRORS") or item.get("errors"):
+                ok = False  # explicitly rejected: it was not stored
+            elif session.get("ID") or session.get("CHAT_ID"):
+                ok = True  # no flag, but an open-line session: it reached the line
+            else:
+                # Neither a verdict nor a session: it may have been stored. Not ``failed`` (that
+                # would let --retry-failed duplicate it): unknown, and the conversation waits.
+                ups.append(
+                    RowUpdate(
+                        rid,
+                        "unknown",
+                        "result-mismatch",
+                        "the answer for this message has neither SUCCESS, ERRORS nor a session",
+                        hold=1,
+                    )
+                )
+                outcome = ("held-after-unknown", "held: the answer for an earlier row was unusable")
+                continue
+            if ok:
                 message: Mapping[str, Any] = item.get("message") or {}
-                if type(session) is not dict and not isinstance(session, Mapping):
-                    session = {}
                 if type(message) is not dict and not isinstance(message, Mapping):
                     message = {}
                 ups.append(
@@ -820,7 +842,7 @@ class Sender:
             else:
                 code, text = _item_error(item)
                 ups.append(RowUpdate(rid, "failed", code, text, hold=0))
-        return ups, True
+        return ups, outcome
 
     def _frame(self, journal: Journal) -> pd.DataFrame:
         """``plan.frame`` plus the status columns, from the journal (the source of truth)."""

@@ -880,3 +880,43 @@ def test_a_definite_rejection_of_a_single_message_call_is_failed(fake, clock, tm
     out = run(plan, fake, clock, tmp_path)
     assert out.frame["import_status"].tolist() == ["failed"]
     assert out.frame["import_error_code"].tolist() == ["CONNECTOR_PROXY_NO_USER_IM"]
+
+
+def test_an_item_without_a_success_flag_is_never_failed(fake, clock, tmp_path):
+    """Stored items whose SUCCESS flag is missing: with a session they are sent, without one
+    unknown (held) — never failed, or --retry-failed would duplicate them."""
+    plan = make_plan([2, 2])
+    orig = fake.send_messages
+
+    def no_flag(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, payload = orig(params)
+        for item in payload["result"]["DATA"]["RESULT"]:
+            item.pop("SUCCESS")
+            if item["chat"]["id"] == "chat1":
+                item.pop("session")
+        return status, payload
+
+    fake.send_messages = no_flag  # type: ignore[method-assign]
+    out = run(plan, fake, clock, tmp_path)
+    f = out.frame
+    rows0, rows1 = list(plan.conversations[0].rows), list(plan.conversations[1].rows)
+    assert (f.loc[rows0, "import_status"] == "sent").all()
+    assert (f.loc[rows0, "b24_session_id"] == "323").all()
+    assert (f.loc[rows1, "import_status"] == "unknown").all()
+    assert (f["import_status"] != "failed").all()
+    run(plan, fake, clock, tmp_path, retry_failed=True)
+    ids = [m["message"]["id"] for m in fake.stored]
+    assert len(ids) == len(set(ids)) == 4  # nothing re-sent by --retry-failed
+
+
+def test_an_item_with_errors_but_no_flag_is_failed(fake, clock, tmp_path):
+    plan = make_plan([1])
+
+    def errors_only(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        item = {"ERRORS": ["IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA"]}
+        return 200, {"result": {"SUCCESS": True, "DATA": {"RESULT": [item]}}, "time": fake._time(0.1)}
+
+    fake.send_messages = errors_only  # type: ignore[method-assign]
+    out = run(plan, fake, clock, tmp_path)
+    assert out.frame["import_status"].tolist() == ["failed"]
+    assert out.frame["import_error_code"].tolist() == ["IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA"]
