@@ -462,6 +462,10 @@ _add("repeated-ambiguous", "error", "send", "Several requests in a row got no us
 _add("confirmed-arrived", "warning", "send",
      "The outcome was unknown; you confirmed the message is in the open line.",
      "Nothing to do: it was not re-sent. Its Bitrix24 chat and session ids are not known to bulkimport.")
+_add("tls-failed", "error", "send", "The secure (TLS) connection to the portal could not be set up; "
+     "nothing was sent.",
+     "Check the portal address (https:// on the right host and port) and its certificate (or the "
+     "system's CA certificates / a TLS-inspecting proxy), then run the same command again.")
 _add("refused-maybe-stored", "error", "send",
      "The portal refused a call of several messages (or answered an unrecognised error) with {code}; "
      "some of its messages may already be stored.",

@@ -920,3 +920,27 @@ def test_an_item_with_errors_but_no_flag_is_failed(fake, clock, tmp_path):
     out = run(plan, fake, clock, tmp_path)
     assert out.frame["import_status"].tolist() == ["failed"]
     assert out.frame["import_error_code"].tolist() == ["IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA"]
+
+
+def test_a_tls_failure_stops_the_run_with_rows_pending_not_unknown(tmp_path):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    clock = ManualClock()
+    try:
+        client = Client(f"https://127.0.0.1:{srv.server_port}", "tok-abcdefgh", clock=clock, timeout=5)
+        plan = make_plan([3, 2])
+        sender = Sender(plan, line=1, connector="hist", client=client, state=tmp_path / "j", progress=False)
+        out = sender.run()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert out.summary.stopped == "tls-failed"
+    assert (out.frame["import_status"] == "pending").all()
+    assert (out.frame["import_attempts"] == 0).all()
