@@ -395,3 +395,24 @@ def test_idle_keep_alive_connections_are_dropped_before_reuse(monkeypatch):
     now[0] += 60  # a long operating-budget wait: the server has likely closed the socket
     t.post("http://127.0.0.1/rest/x", b"{}", {}, (1, 1))
     assert closed == [1]
+
+
+def test_429_with_reset_already_past_does_not_cause_a_burst():
+    """A 429 whose integer operating_reset_at is already past: the retry waits, never bursts."""
+    clock = ManualClock(1_700_000_000.5)
+    unblock = clock.now() + 1.0
+    calls: list[float] = []
+
+    def handler(url: str, body: dict[str, Any]) -> RawResponse:
+        calls.append(clock.now())
+        if clock.now() < unblock:
+            return MockTransport.json(
+                429,
+                {"error": "OPERATION_TIME_LIMIT", "error_description": "x",
+                 "time": {"operating_reset_at": int(clock.now())}},
+            )
+        return MockTransport.json(200, {"result": True, "time": {}})
+
+    c = Client("acme.bitrix24.ru", "tok-123456", clock=clock, session=MockTransport(handler))
+    assert c.call("imconnector.send.messages", {}, retries=5) is True
+    assert len(calls) == 2 and calls[1] - calls[0] >= 1.0

@@ -411,15 +411,18 @@ def error_for(
 
 
 def _retry_after(headers: Mapping[str, str], reset_at: float | None, now: float) -> float | None:
-    if reset_at is not None:
-        return max(0.0, float(reset_at) - now)
+    """Seconds until the portal said the limit resets (``operating_reset_at`` if still ahead, else
+    a ``Retry-After`` header); 0.0 for a reset already past — the governor then still waits at
+    least 1 s with back-off (a truncated integer reset often looks past)."""
+    if reset_at is not None and float(reset_at) - now > 0:
+        return float(reset_at) - now
     value = headers.get("retry-after")
     if value:
         try:
             return max(0.0, float(value))
         except ValueError:
-            return None
-    return None
+            pass
+    return 0.0 if reset_at is not None else None
 
 
 @dataclass
