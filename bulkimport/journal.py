@@ -314,9 +314,20 @@ class Journal:
             )
             return request
 
-    def settle(self, request: int | None, updates: Sequence[RowUpdate], now: float, outcome: str) -> None:
-        """Commit the outcome of every row of one request in one transaction."""
+    def settle(
+        self,
+        request: int | None,
+        updates: Sequence[RowUpdate],
+        now: float,
+        outcome: str,
+        revert: Sequence[str] = (),
+    ) -> None:
+        """Commit the outcome of every row of one request in one transaction; ``revert``: rows of
+        the same request refused before execution, put back to their pre-flight state in that
+        same transaction (a kill between two commits would split one answer)."""
         with self._tx() as cur:
+            if revert:
+                self._revert(cur, revert)
             self._settle(cur, updates)
             if request is not None:
                 cur.execute(
@@ -349,16 +360,20 @@ class Journal:
     def revert(self, request: int | None, rids: Sequence[str], now: float, outcome: str) -> None:
         """Refused before execution: the rows go back to their pre-flight state, attempts − 1."""
         with self._tx() as cur:
-            cur.executemany(
-                "UPDATE rows SET status=COALESCE(prev_status, 'pending'), code=prev_code, error=prev_error, "
-                "hold=COALESCE(prev_hold, 0), attempts=MAX(0, attempts-1) "
-                "WHERE rid=? AND status='inflight'",
-                [(rid,) for rid in rids],
-            )
+            self._revert(cur, rids)
             if request is not None:
                 cur.execute(
                     "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
                 )
+
+    @staticmethod
+    def _revert(cur: sqlite3.Cursor, rids: Sequence[str]) -> None:
+        cur.executemany(
+            "UPDATE rows SET status=COALESCE(prev_status, 'pending'), code=prev_code, error=prev_error, "
+            "hold=COALESCE(prev_hold, 0), attempts=MAX(0, attempts-1) "
+            "WHERE rid=? AND status='inflight'",
+            [(rid,) for rid in rids],
+        )
 
     def unknown_if_inflight(self, rids: Sequence[str], code: str, error: str) -> None:
         """Rows still in flight (e.g. on Ctrl-C) become ``unknown``."""

@@ -642,9 +642,8 @@ class Sender:
                             text = str(err) if err is not None else "the command is missing from the answer"
                             updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
                             hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
-                    if reverted:
-                        journal.revert(None, reverted, now, "refused")
-                    journal.settle(request_id, updates, now, "answered")
+                    # one transaction: a kill between two commits would leave half an answer
+                    journal.settle(request_id, updates, now, "answered", revert=reverted)
                     in_flight = []
                 for u in updates:
                     tally[u.status] += 1

@@ -183,3 +183,28 @@ def test_resolve_unknown_for_some_rows(tmp_path):
     assert rows.loc["1", "status"] == "sent" and rows.loc["1", "code"] == "confirmed-arrived"
     assert rows.loc["2", "status"] == "unknown"
     assert j.resolve_unknown(arrived=True) == 1
+
+
+def test_settle_with_revert_is_one_transaction(tmp_path):
+    j = make(tmp_path)
+    req = j.mark_inflight([row_key(0), row_key(1)], j.start_run(0.0), 0.0)
+
+    class Boom(Exception):
+        pass
+
+    original = Journal._settle
+
+    def crash(cur, updates):  # the process dies after the revert statement, before COMMIT
+        raise Boom
+
+    Journal._settle = staticmethod(crash)  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Boom):
+            j.settle(req, [RowUpdate(row_key(0), "sent")], 1.0, "answered", revert=[row_key(1)])
+    finally:
+        Journal._settle = staticmethod(original)  # type: ignore[method-assign]
+    assert j.counts()["inflight"] == 2  # neither the revert nor the settle was committed
+    j.settle(req, [RowUpdate(row_key(0), "sent")], 1.0, "answered", revert=[row_key(1)])
+    rows = j.rows().set_index("rid")
+    assert rows.loc[row_key(0), "status"] == "sent"
+    assert rows.loc[row_key(1), "status"] == "pending" and rows.loc[row_key(1), "attempts"] == 0

@@ -944,3 +944,41 @@ def test_a_tls_failure_stops_the_run_with_rows_pending_not_unknown(tmp_path):
     assert out.summary.stopped == "tls-failed"
     assert (out.frame["import_status"] == "pending").all()
     assert (out.frame["import_attempts"] == 0).all()
+
+
+def test_an_answered_batch_with_a_refused_command_is_journalled_in_one_commit(
+    fake, clock, tmp_path, monkeypatch
+):
+    """One command refused (429) beside answered ones: a kill while journalling the answer must
+    not leave the refused rows settled and the answered ones in flight (or the reverse)."""
+    plan = make_plan([2, 2, 2])
+    orig_run = fake._run
+
+    def run_with_429(parsed: dict[str, tuple[str, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+        last = list(parsed)[-1]
+        status, payload = orig_run({k: v for k, v in parsed.items() if k != last})
+        errors = payload["result"]["result_error"] or {}
+        errors[last] = {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}
+        payload["result"]["result_error"] = errors
+        return status, payload
+
+    fake._run = run_with_429  # type: ignore[method-assign]
+    client = client_for(fake, clock)
+    client.governor.record_messages(2, 0.01)
+
+    class Killed(BaseException):
+        pass
+
+    real_settle = Journal._settle
+
+    def killed(cur: Any, updates: Any) -> None:  # the process dies inside the answer's commit
+        raise Killed
+
+    monkeypatch.setattr(Journal, "_settle", staticmethod(killed))
+    sender = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=False, client=client)
+    with pytest.raises(Killed):
+        sender.run()
+    monkeypatch.setattr(Journal, "_settle", staticmethod(real_settle))
+    with Journal.open(tmp_path / "j.db") as j:
+        statuses = set(j.rows()["status"])
+    assert statuses == {"inflight"}, statuses  # all or nothing
