@@ -401,6 +401,19 @@ class Journal:
         Returns how many rows changed.
         """
         status, code = ("sent", "confirmed-arrived") if arrived else ("pending", None)
+        took = self._lockfile is None
+        if took:
+            self.lock()  # a live run → ConfigError: its in-flight rows are not unknown yet
+        try:
+            # Rows a killed run left ``inflight`` are what ``status`` counts as unknown: settle
+            # them as the next run would (``interrupted``) before applying the user's word.
+            self.recover()
+            return self._resolve(status, code, rows)
+        finally:
+            if took:
+                self.unlock()
+
+    def _resolve(self, status: str, code: str | None, rows: Iterable[Hashable] | None) -> int:
         with self._tx() as cur:
             if rows is None:
                 cur.execute(

@@ -208,3 +208,27 @@ def test_settle_with_revert_is_one_transaction(tmp_path):
     rows = j.rows().set_index("rid")
     assert rows.loc[row_key(0), "status"] == "sent"
     assert rows.loc[row_key(1), "status"] == "pending" and rows.loc[row_key(1), "attempts"] == 0
+
+
+def test_resolve_unknown_includes_rows_a_killed_run_left_in_flight(tmp_path):
+    """``status`` counts rows left ``inflight`` by a killed run as unknown; resolving must too."""
+    j = make(tmp_path)
+    j.mark_inflight([row_key(0), row_key(1)], j.start_run(0.0), 0.0)
+    j.close()  # the run was killed: no recover() yet
+    with Journal.open(tmp_path / "j.db") as j2:
+        assert j2.summary()["counts"]["unknown"] == 2
+        assert j2.resolve_unknown(arrived=True, rows=[0]) == 1
+        assert j2.resolve_unknown(arrived=False) == 1
+        rows = j2.rows().set_index("rid")
+    assert rows.loc[row_key(0), "status"] == "sent"
+    assert rows.loc[row_key(1), "status"] == "pending"
+
+
+def test_resolve_unknown_refuses_while_a_run_holds_the_journal(tmp_path):
+    j = make(tmp_path)
+    j.lock()
+    j.mark_inflight([row_key(0)], j.start_run(0.0), 0.0)
+    with Journal.open(tmp_path / "j.db") as other, pytest.raises(ConfigError, match="another bulkimport run"):
+        other.resolve_unknown(arrived=True)
+    assert j.counts()["inflight"] == 1
+    j.close()
