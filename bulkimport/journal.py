@@ -122,10 +122,11 @@ class RowUpdate:
 class Journal:
     """One import's journal (see the module docstring)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool = False) -> None:
         self.path = path
         self._conn = conn
         self._lockfile: Any = None
+        self._readonly = readonly
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -142,16 +143,38 @@ class Journal:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"no journal at {path}: check --state (or the input file's name)")
+        # Read-only and without pragmas: inspecting a file (``bulkimport status``) must never
+        # change it — a 0-byte file must not become a database, a foreign SQLite file must not be
+        # switched to WAL. The first write (resolve_unknown) reopens it writable.
         try:
-            conn = cls._connect(path)
+            conn = cls._connect_readonly(path)
         except sqlite3.DatabaseError:
             raise ConfigError(f"{path} is not a bulkimport journal (not an SQLite file)") from None
         try:
-            conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            row = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            conn.execute("SELECT rid, status FROM rows LIMIT 0").fetchall()
         except sqlite3.DatabaseError:
             conn.close()
             raise ConfigError(f"{path} is not a bulkimport journal") from None
-        return cls(path, conn)
+        if row is None:
+            conn.close()
+            raise ConfigError(f"{path} is not a bulkimport journal (no version)")
+        return cls(path, conn, readonly=True)
+
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        uri = path.resolve().as_uri() + "?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
+
+    def _writable(self) -> None:
+        """Swap a read-only connection (from :meth:`open`) for a writable one before a write."""
+        if not self._readonly:
+            return
+        conn = self._connect(self.path)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = conn
+        self._readonly = False
 
     @classmethod
     def bind(
@@ -248,6 +271,7 @@ class Journal:
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
+        self._writable()
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:

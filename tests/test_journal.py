@@ -232,3 +232,40 @@ def test_resolve_unknown_refuses_while_a_run_holds_the_journal(tmp_path):
         other.resolve_unknown(arrived=True)
     assert j.counts()["inflight"] == 1
     j.close()
+
+
+def test_opening_for_inspection_never_changes_the_file(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(ConfigError):
+        Journal.open(empty)
+    assert empty.read_bytes() == b""
+    # a foreign SQLite file (e.g. the sandbox's store) keeps its journal mode and content
+    foreign = tmp_path / "sandbox.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+    con.commit()
+    con.close()
+    before = foreign.read_bytes()
+    with pytest.raises(ConfigError):
+        Journal.open(foreign)
+    assert foreign.read_bytes() == before
+    con = sqlite3.connect(foreign)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
+
+
+def test_status_reads_a_journal_without_writing(tmp_path):
+    j = make(tmp_path)
+    j.mark_inflight([row_key(0)], j.start_run(0.0), 0.0)
+    j.close()
+    path = tmp_path / "j.db"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=DELETE")  # as if copied elsewhere: no WAL
+    con.close()
+    before = path.read_bytes()
+    with Journal.open(path) as j2:
+        assert j2.summary()["counts"]["unknown"] == 1
+    assert path.read_bytes() == before
+    with Journal.open(path) as j3:  # a write still works: it reopens the file writable
+        assert j3.resolve_unknown(arrived=False) == 1
