@@ -466,6 +466,9 @@ _add("tls-failed", "error", "send", "The secure (TLS) connection to the portal c
      "nothing was sent.",
      "Check the portal address (https:// on the right host and port) and its certificate (or the "
      "system's CA certificates / a TLS-inspecting proxy), then run the same command again.")
+_add("preflight-unreachable", "error", "send",
+     "Could not connect to the portal for the checks before sending (nothing was sent).",
+     "Check the portal address (--portal) and your network, then run the same command again.")
 _add("refused-maybe-stored", "error", "send",
      "The portal refused a call of several messages (or answered an unrecognised error) with {code}; "
      "some of its messages may already be stored.",
