@@ -24,6 +24,7 @@ import itertools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,12 @@ class SendOutcome:
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
+def _wall() -> float:
+    """Real wall-clock time for the journal and ``sent_at``: a sandbox runs on a scaled clock
+    (pacing), but what the journal and the report show must be when things really happened."""
+    return time.time()
+
+
 def _env_or(value: Any, env_name: str, option: str, env: Mapping[str, str]) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         value = env.get(env_name)
@@ -381,9 +388,9 @@ class Sender:
                 "(check the open line, then use --retry-unknown)",
                 recovered,
             )
-        started = self.clock.now()
+        started = self.clock.now()  # elapsed and msg/s are measured on the (portal) clock …
         requests_before = governor.requests
-        run_id = journal.start_run(started)
+        run_id = journal.start_run(_wall())  # … while the journal records real time
         state = journal.rows().set_index("rid")
         convs = self._schedule(state)
         keys = {ci: [row_key(r) for r in c.rows] for ci, c in enumerate(plan.conversations)}
@@ -483,7 +490,7 @@ class Sender:
                         # Ctrl-C between the commit and the assignment would leave the rows
                         # ``inflight`` in the journal of a run that says it saved everything.
                         with interrupts_deferred():
-                            request_id = journal.mark_inflight(rids, run_id, self.clock.now())
+                            request_id = journal.mark_inflight(rids, run_id, _wall())
                             in_flight = rids
 
                 try:
@@ -498,7 +505,7 @@ class Sender:
                         results, errors, times = br.results, br.errors, br.times
                 except RetryableError as exc:
                     with interrupts_deferred():
-                        journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
+                        journal.revert(request_id, in_flight, _wall(), f"refused {exc.code}")
                         in_flight = []
                     refusals += 1
                     connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
@@ -517,7 +524,7 @@ class Sender:
                         governor.on_timeout()
                     governor.on_ambiguous()
                     ambiguous_in_a_row += 1
-                    now = self.clock.now()
+                    now = _wall()  # journal and sent_at: real time, whatever the pacing clock
                     lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
                     with interrupts_deferred():
                         journal.settle(request_id, lost, now, f"ambiguous {code}")
@@ -545,7 +552,7 @@ class Sender:
                     continue
                 except FatalError as exc:
                     with interrupts_deferred():
-                        journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
+                        journal.revert(request_id, in_flight, _wall(), f"fatal {exc.code}")
                         in_flight = []
                     stopped = exc
                     break
@@ -553,7 +560,7 @@ class Sender:
                     results, errors, times = {}, {key: exc for key in commands}, {}
                 except BulkImportError as exc:  # e.g. a redirect to a plain-http address: not run
                     with interrupts_deferred():
-                        journal.revert(request_id, in_flight, self.clock.now(), type(exc).__name__)
+                        journal.revert(request_id, in_flight, _wall(), type(exc).__name__)
                         in_flight = []
                     stopped = exc
                     break
@@ -562,7 +569,7 @@ class Sender:
                     connect_failures = 0
                     ambiguous_in_a_row = 0
                     governor.on_batch_answered()
-                    now = self.clock.now()
+                    now = _wall()  # journal and sent_at: real time, whatever the pacing clock
                     updates: list[RowUpdate] = []
                     reverted: list[str] = []
                     for conv, positions in chosen:
@@ -688,7 +695,7 @@ class Sender:
         if notes:
             journal.note_pending(notes)
         finished = self.clock.now()
-        journal.finish_run(run_id, finished, _stop_code(stopped), interrupted, tally["sent"])
+        journal.finish_run(run_id, _wall(), _stop_code(stopped), interrupted, tally["sent"])
         frame = self._frame(journal)
         by_status = frame["import_status"].value_counts()
         status_counts = {s: int(by_status.get(s, 0)) for s in codes.STATUSES}

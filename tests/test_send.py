@@ -982,3 +982,21 @@ def test_an_answered_batch_with_a_refused_command_is_journalled_in_one_commit(
     with Journal.open(tmp_path / "j.db") as j:
         statuses = set(j.rows()["status"])
     assert statuses == {"inflight"}, statuses  # all or nothing
+
+
+def test_journal_and_sent_at_use_wall_clock_time_not_the_pacing_clock(fake, clock, tmp_path):
+    """A sandbox runs on a scaled (virtual) clock; status and reports must show real times."""
+    import time
+
+    clock.advance(86_400 * 400)  # the pacing clock is far from real time
+    before = time.time()
+    out = run(make_plan([2, 2]), fake, clock, tmp_path)
+    after = time.time()
+    sent_at = out.frame["sent_at"].map(lambda t: t.timestamp())
+    assert ((sent_at >= before - 1) & (sent_at <= after + 1)).all()
+    with Journal.open(tmp_path / "j.db") as j:
+        summary = j.summary()
+        times = j._conn.execute("SELECT started_at, finished_at FROM requests").fetchall()
+    for r in summary["runs"]:
+        assert before - 1 <= r["started_at"] <= r["finished_at"] <= after + 1
+    assert times and all(before - 1 <= a <= b <= after + 1 for a, b in times)
