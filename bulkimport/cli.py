@@ -9,6 +9,7 @@ traceback unless ``--debug``); 130 interrupted (the journal is saved; the resume
 from __future__ import annotations
 
 import shlex
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,16 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: {_one_line(exc)}", err=True)
             code = EXIT_INPUT
+        except sqlite3.Error as exc:  # the journal's disk is full or failing (not an OSError)
+            if debug:
+                raise
+            click.echo(
+                f"Error: the journal (--state) could not be written or read ({_one_line(exc)}): free disk "
+                "space or pass --state on another disk, then run the same command again — rows the "
+                "journal recorded as sent stay sent",
+                err=True,
+            )
+            code = EXIT_INPUT
         if not standalone_mode:
             return code
         if code == EXIT_INTERRUPTED and args is None:  # the real process, not a test runner
@@ -116,7 +127,18 @@ _mapping_opt = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Mapping file (TOML). Without it the mapping is guessed from the column headers and shown.",
 )
-_sheet_opt = click.option("--sheet", help="Worksheet name or 0-based index (xlsx); default: the first.")
+
+
+def _sheet_opt(fn: Any) -> Any:
+    """The options that say how to read FILE: --sheet (xlsx), --encoding and --delimiter (csv)."""
+    fn = click.option(
+        "--delimiter",
+        help="CSV field separator, e.g. ';' or tab [default: detected].",
+    )(fn)
+    fn = click.option("--encoding", help="CSV text encoding, e.g. cp1251 or utf-16 [default: detected].")(fn)
+    return click.option("--sheet", help="Worksheet name or 0-based index (xlsx); default: the first.")(fn)
+
+
 _portal_opt = click.option(
     "--portal",
     envvar=ENV_PORTAL,
@@ -137,11 +159,13 @@ def _sheet(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def _read_and_map(file: Path, mapping_path: Path | None, sheet: str | None) -> tuple[Any, Any, bool]:
+def _read_and_map(
+    file: Path, mapping_path: Path | None, sheet: str | None, encoding: str | None, delimiter: str | None
+) -> tuple[Any, Any, bool]:
     """Read the file and load or guess the mapping; returns (frame, mapping, guessed)."""
     import bulkimport
 
-    frame = bulkimport.read(file, sheet=_sheet(sheet))
+    frame = bulkimport.read(file, sheet=_sheet(sheet), encoding=encoding, delimiter=delimiter)
     if mapping_path is not None:
         return frame, bulkimport.Mapping.load(mapping_path), False
     return frame, bulkimport.Mapping.guess(frame), True
@@ -207,11 +231,13 @@ def _run_command(base: Sequence[str], *extra: str) -> str:
 @_file_arg
 @_mapping_opt
 @_sheet_opt
-def validate(file: Path, mapping_path: Path | None, sheet: str | None) -> None:
+def validate(
+    file: Path, mapping_path: Path | None, sheet: str | None, encoding: str | None, delimiter: str | None
+) -> None:
     """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
     from .validate import validate as find_failures
 
-    frame, mapping, guessed = _read_and_map(file, mapping_path, sheet)
+    frame, mapping, guessed = _read_and_map(file, mapping_path, sheet, encoding, delimiter)
     _show_mapping(mapping, guessed, file)
     failures = find_failures(frame, mapping)
     errors = failures[failures["level"] == "error"]
@@ -230,9 +256,16 @@ def validate(file: Path, mapping_path: Path | None, sheet: str | None) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the (guessed or loaded) mapping to this TOML file so you can edit it.",
 )
-def mapping(file: Path, mapping_path: Path | None, sheet: str | None, save: Path | None) -> None:
+def mapping(
+    file: Path,
+    mapping_path: Path | None,
+    sheet: str | None,
+    encoding: str | None,
+    delimiter: str | None,
+    save: Path | None,
+) -> None:
     """Show the mapping of FILE's columns to message fields (guessed unless --mapping), optionally save it."""
-    _, found, guessed = _read_and_map(file, mapping_path, sheet)
+    _, found, guessed = _read_and_map(file, mapping_path, sheet, encoding, delimiter)
     _show_mapping(found, guessed, file)
     missing = list(found.missing_required())
     if missing:
@@ -316,6 +349,8 @@ def run(
     file: Path,
     mapping_path: Path | None,
     sheet: str | None,
+    encoding: str | None,
+    delimiter: str | None,
     portal: str | None,
     line: str | None,
     connector: str,
@@ -352,7 +387,7 @@ def run(
     if not state.parent.exists():
         raise _config(f"--state {state}: folder {state.parent} does not exist; create it or pick another")
 
-    frame, mapping_, guessed = _read_and_map(file, mapping_path, sheet)
+    frame, mapping_, guessed = _read_and_map(file, mapping_path, sheet, encoding, delimiter)
     _show_mapping(mapping_, guessed, file)
     plan, estimate = _plan_and_show(frame, mapping_, limits)
     if dry_run:
@@ -367,8 +402,9 @@ def run(
     base = ["bulkimport", "run", str(file)]
     if mapping_path is not None:
         base += ["--mapping", str(mapping_path)]
-    if sheet is not None:
-        base += ["--sheet", sheet]
+    for option, value in (("--sheet", sheet), ("--encoding", encoding), ("--delimiter", delimiter)):
+        if value is not None:
+            base += [option, value]
     base += ["--state", str(state), "--report", str(report_path)]
     if plan_name != "standard":
         base += ["--plan", plan_name]

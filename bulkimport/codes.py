@@ -462,3 +462,15 @@ _add("repeated-ambiguous", "error", "send", "Several requests in a row got no us
 _add("confirmed-arrived", "warning", "send",
      "The outcome was unknown; you confirmed the message is in the open line.",
      "Nothing to do: it was not re-sent. Its Bitrix24 chat and session ids are not known to bulkimport.")
+_add("tls-failed", "error", "send", "The secure (TLS) connection to the portal could not be set up; "
+     "nothing was sent.",
+     "Check the portal address (https:// on the right host and port) and its certificate (or the "
+     "system's CA certificates / a TLS-inspecting proxy), then run the same command again.")
+_add("preflight-unreachable", "error", "send",
+     "Could not connect to the portal for the checks before sending (nothing was sent).",
+     "Check the portal address (--portal) and your network, then run the same command again.")
+_add("refused-maybe-stored", "error", "send",
+     "The portal refused a call of several messages (or answered an unrecognised error) with {code}; "
+     "some of its messages may already be stored.",
+     "Not re-sent automatically (a re-send may duplicate): check the open line, then resolve_unknown / "
+     "--retry-unknown. Fix the cause the code names first.")

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .errors import AuthError, ConfigError, InputError, PortalError, RequestRejectedError, SetupError
+from .errors import (
+    AuthError,
+    ConfigError,
+    FatalError,
+    InputError,
+    PortalError,
+    RequestRejectedError,
+    RetryableError,
+    SetupError,
+)
 
 #: Scopes the import needs (reference §1): imconnector.* and imopenlines.* methods, plus im.
 REQUIRED_SCOPES = ("imopenlines", "imconnector", "im")
@@ -385,6 +394,20 @@ def preflight(client: Caller, line: int | str, connector: str, *, portal: str | 
     line = check_line(line)
     connector = check_connector_id(connector)
     portal = _portal_of(client, portal)
+    try:
+        return _preflight(client, line, connector, portal)
+    except RetryableError as exc:
+        if exc.code != "connection-failed":
+            raise
+        # The generic connection-failed hint promises retries with back-off; preflight makes one
+        # attempt, so say what is true: nothing was sent, check the address and the network.
+        raise FatalError(
+            "preflight-unreachable", f"could not connect to {portal or 'the portal'}; nothing was sent"
+        ) from None
+
+
+def _preflight(client: Caller, line: int, connector: str, portal: str | None) -> SetupResult:
+    """The checks of :func:`preflight` (arguments already validated)."""
     result = SetupResult(line, connector)
     _check_token(client, result, portal)
     if result.problems:

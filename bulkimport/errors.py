@@ -14,7 +14,9 @@
     │   ├── FatalError                 the run cannot continue; stop early, leave rows pending
     │   │   ├── AuthError              WRONG_AUTH_TYPE, NO_AUTH_FOUND, insufficient_scope, invalid_grant …
     │   │   ├── SetupError             NOT_ACTIVE_LINE, IMCONNECTOR_NO_CORRECT_PROVIDER …
-    │   │   └── BlockedError           OVERLOAD_LIMIT, PORTAL_DELETED
+    │   │   ├── BlockedError           OVERLOAD_LIMIT, PORTAL_DELETED
+    │   │   └── TlsError               the TLS handshake failed (certificate, http on the https
+    │   │                              port …): nothing was sent, retrying cannot help
     │   └── RequestRejectedError       any other answered error (4xx/5xx with a code)
     └── AmbiguousError                 no usable answer after the request was sent (timeout, reset,
                                        5xx without a code, HTML or empty body): it may have run
@@ -125,3 +127,7 @@ class AmbiguousError(BulkImportError):
         self.reason = reason
         self.status = status
         super().__init__(reason if status is None else f"HTTP {status}: {reason}")
+
+
+class TlsError(FatalError):
+    """The TLS handshake with the portal failed (code ``tls-failed``): nothing was sent; stop."""

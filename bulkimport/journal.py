@@ -122,10 +122,11 @@ class RowUpdate:
 class Journal:
     """One import's journal (see the module docstring)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool = False) -> None:
         self.path = path
         self._conn = conn
         self._lockfile: Any = None
+        self._readonly = readonly
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -142,16 +143,38 @@ class Journal:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"no journal at {path}: check --state (or the input file's name)")
+        # Read-only and without pragmas: inspecting a file (``bulkimport status``) must never
+        # change it — a 0-byte file must not become a database, a foreign SQLite file must not be
+        # switched to WAL. The first write (resolve_unknown) reopens it writable.
         try:
-            conn = cls._connect(path)
+            conn = cls._connect_readonly(path)
         except sqlite3.DatabaseError:
             raise ConfigError(f"{path} is not a bulkimport journal (not an SQLite file)") from None
         try:
-            conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            row = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            conn.execute("SELECT rid, status FROM rows LIMIT 0").fetchall()
         except sqlite3.DatabaseError:
             conn.close()
             raise ConfigError(f"{path} is not a bulkimport journal") from None
-        return cls(path, conn)
+        if row is None:
+            conn.close()
+            raise ConfigError(f"{path} is not a bulkimport journal (no version)")
+        return cls(path, conn, readonly=True)
+
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        uri = path.resolve().as_uri() + "?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
+
+    def _writable(self) -> None:
+        """Swap a read-only connection (from :meth:`open`) for a writable one before a write."""
+        if not self._readonly:
+            return
+        conn = self._connect(self.path)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = conn
+        self._readonly = False
 
     @classmethod
     def bind(
@@ -248,6 +271,7 @@ class Journal:
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
+        self._writable()
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -314,9 +338,20 @@ class Journal:
             )
             return request
 
-    def settle(self, request: int | None, updates: Sequence[RowUpdate], now: float, outcome: str) -> None:
-        """Commit the outcome of every row of one request in one transaction."""
+    def settle(
+        self,
+        request: int | None,
+        updates: Sequence[RowUpdate],
+        now: float,
+        outcome: str,
+        revert: Sequence[str] = (),
+    ) -> None:
+        """Commit the outcome of every row of one request in one transaction; ``revert``: rows of
+        the same request refused before execution, put back to their pre-flight state in that
+        same transaction (a kill between two commits would split one answer)."""
         with self._tx() as cur:
+            if revert:
+                self._revert(cur, revert)
             self._settle(cur, updates)
             if request is not None:
                 cur.execute(
@@ -349,16 +384,20 @@ class Journal:
     def revert(self, request: int | None, rids: Sequence[str], now: float, outcome: str) -> None:
         """Refused before execution: the rows go back to their pre-flight state, attempts − 1."""
         with self._tx() as cur:
-            cur.executemany(
-                "UPDATE rows SET status=COALESCE(prev_status, 'pending'), code=prev_code, error=prev_error, "
-                "hold=COALESCE(prev_hold, 0), attempts=MAX(0, attempts-1) "
-                "WHERE rid=? AND status='inflight'",
-                [(rid,) for rid in rids],
-            )
+            self._revert(cur, rids)
             if request is not None:
                 cur.execute(
                     "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
                 )
+
+    @staticmethod
+    def _revert(cur: sqlite3.Cursor, rids: Sequence[str]) -> None:
+        cur.executemany(
+            "UPDATE rows SET status=COALESCE(prev_status, 'pending'), code=prev_code, error=prev_error, "
+            "hold=COALESCE(prev_hold, 0), attempts=MAX(0, attempts-1) "
+            "WHERE rid=? AND status='inflight'",
+            [(rid,) for rid in rids],
+        )
 
     def unknown_if_inflight(self, rids: Sequence[str], code: str, error: str) -> None:
         """Rows still in flight (e.g. on Ctrl-C) become ``unknown``."""
@@ -386,6 +425,19 @@ class Journal:
         Returns how many rows changed.
         """
         status, code = ("sent", "confirmed-arrived") if arrived else ("pending", None)
+        took = self._lockfile is None
+        if took:
+            self.lock()  # a live run → ConfigError: its in-flight rows are not unknown yet
+        try:
+            # Rows a killed run left ``inflight`` are what ``status`` counts as unknown: settle
+            # them as the next run would (``interrupted``) before applying the user's word.
+            self.recover()
+            return self._resolve(status, code, rows)
+        finally:
+            if took:
+                self.unlock()
+
+    def _resolve(self, status: str, code: str | None, rows: Iterable[Hashable] | None) -> int:
         with self._tx() as cur:
             if rows is None:
                 cur.execute(

@@ -10,7 +10,9 @@ Rules the sender keeps (see docs/sending.md):
 * Refused before execution (503, 429, failed connect) → the rows go back and are sent again later.
 * Ambiguous (timeout, dropped connection, HTML/empty answer, 5xx) → the rows become ``unknown`` and
   their conversation is **held**; nothing is ever re-sent automatically. The rest goes on.
-* A request-level rejection of one command → its rows ``failed``, its conversation held.
+* A request-level rejection of one command: ``ERROR_ARGUMENT`` on several messages → split and
+  re-sent; a definite rejection code on one message → ``failed``; anything else (it may have
+  stored some messages first) → ``unknown``. Either way its conversation is held.
   A rejected item (``SUCCESS: false``) → that row ``failed``; its conversation goes on.
 * A fatal error (auth, line, connector, block) stops the run; untouched rows stay ``pending``.
 """
@@ -22,6 +24,7 @@ import itertools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +73,23 @@ MAX_CONNECT_FAILURES = 8
 MAX_AMBIGUOUS_IN_A_ROW = 5
 #: Stop when this many conversations in a row were rejected at request level with the same code.
 MAX_SAME_REJECTION = 5
+#: Request-level codes after which a call of several messages is split and re-sent: only the
+#: documented structural checks that run before anything is stored (reference §6; the sandbox's
+#: per-call message cap uses the same code).
+SPLIT_ON = frozenset({"ERROR_ARGUMENT"})
+#: Request-level codes that definitely reject a call of ONE message (it is then ``failed``); any
+#: other code on a one-message call, and any non-split code on a bigger call, leaves the rows
+#: ``unknown`` (code ``refused-maybe-stored``) because the call may have stored some of them.
+DEFINITE_REJECTIONS = frozenset(
+    {
+        "ERROR_ARGUMENT",
+        "IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA",
+        "CONNECTOR_PROXY_NO_ADD_USER",
+        "CONNECTOR_PROXY_NO_USER_IM",
+        "PROVIDER_UNSUPPORTED_TYPE_INCOMING_MESSAGE",
+        "IMCONNECTOR_NOT_SPECIFIED_CORRECT_COMMAND",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,6 +162,12 @@ class SendOutcome:
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
+def _wall() -> float:
+    """Real wall-clock time for the journal and ``sent_at``: a sandbox runs on a scaled clock
+    (pacing), but what the journal and the report show must be when things really happened."""
+    return time.time()
+
+
 def _env_or(value: Any, env_name: str, option: str, env: Mapping[str, str]) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         value = env.get(env_name)
@@ -362,9 +388,9 @@ class Sender:
                 "(check the open line, then use --retry-unknown)",
                 recovered,
             )
-        started = self.clock.now()
+        started = self.clock.now()  # elapsed and msg/s are measured on the (portal) clock …
         requests_before = governor.requests
-        run_id = journal.start_run(started)
+        run_id = journal.start_run(_wall())  # … while the journal records real time
         state = journal.rows().set_index("rid")
         convs = self._schedule(state)
         keys = {ci: [row_key(r) for r in c.rows] for ci, c in enumerate(plan.conversations)}
@@ -461,8 +487,11 @@ class Sender:
                     # Journal the rows as in flight just before the bytes leave (after any wait).
                     nonlocal request_id, in_flight
                     if request_id is None:
-                        request_id = journal.mark_inflight(rids, run_id, self.clock.now())
-                        in_flight = rids
+                        # Ctrl-C between the commit and the assignment would leave the rows
+                        # ``inflight`` in the journal of a run that says it saved everything.
+                        with interrupts_deferred():
+                            request_id = journal.mark_inflight(rids, run_id, _wall())
+                            in_flight = rids
 
                 try:
                     if len(commands) == 1:
@@ -476,7 +505,7 @@ class Sender:
                         results, errors, times = br.results, br.errors, br.times
                 except RetryableError as exc:
                     with interrupts_deferred():
-                        journal.revert(request_id, in_flight, self.clock.now(), f"refused {exc.code}")
+                        journal.revert(request_id, in_flight, _wall(), f"refused {exc.code}")
                         in_flight = []
                     refusals += 1
                     connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
@@ -495,10 +524,11 @@ class Sender:
                         governor.on_timeout()
                     governor.on_ambiguous()
                     ambiguous_in_a_row += 1
-                    now = self.clock.now()
+                    now = _wall()  # journal and sent_at: real time, whatever the pacing clock
                     lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
-                    journal.settle(request_id, lost, now, f"ambiguous {code}")
-                    in_flight = []
+                    with interrupts_deferred():
+                        journal.settle(request_id, lost, now, f"ambiguous {code}")
+                        in_flight = []
                     tally["unknown"] += len(lost)
                     for conv, positions in chosen:
                         conv.queue = conv.queue[len(positions) :]
@@ -522,7 +552,7 @@ class Sender:
                     continue
                 except FatalError as exc:
                     with interrupts_deferred():
-                        journal.revert(request_id, in_flight, self.clock.now(), f"fatal {exc.code}")
+                        journal.revert(request_id, in_flight, _wall(), f"fatal {exc.code}")
                         in_flight = []
                     stopped = exc
                     break
@@ -530,7 +560,7 @@ class Sender:
                     results, errors, times = {}, {key: exc for key in commands}, {}
                 except BulkImportError as exc:  # e.g. a redirect to a plain-http address: not run
                     with interrupts_deferred():
-                        journal.revert(request_id, in_flight, self.clock.now(), type(exc).__name__)
+                        journal.revert(request_id, in_flight, _wall(), type(exc).__name__)
                         in_flight = []
                     stopped = exc
                     break
@@ -539,7 +569,7 @@ class Sender:
                     connect_failures = 0
                     ambiguous_in_a_row = 0
                     governor.on_batch_answered()
-                    now = self.clock.now()
+                    now = _wall()  # journal and sent_at: real time, whatever the pacing clock
                     updates: list[RowUpdate] = []
                     reverted: list[str] = []
                     for conv, positions in chosen:
@@ -567,8 +597,14 @@ class Sender:
                             reverted += rids
                             stopped = stopped or err
                             continue
-                        if isinstance(err, RequestRejectedError) and len(positions) > 1:
-                            # Refused as a whole, so nothing ran: split it. This finds the portal's
+                        rejected_code = str(getattr(err, "code", "") or "").upper()
+                        if (
+                            isinstance(err, RequestRejectedError)
+                            and len(positions) > 1
+                            and rejected_code in SPLIT_ON
+                        ):
+                            # ERROR_ARGUMENT: the documented structural checks that run before
+                            # anything is stored, so nothing ran: split it. This finds the portal's
                             # (undocumented) per-call limit, and a single malformed message fails
                             # alone instead of taking its neighbours with it.
                             reverted += rids
@@ -578,6 +614,26 @@ class Sender:
                                 governor.cap_messages(conv.cap)
                             continue
                         conv.queue = conv.queue[len(positions) :]
+                        if isinstance(err, RequestRejectedError) and not (
+                            len(positions) == 1 and rejected_code in DEFINITE_REJECTIONS
+                        ):
+                            # Refused as a whole with a code that may be raised half-way through
+                            # the messages (the "probably per-item" codes of the older docs), an
+                            # unknown code, a code-less 4xx or a malformed batch error entry: some
+                            # messages of this call may already be stored. Never re-send them.
+                            text = codes.get("refused-maybe-stored").render(code=err.code) + (
+                                f" ({err.description})" if err.description else ""
+                            )
+                            updates += [
+                                RowUpdate(r, "unknown", "refused-maybe-stored", text, hold=1) for r in rids
+                            ]
+                            hold(
+                                conv,
+                                "held-after-unknown",
+                                f"held: rows before it are unknown (refused with {err.code})",
+                            )
+                            rejections.append(rejected_code)
+                            continue
                         if isinstance(err, RequestRejectedError):
                             text = err.description or codes.render(err.code)
                             updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
@@ -593,9 +649,8 @@ class Sender:
                             text = str(err) if err is not None else "the command is missing from the answer"
                             updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
                             hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
-                    if reverted:
-                        journal.revert(None, reverted, now, "refused")
-                    journal.settle(request_id, updates, now, "answered")
+                    # one transaction: a kill between two commits would leave half an answer
+                    journal.settle(request_id, updates, now, "answered", revert=reverted)
                     in_flight = []
                 for u in updates:
                     tally[u.status] += 1
@@ -640,7 +695,7 @@ class Sender:
         if notes:
             journal.note_pending(notes)
         finished = self.clock.now()
-        journal.finish_run(run_id, finished, _stop_code(stopped), interrupted, tally["sent"])
+        journal.finish_run(run_id, _wall(), _stop_code(stopped), interrupted, tally["sent"])
         frame = self._frame(journal)
         by_status = frame["import_status"].value_counts()
         status_counts = {s: int(by_status.get(s, 0)) for s in codes.STATUSES}
@@ -743,15 +798,37 @@ class Sender:
             ]
             return ups, ("held-after-unknown", "held: the answer for earlier rows was unusable")
         ups = []
+        outcome: Any = True
         for rid, item in zip(rids, items, strict=True):
             # type() first: decoded JSON objects are dicts, and the ABC check costs per message
             if type(item) is not dict and not isinstance(item, Mapping):
                 item = {}
-            if item.get("SUCCESS") is True or item.get("SUCCESS") in ("Y", "true", 1):
-                session: Mapping[str, Any] = item.get("session") or {}
+            flag = item.get("SUCCESS")
+            session: Mapping[str, Any] = item.get("session") or {}
+            if type(session) is not dict and not isinstance(session, Mapping):
+                session = {}
+            if flag is True or flag in ("Y", "true", 1):
+                ok = True
+            elif flag is False or flag in ("N", "false", 0) or item.get("ERRORS") or item.get("errors"):
+                ok = False  # explicitly rejected: it was not stored
+            elif session.get("ID") or session.get("CHAT_ID"):
+                ok = True  # no flag, but an open-line session: it reached the line
+            else:
+                # Neither a verdict nor a session: it may have been stored. Not ``failed`` (that
+                # would let --retry-failed duplicate it): unknown, and the conversation waits.
+                ups.append(
+                    RowUpdate(
+                        rid,
+                        "unknown",
+                        "result-mismatch",
+                        "the answer for this message has neither SUCCESS, ERRORS nor a session",
+                        hold=1,
+                    )
+                )
+                outcome = ("held-after-unknown", "held: the answer for an earlier row was unusable")
+                continue
+            if ok:
                 message: Mapping[str, Any] = item.get("message") or {}
-                if type(session) is not dict and not isinstance(session, Mapping):
-                    session = {}
                 if type(message) is not dict and not isinstance(message, Mapping):
                     message = {}
                 ups.append(
@@ -771,7 +848,7 @@ class Sender:
             else:
                 code, text = _item_error(item)
                 ups.append(RowUpdate(rid, "failed", code, text, hold=0))
-        return ups, True
+        return ups, outcome
 
     def _frame(self, journal: Journal) -> pd.DataFrame:
         """``plan.frame`` plus the status columns, from the journal (the source of truth)."""

@@ -14,13 +14,22 @@ from bulkimport.errors import (
     AuthError,
     BlockedError,
     ConfigError,
+    FatalError,
     OperatingLimitError,
     RateLimitedError,
     RequestRejectedError,
     RetryableError,
     SetupError,
+    TlsError,
 )
-from bulkimport.portal.client import Client, MockTransport, RawResponse, classify, rest_url
+from bulkimport.portal.client import (
+    Client,
+    MockTransport,
+    RawResponse,
+    RequestsTransport,
+    classify,
+    rest_url,
+)
 from bulkimport.portal.encoding import decode_query
 
 OK = {
@@ -66,11 +75,64 @@ def test_portal_addresses(given, expected):
 
 
 @pytest.mark.parametrize(
-    "bad", ["http://acme.bitrix24.ru", "ftp://x", "", "https://acme.bitrix24.ru/rest/1/abc/"]
+    "bad",
+    [
+        "http://acme.bitrix24.ru",
+        "ftp://x",
+        "",
+        "https://acme.bitrix24.ru/rest/1/abc/",
+        "exa mple.bitrix24.ru",
+        "https://exa mple.bitrix24.ru",
+        "acme<x>.bitrix24.ru",
+        "acme.bitrix24.ru:99999",
+        "acme.bitrix24.ru:port",
+        "https://[::1",
+        "acme..bitrix24.ru",
+        "user:pw@acme.bitrix24.ru",
+    ],
 )
 def test_bad_portal_addresses(bad):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="--portal"):
         rest_url(bad)
+
+
+def test_unicode_portal_host_is_accepted():
+    assert rest_url("портал.рф") == "https://портал.рф/rest/"
+
+
+def test_a_url_requests_refuses_is_a_config_error_not_a_network_fault():
+    """requests refuses the URL before connecting: nothing was sent, and retrying cannot help."""
+    with pytest.raises(ConfigError, match="--portal"):
+        RequestsTransport().post("https://exa mple.bitrix24.ru/rest/x", b"{}", {}, (1, 1))
+
+
+def test_a_tls_handshake_failure_is_not_sent_and_fatal():
+    """https:// to a plain-http port: the handshake fails before the request is written."""
+    import http.server
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        c = Client(f"https://127.0.0.1:{srv.server_port}", "tok-123456", clock=ManualClock(), timeout=5)
+        with pytest.raises(TlsError) as info:
+            c.call("x.y")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert isinstance(info.value, FatalError) and not isinstance(info.value, AmbiguousError)
+    assert info.value.code == "tls-failed" and "nothing was sent" in str(info.value)
+    assert hits == []
 
 
 def test_json_body_auth_user_agent_and_result():
@@ -333,3 +395,24 @@ def test_idle_keep_alive_connections_are_dropped_before_reuse(monkeypatch):
     now[0] += 60  # a long operating-budget wait: the server has likely closed the socket
     t.post("http://127.0.0.1/rest/x", b"{}", {}, (1, 1))
     assert closed == [1]
+
+
+def test_429_with_reset_already_past_does_not_cause_a_burst():
+    """A 429 whose integer operating_reset_at is already past: the retry waits, never bursts."""
+    clock = ManualClock(1_700_000_000.5)
+    unblock = clock.now() + 1.0
+    calls: list[float] = []
+
+    def handler(url: str, body: dict[str, Any]) -> RawResponse:
+        calls.append(clock.now())
+        if clock.now() < unblock:
+            return MockTransport.json(
+                429,
+                {"error": "OPERATION_TIME_LIMIT", "error_description": "x",
+                 "time": {"operating_reset_at": int(clock.now())}},
+            )
+        return MockTransport.json(200, {"result": True, "time": {}})
+
+    c = Client("acme.bitrix24.ru", "tok-123456", clock=clock, session=MockTransport(handler))
+    assert c.call("imconnector.send.messages", {}, retries=5) is True
+    assert len(calls) == 2 and calls[1] - calls[0] >= 1.0

@@ -141,3 +141,24 @@ def test_fix_for_names_auth_or_setup_by_code():
         "bulkimport setup --portal https://p.example --line 1 --connector c"
     )
     assert conn.fix_for("OVERLOAD_LIMIT", None, 1, "c") is None and conn.fix_for(None, None, 1, "c") is None
+
+
+def test_preflight_that_cannot_connect_says_nothing_was_sent_and_promises_no_retry():
+    import socket
+
+    from bulkimport.clock import ManualClock
+    from bulkimport.errors import FatalError
+    from bulkimport.portal.client import Client
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens
+    portal = f"http://127.0.0.1:{port}"
+    client = Client(portal, "tok-123456", clock=ManualClock(), timeout=2)
+    with pytest.raises(FatalError) as info:
+        conn.preflight(client, 1, "history_import", portal=portal)
+    text = str(info.value)
+    assert info.value.code == "preflight-unreachable"
+    assert "nothing was sent" in text and "--portal" in text and "network" in text
+    assert "retries" not in text

@@ -10,7 +10,8 @@ run the drill checks against the sandbox's store, by message id:
 * the ``unknown`` rows are exactly the rows that were in flight at a kill (code ``interrupted``);
 * every other row is ``pending`` only because an earlier row of its conversation is unknown
   (``held-after-unknown``) and was never stored; nothing is ``not-reached`` or ``failed``;
-* when no cut row reached the portal, ``--retry-unknown`` completes the import exactly once.
+* after the user's check (``Journal.resolve_unknown``: the cut rows the store holds arrived, the
+  others did not), one more run completes the import: every message stored exactly once.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from drills.kit import (
     write_history,
 )
 
+from bulkimport.journal import Journal
 from bulkimport.sandbox import Sandbox
 
 #: Server cost (real seconds, time_scale=1): a 10-message call takes ~0.06 s, a batch of 4 ~0.25 s.
@@ -137,15 +139,22 @@ def _drill(tmp_path: Path, seed: int, kills: int, sig: int = signal.SIGKILL) -> 
         assert "Traceback" not in final.stderr, final.stderr
         status, code = _statuses(tmp_path, history)
         _check_final(portal, history, status, code, cut)
-        stored = portal.store.messages()
-        if not set(stored["message_id"]) & cut:
-            # the user looked at the open line, saw none of them, and re-sends them
-            again = run_cli([*args, "--retry-unknown"], env)
-            assert again.returncode == 0, again.stdout + again.stderr
-            status, _ = _statuses(tmp_path, history)
-            assert set(status.values()) == {"sent"}
-            copies = check_store(portal, history.want, status)
-            assert set(copies) == history.ids and set(copies.values()) == {1}
+        # The user checks the open line (here: the sandbox's store) and tells the journal which
+        # unknown rows arrived; the next run then completes the import, every message exactly once.
+        stored = set(portal.store.messages()["message_id"])
+        row_of = {mid: int(rid) for rid, mid in history.by_row.items()}
+        journal = Journal.open(tmp_path / "journal.db")
+        try:
+            journal.resolve_unknown(True, [row_of[m] for m in cut & stored])
+            journal.resolve_unknown(False, [row_of[m] for m in cut - stored])
+        finally:
+            journal.close()
+        done = run_cli(args, env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        status, _ = _statuses(tmp_path, history)
+        assert set(status.values()) == {"sent"}
+        copies = check_store(portal, history.want, status)
+        assert set(copies) == history.ids and set(copies.values()) == {1}
         return {"cut": len(cut), "landed": landed}
 
 
@@ -217,3 +226,70 @@ def test_a_second_run_on_the_same_journal_is_refused_while_the_first_sends(tmp_p
         status, _ = _statuses(tmp_path, history)
         copies = check_store(portal, history.want, status)
         assert set(copies) == history.ids and set(copies.values()) == {1}
+
+
+def test_ctrl_c_landing_as_rows_are_journalled_in_flight_leaves_none_in_flight(tmp_path, monkeypatch):
+    """The SIGINT arrives the instant the journal has committed a request's rows as ``inflight``
+    (found by the random Ctrl-C drill: a run exited 130 with rows still in flight)."""
+    import os
+
+    import bulkimport
+    from bulkimport.clock import for_sandbox
+    from bulkimport.portal.auth import Auth
+    from bulkimport.portal.client import Client
+    from bulkimport.send import Sender
+
+    write_history(tmp_path / "history.csv", conversations=4, per_conversation=5)
+    frame = bulkimport.read(tmp_path / "history.csv")
+    plan = bulkimport.plan(frame, bulkimport.Mapping.guess(frame))
+    original = Journal.mark_inflight
+    fired: list[int] = []
+
+    def mark_then_ctrl_c(self: Journal, *args: object, **kwargs: object) -> int:
+        request = original(self, *args, **kwargs)
+        if not fired:
+            fired.append(request)
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, delivered as soon as Python may
+        return request
+
+    monkeypatch.setattr(Journal, "mark_inflight", mark_then_ctrl_c)
+    with Sandbox(time_scale=100.0, seed=1) as portal:
+        clock = for_sandbox(portal)
+        auth = Auth(client_id=portal.client_id, client_secret=portal.client_secret,
+                    access_token=portal.access_token, refresh_token=portal.refresh_token,
+                    oauth_url=portal.oauth_url, token_file=tmp_path / "tokens.json", clock=clock, env={})
+        register(portal)
+        out = Sender(plan, line=1, connector="bulkimport", state=tmp_path / "journal.db", progress=False,
+                     client=Client(portal.url, auth, clock=clock)).run()
+    assert fired and out.summary.interrupted
+    assert "inflight" not in set(journal_statuses(tmp_path / "journal.db").values())
+
+
+def test_disk_full_mid_run_is_one_line_and_resumable(tmp_path):
+    """The journal's disk fills up mid-run (RLIMIT_FSIZE on the child: writes past 300 kB fail):
+    one ``Error:`` line and exit 2 — no traceback; nothing sent is lost; after space is freed the
+    same command completes, every message exactly once."""
+    import resource
+
+    history = write_history(tmp_path / "history.csv", conversations=40, per_conversation=50)
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    with Sandbox(time_scale=1.0, seed=8, cost_per_call=0.001, cost_per_message=0.0005) as portal:
+        register(portal)
+        env = cli_env(portal, tmp_path)
+        args = run_args(portal, tmp_path / "history.csv", tmp_path)
+        full = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False,
+                              preexec_fn=small_disk, cwd=ROOT)
+        lines = full.stderr.strip().splitlines()
+        assert "Traceback" not in full.stderr, full.stderr[-3000:]
+        assert full.returncode == 2 and lines[-1].startswith("Error: ") and "journal" in lines[-1], lines
+        assert 0 < len(portal.store.messages()) < len(history.ids)
+        _quiesce(portal)
+        again = run_cli(args, env)
+        assert again.returncode in (0, 1), again.stdout + again.stderr
+        status, _ = _statuses(tmp_path, history)
+        check_store(portal, history.want, status)
+        assert set(status.values()) <= {"sent", "unknown", "pending"}

@@ -193,3 +193,32 @@ def test_operating_budget_used_to_98_percent_and_one_probe_call_after_a_reset():
     assert g.calls_per_batch(2) == 1  # how much it freed is unknown: one call first …
     g.observe(SEND_METHOD, {"operating": 400.0, "operating_reset_at": clock.now() + 60, "processing": 1.0})
     assert g.calls_per_batch(2) == 15  # … then batches sized by the fresh figure
+
+
+def test_429_with_a_reset_already_past_waits_at_least_a_second_and_backs_off():
+    """operating_reset_at is an integer: truncation makes a reset 0.5 s ahead look past."""
+    clock = ManualClock(1_700_000_000.5)
+    g = Governor(STANDARD, clock)
+    waits = []
+    for _ in range(4):
+        g.on_operating_limit(SEND_METHOD, 0.0)
+        before = clock.now()
+        g.acquire([SEND_METHOD])
+        waits.append(clock.now() - before)
+    assert waits[0] >= 1.0
+    assert waits == sorted(waits) and waits[-1] >= 4 * waits[0]
+    g.on_success()
+    g.on_operating_limit(SEND_METHOD, 0.0)
+    before = clock.now()
+    g.acquire([SEND_METHOD])
+    assert clock.now() - before == pytest.approx(1.0)
+
+
+def test_429s_of_several_batch_commands_in_one_answer_count_once():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    for _ in range(5):
+        g.on_operating_limit(SEND_METHOD, 0.0)
+    before = clock.now()
+    g.acquire([SEND_METHOD])
+    assert clock.now() - before == pytest.approx(1.0)

@@ -183,3 +183,89 @@ def test_resolve_unknown_for_some_rows(tmp_path):
     assert rows.loc["1", "status"] == "sent" and rows.loc["1", "code"] == "confirmed-arrived"
     assert rows.loc["2", "status"] == "unknown"
     assert j.resolve_unknown(arrived=True) == 1
+
+
+def test_settle_with_revert_is_one_transaction(tmp_path):
+    j = make(tmp_path)
+    req = j.mark_inflight([row_key(0), row_key(1)], j.start_run(0.0), 0.0)
+
+    class Boom(Exception):
+        pass
+
+    original = Journal._settle
+
+    def crash(cur, updates):  # the process dies after the revert statement, before COMMIT
+        raise Boom
+
+    Journal._settle = staticmethod(crash)  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Boom):
+            j.settle(req, [RowUpdate(row_key(0), "sent")], 1.0, "answered", revert=[row_key(1)])
+    finally:
+        Journal._settle = staticmethod(original)  # type: ignore[method-assign]
+    assert j.counts()["inflight"] == 2  # neither the revert nor the settle was committed
+    j.settle(req, [RowUpdate(row_key(0), "sent")], 1.0, "answered", revert=[row_key(1)])
+    rows = j.rows().set_index("rid")
+    assert rows.loc[row_key(0), "status"] == "sent"
+    assert rows.loc[row_key(1), "status"] == "pending" and rows.loc[row_key(1), "attempts"] == 0
+
+
+def test_resolve_unknown_includes_rows_a_killed_run_left_in_flight(tmp_path):
+    """``status`` counts rows left ``inflight`` by a killed run as unknown; resolving must too."""
+    j = make(tmp_path)
+    j.mark_inflight([row_key(0), row_key(1)], j.start_run(0.0), 0.0)
+    j.close()  # the run was killed: no recover() yet
+    with Journal.open(tmp_path / "j.db") as j2:
+        assert j2.summary()["counts"]["unknown"] == 2
+        assert j2.resolve_unknown(arrived=True, rows=[0]) == 1
+        assert j2.resolve_unknown(arrived=False) == 1
+        rows = j2.rows().set_index("rid")
+    assert rows.loc[row_key(0), "status"] == "sent"
+    assert rows.loc[row_key(1), "status"] == "pending"
+
+
+def test_resolve_unknown_refuses_while_a_run_holds_the_journal(tmp_path):
+    j = make(tmp_path)
+    j.lock()
+    j.mark_inflight([row_key(0)], j.start_run(0.0), 0.0)
+    with Journal.open(tmp_path / "j.db") as other, pytest.raises(ConfigError, match="another bulkimport run"):
+        other.resolve_unknown(arrived=True)
+    assert j.counts()["inflight"] == 1
+    j.close()
+
+
+def test_opening_for_inspection_never_changes_the_file(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(ConfigError):
+        Journal.open(empty)
+    assert empty.read_bytes() == b""
+    # a foreign SQLite file (e.g. the sandbox's store) keeps its journal mode and content
+    foreign = tmp_path / "sandbox.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+    con.commit()
+    con.close()
+    before = foreign.read_bytes()
+    with pytest.raises(ConfigError):
+        Journal.open(foreign)
+    assert foreign.read_bytes() == before
+    con = sqlite3.connect(foreign)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
+
+
+def test_status_reads_a_journal_without_writing(tmp_path):
+    j = make(tmp_path)
+    j.mark_inflight([row_key(0)], j.start_run(0.0), 0.0)
+    j.close()
+    path = tmp_path / "j.db"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=DELETE")  # as if copied elsewhere: no WAL
+    con.close()
+    before = path.read_bytes()
+    with Journal.open(path) as j2:
+        assert j2.summary()["counts"]["unknown"] == 1
+    assert path.read_bytes() == before
+    with Journal.open(path) as j3:  # a write still works: it reopens the file writable
+        assert j3.resolve_unknown(arrived=False) == 1

@@ -200,7 +200,6 @@ def test_unknown_behaviours_are_flagged_not_hidden(sandbox: Sandbox, connector: 
         u={"name": "A" * 30, "last_name": "R2D2", "gender": "robot", "email": "nope", "phone": "call me"},
         m={"text": "x" * 20_005},
     )
-    del item["message"]["date"]
     assert items(send(sandbox, [item]))[0]["SUCCESS"] is True
     user = sandbox.store.users().iloc[0]
     assert user["name"] == "A" * 25 and user["gender"] is None and user["phone"] is None
@@ -212,7 +211,25 @@ def test_unknown_behaviours_are_flagged_not_hidden(sandbox: Sandbox, connector: 
         "phone-dropped",
     }
     row = sandbox.store.messages().iloc[0]
-    assert len(row["text"]) == 20_000 and set(row["flags"].split(",")) == {"no-date", "text-truncated"}
+    assert len(row["text"]) == 20_000 and set(row["flags"].split(",")) == {"text-truncated"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("id", None), ("id", ""), ("date", None), ("date", ""), ("date", "yesterday")]
+)
+def test_an_item_without_message_id_or_date_fails(
+    sandbox: Sandbox, connector: str, field: str, value: Any
+) -> None:
+    """Older docs make message.id and message.date required: the sandbox takes the strict reading."""
+    bad = msg(1)
+    if value is None:
+        del bad["message"][field]
+    else:
+        bad["message"][field] = value
+    got = items(send(sandbox, [msg(0), bad, msg(2)]))
+    assert [i["SUCCESS"] for i in got] == [True, False, True]
+    assert got[1]["ERRORS"] == ["Not all the required data was transferred"] and "session" not in got[1]
+    assert len(sandbox.store.messages()) == 2
 
 
 def test_max_messages_per_call_is_configurable() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import ssl
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Mapping
@@ -50,6 +51,7 @@ from ..errors import (
     RequestRejectedError,
     RetryableError,
     SetupError,
+    TlsError,
     TokenExpiredError,
 )
 from ..limits import STANDARD, PortalLimits
@@ -152,6 +154,54 @@ def _not_sent(exc: requests.RequestException) -> bool:
     return any(isinstance(item, (NewConnectionError, ConnectionRefusedError)) for item in _chain(exc))
 
 
+#: OpenSSL reasons that only occur while the TLS handshake runs, before any byte of the request is
+#: written (a wrong certificate, plain http on the https port, no common protocol version …).
+_HANDSHAKE_REASONS = frozenset(
+    {
+        "CERTIFICATE_VERIFY_FAILED",
+        "WRONG_VERSION_NUMBER",
+        "UNSUPPORTED_PROTOCOL",
+        "UNKNOWN_PROTOCOL",
+        "NO_PROTOCOLS_AVAILABLE",
+        "WRONG_SSL_VERSION",
+        "HTTP_REQUEST",
+        "HTTPS_PROXY_REQUEST",
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_INTERNAL_ERROR",
+        "TLSV1_UNRECOGNIZED_NAME",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "NO_SHARED_CIPHER",
+        "NO_CIPHERS_AVAILABLE",
+        "UNSAFE_LEGACY_RENEGOTIATION_DISABLED",
+        "DH_KEY_TOO_SMALL",
+        "EE_KEY_TOO_SMALL",
+        "CA_MD_TOO_WEAK",
+    }
+)
+
+
+def _tls_handshake_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl`` error when ``exc`` is a TLS failure of the handshake (nothing was sent), else None.
+
+    Errors that can also happen after the request was written (an EOF, a bad record MAC) are not
+    handshake failures: they stay ambiguous.
+    """
+    for item in _chain(exc):
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item
+        if isinstance(item, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            continue
+        reason = str(getattr(item, "reason", "") or "").upper()
+        if isinstance(item, ssl.SSLError) and reason in _HANDSHAKE_REASONS:
+            return item
+    return None
+
+
 class RequestsTransport:
     """The real transport: one ``requests.Session`` (keep-alive), no automatic redirects.
 
@@ -180,8 +230,24 @@ class RequestsTransport:
             )
             content = resp.content
             self._last_used = _time.monotonic()
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            # refused by requests before opening any connection: a bad address, not a network fault
+            raise ConfigError(
+                f"--portal: {urlsplit(url).netloc!r} is not a usable portal address ({type(exc).__name__}); "
+                "use e.g. acme.bitrix24.ru (nothing was sent)"
+            ) from None
         except requests.RequestException as exc:
             self._last_used = None  # whatever the pool holds now is suspect
+            tls = _tls_handshake_failure(exc)
+            if tls is not None:
+                raise TlsError(
+                    "tls-failed",
+                    f"the TLS handshake with {urlsplit(url).netloc} failed "
+                    f"({getattr(tls, 'reason', None) or type(tls).__name__}); nothing was sent. Check "
+                    "the portal address (https:// on the right port) and the certificate",
+                    None,
+                ) from None
             if _not_sent(exc):
                 raise NotSent(type(exc).__name__) from None
             if isinstance(exc, requests.Timeout):
@@ -244,6 +310,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _valid_host(host: str) -> bool:
+    """A DNS name (letters of any script, digits, ``-``, ``_``, dots) or an IP address."""
+    if not host or len(host) > 253:
+        return False
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    labels = host.split(".")
+    return all(
+        label and len(label) <= 63 and all(ch.isalnum() or ch in "-_" for ch in label) for label in labels
+    )
+
+
 def rest_url(portal: str) -> str:
     """The REST base ``https://host/rest/`` for ``acme.bitrix24.ru``, ``https://acme…/`` or ``…/rest/``.
 
@@ -255,10 +336,17 @@ def rest_url(portal: str) -> str:
         raise ConfigError("the portal address is empty: pass --portal (or set BITRIX24_PORTAL)")
     if "://" not in text:
         text = "https://" + text
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"--portal {portal!r} is not a portal address; use e.g. acme.bitrix24.ru") from None
     scheme = parts.scheme.lower()
     host = parts.hostname or ""
-    if scheme not in ("http", "https") or not host:
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        host = ""
+    if scheme not in ("http", "https") or not _valid_host(host) or parts.username or parts.password:
         raise ConfigError(f"--portal {portal!r} is not a portal address; use e.g. acme.bitrix24.ru")
     if scheme == "http" and not _is_loopback(host):
         raise ConfigError(
@@ -323,15 +411,18 @@ def error_for(
 
 
 def _retry_after(headers: Mapping[str, str], reset_at: float | None, now: float) -> float | None:
-    if reset_at is not None:
-        return max(0.0, float(reset_at) - now)
+    """Seconds until the portal said the limit resets (``operating_reset_at`` if still ahead, else
+    a ``Retry-After`` header); 0.0 for a reset already past — the governor then still waits at
+    least 1 s with back-off (a truncated integer reset often looks past)."""
+    if reset_at is not None and float(reset_at) - now > 0:
+        return float(reset_at) - now
     value = headers.get("retry-after")
     if value:
         try:
             return max(0.0, float(value))
         except ValueError:
-            return None
-    return None
+            pass
+    return 0.0 if reset_at is not None else None
 
 
 @dataclass

@@ -261,7 +261,14 @@ class Governor:
             st = self._methods.setdefault(method, _MethodState())
             if retry_after is None:
                 retry_after = (st.reset_at - now) if st.reset_at and st.reset_at > now else 60.0
-            st.blocked_until = max(st.blocked_until, now + retry_after)
+            # operating_reset_at is an integer second, so a reset "already past" (truncated, or a
+            # skewed clock) is common: never retry at once. Wait at least 1 s, growing like the
+            # 503 back-off (1, 2, 4 … s) while 429s keep coming; several commands of one batch
+            # refused together count as one refusal.
+            if st.blocked_until <= now:
+                self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
+            pause = max(retry_after, self._backoff, 1.0)
+            st.blocked_until = max(st.blocked_until, now + pause)
             st.operating = max(st.operating, self.limits.operating_limit)
 
     def on_connection_failed(self) -> None:

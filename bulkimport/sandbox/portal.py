@@ -1033,6 +1033,12 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
             author = _int(operator)
             if author is None or author <= 0:
                 errors.append(ITEM_BAD_OPERATOR)
+        # Older docs make message.id and message.date (unix seconds) required; whether today's
+        # portal accepts an item without them is unknown, so the sandbox takes the strict reading
+        # (reference: never rely on the lenient one) and fails the item.
+        incomplete = _scalar_text(message.get("id")) is None or _int(message.get("date")) is None
+        if incomplete and ITEM_NOT_ALL_DATA not in errors:
+            errors.append(ITEM_NOT_ALL_DATA)
         # Every item, failed or not, costs the portal its per-message time.
         work.spend(half)
         if errors:
@@ -1065,18 +1071,13 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
             else:
                 session_id = int(session["id"])
             date = _int(message.get("date"))
-            if date is None:
-                # unknown: older docs require date; the sandbox uses the arrival time and flags it.
-                flags.append("no-date" if message.get("date") in (None, "") else "bad-date")
-                date = int(now)
+            assert date is not None  # checked above: an item without a date fails
             text = _scalar_text(message.get("text"))
             if text is not None and len(text) > TEXT_LIMIT:
                 flags.append("text-truncated")
                 text = text[:TEXT_LIMIT]
             files = _files(message.get("files"), flags)
             message_id = _scalar_text(message.get("id"))
-            if message_id is None:
-                flags.append("no-message-id")
             disable_crm = message.get("disable_crm") == "Y"
             db.execute(
                 "INSERT INTO messages (line, connector, chat_id, user_id, message_id, date, text, files, "
