@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 FORMULA = """\
 Ceiling (shortest possible duration T_ideal for the workload, from the sandbox's configuration):

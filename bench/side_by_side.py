@@ -31,7 +31,6 @@ and messages lost, duplicated or out of order in the sandbox's store.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 COST_PER_CALL = 0.0005
 COST_PER_MESSAGE = 0.0002
@@ -189,7 +188,7 @@ def version(name: str) -> str:
         from importlib.metadata import version as v
 
         return v(name)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "not installed"
 
 
@@ -210,7 +209,7 @@ def run(name: str, sizes: list[int], timeout: float) -> dict[str, Any]:
         def target() -> None:
             try:
                 box["outcome"] = CLIENTS[name](portal, plan, Path(tmp))
-            except BaseException as exc:  # noqa: BLE001 — the library's own failure is a result
+            except BaseException as exc:
                 box["outcome"] = {"completed": False,
                                   "note": f"{type(exc).__name__}: {str(exc)[:160]}".replace("\n", " ")}
                 box["trace"] = traceback.format_exc(limit=4)
