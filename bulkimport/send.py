@@ -783,8 +783,14 @@ class Sender:
         if not isinstance(items, list) or len(items) != len(rids):
             if result.get("SUCCESS") is False and not items:
                 code, text = _item_error(result)
-                ups = [RowUpdate(r, "failed", code, text, hold=1) for r in rids]
-                return ups, ("held-after-failure", f"held: the portal refused an earlier request ({code})")
+                if len(rids) == 1:  # one message refused as a whole: it was not stored
+                    ups = [RowUpdate(rids[0], "failed", code, text, hold=1)]
+                    return ups, ("held-after-failure", f"held: the portal refused an earlier request ({code})")
+                # Several messages refused with no per-item results: the reference does not say
+                # the call stored none of them, so --retry-failed must never see these rows.
+                text = codes.get("refused-maybe-stored").render(code=code) + f" ({text})"
+                ups = [RowUpdate(r, "unknown", "refused-maybe-stored", text, hold=1) for r in rids]
+                return ups, ("held-after-unknown", f"held: an earlier request may have stored rows ({code})")
             ups = [
                 RowUpdate(
                     r,
