@@ -785,7 +785,8 @@ class Sender:
                 code, text = _item_error(result)
                 if len(rids) == 1:  # one message refused as a whole: it was not stored
                     ups = [RowUpdate(rids[0], "failed", code, text, hold=1)]
-                    return ups, ("held-after-failure", f"held: the portal refused an earlier request ({code})")
+                    hold = ("held-after-failure", f"held: the portal refused an earlier request ({code})")
+                    return ups, hold
                 # Several messages refused with no per-item results: the reference does not say
                 # the call stored none of them, so --retry-failed must never see these rows.
                 text = codes.get("refused-maybe-stored").render(code=code) + f" ({text})"

@@ -919,7 +919,7 @@ def test_a_bare_refusal_of_several_messages_is_unknown_and_never_retried_as_fail
         # the adversarial reading: a call of several messages stored them all, a single one nothing
         msgs = params["MESSAGES"]
         if len(msgs) > 1:
-            status, payload = orig(params)
+            _status, payload = orig(params)
         else:
             payload = {"time": fake._time(0.1)}
         return 200, {"result": {"SUCCESS": False, "ERRORS": ["CONNECTOR_PROXY_NO_ADD_USER"]},
