@@ -52,19 +52,8 @@ from .plan import Plan
 log = logging.getLogger("bulkimport.send")
 
 METHOD = "imconnector.send.messages"
-#: Columns added to ``plan.frame`` in the returned frame.
-STATUS_COLUMNS = [
-    "import_status",
-    "import_error_code",
-    "import_error",
-    "import_warnings",
-    "import_attempts",
-    "import_message_id",
-    "b24_user_id",
-    "b24_chat_id",
-    "b24_session_id",
-    "sent_at",
-]
+#: Columns added to ``plan.frame`` in the returned frame (defined with the statuses in codes.py).
+STATUS_COLUMNS = codes.STATUS_COLUMNS
 #: Give up after this many refusals (503/429/failed connects) in a row without any answer.
 MAX_REFUSALS_IN_A_ROW = 40
 #: … or after this many failed connects in a row.
