@@ -609,7 +609,10 @@ def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
         click.echo(
             "Rows with an unknown outcome may have reached the portal"
             + _held_note(held, code, "held-after-unknown")
-            + f"; check the open line, then: {_run_command(outcome.command, '--retry-unknown')}"
+            + "; check the open line, then say what you found: "
+            + f"`bulkimport resolve {shlex.quote(str(outcome.summary.journal))} --arrived|--not-arrived"
+            + " [--rows 12,40-45]` (arrived rows are never re-sent), or re-send them all: "
+            + f"{_run_command(outcome.command, '--retry-unknown')}"
         )
     return EXIT_OK if bool((status == "sent").all()) else EXIT_ROWS
 
@@ -721,6 +724,60 @@ def status(state: Path | None) -> None:
             close()
     for text in journal_lines(summary, path):
         click.echo(text)
+
+
+@main.command()
+@click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--arrived", "arrived", flag_value=True, default=None,
+              help="The messages ARE in the open line: mark the rows sent, never re-send them.")
+@click.option("--not-arrived", "arrived", flag_value=False,
+              help="The messages are NOT in the open line: the next run sends them.")
+@click.option("--rows", "rows_spec", metavar="LIST",
+              help="Only these row numbers, e.g. 12,40-45 (default: every unknown row).")
+def resolve(state: Path | None, arrived: bool | None, rows_spec: str | None) -> None:
+    """Settle rows whose outcome is unknown, after you checked the open line.
+
+    A request cut off after it was sent leaves its rows `unknown`: bulkimport cannot tell whether
+    the portal stored them, so it never re-sends them by itself. Look for those messages in the
+    open line, then say what you found; the next `bulkimport run` continues their conversations.
+    """
+    if arrived is None:
+        raise click.UsageError("say what you found: --arrived or --not-arrived")
+    path = state or _find_journal()
+    if not path.is_file():
+        raise _config(
+            f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
+        )
+    rows = _parse_rows(rows_spec) if rows_spec is not None else None
+    from .journal import Journal
+    from .report import journal_lines
+
+    journal = Journal.open(path)
+    try:
+        changed = journal.resolve_unknown(arrived, rows)
+        summary = journal.summary()
+    finally:
+        journal.close()
+    what = "sent (confirmed in the open line)" if arrived else "pending (the next run sends them)"
+    click.echo(f"{changed} unknown row{'s' if changed != 1 else ''} marked {what}.")
+    for text in journal_lines(summary, path):
+        click.echo(text)
+
+
+def _parse_rows(spec: str) -> list[int]:
+    """``"12,40-45"`` → [12, 40, 41, …, 45]; a one-line error for anything else."""
+    out: list[int] = []
+    for part in (p.strip() for p in spec.split(",")):
+        first, dash, last = part.partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if dash else lo
+        except ValueError:
+            raise _config(f"--rows {spec!r}: use row numbers and ranges, e.g. --rows 12,40-45") from None
+        if hi < lo or hi - lo > 1_000_000:
+            raise _config(f"--rows {spec!r}: the range {part} is reversed or too long")
+        out.extend(range(lo, hi + 1))
+    return out
 
 
 def _find_journal() -> Path:

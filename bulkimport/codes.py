@@ -35,6 +35,21 @@ STATUSES: dict[str, str] = {
 }
 
 
+#: The columns the sender adds to every input row (send(), the report, the notebook), in order.
+STATUS_COLUMNS = [
+    "import_status",
+    "import_error_code",
+    "import_error",
+    "import_warnings",
+    "import_attempts",
+    "import_message_id",
+    "b24_user_id",
+    "b24_chat_id",
+    "b24_session_id",
+    "sent_at",
+]
+
+
 @dataclass(frozen=True)
 class Code:
     """One catalogue entry: what went wrong (``message``) and what to do about it (``hint``)."""

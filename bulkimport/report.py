@@ -23,18 +23,7 @@ from . import codes
 from .errors import ConfigError
 
 #: The status columns the sender adds to the input rows, in report order.
-STATUS_COLUMNS = [
-    "import_status",
-    "import_error_code",
-    "import_error",
-    "import_warnings",
-    "import_attempts",
-    "import_message_id",
-    "b24_user_id",
-    "b24_chat_id",
-    "b24_session_id",
-    "sent_at",
-]
+STATUS_COLUMNS = codes.STATUS_COLUMNS
 
 #: Statuses in the order people read them.
 STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]

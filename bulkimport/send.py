@@ -52,19 +52,8 @@ from .plan import Plan
 log = logging.getLogger("bulkimport.send")
 
 METHOD = "imconnector.send.messages"
-#: Columns added to ``plan.frame`` in the returned frame.
-STATUS_COLUMNS = [
-    "import_status",
-    "import_error_code",
-    "import_error",
-    "import_warnings",
-    "import_attempts",
-    "import_message_id",
-    "b24_user_id",
-    "b24_chat_id",
-    "b24_session_id",
-    "sent_at",
-]
+#: Columns added to ``plan.frame`` in the returned frame (defined with the statuses in codes.py).
+STATUS_COLUMNS = codes.STATUS_COLUMNS
 #: Give up after this many refusals (503/429/failed connects) in a row without any answer.
 MAX_REFUSALS_IN_A_ROW = 40
 #: … or after this many failed connects in a row.
@@ -783,8 +772,15 @@ class Sender:
         if not isinstance(items, list) or len(items) != len(rids):
             if result.get("SUCCESS") is False and not items:
                 code, text = _item_error(result)
-                ups = [RowUpdate(r, "failed", code, text, hold=1) for r in rids]
-                return ups, ("held-after-failure", f"held: the portal refused an earlier request ({code})")
+                if len(rids) == 1:  # one message refused as a whole: it was not stored
+                    ups = [RowUpdate(rids[0], "failed", code, text, hold=1)]
+                    hold = ("held-after-failure", f"held: the portal refused an earlier request ({code})")
+                    return ups, hold
+                # Several messages refused with no per-item results: the reference does not say
+                # the call stored none of them, so --retry-failed must never see these rows.
+                text = codes.get("refused-maybe-stored").render(code=code) + f" ({text})"
+                ups = [RowUpdate(r, "unknown", "refused-maybe-stored", text, hold=1) for r in rids]
+                return ups, ("held-after-unknown", f"held: an earlier request may have stored rows ({code})")
             ups = [
                 RowUpdate(
                     r,

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import codes
 from .errors import InputError
-from .mapping import Mapping
+from .mapping import FIELDS, Mapping
 from .plan import FAILURE_COLUMNS, make_callable
 from .values import (
     as_text,
@@ -33,15 +33,7 @@ from .values import (
 )
 
 #: Customer fields copied from the conversation's customer rows onto every row of that customer.
-USER_FIELDS = (
-    "user.name",
-    "user.last_name",
-    "user.email",
-    "user.phone",
-    "user.picture",
-    "user.url",
-    "user.gender",
-)
+USER_FIELDS = tuple(f for f in FIELDS if f.startswith("user.") and f != "user.id")
 CHAT_FIELDS = ("chat.name", "chat.url")
 
 

@@ -460,3 +460,58 @@ def test_auth_prints_the_address_and_takes_the_pasted_redirect(tmp_path, monkeyp
         monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(token_file))
         result = CliRunner().invoke(main, ["setup", "--line", "1"])
         assert result.exit_code == 0 and "READY" in result.output, result.output
+
+
+# ------------------------------------------------------------------------------------------- resolve
+def _journal_with_unknown_rows(path: Path) -> None:
+    """A journal whose rows 2, 3, 4 were cut off mid-request (unknown) and 5, 6 are pending."""
+    from bulkimport.journal import Journal, RowUpdate, row_key
+
+    j = Journal.bind(path, portal="https://acme.bitrix24.ru/rest/", line="1", connector="hist",
+                     fingerprint="fp")
+    j.add_rows([(row_key(i), 0, i, "pending", None, None) for i in range(2, 7)])
+    run = j.start_run(0.0)
+    req = j.mark_inflight([row_key(i) for i in (2, 3, 4)], run, 0.0)
+    j.settle(req, [RowUpdate(row_key(i), "unknown", "connection-lost", "x", hold=1) for i in (2, 3, 4)],
+             1.0, "amb")
+    j.close()
+
+
+def _statuses(path: Path) -> dict[str, str]:
+    from bulkimport.journal import Journal
+
+    j = Journal.open(path)
+    try:
+        return dict(zip(j.rows()["rid"], j.rows()["status"], strict=True))
+    finally:
+        j.close()
+
+
+def test_resolve_marks_checked_unknown_rows_and_leaves_the_rest(tmp_path):
+    state = tmp_path / "history.xlsx.bulkimport.db"
+    _journal_with_unknown_rows(state)
+    result = CliRunner().invoke(main, ["resolve", str(state), "--arrived", "--rows", "2,3"])
+    assert result.exit_code == 0, result.output
+    assert "2 unknown rows marked sent" in result.output
+    result = CliRunner().invoke(main, ["resolve", str(state), "--not-arrived"])
+    assert result.exit_code == 0, result.output
+    assert "1 unknown row marked pending" in result.output
+    assert _statuses(state) == {"2": "sent", "3": "sent", "4": "pending", "5": "pending", "6": "pending"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rows", "2"], "--arrived or --not-arrived"),
+        (["--arrived", "--rows", "two"], "--rows 'two': use row numbers"),
+        (["--arrived", "--rows", "9-3"], "reversed or too long"),
+    ],
+)
+def test_resolve_refuses_unclear_answers_with_one_line(tmp_path, args, message):
+    state = tmp_path / "j.bulkimport.db"
+    _journal_with_unknown_rows(state)
+    result = CliRunner().invoke(main, ["resolve", str(state), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert _statuses(state)["2"] == "unknown"  # nothing changed

@@ -337,9 +337,7 @@ def frames(draw: Any) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.RangeIndex(start, start + n, name="row"), dtype=object)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(frames())
-def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
+def _accounted_once_clean_and_deterministic(df: pd.DataFrame) -> None:
     p = plan(df, FULL)
     assert_accounted(df, p)
     assert_wire_ready(p)
@@ -349,6 +347,23 @@ def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
     assert [(c.key, c.rows, c.messages) for c in q.conversations] == [
         (c.key, c.rows, c.messages) for c in p.conversations
     ]
+
+
+_SLOW_OK = [HealthCheck.too_slow]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=_SLOW_OK)
+@given(frames())
+def test_property_every_row_accounted_once_payload_clean_and_deterministic(df):
+    _accounted_once_clean_and_deterministic(df)
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None, suppress_health_check=_SLOW_OK)
+@given(frames())
+def test_property_every_row_accounted_once_deep(df):
+    """The same property over many more frames (about 0.4 s each): run by .ci/run with -m slow."""
+    _accounted_once_clean_and_deterministic(df)
 
 
 @settings(max_examples=25, deadline=None)

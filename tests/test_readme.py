@@ -59,7 +59,8 @@ def _first_code_block() -> list[str]:
 
 def test_quick_start_is_the_two_commands():
     assert _first_code_block() == [
-        "pip install . && bulkimport run data_examples/history.xlsx --sandbox",
+        "pip install . && bulkimport run data_examples/history.xlsx"
+        " --mapping data_examples/history_xlsx.toml --sandbox",
         'pip install -e ".[test]" && pytest -q',
     ]
 
@@ -84,5 +85,6 @@ def test_relative_links_point_at_files_that_exist():
         assert (ROOT / target).exists(), f"README links to missing {target}"
 
 
-def test_quick_start_example_file_exists():
+def test_quick_start_example_files_exist():
     assert (ROOT / "data_examples" / "history.xlsx").exists()
+    assert (ROOT / "data_examples" / "history_xlsx.toml").exists()

@@ -909,6 +909,36 @@ def test_an_item_without_a_success_flag_is_never_failed(fake, clock, tmp_path):
     assert len(ids) == len(set(ids)) == 4  # nothing re-sent by --retry-failed
 
 
+def test_a_bare_refusal_of_several_messages_is_unknown_and_never_retried_as_failed(fake, clock, tmp_path):
+    """SUCCESS: false with no per-item results: one message is failed, several are unknown (the call
+    may have stored some), so --retry-failed cannot duplicate them."""
+    plan = make_plan([3, 1])
+    orig = fake.send_messages
+
+    def bare_refusal(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        # the adversarial reading: a call of several messages stored them all, a single one nothing
+        msgs = params["MESSAGES"]
+        if len(msgs) > 1:
+            _status, payload = orig(params)
+        else:
+            payload = {"time": fake._time(0.1)}
+        return 200, {"result": {"SUCCESS": False, "ERRORS": ["CONNECTOR_PROXY_NO_ADD_USER"]},
+                     "time": payload["time"]}
+
+    fake.send_messages = bare_refusal  # type: ignore[method-assign]
+    out = run(plan, fake, clock, tmp_path)
+    f = out.frame
+    many, one = list(plan.conversations[0].rows), list(plan.conversations[1].rows)
+    assert f.loc[many, "import_status"].tolist() == ["unknown"] * 3
+    assert set(f.loc[many, "import_error_code"]) == {"refused-maybe-stored"}
+    assert f.loc[one, "import_status"].tolist() == ["failed"]
+    fake.send_messages = orig  # type: ignore[method-assign]
+    again = run(plan, fake, clock, tmp_path, retry_failed=True)
+    ids = [m["message"]["id"] for m in fake.stored]
+    assert len(ids) == len(set(ids)) == 4  # the failed one re-sent once; the unknown three never
+    assert again.frame.loc[one, "import_status"].tolist() == ["sent"]
+
+
 def test_an_item_with_errors_but_no_flag_is_failed(fake, clock, tmp_path):
     plan = make_plan([1])
 

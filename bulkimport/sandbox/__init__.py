@@ -101,7 +101,9 @@ class Sandbox:
     def stop(self) -> None:
         """Stop serving, close the store; a temporary database is deleted."""
         if self._server is not None:
-            self._server.stopping = True
+            # Let requests being handled finish before the store closes under them (a slow fault
+            # can hold one for long: after the timeout the store closes anyway, quietly).
+            self._server.drain(timeout=10)
             self._server.shutdown()
             self._server.server_close()
             self._server = None

@@ -69,6 +69,27 @@ class SandboxServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.portal, self.faults, self.stats = portal, faults, stats
         self.stopping = False
+        self._active = 0  # requests being handled now (idle keep-alive connections don't count)
+        self._idle = threading.Condition()
+
+    def begin_request(self) -> bool:
+        """Count a request in; False once stopping (the handler then drops the connection)."""
+        with self._idle:
+            if self.stopping:
+                return False
+            self._active += 1
+            return True
+
+    def end_request(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Stop taking requests and wait until those being handled have answered (True) or timeout."""
+        with self._idle:
+            self.stopping = True
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Quiet while stopping (a request still sleeping finds its store closed); else report."""
@@ -133,6 +154,15 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _handle(self) -> None:
+        if not self.server.begin_request():
+            self.close_connection = True  # stopping: the store may be closing under us
+            return
+        try:
+            self._handle_request()
+        finally:
+            self.server.end_request()
+
+    def _handle_request(self) -> None:
         body = self._body()
         url = urlsplit(self.path)
         path = url.path
