@@ -143,7 +143,7 @@ class Recorder:
         if not self.durations:
             return 0.0, 0.0
         d = sorted(self.durations)
-        return statistics.median(d), d[min(len(d) - 1, int(round(0.95 * (len(d) - 1))))]
+        return statistics.median(d), d[min(len(d) - 1, round(0.95 * (len(d) - 1)))]
 
 
 def recording_transport(recorder: Recorder) -> Any:
