@@ -353,10 +353,13 @@ class Journal:
             if revert:
                 self._revert(cur, revert)
             self._settle(cur, updates)
-            if request is not None:
-                cur.execute(
-                    "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
-                )
+            self._finish_request(cur, request, now, outcome)
+
+    @staticmethod
+    def _finish_request(cur: sqlite3.Cursor, request: int | None, now: float, outcome: str) -> None:
+        """Record when and how a request ended (no-op for rows settled without a request)."""
+        if request is not None:
+            cur.execute("UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request))
 
     @staticmethod
     def _settle(cur: sqlite3.Cursor, updates: Sequence[RowUpdate]) -> None:
@@ -385,10 +388,7 @@ class Journal:
         """Refused before execution: the rows go back to their pre-flight state, attempts − 1."""
         with self._tx() as cur:
             self._revert(cur, rids)
-            if request is not None:
-                cur.execute(
-                    "UPDATE requests SET finished_at=?, outcome=? WHERE id=?", (now, outcome, request)
-                )
+            self._finish_request(cur, request, now, outcome)
 
     @staticmethod
     def _revert(cur: sqlite3.Cursor, rids: Sequence[str]) -> None:
