@@ -337,11 +337,11 @@ def _parse_dates(
         for layout in _FIXED_LAYOUTS:
             if layout[0] == "dmy" and dayfirst is False:
                 continue
-            got = _fixed_width(rest, layout)
-            if got is None:
+            decoded = _fixed_width(rest, layout)
+            if decoded is None:
                 continue
-            naive[got.index] = got
-            rest = rest[~rest.index.isin(got.index)]
+            naive[decoded.index] = decoded
+            rest = rest[~rest.index.isin(decoded.index)]
             break
     if len(rest):
         # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
