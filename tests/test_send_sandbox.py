@@ -118,7 +118,14 @@ class Watch(RequestsTransport):
         return answer
 
 
-def connect(portal: Any, tmp_path: Path, transport: Any = None, *, line: int = 1) -> tuple[Client, Auth]:
+def connect(
+    portal: Any,
+    tmp_path: Path,
+    transport: Any = None,
+    *,
+    line: int = 1,
+    timeout: tuple[float, float] = (2.0, 5.0),
+) -> tuple[Client, Auth]:
     clock = for_sandbox(portal)
     auth = Auth(
         client_id=portal.client_id,
@@ -130,7 +137,7 @@ def connect(portal: Any, tmp_path: Path, transport: Any = None, *, line: int = 1
         clock=clock,
         env={},
     )
-    client = Client(portal.url, auth, clock=clock, session=transport or Watch(), timeout=(2.0, 5.0))
+    client = Client(portal.url, auth, clock=clock, session=transport or Watch(), timeout=timeout)
     return client, auth
 
 
@@ -503,18 +510,7 @@ def test_dead_refresh_token_stops_with_reauthorise_hint(portal, tmp_path):
 
 
 def test_answer_slower_than_the_read_timeout_is_unknown(portal, tmp_path):
-    clock = for_sandbox(portal)
-    auth = Auth(
-        client_id=portal.client_id,
-        client_secret=portal.client_secret,
-        access_token=portal.access_token,
-        refresh_token=portal.refresh_token,
-        oauth_url=portal.oauth_url,
-        token_file=tmp_path / "tokens.json",
-        clock=clock,
-        env={},
-    )
-    client = Client(portal.url, auth, clock=clock, timeout=(2.0, 0.5))
+    client, _auth = connect(portal, tmp_path, timeout=(2.0, 0.5))
     setup_connector(client)
     portal.faults.add("slow", count=1, methods=["imconnector.send.messages", "batch"], delay=150.0)
     plan = make_plan([20, 20])

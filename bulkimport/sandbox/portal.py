@@ -838,6 +838,17 @@ def _existing_line(value: Any) -> int:
     return line if line is not None else -1
 
 
+def _line_and_connector(portal: Portal, line_value: Any, connector: Any) -> tuple[int, Any]:
+    """The existing line and the registered connector a set-up call names, or the portal's error."""
+    line = _existing_line(line_value)
+    if portal.store.line(line) is None:
+        raise ApiError(400, "NOT_ACTIVE_LINE", NOT_ACTIVE_LINE)
+    row = portal.connector_row(connector)
+    if row is None:
+        raise ApiError(400, "IMCONNECTOR_NO_CORRECT_PROVIDER", NO_CORRECT_PROVIDER)
+    return line, row
+
+
 @method("imconnector.activate")
 def _activate(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) -> Any:
     connector = required(params, "CONNECTOR")
@@ -845,12 +856,7 @@ def _activate(portal: Portal, caller: Caller, params: dict[str, Any], work: Work
     active = params.get("ACTIVE")
     if active is None or active == "":
         raise ApiError(400, "ERROR_ARGUMENT", "Argument 'ACTIVE' is null or empty")
-    line = _existing_line(line_value)
-    if portal.store.line(line) is None:
-        raise ApiError(400, "NOT_ACTIVE_LINE", NOT_ACTIVE_LINE)
-    row = portal.connector_row(connector)
-    if row is None:
-        raise ApiError(400, "IMCONNECTOR_NO_CORRECT_PROVIDER", NO_CORRECT_PROVIDER)
+    line, row = _line_and_connector(portal, line_value, connector)
     # "Any non-empty value enables the connector, while an empty value or 0 disables it"; N too.
     on = 0 if str(active).strip().upper() in ("0", "N", "FALSE") or active is False else 1
     portal.store.run(
@@ -867,12 +873,7 @@ def _data_set(portal: Portal, caller: Caller, params: dict[str, Any], work: Work
     data = required(params, "DATA")
     if not isinstance(data, dict):
         raise ApiError(400, "ERROR_ARGUMENT", "Argument 'DATA' is null or empty")
-    line = _existing_line(line_value)
-    if portal.store.line(line) is None:
-        raise ApiError(400, "NOT_ACTIVE_LINE", NOT_ACTIVE_LINE)
-    row = portal.connector_row(connector)
-    if row is None:
-        raise ApiError(400, "IMCONNECTOR_NO_CORRECT_PROVIDER", NO_CORRECT_PROVIDER)
+    line, row = _line_and_connector(portal, line_value, connector)
     portal.store.run(  # DATA is replaced as a whole (reference §5)
         "INSERT INTO connector_lines (connector, line, active, data, updated) VALUES (?, ?, 0, ?, ?) "
         "ON CONFLICT (connector, line) DO UPDATE SET data = excluded.data, updated = excluded.updated",
