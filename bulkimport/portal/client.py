@@ -718,7 +718,7 @@ class Client:
                 token = self.auth.refresh(stale=token)
                 refreshed = True
             try:
-                return self._send(method, {**body, "auth": token}, methods, before_send)
+                return self._send(method, {**body, "auth": token}, methods, before_send, reserved=acquired)
             except TokenExpiredError as again:
                 last = again
         raise AuthError(
@@ -732,10 +732,16 @@ class Client:
         methods: list[str],
         before_send: Callable[[], None] | None = None,
         acquired: bool = False,
+        *,
+        reserved: bool = False,
     ) -> Answer:
-        """POST one request (following redirects) and classify the answer."""
+        """POST one request (following redirects) and classify the answer (``acquired``: the
+        caller took the bucket token; ``reserved``: a repeat whose operating seconds are reserved)."""
         if not acquired:
-            self.governor.acquire(methods)
+            if reserved:
+                self.governor.acquire(methods, reserved=True)
+            else:
+                self.governor.acquire(methods)
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",

@@ -127,8 +127,9 @@ class Governor:
         self._level = max(0.0, self._level - elapsed * self.limits.drain_rate)
         self._level_at = now
 
-    def _wait_needed(self, methods: list[str], now: float) -> tuple[float, str]:
-        """Seconds to wait before the next request and why ('' when none)."""
+    def _wait_needed(self, methods: list[str], now: float, budget: bool = True) -> tuple[float, str]:
+        """Seconds to wait before the next request and why ('' when none); ``budget=False``: the
+        request's operating seconds are already reserved (a repeat), only the bucket and pauses count."""
         self._drain(now)
         waits: list[tuple[float, str]] = []
         if self._paused_until > now:
@@ -138,7 +139,7 @@ class Governor:
             waits.append(
                 ((self._level + 1 - ceiling) / self.limits.drain_rate, "request budget (leaky bucket)")
             )
-        for method in set(methods):
+        for method in set(methods) if budget else ():
             st = self._methods.get(method)
             if st is None:
                 continue
@@ -163,13 +164,17 @@ class Governor:
             return 0.0, ""
         return max(waits)
 
-    def acquire(self, methods: list[str] | tuple[str, ...] = ()) -> None:
-        """Block until one request carrying ``methods`` may go, then count it in the bucket."""
+    def acquire(self, methods: list[str] | tuple[str, ...] = (), *, reserved: bool = False) -> None:
+        """Block until one request carrying ``methods`` may go, then count it in the bucket.
+
+        ``reserved``: a repeat of a request whose operating seconds a ticket already holds (after
+        an expired token): it waits for the bucket and pauses only, never for its own reservation.
+        """
         methods = list(methods)
         while True:
             with self._lock:
                 now = self.clock.now()
-                wait, reason = self._wait_needed(methods, now)
+                wait, reason = self._wait_needed(methods, now, budget=not reserved)
                 if wait <= 1e-9:
                     self._level += 1
                     self.requests += 1
