@@ -551,9 +551,11 @@ class Sender:
             exc = req.error
             if exc is not None and not isinstance(exc, BulkImportError):
                 raise exc  # Ctrl-C raised inside a transport, or a bug: the caller handles it
+            queued = sum(len(conv.queue) for conv, _ in req.chosen)
             with interrupts_deferred():  # the outcome is known: journal it whatever happens
                 updates = self._outcome(req, exc, journal, governor, keys, hold, rejections)
                 del active[req.seq]
+            left[0] -= queued - sum(len(conv.queue) for conv, _ in req.chosen)
             if isinstance(exc, RetryableError):
                 refusals += 1
                 connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
@@ -604,6 +606,10 @@ class Sender:
         # conversations costs O(batch) per request, not O(conversations).
         order = [c for c in convs.values() if c.queue]
         head = 0
+        # The longest conversations: one of them may be the critical path (its chunks go one per
+        # request, in order), which a second request in flight cannot shorten (see launch()).
+        longest = sorted(order, key=lambda c: len(c.queue), reverse=True)[:8]
+        left = [sum(len(c.queue) for c in order)]  # messages still queued (settle() keeps it)
 
         def launch() -> float | None:
             """Send the next request if one may go now. Returns 0 when one left, None when
@@ -626,6 +632,15 @@ class Sender:
             for other in active.values():
                 for conv, _ in other.chosen:
                     taken |= conv.locks
+            if active and longest:
+                # When one conversation's chunks outnumber the requests everything else needs, the
+                # run lasts as many requests as it has chunks, and a request without it only
+                # spends a bucket token that one of its chunks will need: wait for its answer.
+                critical = max(longest, key=lambda c: len(c.queue))
+                chunks = -(-len(critical.queue) // min(mpc, critical.cap or mpc))
+                calls_left = max(len(order) - head, left[0] / mpc)  # a lower bound of the calls left
+                if critical.locks & taken and chunks * cpb >= calls_left:
+                    return None
             kept: list[_Conv] = []
             scanned = 0
             for conv in itertools.islice(order, head, None):

@@ -415,3 +415,21 @@ def test_cli_max_in_flight_option(tmp_path):
         env = cli_env(portal, tmp_path)
         done = run_cli(run_args(portal, tmp_path / "history.csv", tmp_path, "--max-in-flight", "1"), env)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_long_conversation_is_not_slowed_by_a_second_request_in_flight(tmp_path):
+    """One conversation of 30 chunks among short ones: its chunks go one per request, so the run
+    needs at least 30 requests. A second request in flight that cannot carry it (it is on the wire)
+    only spends a bucket token one of its chunks needs later: the sender waits for its answer."""
+    counts = {}
+    for most in (1, 2):
+        clock = ManualClock()
+        fake = FakePortal(clock)
+        wire = Wire(fake, delay=0.002)
+        plan = make_plan([90] + [1] * 150, chunk_size=3)
+        (tmp_path / str(most)).mkdir()
+        out = _sender(plan, wire, clock, tmp_path / str(most), max_in_flight=most).run()
+        assert out.summary.counts["sent"] == 240
+        assert set(_stored_in_order(fake, plan).values()) == {1}
+        counts[most] = wire.count
+    assert counts[2] <= counts[1] + 2, counts
