@@ -9,9 +9,14 @@ The sender relies only on what is documented in this module's public names; keep
   Within a conversation ``rows[i]`` is carried by ``messages[i]``, in time order (stable for equal
   times). Every valid row is in exactly one conversation; every invalid row is in
   ``plan.failures`` with at least one error and in no conversation.
-* ``messages[i]`` is one ``MESSAGES`` item ready for the wire: plain ``dict``/``list``/``str``/``int``
-  only — never NaN, None, floats for ids or empty strings. ``message.id`` is always present (a
-  deterministic id when the input has none), ``message.date`` is integer unix seconds.
+* ``messages`` is a read-only sequence (``len``, indexing, slicing, iteration, ``list(...)``,
+  ``==`` with a list/tuple of dicts); plans built by :func:`plan` build each item when it is read
+  (:class:`Messages`), so ask for what you send. ``messages[i]`` is one ``MESSAGES`` item ready
+  for the wire: plain ``dict``/``list``/``str``/``int`` only — never NaN, None, floats for ids or
+  empty strings. Items are fresh dicts on every read, but their ``user``/``chat`` blocks (and
+  ``files`` lists) are shared within a conversation: treat them as read-only. ``message.id`` is
+  always present (a deterministic id when the input has none), ``message.date`` is integer unix
+  seconds.
 * ``chunk_size`` is the most messages the plan puts in one call; the sender may send smaller
   pieces (it sizes them adaptively) but never reorders rows or mixes conversations in one call.
 * ``lock_keys`` are the conversation's chat id and customer user ids: the sender never has two
@@ -30,7 +35,7 @@ import json
 import math
 import sys
 import types
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,13 +51,85 @@ if TYPE_CHECKING:
 FAILURE_COLUMNS = ["row", "field", "code", "level", "message", "value"]
 
 
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """The plan's payload columns as Python lists (one entry per message, send order) and the
+    shared user/chat blocks: what :class:`Messages` builds MESSAGES items from."""
+
+    users: list[dict[str, Any]]
+    chats: list[dict[str, Any]]
+    ucodes: list[int]  # users[ucodes[j]] is message j's user block
+    kcodes: list[int]  # chats[kcodes[j]] is message j's chat block
+    mid: list[str]
+    date: list[int]
+    text: list[str | None]
+    files: list[Any] | None  # None: no message has files
+    ops: list[int | None] | None  # None: no message has an operator
+    crm: bool
+
+    def item(self, j: int) -> dict[str, Any]:
+        """MESSAGES item of message ``j`` (keys in the order the eager builder used)."""
+        m: dict[str, Any] = {"id": self.mid[j], "date": self.date[j]}
+        text = self.text[j]
+        if text is not None:
+            m["text"] = text
+        if self.files is not None and self.files[j] is not None:
+            m["files"] = self.files[j]
+        if self.crm:
+            m["disable_crm"] = "Y"
+        if self.ops is not None and self.ops[j] is not None:
+            m["user_id"] = self.ops[j]
+        return {"user": self.users[self.ucodes[j]], "message": m, "chat": self.chats[self.kcodes[j]]}
+
+
+class Messages(Sequence[dict[str, Any]]):
+    """One conversation's MESSAGES items, built from the plan's columns when read (read-only).
+
+    Building a million nested dicts up front was the largest single cost of :func:`plan`; the
+    sender reads a conversation's items one chunk at a time, so they are made on access.
+    """
+
+    __slots__ = ("_cols", "_start", "_stop")
+    __hash__ = None  # type: ignore[assignment]  # compares by content, like the tuple it replaces
+
+    def __init__(self, cols: _Columns, start: int, stop: int) -> None:
+        self._cols, self._start, self._stop = cols, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return tuple(self._cols.item(self._start + j) for j in range(*i.indices(len(self))))
+        n = len(self)
+        j = int(i)
+        if j < 0:
+            j += n
+        if not 0 <= j < n:
+            raise IndexError("message index out of range")
+        return self._cols.item(self._start + j)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        item = self._cols.item
+        for j in range(self._start, self._stop):
+            yield item(j)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Messages | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Messages({len(self)} items)"
+
+
 @dataclass(frozen=True)
 class Conversation:
     """One conversation's messages in send order."""
 
     key: str  # the chat.id sent to the portal; unique within a plan
     rows: tuple[Hashable, ...]  # row ids, aligned with ``messages``
-    messages: tuple[dict[str, Any], ...]  # MESSAGES items, wire-ready
+    messages: Sequence[dict[str, Any]]  # MESSAGES items, wire-ready (a tuple or a lazy Messages)
     lock_keys: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
@@ -252,10 +329,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _conversations(ordered: pd.DataFrame, messages: list[dict[str, Any]]) -> list[Conversation]:
+def _conversations(ordered: pd.DataFrame, messages: _Columns | None) -> list[Conversation]:
     """Split the send-ordered rows into conversations (rows of one conversation are contiguous)."""
     n = len(ordered)
-    if n == 0:
+    if n == 0 or messages is None:
         return []
     conv = ordered["conv"].to_numpy()
     starts = [*np.flatnonzero(np.r_[True, conv[1:] != conv[:-1]]).tolist(), n]
@@ -265,7 +342,7 @@ def _conversations(ordered: pd.DataFrame, messages: list[dict[str, Any]]) -> lis
     out: list[Conversation] = []
     for a, b in itertools.pairwise(starts):
         locks = frozenset([f"chat:{keys[a]}", *(f"user:{u}" for u in set(uids[a:b]))])
-        out.append(Conversation(keys[a], tuple(rows[a:b]), tuple(messages[a:b]), locks))
+        out.append(Conversation(keys[a], tuple(rows[a:b]), Messages(messages, a, b), locks))
     return out
 
 
@@ -274,12 +351,18 @@ def _none(s: pd.Series) -> list[Any]:
     return s.astype(object).where(s.notna(), None).tolist()
 
 
+def _ints_or_none(s: pd.Series) -> list[int | None]:
+    """Float column of whole numbers → python ints, None for missing."""
+    ints = s.fillna(0).astype("int64").tolist()
+    return [v if ok else None for v, ok in zip(ints, s.notna().tolist(), strict=True)]
+
+
 _USER_KEYS = ("user.name", "user.last_name", "user.email", "user.phone", "user.url", "user.gender")
 _CHAT_KEYS = ("chat.name", "chat.url")
 
 
-def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> list[dict[str, Any]]:
-    """One wire-ready MESSAGES item per row (plain dict/list/str/int, no NaN/None/empty strings).
+def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> _Columns | None:
+    """The columns wire-ready MESSAGES items are built from (plain dict/list/str/int, no NaN/None/'').
 
     A conversation's customer has one user block and the chat one chat block (validate.prepare
     makes them identical per conversation and customer), so those dicts are built once and shared
@@ -288,7 +371,7 @@ def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> list[dict[str, Any]]:
     opts = mapping.options
     n = len(ordered)
     if n == 0:
-        return []
+        return None
     skip = bool(opts.get("skip_phone_validate"))
     crm = bool(opts.get("disable_crm", True))
     user_cols = [f for f in _USER_KEYS if f in ordered]
@@ -332,39 +415,21 @@ def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> list[dict[str, Any]]:
                 chat[f[5:]] = v
         chats.append(chat)
 
-    # message blocks: comprehensions for the common shape, then the optional keys where present
-    mid = ordered["message.id"].tolist()
-    date = ordered["message.date"].astype("int64").tolist()
-    text_col = ordered["message.text"]
-    has_text = text_col.notna().to_numpy()
-    messages: list[dict[str, Any]]
-    if has_text.all():
-        messages = [
-            {"id": a, "date": b, "text": c} for a, b, c in zip(mid, date, text_col.tolist(), strict=True)
-        ]
-    else:
-        messages = [{"id": a, "date": b} for a, b in zip(mid, date, strict=True)]
-        text = _none(text_col)
-        for i in np.flatnonzero(has_text).tolist():
-            messages[i]["text"] = text[i]
+    # message columns: the items themselves are built on access (Messages)
     files_col = ordered["message.files"]
-    has_files = files_col.notna().to_numpy()
-    if has_files.any():
-        files = files_col.tolist()
-        for i in np.flatnonzero(has_files).tolist():
-            messages[i]["files"] = files[i]
-    if crm:
-        for m in messages:
-            m["disable_crm"] = "Y"
     op_col = ordered["message.user_id"]
-    has_op = op_col.notna().to_numpy()
-    if has_op.any():
-        ops = op_col.fillna(0).astype("int64").tolist()
-        for i in np.flatnonzero(has_op).tolist():
-            messages[i]["user_id"] = ops[i]
-    uref = [users[c] for c in ucodes.tolist()]
-    cref = [chats[c] for c in kcodes.tolist()]
-    return [{"user": u, "message": m, "chat": k} for u, m, k in zip(uref, messages, cref, strict=True)]
+    return _Columns(
+        users=users,
+        chats=chats,
+        ucodes=ucodes.tolist(),
+        kcodes=kcodes.tolist(),
+        mid=ordered["message.id"].tolist(),
+        date=ordered["message.date"].astype("int64").tolist(),
+        text=_none(ordered["message.text"]),
+        files=_none(files_col) if bool(files_col.notna().any()) else None,
+        ops=_ints_or_none(op_col) if bool(op_col.notna().any()) else None,
+        crm=crm,
+    )
 
 
 def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
@@ -399,7 +464,11 @@ def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
     cols["message.files"] = text_files
     frame = pd.DataFrame(cols)
     h.update(json.dumps(list(frame.columns)).encode())
-    h.update(pd.util.hash_pandas_object(frame, index=False, hash_key="bulkimport-fpr-1").to_numpy().tobytes())
+    h.update(
+        pd.util.hash_pandas_object(frame, index=False, hash_key="bulkimport-fpr-1", categorize=False)
+        .to_numpy()
+        .tobytes()
+    )
     return h.hexdigest()
 
 

@@ -303,16 +303,20 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
             "f": files,
         }
     )
-    codes = pd.DataFrame(
-        {
-            "c": sub["conv"].to_numpy(),
-            "d": basis["d"].to_numpy(),
-            "t": pd.factorize(basis["t"])[0],
-            "f": pd.factorize(basis["f"])[0],
-        }
+    # occurrence number of identical content within the conversation: grouped on a 64-bit hash of
+    # (conversation, time, text, files) rather than on factorized strings (a million distinct texts
+    # make factorize the slow part); a hash collision only changes which occurrence number a row
+    # gets, and the id itself still hashes the full content, so ids stay deterministic and distinct
+    content = pd.util.hash_pandas_object(
+        pd.DataFrame({"c": sub["conv"].to_numpy(), "d": basis["d"].to_numpy(), "t": basis["t"], "f": files}),
+        index=False,
+        hash_key="bulkimport-occ-1",
+        categorize=False,
     )
-    basis["n"] = codes.groupby(["c", "d", "t", "f"], sort=False).cumcount().to_numpy()
-    hashed = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-1").to_numpy()
+    basis["n"] = content.groupby(content.to_numpy(), sort=False).cumcount().to_numpy()
+    hashed = pd.util.hash_pandas_object(
+        basis, index=False, hash_key="bulkimport-ids-1", categorize=False
+    ).to_numpy()
     hexed = hashed.astype(">u8").tobytes().hex().encode("ascii")
     ids = np.char.add("bi-", np.frombuffer(hexed, dtype="S16").astype("U16"))
     return pd.Series(ids, index=sub.index, dtype="str")
