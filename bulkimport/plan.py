@@ -436,11 +436,13 @@ def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
     """sha256 over what goes on the wire: rows, send order and every payload value.
 
     The payload is a pure function of the payload columns in send order plus two options, so
-    those are hashed: each row's columns through pandas' vectorised SipHash (64 bits per
-    row), then sha256 over the row ids, the per-row hashes and the options. It changes
-    when what would be sent changes, without serialising a million messages.
+    those are hashed: per column its name, then every value length-prefixed (character lengths
+    as int64, -1 for missing, then the UTF-8 text of all values), so no two different columns
+    hash alike. It changes when what would be sent changes, without serialising a million
+    messages. v2: the streamed column bytes replaced v1's per-row SipHash (same guarantees,
+    a fraction of the time).
     """
-    h = hashlib.sha256(b"bulkimport-plan-v1\n")
+    h = hashlib.sha256(b"bulkimport-plan-v2\n")
     flags = {
         "disable_crm": bool(mapping.options.get("disable_crm", True)),
         "skip_phone_validate": bool(mapping.options.get("skip_phone_validate")),
@@ -450,26 +452,33 @@ def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
     h.update(
         json.dumps([_jsonable(r) for r in rows.tolist()] if rows.dtype == object else rows.tolist()).encode()
     )
-    cols: dict[str, pd.Series] = {}
     for col in ("key", "user.id", *_USER_KEYS, "user.picture", *_CHAT_KEYS, "message.id", "message.text"):
         if col in ordered:
-            cols[col] = ordered[col].astype("str").fillna("\x00missing")
-    cols["message.date"] = ordered["message.date"].astype("int64")
-    cols["message.user_id"] = ordered["message.user_id"].fillna(-1).astype("int64")
+            _digest_text(h, col, ordered[col])
+    h.update(b"\x00message.date\x00")
+    h.update(ordered["message.date"].astype("int64").to_numpy().astype("<i8").tobytes())
+    h.update(b"\x00message.user_id\x00")
+    h.update(ordered["message.user_id"].fillna(-1).astype("int64").to_numpy().astype("<i8").tobytes())
     files = ordered["message.files"]
     has = files.notna()
-    text_files = pd.Series("\x00missing", index=ordered.index, dtype="str")
+    text_files = pd.Series(np.nan, index=ordered.index, dtype="str")
     if bool(has.any()):
         text_files[has] = files[has].map(lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True))
-    cols["message.files"] = text_files
-    frame = pd.DataFrame(cols)
-    h.update(json.dumps(list(frame.columns)).encode())
-    h.update(
-        pd.util.hash_pandas_object(frame, index=False, hash_key="bulkimport-fpr-1", categorize=False)
-        .to_numpy()
-        .tobytes()
-    )
+    _digest_text(h, "message.files", text_files)
     return h.hexdigest()
+
+
+def _digest_text(h: Any, name: str, s: pd.Series) -> None:
+    """Feed one text column into ``h``: its name, the values' lengths (-1: missing), their UTF-8 text."""
+    missing = s.isna().to_numpy()
+    values = s.astype("str").tolist()
+    if missing.any():
+        values = ["" if m else v for v, m in zip(values, missing.tolist(), strict=True)]
+    lengths = np.fromiter(map(len, values), dtype="<i8", count=len(values))
+    lengths[missing] = -1
+    h.update(b"\x00" + name.encode() + b"\x00")
+    h.update(lengths.tobytes())
+    h.update("".join(values).encode("utf-8", "surrogatepass"))
 
 
 class _CallableModule(types.ModuleType):

@@ -286,40 +286,72 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
 def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats).
 
-    64 bits of pandas' vectorised SipHash (``hash_pandas_object`` with a fixed key) over the
-    conversation, the time, the text, the file URLs and the occurrence number of identical
-    content: ids only need to be unique within a chat, where 64 bits leave no practical chance
-    of a collision.
+    64 bits of pandas' vectorised SipHash (the values of ``hash_pandas_object`` with a fixed key)
+    over the conversation, the time, the text, the file URLs and the occurrence number of
+    identical content: ids only need to be unique within a chat, where 64 bits leave no practical
+    chance of a collision. Each column is hashed once per distinct value where values repeat.
     """
     files = pd.Series("", index=sub.index, dtype="str")
     has = sub["message.files"].notna()
     if bool(has.any()):
         files[has] = sub.loc[has, "message.files"].map(lambda v: " ".join(f["url"] for f in v))
-    basis = pd.DataFrame(
-        {
-            "k": sub["key"].astype("str"),
-            "d": sub["message.date"].fillna(-1).astype("int64"),
-            "t": sub["message.text"].fillna("\x00"),
-            "f": files,
-        }
+    conv = sub["conv"].to_numpy()
+    d = sub["message.date"].fillna(-1).astype("int64").to_numpy()
+    t = sub["message.text"].fillna("\x00")
+    # occurrence number of identical content: only rows sharing conversation and time can repeat
+    n = np.zeros(len(sub), dtype="int64")
+    cand = pd.DataFrame({"c": conv, "d": d}).duplicated(keep=False).to_numpy()
+    if cand.any():
+        same = pd.DataFrame(
+            {
+                "c": conv[cand],
+                "d": d[cand],
+                "t": pd.factorize(t[cand])[0],
+                "f": pd.factorize(files[cand])[0],
+            }
+        )
+        n[cand] = same.groupby(["c", "d", "t", "f"], sort=False).cumcount().to_numpy()
+    key = _IDS_KEY
+    hashed = _combine_hashes(
+        [
+            _hash_by_value(sub["key"].astype("str"), conv),
+            pd.util.hash_array(d, hash_key=key, categorize=False),
+            pd.util.hash_array(t.array, hash_key=key, categorize=False),
+            _hash_by_value(files, pd.factorize(files)[0]),
+            pd.util.hash_array(n, hash_key=key, categorize=False),
+        ]
     )
-    # occurrence number of identical content within the conversation: grouped on a 64-bit hash of
-    # (conversation, time, text, files) rather than on factorized strings (a million distinct texts
-    # make factorize the slow part); a hash collision only changes which occurrence number a row
-    # gets, and the id itself still hashes the full content, so ids stay deterministic and distinct
-    content = pd.util.hash_pandas_object(
-        pd.DataFrame({"c": sub["conv"].to_numpy(), "d": basis["d"].to_numpy(), "t": basis["t"], "f": files}),
-        index=False,
-        hash_key="bulkimport-occ-1",
-        categorize=False,
-    )
-    basis["n"] = content.groupby(content.to_numpy(), sort=False).cumcount().to_numpy()
-    hashed = pd.util.hash_pandas_object(
-        basis, index=False, hash_key="bulkimport-ids-1", categorize=False
-    ).to_numpy()
-    hexed = hashed.astype(">u8").tobytes().hex().encode("ascii")
-    ids = np.char.add("bi-", np.frombuffer(hexed, dtype="S16").astype("U16"))
+    hexed = hashed.astype(">u8").tobytes().hex()
+    ids = [f"bi-{hexed[i : i + 16]}" for i in range(0, len(hexed), 16)]
     return pd.Series(ids, index=sub.index, dtype="str")
+
+
+_IDS_KEY = "bulkimport-ids-1"
+
+
+def _hash_by_value(s: pd.Series, codes: np.ndarray) -> np.ndarray:
+    """``hash_array`` of a column whose rows repeat (``codes``: equal code ⇔ equal value): each
+    distinct value hashed once (what pandas' ``categorize=True`` does, without factorizing text)."""
+    first = pd.Series(codes).drop_duplicates()
+    uniq = s.array[first.index.to_numpy()]
+    table = np.empty(int(codes.max()) + 1 if len(codes) else 0, dtype="uint64")
+    table[first.to_numpy()] = pd.util.hash_array(uniq, hash_key=_IDS_KEY, categorize=False)
+    return table[codes]
+
+
+def _combine_hashes(arrays: list[np.ndarray]) -> np.ndarray:
+    """Row hashes from column hashes exactly as ``pandas.util.hash_pandas_object`` combines a
+    frame's columns (CPython's tuple-hash mixing), so ids keep their values.
+    tests/test_validate.py pins the equality."""
+    num = len(arrays)
+    mult = np.uint64(1000003)
+    out = np.zeros_like(arrays[0]) + np.uint64(0x345678)
+    for i, a in enumerate(arrays):
+        inverse = num - i
+        out ^= a
+        out *= mult
+        mult += np.uint64(82520 + inverse + inverse)
+    return out + np.uint64(97531)
 
 
 def validate(df: pd.DataFrame, mapping: Mapping | None = None) -> pd.DataFrame:

@@ -188,6 +188,17 @@ def test_deterministic_and_fingerprint_tracks_wire_content():
         columns=FULL.columns, options={**FULL.options, "disable_crm": False}, operators=FULL.operators
     )
     assert plan(df, no_crm).fingerprint != p1.fingerprint
+    # values are length-delimited: moving text across a message boundary, or an empty name
+    # becoming a missing one elsewhere, is a different payload and a different fingerprint
+    moved = df.copy()
+    moved.loc[2, "Text"], moved.loc[3, "Text"] = "xy", ""
+    moved.loc[3, "Files"] = "https://f.example.com/a.png"
+    moved2 = moved.copy()
+    moved2.loc[2, "Text"], moved2.loc[3, "Text"] = "x", "y"
+    assert len({plan(moved, FULL).fingerprint, plan(moved2, FULL).fingerprint, p1.fingerprint}) == 3
+    renamed = df.copy()
+    renamed.loc[2, "Name"], renamed.loc[4, "Name"] = None, "AB"
+    assert plan(renamed, FULL).fingerprint != p1.fingerprint
 
 
 def test_invalid_rows_preview_and_counts():
