@@ -289,7 +289,7 @@ def plan(df: pd.DataFrame, mapping: Mapping | None = None, chunk_size: int = 50)
         ordered = valid.iloc[order]
         messages = _payloads(ordered, mapping)
         conversations = _conversations(ordered, messages)
-        fingerprint = _fingerprint(ordered, mapping)
+        fingerprint = _fingerprint(ordered, mapping, messages)
     failures = prep.failures
     files = int(ordered["message.files"].map(len, na_action="ignore").sum()) if len(ordered) else 0
     counts = {
@@ -432,15 +432,15 @@ def _payloads(ordered: pd.DataFrame, mapping: Mapping) -> _Columns | None:
     )
 
 
-def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
+def _fingerprint(ordered: pd.DataFrame, mapping: Mapping, cols: _Columns | None) -> str:
     """sha256 over what goes on the wire: rows, send order and every payload value.
 
-    The payload is a pure function of the payload columns in send order plus two options, so
-    those are hashed: per column its name, then every value length-prefixed (character lengths
-    as int64, -1 for missing, then the UTF-8 text of all values), so no two different columns
-    hash alike. It changes when what would be sent changes, without serialising a million
-    messages. v2: the streamed column bytes replaced v1's per-row SipHash (same guarantees,
-    a fraction of the time).
+    Hashes exactly what :class:`Messages` builds items from (so it changes when and only when
+    what would be sent changes): the two payload options, the row ids in send order, the shared
+    user and chat blocks as canonical JSON with each message's block numbers, and the per-message
+    columns — text values length-prefixed (character counts, -1 for missing, then their UTF-8
+    bytes), integers as little-endian int64, the files lists as one canonical JSON document.
+    v2: replaces v1's per-row SipHash of the canonical frame (a fraction of the time).
     """
     h = hashlib.sha256(b"bulkimport-plan-v2\n")
     flags = {
@@ -449,36 +449,51 @@ def _fingerprint(ordered: pd.DataFrame, mapping: Mapping) -> str:
     }
     h.update(json.dumps(flags, sort_keys=True).encode())
     rows = ordered.index
-    h.update(
-        json.dumps([_jsonable(r) for r in rows.tolist()] if rows.dtype == object else rows.tolist()).encode()
-    )
-    for col in ("key", "user.id", *_USER_KEYS, "user.picture", *_CHAT_KEYS, "message.id", "message.text"):
-        if col in ordered:
-            _digest_text(h, col, ordered[col])
-    h.update(b"\x00message.date\x00")
-    h.update(ordered["message.date"].astype("int64").to_numpy().astype("<i8").tobytes())
-    h.update(b"\x00message.user_id\x00")
-    h.update(ordered["message.user_id"].fillna(-1).astype("int64").to_numpy().astype("<i8").tobytes())
-    files = ordered["message.files"]
-    has = files.notna()
-    text_files = pd.Series(np.nan, index=ordered.index, dtype="str")
-    if bool(has.any()):
-        text_files[has] = files[has].map(lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True))
-    _digest_text(h, "message.files", text_files)
+    if pd.api.types.is_integer_dtype(rows.dtype):
+        h.update(b"rows:int64\x00" + np.asarray(rows, dtype="<i8").tobytes())
+    else:
+        h.update(json.dumps([_jsonable(r) for r in rows.tolist()]).encode())
+    if cols is None:
+        return h.hexdigest()
+
+    def part(name: str, data: bytes) -> None:
+        h.update(b"\x00%s\x00%d\x00" % (name.encode(), len(data)))
+        h.update(data)
+
+    def ints(values: Any) -> bytes:
+        return np.asarray(values, dtype="<i8").tobytes()
+
+    def texts(name: str, values: list[Any]) -> None:
+        present = [v for v in values if v is not None]
+        if len(present) == len(values):
+            lengths = np.fromiter(map(len, values), dtype="<i8", count=len(values))
+        else:
+            lengths = np.fromiter(
+                (-1 if v is None else len(v) for v in values), dtype="<i8", count=len(values)
+            )
+        part(name + ".len", lengths.tobytes())
+        part(name, "".join(present).encode("utf-8", "surrogatepass"))
+
+    part("users", _canonical_json(cols.users))
+    part("chats", _canonical_json(cols.chats))
+    part("ucodes", ints(cols.ucodes))
+    part("kcodes", ints(cols.kcodes))
+    texts("message.id", cols.mid)
+    part("message.date", ints(cols.date))
+    texts("message.text", cols.text)
+    if cols.ops is not None:
+        part("message.user_id", ints([-1 if v is None else v for v in cols.ops]))
+    if cols.files is not None:
+        at = [i for i, v in enumerate(cols.files) if v is not None]
+        part("message.files.at", ints(at))
+        part("message.files", _canonical_json([cols.files[i] for i in at]))
     return h.hexdigest()
 
 
-def _digest_text(h: Any, name: str, s: pd.Series) -> None:
-    """Feed one text column into ``h``: its name, the values' lengths (-1: missing), their UTF-8 text."""
-    missing = s.isna().to_numpy()
-    values = s.astype("str").tolist()
-    if missing.any():
-        values = ["" if m else v for v, m in zip(values, missing.tolist(), strict=True)]
-    lengths = np.fromiter(map(len, values), dtype="<i8", count=len(values))
-    lengths[missing] = -1
-    h.update(b"\x00" + name.encode() + b"\x00")
-    h.update(lengths.tobytes())
-    h.update("".join(values).encode("utf-8", "surrogatepass"))
+def _canonical_json(value: Any) -> bytes:
+    """One canonical JSON encoding (sorted keys, no spaces, UTF-8) for hashing."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass")
 
 
 class _CallableModule(types.ModuleType):
