@@ -327,9 +327,13 @@ def _parse_dates(
             if bool((~aware).any()):
                 got = pd.Series(pd.to_datetime(cells[~aware].tolist()), index=cells.index[~aware])
                 naive[got.index] = got.astype("datetime64[ns]")
-        rest = as_text(s[~is_dt & present], distinct=False)
-        rest = rest[rest.notna()]
-        present = is_dt | pd.Series(idx.isin(rest.index), index=idx)
+        take = (~is_dt & present).to_numpy()
+        text = as_text(s[take], distinct=False)
+        got_text = text.notna().to_numpy()
+        rest = text[got_text]
+        has_text = np.zeros(len(idx), dtype=bool)
+        has_text[np.flatnonzero(take)[got_text]] = True
+        present = is_dt | pd.Series(has_text, index=idx)
 
     decided: bool | None = dayfirst
     if len(rest) >= _UNIQUE_MIN_ROWS:
@@ -337,11 +341,12 @@ def _parse_dates(
         for layout in _FIXED_LAYOUTS:
             if layout[0] == "dmy" and dayfirst is False:
                 continue
-            decoded = _fixed_width(rest, layout)
-            if decoded is None:
+            found = _fixed_width(rest, layout)
+            if found is None:
                 continue
+            decoded, used = found
             naive[decoded.index] = decoded
-            rest = rest[~rest.index.isin(decoded.index)]
+            rest = rest[~used]
             break
     if len(rest):
         # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
@@ -502,8 +507,10 @@ def _parse_dates(
 
 def _fixed_width(
     rest: pd.Series, layout: tuple[str, int, dict[str, tuple[int, int]], dict[int, str]]
-) -> pd.Series | None:
-    """Rows of ``rest`` in one fixed-width layout → naive datetime64 (None if the layout is rare).
+) -> tuple[pd.Series, np.ndarray] | None:
+    """Rows of ``rest`` in one fixed-width layout → (naive datetime64, positions of ``rest`` decoded).
+
+    None if the layout is rare in the column.
 
     Exports write one layout for the whole column; decoding its digits with numpy instead of a
     per-value parser is what keeps a million dates fast. Rows in other forms, and impossible
@@ -514,19 +521,31 @@ def _fixed_width(
     if sum(len(v) == width for v in head) < len(head) / 2:
         return None
     vals = rest.to_numpy(dtype=object)
-    lens = np.fromiter((len(v) for v in vals), dtype=np.int64, count=len(vals))
-    sel = lens == width
+    if "\x00" in "".join(vals):  # numpy's fixed-width strings drop trailing NULs: measure instead
+        lens = np.fromiter((len(v) for v in vals), dtype=np.int64, count=len(vals))
+        wide = np.zeros((len(vals), width + 1), dtype=np.uint32)
+        sel = lens == width
+        wide[sel, :width] = vals[sel].astype(f"U{width}").view(np.uint32).reshape(-1, width)
+    else:  # one character more than the layout: a longer value shows a character there
+        wide = vals.astype(f"U{width + 1}").view(np.uint32).reshape(-1, width + 1)
+        sel = (wide[:, width] == 0) & (wide[:, width - 1] != 0)
     if not sel.any():
         return None
-    chars = vals[sel].astype(f"U{width}").view(np.uint32).reshape(-1, width)
+    chars = wide if sel.all() else wide[sel]  # uint32 code points; columns converted one by one
     ok = np.ones(len(chars), dtype=bool)
     for pos, allowed in seps.items():
-        ok &= np.isin(chars[:, pos], [ord(c) for c in allowed])
+        hit = np.zeros(len(chars), dtype=bool)
+        for c in allowed:
+            hit |= chars[:, pos] == ord(c)
+        ok &= hit
     num: dict[str, np.ndarray] = {}
     for part, (a, b) in parts.items():
-        digits = chars[:, a:b].astype(np.int64) - 48
-        ok &= ((digits >= 0) & (digits <= 9)).all(axis=1)
-        num[part] = (digits * (10 ** np.arange(b - a - 1, -1, -1))).sum(axis=1)
+        value = np.zeros(len(chars), dtype=np.int64)
+        for k in range(a, b):  # column by column: no per-row reductions
+            digit = chars[:, k].astype(np.int64) - 48
+            ok &= (digit >= 0) & (digit <= 9)
+            value = value * 10 + digit
+        num[part] = value
     y, m, d = num["y"], num["m"], num["d"]
     hh, mm, ss = num.get("H", 0 * y), num.get("M", 0 * y), num.get("S", 0 * y)
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
@@ -542,7 +561,9 @@ def _fixed_width(
     days = era * 146097 + doe - 719468
     secs = days * 86400 + hh * 3600 + mm * 60 + ss
     index = rest.index[sel][ok]
-    return pd.Series(secs[ok].astype("datetime64[s]").astype("datetime64[ns]"), index=index)
+    used = np.zeros(len(rest), dtype=bool)
+    used[np.flatnonzero(sel)[ok]] = True
+    return pd.Series(secs[ok].astype("datetime64[s]").astype("datetime64[ns]"), index=index), used
 
 
 def _year_start(year: int) -> float:

@@ -357,3 +357,20 @@ def test_far_years_are_bad_dates_not_crashes():
     assert r.seconds.isna().all() and _codes(r.issues) == {"bad-date": list(range(2, 8))}
     many = _dates(["31.12.9999 10:00:00"] * 100)
     assert many.seconds.isna().all()
+
+
+def test_fixed_width_dates_match_layout_length_exactly():
+    """The numpy fixed-width decoder takes only values of exactly the layout's length (a value
+    one character longer, or with a trailing NUL, is not that layout) and agrees with the
+    value-by-value parsers on every row."""
+    from bulkimport.values import _parse_dates
+
+    odd = ["20.02.2025 16:39:30x", "20.02.2025 16:39:30\x00", "20.02.2025 16:39:3", "31.02.2025 10:00:00"]
+    big = pd.Series(["20.02.2025 16:39:30"] * 100 + odd, dtype="str")
+    fast = parse_dates(big, timezone=MSK, dayfirst=True)
+    for i, v in enumerate(big.tolist()[98:], start=98):
+        one = _parse_dates(pd.Series([v], dtype="str"), MSK, True, False, None)
+        got, want = fast.seconds.iloc[i], one.seconds.iloc[0]
+        assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
+    assert fast.seconds.iloc[:100].eq(int(pd.Timestamp("2025-02-20 13:39:30", tz="UTC").timestamp())).all()
+    assert fast.seconds.iloc[[100, 103]].isna().all()  # a trailing letter, 31 February
