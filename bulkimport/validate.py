@@ -317,7 +317,7 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
             _hash_by_value(sub["key"].astype("str"), conv),
             pd.util.hash_array(d, hash_key=key, categorize=False),
             pd.util.hash_array(t.array, hash_key=key, categorize=False),
-            _hash_by_value(files, pd.factorize(files)[0]),
+            _hash_files(files, has.to_numpy()),
             pd.util.hash_array(n, hash_key=key, categorize=False),
         ]
     )
@@ -337,6 +337,14 @@ def _hash_by_value(s: pd.Series, codes: np.ndarray) -> np.ndarray:
     table = np.empty(int(codes.max()) + 1 if len(codes) else 0, dtype="uint64")
     table[first.to_numpy()] = pd.util.hash_array(uniq, hash_key=_IDS_KEY, categorize=False)
     return table[codes]
+
+
+def _hash_files(files: pd.Series, has: np.ndarray) -> np.ndarray:
+    """``hash_array`` of the file-URL column: most rows have no files (the empty string)."""
+    out = np.full(len(files), pd.util.hash_array(np.array([""], dtype=object), hash_key=_IDS_KEY)[0])
+    if has.any():
+        out[has] = pd.util.hash_array(files.array[has], hash_key=_IDS_KEY, categorize=False)
+    return out
 
 
 def _combine_hashes(arrays: list[np.ndarray]) -> np.ndarray:
