@@ -291,7 +291,8 @@ def plan(df: pd.DataFrame, mapping: Mapping | None = None, chunk_size: int = 50)
         conversations = _conversations(ordered, messages)
         fingerprint = _fingerprint(ordered, mapping, messages)
     failures = prep.failures
-    files = int(ordered["message.files"].map(len, na_action="ignore").sum()) if len(ordered) else 0
+    with_files = ordered["message.files"][ordered["message.files"].notna()]
+    files = sum(map(len, with_files.tolist()))
     counts = {
         "rows": len(df),
         "valid": len(ordered),
