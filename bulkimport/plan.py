@@ -349,7 +349,12 @@ def _conversations(ordered: pd.DataFrame, messages: _Columns | None) -> list[Con
 
 def _none(s: pd.Series) -> list[Any]:
     """Column → python list with None for missing."""
-    return s.astype(object).where(s.notna(), None).tolist()
+    values = s.tolist()
+    missing = s.isna().to_numpy()
+    if missing.any():
+        for i in np.flatnonzero(missing).tolist():
+            values[i] = None
+    return values
 
 
 def _ints_or_none(s: pd.Series) -> list[int | None]:
