@@ -685,7 +685,7 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
 
 
 #: ``+<digits>`` with spaces, hyphens or brackets between digits: the only form :func:`_fast_e164` decides.
-_PLUS_FORM = r"\+\d[\d \-()]*\d"
+_PLUS_FORM = r"\+[0-9][0-9 \-()]*[0-9]"  # ASCII digits only: phonenumbers maps other digits
 _DESC_NAMES = (
     "mobile",
     "fixed_line",
@@ -746,7 +746,7 @@ def _fast_e164(t: pd.Series) -> tuple[pd.Series, pd.Series]:
     form = t.str.fullmatch(_PLUS_FORM).fillna(False).astype(bool)
     if not bool(form.any()):
         return decided, e164
-    digits = t[form].str.replace(r"[^\d]", "", regex=True)
+    digits = t[form].str.replace(r"[^0-9]", "", regex=True)
     digits = digits[digits.str.len().between(7, 17)]
     cc = pd.Series(0, index=digits.index, dtype="int64")
     for width in (3, 2, 1):  # the shortest known prefix wins: assign longest first, overwrite

@@ -96,6 +96,10 @@ def test_the_benchmark_form_and_common_spellings():
         "+0 123 4567",
         "+7 916",
         "+1-1-1-1-1-1-1-1",
+        "+٧٩١٦١٢٣٤٥٦٧",  # Arabic-Indic digits: phonenumbers maps them to ASCII (left to it)
+        "+７９１６１２３４５６７",  # full-width digits
+        "＋79161234567",  # full-width plus
+        "+7\u00a0916\u00a0123-45-67",  # no-break spaces
     ]
     check(values)
     s = pd.Series(["+79160000000", "+7 (916) 000-00-00"], dtype="str")
