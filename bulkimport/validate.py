@@ -157,8 +157,12 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     author_col = opts.get("author")
     if author_col and mapping.operators:
         table = {str(k).strip().casefold(): v for k, v in mapping.operators.items()}
-        author = as_text(df[author_col]).str.casefold()
-        op = op.fillna(pd.to_numeric(author.map(table), errors="coerce"))
+        # authors repeat (a few operators, a few customer spellings): look each distinct one up once
+        codes_, uniques = pd.factorize(df[author_col], use_na_sentinel=True)
+        names = as_text(pd.Series(np.asarray(uniques, dtype=object), dtype=object)).str.casefold()
+        ids = pd.to_numeric(names.map(table), errors="coerce").to_numpy(dtype="float64")
+        found = np.append(ids, np.nan)[codes_]  # code -1 (missing author) → NaN
+        op = op.fillna(pd.Series(found, index=idx))
     out["message.user_id"] = op
     out["operator"] = op.notna()
 
