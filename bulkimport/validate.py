@@ -276,7 +276,9 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     # message ids: given, or a stable hash of conversation, time, content and occurrence
     mid = out["message.id"]
     need = mid.isna() & key.notna()
-    if bool(need.any()):
+    if bool(need.all()):  # no ids in the input: no partial frame to copy
+        out["message.id"] = _generated_ids(out)
+    elif bool(need.any()):
         out.loc[need, "message.id"] = _generated_ids(out[need])
     if "message.id" in raw:  # generated ids cannot repeat within a chat
         dup = out["message.id"].notna() & key.notna() & out.duplicated(["conv", "message.id"], keep="first")
@@ -304,7 +306,7 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     t = sub["message.text"].fillna("\x00")
     # occurrence number of identical content: only rows sharing conversation and time can repeat
     n = np.zeros(len(sub), dtype="int64")
-    cand = pd.DataFrame({"c": conv, "d": d}).duplicated(keep=False).to_numpy()
+    cand = _repeated_pairs(conv, d)
     if cand.any():
         same = pd.DataFrame(
             {
@@ -331,6 +333,18 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
 
 
 _IDS_KEY = "bulkimport-ids-1"
+
+
+def _repeated_pairs(conv: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Rows whose (conversation, time) pair occurs more than once (one int64 key when it fits)."""
+    if len(d) == 0:
+        return np.zeros(0, dtype=bool)
+    lo, span = int(d.min()), int(d.max()) - int(d.min()) + 1
+    c = conv.astype("int64") - int(conv.min())
+    if int(c.max()) * span + span < 2**62:
+        key = c * span + (d - lo)
+        return pd.Series(key).duplicated(keep=False).to_numpy()
+    return pd.DataFrame({"c": conv, "d": d}).duplicated(keep=False).to_numpy()
 
 
 def _hash_by_value(s: pd.Series, codes: np.ndarray) -> np.ndarray:

@@ -132,10 +132,15 @@ def as_text(s: pd.Series, strip: bool = True, distinct: bool = True) -> pd.Serie
             s[nonstr] = s[nonstr].map(_one_text)
         t = s.astype("str")
     stripped = t.str.strip()
-    missing = stripped.eq("") | stripped.isin(NA_STRINGS)
+    # only short values can be empty or an artefact in NA_STRINGS: compare just those
+    short = stripped.str.len().le(max(map(len, NA_STRINGS))).fillna(False).to_numpy(dtype=bool)
     out = stripped if strip else t
-    if bool(missing.any()):
-        out = out.mask(missing)
+    if short.any():
+        few = stripped[short]
+        missing = np.zeros(len(t), dtype=bool)
+        missing[short] = (few.eq("") | few.isin(NA_STRINGS)).to_numpy(dtype=bool)
+        if missing.any():
+            out = out.mask(pd.Series(missing, index=t.index))
     return out
 
 
