@@ -140,7 +140,7 @@ def as_text(s: pd.Series, strip: bool = True, distinct: bool = True) -> pd.Serie
         missing = np.zeros(len(t), dtype=bool)
         missing[short] = (few.eq("") | few.isin(NA_STRINGS)).to_numpy(dtype=bool)
         if missing.any():
-            out = out.mask(pd.Series(missing, index=t.index))
+            out = out.mask(pd.Series(missing, index=t.index, dtype=bool))
     return out
 
 
