@@ -315,6 +315,7 @@ def _parse_dates(
         else:
             naive = s.astype("datetime64[ns]")
         rest = pd.Series(dtype="str")
+        rest_pos = np.zeros(0, dtype=np.int64)  # positions of ``rest`` rows in ``s``
     else:
         if s.dtype == object:
             is_dt = s.map(lambda v: isinstance(v, dt.datetime | dt.date)).astype(bool)
@@ -337,7 +338,8 @@ def _parse_dates(
         got_text = text.notna().to_numpy()
         rest = text[got_text]
         has_text = np.zeros(len(idx), dtype=bool)
-        has_text[np.flatnonzero(take)[got_text]] = True
+        rest_pos = np.flatnonzero(take)[got_text]
+        has_text[rest_pos] = True
         present = is_dt | pd.Series(has_text, index=idx)
 
     decided: bool | None = dayfirst
@@ -350,7 +352,7 @@ def _parse_dates(
             if found is None:
                 continue
             decoded, used = found
-            naive[decoded.index] = decoded
+            naive.iloc[rest_pos[used]] = decoded.to_numpy()  # positional: no label lookups
             rest = rest[~used]
             break
     if len(rest):
