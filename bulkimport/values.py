@@ -334,27 +334,33 @@ def _parse_dates(
                 got = pd.Series(pd.to_datetime(cells[~aware].tolist()), index=cells.index[~aware])
                 naive[got.index] = got.astype("datetime64[ns]")
         take = (~is_dt & present).to_numpy()
-        text = as_text(s[take], distinct=False)
+        pos = np.flatnonzero(take)
+        raw = s[take]
+        has_text = np.zeros(len(idx), dtype=bool)
+        if isinstance(s.dtype, pd.StringDtype) and len(raw) >= _UNIQUE_MIN_ROWS:
+            # a value of exactly a layout's width with its digits and separators in place is
+            # neither blank nor an artefact: decode those before the per-value text clean-up
+            found = _first_layout(raw, dayfirst)
+            if found is not None:
+                decoded, used = found
+                naive.iloc[pos[used]] = decoded.to_numpy()  # positional: no label lookups
+                has_text[pos[used]] = True
+                raw, pos = raw[~used], pos[~used]
+        text = as_text(raw, distinct=False)
         got_text = text.notna().to_numpy()
         rest = text[got_text]
-        has_text = np.zeros(len(idx), dtype=bool)
-        rest_pos = np.flatnonzero(take)[got_text]
+        rest_pos = pos[got_text]
         has_text[rest_pos] = True
         present = is_dt | pd.Series(has_text, index=idx)
 
     decided: bool | None = dayfirst
     if len(rest) >= _UNIQUE_MIN_ROWS:
         # 1b. fast path: the column's dominant fixed-width layout, decoded with numpy
-        for layout in _FIXED_LAYOUTS:
-            if layout[0] == "dmy" and dayfirst is False:
-                continue
-            found = _fixed_width(rest, layout)
-            if found is None:
-                continue
+        found = _first_layout(rest, dayfirst)
+        if found is not None:
             decoded, used = found
             naive.iloc[rest_pos[used]] = decoded.to_numpy()  # positional: no label lookups
             rest = rest[~used]
-            break
     if len(rest):
         # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
         num = rest.str.extract(_NUM)
@@ -510,6 +516,18 @@ def _parse_dates(
     ]
     secs = secs.where(~(failed & present))
     return DateResult(secs, issues, decided)
+
+
+def _first_layout(rest: pd.Series, dayfirst: bool | None) -> tuple[pd.Series, np.ndarray] | None:
+    """:func:`_fixed_width` with the first layout that is dominant in ``rest`` (D.M.Y ones unless
+    ``dayfirst`` is False), or None."""
+    for layout in _FIXED_LAYOUTS:
+        if layout[0] == "dmy" and dayfirst is False:
+            continue
+        found = _fixed_width(rest, layout)
+        if found is not None:
+            return found
+    return None
 
 
 def _fixed_width(
