@@ -164,7 +164,7 @@ def test_generated_ids_keep_their_values_and_their_hash_scheme():
     made by earlier versions still match), and repeats in other chats or times count apart."""
     import numpy as np
 
-    from bulkimport.validate import _IDS_KEY, _combine_hashes, _hash_by_value
+    from bulkimport.validate import _IDS_KEY, _combine_hashes, _hash_by_value, _hash_files
 
     k = pd.Series(["a", "b", "a", "c", "a"], dtype="str")
     d = np.array([1, 2, 3, -1, 1])
@@ -178,11 +178,12 @@ def test_generated_ids_keep_their_values_and_their_hash_scheme():
             _hash_by_value(k, pd.factorize(k)[0]),
             pd.util.hash_array(d, hash_key=_IDS_KEY, categorize=False),
             pd.util.hash_array(t.array, hash_key=_IDS_KEY, categorize=False),
-            _hash_by_value(f, pd.factorize(f)[0]),
+            _hash_files(f, f.ne("").to_numpy()),
             pd.util.hash_array(n, hash_key=_IDS_KEY, categorize=False),
         ]
     )
     assert (got == want).all()
+    assert (_hash_by_value(f, pd.factorize(f)[0]) == _hash_files(f, f.ne("").to_numpy())).all()
     df = _df(
         Client=["1", "1", "2", "1", "1"],
         Date=[
