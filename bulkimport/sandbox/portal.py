@@ -61,8 +61,14 @@ _CONNECTOR_ID_RE = re.compile(r"^[a-z0-9_]+$")
 
 
 # ----------------------------------------------------------------------------- PHP-style parameters
-def _assign(target: dict[str, Any], name: str, value: Any) -> None:
-    """Store ``value`` under a PHP bracket name (``a[b][]``) in ``target`` as PHP's parser does."""
+#: name -> its path (base, *keys; None for "[]"), () for a name PHP ignores. Batch commands repeat a
+#: handful of names (MESSAGES[0][user][id], ...) thousands of times: each is split once.
+_PATHS: dict[str, tuple[str | None, ...]] = {}
+_PATHS_MAX = 4096
+
+
+def _split_name(name: str) -> tuple[str | None, ...]:
+    """A PHP bracket name → (base, key, ...) with None for ``[]``; () when PHP drops the pair."""
     if "[" in name and name.find("]", name.find("[")) > 0 and name.find("[") > 0:
         base, rest = name[: name.find("[")], name[name.find("[") :]
     else:
@@ -70,7 +76,7 @@ def _assign(target: dict[str, Any], name: str, value: Any) -> None:
     # PHP turns spaces and dots of the top-level name into underscores.
     base = base.replace(" ", "_").replace(".", "_")
     if not base:
-        return
+        return ()
     keys: list[str | None] = []
     while rest.startswith("["):
         close = rest.find("]")
@@ -79,17 +85,28 @@ def _assign(target: dict[str, Any], name: str, value: Any) -> None:
         inner = rest[1:close]
         keys.append(None if inner == "" else inner)
         rest = rest[close + 1 :]
-    if not keys:
-        target[base] = value
+    return (base, *keys)
+
+
+def _assign(target: dict[str, Any], name: str, value: Any) -> None:
+    """Store ``value`` under a PHP bracket name (``a[b][]``) in ``target`` as PHP's parser does."""
+    path = _PATHS.get(name)
+    if path is None:
+        path = _split_name(name)
+        if len(_PATHS) < _PATHS_MAX:
+            _PATHS[name] = path
+    if not path:
+        return
+    last = len(path) - 1
+    if last == 0:
+        target[path[0]] = value  # type: ignore[index]  # the base is never None
         return
     node = target
-    path: list[str | None] = [base, *keys]
     for i, key in enumerate(path):
-        last = i == len(path) - 1
         if key is None:  # "[]" appends: the next integer key, like PHP
             ints = [int(k) for k in node if isinstance(k, str) and _is_index(k)]
             key = str(max(ints) + 1 if ints else 0)
-        if last:
+        if i == last:
             node[key] = value
         else:
             child = node.get(key)
@@ -97,6 +114,13 @@ def _assign(target: dict[str, Any], name: str, value: Any) -> None:
                 child = {}
                 node[key] = child
             node = child
+
+
+def _unquote_plus(text: str) -> str:
+    """``urllib.parse.unquote_plus`` with a fast path for text without escapes."""
+    if "%" not in text:
+        return text.replace("+", " ") if "+" in text else text
+    return unquote_plus(text)
 
 
 def _is_index(key: str) -> bool:
@@ -111,7 +135,7 @@ def decode_query(query: str) -> dict[str, Any]:
         if not pair:
             continue
         name, _, value = pair.partition("=")
-        _assign(params, unquote_plus(name), unquote_plus(value))
+        _assign(params, _unquote_plus(name), _unquote_plus(value))
     return params
 
 
@@ -237,11 +261,14 @@ class Work:
     cap: float
     request: int = 0  # the HTTP request's number (stored with the messages it carried)
     spent: float = 0.0
+    store: Store | None = None  # its pending writes commit before any time passes
 
     def spend(self, seconds: float) -> None:
         """Spend ``seconds`` of server time (really sleeping, scaled); CutOff when the cap is reached."""
         if seconds <= 0:
             return
+        if self.store is not None:
+            self.store.commit()  # what ran so far is on disk before time passes, as with a commit per write
         if self.spent + seconds > self.cap:
             rest = max(0.0, self.cap - self.spent)
             self.clock.sleep(rest)
@@ -481,7 +508,7 @@ class Portal:
             self.authorize(caller, method)
         except ApiError as exc:
             return error_reply(exc.status, exc.code, exc.description)
-        work = Work(self.clock, self.config.request_cap, self.next_request())
+        work = Work(self.clock, self.config.request_cap, self.next_request(), store=self.store)
         try:
             if method == "batch":
                 result = self.batch(caller, params, work)
@@ -987,12 +1014,10 @@ def _user_for(portal: Portal, connector: str, external_id: str, user: dict[str, 
         if row is not None:
             return int(row["id"])
         fields, flags = _user_fields(user)
-        user_id = portal.store.next_id("users", USER_ID_FLOOR)
-        db.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (user_id, connector, external_id, fields["name"], fields["last_name"], fields["gender"],
-                    fields["email"], fields["phone"], fields["picture"], fields["url"], ",".join(flags),
-                    portal.clock.now()))
-        return user_id
+        return portal.store.insert_next(
+            "users", USER_ID_FLOOR,
+            (connector, external_id, fields["name"], fields["last_name"], fields["gender"], fields["email"],
+             fields["phone"], fields["picture"], fields["url"], ",".join(flags), portal.clock.now()))
 
 
 def _validate_item(item: dict[str, Any], need_content: bool) -> tuple[list[str], str | None, str | None]:
@@ -1057,18 +1082,16 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
         now = portal.clock.now()
         with portal.store.transaction() as db:
             if found is None:
-                chat_b24 = portal.store.next_id("chats", CHAT_ID_FLOOR)
-                db.execute("INSERT INTO chats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (chat_b24, connector, line, ext_chat, "" if chat_group else ext_user, entity,
-                            _scalar_text(chat.get("name")), _scalar_text(chat.get("url")), now))
+                chat_b24 = portal.store.insert_next("chats", CHAT_ID_FLOOR, (
+                    connector, line, ext_chat, "" if chat_group else ext_user, entity,
+                    _scalar_text(chat.get("name")), _scalar_text(chat.get("url")), now))
             else:
                 chat_b24 = int(found["id"])
             session = db.execute(
                 "SELECT id FROM sessions WHERE chat = ? AND closed IS NULL ORDER BY id LIMIT 1",
                 (chat_b24,)).fetchone()
             if session is None:
-                session_id = portal.store.next_id("sessions", SESSION_ID_FLOOR)
-                db.execute("INSERT INTO sessions VALUES (?, ?, ?, NULL)", (session_id, chat_b24, now))
+                session_id = portal.store.insert_next("sessions", SESSION_ID_FLOOR, (chat_b24, now, None))
             else:
                 session_id = int(session["id"])
             date = _int(message.get("date"))
