@@ -89,6 +89,7 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self.lock = threading.RLock()
         self._local = threading.local()  # per thread: depth of Store.request scopes
+        self._closed = False
         with self.lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a commit is durable against a crash of the process (the sandbox's failure
@@ -101,6 +102,7 @@ class Store:
         with self.lock:
             with suppress(sqlite3.Error):
                 self.commit()
+            self._closed = True
             self._db.close()
 
     # ------------------------------------------------------------------ group commit
@@ -122,7 +124,7 @@ class Store:
     def commit(self) -> None:
         """Commit the open group transaction, if any (every thread's pending writes)."""
         with self.lock:
-            if self._db.in_transaction:
+            if not self._closed and self._db.in_transaction:
                 self._db.execute("COMMIT")
 
     def _begin(self) -> None:
