@@ -58,6 +58,7 @@ _NAME_RE = re.compile(r"^[^\W\d_]+(?:[ \-'’][^\W\d_]+|[ \-'’])*$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()\-]{4,30}$")
 _CONNECTOR_ID_RE = re.compile(r"^[a-z0-9_]+$")
+_INT_RE = re.compile(r"\s*-?\d+\s*")
 
 
 # ----------------------------------------------------------------------------- PHP-style parameters
@@ -116,11 +117,28 @@ def _assign(target: dict[str, Any], name: str, value: Any) -> None:
             node = child
 
 
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _unescape_run(match: re.Match[str]) -> str:
+    """``%D0%94…`` → its bytes, one character per byte (latin-1), to be decoded as UTF-8 after."""
+    return bytes.fromhex(match.group().replace("%", "")).decode("latin-1")
+
+
 def _unquote_plus(text: str) -> str:
-    """``urllib.parse.unquote_plus`` with a fast path for text without escapes."""
+    """``urllib.parse.unquote_plus(text)`` (UTF-8, errors replaced), faster.
+
+    Text without escapes is returned as is; ASCII text (what a client's percent-encoding gives)
+    has each run of valid ``%XX`` turned into bytes at C speed and the whole decoded as UTF-8 at
+    once, exactly as ``unquote`` does with an ASCII string; anything else goes to ``unquote_plus``.
+    """
     if "%" not in text:
         return text.replace("+", " ") if "+" in text else text
-    return unquote_plus(text)
+    if not text.isascii():
+        return unquote_plus(text)
+    if "+" in text:
+        text = text.replace("+", " ")
+    return _ESCAPES.sub(_unescape_run, text).encode("latin-1").decode("utf-8", "replace")
 
 
 def _is_index(key: str) -> bool:
@@ -187,7 +205,7 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+    if isinstance(value, str) and _INT_RE.fullmatch(value):
         return int(value)
     return None
 
@@ -316,7 +334,21 @@ def method(name: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
+_last_iso: tuple[int, str] = (-1, "")  # (whole second, its ISO text): every command reports two dates
+
+
 def _iso(ts: float) -> str:
+    """ISO 8601 (UTC, whole seconds) of a unix time; the last second's text is reused."""
+    global _last_iso
+    second = int(ts)
+    # Reuse only where rounding to microseconds cannot carry into the next second.
+    if ts >= 0 and ts - second < 0.999999:
+        cached = _last_iso
+        if cached[0] == second:
+            return cached[1]
+        text = datetime.fromtimestamp(second, tz=UTC).isoformat(timespec="seconds")
+        _last_iso = (second, text)
+        return text
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
