@@ -624,11 +624,11 @@ class Portal:
 
     def active_connector(self, value: Any, line: int) -> Any:
         """A connector registered and active on ``line``, or 400 IMCONNECTOR_NO_CORRECT_PROVIDER."""
-        row = self.connector_row(value)
-        if row is not None:
-            link = self.store.one("SELECT active FROM connector_lines WHERE connector = ? AND line = ?",
-                                  (row["id"], line))
-            if link is not None and link["active"]:
+        if isinstance(value, str | int):  # the connector and its link to the line in one look-up
+            row = self.store.one(
+                "SELECT c.*, cl.active AS line_active FROM connectors c LEFT JOIN connector_lines cl "
+                "ON cl.connector = c.id AND cl.line = ? WHERE c.id = ?", (line, str(value).lower()))
+            if row is not None and row["line_active"]:
                 return row
         raise ApiError(400, "IMCONNECTOR_NO_CORRECT_PROVIDER", NO_CORRECT_PROVIDER)
 
@@ -1119,7 +1119,8 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
                     _scalar_text(chat.get("name")), _scalar_text(chat.get("url")), now))
             else:
                 chat_b24 = int(found["id"])
-            session = db.execute(
+            # A chat created just now has no session yet (its id is above every stored chat id).
+            session = None if found is None else db.execute(
                 "SELECT id FROM sessions WHERE chat = ? AND closed IS NULL ORDER BY id LIMIT 1",
                 (chat_b24,)).fetchone()
             if session is None:
