@@ -62,6 +62,7 @@ class ServerMeter:
         meter, original, handle = self, self._original, self._original_handle
 
         def timed(handler: Any) -> None:
+            handler.metered = True
             t0 = time.perf_counter()
             try:
                 handle(handler)
@@ -70,6 +71,7 @@ class ServerMeter:
                     meter.wall.append(time.perf_counter() - t0)
 
         def measured(handler: Any) -> None:
+            handler.metered = False
             t0 = time.thread_time()
             if meter.profiler is not None:
                 with meter.profile_lock:
@@ -81,7 +83,7 @@ class ServerMeter:
             else:
                 original(handler)
             spent = time.thread_time() - t0
-            if getattr(handler, "command", None) is not None:  # not the final EOF of a connection
+            if handler.metered:  # a request was handled (not the final EOF of a keep-alive connection)
                 with meter.lock:
                     meter.cpu.append(spent)
 
@@ -141,16 +143,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     portal.start()
     try:
         sessions = [requests.Session() for _ in range(args.concurrency)]
+        # metered from the first connection on (a keep-alive handler already waiting for its next
+        # request would run the unwrapped method once)
+        meter.install()
         setup(sessions[0], portal)
         # warm-up (imports, first statements, connection) outside the figures
         sessions[0].post(portal.rest_url + "batch", data=body(portal.access_token, 10**8, 5, 0, False),
                          headers=HEADERS, timeout=60).raise_for_status()
+        meter.wait(3)  # register, activate, warm-up: then start the figures from zero
+        with meter.lock:
+            meter.cpu.clear()
+            meter.wall.clear()
+            if meter.profiler is not None:
+                meter.profiler = cProfile.Profile()
         bodies = [body(portal.access_token, r * args.commands, args.commands, r, args.same_chats)
                   for r in range(args.requests)]
         walls: list[float] = []
         failures = 0
         lock = threading.Lock()
-        meter.install()
         cpu_before = time.process_time()
 
         def worker(k: int) -> None:
