@@ -73,13 +73,14 @@ class ServerMeter:
         def measured(handler: Any) -> None:
             handler.metered = False
             t0 = time.thread_time()
-            if meter.profiler is not None:
+            profiler = meter.profiler  # the one enabled here is the one disabled (it may be swapped meanwhile)
+            if profiler is not None:
                 with meter.profile_lock:
-                    meter.profiler.enable()
+                    profiler.enable()
                     try:
                         original(handler)
                     finally:
-                        meter.profiler.disable()
+                        profiler.disable()
             else:
                 original(handler)
             spent = time.thread_time() - t0
@@ -87,12 +88,12 @@ class ServerMeter:
                 with meter.lock:
                     meter.cpu.append(spent)
 
-        Handler.handle_one_request = measured  # type: ignore[method-assign]
-        Handler._handle = timed  # type: ignore[method-assign]
+        Handler.handle_one_request = measured  # type: ignore[method-assign,assignment]
+        Handler._handle = timed  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
-        Handler.handle_one_request = self._original  # type: ignore[method-assign]
-        Handler._handle = self._original_handle  # type: ignore[method-assign]
+        Handler.handle_one_request = self._original  # type: ignore[method-assign,assignment]
+        Handler._handle = self._original_handle  # type: ignore[method-assign,assignment]
 
     def wait(self, n: int, timeout: float = 10.0) -> None:
         """Until ``n`` requests are metered (the client can read an answer before the meter notes it)."""
