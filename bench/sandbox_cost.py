@@ -92,8 +92,8 @@ class ServerMeter:
         Handler._handle = timed  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
-        Handler.handle_one_request = self._original  # type: ignore[method-assign,assignment]
-        Handler._handle = self._original_handle  # type: ignore[method-assign,assignment]
+        Handler.handle_one_request = self._original  # type: ignore[method-assign]
+        Handler._handle = self._original_handle  # type: ignore[method-assign]
 
     def wait(self, n: int, timeout: float = 10.0) -> None:
         """Until ``n`` requests are metered (the client can read an answer before the meter notes it)."""
