@@ -271,3 +271,22 @@ def test_store_close_commits_what_is_pending(tmp_path: Any) -> None:
         assert other.execute("SELECT value FROM meta WHERE key = 'x'").fetchone() == ("1",)
     finally:
         other.close()
+
+
+def test_concurrent_requests_for_one_user_create_one_technical_user() -> None:
+    with Sandbox(time_scale=20, cost_per_call=0.2, cost_per_message=0.2) as portal:
+        register(portal)
+
+        def send(tag: str) -> int:
+            cmd = {}
+            for i in range(6):  # the same six external users from both requests, in other chats
+                query = (f"CONNECTOR=hist_import&LINE=1&MESSAGES[0][user][id]=shared-{i}"
+                         f"&MESSAGES[0][message][id]={tag}-{i}&MESSAGES[0][message][date]={1_700_000_000 + i}"
+                         f"&MESSAGES[0][message][text]=hi&MESSAGES[0][chat][id]={tag}-chat-{i}")
+                cmd[f"c{i}"] = f"{SEND}?{query}"
+            return post_batch(portal, {"halt": 0, "cmd": cmd, "auth": portal.access_token}).status_code
+
+        assert run_together(lambda: send("a"), lambda: send("b")) == [200, 200]
+        users = portal.store.users()
+        assert sorted(users["external_id"]) == [f"shared-{i}" for i in range(6)]
+        assert committed(portal, "SELECT COUNT(*) FROM users") == 6 and committed(portal) == 12

@@ -1040,13 +1040,14 @@ def _chat_echo(chat: dict[str, Any], with_name: bool = True) -> dict[str, Any]:
 
 def _user_for(portal: Portal, connector: str, external_id: str, user: dict[str, Any]) -> int:
     """The technical user for an external user id (created on first sight)."""
-    with portal.store.transaction() as db:
-        row = db.execute("SELECT id FROM users WHERE connector = ? AND external_id = ? ORDER BY id LIMIT 1",
-                         (connector, external_id)).fetchone()
+    store = portal.store
+    with store.lock:  # look-up and creation as one step (the insert is a single atomic statement)
+        row = store.one("SELECT id FROM users WHERE connector = ? AND external_id = ? ORDER BY id LIMIT 1",
+                        (connector, external_id))
         if row is not None:
             return int(row["id"])
         fields, flags = _user_fields(user)
-        return portal.store.insert_next(
+        return store.insert_next(
             "users", USER_ID_FLOOR,
             (connector, external_id, fields["name"], fields["last_name"], fields["gender"], fields["email"],
              fields["phone"], fields["picture"], fields["url"], ",".join(flags), portal.clock.now()))
