@@ -154,9 +154,9 @@ def test_dropped_after_request_is_committed(sandbox: Sandbox, connector: str) ->
     assert committed(sandbox) == 3
 
 
-def test_work_done_is_committed_before_simulated_time_passes() -> None:
+def test_work_done_is_committed_while_simulated_time_passes() -> None:
     # 3 commands of 4 virtual s each at ×10: the request takes 1.2 s; the first command's message
-    # must be on disk while the second one is still "running" (as with a commit per write).
+    # must be on disk while the later ones are still "running" (writes wait at most 50 ms).
     with Sandbox(time_scale=10, cost_per_call=2.0, cost_per_message=2.0) as portal:
         register(portal)
         done = threading.Event()

@@ -5,11 +5,11 @@ always bound as SQL parameters.
 
 Group commit: while a thread handles an HTTP request (:meth:`Store.request`), its writes join one
 open SQLite transaction instead of committing one by one; the transaction commits when the request
-has run (before its answer is written or its connection dropped) and whenever simulated server time
-is about to pass (:meth:`Store.commit` from ``Work.spend``). So at every moment time passes, and
-before any answer, the file holds exactly what per-statement commits would have left in it — only
-the number of commits (and of WAL pages written) drops. Every thread shares the one connection, so
-each sees the others' writes at once, committed or not, as before. Writes outside a request (the
+has run (before its answer is written or its connection dropped), and while the request spends
+simulated time, before a sleep once its writes have waited ``COMMIT_INTERVAL`` (50 ms real; see
+``Work.spend``), so another process watching the file sees a long request's items appear as they
+are made. Every thread shares the one connection, so each sees the others' writes at once,
+committed or not, as before. Writes outside a request (the
 Python API: tokens at start, ``expire_tokens``, ``issue_code``) commit at once. Each
 :meth:`Store.transaction` block is a SAVEPOINT: a block that fails undoes only itself.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,7 @@ class Store:
         self.lock = threading.RLock()
         self._local = threading.local()  # per thread: depth of Store.request scopes
         self._closed = False
+        self._begun = 0.0  # perf_counter() when the open group transaction began
         with self.lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a commit is durable against a crash of the process (the sandbox's failure
@@ -121,15 +123,20 @@ class Store:
     def _deferring(self) -> bool:
         return getattr(self._local, "depth", 0) > 0
 
-    def commit(self) -> None:
-        """Commit the open group transaction, if any (every thread's pending writes)."""
+    def commit(self, older_than: float = 0.0) -> None:
+        """Commit the open group transaction (every thread's pending writes), if any — with
+        ``older_than``, only if it began at least that many real seconds ago."""
         with self.lock:
-            if not self._closed and self._db.in_transaction:
-                self._db.execute("COMMIT")
+            if self._closed or not self._db.in_transaction:
+                return
+            if older_than > 0 and time.perf_counter() - self._begun < older_than:
+                return
+            self._db.execute("COMMIT")
 
     def _begin(self) -> None:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
+            self._begun = time.perf_counter()
 
     # ------------------------------------------------------------------ low level
     @contextmanager
