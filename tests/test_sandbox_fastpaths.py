@@ -1,5 +1,6 @@
 """The sandbox's fast paths give exactly what the plain algorithms give: the PHP-bracket decoder
-(cached name parsing, percent-decoding at C speed) for any query string, and the reused ISO date."""
+(cached name parsing, percent-decoding at C speed) for any query string, the reused ISO date,
+and the cost sleep with oversleep credit (never short of the cost)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,19 @@ _EDGES = st.sampled_from([0.0, 1e-7, 0.5, 0.999998, 0.9999994, 0.9999996, 0.9999
 def test_iso_dates_match_datetime(second: int, fraction: float) -> None:
     for ts in (second + fraction, second + fraction, float(second)):  # twice: through the cache
         assert sandbox_portal._iso(ts) == datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+def test_sleeping_the_cost_is_never_short_and_processing_is_exact() -> None:
+    """Oversleep credit: at every moment the real time slept covers the cost spent so far."""
+    import time
+
+    from bulkimport.sandbox.limits import VirtualClock
+    from bulkimport.sandbox.portal import Work
+
+    for scale in (1.0, 4.0):
+        work = Work(VirtualClock(scale), cap=60.0)
+        started = time.perf_counter()
+        for i in range(120):
+            work.spend(0.0002 if i % 2 else 0.0005)
+            assert time.perf_counter() - started >= work.spent / scale
+        assert work.spent == sum(0.0002 if i % 2 else 0.0005 for i in range(120))
