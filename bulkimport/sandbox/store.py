@@ -9,9 +9,9 @@ has run (before its answer is written or its connection dropped), and while the 
 simulated time, before a sleep once its writes have waited ``COMMIT_INTERVAL`` (50 ms real; see
 ``Work.spend``), so another process watching the file sees a long request's items appear as they
 are made. Every thread shares the one connection, so each sees the others' writes at once,
-committed or not, as before. Writes outside a request (the
-Python API: tokens at start, ``expire_tokens``, ``issue_code``) commit at once. Each
-:meth:`Store.transaction` block is a SAVEPOINT: a block that fails undoes only itself.
+committed or not, as before. Writes outside a request (the Python API: tokens at start,
+``expire_tokens``, ``issue_code``) commit at once. Each :meth:`Store.transaction` block is a
+SAVEPOINT: a block that fails undoes only itself.
 
 The inspection methods return pandas DataFrames so tests and notebooks can assert "exactly once,
 in order" in one line (:meth:`Store.duplicates`, :meth:`Store.out_of_order`).
