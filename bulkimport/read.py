@@ -389,13 +389,48 @@ def _count_outside_quotes(line: str, d: str) -> int:
     return n
 
 
+class _NotUtf8(Exception):
+    """The parser met bytes that are not UTF-8 in a file whose first megabyte was: detect properly."""
+
+
+def _utf8_head(raw_head: bytes) -> bool:
+    """Whether the first megabyte is plain UTF-8 (no BOM, no NULs): then the file is read as UTF-8
+    straight away and the parser's strict decoding checks the rest, instead of a separate pass
+    over the whole file; on a decoding error the full detection runs as before."""
+    if raw_head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw_head[:4096]:
+        return False
+    import codecs
+
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(raw_head, final=len(raw_head) < 1 << 20)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataFrame:
+    if encoding is None:
+        with p.open("rb") as fh:
+            head = fh.read(1 << 20)
+        if _utf8_head(head):
+            try:
+                return _read_text_as(p, None, delimiter, tentative_utf8=True)
+            except _NotUtf8:
+                pass
+    return _read_text_as(p, encoding, delimiter)
+
+
+def _read_text_as(
+    p: Path, encoding: str | None, delimiter: str | None, tentative_utf8: bool = False
+) -> pd.DataFrame:
     name = p.name
     with p.open("rb") as fh:
         raw_head = fh.read(1 << 20)
     if not raw_head.strip(b" \t\r\n\xef\xbb\xbf\xff\xfe\x00"):
         raise ReadError(f"{name}: the file is empty; export the history again")
-    if encoding is None:
+    if encoding is None and tentative_utf8:
+        enc = "utf-8"  # the parser decodes strictly: any bad byte later sends us to _detect_encoding
+    elif encoding is None:
         enc = _detect_encoding(p, raw_head)
     else:
         enc = encoding
@@ -431,6 +466,8 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
             engine="c",
         )
     except UnicodeDecodeError as exc:
+        if tentative_utf8:
+            raise _NotUtf8 from None
         raise ReadError(
             f"{name}: the file is not valid {enc} (byte {exc.start}); pass the right encoding= "
             "(e.g. 'cp1251', 'utf-8' or 'utf-16')"

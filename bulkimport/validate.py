@@ -157,8 +157,12 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     author_col = opts.get("author")
     if author_col and mapping.operators:
         table = {str(k).strip().casefold(): v for k, v in mapping.operators.items()}
-        author = as_text(df[author_col]).str.casefold()
-        op = op.fillna(pd.to_numeric(author.map(table), errors="coerce"))
+        # authors repeat (a few operators, a few customer spellings): look each distinct one up once
+        codes_, uniques = pd.factorize(df[author_col], use_na_sentinel=True)
+        names = as_text(pd.Series(np.asarray(uniques, dtype=object), dtype=object)).str.casefold()
+        ids = pd.to_numeric(names.map(table), errors="coerce").to_numpy(dtype="float64")
+        found = np.append(ids, np.nan)[codes_]  # code -1 (missing author) → NaN
+        op = op.fillna(pd.Series(found, index=idx))
     out["message.user_id"] = op
     out["operator"] = op.notna()
 
@@ -272,7 +276,9 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     # message ids: given, or a stable hash of conversation, time, content and occurrence
     mid = out["message.id"]
     need = mid.isna() & key.notna()
-    if bool(need.any()):
+    if bool(need.all()):  # no ids in the input: no partial frame to copy
+        out["message.id"] = _generated_ids(out)
+    elif bool(need.any()):
         out.loc[need, "message.id"] = _generated_ids(out[need])
     if "message.id" in raw:  # generated ids cannot repeat within a chat
         dup = out["message.id"].notna() & key.notna() & out.duplicated(["conv", "message.id"], keep="first")
@@ -286,36 +292,92 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
 def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats).
 
-    64 bits of pandas' vectorised SipHash (``hash_pandas_object`` with a fixed key) over the
-    conversation, the time, the text, the file URLs and the occurrence number of identical
-    content: ids only need to be unique within a chat, where 64 bits leave no practical chance
-    of a collision.
+    64 bits of pandas' vectorised SipHash (the values of ``hash_pandas_object`` with a fixed key)
+    over the conversation, the time, the text, the file URLs and the occurrence number of
+    identical content: ids only need to be unique within a chat, where 64 bits leave no practical
+    chance of a collision. Each column is hashed once per distinct value where values repeat.
     """
     files = pd.Series("", index=sub.index, dtype="str")
     has = sub["message.files"].notna()
     if bool(has.any()):
         files[has] = sub.loc[has, "message.files"].map(lambda v: " ".join(f["url"] for f in v))
-    basis = pd.DataFrame(
-        {
-            "k": sub["key"].astype("str"),
-            "d": sub["message.date"].fillna(-1).astype("int64"),
-            "t": sub["message.text"].fillna("\x00"),
-            "f": files,
-        }
+    conv = sub["conv"].to_numpy()
+    d = sub["message.date"].fillna(-1).astype("int64").to_numpy()
+    t = sub["message.text"].fillna("\x00")
+    # occurrence number of identical content: only rows sharing conversation and time can repeat
+    n = np.zeros(len(sub), dtype="int64")
+    cand = _repeated_pairs(conv, d)
+    if cand.any():
+        same = pd.DataFrame(
+            {
+                "c": conv[cand],
+                "d": d[cand],
+                "t": pd.factorize(t[cand])[0],
+                "f": pd.factorize(files[cand])[0],
+            }
+        )
+        n[cand] = same.groupby(["c", "d", "t", "f"], sort=False).cumcount().to_numpy()
+    key = _IDS_KEY
+    hashed = _combine_hashes(
+        [
+            _hash_by_value(sub["key"].astype("str"), conv),
+            pd.util.hash_array(d, hash_key=key, categorize=False),
+            pd.util.hash_array(t.array, hash_key=key, categorize=False),
+            _hash_files(files, has.to_numpy()),
+            pd.util.hash_array(n, hash_key=key, categorize=False),
+        ]
     )
-    codes = pd.DataFrame(
-        {
-            "c": sub["conv"].to_numpy(),
-            "d": basis["d"].to_numpy(),
-            "t": pd.factorize(basis["t"])[0],
-            "f": pd.factorize(basis["f"])[0],
-        }
-    )
-    basis["n"] = codes.groupby(["c", "d", "t", "f"], sort=False).cumcount().to_numpy()
-    hashed = pd.util.hash_pandas_object(basis, index=False, hash_key="bulkimport-ids-1").to_numpy()
-    hexed = hashed.astype(">u8").tobytes().hex().encode("ascii")
-    ids = np.char.add("bi-", np.frombuffer(hexed, dtype="S16").astype("U16"))
+    hexed = hashed.astype(">u8").tobytes().hex()
+    ids = [f"bi-{hexed[i : i + 16]}" for i in range(0, len(hexed), 16)]
     return pd.Series(ids, index=sub.index, dtype="str")
+
+
+_IDS_KEY = "bulkimport-ids-1"
+
+
+def _repeated_pairs(conv: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Rows whose (conversation, time) pair occurs more than once (one int64 key when it fits)."""
+    if len(d) == 0:
+        return np.zeros(0, dtype=bool)
+    lo, span = int(d.min()), int(d.max()) - int(d.min()) + 1
+    c = conv.astype("int64") - int(conv.min())
+    if int(c.max()) * span + span < 2**62:
+        key = c * span + (d - lo)
+        return pd.Series(key).duplicated(keep=False).to_numpy()
+    return pd.DataFrame({"c": conv, "d": d}).duplicated(keep=False).to_numpy()
+
+
+def _hash_by_value(s: pd.Series, codes: np.ndarray) -> np.ndarray:
+    """``hash_array`` of a column whose rows repeat (``codes``: equal code ⇔ equal value): each
+    distinct value hashed once (what pandas' ``categorize=True`` does, without factorizing text)."""
+    first = pd.Series(codes).drop_duplicates()
+    uniq = s.array[first.index.to_numpy()]
+    table = np.empty(int(codes.max()) + 1 if len(codes) else 0, dtype="uint64")
+    table[first.to_numpy()] = pd.util.hash_array(uniq, hash_key=_IDS_KEY, categorize=False)
+    return table[codes]
+
+
+def _hash_files(files: pd.Series, has: np.ndarray) -> np.ndarray:
+    """``hash_array`` of the file-URL column: most rows have no files (the empty string)."""
+    out = np.full(len(files), pd.util.hash_array(np.array([""], dtype=object), hash_key=_IDS_KEY)[0])
+    if has.any():
+        out[has] = pd.util.hash_array(files.array[has], hash_key=_IDS_KEY, categorize=False)
+    return out
+
+
+def _combine_hashes(arrays: list[np.ndarray]) -> np.ndarray:
+    """Row hashes from column hashes exactly as ``pandas.util.hash_pandas_object`` combines a
+    frame's columns (CPython's tuple-hash mixing), so ids keep their values.
+    tests/test_validate.py pins the equality."""
+    num = len(arrays)
+    mult = np.uint64(1000003)
+    out = np.zeros_like(arrays[0]) + np.uint64(0x345678)
+    for i, a in enumerate(arrays):
+        inverse = num - i
+        out ^= a
+        out *= mult
+        mult += np.uint64(82520 + inverse + inverse)
+    return out + np.uint64(97531)
 
 
 def validate(df: pd.DataFrame, mapping: Mapping | None = None) -> pd.DataFrame:

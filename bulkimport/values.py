@@ -132,10 +132,15 @@ def as_text(s: pd.Series, strip: bool = True, distinct: bool = True) -> pd.Serie
             s[nonstr] = s[nonstr].map(_one_text)
         t = s.astype("str")
     stripped = t.str.strip()
-    missing = stripped.eq("") | stripped.isin(NA_STRINGS)
+    # only short values can be empty or an artefact in NA_STRINGS: compare just those
+    short = stripped.str.len().le(max(map(len, NA_STRINGS))).fillna(False).to_numpy(dtype=bool)
     out = stripped if strip else t
-    if bool(missing.any()):
-        out = out.mask(missing)
+    if short.any():
+        few = stripped[short]
+        missing = np.zeros(len(t), dtype=bool)
+        missing[short] = (few.eq("") | few.isin(NA_STRINGS)).to_numpy(dtype=bool)
+        if missing.any():
+            out = out.mask(pd.Series(missing, index=t.index, dtype=bool))
     return out
 
 
@@ -310,6 +315,7 @@ def _parse_dates(
         else:
             naive = s.astype("datetime64[ns]")
         rest = pd.Series(dtype="str")
+        rest_pos = np.zeros(0, dtype=np.int64)  # positions of ``rest`` rows in ``s``
     else:
         if s.dtype == object:
             is_dt = s.map(lambda v: isinstance(v, dt.datetime | dt.date)).astype(bool)
@@ -327,22 +333,34 @@ def _parse_dates(
             if bool((~aware).any()):
                 got = pd.Series(pd.to_datetime(cells[~aware].tolist()), index=cells.index[~aware])
                 naive[got.index] = got.astype("datetime64[ns]")
-        rest = as_text(s[~is_dt & present], distinct=False)
-        rest = rest[rest.notna()]
-        present = is_dt | pd.Series(idx.isin(rest.index), index=idx)
+        take = (~is_dt & present).to_numpy()
+        pos = np.flatnonzero(take)
+        raw = s[take]
+        has_text = np.zeros(len(idx), dtype=bool)
+        if isinstance(s.dtype, pd.StringDtype) and len(raw) >= _UNIQUE_MIN_ROWS:
+            # a value of exactly a layout's width with its digits and separators in place is
+            # neither blank nor an artefact: decode those before the per-value text clean-up
+            found = _first_layout(raw, dayfirst)
+            if found is not None:
+                decoded, used = found
+                naive.iloc[pos[used]] = decoded.to_numpy()  # positional: no label lookups
+                has_text[pos[used]] = True
+                raw, pos = raw[~used], pos[~used]
+        text = as_text(raw, distinct=False)
+        got_text = text.notna().to_numpy()
+        rest = text[got_text]
+        rest_pos = pos[got_text]
+        has_text[rest_pos] = True
+        present = is_dt | pd.Series(has_text, index=idx)
 
     decided: bool | None = dayfirst
     if len(rest) >= _UNIQUE_MIN_ROWS:
         # 1b. fast path: the column's dominant fixed-width layout, decoded with numpy
-        for layout in _FIXED_LAYOUTS:
-            if layout[0] == "dmy" and dayfirst is False:
-                continue
-            decoded = _fixed_width(rest, layout)
-            if decoded is None:
-                continue
-            naive[decoded.index] = decoded
-            rest = rest[~rest.index.isin(decoded.index)]
-            break
+        found = _first_layout(rest, dayfirst)
+        if found is not None:
+            decoded, used = found
+            naive.iloc[rest_pos[used]] = decoded.to_numpy()  # positional: no label lookups
+            rest = rest[~used]
     if len(rest):
         # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
         num = rest.str.extract(_NUM)
@@ -500,10 +518,24 @@ def _parse_dates(
     return DateResult(secs, issues, decided)
 
 
+def _first_layout(rest: pd.Series, dayfirst: bool | None) -> tuple[pd.Series, np.ndarray] | None:
+    """:func:`_fixed_width` with the first layout that is dominant in ``rest`` (D.M.Y ones unless
+    ``dayfirst`` is False), or None."""
+    for layout in _FIXED_LAYOUTS:
+        if layout[0] == "dmy" and dayfirst is False:
+            continue
+        found = _fixed_width(rest, layout)
+        if found is not None:
+            return found
+    return None
+
+
 def _fixed_width(
     rest: pd.Series, layout: tuple[str, int, dict[str, tuple[int, int]], dict[int, str]]
-) -> pd.Series | None:
-    """Rows of ``rest`` in one fixed-width layout → naive datetime64 (None if the layout is rare).
+) -> tuple[pd.Series, np.ndarray] | None:
+    """Rows of ``rest`` in one fixed-width layout → (naive datetime64, positions of ``rest`` decoded).
+
+    None if the layout is rare in the column.
 
     Exports write one layout for the whole column; decoding its digits with numpy instead of a
     per-value parser is what keeps a million dates fast. Rows in other forms, and impossible
@@ -514,19 +546,31 @@ def _fixed_width(
     if sum(len(v) == width for v in head) < len(head) / 2:
         return None
     vals = rest.to_numpy(dtype=object)
-    lens = np.fromiter((len(v) for v in vals), dtype=np.int64, count=len(vals))
-    sel = lens == width
+    if "\x00" in "".join(vals):  # numpy's fixed-width strings drop trailing NULs: measure instead
+        lens = np.fromiter((len(v) for v in vals), dtype=np.int64, count=len(vals))
+        wide = np.zeros((len(vals), width + 1), dtype=np.uint32)
+        sel = lens == width
+        wide[sel, :width] = vals[sel].astype(f"U{width}").view(np.uint32).reshape(-1, width)
+    else:  # one character more than the layout: a longer value shows a character there
+        wide = vals.astype(f"U{width + 1}").view(np.uint32).reshape(-1, width + 1)
+        sel = (wide[:, width] == 0) & (wide[:, width - 1] != 0)
     if not sel.any():
         return None
-    chars = vals[sel].astype(f"U{width}").view(np.uint32).reshape(-1, width)
+    chars = wide if sel.all() else wide[sel]  # uint32 code points; columns converted one by one
     ok = np.ones(len(chars), dtype=bool)
     for pos, allowed in seps.items():
-        ok &= np.isin(chars[:, pos], [ord(c) for c in allowed])
+        hit = np.zeros(len(chars), dtype=bool)
+        for c in allowed:
+            hit |= chars[:, pos] == ord(c)
+        ok &= hit
     num: dict[str, np.ndarray] = {}
     for part, (a, b) in parts.items():
-        digits = chars[:, a:b].astype(np.int64) - 48
-        ok &= ((digits >= 0) & (digits <= 9)).all(axis=1)
-        num[part] = (digits * (10 ** np.arange(b - a - 1, -1, -1))).sum(axis=1)
+        value = np.zeros(len(chars), dtype=np.int64)
+        for k in range(a, b):  # column by column: no per-row reductions
+            digit = chars[:, k].astype(np.int64) - 48
+            ok &= (digit >= 0) & (digit <= 9)
+            value = value * 10 + digit
+        num[part] = value
     y, m, d = num["y"], num["m"], num["d"]
     hh, mm, ss = num.get("H", 0 * y), num.get("M", 0 * y), num.get("S", 0 * y)
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
@@ -542,7 +586,9 @@ def _fixed_width(
     days = era * 146097 + doe - 719468
     secs = days * 86400 + hh * 3600 + mm * 60 + ss
     index = rest.index[sel][ok]
-    return pd.Series(secs[ok].astype("datetime64[s]").astype("datetime64[ns]"), index=index)
+    used = np.zeros(len(rest), dtype=bool)
+    used[np.flatnonzero(sel)[ok]] = True
+    return pd.Series(secs[ok].astype("datetime64[s]").astype("datetime64[ns]"), index=index), used
 
 
 def _year_start(year: int) -> float:
@@ -629,9 +675,12 @@ def clean_gender(s: pd.Series) -> tuple[pd.Series, Issues]:
 
 @_unique_wise
 def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) -> tuple[pd.Series, Issues]:
-    """Phones → E.164 with phonenumbers (parsed once per distinct value); unparseable dropped with a warning.
+    """Phones → E.164 by phonenumbers' rules (once per distinct value); unparseable dropped, warned.
 
-    With ``keep_unparsed`` (option skip_phone_validate) an unparseable phone is sent as written.
+    Values already written as ``+<country code> <digits>`` are decided in bulk by
+    :func:`_fast_e164` from phonenumbers' own metadata; every other value (and any the fast path
+    is not certain of) goes through ``phonenumbers.parse`` + ``is_valid_number``. With
+    ``keep_unparsed`` (option skip_phone_validate) an unparseable phone is sent as written.
     """
     import phonenumbers
 
@@ -646,12 +695,125 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
             return None
         return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
-    out = _per_unique(t, one)
+    decided, fast = _fast_e164(t)
+    out = fast.astype(object).where(decided, None)
+    rest = t.notna() & ~decided
+    if bool(rest.any()):
+        slow = _per_unique(t[rest], one)
+        out[slow.index] = slow
+    out = out.where(out.notna(), None)
     bad = t.notna() & out.isna()
     if keep_unparsed:
         out = out.where(~bad, t)
         bad = pd.Series(False, index=t.index)
     return out, [("bad-phone", bad)]
+
+
+#: ``+<digits>`` with spaces, hyphens or brackets between digits: the only form :func:`_fast_e164` decides.
+_PLUS_FORM = r"\+[0-9][0-9 \-()]*[0-9]"  # ASCII digits only: phonenumbers maps other digits
+_DESC_NAMES = (
+    "mobile",
+    "fixed_line",
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+)
+
+
+def _matches_desc(nsn: pd.Series, desc: Any) -> pd.Series:
+    """Vectorised ``phonenumbers._is_number_matching_desc``: possible length, then full pattern match."""
+    if desc is None or not desc.national_number_pattern:
+        return pd.Series(False, index=nsn.index)
+    ok = pd.Series(True, index=nsn.index)
+    if len(desc.possible_length) > 0:
+        ok = nsn.str.len().isin(list(desc.possible_length))
+    if bool(ok.any()):
+        ok = ok & nsn.str.fullmatch(desc.national_number_pattern).fillna(False).astype(bool)
+    return ok
+
+
+def _type_known(nsn: pd.Series, meta: Any) -> pd.Series:
+    """Vectorised ``_number_type_helper(nsn, meta) != UNKNOWN``: the general pattern and any type's."""
+    known = _matches_desc(nsn, meta.general_desc)
+    undecided = known.copy()
+    hit = pd.Series(False, index=nsn.index)
+    for name in _DESC_NAMES:  # any one type decides (their order only picks WHICH type it is)
+        if not bool(undecided.any()):
+            break
+        got = _matches_desc(nsn[undecided], getattr(meta, name))
+        hit[got[got].index] = True
+        undecided &= ~hit
+    return known & hit
+
+
+def _fast_e164(t: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``(decided, e164)`` for values in international ``+<digits>`` form, from phonenumbers' metadata.
+
+    Replicates, for this form only, what ``phonenumbers.parse(v, region)`` then
+    ``is_valid_number`` and E.164 formatting do: the country code is the shortest known 1-3 digit
+    prefix (the default region plays no part after a '+'), the national number is the rest, and
+    validity is the region choice of ``region_code_for_number`` (first region whose
+    ``leading_digits`` match or whose patterns know the number) followed by the type patterns.
+    Undecided (left to phonenumbers itself): no known country code, non-geographic codes,
+    national numbers a region's ``national_prefix_for_parsing`` could strip, leading zeros
+    (Italian-style), and lengths outside 7-17 digits. tests/test_phones.py compares the verdicts
+    with phonenumbers on generated numbers.
+    """
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+
+    decided = pd.Series(False, index=t.index)
+    e164 = pd.Series(np.nan, index=t.index, dtype="str")
+    form = t.str.fullmatch(_PLUS_FORM).fillna(False).astype(bool)
+    if not bool(form.any()):
+        return decided, e164
+    digits = t[form].str.replace(r"[^0-9]", "", regex=True)
+    digits = digits[digits.str.len().between(7, 17)]
+    cc = pd.Series(0, index=digits.index, dtype="int64")
+    for width in (3, 2, 1):  # the shortest known prefix wins: assign longest first, overwrite
+        head = pd.to_numeric(digits.str.slice(0, width), errors="coerce").fillna(0).astype("int64")
+        known = head.isin(list(COUNTRY_CODE_TO_REGION_CODE)) & digits.str.slice(0, 1).ne("0")
+        cc = cc.where(~known, head)
+    for code in pd.unique(cc[cc > 0]).tolist():
+        regions = COUNTRY_CODE_TO_REGION_CODE[code]
+        if regions[0] == "001":
+            continue  # non-geographic entity: phonenumbers decides
+        main = PhoneMetadata.metadata_for_region(regions[0], None)
+        if main is None:
+            continue
+        nsn = digits[cc == code].str.slice(len(str(code)))
+        keep = nsn.str.len().between(2, 17) & nsn.str.slice(0, 1).ne("0")
+        if main.national_prefix_for_parsing:  # parse might strip a national prefix: not certain
+            keep &= ~nsn.str.match(main.national_prefix_for_parsing).fillna(True).astype(bool)
+        nsn = nsn[keep]
+        if nsn.empty:
+            continue
+        valid = pd.Series(False, index=nsn.index)
+        if len(regions) == 1:
+            valid = _type_known(nsn, main)
+        else:
+            open_ = pd.Series(True, index=nsn.index)  # no region chosen yet
+            for region in regions:
+                meta = PhoneMetadata.metadata_for_region(region, None)
+                if meta is None or not bool(open_.any()):
+                    continue
+                cand = nsn[open_]
+                if meta.leading_digits is not None:
+                    chosen = cand.str.match(meta.leading_digits).fillna(False).astype(bool)
+                    chosen_idx = chosen[chosen].index
+                    valid[chosen_idx] = _type_known(nsn[chosen_idx], meta)
+                else:
+                    known = _type_known(cand, meta)
+                    chosen_idx = known[known].index
+                    valid[chosen_idx] = True
+                open_[chosen_idx] = False
+        decided[nsn.index] = True
+        e164[nsn.index[valid.to_numpy()]] = "+" + str(code) + nsn[valid]
+    return decided, e164
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"

@@ -17,6 +17,7 @@ run the drill checks against the sandbox's store, by message id:
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -184,7 +185,8 @@ def test_ctrl_c_at_random_moments(tmp_path, seed):
 
 def test_ctrl_c_during_start_up_is_not_a_traceback(tmp_path):
     """Ctrl-C while the CLI is still importing its modules: 'Interrupted.' and exit 130, no traceback.
-    (The first ~20 ms, before Python has even started importing the package, cannot be handled.)"""
+    (The interpreter's start-up, until ``bulkimport/__main__.py`` has defined its handler, cannot be
+    handled.)"""
     history = write_history(tmp_path / "history.csv", conversations=2, per_conversation=2)
     assert history.ids
     args = [sys.executable, "-m", "bulkimport", "run", str(tmp_path / "history.csv"), "--dry-run"]
@@ -196,8 +198,11 @@ def test_ctrl_c_during_start_up_is_not_a_traceback(tmp_path):
         _, err = proc.communicate(timeout=30)
         if proc.returncode == 0:  # finished before the signal: nothing to check
             continue
-        if "Traceback" in err and "bulkimport" not in err:
-            continue  # still inside the interpreter's own start-up (runpy): out of reach
+        if "Traceback" in err and not re.search(r", in _run$", err, re.M) and "bulkimport/cli.py" not in err:
+            # still inside the interpreter's start-up (runpy importing the package and
+            # ``bulkimport/__main__.py`` itself, before its handler in ``_run`` exists): out of reach;
+            # under load (CI) the 60 ms signal often lands there
+            continue
         assert "Traceback" not in err and proc.returncode == 130, (delay, proc.returncode, err)
         handled += 1
     assert handled >= 2

@@ -113,3 +113,23 @@ _tree = st.recursive(_leaf, lambda kids: st.one_of(
 def test_fast_encoder_matches_the_reference(params):
     # the send path's encoder is optimised (bench/client_overhead.py); its output must not change
     assert encode_query(params) == _reference(params)
+
+
+def test_shared_blocks_encode_like_copies():
+    """A plan shares one user/chat dict among a conversation's messages; the encoder memoises them
+    per call, which must give exactly what distinct copies give (and nothing leaks between calls)."""
+    import json
+
+    user = {"id": "c-1", "name": "Иван & Co", "phone": "+79161234567", "picture": {"url": "https://x/p q"}}
+    chat = {"id": "wa 1", "name": "Иван (WhatsApp)"}
+    shared = [
+        {"user": user, "chat": chat, "message": {"id": f"m{i}", "date": i, "text": f"т {i}"}}
+        for i in range(3)
+    ]
+    copies = json.loads(json.dumps(shared))  # equal values, distinct objects
+    assert copies[0]["user"] is not copies[1]["user"]
+    assert encode_query({"MESSAGES": shared}) == encode_query({"MESSAGES": copies})
+    decoded = decode_query(encode_query({"MESSAGES": shared}))["MESSAGES"]
+    assert decoded[2]["user"]["picture"]["url"] == "https://x/p q"
+    user["name"] = "Пётр"  # the same object changed between two calls: the second call sees it
+    assert decode_query(encode_query({"MESSAGES": shared}))["MESSAGES"][1]["user"]["name"] == "Пётр"

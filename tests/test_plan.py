@@ -188,6 +188,17 @@ def test_deterministic_and_fingerprint_tracks_wire_content():
         columns=FULL.columns, options={**FULL.options, "disable_crm": False}, operators=FULL.operators
     )
     assert plan(df, no_crm).fingerprint != p1.fingerprint
+    # values are length-delimited: moving text across a message boundary, or an empty name
+    # becoming a missing one elsewhere, is a different payload and a different fingerprint
+    moved = df.copy()
+    moved.loc[2, "Text"], moved.loc[3, "Text"] = "xy", ""
+    moved.loc[3, "Files"] = "https://f.example.com/a.png"
+    moved2 = moved.copy()
+    moved2.loc[2, "Text"], moved2.loc[3, "Text"] = "x", "y"
+    assert len({plan(moved, FULL).fingerprint, plan(moved2, FULL).fingerprint, p1.fingerprint}) == 3
+    renamed = df.copy()
+    renamed.loc[2, "Name"], renamed.loc[4, "Name"] = None, "AB"
+    assert plan(renamed, FULL).fingerprint != p1.fingerprint
 
 
 def test_invalid_rows_preview_and_counts():
@@ -386,4 +397,39 @@ def test_numeric_frame_from_pandas_never_leaks_floats():
     p = plan(df, Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"}))
     assert [m["user"]["id"] for c in p.conversations for m in c.messages] == ["1", "2"]
     assert list(p.invalid_rows) == [2]
+    assert_wire_ready(p)
+
+
+def test_messages_are_a_lazy_read_only_sequence_like_the_tuple_they_replace():
+    df = _df(
+        Chat=["a", "a", "a", "b"],
+        Client=["1", "1", "1", "2"],
+        Name=["Ann", "Ann", "Ann", "Bob"],
+        Phone=["+79161234567", None, None, "bad"],
+        Author=["x", "Op", "x", "x"],
+        Date=["2026-01-01 10:00", "2026-01-01 10:01", "2026-01-01 10:02", "2026-01-01 09:00"],
+        Text=["hi", "hello", None, "yo"],
+        Files=[None, None, "https://f.example.com/a.png", None],
+    )
+    p = plan(df, FULL)
+    conv = next(c for c in p.conversations if c.key == "a")
+    items = list(conv.messages)
+    assert len(conv.messages) == 3 == len(items)
+    assert conv.messages == items and conv.messages == tuple(items) and tuple(items) == conv.messages
+    assert conv.messages[-1] == items[2] and conv.messages[0] is not conv.messages[0]  # fresh dicts
+    assert conv.messages[1:] == tuple(items[1:]) and conv.messages[::2] == (items[0], items[2])
+    with pytest.raises(IndexError):
+        conv.messages[3]
+    assert items[0]["message"] == {
+        "id": items[0]["message"]["id"],
+        "date": items[0]["message"]["date"],
+        "text": "hi",
+        "disable_crm": "Y",
+    }
+    assert items[1]["message"]["user_id"] == 7 and "text" not in items[2]["message"]
+    assert items[2]["message"]["files"] == [{"url": "https://f.example.com/a.png", "name": "a.png"}]
+    assert items[0]["user"] == {"id": "1", "name": "Ann", "phone": "+79161234567"}
+    assert conv.messages != list(reversed(items)) and conv.messages != items[:2]
+    other = next(c for c in p.conversations if c.key == "b")
+    assert other.messages != conv.messages and "phone" not in other.messages[0]["user"]
     assert_wire_ready(p)

@@ -305,3 +305,17 @@ def test_header_only_file_gives_an_empty_frame_with_columns(tmp_path):
     p.write_text("Date;Client;Text\n", encoding="utf-8")
     df = read(p)
     assert df.empty and df.columns.tolist() == ["Date", "Client", "Text"] and df.index.name == "row"
+
+
+def test_csv_utf8_head_with_bad_bytes_after_the_first_megabyte(tmp_path):
+    """A file read as UTF-8 on the strength of its first megabyte still gets the full encoding
+    checks when the parser meets a bad byte later: the same one-line error as before."""
+    body = "a;b\n" + "".join(f"{i};привет мир\n" for i in range(60_000))
+    p = tmp_path / "late.csv"
+    p.write_bytes(body.encode("utf-8") + "99;Пока\n".encode("cp1251"))
+    with pytest.raises(ReadError, match=r"late.csv: line 60002 has bytes that are not valid UTF-8"):
+        read(p)
+    ok = tmp_path / "ok.csv"
+    ok.write_bytes(body.encode("utf-8") + "99;Пока\n".encode())
+    df = read(ok)
+    assert len(df) == 60_001 and df.loc[60_002, "b"] == "Пока" and df.loc[2, "a"] == "0"

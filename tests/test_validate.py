@@ -158,6 +158,67 @@ def test_generated_message_ids_are_stable_and_distinguish_repeats():
     assert prepare(shifted, m).canonical["message.id"].tolist()[1:] == ids  # rows around don't matter
 
 
+def test_generated_ids_keep_their_values_and_their_hash_scheme():
+    """The ids are pandas' SipHash of (chat, time, text, files, occurrence) with key
+    bulkimport-ids-1; hashing per column must give exactly hash_pandas_object's values (so ids
+    made by earlier versions still match), and repeats in other chats or times count apart."""
+    import numpy as np
+
+    from bulkimport.validate import _IDS_KEY, _combine_hashes, _hash_by_value, _hash_files
+
+    k = pd.Series(["a", "b", "a", "c", "a"], dtype="str")
+    d = np.array([1, 2, 3, -1, 1])
+    t = pd.Series(["x", "\x00", "x", "y", "x"], dtype="str")
+    f = pd.Series(["", "u v", "", "", ""], dtype="str")
+    n = np.array([0, 0, 1, 0, 1])
+    frame = pd.DataFrame({"k": k, "d": d, "t": t, "f": f, "n": n})
+    want = pd.util.hash_pandas_object(frame, index=False, hash_key=_IDS_KEY).to_numpy()
+    got = _combine_hashes(
+        [
+            _hash_by_value(k, pd.factorize(k)[0]),
+            pd.util.hash_array(d, hash_key=_IDS_KEY, categorize=False),
+            pd.util.hash_array(t.array, hash_key=_IDS_KEY, categorize=False),
+            _hash_files(f, f.ne("").to_numpy()),
+            pd.util.hash_array(n, hash_key=_IDS_KEY, categorize=False),
+        ]
+    )
+    assert (got == want).all()
+    assert (_hash_by_value(f, pd.factorize(f)[0]) == _hash_files(f, f.ne("").to_numpy())).all()
+    df = _df(
+        Client=["1", "1", "2", "1", "1"],
+        Date=[
+            "2026-01-01 10:00",
+            "2026-01-01 10:00",
+            "2026-01-01 10:00",
+            "2026-01-01 10:01",
+            "2026-01-01 10:00",
+        ],
+        Text=["ok", "ok", "ok", "ok", "ok"],
+    )
+    m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"})
+    ids = prepare(df, m).canonical["message.id"].tolist()
+    assert len(set(ids)) == 5  # three repeats in chat 1 at 10:00, one in chat 2, one at 10:01
+    assert ids[:2] == prepare(df.iloc[:2], m).canonical["message.id"].tolist()  # pinned by position
+    assert ids[0] == "bi-" + format(
+        int(
+            pd.util.hash_pandas_object(
+                pd.DataFrame(
+                    {
+                        "k": pd.Series(["1"], dtype="str"),
+                        "d": [int(pd.Timestamp("2026-01-01 10:00", tz="UTC").timestamp())],
+                        "t": pd.Series(["ok"], dtype="str"),
+                        "f": pd.Series([""], dtype="str"),
+                        "n": [0],
+                    }
+                ),
+                index=False,
+                hash_key=_IDS_KEY,
+            ).iloc[0]
+        ),
+        "016x",
+    )
+
+
 def test_explicit_message_ids_duplicates_are_flagged():
     df = _df(
         Client=["1", "1", "2"], Mid=["m1", "m1", "m1"], Date=["2026-01-01 10:00"] * 3, Text=["a", "b", "c"]

@@ -357,3 +357,46 @@ def test_far_years_are_bad_dates_not_crashes():
     assert r.seconds.isna().all() and _codes(r.issues) == {"bad-date": list(range(2, 8))}
     many = _dates(["31.12.9999 10:00:00"] * 100)
     assert many.seconds.isna().all()
+
+
+def test_fixed_width_dates_match_layout_length_exactly():
+    """The numpy fixed-width decoder takes only values of exactly the layout's length (a value
+    one character longer, or with a trailing NUL, is not that layout) and agrees with the
+    value-by-value parsers on every row."""
+    from bulkimport.values import _parse_dates
+
+    odd = ["20.02.2025 16:39:30x", "20.02.2025 16:39:30\x00", "20.02.2025 16:39:3", "31.02.2025 10:00:00"]
+    big = pd.Series(["20.02.2025 16:39:30"] * 100 + odd, dtype="str")
+    fast = parse_dates(big, timezone=MSK, dayfirst=True)
+    for i, v in enumerate(big.tolist()[98:], start=98):
+        one = _parse_dates(pd.Series([v], dtype="str"), MSK, True, False, None)
+        got, want = fast.seconds.iloc[i], one.seconds.iloc[0]
+        assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
+    assert fast.seconds.iloc[:100].eq(int(pd.Timestamp("2025-02-20 13:39:30", tz="UTC").timestamp())).all()
+    assert fast.seconds.iloc[[100, 103]].isna().all()  # a trailing letter, 31 February
+
+
+_PADDED = st.one_of(
+    _FORMS,
+    st.builds(
+        lambda v, pad: None if v is None else pad + v + pad, _FORMS, st.sampled_from([" ", "\t", "  "])
+    ),
+    st.sampled_from(["   ", "nan", "NaT", "20.02.2025 16:39:30\x00", "20.02.2025 16:39:300"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_PADDED, min_size=1, max_size=30), st.integers(3, 8))
+def test_property_fast_paths_agree_on_text_columns(values, repeat):
+    """The same agreement on a ``str`` column (as bulkimport.read gives), where fixed-width
+    values are decoded before the text clean-up: padded values, blanks and artefacts included."""
+    from bulkimport.values import _parse_dates
+
+    big = pd.Series(values * repeat * 4, dtype="str")
+    fast = parse_dates(big, timezone=MSK, dayfirst=True)
+    for i, v in enumerate(values):
+        one = _parse_dates(pd.Series([v], dtype=object), MSK, True, False, None)
+        got, want = fast.seconds.iloc[i], one.seconds.iloc[0]
+        assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
+        for (code, mask), (code2, mask2) in zip(fast.issues, one.issues, strict=True):
+            assert code == code2 and bool(mask.iloc[i]) == bool(mask2.iloc[0]), (v, code)

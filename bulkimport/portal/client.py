@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
+import orjson
 import requests
 
 from .. import __version__
@@ -449,13 +450,20 @@ class Answer:
 def classify(raw: RawResponse, now: float) -> Answer:
     """Turn an HTTP answer into an :class:`Answer` or raise the exception it stands for."""
     status = raw.status
-    text = raw.body.decode("utf-8", errors="replace").strip()
     payload: Any = None
-    if text:
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
+    text: str | None = None  # the decoded body, for the messages of answers without an envelope
+    try:
+        # orjson parses the UTF-8 bytes directly, ~2x faster than json on the ~400 bytes per
+        # message an answer echoes back (client CPU, bench/client_overhead.py); it is strict
+        # (invalid UTF-8, NaN, ints over 64 bits), so anything it refuses takes the tolerant path.
+        payload = orjson.loads(raw.body)
+    except orjson.JSONDecodeError:
+        text = raw.body.decode("utf-8", errors="replace").strip()
+        if text:
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                payload = None
     if isinstance(payload, dict) and payload.get("error"):
         from .auth import scrub  # late: auth imports this module
 
@@ -478,6 +486,8 @@ def classify(raw: RawResponse, now: float) -> Answer:
             status,
             retry_after=_retry_after(raw.headers, None, now),
         )
+    if text is None:
+        text = raw.body.decode("utf-8", errors="replace").strip()
     if not text:
         raise _ambiguous("bad-answer", "empty answer", status)
     if payload is None:

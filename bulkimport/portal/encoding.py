@@ -63,7 +63,7 @@ def _key(key: Any) -> str:
     return quoted
 
 
-def _pairs(prefix: str, value: Any, out: list[str]) -> None:
+def _pairs(prefix: str, value: Any, out: list[str], memo: dict[int, list[str]] | None = None) -> None:
     # The send path encodes ~10 leaves per message: exact-type checks first (the Plan contract's
     # plain dict/list/str/int), the generic Mapping/Sequence checks only for anything else.
     kind = type(value)
@@ -75,32 +75,48 @@ def _pairs(prefix: str, value: Any, out: list[str]) -> None:
                 out.append(f"{path}={_quote(item)}")
             elif leaf is int:
                 out.append(f"{path}={item}")
+            elif leaf is dict and memo is not None:
+                _shared(path, item, out, memo)
             else:
-                _pairs(path, item, out)
+                _pairs(path, item, out, memo)
     elif kind is list or kind is tuple:
         for index, item in enumerate(value):
-            _pairs(f"{prefix}[{index}]", item, out)
+            _pairs(f"{prefix}[{index}]", item, out, memo)
     elif kind is str:
         out.append(f"{prefix}={_quote(value)}")
     elif kind is int:
         out.append(f"{prefix}={value}")
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _pairs(f"{prefix}[{_quote(str(key))}]", item, out)
+            _pairs(f"{prefix}[{_quote(str(key))}]", item, out, memo)
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
         for index, item in enumerate(value):
-            _pairs(f"{prefix}[{index}]", item, out)
+            _pairs(f"{prefix}[{index}]", item, out, memo)
     else:
         text = _scalar(value)
         if text is not None:
             out.append(f"{prefix}={_quote(text)}")
 
 
+def _shared(path: str, value: dict[Any, Any], out: list[str], memo: dict[int, list[str]]) -> None:
+    """A nested dict, encoded once per object: a plan shares one ``user`` and one ``chat`` block
+    among all of a conversation's messages, so their percent-encoding is done once per command
+    and only the ``MESSAGES[i]`` prefix differs. ``memo`` lives for one :func:`encode_query` call,
+    during which every object it keys by ``id`` stays alive (``params`` holds them)."""
+    tails = memo.get(id(value))
+    if tails is None:
+        tails = []
+        _pairs("", value, tails, memo)
+        memo[id(value)] = tails
+    out.extend([path + tail for tail in tails])
+
+
 def encode_query(params: Mapping[str, Any]) -> str:
     """``params`` as a PHP-bracket query string (no leading ``?``)."""
     out: list[str] = []
+    memo: dict[int, list[str]] = {}
     for key, value in params.items():
-        _pairs(_quote(str(key)), value, out)
+        _pairs(_quote(str(key)), value, out, memo)
     return "&".join(out)
 
 

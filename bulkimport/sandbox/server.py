@@ -15,6 +15,7 @@ import json
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -199,20 +200,20 @@ class Handler(BaseHTTPRequestHandler):
 
         self._serve(method, call, token)
 
-    def _serve(self, method: str, call: Any, token: Any) -> None:
+    def _serve(self, method: str, call: Callable[[], Reply], token: Any) -> None:
         """Apply an armed fault (if one fires) around the call, then answer."""
         fault = self.server.faults.draw(method)
         if fault is None:
-            self._write(method, call(), None)
+            self._write(method, self._run(call), None)
             return
         kind = fault.kind
         if kind == "expire-token":
             if isinstance(token, str):
                 self.server.portal.expire_tokens(token)
-            self._write(method, call(), fault)
+            self._write(method, self._run(call), fault)
             return
         if fault.after:
-            reply = call()  # the method runs and commits first
+            reply = self._run(call)  # the method runs and commits first
             if kind == "slow":
                 self.server.portal.clock.sleep(fault.delay)
                 self._write(method, reply, fault)
@@ -226,6 +227,11 @@ class Handler(BaseHTTPRequestHandler):
                                       error="redirect"), fault)
             return
         self._write(method, _faulty_reply(kind), fault)
+
+    def _run(self, call: Callable[[], Reply]) -> Reply:
+        """Run the portal's side of a request; its writes are committed when this returns (or raises)."""
+        with self.server.portal.store.request():
+            return call()
 
     def _drop(self, method: str, fault: Fault) -> None:
         """Close the connection without an answer."""

@@ -1,9 +1,20 @@
 """The sandbox's SQLite store and its inspection views (``portal.store``).
 
 One connection guarded by a re-entrant lock serves every request thread; values from requests are
-always bound as SQL parameters. The inspection methods return pandas DataFrames so tests and
-notebooks can assert "exactly once, in order" in one line (:meth:`Store.duplicates`,
-:meth:`Store.out_of_order`).
+always bound as SQL parameters.
+
+Group commit: while a thread handles an HTTP request (:meth:`Store.request`), its writes join one
+open SQLite transaction instead of committing one by one; the transaction commits when the request
+has run (before its answer is written or its connection dropped), and while the request spends
+simulated time, before a sleep once its writes have waited ``COMMIT_INTERVAL`` (50 ms real; see
+``Work.spend``), so another process watching the file sees a long request's items appear as they
+are made. Every thread shares the one connection, so each sees the others' writes at once,
+committed or not, as before. Writes outside a request (the Python API: tokens at start,
+``expire_tokens``, ``issue_code``) commit at once. Each :meth:`Store.transaction` block is a
+SAVEPOINT: a block that fails undoes only itself.
+
+The inspection methods return pandas DataFrames so tests and notebooks can assert "exactly once,
+in order" in one line (:meth:`Store.duplicates`, :meth:`Store.out_of_order`).
 """
 
 from __future__ import annotations
@@ -11,8 +22,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +59,7 @@ CREATE TABLE IF NOT EXISTS chats (
 CREATE INDEX IF NOT EXISTS chats_entity ON chats (entity_id);
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY, chat INTEGER NOT NULL, opened REAL NOT NULL, closed REAL);
+CREATE INDEX IF NOT EXISTS sessions_chat ON sessions (chat);
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, line INTEGER NOT NULL, connector TEXT NOT NULL,
     chat_id TEXT NOT NULL, user_id TEXT NOT NULL, message_id TEXT, date INTEGER, text TEXT,
@@ -76,28 +89,73 @@ class Store:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self.lock = threading.RLock()
+        self._local = threading.local()  # per thread: depth of Store.request scopes
+        self._closed = False
+        self._begun = 0.0  # perf_counter() when the open group transaction began
         with self.lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit is durable against a crash of the process (the sandbox's failure
+            # mode); only a power loss could lose the last commits. See docs/sandbox.md.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Commit what is pending and close the connection."""
         with self.lock:
+            with suppress(sqlite3.Error):
+                self.commit()
+            self._closed = True
             self._db.close()
+
+    # ------------------------------------------------------------------ group commit
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Scope of one HTTP request in this thread: its writes commit together when it ends."""
+        local = self._local
+        local.depth = getattr(local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            local.depth -= 1
+            if local.depth == 0:
+                self.commit()
+
+    def _deferring(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    def commit(self, older_than: float = 0.0) -> None:
+        """Commit the open group transaction (every thread's pending writes), if any — with
+        ``older_than``, only if it began at least that many real seconds ago."""
+        with self.lock:
+            if self._closed or not self._db.in_transaction:
+                return
+            if older_than > 0 and time.perf_counter() - self._begun < older_than:
+                return
+            self._db.execute("COMMIT")
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._begun = time.perf_counter()
 
     # ------------------------------------------------------------------ low level
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write (BEGIN IMMEDIATE … COMMIT) under the store lock."""
+        """One atomic write under the store lock (a SAVEPOINT of the group transaction)."""
         with self.lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin()
+            self._db.execute("SAVEPOINT tx")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO tx")
+                self._db.execute("RELEASE tx")
+                if not self._deferring():
+                    self.commit()
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("RELEASE tx")
+            if not self._deferring():
+                self.commit()
 
     def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         """The first row of a query."""
@@ -110,9 +168,14 @@ class Store:
             return self._db.execute(sql, tuple(params)).fetchall()
 
     def run(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Execute one statement (autocommit); returns lastrowid."""
+        """Execute one write statement (committed with the request, or at once outside one); lastrowid."""
         with self.lock:
-            return self._db.execute(sql, tuple(params)).lastrowid or 0
+            self._begin()
+            try:
+                return self._db.execute(sql, tuple(params)).lastrowid or 0
+            finally:
+                if not self._deferring():
+                    self.commit()
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """A value of the meta table."""
@@ -130,6 +193,20 @@ class Store:
         row = self.one(f"SELECT COALESCE(MAX(id), ?) + 1 AS n FROM {table}", (floor,))  # noqa: S608
         assert row is not None
         return max(int(row["n"]), floor + 1)
+
+    def insert_next(self, table: str, floor: int, values: tuple[Any, ...]) -> int:
+        """Insert a row whose id is :meth:`next_id` (computed in the same statement); returns the id."""
+        assert table in ("users", "chats", "sessions")
+        marks = ", ".join("?" * len(values))
+        sql = (f"INSERT INTO {table} VALUES ((SELECT MAX(COALESCE(MAX(id), ?), ?) + 1 FROM {table}), "  # noqa: S608
+               f"{marks})")
+        with self.lock:
+            self._begin()
+            try:
+                return int(self._db.execute(sql, (floor, floor, *values)).lastrowid or 0)
+            finally:
+                if not self._deferring():
+                    self.commit()
 
     # ------------------------------------------------------------------ lines
     def seed_lines(self, lines: list[tuple[int, str, str]]) -> None:
