@@ -45,6 +45,7 @@ from .errors import (
     ConfigError,
     FatalError,
     InputError,
+    OperatingLimitError,
     PortalError,
     RequestRejectedError,
     RetryableError,
@@ -537,6 +538,10 @@ class Sender:
         # wrong line, connector or token then costs one request, not max_in_flight), and after a
         # refusal or an unusable answer one request at a time until the next clean answer.
         in_flight_now = 1
+        # A 429: the portal's operating budget is tighter than the model (another application
+        # spends it, or the limits given are wrong): one request at a time for the rest of the run,
+        # so a request already on the wire is not refused with it at the next wall.
+        budget_refused = False
 
         def hold(conv: _Conv, code: str, detail: str) -> None:
             conv.held, conv.held_detail = code, detail
@@ -545,12 +550,16 @@ class Sender:
 
         def settle(req: _Request) -> None:
             """Journal one request's outcome and move its conversations on (main thread only)."""
-            nonlocal stopped, refusals, connect_failures, ambiguous_in_a_row, in_flight_now
+            nonlocal stopped, refusals, connect_failures, ambiguous_in_a_row, in_flight_now, budget_refused
             governor.release(req.ticket)
             in_flight_now = 1
             exc = req.error
             if exc is not None and not isinstance(exc, BulkImportError):
                 raise exc  # Ctrl-C raised inside a transport, or a bug: the caller handles it
+            if isinstance(exc, OperatingLimitError) or any(
+                isinstance(e, OperatingLimitError) for e in req.errors.values()
+            ):
+                budget_refused = True
             queued = sum(len(conv.queue) for conv, _ in req.chosen)
             with interrupts_deferred():  # the outcome is known: journal it whatever happens
                 updates = self._outcome(req, exc, journal, governor, keys, hold, rejections)
@@ -584,7 +593,7 @@ class Sender:
             ):
                 stopped = stopped or exc  # e.g. a redirect to a plain-http address: not run
             else:  # answered (a request-level rejection counts: the portal did answer)
-                in_flight_now = self.max_in_flight
+                in_flight_now = 1 if budget_refused else self.max_in_flight
                 refusals = 0
                 connect_failures = 0
                 ambiguous_in_a_row = 0

@@ -58,6 +58,7 @@ class Wire:
         self.count = 0
         self.shared: list[tuple[int, int, set[str]]] = []  # overlapping requests sharing a key
         self.carried: dict[int, list[str]] = {}  # message ids per request number
+        self.together: dict[int, int] = {}  # requests on the wire when request n arrived
         self.hold = set(hold)
         self.barrier = threading.Barrier(len(hold), timeout=10) if hold else None
         self.delay = delay
@@ -74,6 +75,7 @@ class Wire:
                     self.shared.append((n, other, their & keys))
             self.active[n] = keys
             self.most = max(self.most, len(self.active))
+            self.together[n] = len(self.active)
             self.carried[n] = [str(m["message"]["id"]) for m in msgs]
         try:
             if n in self.hold and self.barrier is not None:
@@ -433,3 +435,18 @@ def test_a_long_conversation_is_not_slowed_by_a_second_request_in_flight(tmp_pat
         assert set(_stored_in_order(fake, plan).values()) == {1}
         counts[most] = wire.count
     assert counts[2] <= counts[1] + 2, counts
+
+
+def test_after_a_429_one_request_at_a_time(tmp_path):
+    """The portal's budget is tighter than the model (another application spends it): one request
+    at a time for the rest of the run, so the next wall refuses one request, not two."""
+    clock = ManualClock()
+    fake = FakePortal(clock)
+    wall = MockTransport.json(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "Blocked"})
+    wire = Wire(fake, hold=(2, 3), delay=0.003, answers={2: lambda url, body: wall})
+    plan = make_plan([6] * 60)
+    out = _sender(plan, wire, clock, tmp_path).run()
+    assert out.summary.counts["sent"] == 360
+    assert wire.together[2] == 2 or wire.together[3] == 2  # two were in flight at the wall …
+    assert all(n == 1 for k, n in wire.together.items() if k > 3)  # … and never again after it
+    assert set(_stored_in_order(fake, plan).values()) == {1}
