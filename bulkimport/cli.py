@@ -340,6 +340,14 @@ def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
     help="The portal's plan, which sets its request limits (pace and ETA).",
 )
 @click.option(
+    "--max-in-flight",
+    type=click.IntRange(1, 10),
+    default=2,
+    show_default=True,
+    help="Requests in flight at once, for conversations sharing no chat or customer (1 = one after "
+    "another); more only helps when the request round trip, not the portal's limits, sets the pace.",
+)
+@click.option(
     "--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal)."
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
@@ -363,6 +371,7 @@ def run(
     retry_failed: bool,
     retry_unknown: bool,
     plan_name: str,
+    max_in_flight: int,
     no_progress: bool,
     yes: bool,
 ) -> None:
@@ -408,6 +417,8 @@ def run(
     base += ["--state", str(state), "--report", str(report_path)]
     if plan_name != "standard":
         base += ["--plan", plan_name]
+    if max_in_flight != 2:
+        base += ["--max-in-flight", str(max_in_flight)]
 
     send_args: dict[str, Any] = {
         "state": state,
@@ -415,6 +426,7 @@ def run(
         "retry_failed": retry_failed,
         "retry_unknown": retry_unknown,
         "progress": False if no_progress else None,  # None: a bar when stderr is a terminal
+        "max_in_flight": max_in_flight,
     }
     if sandbox:
         outcome = _send_to_sandbox(

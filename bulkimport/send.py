@@ -2,10 +2,13 @@
 
 Rules the sender keeps (see docs/sending.md):
 
-* One request at a time (single thread). A ``batch`` carries at most one
-  ``imconnector.send.messages`` command per conversation, and no two commands whose conversations
-  share a lock key; so no two in-flight commands ever touch the same chat or customer.
-* Within a conversation, strictly plan order; chunk k+1 goes only after chunk k was answered.
+* Up to ``max_in_flight`` requests at a time (default 2; 1 = strictly one after another). A
+  ``batch`` carries at most one ``imconnector.send.messages`` command per conversation, and no two
+  commands in flight — in one request or in two — belong to conversations sharing a lock key; so
+  no two in-flight commands ever touch the same chat or customer. Only the HTTP exchange runs in a
+  worker thread; choosing, journalling and settling stay in the calling thread.
+* Within a conversation, strictly plan order; chunk k+1 goes only after chunk k was answered (a
+  conversation has at most one request in flight).
 * Rows are journalled ``inflight`` before their request leaves and settled after it is answered.
 * Refused before execution (503, 429, failed connect) → the rows go back and are sent again later.
 * Ambiguous (timeout, dropped connection, HTML/empty answer, 5xx) → the rows become ``unknown`` and
@@ -24,10 +27,12 @@ import itertools
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import pandas as pd
@@ -40,6 +45,7 @@ from .errors import (
     ConfigError,
     FatalError,
     InputError,
+    OperatingLimitError,
     PortalError,
     RequestRejectedError,
     RetryableError,
@@ -62,6 +68,10 @@ MAX_CONNECT_FAILURES = 8
 MAX_AMBIGUOUS_IN_A_ROW = 5
 #: Stop when this many conversations in a row were rejected at request level with the same code.
 MAX_SAME_REJECTION = 5
+#: Requests in flight at once by default (1 = one after another), and the most allowed: the
+#: connection pool of the HTTP session keeps 10 connections per host.
+DEFAULT_MAX_IN_FLIGHT = 2
+MOST_IN_FLIGHT = 10
 #: Request-level codes after which a call of several messages is split and re-sent: only the
 #: documented structural checks that run before anything is stored (reference §6; the sandbox's
 #: per-call message cap uses the same code).
@@ -249,6 +259,85 @@ class _Conv:
     cap: int | None = None  # messages per call for this conversation after a rejected bigger call
 
 
+@dataclass
+class _Request:
+    """One request in flight: what it carries, its journal id and governor ticket, its outcome."""
+
+    seq: int
+    chosen: list[tuple[_Conv, list[int]]]  # conversations and the positions this request carries
+    commands: dict[str, tuple[str, dict[str, Any]]]
+    rids: list[str]
+    ticket: Any
+    request_id: int | None = None
+    # the outcome, filled by the exchange (worker thread), read by the settling thread afterwards
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, Any] = field(default_factory=dict)
+    times: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: BaseException | None = None
+    fatal: BulkImportError | None = None  # a nested command's fatal error (stops the run)
+
+
+def _exchange(client: Any, req: _Request) -> None:
+    """The HTTP exchange of one request (any thread): fills ``req``'s outcome, never raises."""
+    try:
+        if len(req.commands) == 1:
+            ((key, (method, params)),) = req.commands.items()
+            answer = client.call_full(method, params, acquired=True)
+            req.results, req.errors, req.times = {key: answer.result}, {}, {key: answer.time}
+        else:
+            br = client.batch(req.commands, acquired=True)
+            req.results, req.errors, req.times = br.results, br.errors, br.times
+    except BaseException as exc:  # handed to the settling thread, which re-raises what is not ours
+        req.error = exc
+
+
+class _Workers:
+    """Threads that run the HTTP exchanges of requests in flight and hand each back on ``done``.
+
+    Daemon threads: after a Ctrl-C the journal already says which rows were cut, so the process
+    does not wait for an answer nobody will read.
+    """
+
+    def __init__(self, count: int, client: Any, done: SimpleQueue[_Request]) -> None:
+        self._jobs: SimpleQueue[_Request | None] = SimpleQueue()
+        self._threads = [
+            threading.Thread(
+                target=self._loop, args=(client, done), name=f"bulkimport-send-{i}", daemon=True
+            )
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self, client: Any, done: SimpleQueue[_Request]) -> None:
+        while True:
+            req = self._jobs.get()
+            if req is None:
+                return
+            _exchange(client, req)
+            done.put(req)
+
+    def submit(self, req: _Request) -> None:
+        """Start ``req``'s exchange on a free thread."""
+        self._jobs.put(req)
+
+    def close(self) -> None:
+        """Let the threads end once they are idle (never waits for one on the wire)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _real_seconds(clock: Any, seconds: float) -> float:
+    """Real seconds that ``seconds`` on ``clock`` take (a sandbox clock runs ``scale`` times faster)."""
+    real = getattr(clock, "real", None)
+    if callable(real):
+        return max(0.0, float(real(seconds)))
+    scale = getattr(clock, "scale", None)
+    if isinstance(scale, (int, float)) and scale > 0:
+        return max(0.0, seconds / float(scale))
+    return max(0.0, seconds)
+
+
 # --------------------------------------------------------------------------------------------------
 # Sender
 # --------------------------------------------------------------------------------------------------
@@ -271,8 +360,19 @@ class Sender:
         clock: Clock | None = None,
         client: Any = None,
         env: Mapping[str, str] | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         env = os.environ if env is None else env
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or not 1 <= max_in_flight <= MOST_IN_FLIGHT
+        ):
+            raise ConfigError(
+                f"max_in_flight={max_in_flight!r} (--max-in-flight): give a whole number from 1 to "
+                f"{MOST_IN_FLIGHT} (requests in flight at once; 1 = one after another)"
+            )
+        self.max_in_flight = max_in_flight
         if not plan.frame.index.is_unique:
             raise InputError(
                 "plan.frame's index must be unique (it holds the row ids the journal is keyed by); "
@@ -314,6 +414,15 @@ class Sender:
 
         auth = self._auth if self._auth is not None else Auth(clock=self.clock)
         return Client(self.portal, auth, limits=self.limits, clock=self.clock)
+
+    @staticmethod
+    def _warm_token(client: Any) -> None:
+        """Refresh an access token about to expire now, before rows are journalled in flight (a
+        refresh inside the exchange would leave them ``inflight`` while nothing was sent yet)."""
+        auth = getattr(client, "auth", None)
+        token = getattr(auth, "token", None)
+        if callable(token):
+            token()
 
     def _line_value(self) -> int | str:
         return int(self.line) if self.line.isdigit() else self.line
@@ -420,248 +529,218 @@ class Sender:
         connect_failures = 0
         ambiguous_in_a_row = 0
         rejections: collections.deque[str] = collections.deque(maxlen=MAX_SAME_REJECTION)
-        in_flight: list[str] = []
-        request_id: int | None = None
+        #: requests whose rows are journalled ``inflight`` and not yet settled, by sequence number
+        active: dict[int, _Request] = {}
+        done: SimpleQueue[_Request] = SimpleQueue()
+        workers = _Workers(self.max_in_flight, client, done) if self.max_in_flight > 1 else None
+        sequence = itertools.count()
+        # Concurrency only while the portal answers: the first request of a run goes alone (a
+        # wrong line, connector or token then costs one request, not max_in_flight), and after a
+        # refusal or an unusable answer one request at a time until the next clean answer.
+        in_flight_now = 1
+        # A 429: the portal's operating budget is tighter than the model (another application
+        # spends it, or the limits given are wrong): one request at a time for the rest of the run,
+        # so a request already on the wire is not refused with it at the next wall.
+        budget_refused = False
 
         def hold(conv: _Conv, code: str, detail: str) -> None:
             conv.held, conv.held_detail = code, detail
             conv.rest = conv.queue
             conv.queue = []
 
+        def settle(req: _Request) -> None:
+            """Journal one request's outcome and move its conversations on (main thread only)."""
+            nonlocal stopped, refusals, connect_failures, ambiguous_in_a_row, in_flight_now, budget_refused
+            governor.release(req.ticket)
+            in_flight_now = 1
+            exc = req.error
+            if exc is not None and not isinstance(exc, BulkImportError):
+                raise exc  # Ctrl-C raised inside a transport, or a bug: the caller handles it
+            if isinstance(exc, OperatingLimitError) or any(
+                isinstance(e, OperatingLimitError) for e in req.errors.values()
+            ):
+                budget_refused = True
+            queued = sum(len(conv.queue) for conv, _ in req.chosen)
+            with interrupts_deferred():  # the outcome is known: journal it whatever happens
+                updates = self._outcome(req, exc, journal, governor, keys, hold, rejections)
+                del active[req.seq]
+            left[0] -= queued - sum(len(conv.queue) for conv, _ in req.chosen)
+            if isinstance(exc, RetryableError):
+                refusals += 1
+                connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
+                log.info("refused before execution (%s); retrying after a pause", exc.code)
+                if connect_failures >= MAX_CONNECT_FAILURES:
+                    stopped = stopped or PortalError("portal-unreachable", str(exc))
+                elif refusals >= MAX_REFUSALS_IN_A_ROW:
+                    stopped = stopped or PortalError("gave-up-retrying", str(exc))
+            elif isinstance(exc, AmbiguousError):
+                ambiguous_in_a_row += 1
+                log.warning(
+                    "no usable answer (%s): %d rows are now 'unknown' and their %d "
+                    "conversation(s) held; the rest continues",
+                    exc,
+                    len(updates),
+                    len(req.chosen),
+                )
+                if ambiguous_in_a_row >= MAX_AMBIGUOUS_IN_A_ROW:
+                    stopped = stopped or PortalError(
+                        "repeated-ambiguous",
+                        f"{ambiguous_in_a_row} requests in a row got no usable answer ({exc})",
+                    )
+            elif isinstance(exc, FatalError) or (
+                isinstance(exc, BulkImportError)
+                and not isinstance(exc, (RequestRejectedError, TokenExpiredError))
+            ):
+                stopped = stopped or exc  # e.g. a redirect to a plain-http address: not run
+            else:  # answered (a request-level rejection counts: the portal did answer)
+                in_flight_now = 1 if budget_refused else self.max_in_flight
+                refusals = 0
+                connect_failures = 0
+                ambiguous_in_a_row = 0
+                if req.fatal is not None:
+                    stopped = stopped or req.fatal
+                if len(rejections) == MAX_SAME_REJECTION and len(set(rejections)) == 1:
+                    stopped = stopped or PortalError(
+                        "repeated-rejection",
+                        f"{MAX_SAME_REJECTION} conversations in a row were refused with {rejections[0]}",
+                    )
+            for u in updates:
+                tally[u.status] += 1
+            show()  # postfix first: the update below redraws the bar with it
+            if bar is not None and updates:
+                bar.update(len(updates))
+
         # Conversations with work, in plan order. Each round scans from the front only as far as it
         # needs to fill a batch and drops finished or held ones it passes, so a plan with 50 000
         # conversations costs O(batch) per request, not O(conversations).
         order = [c for c in convs.values() if c.queue]
-        previous_wait = governor.on_wait
-        governor.on_wait = lambda reason: show(refresh=True)
-        try:
-            head = 0
-            while True:
-                while head < len(order) and not order[head].queue:
-                    head += 1
-                if head == len(order):
-                    break
-                governor.wait_ready([METHOD])  # pace before choosing sizes and marking rows
-                mpc = governor.messages_per_call(max(1, plan.chunk_size))
-                cpb = governor.calls_per_batch(mpc)
-                chosen: list[tuple[_Conv, list[int]]] = []
-                taken: set[str] = set()
-                kept: list[_Conv] = []
-                scanned = 0
-                for conv in itertools.islice(order, head, None):
-                    if len(chosen) >= cpb:
-                        break
-                    scanned += 1
-                    if not conv.queue:
-                        continue
-                    kept.append(conv)
-                    if conv.locks & taken:
-                        continue
+        head = 0
+        # The longest conversations: one of them may be the critical path (its chunks go one per
+        # request, in order), which a second request in flight cannot shorten (see launch()).
+        longest = sorted(order, key=lambda c: len(c.queue), reverse=True)[:8]
+        left = [sum(len(c.queue) for c in order)]  # messages still queued (settle() keeps it)
+
+        def launch() -> float | None:
+            """Send the next request if one may go now. Returns 0 when one left, None when
+            nothing can go until a request in flight is answered (or nothing is left), else the
+            seconds the governor wants to wait."""
+            nonlocal head, stopped
+            while head < len(order) and not order[head].queue:
+                head += 1
+            if head == len(order):
+                return None
+            wait, _ = governor.wait_needed([METHOD])  # pace before choosing sizes and marking rows
+            if wait > 0:
+                return wait
+            mpc = governor.messages_per_call(max(1, plan.chunk_size))
+            cpb = governor.calls_per_batch(mpc)
+            chosen: list[tuple[_Conv, list[int]]] = []
+            # The lock keys of the requests in flight are taken: a conversation in flight (its own
+            # chat key) and any conversation sharing a customer with one wait for its answer.
+            taken: set[str] = set()
+            for other in active.values():
+                for conv, _ in other.chosen:
                     taken |= conv.locks
-                    chosen.append((conv, conv.queue[: min(mpc, conv.cap or mpc)]))
-                order[head : head + scanned] = kept
-                pconv = {conv.index: plan.conversations[conv.index] for conv, _ in chosen}
-                commands: dict[str, tuple[str, dict[str, Any]]] = {}
-                for conv, positions in chosen:
-                    messages = [pconv[conv.index].messages[p] for p in positions]
-                    commands[f"c{conv.index}"] = (
-                        METHOD,
-                        {"CONNECTOR": self.connector, "LINE": self._line_value(), "MESSAGES": messages},
-                    )
-                rids = [keys[conv.index][p] for conv, positions in chosen for p in positions]
-                in_flight = []
-                request_id = None
+            if active and longest:
+                # When one conversation's chunks outnumber the requests everything else needs, the
+                # run lasts as many requests as it has chunks, and a request without it only
+                # spends a bucket token that one of its chunks will need: wait for its answer.
+                critical = max(longest, key=lambda c: len(c.queue))
+                chunks = -(-len(critical.queue) // min(mpc, critical.cap or mpc))
+                calls_left = max(len(order) - head, left[0] / mpc)  # a lower bound of the calls left
+                if critical.locks & taken and chunks * cpb >= calls_left:
+                    return None
+            kept: list[_Conv] = []
+            scanned = 0
+            for conv in itertools.islice(order, head, None):
+                if len(chosen) >= cpb:
+                    break
+                scanned += 1
+                if not conv.queue:
+                    continue
+                kept.append(conv)
+                if conv.locks & taken:
+                    continue
+                taken |= conv.locks
+                chosen.append((conv, conv.queue[: min(mpc, conv.cap or mpc)]))
+            order[head : head + scanned] = kept
+            if not chosen:
+                return None
+            try:
+                self._warm_token(client)  # a refresh happens before rows are marked, not after
+            except BulkImportError as exc:
+                stopped = exc
+                return None
+            ticket, wait, _ = governor.try_acquire([METHOD] * len(chosen))
+            if ticket is None:
+                return max(wait, 1e-3)
+            commands: dict[str, tuple[str, dict[str, Any]]] = {}
+            for conv, positions in chosen:
+                messages = plan.conversations[conv.index].messages
+                commands[f"c{conv.index}"] = (
+                    METHOD,
+                    {"CONNECTOR": self.connector, "LINE": line, "MESSAGES": [messages[p] for p in positions]},
+                )
+            rids = [keys[conv.index][p] for conv, positions in chosen for p in positions]
+            req = _Request(next(sequence), chosen, commands, rids, ticket)
+            # Ctrl-C between the commit and the bookkeeping would leave the rows ``inflight`` in
+            # the journal of a run that says it saved everything.
+            with interrupts_deferred():
+                req.request_id = journal.mark_inflight(rids, run_id, _wall())
+                active[req.seq] = req
+                if workers is not None:
+                    workers.submit(req)
+            if workers is None:  # one request at a time: the exchange runs here (Ctrl-C cuts it)
+                _exchange(client, req)
+                done.put(req)
+            return 0.0
 
-                def before_send(rids: list[str] = rids) -> None:
-                    # Journal the rows as in flight just before the bytes leave (after any wait).
-                    nonlocal request_id, in_flight
-                    if request_id is None:
-                        # Ctrl-C between the commit and the assignment would leave the rows
-                        # ``inflight`` in the journal of a run that says it saved everything.
-                        with interrupts_deferred():
-                            request_id = journal.mark_inflight(rids, run_id, _wall())
-                            in_flight = rids
+        line = self._line_value()
+        previous_wait = governor.on_wait
 
+        def on_wait(reason: str) -> None:
+            if threading.current_thread() is threading.main_thread():
+                show(refresh=True)
+
+        governor.on_wait = on_wait
+        try:
+            while True:
+                while True:  # settle whatever has been answered
+                    try:
+                        answered = done.get_nowait()
+                    except Empty:
+                        break
+                    settle(answered)
+                step: float | None = None
+                if stopped is None and len(active) < in_flight_now:
+                    step = launch()
+                    if step == 0.0:
+                        continue
+                if not active:
+                    if step is None:
+                        break  # nothing left, nothing in flight (or stopped and drained)
+                    show(refresh=True)
+                    self.clock.sleep(min(step, 5.0))
+                    continue
+                # Requests are in flight: wait for the next answer, at most as long as the pacing
+                # wait (a stopped run waits for every answer and settles it before it ends).
+                timeout = _real_seconds(self.clock, step) if step is not None else None
                 try:
-                    if len(commands) == 1:
-                        ((key, (method, params)),) = commands.items()
-                        answer = client.call_full(method, params, before_send=before_send)
-                        results: dict[str, Any] = {key: answer.result}
-                        errors: dict[str, Any] = {}
-                        times: dict[str, dict[str, Any]] = {key: answer.time}
-                    else:
-                        br = client.batch(commands, before_send=before_send)
-                        results, errors, times = br.results, br.errors, br.times
-                except RetryableError as exc:
-                    with interrupts_deferred():
-                        journal.revert(request_id, in_flight, _wall(), f"refused {exc.code}")
-                        in_flight = []
-                    refusals += 1
-                    connect_failures = connect_failures + 1 if exc.code == "connection-failed" else 0
-                    log.info("refused before execution (%s); retrying after a pause", exc.code)
-                    if connect_failures >= MAX_CONNECT_FAILURES:
-                        stopped = PortalError("portal-unreachable", str(exc))
-                        break
-                    if refusals >= MAX_REFUSALS_IN_A_ROW:
-                        stopped = PortalError("gave-up-retrying", str(exc))
-                        break
-                    show()
+                    answered = done.get(timeout=timeout)
+                except Empty:
                     continue
-                except AmbiguousError as exc:
-                    code = getattr(exc, "code", "bad-answer")
-                    if code == "timeout":
-                        governor.on_timeout()
-                    governor.on_ambiguous()
-                    ambiguous_in_a_row += 1
-                    now = _wall()  # journal and sent_at: real time, whatever the pacing clock
-                    lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in in_flight]
-                    with interrupts_deferred():
-                        journal.settle(request_id, lost, now, f"ambiguous {code}")
-                        in_flight = []
-                    tally["unknown"] += len(lost)
-                    for conv, positions in chosen:
-                        conv.queue = conv.queue[len(positions) :]
-                        hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
-                    log.warning(
-                        "no usable answer (%s): %d rows are now 'unknown' and their %d "
-                        "conversation(s) held; the rest continues",
-                        exc,
-                        len(lost),
-                        len(chosen),
-                    )
-                    show()  # postfix first: the update below redraws the bar with it
-                    if bar is not None:
-                        bar.update(len(lost))
-                    if ambiguous_in_a_row >= MAX_AMBIGUOUS_IN_A_ROW:
-                        stopped = PortalError(
-                            "repeated-ambiguous",
-                            f"{ambiguous_in_a_row} requests in a row got no usable answer ({exc})",
-                        )
-                        break
-                    continue
-                except FatalError as exc:
-                    with interrupts_deferred():
-                        journal.revert(request_id, in_flight, _wall(), f"fatal {exc.code}")
-                        in_flight = []
-                    stopped = exc
-                    break
-                except (RequestRejectedError, TokenExpiredError) as exc:
-                    results, errors, times = {}, {key: exc for key in commands}, {}
-                except BulkImportError as exc:  # e.g. a redirect to a plain-http address: not run
-                    with interrupts_deferred():
-                        journal.revert(request_id, in_flight, _wall(), type(exc).__name__)
-                        in_flight = []
-                    stopped = exc
-                    break
-                with interrupts_deferred():  # the answer is known: journal it whatever happens
-                    refusals = 0
-                    connect_failures = 0
-                    ambiguous_in_a_row = 0
-                    governor.on_batch_answered()
-                    now = _wall()  # journal and sent_at: real time, whatever the pacing clock
-                    updates: list[RowUpdate] = []
-                    reverted: list[str] = []
-                    for conv, positions in chosen:
-                        key = f"c{conv.index}"
-                        rids = [keys[conv.index][p] for p in positions]
-                        if key in results:
-                            ups, ok = self._settle_result(results[key], rids, now)
-                            updates += ups
-                            governor.call_answered(len(rids))
-                            timing = times.get(key) or {}
-                            cost = timing.get("processing", timing.get("duration"))
-                            if cost is not None:
-                                governor.record_messages(len(rids), float(cost))
-                            conv.queue = conv.queue[len(positions) :]
-                            if ok is not True:
-                                hold(conv, *ok)
-                            else:
-                                rejections.clear()
-                            continue
-                        err = errors.get(key)
-                        if isinstance(err, (RetryableError, TokenExpiredError)):
-                            reverted += rids  # refused before execution: send again later
-                            continue
-                        if isinstance(err, FatalError):
-                            reverted += rids
-                            stopped = stopped or err
-                            continue
-                        rejected_code = str(getattr(err, "code", "") or "").upper()
-                        if (
-                            isinstance(err, RequestRejectedError)
-                            and len(positions) > 1
-                            and rejected_code in SPLIT_ON
-                        ):
-                            # ERROR_ARGUMENT: the documented structural checks that run before
-                            # anything is stored, so nothing ran: split it. This finds the portal's
-                            # (undocumented) per-call limit, and a single malformed message fails
-                            # alone instead of taking its neighbours with it.
-                            reverted += rids
-                            conv.cap = max(1, len(positions) // 2)
-                            if len(positions) > governor.largest_call_ok:
-                                # never answered a call this big: most likely the per-call limit
-                                governor.cap_messages(conv.cap)
-                            continue
-                        conv.queue = conv.queue[len(positions) :]
-                        if isinstance(err, RequestRejectedError) and not (
-                            len(positions) == 1 and rejected_code in DEFINITE_REJECTIONS
-                        ):
-                            # Refused as a whole with a code that may be raised half-way through
-                            # the messages (the "probably per-item" codes of the older docs), an
-                            # unknown code, a code-less 4xx or a malformed batch error entry: some
-                            # messages of this call may already be stored. Never re-send them.
-                            text = codes.get("refused-maybe-stored").render(code=err.code) + (
-                                f" ({err.description})" if err.description else ""
-                            )
-                            updates += [
-                                RowUpdate(r, "unknown", "refused-maybe-stored", text, hold=1) for r in rids
-                            ]
-                            hold(
-                                conv,
-                                "held-after-unknown",
-                                f"held: rows before it are unknown (refused with {err.code})",
-                            )
-                            rejections.append(rejected_code)
-                            continue
-                        if isinstance(err, RequestRejectedError):
-                            text = err.description or codes.render(err.code)
-                            updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
-                            hold(
-                                conv,
-                                "held-after-failure",
-                                f"held: the portal refused an earlier request of this conversation "
-                                f"({err.code})",
-                            )
-                            rejections.append(err.code.upper())
-                        else:  # ambiguous nested error, or the key is missing from both maps
-                            code = getattr(err, "code", None) or "result-mismatch"
-                            text = str(err) if err is not None else "the command is missing from the answer"
-                            updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
-                            hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
-                    # one transaction: a kill between two commits would leave half an answer
-                    journal.settle(request_id, updates, now, "answered", revert=reverted)
-                    in_flight = []
-                for u in updates:
-                    tally[u.status] += 1
-                show()  # postfix first: the update below redraws the bar with it
-                if bar is not None:
-                    bar.update(len(updates))
-                if stopped is not None:
-                    break
-                if len(rejections) == MAX_SAME_REJECTION and len(set(rejections)) == 1:
-                    stopped = PortalError(
-                        "repeated-rejection",
-                        f"{MAX_SAME_REJECTION} conversations in a row were refused with {rejections[0]}",
-                    )
-                    break
+                settle(answered)
         except KeyboardInterrupt:
             interrupted = True
-            if in_flight:
+            cut = [rid for req in active.values() for rid in req.rids]
+            if cut:
                 journal.unknown_if_inflight(
-                    in_flight, "interrupted", "interrupted (Ctrl-C) while the request was in flight"
+                    cut, "interrupted", "interrupted (Ctrl-C) while the request was in flight"
                 )
             log.warning("interrupted: the journal is saved; run the same command again to resume")
         finally:
+            if workers is not None:
+                workers.close()
             governor.on_wait = previous_wait
             if redirect is not None:
                 redirect.__exit__(None, None, None)
@@ -710,6 +789,131 @@ class Sender:
         return SendOutcome(frame, summary)
 
     # ------------------------------------------------------------------ pieces
+    def _outcome(
+        self,
+        req: _Request,
+        exc: BaseException | None,
+        journal: Journal,
+        governor: Any,
+        keys: dict[int, list[str]],
+        hold: Callable[[_Conv, str, str], None],
+        rejections: collections.deque[str],
+    ) -> list[RowUpdate]:
+        """Journal one request's outcome in one transaction and move its conversations on; returns
+        the rows' new states (none when its rows went back: refused before execution, or a stop)."""
+        if isinstance(exc, RetryableError):
+            journal.revert(req.request_id, req.rids, _wall(), f"refused {exc.code}")
+            return []
+        if isinstance(exc, AmbiguousError):
+            code = getattr(exc, "code", "bad-answer")
+            if code == "timeout":
+                governor.on_timeout()
+            governor.on_ambiguous()
+            now = _wall()  # journal and sent_at: real time, whatever the pacing clock
+            lost = [RowUpdate(rid, "unknown", code, str(exc), hold=1) for rid in req.rids]
+            journal.settle(req.request_id, lost, now, f"ambiguous {code}")
+            for conv, positions in req.chosen:
+                conv.queue = conv.queue[len(positions) :]
+                hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
+            return lost
+        if isinstance(exc, FatalError):
+            journal.revert(req.request_id, req.rids, _wall(), f"fatal {exc.code}")
+            return []
+        results: dict[str, Any]
+        errors: dict[str, Any]
+        times: dict[str, dict[str, Any]]
+        if isinstance(exc, (RequestRejectedError, TokenExpiredError)):
+            results, errors, times = {}, {key: exc for key in req.commands}, {}
+        elif exc is not None:  # e.g. a redirect to a plain-http address: not run
+            journal.revert(req.request_id, req.rids, _wall(), type(exc).__name__)
+            return []
+        else:
+            results, errors, times = req.results, req.errors, req.times
+        governor.on_batch_answered()
+        now = _wall()  # journal and sent_at: real time, whatever the pacing clock
+        updates: list[RowUpdate] = []
+        reverted: list[str] = []
+        for conv, positions in req.chosen:
+            key = f"c{conv.index}"
+            rids = [keys[conv.index][p] for p in positions]
+            if key in results:
+                ups, ok = self._settle_result(results[key], rids, now)
+                updates += ups
+                governor.call_answered(len(rids))
+                timing = times.get(key) or {}
+                cost = timing.get("processing", timing.get("duration"))
+                if cost is not None:
+                    governor.record_messages(len(rids), float(cost))
+                conv.queue = conv.queue[len(positions) :]
+                if ok is not True:
+                    hold(conv, *ok)
+                else:
+                    rejections.clear()
+                continue
+            err = errors.get(key)
+            if isinstance(err, (RetryableError, TokenExpiredError)):
+                reverted += rids  # refused before execution: send again later
+                continue
+            if isinstance(err, FatalError):
+                reverted += rids
+                req.fatal = req.fatal or err
+                continue
+            rejected_code = str(getattr(err, "code", "") or "").upper()
+            if (
+                isinstance(err, RequestRejectedError)
+                and len(positions) > 1
+                and rejected_code in SPLIT_ON
+            ):
+                # ERROR_ARGUMENT: the documented structural checks that run before
+                # anything is stored, so nothing ran: split it. This finds the portal's
+                # (undocumented) per-call limit, and a single malformed message fails
+                # alone instead of taking its neighbours with it.
+                reverted += rids
+                conv.cap = max(1, len(positions) // 2)
+                if len(positions) > governor.largest_call_ok:
+                    # never answered a call this big: most likely the per-call limit
+                    governor.cap_messages(conv.cap)
+                continue
+            conv.queue = conv.queue[len(positions) :]
+            if isinstance(err, RequestRejectedError) and not (
+                len(positions) == 1 and rejected_code in DEFINITE_REJECTIONS
+            ):
+                # Refused as a whole with a code that may be raised half-way through
+                # the messages (the "probably per-item" codes of the older docs), an
+                # unknown code, a code-less 4xx or a malformed batch error entry: some
+                # messages of this call may already be stored. Never re-send them.
+                text = codes.get("refused-maybe-stored").render(code=err.code) + (
+                    f" ({err.description})" if err.description else ""
+                )
+                updates += [
+                    RowUpdate(r, "unknown", "refused-maybe-stored", text, hold=1) for r in rids
+                ]
+                hold(
+                    conv,
+                    "held-after-unknown",
+                    f"held: rows before it are unknown (refused with {err.code})",
+                )
+                rejections.append(rejected_code)
+                continue
+            if isinstance(err, RequestRejectedError):
+                text = err.description or codes.render(err.code)
+                updates += [RowUpdate(r, "failed", err.code, text, hold=1) for r in rids]
+                hold(
+                    conv,
+                    "held-after-failure",
+                    f"held: the portal refused an earlier request of this conversation "
+                    f"({err.code})",
+                )
+                rejections.append(err.code.upper())
+            else:  # ambiguous nested error, or the key is missing from both maps
+                code = getattr(err, "code", None) or "result-mismatch"
+                text = str(err) if err is not None else "the command is missing from the answer"
+                updates += [RowUpdate(r, "unknown", code, text, hold=1) for r in rids]
+                hold(conv, "held-after-unknown", f"held: rows before it are unknown ({code})")
+        # one transaction: a kill between two commits would leave half an answer
+        journal.settle(req.request_id, updates, now, "answered", revert=reverted)
+        return updates
+
     def _schedule(self, state: pd.DataFrame) -> dict[int, _Conv]:
         """What each conversation still has to send, honouring holds and the retry options."""
         # dict(zip(tolist)) instead of Series.to_dict(): the same values, without boxing each
@@ -909,6 +1113,7 @@ def send(
     progress: bool | None = None,
     clock: Clock | None = None,
     client: Any = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> pd.DataFrame:
     """Send ``plan`` and return ``plan.frame`` with per-row status columns (see docs/sending.md).
 
@@ -928,6 +1133,7 @@ def send(
         progress=progress,
         clock=clock,
         client=client,
+        max_in_flight=max_in_flight,
     ).run()
     if outcome.summary.interrupted:
         raise KeyboardInterrupt

@@ -222,3 +222,94 @@ def test_429s_of_several_batch_commands_in_one_answer_count_once():
     before = clock.now()
     g.acquire([SEND_METHOD])
     assert clock.now() - before == pytest.approx(1.0)
+
+
+def _budget_known(g: Governor, clock: ManualClock, operating: float, call_cost: float) -> None:
+    g.observe(SEND_METHOD, {"operating": operating, "operating_reset_at": clock.now() + 300,
+                            "processing": call_cost})
+
+
+def test_a_request_in_flight_reserves_its_operating_seconds_until_released():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock, target_seconds=100.0)  # the budget, not the target, sizes batches
+    _budget_known(g, clock, operating=420.0, call_cost=30.0)
+    first, wait, _ = g.try_acquire([SEND_METHOD])
+    assert first is not None and wait == 0  # 420 + 30 ≤ 470.4
+    second, wait, reason = g.try_acquire([SEND_METHOD])
+    assert second is None and wait > 0 and "operating budget" in reason  # 420 + 30 (in flight) + 30 > 470.4
+    assert clock.slept == []  # try_acquire never blocks
+    # the room left is sized net of the reservation too: 20.4 s left → one call of 10 × 1.2 s
+    assert g.calls_per_batch(10) == 1
+    g.release(first)
+    g.release(first)  # releasing twice frees once
+    assert g.calls_per_batch(10) == 4  # 50.4 s left (the slow-start cap is 4)
+    again, wait, _ = g.try_acquire([SEND_METHOD])
+    assert again is not None and g.in_flight == 1
+
+
+def test_past_the_reset_the_request_in_flight_is_the_only_probe():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    _budget_known(g, clock, operating=465.0, call_cost=20.0)
+    clock.advance(301)  # the reported figure is stale now
+    probe, _, _ = g.try_acquire([SEND_METHOD])
+    assert probe is not None  # one call goes to learn the new figure …
+    second, _, reason = g.try_acquire([SEND_METHOD])
+    assert second is None and "in flight" in reason  # … and nothing else until it is answered
+    g.observe(SEND_METHOD, {"operating": 20.0, "operating_reset_at": clock.now() + 600, "processing": 20.0})
+    g.release(probe)
+    assert g.try_acquire([SEND_METHOD])[0] is not None
+
+
+def test_bucket_tokens_are_taken_when_requests_leave():
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    tickets = [g.try_acquire()[0] for _ in range(48)]  # X − margin, all in flight at once
+    assert all(t is not None for t in tickets)
+    ticket, wait, reason = g.try_acquire()
+    assert ticket is None and wait == pytest.approx(0.5) and "leaky bucket" in reason
+    for t in tickets:
+        g.release(t)
+    assert g.try_acquire()[0] is None  # answers do not refill the bucket: only time drains it
+
+
+def _feed(g: Governor, per_call: float, per_message: float, rounds: int = 8) -> None:
+    """Answer calls the size the governor asks for, costing per_call + n·per_message."""
+    for _ in range(rounds):
+        n = g.messages_per_call(50)
+        seconds = per_call + n * per_message
+        g.record_messages(n, seconds)
+        g.measured(seconds)
+
+
+def test_calls_grow_to_a_full_chunk_when_the_per_call_overhead_is_worth_saving():
+    g = Governor(STANDARD, ManualClock())
+    _feed(g, 0.7, 0.5)  # the documented cost: 50 messages take 25.7 s, under half the 60 s cap
+    assert g.messages_per_call(50) == 50
+    assert g.calls_per_batch(50) == 1
+
+
+def test_calls_stay_near_the_target_without_per_call_overhead():
+    g = Governor(STANDARD, ManualClock())
+    _feed(g, 0.0, 0.5)  # nothing to save per call: keep the 15 s target (a smaller blast radius)
+    assert g.messages_per_call(50) <= 30
+
+
+def test_a_full_chunk_that_would_pass_half_the_cap_is_not_sent():
+    g = Governor(STANDARD, ManualClock())
+    _feed(g, 1.0, 0.6)  # 50 messages would take 31 s
+    n = g.messages_per_call(50)
+    assert 1.0 + n * 0.6 <= 30.0 and n > 25  # past the 15 s target (23 messages), inside half the cap
+
+
+def test_a_repeat_after_an_expired_token_never_waits_for_its_own_reservation():
+    """Found by the 72-hour drill: the repeat of a request after a token refresh waited for the
+    request in flight — itself — forever."""
+    clock = ManualClock()
+    g = Governor(STANDARD, clock)
+    _budget_known(g, clock, operating=465.0, call_cost=20.0)
+    clock.advance(301)  # past the reset: the request in flight is the probe
+    ticket, _, _ = g.try_acquire([SEND_METHOD])
+    assert ticket is not None
+    g.acquire([SEND_METHOD], reserved=True)  # the repeat: bucket only
+    assert clock.slept == []

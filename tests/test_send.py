@@ -435,6 +435,7 @@ def test_interrupt_mid_request_marks_unknown_and_resume(fake, clock, tmp_path):
             state=tmp_path / "other.db",
             progress=False,
             client=client_for(fake, clock),
+            max_in_flight=1,  # one request cut; two in flight: tests/test_send_concurrency.py
         )
     assert Journal.open(tmp_path / "other.db").summary()["counts"]["unknown"] == 6
     fake.faults.clear()

@@ -65,6 +65,8 @@ USER_AGENT = f"bulkimport/{__version__}"
 #: successful request is not cut off by us.
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 75.0)
 MAX_REDIRECTS = 5
+#: Repeats of one request after expired_token (see ``Client._authorised``).
+MAX_TOKEN_REPEATS = 3
 
 AUTH_CODES = frozenset(
     c.upper()
@@ -217,14 +219,21 @@ class RequestsTransport:
         self.session = session or requests.Session()
         self.idle_reset = idle_reset
         self._last_used: float | None = None
+        # Several threads may post at once (the sender's requests in flight share the session's
+        # connection pool): the idle reset only happens while no other request is on the wire.
+        self._lock = threading.Lock()
+        self._busy = 0
 
     def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: tuple[float, float]
     ) -> RawResponse:
         """POST ``body``; map network failures to NotSent / AmbiguousError."""
-        idle_since = self._last_used
-        if idle_since is not None and _time.monotonic() - idle_since > self.idle_reset:
-            self.session.close()  # drop pooled connections; the next request opens a fresh one
+        with self._lock:
+            idle_since = self._last_used
+            idle = idle_since is not None and _time.monotonic() - idle_since > self.idle_reset
+            if idle and self._busy == 0:
+                self.session.close()  # drop pooled connections; the next request opens a fresh one
+            self._busy += 1
         try:
             resp = self.session.post(
                 url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
@@ -256,6 +265,9 @@ class RequestsTransport:
             raise _ambiguous(
                 "connection-lost", f"connection lost after sending ({type(exc).__name__})"
             ) from None
+        finally:
+            with self._lock:
+                self._busy -= 1
         return RawResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, content)
 
     def close(self) -> None:
@@ -599,15 +611,18 @@ class Client:
         *,
         retries: int = 0,
         before_send: Callable[[], None] | None = None,
+        acquired: bool = False,
     ) -> Answer:
         """Like :meth:`call` but returns the whole :class:`Answer` (result and ``time``).
 
         ``before_send`` runs right before the request's bytes go on the wire (after any pacing
         wait and token refresh): the sender journals rows as in flight there, so a Ctrl-C during a
-        long wait never turns unsent rows into ``unknown``.
+        long wait never turns unsent rows into ``unknown``. ``acquired``: the caller already took
+        this request's bucket token (``Governor.try_acquire``); a repeat after a token refresh
+        takes its own.
         """
         body = dict(params or {})
-        answer = self._with_retries(method, body, [method], retries, before_send)
+        answer = self._with_retries(method, body, [method], retries, before_send, acquired)
         self.governor.observe(method, answer.time)
         return answer
 
@@ -618,8 +633,10 @@ class Client:
         *,
         retries: int = 0,
         before_send: Callable[[], None] | None = None,
+        acquired: bool = False,
     ) -> BatchResult:
-        """Run up to 50 ``{key: (method, params)}`` commands in one request (``halt=0`` by default)."""
+        """Run up to 50 ``{key: (method, params)}`` commands in one request (``halt=0`` by default;
+        ``acquired`` as for :meth:`call_full`)."""
         if not commands:
             return BatchResult({}, {}, {}, {}, ())
         if len(commands) > self.limits.batch_max:
@@ -627,7 +644,7 @@ class Client:
         cmd = {key: encode_command(method, params) for key, (method, params) in commands.items()}
         methods = [method for method, _ in commands.values()]
         answer = self._with_retries(
-            "batch", {"halt": 1 if halt else 0, "cmd": cmd}, methods, retries, before_send
+            "batch", {"halt": 1 if halt else 0, "cmd": cmd}, methods, retries, before_send, acquired
         )
         payload = answer.result if isinstance(answer.result, dict) else {}
         results = _as_dict(payload.get("result"))
@@ -667,11 +684,12 @@ class Client:
         methods: list[str],
         retries: int,
         before_send: Callable[[], None] | None = None,
+        acquired: bool = False,
     ) -> Answer:
         attempt = 0
         while True:
             try:
-                return self._authorised(method, body, methods, before_send)
+                return self._authorised(method, body, methods, before_send, acquired and attempt == 0)
             except RetryableError as exc:
                 attempt += 1
                 if attempt > retries:
@@ -684,20 +702,38 @@ class Client:
         body: dict[str, Any],
         methods: list[str],
         before_send: Callable[[], None] | None = None,
+        acquired: bool = False,
     ) -> Answer:
-        """One request with the current token; on expired_token refresh and repeat exactly once."""
+        """One request with the current token; on expired_token refresh and repeat (a 401 is
+        refused before execution, and each repeat is a new request with its own bucket token).
+
+        Our own refresh is repeated once. With requests in flight on other threads the token a
+        repeat carried may have been replaced by another thread's refresh meanwhile (its
+        request met a new expiry): then the repeat goes again with the current token, at most
+        ``MAX_TOKEN_REPEATS`` times in all, never in a loop.
+        """
         token = self.auth.token()
         try:
-            return self._send(method, {**body, "auth": token}, methods, before_send)
+            return self._send(method, {**body, "auth": token}, methods, before_send, acquired)
         except TokenExpiredError:
             log.info("access token expired; refreshing and repeating %s once", method)
-            token = self.auth.refresh(stale=token)
+        refreshed = False
+        for _ in range(MAX_TOKEN_REPEATS):
+            if refreshed:
+                current = self.auth.token()
+                if current == token:
+                    break  # nobody replaced the token we refreshed: it really is refused
+                token = current
+            else:
+                token = self.auth.refresh(stale=token)
+                refreshed = True
             try:
-                return self._send(method, {**body, "auth": token}, methods, before_send)
+                return self._send(method, {**body, "auth": token}, methods, before_send, reserved=acquired)
             except TokenExpiredError as again:
-                raise AuthError(
-                    again.code, "the portal still reports an expired token after a refresh", again.status
-                ) from None
+                last = again
+        raise AuthError(
+            last.code, "the portal still reports an expired token after a refresh", last.status
+        ) from None
 
     def _send(
         self,
@@ -705,9 +741,17 @@ class Client:
         body: dict[str, Any],
         methods: list[str],
         before_send: Callable[[], None] | None = None,
+        acquired: bool = False,
+        *,
+        reserved: bool = False,
     ) -> Answer:
-        """POST one request (following redirects) and classify the answer."""
-        self.governor.acquire(methods)
+        """POST one request (following redirects) and classify the answer (``acquired``: the
+        caller took the bucket token; ``reserved``: a repeat whose operating seconds are reserved)."""
+        if not acquired:
+            if reserved:
+                self.governor.acquire(methods, reserved=True)
+            else:
+                self.governor.acquire(methods)
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
@@ -725,7 +769,8 @@ class Client:
                 self.governor.on_connection_failed()
                 raise RetryableError("connection-failed", f"could not connect ({exc})", None) from None
             finally:
-                self.requests_sent += 1
+                with self._lock:
+                    self.requests_sent += 1
             self.governor.measured(self.clock.now() - started)
             if raw.status in (301, 302, 303, 307, 308) and raw.headers.get("location"):
                 location = urljoin(url, raw.headers["location"])

@@ -14,7 +14,13 @@ portal, so concurrent callers share one bucket):
 * **60-second request cap** — messages per call and calls per batch are sized from measured server
   seconds per message so one request stays around ``target_seconds`` (a quarter of the cap); they
   start small (10 messages, 1 call) because the real per-message cost is unknown and grow while
-  requests stay fast.
+  requests stay fast. When the measured per-call overhead is a real share of a call (the
+  documented 0.7 s per call + 0.5 s per message), one call may grow to ``call_target`` (half the
+  cap) so it carries a full chunk: fewer calls, less overhead charged to the operating budget.
+* **requests in flight** — with several requests in flight (the sender's ``max_in_flight``) each
+  one takes its bucket token when it leaves (:meth:`try_acquire`) and reserves its expected
+  operating seconds until the sender calls :meth:`release`, so the next request is paced as if
+  the ones still on the wire had already been charged: concurrency never causes a 503 or a 429.
 
 All times are on the injected clock (the sandbox's virtual clock in compressed-time tests).
 """
@@ -41,6 +47,14 @@ class _MethodState:
     reset_at: float | None = None  # when (part of) the budget frees, as last reported
     blocked_until: float = 0.0  # after a 429
     call_cost: float | None = None  # EWMA of one call's server seconds
+
+
+@dataclass
+class Ticket:
+    """One request's claim on the governor: the operating seconds it reserved per method."""
+
+    costs: dict[str, float]
+    released: bool = False
 
 
 def _num(value: Any) -> float | None:
@@ -72,6 +86,9 @@ class Governor:
         self.limits = limits
         self.clock: Clock = clock or SystemClock()
         self.target_seconds = target_seconds if target_seconds is not None else limits.request_timeout / 4
+        #: the longest one call may be projected to take when its per-call overhead is worth saving
+        #: (half the cap: a 2x margin against the cut-off that would make the call ``unknown``)
+        self.call_target = max(self.target_seconds, limits.request_timeout / 2)
         self.bucket_margin = bucket_margin
         self.budget_safety = limits.budget_safety if budget_safety is None else budget_safety
         self.max_backoff = max_backoff
@@ -92,6 +109,11 @@ class Governor:
         self._cpb_cap = min(4, limits.batch_max)
         self._max_messages = max(1, max_messages)
         self._spm: float | None = None  # measured server seconds per message (EWMA)
+        # server seconds of one call by its message count (EWMA per size): fits c_call + n·c_msg
+        self._by_size: dict[int, float] = {}
+        # operating seconds reserved by requests in flight, per method (see try_acquire)
+        self._reserved: dict[str, float] = {}
+        self.in_flight = 0
         self._request_seconds: float | None = None
         self.waiting_for: str | None = None
         #: called with a description before each pause (the sender updates its progress bar)
@@ -105,8 +127,9 @@ class Governor:
         self._level = max(0.0, self._level - elapsed * self.limits.drain_rate)
         self._level_at = now
 
-    def _wait_needed(self, methods: list[str], now: float) -> tuple[float, str]:
-        """Seconds to wait before the next request and why ('' when none)."""
+    def _wait_needed(self, methods: list[str], now: float, budget: bool = True) -> tuple[float, str]:
+        """Seconds to wait before the next request and why ('' when none); ``budget=False``: the
+        request's operating seconds are already reserved (a repeat), only the bucket and pauses count."""
         self._drain(now)
         waits: list[tuple[float, str]] = []
         if self._paused_until > now:
@@ -116,7 +139,7 @@ class Governor:
             waits.append(
                 ((self._level + 1 - ceiling) / self.limits.drain_rate, "request budget (leaky bucket)")
             )
-        for method in set(methods):
+        for method in set(methods) if budget else ():
             st = self._methods.get(method)
             if st is None:
                 continue
@@ -125,23 +148,33 @@ class Governor:
                     (st.blocked_until - now, f"{method} operating budget until {_hhmmss(st.blocked_until)}")
                 )
                 continue
+            expected = (st.call_cost or 0.0) * methods.count(method)
+            reserved = self._reserved.get(method, 0.0)
+            over = st.operating + reserved + expected > self.limits.operating_limit * self.budget_safety
             if st.reset_at is not None and st.reset_at > now:
-                expected = (st.call_cost or 0.0) * methods.count(method)
-                if st.operating + expected > self.limits.operating_limit * self.budget_safety:
+                if over:
                     waits.append(
                         (st.reset_at - now, f"{method} operating budget until {_hhmmss(st.reset_at)}")
                     )
+            elif over and reserved > 0:
+                # Past the reset the reported figure is stale; a request already on the wire is the
+                # probe whose answer tells the new figure: wait for it rather than guess twice.
+                waits.append((1.0, f"{method} operating budget (waiting for the request in flight)"))
         if not waits:
             return 0.0, ""
         return max(waits)
 
-    def acquire(self, methods: list[str] | tuple[str, ...] = ()) -> None:
-        """Block until one request carrying ``methods`` may go, then count it in the bucket."""
+    def acquire(self, methods: list[str] | tuple[str, ...] = (), *, reserved: bool = False) -> None:
+        """Block until one request carrying ``methods`` may go, then count it in the bucket.
+
+        ``reserved``: a repeat of a request whose operating seconds a ticket already holds (after
+        an expired token): it waits for the bucket and pauses only, never for its own reservation.
+        """
         methods = list(methods)
         while True:
             with self._lock:
                 now = self.clock.now()
-                wait, reason = self._wait_needed(methods, now)
+                wait, reason = self._wait_needed(methods, now, budget=not reserved)
                 if wait <= 1e-9:
                     self._level += 1
                     self.requests += 1
@@ -152,6 +185,52 @@ class Governor:
             if hook is not None:
                 hook(self.waiting_for)
             self.clock.sleep(min(wait, 5.0))
+
+    def wait_needed(self, methods: list[str] | tuple[str, ...] = ()) -> tuple[float, str]:
+        """Seconds (on the clock) before a request carrying ``methods`` may go, and why; no wait."""
+        methods = list(methods)
+        with self._lock:
+            wait, reason = self._wait_needed(methods, self.clock.now())
+            self.waiting_for = f"{reason} ({wait:.1f}s)" if wait > 1e-9 else None
+            return (wait, reason) if wait > 1e-9 else (0.0, "")
+
+    def try_acquire(self, methods: list[str] | tuple[str, ...] = ()) -> tuple[Ticket | None, float, str]:
+        """Take the bucket token for one request carrying ``methods`` now, or say how long to wait.
+
+        Never blocks (the sender keeps answering the requests in flight meanwhile). The returned
+        ticket holds the operating seconds reserved for the request's calls until :meth:`release`.
+        """
+        methods = list(methods)
+        with self._lock:
+            now = self.clock.now()
+            wait, reason = self._wait_needed(methods, now)
+            if wait > 1e-9:
+                self.waiting_for = f"{reason} ({wait:.1f}s)"
+                return None, wait, reason
+            self._level += 1
+            self.requests += 1
+            self.waiting_for = None
+            costs: dict[str, float] = {}
+            for method in set(methods):
+                st = self._methods.get(method)
+                cost = (st.call_cost or 0.0) * methods.count(method) if st is not None else 0.0
+                costs[method] = cost
+                self._reserved[method] = self._reserved.get(method, 0.0) + cost
+            self.in_flight += 1
+            return Ticket(costs), 0.0, ""
+
+    def release(self, ticket: Ticket | None) -> None:
+        """The request of ``ticket`` ended (answered, refused or lost): free its reservation."""
+        if ticket is None:
+            return
+        with self._lock:
+            if ticket.released:
+                return
+            ticket.released = True
+            self.in_flight = max(0, self.in_flight - 1)
+            for method, cost in ticket.costs.items():
+                left = self._reserved.get(method, 0.0) - cost
+                self._reserved[method] = left if left > 1e-9 else 0.0
 
     def wait_ready(self, methods: list[str] | tuple[str, ...] = ()) -> None:
         """Block until a request carrying ``methods`` could go, without counting one."""
@@ -221,7 +300,8 @@ class Governor:
         """Record how long one HTTP request took (shrinks chunks when near the cap)."""
         with self._lock:
             self._request_seconds = seconds
-            if seconds > self.target_seconds * 1.5 and self._mpc > 1:
+            limit = self.call_target * 1.25 if self._overhead_worth_saving() else self.target_seconds * 1.5
+            if seconds > limit and self._mpc > 1:
                 self._mpc = max(1, self._mpc // 2)
 
     def on_success(self) -> None:
@@ -236,11 +316,51 @@ class Governor:
         with self._lock:
             per = seconds / messages
             self._spm = per if self._spm is None else 0.7 * self._spm + 0.3 * per
-            # Grow while a call stays well inside the target; shrink when it does not.
-            if seconds * 2 <= self.target_seconds and messages >= self._mpc:
-                self._mpc = min(self._max_messages, self._mpc * 2)
-            elif seconds > self.target_seconds:
+            old = self._by_size.get(messages)
+            self._by_size[messages] = seconds if old is None else 0.7 * old + 0.3 * seconds
+            target = self.call_target if self._overhead_worth_saving() else self.target_seconds
+            # Grow while a call stays well inside the target (or, with a known cost model, while the
+            # doubled call is projected inside it); shrink when it does not.
+            bigger = min(self._max_messages, self._mpc * 2)
+            fits = seconds * 2 <= target or self._projected(bigger) <= target
+            if fits and messages >= self._mpc:
+                self._mpc = bigger
+            elif seconds > target:
                 self._mpc = max(1, self._mpc // 2)
+
+    def _cost_model(self) -> tuple[float, float] | None:
+        """(seconds per call, seconds per message) fitted to calls of different sizes, or None."""
+        sizes = self._by_size
+        if len(sizes) < 2:
+            return None
+        n = len(sizes)
+        mean_x = sum(sizes) / n
+        mean_y = sum(sizes.values()) / n
+        sxx = sum((x - mean_x) ** 2 for x in sizes)
+        if sxx <= 0:
+            return None
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in sizes.items()) / sxx
+        if slope <= 0:
+            return None
+        return max(0.0, mean_y - slope * mean_x), slope
+
+    def _projected(self, messages: int) -> float:
+        """Projected server seconds of one call of ``messages`` (inf without a cost model)."""
+        model = self._cost_model()
+        if model is None:
+            return math.inf
+        per_call, per_message = model
+        return per_call + messages * per_message
+
+    def _overhead_worth_saving(self) -> bool:
+        """True when the per-call overhead is at least 2 % of a call sized to ``target_seconds``:
+        then a call may grow to ``call_target`` to carry a full chunk (fewer calls, less overhead)."""
+        model = self._cost_model()
+        if model is None:
+            return False
+        per_call, per_message = model
+        at_target = max(1.0, (self.target_seconds - per_call) / per_message)
+        return per_call >= 0.02 * (per_call + at_target * per_message)
 
     def on_rate_limited(self, retry_after: float | None = None) -> None:
         """A 503: the bucket is full (re-sync the model) and requests back off exponentially."""
@@ -329,6 +449,14 @@ class Governor:
         with self._lock:
             # a portal may report 0 s for a fast call: keep the division finite
             by_time = max(1, int(self.target_seconds / max(self.seconds_per_message, 1e-6)))
+            if self._spm is not None and by_time < cap and self._overhead_worth_saving():
+                # the per-call overhead is worth saving: the largest call projected inside call_target
+                model = self._cost_model()
+                assert model is not None
+                per_call, per_message = model
+                by_model = int((self.call_target - per_call) / per_message)
+                by_average = int(self.call_target / max(self.seconds_per_message, 1e-6))
+                by_time = max(by_time, min(by_model, by_average))
             return max(
                 1, min(self._mpc, cap, self._max_messages, by_time if self._spm is not None else self._mpc)
             )
@@ -344,7 +472,9 @@ class Governor:
                 # much is unknown until the next answer. Size by the stale figure, so near the
                 # limit one call goes first and its answer tells the new figure (no 429 inside a
                 # batch from guessing that a whole basket expired).
+                # Requests still in flight have not been charged yet: their reservation counts.
                 room = self.limits.operating_limit * self.budget_safety - st.operating
+                room -= self._reserved.get(method, 0.0)
                 calls = min(calls, int(room / per_call))
             return max(1, min(calls, self.limits.batch_max, self._cpb_cap))
 
