@@ -455,7 +455,7 @@ def test_mixed_layouts_keep_month_first_evidence():
     one that is only month-first. One fast layout (the timestamps); the dotted dates go to the
     general parser, whose evidence ('01.20.2025') makes the column month-first."""
     vals = [f"{d:02d}.01.2025 10:00:{s:02d}" for d in range(13, 31) for s in range(3)][:50]
-    vals += [f"{m:02d}.{d:02d}.2024" for m in range(1, 13) for d in range(1, 7)][:69] + ["01.20.2025"]
+    vals += [*[f"{m:02d}.{d:02d}.2024" for m in range(1, 13) for d in range(1, 7)][:69], "01.20.2025"]
     r = parse_dates(pd.Series(vals, dtype="str"), "UTC")
     got = pd.to_datetime(r.seconds, unit="s")
     assert got.iloc[vals.index("11.06.2024")] == pd.Timestamp("2024-11-06")
