@@ -415,8 +415,8 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
         if _utf8_head(head):
             try:
                 return _read_text_as(p, None, delimiter, tentative_utf8=True)
-            except _NotUtf8:
-                pass
+            except Exception:  # noqa: BLE001 - any failure (bad bytes, a bad record, ...): the
+                pass  # full path below, detection first, decides and words the error as always
     return _read_text_as(p, encoding, delimiter)
 
 
