@@ -778,6 +778,13 @@ def _type_known(nsn: pd.Series, meta: Any) -> pd.Series:
     return known & hit
 
 
+def _phone_max_input() -> int:
+    """The longest input ``phonenumbers.parse`` accepts (its private constant; 250 if it moves)."""
+    from phonenumbers import phonenumberutil
+
+    return int(getattr(phonenumberutil, "_MAX_INPUT_STRING_LENGTH", 250))
+
+
 def _fast_e164(t: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``(decided, e164)`` for values in international ``+<digits>`` form, from phonenumbers' metadata.
 
@@ -788,14 +795,16 @@ def _fast_e164(t: pd.Series) -> tuple[pd.Series, pd.Series]:
     ``leading_digits`` match or whose patterns know the number) followed by the type patterns.
     Undecided (left to phonenumbers itself): no known country code, non-geographic codes,
     national numbers a region's ``national_prefix_for_parsing`` could strip, leading zeros
-    (Italian-style), and lengths outside 7-17 digits. tests/test_phones.py compares the verdicts
-    with phonenumbers on generated numbers.
+    (Italian-style), lengths outside 7-17 digits, and input longer than phonenumbers accepts.
+    tests/test_phones.py compares the verdicts with phonenumbers on generated numbers.
     """
     from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
     decided = pd.Series(False, index=t.index)
     e164 = pd.Series(np.nan, index=t.index, dtype="str")
-    form = t.str.fullmatch(_PLUS_FORM).fillna(False).astype(bool)
+    # phonenumbers rejects longer input as TOO_LONG whatever it holds: leave that to it
+    short = t.str.len().le(_phone_max_input()).fillna(False).astype(bool)
+    form = short & t.str.fullmatch(_PLUS_FORM).fillna(False).astype(bool)
     if not bool(form.any()):
         return decided, e164
     digits = t[form].str.replace(r"[^0-9]", "", regex=True)

@@ -141,3 +141,16 @@ def test_fast_path_equals_phonenumbers(values: list[str]):
 )
 def test_shared_country_codes_pick_phonenumbers_region(raw: str):
     assert check([raw]) == 1
+
+
+def test_inputs_longer_than_phonenumbers_accepts_are_left_to_it():
+    """phonenumbers rejects input over its maximum length (250) as TOO_LONG whatever it holds;
+    the bulk path must not accept such a value on the strength of its digits."""
+    for pad in (248, 249, 400):
+        raw = "+7" + " " * pad + "9161234567"
+        assert reference(raw) == ("+79161234567" if len(raw) <= 250 else None), len(raw)
+        decided, _ = _fast_e164(pd.Series([raw], dtype="str"))
+        assert not decided.iloc[0] or len(raw) <= 250
+        out, issues = clean_phones(pd.Series([raw], dtype="str"), "RU")
+        assert out.iloc[0] == reference(raw), len(raw)
+        assert bool(issues[0][1].iloc[0]) == (reference(raw) is None)
