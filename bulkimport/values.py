@@ -711,7 +711,8 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
     """
     import phonenumbers
 
-    t = as_text(s)
+    labels = s.index
+    t = as_text(s).reset_index(drop=True)  # positional: the labels may repeat (set back below)
 
     def one(raw: str) -> str | None:
         try:
@@ -733,7 +734,7 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
     if keep_unparsed:
         out = out.where(~bad, t)
         bad = pd.Series(False, index=t.index)
-    return out, [("bad-phone", bad)]
+    return out.set_axis(labels), [("bad-phone", bad.set_axis(labels))]
 
 
 #: ``+<digits>`` with spaces, hyphens or brackets between digits: the only form :func:`_fast_e164` decides.
