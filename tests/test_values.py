@@ -462,3 +462,14 @@ def test_mixed_layouts_keep_month_first_evidence():
     assert got.iloc[-1] == pd.Timestamp("2025-01-20")
     assert got.iloc[0] == pd.Timestamp("2025-01-13 10:00:00")
     assert r.dayfirst_used is False and r.seconds.notna().all()
+
+
+def test_fast_layout_needs_64_dates_after_the_clean_up():
+    """70 distinct cells but only 49 dates once blanks are dropped: too few for the fast path, so
+    the day-first-only dotted dates count as evidence and '03/04/2025' is 3 April, not ambiguous."""
+    vals = [f"{d}.{m:02d}.2025" for d in range(13, 29) for m in (1, 2, 3)] + ["03/04/2025"]
+    vals += [" " * k for k in range(1, 22)]
+    for dtype in ("str", object):
+        r = parse_dates(pd.Series(vals, dtype=dtype), "UTC")
+        assert r.dayfirst_used is True, dtype
+        assert pd.Timestamp(r.seconds.iloc[48], unit="s") == pd.Timestamp("2025-04-03"), dtype
