@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import sys
 import types
 from collections.abc import Hashable, Iterator, Sequence
@@ -102,7 +103,7 @@ class Messages(Sequence[dict[str, Any]]):
         if isinstance(i, slice):
             return tuple(self._cols.item(self._start + j) for j in range(*i.indices(len(self))))
         n = len(self)
-        j = int(i)
+        j = operator.index(i)  # like a tuple: integers only (1.7 or "1" is a TypeError)
         if j < 0:
             j += n
         if not 0 <= j < n:
@@ -447,6 +448,8 @@ def _fingerprint(ordered: pd.DataFrame, mapping: Mapping, cols: _Columns | None)
     user and chat blocks as canonical JSON with each message's block numbers, and the per-message
     columns — text values length-prefixed (character counts, -1 for missing, then their UTF-8
     bytes), integers as little-endian int64, the files lists as one canonical JSON document.
+    Integer row ids are hashed as int64, or as uint64 under their own tag when one is >= 2**63,
+    so distinct ids never share bytes.
     v2: replaces v1's per-row SipHash of the canonical frame (a fraction of the time).
     """
     h = hashlib.sha256(b"bulkimport-plan-v2\n")
@@ -456,8 +459,12 @@ def _fingerprint(ordered: pd.DataFrame, mapping: Mapping, cols: _Columns | None)
     }
     h.update(json.dumps(flags, sort_keys=True).encode())
     rows = ordered.index
-    if pd.api.types.is_integer_dtype(rows.dtype):
+    if pd.api.types.is_integer_dtype(rows.dtype) and (
+        pd.api.types.is_signed_integer_dtype(rows.dtype) or len(rows) == 0 or rows.max() < 2**63
+    ):
         h.update(b"rows:int64\x00" + np.asarray(rows, dtype="<i8").tobytes())
+    elif pd.api.types.is_unsigned_integer_dtype(rows.dtype):  # ids >= 2**63: no int64 alias
+        h.update(b"rows:uint64\x00" + np.asarray(rows, dtype="<u8").tobytes())
     else:
         h.update(json.dumps([_jsonable(r) for r in rows.tolist()]).encode())
     if cols is None:

@@ -20,6 +20,7 @@ depends on it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -413,10 +414,10 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
         with p.open("rb") as fh:
             head = fh.read(1 << 20)
         if _utf8_head(head):
-            try:
+            # any failure (bad bytes, a bad record, ...): the full path below, detection first,
+            # decides and words the error exactly as it always has
+            with contextlib.suppress(Exception):
                 return _read_text_as(p, None, delimiter, tentative_utf8=True)
-            except _NotUtf8:
-                pass
     return _read_text_as(p, encoding, delimiter)
 
 

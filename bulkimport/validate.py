@@ -158,8 +158,9 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     if author_col and mapping.operators:
         table = {str(k).strip().casefold(): v for k, v in mapping.operators.items()}
         # authors repeat (a few operators, a few customer spellings): look each distinct one up once
-        codes_, uniques = pd.factorize(df[author_col], use_na_sentinel=True)
-        names = as_text(pd.Series(np.asarray(uniques, dtype=object), dtype=object)).str.casefold()
+        # (factorize the TEXT form: on raw objects pandas counts True and 1 as one value)
+        codes_, uniques = pd.factorize(as_text(df[author_col]), use_na_sentinel=True)
+        names = pd.Series(np.asarray(uniques, dtype=object), dtype="str").str.casefold()
         ids = pd.to_numeric(names.map(table), errors="coerce").to_numpy(dtype="float64")
         found = np.append(ids, np.nan)[codes_]  # code -1 (missing author) → NaN
         op = op.fillna(pd.Series(found, index=idx))

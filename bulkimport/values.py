@@ -156,7 +156,8 @@ _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _MIN_YEAR, _MAX_YEAR = 1970, 2100
 _PARSE_YEARS = (1900, 2200)  # parsed at all (outside: bad-date); keeps nanosecond timestamps in range
 # (name, length, {part: (start, stop)}, {position: allowed separator characters})
-_FIXED_LAYOUTS: tuple[tuple[str, int, dict[str, tuple[int, int]], dict[int, str]], ...] = (
+_Layout = tuple[str, int, dict[str, tuple[int, int]], dict[int, str]]
+_FIXED_LAYOUTS: tuple[_Layout, ...] = (
     (
         "dmy",
         19,
@@ -307,6 +308,8 @@ def _parse_dates(
     failed = pd.Series(False, index=idx)
     ambiguous = pd.Series(False, index=idx)
     present = s.notna()
+    layout: _Layout | None = None
+    layout_known = False  # whether ``layout`` was already chosen (None then means: no fast path)
 
     # 1. genuine datetime values (Excel cells or a datetime64 column)
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
@@ -316,6 +319,7 @@ def _parse_dates(
             naive = s.astype("datetime64[ns]")
         rest = pd.Series(dtype="str")
         rest_pos = np.zeros(0, dtype=np.int64)  # positions of ``rest`` rows in ``s``
+        early = np.zeros(0, dtype=np.int64)
     else:
         if s.dtype == object:
             is_dt = s.map(lambda v: isinstance(v, dt.datetime | dt.date)).astype(bool)
@@ -337,26 +341,42 @@ def _parse_dates(
         pos = np.flatnonzero(take)
         raw = s[take]
         has_text = np.zeros(len(idx), dtype=bool)
+        early = np.zeros(0, dtype=np.int64)  # positions in ``s`` decoded before the clean-up
         if isinstance(s.dtype, pd.StringDtype) and len(raw) >= _UNIQUE_MIN_ROWS:
-            # a value of exactly a layout's width with its digits and separators in place is
-            # neither blank nor an artefact: decode those before the per-value text clean-up
-            found = _first_layout(raw, dayfirst)
+            # the layout is chosen exactly as below (from the first 50 cleaned values); values of
+            # exactly its width with digits and separators in place start and end with a digit,
+            # so the clean-up would leave them as they are: decode those before it
+            layout = _pick_layout(_cleaned_head(raw), dayfirst)
+            layout_known = True
+            found = None if layout is None else _fixed_width(raw, layout)
             if found is not None:
                 decoded, used = found
                 naive.iloc[pos[used]] = decoded.to_numpy()  # positional: no label lookups
-                has_text[pos[used]] = True
+                early = pos[used]
                 raw, pos = raw[~used], pos[~used]
         text = as_text(raw, distinct=False)
         got_text = text.notna().to_numpy()
         rest = text[got_text]
         rest_pos = pos[got_text]
+        if len(early) and len(early) + len(rest) < _UNIQUE_MIN_ROWS:
+            # too few dates for the fast path after all (the clean-up removed blanks): undo it
+            naive.iloc[early] = pd.NaT
+            text = as_text(s[take], distinct=False)
+            got_text = text.notna().to_numpy()
+            rest, rest_pos = text[got_text], np.flatnonzero(take)[got_text]
+            early = np.zeros(0, dtype=np.int64)
+        has_text[early] = True
         has_text[rest_pos] = True
         present = is_dt | pd.Series(has_text, index=idx)
 
     decided: bool | None = dayfirst
-    if len(rest) >= _UNIQUE_MIN_ROWS:
-        # 1b. fast path: the column's dominant fixed-width layout, decoded with numpy
-        found = _first_layout(rest, dayfirst)
+    if len(rest) + len(early) >= _UNIQUE_MIN_ROWS:
+        # 1b. fast path: ONE fixed-width layout per column (the one dominant among its first 50
+        # values), decoded with numpy; every other value goes through the general parsers below,
+        # where it also counts as day-first / month-first evidence
+        if not layout_known:
+            layout = _pick_layout(rest.iloc[:50], dayfirst)
+        found = None if layout is None else _fixed_width(rest, layout)
         if found is not None:
             decoded, used = found
             naive.iloc[rest_pos[used]] = decoded.to_numpy()  # positional: no label lookups
@@ -518,32 +538,39 @@ def _parse_dates(
     return DateResult(secs, issues, decided)
 
 
-def _first_layout(rest: pd.Series, dayfirst: bool | None) -> tuple[pd.Series, np.ndarray] | None:
-    """:func:`_fixed_width` with the first layout that is dominant in ``rest`` (D.M.Y ones unless
-    ``dayfirst`` is False), or None."""
+def _cleaned_head(raw: pd.Series) -> pd.Series:
+    """The first 50 values of ``raw`` that :func:`as_text` keeps, cleaned (what picks the layout)."""
+    k = 64
+    while True:
+        head = as_text(raw.iloc[:k], distinct=False).dropna()
+        if len(head) >= 50 or k >= len(raw):
+            return head.iloc[:50]
+        k *= 4
+
+
+def _pick_layout(head: pd.Series, dayfirst: bool | None) -> _Layout | None:
+    """The first fixed-width layout (D.M.Y ones unless ``dayfirst`` is False) that at least half
+    of ``head`` (the column's first cleaned values) has the width of, or None."""
+    lens = [len(v) for v in head.to_numpy(dtype=object)]
     for layout in _FIXED_LAYOUTS:
         if layout[0] == "dmy" and dayfirst is False:
             continue
-        found = _fixed_width(rest, layout)
-        if found is not None:
-            return found
+        if sum(n == layout[1] for n in lens) >= len(lens) / 2:
+            return layout
     return None
 
 
-def _fixed_width(
-    rest: pd.Series, layout: tuple[str, int, dict[str, tuple[int, int]], dict[int, str]]
-) -> tuple[pd.Series, np.ndarray] | None:
+def _fixed_width(rest: pd.Series, layout: _Layout) -> tuple[pd.Series, np.ndarray] | None:
     """Rows of ``rest`` in one fixed-width layout → (naive datetime64, positions of ``rest`` decoded).
 
-    None if the layout is rare in the column.
+    None if no value has the layout's width (:func:`_pick_layout` chooses the layout).
 
     Exports write one layout for the whole column; decoding its digits with numpy instead of a
     per-value parser is what keeps a million dates fast. Rows in other forms, and impossible
     dates (31.02), are left for the general parsers.
     """
     _, width, parts, seps = layout
-    head = rest.iloc[:50].to_numpy(dtype=object)
-    if sum(len(v) == width for v in head) < len(head) / 2:
+    if rest.empty:
         return None
     vals = rest.to_numpy(dtype=object)
     if "\x00" in "".join(vals):  # numpy's fixed-width strings drop trailing NULs: measure instead
@@ -684,7 +711,8 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
     """
     import phonenumbers
 
-    t = as_text(s)
+    labels = s.index
+    t = as_text(s).reset_index(drop=True)  # positional: the labels may repeat (set back below)
 
     def one(raw: str) -> str | None:
         try:
@@ -706,7 +734,7 @@ def clean_phones(s: pd.Series, region: str = "RU", keep_unparsed: bool = False) 
     if keep_unparsed:
         out = out.where(~bad, t)
         bad = pd.Series(False, index=t.index)
-    return out, [("bad-phone", bad)]
+    return out.set_axis(labels), [("bad-phone", bad.set_axis(labels))]
 
 
 #: ``+<digits>`` with spaces, hyphens or brackets between digits: the only form :func:`_fast_e164` decides.
@@ -751,6 +779,13 @@ def _type_known(nsn: pd.Series, meta: Any) -> pd.Series:
     return known & hit
 
 
+def _phone_max_input() -> int:
+    """The longest input ``phonenumbers.parse`` accepts (its private constant; 250 if it moves)."""
+    from phonenumbers import phonenumberutil
+
+    return int(getattr(phonenumberutil, "_MAX_INPUT_STRING_LENGTH", 250))
+
+
 def _fast_e164(t: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``(decided, e164)`` for values in international ``+<digits>`` form, from phonenumbers' metadata.
 
@@ -761,14 +796,16 @@ def _fast_e164(t: pd.Series) -> tuple[pd.Series, pd.Series]:
     ``leading_digits`` match or whose patterns know the number) followed by the type patterns.
     Undecided (left to phonenumbers itself): no known country code, non-geographic codes,
     national numbers a region's ``national_prefix_for_parsing`` could strip, leading zeros
-    (Italian-style), and lengths outside 7-17 digits. tests/test_phones.py compares the verdicts
-    with phonenumbers on generated numbers.
+    (Italian-style), lengths outside 7-17 digits, and input longer than phonenumbers accepts.
+    tests/test_phones.py compares the verdicts with phonenumbers on generated numbers.
     """
     from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
     decided = pd.Series(False, index=t.index)
     e164 = pd.Series(np.nan, index=t.index, dtype="str")
-    form = t.str.fullmatch(_PLUS_FORM).fillna(False).astype(bool)
+    # phonenumbers rejects longer input as TOO_LONG whatever it holds: leave that to it
+    short = t.str.len().le(_phone_max_input()).fillna(False).astype(bool)
+    form = short & t.str.fullmatch(_PLUS_FORM).fillna(False).astype(bool)
     if not bool(form.any()):
         return decided, e164
     digits = t[form].str.replace(r"[^0-9]", "", regex=True)

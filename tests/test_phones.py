@@ -141,3 +141,33 @@ def test_fast_path_equals_phonenumbers(values: list[str]):
 )
 def test_shared_country_codes_pick_phonenumbers_region(raw: str):
     assert check([raw]) == 1
+
+
+def test_inputs_longer_than_phonenumbers_accepts_are_left_to_it():
+    """phonenumbers rejects input over its maximum length (250) as TOO_LONG whatever it holds;
+    the bulk path must not accept such a value on the strength of its digits."""
+    for pad in (248, 249, 400):
+        raw = "+7" + " " * pad + "9161234567"
+        assert reference(raw) == ("+79161234567" if len(raw) <= 250 else None), len(raw)
+        decided, _ = _fast_e164(pd.Series([raw], dtype="str"))
+        assert not decided.iloc[0] or len(raw) <= 250
+        out, issues = clean_phones(pd.Series([raw], dtype="str"), "RU")
+        assert out.iloc[0] == reference(raw), len(raw)
+        assert bool(issues[0][1].iloc[0]) == (reference(raw) is None)
+
+
+@pytest.mark.parametrize("repeat", [1, 40])
+def test_clean_phones_with_duplicate_index_labels(repeat):
+    """A column whose index repeats labels (a concatenated frame) is cleaned value by value in
+    place, like any other: results and warnings line up with the rows, no InvalidIndexError."""
+    values = ["+7 916 123 45 67", "8 916 123 45 67", "+7 916 123 45 67", "x", "+1 212 555 0100", None]
+    values = values * repeat
+    s = pd.Series(values, index=[0, 0, 1, 1, 2, 2] * repeat, dtype="str")
+    out, issues = clean_phones(s, "RU")
+    assert out.index.equals(s.index) and issues[0][1].index.equals(s.index)
+    want = [None if v is None else reference(v) for v in values]
+    assert out.tolist() == want
+    assert issues[0][1].tolist() == [v is not None and w is None for v, w in zip(values, want, strict=True)]
+    kept, kept_issues = clean_phones(s, "RU", keep_unparsed=True)
+    assert kept.tolist() == [v if w is None else w for v, w in zip(values, want, strict=True)]
+    assert not kept_issues[0][1].any()

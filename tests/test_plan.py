@@ -433,3 +433,37 @@ def test_messages_are_a_lazy_read_only_sequence_like_the_tuple_they_replace():
     other = next(c for c in p.conversations if c.key == "b")
     assert other.messages != conv.messages and "phone" not in other.messages[0]["user"]
     assert_wire_ready(p)
+
+
+def test_fingerprint_tells_apart_row_ids_whatever_their_integer_dtype():
+    """Row ids are hashed by value: 2**64-1 (uint64) and -1 (int64) are different rows and give
+    different fingerprints, while the same small ids in either dtype are the same rows."""
+    from bulkimport.mapping import Mapping
+
+    m = Mapping.from_dict(
+        {"columns": {"chat.id": "chat", "user.id": "uid", "message.date": "date", "message.text": "text"}}
+    )
+    df = pd.DataFrame({"chat": ["c"], "uid": ["u"], "date": ["2025-01-01 10:00:00"], "text": ["hi"]})
+    big = plan(df.set_axis(pd.Index([2**64 - 1], dtype="uint64")), m)
+    neg = plan(df.set_axis(pd.Index([-1], dtype="int64")), m)
+    assert big.conversations[0].rows != neg.conversations[0].rows
+    assert big.fingerprint != neg.fingerprint
+    two = pd.concat([df, df.assign(date="2025-01-01 10:00:01")])
+    small_u = plan(two.set_axis(pd.Index([1, 2], dtype="uint64")), m)
+    small_i = plan(two.set_axis(pd.Index([1, 2], dtype="int64")), m)
+    assert small_u.fingerprint == small_i.fingerprint
+
+
+def test_messages_index_like_a_tuple():
+    """Only integers (anything with __index__) index the messages; 1.7 or "1" is a TypeError."""
+    df = _df(
+        Chat=["a", "a"], Client=["1", "1"], Name=["Ann", "Ann"], Phone=[None, None], Author=["x", "x"],
+        Date=["2026-01-01 10:00", "2026-01-01 10:01"], Text=["hi", "yo"], Files=[None, None],
+    )
+    msgs = plan(df, FULL).conversations[0].messages
+    assert msgs[np.int64(1)] == msgs[1] == msgs[-1] and msgs[True] == msgs[1]
+    for bad in (1.7, "1", 1.0, None):
+        with pytest.raises(TypeError):
+            msgs[bad]
+        with pytest.raises(TypeError):
+            (0, 1)[bad]

@@ -319,3 +319,29 @@ def test_csv_utf8_head_with_bad_bytes_after_the_first_megabyte(tmp_path):
     ok.write_bytes(body.encode("utf-8") + "99;Пока\n".encode())
     df = read(ok)
     assert len(df) == 60_001 and df.loc[60_002, "b"] == "Пока" and df.loc[2, "a"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        # a record with an extra field, then a bad byte: the encoding problem is what is reported
+        (b"wa-2;x;y\nwa-3;\xc0 broken\n", r"line 40003 has bytes that are not valid UTF-8"),
+        (b"wa-3;\xc0 broken\nwa-2;x;y\n", r"line 40002 has bytes that are not valid UTF-8"),
+    ],
+)
+def test_csv_bad_row_and_bad_bytes_after_the_first_megabyte_report_the_encoding(tmp_path, tail, message):
+    """A malformed record AND bad bytes past the first megabyte: the tentative UTF-8 read must not
+    turn the parser's complaint into the final error; the full detection runs first, as before."""
+    p = tmp_path / "both.csv"
+    p.write_bytes("Чат;Текст\n".encode() + ("wa-1;Привет, как дела?\n" * 40_000).encode() + tail)
+    with pytest.raises(ReadError, match=message):
+        read(p)
+
+
+def test_csv_unclosed_quote_in_a_utf8_head_file_gets_the_full_path_message(tmp_path):
+    """Any failure of the tentative UTF-8 read falls back to detection first: the message is the
+    one the full path gives (here the detector's verdict on the non-UTF-8 tail)."""
+    p = tmp_path / "quote.csv"
+    p.write_bytes(b"chat;text\n" + b"wa-1;hello\n" * 120_000 + b'wa-2;"open\n\xff\n')
+    with pytest.raises(ReadError, match=r"quote.csv: the file is not valid ascii"):
+        read(p)

@@ -330,3 +330,26 @@ def test_excel_1904_serials_flow_from_the_workbook_to_the_plan(tmp_path):
     want = int(pd.Timestamp("2026-11-23 11:05", tz="UTC").timestamp())
     assert [msg["message"]["date"] for msg in conv.messages] == [want, want]
     assert conv.messages[0]["user"]["id"] == "007"
+
+
+def test_author_lookup_compares_the_text_form_of_each_value():
+    """Authors are matched by their text: True ('TRUE') is not the operator '1', though pandas
+    counts True and 1 as one value when factorizing an object column."""
+    df = pd.DataFrame(
+        {
+            "chat": ["c"] * 4,
+            "uid": ["u"] * 4,
+            "date": [f"2025-01-01 10:00:0{i}" for i in range(4)],
+            "text": list("abcd"),
+            "author": pd.Series([1, True, 1.0, "true"], dtype=object),
+        }
+    )
+    m = Mapping.from_dict(
+        {
+            "columns": {"chat.id": "chat", "user.id": "uid", "message.date": "date", "message.text": "text"},
+            "options": {"author": "author"},
+            "operators": {"1": 5, "TRUE": 9},
+        }
+    )
+    got = prepare(df, m).canonical["message.user_id"].tolist()
+    assert got == [5, 9, 5, 9]

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bulkimport.values import (
@@ -400,3 +400,76 @@ def test_property_fast_paths_agree_on_text_columns(values, repeat):
         assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
         for (code, mask), (code2, mask2) in zip(fast.issues, one.issues, strict=True):
             assert code == code2 and bool(mask.iloc[i]) == bool(mask2.iloc[0]), (v, code)
+
+
+def _mixed_layout_column(seed: int) -> tuple[list[str | None], bool | None]:
+    """A column of 1-3 date layouts mixed at random, with blanks, artefacts and impossible dates
+    (the review's generator: seeds 381, 729, 754 and 2390 once decoded two layouts per column)."""
+    import random
+
+    r = random.Random(seed)
+    n = r.choice([64, 70, 100, 150, 300])
+    layouts = [
+        "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M", "%Y-%m-%d", "%m/%d/%Y %H:%M", "%d/%m/%Y", "%m.%d.%Y", "%d.%m.%y",
+    ]
+    fmts = r.sample(layouts, r.randint(1, 3))
+    weights = [r.random() for _ in fmts]
+    odd = ["", " ", "nan", "-", "31.02.2025 10:00:00", "2025-13-01 00:00:00", "99.99.9999",
+           " 01.02.2025 10:00:00 ", "01.02.2025 10:00:0\x00", "０1.02.2025"]
+    out: list[str | None] = []
+    for _ in range(n):
+        x = r.random()
+        if x < 0.05:
+            out.append(r.choice(odd))
+        elif x < 0.08:
+            out.append(None)
+        else:
+            fmt = r.choices(fmts, weights)[0]
+            t = pd.Timestamp("2024-01-01") + pd.Timedelta(seconds=r.randrange(0, 3 * 365 * 86400))
+            out.append(t.strftime(fmt))
+    return out, r.choice([None, True, False])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10**6))
+@example(381)
+@example(729)
+@example(754)
+@example(2390)
+def test_property_text_column_dates_match_the_one_layout_algorithm(seed):
+    """A ``str`` column (decoded partly before the text clean-up) gives exactly what the
+    reference algorithm gives: clean every value, pick ONE fixed-width layout from the first 50,
+    decode it, send the rest through the general parsers with the column's day-first evidence.
+    The reference is the object-dtype path, which runs that algorithm as 6c735e0 did."""
+    values, dayfirst = _mixed_layout_column(seed)
+    fast = parse_dates(pd.Series(values, dtype="str"), MSK, dayfirst)
+    ref = parse_dates(pd.Series(values, dtype=object), MSK, dayfirst)
+    assert fast.dayfirst_used == ref.dayfirst_used
+    pd.testing.assert_series_equal(fast.seconds, ref.seconds, check_dtype=False)
+    assert _codes(fast.issues) == _codes(ref.issues)
+
+
+def test_mixed_layouts_keep_month_first_evidence():
+    """The review's repro: 50 day-first timestamps, then 70 dotted dates that read both ways and
+    one that is only month-first. One fast layout (the timestamps); the dotted dates go to the
+    general parser, whose evidence ('01.20.2025') makes the column month-first."""
+    vals = [f"{d:02d}.01.2025 10:00:{s:02d}" for d in range(13, 31) for s in range(3)][:50]
+    vals += [*[f"{m:02d}.{d:02d}.2024" for m in range(1, 13) for d in range(1, 7)][:69], "01.20.2025"]
+    r = parse_dates(pd.Series(vals, dtype="str"), "UTC")
+    got = pd.to_datetime(r.seconds, unit="s")
+    assert got.iloc[vals.index("11.06.2024")] == pd.Timestamp("2024-11-06")
+    assert got.iloc[-1] == pd.Timestamp("2025-01-20")
+    assert got.iloc[0] == pd.Timestamp("2025-01-13 10:00:00")
+    assert r.dayfirst_used is False and r.seconds.notna().all()
+
+
+def test_fast_layout_needs_64_dates_after_the_clean_up():
+    """70 distinct cells but only 49 dates once blanks are dropped: too few for the fast path, so
+    the day-first-only dotted dates count as evidence and '03/04/2025' is 3 April, not ambiguous."""
+    vals = [f"{d}.{m:02d}.2025" for d in range(13, 29) for m in (1, 2, 3)] + ["03/04/2025"]
+    vals += [" " * k for k in range(1, 22)]
+    for dtype in ("str", object):
+        r = parse_dates(pd.Series(vals, dtype=dtype), "UTC")
+        assert r.dayfirst_used is True, dtype
+        assert pd.Timestamp(r.seconds.iloc[48], unit="s") == pd.Timestamp("2025-04-03"), dtype
