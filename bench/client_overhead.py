@@ -54,7 +54,9 @@ def stop_sandbox(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def measure(messages: int, conversations: int, tmp: Path, profile: bool = False) -> dict[str, Any]:
+def measure(
+    messages: int, conversations: int, tmp: Path, profile: bool = False, max_in_flight: int = 2
+) -> dict[str, Any]:
     from bulkimport.limits import STANDARD
     from bulkimport.portal.auth import Auth
     from bulkimport.portal.client import Client
@@ -73,7 +75,7 @@ def measure(messages: int, conversations: int, tmp: Path, profile: bool = False)
         client = Client(creds["url"], auth, limits=unbounded)
         C.setup_connector(client)
         sender = Sender(plan, line=1, connector=C.CONNECTOR, state=tmp / "journal.db", progress=False,
-                        client=client, limits=unbounded)
+                        client=client, limits=unbounded, max_in_flight=max_in_flight)
         prof = None
         if profile:
             import cProfile
@@ -105,6 +107,7 @@ def main() -> int:
     ap.add_argument("--shape", action="append", default=None,
                     help="conversations, e.g. 2000 (50 messages each at 100,000); repeatable")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--max-in-flight", type=int, default=2, help="the sender's requests in flight (default 2)")
     args = ap.parse_args()
     shapes = [int(s) for s in (args.shape or ["2000", "20000"])]
     C.header("bench/client_overhead.py — client CPU per 100,000 messages (issue 6, part 3)")
@@ -114,7 +117,7 @@ def main() -> int:
     rows = []
     for conversations in shapes:
         with tempfile.TemporaryDirectory() as tmp:
-            r = measure(args.messages, conversations, Path(tmp), args.profile)
+            r = measure(args.messages, conversations, Path(tmp), args.profile, args.max_in_flight)
         rows.append(r)
         good = r["per_100k"] <= GOAL and r["sent"] == r["messages"] == r["stored"]
         ok &= good

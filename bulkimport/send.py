@@ -397,6 +397,7 @@ class Sender:
         self.progress = progress
         self._auth = auth
         self._client = client
+        self._keys: list[list[str]] | None = None  # see _conv_keys
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
 
     def __repr__(self) -> str:
@@ -442,11 +443,17 @@ class Sender:
         journal.lock()
         return journal
 
+    def _conv_keys(self) -> list[list[str]]:
+        """The journal keys of every conversation's rows, computed once per run (each is read by
+        the journal set-up, the schedule and every request)."""
+        if self._keys is None:
+            self._keys = [[row_key(r) for r in c.rows] for c in self.plan.conversations]
+        return self._keys
+
     def _initial_rows(self) -> list[tuple[str, int | None, int | None, str, str | None, str | None]]:
         rows: list[tuple[str, int | None, int | None, str, str | None, str | None]] = []
-        for ci, conv in enumerate(self.plan.conversations):
-            for seq, rid in enumerate(conv.rows):
-                rows.append((row_key(rid), ci, seq, "pending", None, None))
+        for ci, keys in enumerate(self._conv_keys()):
+            rows.extend([(key, ci, seq, "pending", None, None) for seq, key in enumerate(keys)])
         invalid = self._invalid()
         for rid, (code, message) in invalid.items():
             rows.append((rid, None, None, "invalid", code, message))
@@ -491,7 +498,7 @@ class Sender:
         run_id = journal.start_run(_wall())  # … while the journal records real time
         state = journal.rows().set_index("rid")
         convs = self._schedule(state)
-        keys = {ci: [row_key(r) for r in c.rows] for ci, c in enumerate(plan.conversations)}
+        keys = self._conv_keys()
 
         total = sum(len(c) for c in plan.conversations)
         to_send = sum(len(c.queue) for c in convs.values())
@@ -795,7 +802,7 @@ class Sender:
         exc: BaseException | None,
         journal: Journal,
         governor: Any,
-        keys: dict[int, list[str]],
+        keys: list[list[str]],
         hold: Callable[[_Conv, str, str], None],
         rejections: collections.deque[str],
     ) -> list[RowUpdate]:
@@ -923,12 +930,11 @@ class Sender:
         hold = dict(zip(rids, state["hold"].tolist(), strict=True))
         code = dict(zip(rids, state["code"].tolist(), strict=True))
         convs: dict[int, _Conv] = {}
-        for ci, conv in enumerate(self.plan.conversations):
+        for ci, (conv, conv_keys) in enumerate(zip(self.plan.conversations, self._conv_keys(), strict=True)):
             queue: list[int] = []
             held: tuple[str, str] | None = None
             rest: list[int] = []
-            for pos, rid in enumerate(conv.rows):
-                key = row_key(rid)
+            for pos, key in enumerate(conv_keys):
                 st = status.get(key, "pending")
                 if held is not None:
                     if st == "pending":
@@ -1038,10 +1044,10 @@ class Sender:
                         None,
                         None,
                         hold=0,
-                        message_id=_str_or_none(message.get("id")),
-                        user_id=_str_or_none(item.get("user")),
-                        chat_id=_str_or_none(session.get("CHAT_ID")),
-                        session_id=_str_or_none(session.get("ID")),
+                        message_id=v if type(v := message.get("id")) is str and v else _str_or_none(v),
+                        user_id=v if type(v := item.get("user")) is str and v else _str_or_none(v),
+                        chat_id=v if type(v := session.get("CHAT_ID")) is str and v else _str_or_none(v),
+                        session_id=v if type(v := session.get("ID")) is str and v else _str_or_none(v),
                         sent_at=now,
                     )
                 )
