@@ -719,7 +719,9 @@ class Sender:
                         break
                     settle(answered)
                 step: float | None = None
-                if stopped is None and len(active) < in_flight_now:
+                if stopped is None and len(active) < in_flight_now and (
+                    not active or governor.room_for_another(METHOD)
+                ):
                     step = launch()
                     if step == 0.0:
                         continue

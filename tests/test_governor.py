@@ -113,11 +113,16 @@ def test_calls_per_batch_capped_by_50_and_by_budget():
     for _ in range(10):
         g.record_messages(10, 0.1)
     assert g.calls_per_batch(1) == 4  # slow start: the blast radius grows with answered batches
-    for _ in range(4):
-        g.on_batch_answered()
+    g.on_batch_answered()
+    assert g.calls_per_batch(1) == 16  # ×4 while nothing has gone wrong
+    g.on_batch_answered()
     assert g.calls_per_batch(1) == 50
     g.on_ambiguous()
     assert g.calls_per_batch(1) == 25
+    g.on_ambiguous()
+    assert g.calls_per_batch(1) == 12
+    g.on_batch_answered()
+    assert g.calls_per_batch(1) == 24  # after an unusable answer it only doubles
     g.on_batch_answered()
     g.observe(SEND_METHOD, {"operating": 470.395, "operating_reset_at": clock.now() + 50})
     assert g.calls_per_batch(1) == 1
@@ -313,3 +318,23 @@ def test_a_repeat_after_an_expired_token_never_waits_for_its_own_reservation():
     assert ticket is not None
     g.acquire([SEND_METHOD], reserved=True)  # the repeat: bucket only
     assert clock.slept == []
+
+
+def test_a_second_request_only_while_the_operating_budget_is_far_from_binding():
+    """Two requests charged at once near the budget race the portal's accounting: the sender adds
+    a request to one in flight only while under a quarter of the budget is used or reserved."""
+    g = Governor(STANDARD, ManualClock())
+    assert g.room_for_another(SEND_METHOD)  # nothing known yet
+    g.observe(SEND_METHOD, {"operating": 100.0})
+    assert g.room_for_another(SEND_METHOD)  # 100 of 470 s
+    g.observe(SEND_METHOD, {"operating": 200.0})
+    assert not g.room_for_another(SEND_METHOD)
+
+
+def test_a_grown_call_stays_a_quarter_of_a_small_operating_budget():
+    """A window holds whole calls: with a 48 s budget a 30 s call would leave a third of it unused."""
+    assert Governor(STANDARD, ManualClock()).call_target == STANDARD.request_timeout / 2
+    small = STANDARD.with_(operating_limit=48.0)
+    assert Governor(small, ManualClock()).call_target == max(
+        STANDARD.request_timeout / 4, 48.0 * small.budget_safety / 4
+    )

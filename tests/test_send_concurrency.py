@@ -136,13 +136,14 @@ def test_overlapping_requests_never_share_a_lock_key_and_keep_order(tmp_path):
     clock = ManualClock()
     fake = FakePortal(clock)
     wire = Wire(fake, delay=0.003)
-    plan = _paired_plan(pairs=12, size=23)  # 24 chats; chats 2k and 2k+1 share customer u<k>
+    # 80 chats (more than one batch of 50 commands holds); chats 2k and 2k+1 share customer u<k>
+    plan = _paired_plan(pairs=40, size=23)
     out = _sender(plan, wire, clock, tmp_path, max_in_flight=2).run()
-    assert out.summary.counts["sent"] == 24 * 23
+    assert out.summary.counts["sent"] == 80 * 23
     assert wire.most == 2  # two requests really were on the wire together …
     assert wire.shared == []  # … and never for the same chat or customer
     copies = _stored_in_order(fake, plan)
-    assert len(copies) == 24 * 23 and set(copies.values()) == {1}
+    assert len(copies) == 80 * 23 and set(copies.values()) == {1}
 
 
 def test_one_in_flight_is_one_after_another(tmp_path):
@@ -209,7 +210,7 @@ def test_an_unusable_answer_with_two_in_flight_holds_only_its_own_conversations(
         return _ambiguous("connection-lost", "connection lost after sending")  # … the answer is lost
 
     wire = Wire(fake, hold=(2, 3), answers={2: commit_then_drop})
-    plan = make_plan([7] * 20, chunk_size=3)
+    plan = make_plan([7] * 40, chunk_size=3)  # more chats than request 2 takes
     out = _sender(plan, wire, clock, tmp_path).run()
     f = out.frame
     lost = {int(m[1:]) for m in wire.carried[2]}

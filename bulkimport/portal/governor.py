@@ -16,7 +16,8 @@ portal, so concurrent callers share one bucket):
   start small (10 messages, 1 call) because the real per-message cost is unknown and grow while
   requests stay fast. When the measured per-call overhead is a real share of a call (the
   documented 0.7 s per call + 0.5 s per message), one call may grow to ``call_target`` (half the
-  cap) so it carries a full chunk: fewer calls, less overhead charged to the operating budget.
+  cap, and at most a quarter of the operating budget) so it carries a full chunk: fewer calls,
+  less overhead charged to the operating budget.
 * **requests in flight** — with several requests in flight (the sender's ``max_in_flight``) each
   one takes its bucket token when it leaves (:meth:`try_acquire`) and reserves its expected
   operating seconds until the sender calls :meth:`release`, so the next request is paced as if
@@ -88,7 +89,13 @@ class Governor:
         self.target_seconds = target_seconds if target_seconds is not None else limits.request_timeout / 4
         #: the longest one call may be projected to take when its per-call overhead is worth saving
         #: (half the cap: a 2x margin against the cut-off that would make the call ``unknown``)
-        self.call_target = max(self.target_seconds, limits.request_timeout / 2)
+        #: … and at most a quarter of the operating budget: a window holds whole calls only, so a
+        #: call near the budget's size would leave much of it unused (a portal with a small budget
+        #: keeps the usual target)
+        self.call_target = max(
+            self.target_seconds,
+            min(limits.request_timeout / 2, limits.operating_limit * limits.budget_safety / 4),
+        )
         self.bucket_margin = bucket_margin
         self.budget_safety = limits.budget_safety if budget_safety is None else budget_safety
         self.max_backoff = max_backoff
@@ -104,9 +111,12 @@ class Governor:
         #: the most messages one answered call has carried (a refusal above it means a size limit)
         self.largest_call_ok = 0
         self._mpc = max(1, initial_messages)
-        # Slow start for calls per batch (the blast radius of one unusable answer): 4, then
-        # doubling with every answered batch up to 50; halved after an unusable answer.
+        # Slow start for calls per batch (the blast radius of one unusable answer): 4, then ×4
+        # with every answered batch (4, 16, 50) until the first unusable answer, which halves it;
+        # from then on it recovers by doubling (like TCP's slow start and congestion avoidance: a
+        # flaky proxy keeps batches small, a clean start wastes only two small requests).
         self._cpb_cap = min(4, limits.batch_max)
+        self._cpb_growth = 4
         self._max_messages = max(1, max_messages)
         self._spm: float | None = None  # measured server seconds per message (EWMA)
         # server seconds of one call by its message count (EWMA per size): fits c_call + n·c_msg
@@ -218,6 +228,18 @@ class Governor:
                 self._reserved[method] = self._reserved.get(method, 0.0) + cost
             self.in_flight += 1
             return Ticket(costs), 0.0, ""
+
+    def room_for_another(self, method: str = SEND_METHOD) -> bool:
+        """Whether one more request may join those in flight: only while ``method``'s operating
+        budget is far from binding (under a quarter of it used or reserved). Near the budget two
+        requests charged at once race the portal's accounting (the 72-hour drill drew 429s), and
+        there the budget, not the round trip, sets the pace: one at a time loses nothing."""
+        with self._lock:
+            st = self._methods.get(method)
+            if st is None:
+                return True
+            used = st.operating + self._reserved.get(method, 0.0)
+            return used < 0.25 * self.limits.operating_limit * self.budget_safety
 
     def release(self, ticket: Ticket | None) -> None:
         """The request of ``ticket`` ended (answered, refused or lost): free its reservation."""
@@ -420,13 +442,14 @@ class Governor:
         with self._lock:
             now = self.clock.now()
             self._cpb_cap = max(1, self._cpb_cap // 2)
+            self._cpb_growth = 2
             self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
             self._pause(now + self._backoff, f"back-off after an unusable answer ({self._backoff:.0f}s)")
 
     def on_batch_answered(self) -> None:
-        """A batch was answered: the calls-per-batch cap recovers (doubles, up to the limit)."""
+        """A batch was answered: the calls-per-batch cap grows (×4 in the slow start, then ×2)."""
         with self._lock:
-            self._cpb_cap = min(self.limits.batch_max, self._cpb_cap * 2)
+            self._cpb_cap = min(self.limits.batch_max, self._cpb_cap * self._cpb_growth)
 
     def _pause(self, until: float, reason: str) -> None:
         if until > self._paused_until:
