@@ -323,6 +323,9 @@ def test_ctrl_c_exits_130_keeps_the_journal_and_the_printed_command_resumes(hist
         text=True,
         env=env,
         cwd=ROOT,
+        # Ctrl-C as in a terminal: a test run started in the background (``cmd &``) has SIGINT
+        # ignored, the child would inherit that, and bulkimport rightly honours an ignored SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
