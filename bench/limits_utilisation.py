@@ -210,8 +210,6 @@ def run(sc: Scenario, mode: str = "process", max_in_flight: int | None = None) -
 
 def _run_process(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_seconds: float,
                  want: set[tuple[str, str]], max_in_flight: int | None) -> dict[str, Any]:
-    from bulkimport.portal.auth import Auth
-    from bulkimport.portal.client import Client
     from bulkimport.send import Sender
 
     kw = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
@@ -220,10 +218,8 @@ def _run_process(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_se
         try:
             clock = portal.clock()
             rec = C.Recorder(clock=clock)
-            auth = Auth(client_id=portal.client_id, client_secret=portal.client_secret,
-                        access_token=portal.access_token, refresh_token=portal.refresh_token,
-                        oauth_url=portal.oauth_url, token_file=Path(tmp) / "tokens.json", clock=clock, env={})
-            client = Client(portal.url, auth, limits=limits, clock=clock, session=C.recording_transport(rec))
+            client = C.bulkimport_client(portal, Path(tmp), limits=limits, transport=C.recording_transport(rec),
+                                         clock=clock)
             C.setup_connector(client)
             portal.settle_setup(limits)
             rec.durations.clear()

@@ -178,7 +178,9 @@ def _env_or(value: Any, env_name: str, option: str, env: Mapping[str, str]) -> s
 
 
 def _str_or_none(value: Any) -> str | None:
-    if value is None or value == "" or isinstance(value, (dict, list)):
+    if type(value) is str:  # the common case first: ids in an answer are strings
+        return value or None
+    if value is None or isinstance(value, (dict, list)):
         return None
     return str(value)
 
@@ -1046,10 +1048,10 @@ class Sender:
                         None,
                         None,
                         hold=0,
-                        message_id=v if type(v := message.get("id")) is str and v else _str_or_none(v),
-                        user_id=v if type(v := item.get("user")) is str and v else _str_or_none(v),
-                        chat_id=v if type(v := session.get("CHAT_ID")) is str and v else _str_or_none(v),
-                        session_id=v if type(v := session.get("ID")) is str and v else _str_or_none(v),
+                        message_id=_str_or_none(message.get("id")),
+                        user_id=_str_or_none(item.get("user")),
+                        chat_id=_str_or_none(session.get("CHAT_ID")),
+                        session_id=_str_or_none(session.get("ID")),
                         sent_at=now,
                     )
                 )
