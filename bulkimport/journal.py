@@ -35,6 +35,12 @@ from .errors import ConfigError, JournalMismatchError
 SCHEMA_VERSION = "1"
 STATUSES = ("pending", "inflight", "sent", "failed", "unknown", "invalid")
 
+#: The ``rows`` columns :meth:`Journal.columns` may read.
+_COLUMNS = frozenset(
+    ["rid", "conv", "seq", "status", "hold", "code", "error", "attempts", "message_id", "user_id",
+     "chat_id", "session_id", "sent_at"]
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rows (
@@ -453,17 +459,34 @@ class Journal:
             return self._conn.total_changes - before
 
     # ------------------------------------------------------------------ reading
-    def rows(self) -> pd.DataFrame:
-        """Every journalled row (``rid`` is the JSON row key), in insertion order.
+    def rows(self, *, skip_pending: bool = False) -> pd.DataFrame:
+        """Every journalled row (``rid`` is the JSON row key), in insertion order; with
+        ``skip_pending`` only rows that are not ``pending`` (what a run needs to schedule: on a
+        first run none, instead of a frame of every row).
 
         No ORDER BY: callers index by ``rid``, and walking the (conv, seq) index to sort costs as
         much again as the plain scan (~0.15 CPU s per 100,000 rows, twice per run)."""
-        cur = self._conn.execute(
+        query = (
             "SELECT rid, conv, seq, status, hold, code, error, attempts, message_id, user_id, chat_id, "
             "session_id, sent_at FROM rows"
         )
+        cur = self._conn.execute(query + " WHERE status != 'pending'" if skip_pending else query)
         cols = [d[0] for d in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def columns(self, names: Sequence[str]) -> tuple[list[str], dict[str, tuple[Any, ...]]]:
+        """The row keys and the named columns of every journalled row, in the same (insertion)
+        order: what :meth:`rows` gives without building a DataFrame (the sender's result frame
+        takes its columns from here; ~0.15 CPU s less per 100,000 rows)."""
+        unknown = [n for n in names if n not in _COLUMNS]
+        if unknown:
+            raise ValueError(f"no journal column {unknown[0]!r}")
+        query = f"SELECT rid, {', '.join(names)} FROM rows"  # noqa: S608 (known column names only)
+        fetched = self._conn.execute(query).fetchall()
+        if not fetched:
+            return [], {n: () for n in names}
+        rids, *cols = zip(*fetched, strict=True)
+        return list(rids), dict(zip(names, cols, strict=True))
 
     def counts(self) -> dict[str, int]:
         """Rows per status."""

@@ -416,3 +416,88 @@ def test_429_with_reset_already_past_does_not_cause_a_burst():
     c = Client("acme.bitrix24.ru", "tok-123456", clock=clock, session=MockTransport(handler))
     assert c.call("imconnector.send.messages", {}, retries=5) is True
     assert len(calls) == 2 and calls[1] - calls[0] >= 1.0
+
+
+def test_own_session_reads_the_environment_once_per_origin(monkeypatch):
+    """Proxies and the CA bundle come from the environment as requests would take them, read
+    once per origin (requests re-reads them on every call); ~/.netrc is never consulted. A
+    session passed in is the caller's and is used as it is."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
+    t = RequestsTransport()
+    assert t.session.trust_env is False
+    calls: list[dict[str, Any]] = []
+
+    class R:
+        status_code = 200
+        headers: ClassVar[dict[str, str]] = {}
+        content = b'{"result": 1}'
+
+    class Recording:
+        def post(self, url: str, **kw: Any) -> Any:
+            calls.append(kw)
+            return R()
+
+        def close(self) -> None:
+            pass
+
+    asked: list[str] = []
+    merge = t._environment.merge_environment_settings  # type: ignore[union-attr]
+
+    def counting(url: str, *a: Any) -> Any:
+        asked.append(url)
+        return merge(url, *a)
+
+    monkeypatch.setattr(t._environment, "merge_environment_settings", counting)
+    t.session = Recording()  # type: ignore[assignment]
+    for _ in range(3):
+        t.post("https://acme.bitrix24.ru/rest/batch", b"{}", {}, (1, 1))
+    t.post("http://127.0.0.1:8080/rest/batch", b"{}", {}, (1, 1))
+    assert asked == ["https://acme.bitrix24.ru/rest/batch", "http://127.0.0.1:8080/rest/batch"]
+    assert calls[0]["proxies"]["https"] == "http://proxy.corp.example:3128"
+    assert calls[0]["verify"] == "/etc/corp-ca.pem" and calls[-1]["verify"] == "/etc/corp-ca.pem"
+    assert "https" not in calls[-1]["proxies"]  # NO_PROXY
+
+    given = RequestsTransport(Recording())  # type: ignore[arg-type]
+    calls.clear()
+    given.post("https://acme.bitrix24.ru/rest/batch", b"{}", {}, (1, 1))
+    assert "proxies" not in calls[0] and "verify" not in calls[0]
+
+
+def test_a_lazy_sequence_in_a_single_call_is_sent_as_a_json_list():
+    """call_full's JSON body takes read-only sequences/mappings (the plan's lazy views) as the
+    list/object they stand for; anything else still fails loudly."""
+    from collections.abc import Mapping as AbcMapping
+    from collections.abc import Sequence as AbcSequence
+
+    class Lazy(AbcSequence[Any]):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: Any) -> Any:
+            if not 0 <= i < 2:
+                raise IndexError(i)
+            return {"n": i}
+
+    class Ro(AbcMapping[str, Any]):
+        def __getitem__(self, k: str) -> Any:
+            return {"a": 1}[k]
+
+        def __iter__(self) -> Any:
+            return iter(["a"])
+
+        def __len__(self) -> int:
+            return 1
+
+    sent: list[dict[str, Any]] = []
+
+    def handler(url: str, body: dict[str, Any]) -> RawResponse:
+        sent.append(body)
+        return MockTransport.json(200, {"result": True, "time": {}})
+
+    c = Client("acme.bitrix24.ru", "tok-123456", session=MockTransport(handler))
+    c.call("imconnector.send.messages", {"MESSAGES": Lazy(), "X": Ro()})
+    assert sent[0]["MESSAGES"] == [{"n": 0}, {"n": 1}] and sent[0]["X"] == {"a": 1}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        c.call("imconnector.send.messages", {"MESSAGES": object()})

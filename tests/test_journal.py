@@ -269,3 +269,20 @@ def test_status_reads_a_journal_without_writing(tmp_path):
     assert path.read_bytes() == before
     with Journal.open(path) as j3:  # a write still works: it reopens the file writable
         assert j3.resolve_unknown(arrived=False) == 1
+
+
+def test_columns_and_rows_without_pending(tmp_path):
+    j = Journal.bind(tmp_path / "c.db", **BIND)
+    j.add_rows([("2", 0, 0, "pending", None, None), ("3", 0, 1, "pending", None, None),
+                ("4", None, None, "invalid", "missing-text", "no text")])
+    req = j.mark_inflight(["2"], j.start_run(1.0), 2.0)
+    j.settle(req, [RowUpdate("2", "sent", message_id="77", sent_at=3.0)], 3.0, "answered")
+    rids, cols = j.columns(["status", "message_id", "attempts"])
+    assert rids == ["2", "3", "4"]
+    assert cols == {"status": ("sent", "pending", "invalid"), "message_id": ("77", None, None),
+                    "attempts": (1, 0, 0)}
+    assert sorted(j.rows(skip_pending=True)["rid"]) == ["2", "4"] and len(j.rows()) == 3
+    with pytest.raises(ValueError, match="no journal column 'rid; DROP TABLE rows'"):
+        j.columns(["rid; DROP TABLE rows"])
+    empty = Journal.bind(tmp_path / "e.db", **BIND)
+    assert empty.columns(["status"]) == ([], {"status": ()})

@@ -1031,3 +1031,64 @@ def test_journal_and_sent_at_use_wall_clock_time_not_the_pacing_clock(fake, cloc
     for r in summary["runs"]:
         assert before - 1 <= r["started_at"] <= r["finished_at"] <= after + 1
     assert times and all(before - 1 <= a <= b <= after + 1 for a, b in times)
+
+
+def _real_plan(chats: list[str]) -> Plan:
+    import bulkimport
+    from bulkimport.mapping import Mapping
+
+    n = len(chats)
+    df = pd.DataFrame(
+        {
+            "Chat": chats,
+            "Client": [f"cl-{c}" for c in chats],
+            "Date": [f"2026-01-01 10:{i:02d}" for i in range(n)],
+            "Text": [f"т {i} & = + % 😀\nok" for i in range(n)],
+        },
+        index=pd.RangeIndex(2, 2 + n, name="row"),
+    )
+    cols = {"chat.id": "Chat", "user.id": "Client", "message.date": "Date", "message.text": "Text"}
+    return bulkimport.plan(df, Mapping(columns=cols))
+
+
+def test_a_plans_lazy_messages_reach_the_portal_as_their_items(fake, clock, tmp_path):
+    """Chunks of a real plan go out as lazy views (encoded from the plan's columns): batch
+    commands and a single call's JSON body carry exactly the items the plan gives."""
+    p = _real_plan(["a", "b", "a", "c", "b", "a"])
+    out = run(p, fake, clock, tmp_path / "batch")
+    assert out.summary.counts["sent"] == 6 and "batch" in [method for method, _ in fake.requests]
+    def text(item: Any) -> Any:  # a batch's query strings decode to text values, a JSON body keeps ints
+        return json.loads(json.dumps(item), parse_int=str)
+
+    for conv in p.conversations:
+        got = [text(m) for m in fake.stored if m["chat"]["id"] == conv.key]
+        assert got == [text(item) for item in conv.messages]
+
+    single = FakePortal(clock)
+    q = _real_plan(["only", "only", "only"])
+    out = run(q, single, clock, tmp_path / "single")
+    assert [method for method, _ in single.requests] == ["imconnector.send.messages"]
+    assert single.stored == list(q.conversations[0].messages)  # JSON: the very items, ints included
+
+
+def test_the_heap_is_frozen_only_while_a_run_lasts(fake, clock, tmp_path):
+    """The run keeps the pre-existing heap out of full GC passes and gives it back at the end;
+    a heap someone else froze stays as they left it."""
+    import gc
+
+    seen: list[int] = []
+
+    def spy(method: str, messages: list[dict[str, Any]]) -> None:
+        seen.append(gc.get_freeze_count())
+
+    fake.faults.append(spy)
+    assert gc.get_freeze_count() == 0
+    run(make_plan([2, 2]), fake, clock, tmp_path / "a")
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == 0
+
+    gc.freeze()
+    try:
+        run(make_plan([2]), fake, clock, tmp_path / "b")
+        assert gc.get_freeze_count() > 0  # not unfrozen by the run
+    finally:
+        gc.unfreeze()

@@ -31,7 +31,7 @@ import logging
 import ssl
 import threading
 import time as _time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -216,7 +216,18 @@ class RequestsTransport:
     """
 
     def __init__(self, session: requests.Session | None = None, idle_reset: float = 20.0) -> None:
-        self.session = session or requests.Session()
+        # Our own session reads the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, …)
+        # once per origin instead of on every request: requests re-parses it per call, ~1 ms of
+        # CPU per request (bench/client_overhead.py). Its trust_env is off so ~/.netrc is never
+        # sent to the portal as Basic auth either (the token is in the body). A session passed in
+        # is the caller's: used as it is.
+        self._environment: requests.Session | None = None
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            self._environment = requests.Session()  # trust_env on: only asked for settings
+        self._settings: dict[str, dict[str, Any]] = {}
+        self.session = session
         self.idle_reset = idle_reset
         self._last_used: float | None = None
         # Several threads may post at once (the sender's requests in flight share the session's
@@ -236,7 +247,12 @@ class RequestsTransport:
             self._busy += 1
         try:
             resp = self.session.post(
-                url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
+                url,
+                data=body,
+                headers=dict(headers),
+                timeout=timeout,
+                allow_redirects=False,
+                **self._environment_for(url),
             )
             content = resp.content
             self._last_used = _time.monotonic()
@@ -269,6 +285,19 @@ class RequestsTransport:
             with self._lock:
                 self._busy -= 1
         return RawResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, content)
+
+    def _environment_for(self, url: str) -> dict[str, Any]:
+        """Proxies and CA bundle the environment gives ``url``'s origin (read once per origin)."""
+        if self._environment is None:
+            return {}
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        found = self._settings.get(origin)
+        if found is None:
+            merged = self._environment.merge_environment_settings(url, {}, None, None, None)
+            found = {"proxies": merged["proxies"], "verify": merged["verify"], "cert": merged["cert"]}
+            self._settings[origin] = found
+        return found
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -496,6 +525,16 @@ def classify(raw: RawResponse, now: float) -> Answer:
     if status >= 500 or 200 <= status < 300:
         raise _ambiguous("bad-answer", "a JSON answer without result or error", status)
     raise RequestRejectedError(f"HTTP_{status}", "an error answer without a code", status)
+
+
+def _jsonable(value: Any) -> Any:
+    """``json.dumps``' fallback for read-only sequences and mappings (the plan's lazy
+    ``Messages`` views): sent as the list or object they stand for."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _num(value: Any) -> float | None:
@@ -752,7 +791,7 @@ class Client:
                 self.governor.acquire(methods, reserved=True)
             else:
                 self.governor.acquire(methods)
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data = json.dumps(body, ensure_ascii=False, default=_jsonable).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",

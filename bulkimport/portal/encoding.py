@@ -8,6 +8,12 @@ with no safe characters, so ``&``, ``=``, ``+``, ``%``, ``#``, newlines and spac
 Scalars: ``True``/``False`` become ``1``/``0`` and ``None`` is left out, as PHP's
 ``http_build_query`` does; an empty list or dict is left out too (PHP cannot express it in a query
 string). The Plan contract guarantees MESSAGES items contain neither.
+
+A value may encode itself: an object with a ``php_query_pairs(prefix, out, memo)`` method (the
+plan's lazy :class:`~bulkimport.plan.Messages` views) appends its pairs to ``out`` instead of
+being walked as a sequence. It must produce exactly what walking its items would (the plan's tests
+compare the two); it exists so a chunk of messages goes to the wire without first being built
+as a million small dicts.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["command", "decode_query", "encode_query"]
+__all__ = ["command", "decode_query", "encode_query", "pairs", "quote", "shared_pairs"]
 
 
 def _scalar(value: Any) -> str | None:
@@ -86,6 +92,8 @@ def _pairs(prefix: str, value: Any, out: list[str], memo: dict[int, list[str]] |
         out.append(f"{prefix}={_quote(value)}")
     elif kind is int:
         out.append(f"{prefix}={value}")
+    elif (own := getattr(value, "php_query_pairs", None)) is not None:
+        own(prefix, out, memo)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             _pairs(f"{prefix}[{_quote(str(key))}]", item, out, memo)
@@ -109,6 +117,20 @@ def _shared(path: str, value: dict[Any, Any], out: list[str], memo: dict[int, li
         _pairs("", value, tails, memo)
         memo[id(value)] = tails
     out.extend([path + tail for tail in tails])
+
+
+#: For values that encode themselves (see the module docstring): the same pieces the walk uses.
+quote = _quote
+pairs = _pairs
+
+
+def shared_pairs(path: str, value: Any, out: list[str], memo: dict[int, list[str]] | None) -> None:
+    """``value`` under ``path`` as the walk encodes a ``dict`` value of a ``dict`` (memoised per
+    object in ``memo``; anything else walked as usual)."""
+    if type(value) is dict and memo is not None:
+        _shared(path, value, out, memo)
+    else:
+        _pairs(path, value, out, memo)
 
 
 def encode_query(params: Mapping[str, Any]) -> str:
