@@ -156,6 +156,8 @@ def test_chats_grouped_by_user_id_by_default(sandbox: Sandbox, connector: str) -
         "hist_import|1|c2|a",
     }
     assert len(sandbox.store.users()) == 2 and len(sandbox.store.sessions()) == 3
+    counts = sandbox.store.chats().set_index("entity_id")["messages"].to_dict()
+    assert counts == {"hist_import|1|c1|a": 2, "hist_import|1|c1|b": 1, "hist_import|1|c2|a": 1}
 
 
 def test_chat_group_groups_by_chat_id(sandbox: Sandbox) -> None:

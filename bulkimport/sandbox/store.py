@@ -248,9 +248,12 @@ class Store:
         """Bitrix24 chats created for conversations (a duplicated ``entity_id`` is a duplicate dialog)."""
         cols = ["id", "connector", "line", "chat_id", "user_key", "entity_id", "name", "url", "created",
                 "messages"]
+        # one grouped pass over messages, not a count per chat: messages has no b24_chat_id index
+        # (it would cost every insert on the send path), and a correlated count was chats × messages
         return self._frame(
-            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.b24_chat_id = c.id) AS messages "
-            "FROM chats c ORDER BY c.id", (), cols)
+            "SELECT c.*, COALESCE(m.n, 0) AS messages FROM chats c LEFT JOIN "
+            "(SELECT b24_chat_id, COUNT(*) AS n FROM messages GROUP BY b24_chat_id) m "
+            "ON m.b24_chat_id = c.id ORDER BY c.id", (), cols)
 
     def users(self) -> pd.DataFrame:
         """Technical users created per external user (``flags`` notes what the portal had to fix)."""
