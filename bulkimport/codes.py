@@ -405,6 +405,10 @@ _add("missing-content", "error", "validate", "The row has neither message text n
 _add("text-too-long", "error", "validate", "message.text is over 20,000 characters.",
      "Bitrix24 cuts chat messages at 20,000 characters; split the cell into several rows (same chat, "
      "consecutive times) so nothing is lost.")
+_add("bad-characters", "error", "validate",
+     "The value holds characters that are not valid Unicode (lone surrogates) and cannot be sent.",
+     "The text was decoded wrongly before it reached bulkimport (e.g. with errors='surrogateescape'); "
+     "read the source again with its real encoding, or remove the damaged characters.")
 _add("bad-file-url", "error", "validate", "message.files has an entry that is not an http(s) URL.",
      "Use full http(s) URLs the portal can reach, or publish the folder and set files_base_url "
      "(and files_folder) under [options].")

@@ -14,9 +14,10 @@ The sender relies only on what is documented in this module's public names; keep
   (:class:`Messages`), so ask for what you send. ``messages[i]`` is one ``MESSAGES`` item ready
   for the wire: plain ``dict``/``list``/``str``/``int`` only — never NaN, None, floats for ids or
   empty strings. Items are fresh dicts on every read, but their ``user``/``chat`` blocks (and
-  ``files`` lists) are shared within a conversation: treat them as read-only. ``message.id`` is
-  always present (a deterministic id when the input has none), ``message.date`` is integer unix
-  seconds.
+  ``files`` lists) are shared within a conversation: treat them as read-only. :class:`Messages`
+  also has ``view(start, stop)``: a lazy window that the sender puts in a call and the encoder
+  writes straight from the plan's columns. ``message.id`` is always present (a deterministic id
+  when the input has none), ``message.date`` is integer unix seconds.
 * ``chunk_size`` is the most messages the plan puts in one call; the sender may send smaller
   pieces (it sizes them adaptively) but never reorders rows or mixes conversations in one call.
 * ``lock_keys`` are the conversation's chat id and customer user ids: the sender never has two
@@ -67,10 +68,6 @@ class _Columns:
     files: list[Any] | None  # None: no message has files
     ops: list[int | None] | None  # None: no message has an operator
     crm: bool
-    # user/chat blocks as encoded query text, per code ("\0" where MESSAGES[i] goes): encoded
-    # once per plan, not once per command (the blocks are read-only; a race only computes twice)
-    encoded_users: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
-    encoded_chats: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     def item(self, j: int) -> dict[str, Any]:
         """MESSAGES item of message ``j`` (keys in the order the eager builder used)."""
@@ -99,7 +96,11 @@ class _Columns:
         mid, date, text, files, ops = self.mid, self.date, self.text, self.files, self.ops
         crm = "&\0[message][disable_crm]=Y" if self.crm else ""
         tkey = "&\0[message][text]="
-        ublocks, kblocks = self.encoded_users, self.encoded_chats
+        # the user/chat blocks as query text ("\0" where MESSAGES[i] goes), once per call: a
+        # call holds one conversation, whose messages share them (nothing kept between calls, so
+        # nothing grows with the plan and an edited block is never sent stale)
+        ublocks: dict[int, str] = {}
+        kblocks: dict[int, str] = {}
 
         def block(name: str, value: Any) -> str:
             tails: list[str] = []

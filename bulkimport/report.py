@@ -31,8 +31,10 @@ STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]
 #: First characters that make a spreadsheet treat text as a formula (OWASP CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-#: Characters an xlsx file cannot hold (control characters other than tab, LF, CR).
-_ILLEGAL_XLSX = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+#: Characters an xlsx file cannot hold (control characters other than tab, LF, CR, and lone
+#: surrogates, which no UTF-8 file can hold either).
+_ILLEGAL_XLSX = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: Excel's limit on the characters in one cell.
 _XLSX_CELL_MAX = 32767
@@ -91,6 +93,8 @@ def _cell(value: object, *, xlsx: bool) -> object:
     text = str(value)
     if xlsx:
         text = _ILLEGAL_XLSX.sub("\ufffd", text)
+    elif not text.isascii():
+        text = _SURROGATES.sub("\ufffd", text)  # a lone surrogate would stop the CSV writer
         if len(text) > _XLSX_CELL_MAX:
             text = text[: _XLSX_CELL_MAX - 12] + " …[truncated]"
     return neutralise(text)

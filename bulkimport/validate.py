@@ -27,8 +27,10 @@ from .values import (
     clean_operator_ids,
     clean_phones,
     clean_urls,
+    lone_surrogates,
     parse_dates,
     parse_files,
+    replace_surrogates,
     too_long_text,
 )
 
@@ -116,6 +118,10 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     if not df.index.is_unique:
         raise InputError(
             "the frame's index must be unique (it holds the row ids); use df.reset_index(drop=True)"
+        )
+    if bool(df.index.hasnans):
+        raise InputError(
+            "the frame's index has missing values (it holds the row ids); use df.reset_index(drop=True)"
         )
     opts = mapping.options
     idx = df.index
@@ -229,6 +235,16 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
             warn_rows = ~out["operator"] if f.startswith("user.") else pd.Series(True, index=idx)
             for code, mask in issues:  # operator rows' user fields are not sent: no warnings for them
                 col.add(code, f, mask & warn_rows, raw[f])
+
+    # text no request can carry (lone surrogates, from a DataFrame built in Python or a lenient
+    # decoder): the row is refused, and the cell is made encodable so that ids, the fingerprint
+    # and the report still work for it (raw value left out of the failure: it cannot be printed)
+    for f in ("chat.id", "user.id", "message.id", "message.text", *USER_FIELDS, *CHAT_FIELDS):
+        if f in out.columns and (out[f].dtype == object or isinstance(out[f].dtype, pd.StringDtype)):
+            bad = lone_surrogates(out[f])
+            if bool(bad.any()):
+                col.add("bad-characters", f, bad, None)
+                out[f] = replace_surrogates(out[f], bad)
 
     # conversations: chat.id, defaulting to user.id (grouping works on integer codes: fast)
     key = out["chat.id"].fillna(out["user.id"])

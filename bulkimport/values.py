@@ -144,6 +144,30 @@ def as_text(s: pd.Series, strip: bool = True, distinct: bool = True) -> pd.Serie
     return out
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogates(t: pd.Series) -> pd.Series:
+    """Rows whose text holds a lone surrogate (half of a UTF-16 pair, what a lenient decoder leaves
+    for bytes it could not read): no UTF-8 request can carry it. One encode of the whole column
+    decides the common case (none) at C speed; only then is each row looked at."""
+    try:
+        joined = "".join(t.dropna().tolist())
+        if not joined.isascii():  # ASCII (ids, most names) is decided without encoding
+            joined.encode("utf-8")
+    except (UnicodeEncodeError, TypeError):  # TypeError: a non-text value; look row by row
+        return t.map(lambda v: isinstance(v, str) and _SURROGATE.search(v) is not None).astype(bool)
+    return pd.Series(False, index=t.index)
+
+
+def replace_surrogates(t: pd.Series, mask: pd.Series) -> pd.Series:
+    """``t`` with each lone surrogate of the ``mask`` rows replaced by U+FFFD (rows refused
+    anyway: this only keeps hashing and reports from failing on them)."""
+    out = t.copy()
+    out[mask] = t[mask].map(lambda v: _SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v)
+    return out
+
+
 def too_long_text(t: pd.Series) -> pd.Series:
     """Rows whose text exceeds :data:`MAX_TEXT` characters (flagged, never cut)."""
     return t.str.len().gt(MAX_TEXT).fillna(False).astype(bool)

@@ -459,6 +459,12 @@ def test_own_session_reads_the_environment_once_per_origin(monkeypatch):
     assert calls[0]["verify"] == "/etc/corp-ca.pem" and calls[-1]["verify"] == "/etc/corp-ca.pem"
     assert "https" not in calls[-1]["proxies"]  # NO_PROXY
 
+    # NO_PROXY names an internationalised host in its xn-- form, as requests compares it
+    monkeypatch.setenv("NO_PROXY", "xn--80aswg.xn--p1ai")
+    idn = RequestsTransport()
+    assert "https" not in idn._environment_for("https://сайт.рф/rest/batch")["proxies"]
+    assert idn._environment_for("https://acme.bitrix24.ru/rest/batch")["proxies"]["https"]
+
     given = RequestsTransport(Recording())  # type: ignore[arg-type]
     calls.clear()
     given.post("https://acme.bitrix24.ru/rest/batch", b"{}", {}, (1, 1))
@@ -466,9 +472,9 @@ def test_own_session_reads_the_environment_once_per_origin(monkeypatch):
 
 
 def test_a_lazy_sequence_in_a_single_call_is_sent_as_a_json_list():
-    """call_full's JSON body takes read-only sequences/mappings (the plan's lazy views) as the
-    list/object they stand for; anything else still fails loudly."""
-    from collections.abc import Mapping as AbcMapping
+    """call_full's JSON body takes the sequences that encode themselves in a batch (the plan's
+    lazy views) as the list they stand for; any other object still fails loudly."""
+    from collections import UserString
     from collections.abc import Sequence as AbcSequence
 
     class Lazy(AbcSequence[Any]):
@@ -480,15 +486,8 @@ def test_a_lazy_sequence_in_a_single_call_is_sent_as_a_json_list():
                 raise IndexError(i)
             return {"n": i}
 
-    class Ro(AbcMapping[str, Any]):
-        def __getitem__(self, k: str) -> Any:
-            return {"a": 1}[k]
-
-        def __iter__(self) -> Any:
-            return iter(["a"])
-
-        def __len__(self) -> int:
-            return 1
+        def php_query_pairs(self, prefix: str, out: list[str], memo: Any) -> None:
+            raise AssertionError("a single call is JSON, not a query string")
 
     sent: list[dict[str, Any]] = []
 
@@ -497,7 +496,8 @@ def test_a_lazy_sequence_in_a_single_call_is_sent_as_a_json_list():
         return MockTransport.json(200, {"result": True, "time": {}})
 
     c = Client("acme.bitrix24.ru", "tok-123456", session=MockTransport(handler))
-    c.call("imconnector.send.messages", {"MESSAGES": Lazy(), "X": Ro()})
-    assert sent[0]["MESSAGES"] == [{"n": 0}, {"n": 1}] and sent[0]["X"] == {"a": 1}
-    with pytest.raises(TypeError, match="not JSON serializable"):
-        c.call("imconnector.send.messages", {"MESSAGES": object()})
+    c.call("imconnector.send.messages", {"MESSAGES": Lazy()})
+    assert sent[0]["MESSAGES"] == [{"n": 0}, {"n": 1}]
+    for odd in (object(), UserString("abc")):
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            c.call("imconnector.send.messages", {"MESSAGES": odd})

@@ -284,5 +284,7 @@ def test_columns_and_rows_without_pending(tmp_path):
     assert sorted(j.rows(skip_pending=True)["rid"]) == ["2", "4"] and len(j.rows()) == 3
     with pytest.raises(ValueError, match="no journal column 'rid; DROP TABLE rows'"):
         j.columns(["rid; DROP TABLE rows"])
+    with pytest.raises(ValueError, match="no columns"):
+        j.columns([])
     empty = Journal.bind(tmp_path / "e.db", **BIND)
     assert empty.columns(["status"]) == ([], {"status": ()})

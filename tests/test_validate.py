@@ -282,6 +282,11 @@ def test_duplicate_index_is_refused():
     df = pd.DataFrame({"Client": ["1", "1"], "Date": ["2026-01-01"] * 2, "Text": ["a", "b"]}, index=[2, 2])
     with pytest.raises(bulkimport.InputError, match="index must be unique"):
         validate(df, Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"}))
+    df.index = pd.array([2, None], dtype="Int64")  # unique, but a row without an id
+    with pytest.raises(bulkimport.InputError, match="index has missing values"):
+        bulkimport.plan(
+            df, Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"})
+        )
 
 
 def test_warnings_for_operator_rows_user_fields_are_not_reported():
@@ -353,3 +358,31 @@ def test_author_lookup_compares_the_text_form_of_each_value():
     )
     got = prepare(df, m).canonical["message.user_id"].tolist()
     assert got == [5, 9, 5, 9]
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_lone_surrogates_are_refused_per_row_never_a_crash(with_ids, tmp_path):
+    """A DataFrame built in Python (or decoded with surrogateescape) can hold lone surrogates that
+    no UTF-8 request can carry: the row is invalid with bad-characters, the others go on, and the
+    plan, its ids and the report are built without an encoding error."""
+    cols = dict(BASE, **({"message.id": "Mid"} if with_ids else {}))
+    df = _df(
+        Chat=["c1", "c1", "c\udc80", "c2"],
+        Client=["1", "1", "2", "3\ud800"],
+        Date=["2026-11-23 10:00", "2026-11-23 10:01", "2026-11-23 10:02", "2026-11-23 10:03"],
+        Text=["ok", "bad \udcff text", "fine", "fine"],
+        Mid=["m1", "m2", "m3", "m4"],
+    )
+    p = bulkimport.plan(df, Mapping(columns=cols))
+    assert _codes(p.failures) == {3: ["bad-characters"], 4: ["bad-characters"], 5: ["bad-characters"]}
+    assert set(p.failures["field"]) == {"message.text", "chat.id", "user.id"}
+    assert [c.rows for c in p.conversations] == [(2,)]
+    for conv in p.conversations:
+        for item in conv.messages:
+            str(item).encode("utf-8")  # what is planned can be sent
+    assert codes.get("bad-characters").level == "error"
+    from bulkimport.report import write_report
+
+    for name in ("r.csv", "r.xlsx"):
+        write_report(df, tmp_path / name, p)
+    assert "\ufffd" in (tmp_path / "r.csv").read_text(encoding="utf-8-sig")

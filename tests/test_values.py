@@ -473,3 +473,15 @@ def test_fast_layout_needs_64_dates_after_the_clean_up():
         r = parse_dates(pd.Series(vals, dtype=dtype), "UTC")
         assert r.dayfirst_used is True, dtype
         assert pd.Timestamp(r.seconds.iloc[48], unit="s") == pd.Timestamp("2025-04-03"), dtype
+
+
+def test_lone_surrogates_found_per_row_in_any_column():
+    from bulkimport.values import lone_surrogates, replace_surrogates
+
+    clean = pd.Series(["a", "Ж", None, "😀"], dtype="str")
+    assert not lone_surrogates(clean).any()
+    mixed = pd.Series(["ok", 5, "x\udc80y", None, "\ud83d"], dtype=object)  # not all text: row by row
+    bad = lone_surrogates(mixed)
+    assert bad.tolist() == [False, False, True, False, True]
+    fixed = replace_surrogates(mixed, bad)
+    assert fixed.tolist()[:3] == ["ok", 5, "x\ufffdy"] and fixed[4] == "\ufffd" and mixed[2] == "x\udc80y"

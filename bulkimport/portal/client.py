@@ -294,7 +294,10 @@ class RequestsTransport:
         origin = f"{parts.scheme}://{parts.netloc}"
         found = self._settings.get(origin)
         if found is None:
-            merged = self._environment.merge_environment_settings(url, {}, None, None, None)
+            # as requests does: for the prepared URL (an internationalised host in its xn-- form,
+            # which is what NO_PROXY entries name)
+            prepared = requests.Request("POST", url).prepare().url or url
+            merged = self._environment.merge_environment_settings(prepared, {}, None, None, None)
             found = {"proxies": merged["proxies"], "verify": merged["verify"], "cert": merged["cert"]}
             self._settings[origin] = found
         return found
@@ -302,6 +305,8 @@ class RequestsTransport:
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
+        if self._environment is not None:
+            self._environment.close()
 
 
 @dataclass
@@ -528,11 +533,10 @@ def classify(raw: RawResponse, now: float) -> Answer:
 
 
 def _jsonable(value: Any) -> Any:
-    """``json.dumps``' fallback for read-only sequences and mappings (the plan's lazy
-    ``Messages`` views): sent as the list or object they stand for."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+    """``json.dumps``' fallback for the sequences that encode themselves in a batch (the plan's
+    lazy ``Messages`` views, see portal/encoding.py): sent as the list of items they stand for.
+    Anything else is refused as before."""
+    if hasattr(value, "php_query_pairs") and isinstance(value, Sequence):
         return list(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
