@@ -526,6 +526,8 @@ class Sender:
         state = journal.rows(skip_pending=True).set_index("rid")  # absent: pending
         convs = self._schedule(state)
         keys = self._conv_keys()
+        if gc.get_freeze_count():  # the run's schedule lives as long as the run: out of full GC passes too
+            gc.freeze()
 
         total = sum(len(c) for c in plan.conversations)
         to_send = sum(len(c.queue) for c in convs.values())
