@@ -602,6 +602,8 @@ def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
     """Write the report, print the summary and the next command; return the exit code."""
     from .report import summary_lines, write_report
 
+    if len(outcome.frame) >= 50_000:  # ~20 s per 100,000 rows as xlsx: say why nothing moves
+        click.echo(f"Writing the report ({len(outcome.frame):,} rows) to {report_path} …")
     write_report(outcome.frame, report_path, plan=plan, summary=outcome.summary)
     click.echo("")
     for text in summary_lines(outcome.frame, plan=plan, summary=outcome.summary, wall=outcome.wall):

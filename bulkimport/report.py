@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import math
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -356,53 +357,70 @@ def _write_csv(rows: pd.DataFrame, target: Path) -> None:
     tmp.replace(target)
 
 
+#: Rows an Excel sheet holds (header included): a longer table continues on "<name> 2", "<name> 3" …
+XLSX_MAX_ROWS = 1_048_576
+
+
 def _write_xlsx(
     rows: pd.DataFrame, errors: pd.DataFrame, tables: dict[str, pd.DataFrame], target: Path
 ) -> None:
-    """Three sheets, header frozen, widths fitted; write-only mode so large reports stay fast."""
+    """Three sheets (a table longer than a sheet continues on more sheets of the same name and
+    a number, each with the header), header frozen, widths fitted. Write-only mode and rows
+    streamed from the frame, so a report of millions of rows needs no copy of them in memory."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     wb = Workbook(write_only=True)
     bold = Font(bold=True)
 
-    def sheet(name: str, blocks: Iterable[tuple[str | None, pd.DataFrame]], freeze: str) -> None:
-        ws = wb.create_sheet(name)
-        ws.freeze_panes = freeze
-        records: list[list[object]] = []
-        header_rows: set[int] = set()
-        for title, table in blocks:
+    def records(blocks: list[tuple[str | None, pd.DataFrame]]) -> Iterator[tuple[str, list[object]]]:
+        """(kind, cells) for every line of a sheet: kind is title, columns, data or blank."""
+        for n, (title, table) in enumerate(blocks):
             if title is not None:
-                if records:
-                    records.append([])
-                header_rows.add(len(records))
-                records.append([title])
-            header_rows.add(len(records))
-            records.append([_cell(str(c), xlsx=True) for c in table.columns])
-            records.extend(
-                [_cell(v, xlsx=True) for v in record] for record in table.itertuples(index=False, name=None)
-            )
+                if n:
+                    yield "blank", []
+                yield "title", [title]
+            yield "columns", [_cell(str(c), xlsx=True) for c in table.columns]
+            for record in table.itertuples(index=False, name=None):
+                yield "data", [_cell(v, xlsx=True) for v in record]
+
+    def bold_cells(ws: Any, cells: list[object]) -> list[object]:
+        out = []
+        for v in cells:
+            c = WriteOnlyCell(ws, value=v)
+            c.font = bold
+            out.append(c)
+        return out
+
+    def sheet(name: str, blocks: list[tuple[str | None, pd.DataFrame]], freeze: str) -> None:
         widths: dict[int, int] = {}
-        for record in records[:2000]:  # a sample is enough to size columns
-            for i, v in enumerate(record):
+        for _, cells in itertools.islice(records(blocks), 2000):  # a sample is enough to size columns
+            for i, v in enumerate(cells):
                 if v is not None:
                     widths[i] = max(widths.get(i, 0), min(len(str(v)), 60))
-        from openpyxl.utils import get_column_letter
-
-        for i, w in widths.items():
-            ws.column_dimensions[get_column_letter(i + 1)].width = max(8, w + 2)
-        from openpyxl.cell import WriteOnlyCell
-
-        for n, record in enumerate(records):
-            if n in header_rows:
-                cells = []
-                for v in record:
-                    c = WriteOnlyCell(ws, value=v)
-                    c.font = bold
-                    cells.append(c)
-                ws.append(cells)
-            else:
-                ws.append(record)
+        lines = records(blocks)
+        line = next(lines, None)
+        columns: list[object] = []
+        part = 0
+        while part == 0 or line is not None:
+            part += 1
+            ws = wb.create_sheet(name if part == 1 else f"{name} {part}")
+            ws.freeze_panes = freeze
+            for i, w in widths.items():
+                ws.column_dimensions[get_column_letter(i + 1)].width = max(8, w + 2)
+            used = 0
+            if part > 1:  # a continuation sheet starts with its table's header again
+                ws.append(bold_cells(ws, columns))
+                used = 1
+            while line is not None and used < XLSX_MAX_ROWS:
+                kind, cells = line
+                if kind == "columns":
+                    columns = cells
+                ws.append(bold_cells(ws, cells) if kind in ("title", "columns") else cells)
+                used += 1
+                line = next(lines, None)
 
     sheet("rows", [(None, rows)], "B2")
     sheet("errors", [(None, errors)], "A2")
