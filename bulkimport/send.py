@@ -283,7 +283,7 @@ class _Request:
 
 
 @contextlib.contextmanager
-def _heap_frozen() -> Iterator[None]:
+def _heap_frozen() -> Iterator[bool]:
     """Keep what exists when a run starts (the plan, the caller's data) out of the cyclic
     garbage collector's full passes while it lasts: the answers decoded during a run are
     hundreds of thousands of small dicts, and each full pass they trigger would otherwise
@@ -291,14 +291,15 @@ def _heap_frozen() -> Iterator[None]:
     Nothing is disabled: everything created during the run is collected as usual, and the
     frozen objects go back to the collector when the run ends. One full collection first, so
     garbage that exists now is freed rather than kept for a run that may last days. (Code that
-    freezes the heap itself while a run is going has its freeze undone when the run ends.)"""
+    freezes the heap itself while a run is going has its freeze undone when the run ends.)
+    Yields whether the freeze is the run's own (then more may be frozen, and is thawed too)."""
     if gc.get_freeze_count():  # someone else froze the heap (e.g. before a fork): leave it be
-        yield
+        yield False
         return
     gc.collect()
     gc.freeze()
     try:
-        yield
+        yield True
     finally:
         gc.unfreeze()
 
@@ -503,12 +504,12 @@ class Sender:
         Ctrl-C: the outcome says ``interrupted``)."""
         journal = self._journal()
         try:
-            with _heap_frozen():
-                return self._run(journal)
+            with _heap_frozen() as frozen:
+                return self._run(journal, frozen)
         finally:
             journal.close()
 
-    def _run(self, journal: Journal) -> SendOutcome:
+    def _run(self, journal: Journal, frozen: bool = False) -> SendOutcome:
         plan = self.plan
         client = self._make_client()
         governor = client.governor
@@ -526,7 +527,7 @@ class Sender:
         state = journal.rows(skip_pending=True).set_index("rid")  # absent: pending
         convs = self._schedule(state)
         keys = self._conv_keys()
-        if gc.get_freeze_count():  # the run's schedule lives as long as the run: out of full GC passes too
+        if frozen:  # the run's schedule lives as long as the run: out of full GC passes too
             gc.freeze()
 
         total = sum(len(c) for c in plan.conversations)

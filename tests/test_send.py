@@ -1088,7 +1088,13 @@ def test_the_heap_is_frozen_only_while_a_run_lasts(fake, clock, tmp_path):
 
     gc.freeze()
     try:
-        run(make_plan([2]), fake, clock, tmp_path / "b")
-        assert gc.get_freeze_count() > 0  # not unfrozen by the run
+        freezes: list[int] = []
+        real_freeze = gc.freeze
+        gc.freeze = lambda: freezes.append(1)  # type: ignore[assignment]  # the run must add nothing
+        try:
+            run(make_plan([2]), fake, clock, tmp_path / "b")
+        finally:
+            gc.freeze = real_freeze  # type: ignore[assignment]
+        assert freezes == [] and gc.get_freeze_count() > 0  # neither frozen more nor thawed by the run
     finally:
         gc.unfreeze()
