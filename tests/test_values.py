@@ -314,14 +314,11 @@ _FORMS = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(_FORMS, min_size=1, max_size=30), st.integers(3, 8))
-def test_property_fast_paths_agree_with_value_by_value_parsing(values, repeat):
+def _agrees_value_by_value(big: pd.Series, values: list) -> None:
+    """parse_dates over ``big`` (whose first rows are ``values``) gives each of them what parsing
+    it alone gives: seconds and every issue mask."""
     from bulkimport.values import _parse_dates
 
-    big = pd.Series(
-        values * repeat * 4, dtype=object
-    )  # long enough for the per-distinct and fixed-width paths
     fast = parse_dates(big, timezone=MSK, dayfirst=True)
     for i, v in enumerate(values):
         one = _parse_dates(pd.Series([v], dtype=object), MSK, True, False, None)
@@ -329,6 +326,15 @@ def test_property_fast_paths_agree_with_value_by_value_parsing(values, repeat):
         assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
         for (code, mask), (code2, mask2) in zip(fast.issues, one.issues, strict=True):
             assert code == code2 and bool(mask.iloc[i]) == bool(mask2.iloc[0]), (v, code)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_FORMS, min_size=1, max_size=30), st.integers(3, 8))
+def test_property_fast_paths_agree_with_value_by_value_parsing(values, repeat):
+    big = pd.Series(
+        values * repeat * 4, dtype=object
+    )  # long enough for the per-distinct and fixed-width paths
+    _agrees_value_by_value(big, values)
 
 
 def test_datetime_cells_naive_and_with_different_offsets():
@@ -390,16 +396,8 @@ _PADDED = st.one_of(
 def test_property_fast_paths_agree_on_text_columns(values, repeat):
     """The same agreement on a ``str`` column (as bulkimport.read gives), where fixed-width
     values are decoded before the text clean-up: padded values, blanks and artefacts included."""
-    from bulkimport.values import _parse_dates
-
     big = pd.Series(values * repeat * 4, dtype="str")
-    fast = parse_dates(big, timezone=MSK, dayfirst=True)
-    for i, v in enumerate(values):
-        one = _parse_dates(pd.Series([v], dtype=object), MSK, True, False, None)
-        got, want = fast.seconds.iloc[i], one.seconds.iloc[0]
-        assert (np.isnan(got) and np.isnan(want)) or got == want, (v, got, want)
-        for (code, mask), (code2, mask2) in zip(fast.issues, one.issues, strict=True):
-            assert code == code2 and bool(mask.iloc[i]) == bool(mask2.iloc[0]), (v, code)
+    _agrees_value_by_value(big, values)
 
 
 def _mixed_layout_column(seed: int) -> tuple[list[str | None], bool | None]:
