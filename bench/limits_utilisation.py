@@ -208,27 +208,36 @@ def run(sc: Scenario, mode: str = "process", max_in_flight: int | None = None) -
     return _run_thread(sc, limits, sizes, plan, plan_seconds, want, max_in_flight)
 
 
-def _run_process(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_seconds: float,
-                 want: set[tuple[str, str]], max_in_flight: int | None) -> dict[str, Any]:
+def _send_timed(portal: Any, clock: Any, tmp: Path, limits: Any, plan: Any, max_in_flight: int | None,
+                settle: Any) -> tuple[Any, Any, float, float, float, float]:
+    """Set the connector up, ``settle(recorder)`` the portal after it, then run the sender over
+    ``plan``: (outcome, recorder, virtual start, virtual end, real start, real end)."""
     from bulkimport.send import Sender
 
     kw = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
+    rec = C.Recorder(clock=clock)
+    client = C.bulkimport_client(portal, tmp, limits=limits, transport=C.recording_transport(rec), clock=clock)
+    C.setup_connector(client)
+    settle(rec)
+    rec.durations.clear()
+    rec.events.clear()
+    v0, r0 = portal.now(), time.perf_counter()
+    out = Sender(plan, line=1, connector=C.CONNECTOR, state=tmp / "journal.db", progress=False,
+                 client=client, limits=limits, **kw).run()
+    return out, rec, v0, portal.now(), r0, time.perf_counter()
+
+
+def _run_process(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_seconds: float,
+                 want: set[tuple[str, str]], max_in_flight: int | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         portal = _ProcessSandbox(sc, Path(tmp))
         try:
-            clock = portal.clock()
-            rec = C.Recorder(clock=clock)
-            client = C.bulkimport_client(portal, Path(tmp), limits=limits, transport=C.recording_transport(rec),
-                                         clock=clock)
-            C.setup_connector(client)
-            portal.settle_setup(limits)
-            rec.durations.clear()
-            rec.events.clear()
-            rec.server.clear()
-            v0, r0 = portal.now(), time.perf_counter()
-            out = Sender(plan, line=1, connector=C.CONNECTOR, state=Path(tmp) / "journal.db", progress=False,
-                         client=client, limits=limits, **kw).run()
-            v1, r1 = portal.now(), time.perf_counter()
+            def settle(rec: Any) -> None:
+                portal.settle_setup(limits)
+                rec.server.clear()
+
+            out, rec, v0, v1, r0, r1 = _send_timed(portal, portal.clock(), Path(tmp), limits, plan,
+                                                   max_in_flight, settle)
         finally:
             stopped = portal.stop()
         check = C.store_check(stopped, want)
@@ -240,29 +249,19 @@ def _run_process(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_se
 
 def _run_thread(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_seconds: float,
                 want: set[tuple[str, str]], max_in_flight: int | None) -> dict[str, Any]:
+    from bulkimport.clock import for_sandbox
     from bulkimport.sandbox import Sandbox
-    from bulkimport.send import Sender
 
-    kw = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
     with tempfile.TemporaryDirectory() as tmp, Sandbox(
         time_scale=sc.time_scale, bucket_size=limits.bucket_size, drain_rate=limits.drain_rate,
         cost_per_call=sc.cost_per_call, cost_per_message=sc.cost_per_message, seed=1,
     ) as portal:
-        from bulkimport.clock import for_sandbox
+        def settle(rec: Any) -> None:
+            portal.advance(600)  # set-up calls out of the bucket and the baskets: the import starts fresh
+            portal.reset_stats()
 
-        clock = for_sandbox(portal)
-        rec = C.Recorder(clock=clock)
-        client = C.bulkimport_client(portal, Path(tmp), limits=limits, transport=C.recording_transport(rec),
-                                     clock=clock)
-        C.setup_connector(client)
-        portal.advance(600)  # set-up calls out of the bucket and the baskets: the import starts fresh
-        portal.reset_stats()
-        rec.durations.clear()
-        rec.events.clear()
-        v0, r0 = portal.now(), time.perf_counter()
-        out = Sender(plan, line=1, connector=C.CONNECTOR, state=Path(tmp) / "journal.db", progress=False,
-                     client=client, limits=limits, **kw).run()
-        v1, r1 = portal.now(), time.perf_counter()
+        out, rec, v0, v1, r0, r1 = _send_timed(portal, for_sandbox(portal), Path(tmp), limits, plan,
+                                               max_in_flight, settle)
         stats = portal.stats()
         check = C.store_check(portal, want)
     return _result(sc, limits, sizes, plan, plan_seconds, out, rec, check, v0, v1, r0, r1, stats["by_status"],
