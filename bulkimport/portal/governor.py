@@ -137,6 +137,12 @@ class Governor:
         self._level = max(0.0, self._level - elapsed * self.limits.drain_rate)
         self._level_at = now
 
+    @property
+    def budget(self) -> float:
+        """Server seconds of one operating window the governor lets requests use (the limit less
+        its safety share)."""
+        return self.limits.operating_limit * self.budget_safety
+
     def _wait_needed(self, methods: list[str], now: float, budget: bool = True) -> tuple[float, str]:
         """Seconds to wait before the next request and why ('' when none); ``budget=False``: the
         request's operating seconds are already reserved (a repeat), only the bucket and pauses count."""
@@ -160,7 +166,7 @@ class Governor:
                 continue
             expected = (st.call_cost or 0.0) * methods.count(method)
             reserved = self._reserved.get(method, 0.0)
-            over = st.operating + reserved + expected > self.limits.operating_limit * self.budget_safety
+            over = st.operating + reserved + expected > self.budget
             if st.reset_at is not None and st.reset_at > now:
                 if over:
                     waits.append(
@@ -239,7 +245,7 @@ class Governor:
             if st is None:
                 return True
             used = st.operating + self._reserved.get(method, 0.0)
-            return used < 0.25 * self.limits.operating_limit * self.budget_safety
+            return used < 0.25 * self.budget
 
     def release(self, ticket: Ticket | None) -> None:
         """The request of ``ticket`` ended (answered, refused or lost): free its reservation."""
@@ -496,7 +502,7 @@ class Governor:
                 # limit one call goes first and its answer tells the new figure (no 429 inside a
                 # batch from guessing that a whole basket expired).
                 # Requests still in flight have not been charged yet: their reservation counts.
-                room = self.limits.operating_limit * self.budget_safety - st.operating
+                room = self.budget - st.operating
                 room -= self._reserved.get(method, 0.0)
                 calls = min(calls, int(room / per_call))
             return max(1, min(calls, self.limits.batch_max, self._cpb_cap))
@@ -505,7 +511,7 @@ class Governor:
         """Server seconds of the send method one budget window really carries: the safety share of
         the limit, rounded down to whole calls of the measured cost (the governor sends a call only
         when it fits). Modelling the full limit made every long ETA 10-15 % optimistic."""
-        budget = self.limits.operating_limit * self.budget_safety
+        budget = self.budget
         st = self._methods.get(SEND_METHOD)
         cost = st.call_cost if st is not None else None
         if not cost or cost <= 0 or cost >= budget:
