@@ -83,7 +83,7 @@ class _Columns:
             m["user_id"] = self.ops[j]
         return {"user": self.users[self.ucodes[j]], "message": m, "chat": self.chats[self.kcodes[j]]}
 
-    def php_query_pairs(self, start: int, stop: int, prefix: str, out: list[str], memo: Any) -> None:
+    def php_query_pairs(self, start: int, stop: int, prefix: str, out: list[str]) -> None:
         """Messages ``start..stop`` as the query pairs :mod:`~bulkimport.portal.encoding` makes of
         ``[item(j) ...]`` — the same text, without building the dicts (the sender's largest CPU
         cost per message; tests/test_plan.py compares the two).
@@ -96,6 +96,7 @@ class _Columns:
         mid, date, text, files, ops = self.mid, self.date, self.text, self.files, self.ops
         crm = "&\0[message][disable_crm]=Y" if self.crm else ""
         tkey = "&\0[message][text]="
+        okey = "&\0[message][user_id]="
         # the user/chat blocks as query text ("\0" where MESSAGES[i] goes), once per call: a
         # call holds one conversation, whose messages share them (nothing kept between calls, so
         # nothing grows with the plan and an edited block is never sent stale)
@@ -116,31 +117,23 @@ class _Columns:
             if k != lk:
                 lk, chat = k, kblocks.get(k) or kblocks.setdefault(k, block("chat", chats[k]))
             mj, dj, tj = mid[j], date[j], text[j]
+            op = None if ops is None else ops[j]
             if (
                 type(mj) is str
                 and type(dj) is int
                 and (tj is None or type(tj) is str)
                 and (files is None or files[j] is None)
-                and (ops is None or ops[j] is None)
-            ):  # the common case in one f-string
+                and (op is None or type(op) is int)
+            ):  # the common case (operators' messages included) in one f-string
                 one = (
                     f"{user}&\0[message][id]={quote(mj)}&\0[message][date]={dj}"
-                    f"{'' if tj is None else tkey + quote(tj)}{crm}{chat}"
+                    f"{'' if tj is None else tkey + quote(tj)}{crm}"
+                    f"{'' if op is None else okey + str(op)}{chat}"
                 )
-            else:
+            else:  # files or unusual types: the generic walk of the item itself
                 parts: list[str] = []
-                pairs("\0[message][id]", mj, parts, memo)
-                pairs("\0[message][date]", dj, parts, memo)
-                if tj is not None:
-                    pairs("\0[message][text]", tj, parts, memo)
-                if files is not None and files[j] is not None:
-                    pairs("\0[message][files]", files[j], parts, memo)
-                one = user + "".join("&" + t for t in parts) + crm
-                if ops is not None and ops[j] is not None:
-                    parts = []
-                    pairs("\0[message][user_id]", ops[j], parts, memo)
-                    one += "".join("&" + t for t in parts)
-                one += chat
+                pairs("\0", self.item(j), parts, None)
+                one = "".join("&" + t for t in parts)
             # one starts with "&": the item's first pair follows the previous item's last one
             out.append(one[1:].replace("\0", f"{prefix}[{i}]"))
 
@@ -180,7 +173,7 @@ class Messages(Sequence[dict[str, Any]]):
     def php_query_pairs(self, prefix: str, out: list[str], memo: Any) -> None:
         """Encode as a ``MESSAGES`` list without building the items (see
         :mod:`~bulkimport.portal.encoding`)."""
-        self._cols.php_query_pairs(self._start, self._stop, prefix, out, memo)
+        self._cols.php_query_pairs(self._start, self._stop, prefix, out)  # blocks memoised per call inside
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         item = self._cols.item
