@@ -48,7 +48,7 @@ elif kind == "pipeline":
     extra["read"] = time.perf_counter() - t
     mapping = Mapping.from_dict(BIG_MAPPING)
     import functools
-    import bulkimport.plan as P, bulkimport.validate as V
+    import bulkimport.planning as P, bulkimport.validate as V
     steps = {{}}
     def timed(mod, name, label):
         fn = getattr(mod, name)
@@ -75,7 +75,7 @@ elif kind == "breakdown":
     import gc
     import bulkimport
     from bulkimport.mapping import Mapping
-    from bulkimport.validate import prepare
+    from bulkimport.validation import prepare
     from generate import BIG_MAPPING
     df = bulkimport.read(path)
     mapping = Mapping.from_dict(BIG_MAPPING)
@@ -89,7 +89,7 @@ elif kind == "breakdown":
     extra["validate without phones"] = time.perf_counter() - t
 elif kind in ("calamine", "openpyxl"):
     from pathlib import Path
-    from bulkimport.read import _calamine_rows, _openpyxl_rows, _frame_from_rows
+    from bulkimport.sources.tabular import _calamine_rows, _openpyxl_rows, _frame_from_rows
     rows = (_calamine_rows if kind == "calamine" else _openpyxl_rows)(Path(path), None)[1]
     df = _frame_from_rows(rows, "bench", 1)
     extra["rows"] = len(df)

@@ -61,7 +61,7 @@ def measure(
     from bulkimport.portal.auth import Auth
     from bulkimport.portal.client import Client
     from bulkimport.sandbox.store import Store
-    from bulkimport.send import Sender
+    from bulkimport.sending.sender import Sender
 
     t = time.process_time()
     plan = C.build_plan(C.sizes(messages, conversations))

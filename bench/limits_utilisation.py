@@ -212,7 +212,7 @@ def _send_timed(portal: Any, clock: Any, tmp: Path, limits: Any, plan: Any, max_
                 settle: Any) -> tuple[Any, Any, float, float, float, float]:
     """Set the connector up, ``settle(recorder)`` the portal after it, then run the sender over
     ``plan``: (outcome, recorder, virtual start, virtual end, real start, real end)."""
-    from bulkimport.send import Sender
+    from bulkimport.sending.sender import Sender
 
     kw = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
     rec = C.Recorder(clock=clock)
@@ -271,7 +271,7 @@ def _run_thread(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_sec
 def _result(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_seconds: float, out: Any, rec: Any,
             check: dict[str, Any], v0: float, v1: float, r0: float, r1: float,
             by_status: dict[int, int], mode: str, max_in_flight: int | None) -> dict[str, Any]:
-    from bulkimport.send import DEFAULT_MAX_IN_FLIGHT
+    from bulkimport.sending.sender import DEFAULT_MAX_IN_FLIGHT
 
     mif = max_in_flight or DEFAULT_MAX_IN_FLIGHT
     ceiling = ideal(sizes, sc, limits.bucket_size, limits.drain_rate, server_wall=sum(rec.server))

@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from bulkimport.clock import ManualClock
-from bulkimport.plan import FAILURE_COLUMNS, Conversation, Plan
+from bulkimport.planning import FAILURE_COLUMNS, Conversation, Plan
 from bulkimport.portal.client import Client, MockTransport, RawResponse
 from bulkimport.portal.encoding import decode_query
-from bulkimport.send import Sender
+from bulkimport.sending.sender import Sender
 
 
 def build(rows: int, convs: int) -> Plan:

@@ -70,7 +70,7 @@ def chunks(plan: Any, size: int = 50) -> list[list[dict[str, Any]]]:
 
 # ------------------------------------------------------------------------------------------ clients
 def run_bulkimport(portal: Any, plan: Any, tmp: Path) -> dict[str, Any]:
-    from bulkimport.send import Sender
+    from bulkimport.sending.sender import Sender
 
     client = C.bulkimport_client(portal, tmp)
     out = Sender(plan, line=1, connector=C.CONNECTOR, state=tmp / "journal.db", progress=False,

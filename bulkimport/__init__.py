@@ -23,15 +23,15 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "read": "bulkimport.read",
+    "read": "bulkimport.sources",
     "Mapping": "bulkimport.mapping",
-    "validate": "bulkimport.validate",
-    "plan": "bulkimport.plan",
-    "Plan": "bulkimport.plan",
-    "Conversation": "bulkimport.plan",
-    "Estimate": "bulkimport.plan",
-    "send": "bulkimport.send",
-    "write_report": "bulkimport.report",
+    "validate": "bulkimport.validation",
+    "plan": "bulkimport.planning",
+    "Plan": "bulkimport.planning",
+    "Conversation": "bulkimport.planning",
+    "Estimate": "bulkimport.planning",
+    "send": "bulkimport.sending",
+    "write_report": "bulkimport.reporting",
     "Sandbox": "bulkimport.sandbox",
     "PortalLimits": "bulkimport.limits",
     "STANDARD": "bulkimport.limits",
@@ -80,6 +80,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .limits import ENTERPRISE as ENTERPRISE
     from .limits import STANDARD as STANDARD
     from .limits import PortalLimits as PortalLimits
-    from .plan import Conversation as Conversation
-    from .plan import Estimate as Estimate
-    from .plan import Plan as Plan
+    from .planning import Conversation as Conversation
+    from .planning import Estimate as Estimate
+    from .planning import Plan as Plan

@@ -203,7 +203,7 @@ def _echo_table(table: Any, max_rows: int = 20) -> None:
 
 def _show_failures(failures: Any, limit: int = 10) -> None:
     """Invalid rows by code (with hints), then the first few problems row by row."""
-    from .report import failure_counts
+    from .reporting import failure_counts
 
     counts = failure_counts(failures)
     if counts.empty:
@@ -235,7 +235,7 @@ def validate(
     file: Path, mapping_path: Path | None, sheet: str | None, encoding: str | None, delimiter: str | None
 ) -> None:
     """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
-    from .validate import validate as find_failures
+    from .validation import validate as find_failures
 
     frame, mapping, guessed = _read_and_map(file, mapping_path, sheet, encoding, delimiter)
     _show_mapping(mapping, guessed, file)
@@ -277,7 +277,7 @@ def mapping(
 
 def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
     """Plan, print its counts, invalid rows and the ETA for ``limits``; returns (plan, estimate)."""
-    from .plan import plan as build_plan
+    from .planning import plan as build_plan
 
     plan = build_plan(frame, mapping)
     c = plan.counts
@@ -389,7 +389,7 @@ def run(
         if not portal:
             raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")
         conn.check_line(line)
-    from .report import check_report_path
+    from .reporting import check_report_path
 
     state = state or file.with_name(file.name + ".bulkimport.db")
     report_path = check_report_path(report_path or file.with_name(file.name + ".report.xlsx"))
@@ -474,7 +474,7 @@ def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: An
     """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted`` instead of raising."""
     import time
 
-    from .send import Sender
+    from .sending.sender import Sender
 
     started = time.monotonic()
     outcome = Sender(plan, **target, **send_args).run()
@@ -600,7 +600,7 @@ def _held_note(held: Any, code: Any, which: str) -> str:
 
 def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
     """Write the report, print the summary and the next command; return the exit code."""
-    from .report import summary_lines, write_report
+    from .reporting import summary_lines, write_report
 
     if len(outcome.frame) >= 50_000:  # ~20 s per 100,000 rows as xlsx: say why nothing moves
         click.echo(f"Writing the report ({len(outcome.frame):,} rows) to {report_path} …")
@@ -734,7 +734,7 @@ def status(state: Path | None) -> None:
             f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
         )
     from .journal import Journal
-    from .report import journal_lines
+    from .reporting import journal_lines
 
     journal = Journal.open(path)
     try:
@@ -771,7 +771,7 @@ def resolve(state: Path | None, arrived: bool | None, rows_spec: str | None) -> 
         )
     rows = _parse_rows(rows_spec) if rows_spec is not None else None
     from .journal import Journal
-    from .report import journal_lines
+    from .reporting import journal_lines
 
     journal = Journal.open(path)
     try:

@@ -374,11 +374,11 @@ _add(
 )
 
 # --------------------------------------------------------------------------------------------------
-# Reading (bulkimport.read) — codes for per-cell problems found while reading
+# Reading (bulkimport.sources) — codes for per-cell problems found while reading
 # --------------------------------------------------------------------------------------------------
 
 # --------------------------------------------------------------------------------------------------
-# Validation (bulkimport.validate / plan) — errors make a row `invalid`, warnings travel with it
+# Validation (bulkimport.validation / planning) — errors make a row `invalid`, warnings travel with it
 # --------------------------------------------------------------------------------------------------
 _add("missing-user-id", "error", "validate", "No customer id (user.id) in the row or its conversation.",
      "Fill the customer id column for this row, or map chat.id so the row joins a conversation that has one.")
@@ -431,7 +431,7 @@ _add("bad-url", "warning", "validate", "{field} is not an http(s) URL; it was le
      "Use a full http(s) URL.")
 
 # --------------------------------------------------------------------------------------------------
-# Sending (bulkimport.send) — why a row is pending, unknown or failed
+# Sending (bulkimport.sending) — why a row is pending, unknown or failed
 # --------------------------------------------------------------------------------------------------
 _add("connection-failed", "error", "send", "Could not connect to the portal (nothing was sent).",
      "Refused or timed out while connecting, before any request left: always safe to retry; bulkimport "

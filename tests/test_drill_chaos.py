@@ -29,7 +29,7 @@ from bulkimport.limits import STANDARD
 from bulkimport.portal.auth import Auth
 from bulkimport.portal.client import Client
 from bulkimport.sandbox import Sandbox
-from bulkimport.send import Sender
+from bulkimport.sending.sender import Sender
 
 SEND = ["batch", "imconnector.send.messages"]
 #: Kinds refused before execution (safe to repeat; the rows go back to pending), or slow but answered.

@@ -242,7 +242,7 @@ def test_ctrl_c_landing_as_rows_are_journalled_in_flight_leaves_none_in_flight(t
     from bulkimport.clock import for_sandbox
     from bulkimport.portal.auth import Auth
     from bulkimport.portal.client import Client
-    from bulkimport.send import Sender
+    from bulkimport.sending.sender import Sender
 
     write_history(tmp_path / "history.csv", conversations=4, per_conversation=5)
     frame = bulkimport.read(tmp_path / "history.csv")

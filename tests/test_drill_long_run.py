@@ -26,7 +26,7 @@ from bulkimport.limits import STANDARD
 from bulkimport.portal.auth import Auth
 from bulkimport.portal.client import Client
 from bulkimport.sandbox import Sandbox
-from bulkimport.send import Sender
+from bulkimport.sending.sender import Sender
 
 HOUR = 3600.0
 #: The portal as configured here and the sender's view of it must agree (reference §3 shape).

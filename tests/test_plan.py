@@ -1,4 +1,4 @@
-"""bulkimport.plan: the contract with the sender — accounting, order, wire-ready payload, fingerprint, ETA."""
+"""bulkimport.planning: the contract with the sender — accounting, order, wire-ready payload, fingerprint, ETA."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import bulkimport
 from bulkimport.limits import ENTERPRISE, STANDARD
 from bulkimport.mapping import Mapping
-from bulkimport.plan import FAILURE_COLUMNS, Conversation, Estimate, Plan, plan
+from bulkimport.planning import FAILURE_COLUMNS, Conversation, Estimate, Plan, plan
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data_examples"
 FULL = Mapping(

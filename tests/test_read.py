@@ -1,4 +1,4 @@
-"""bulkimport.read: xlsx and csv into text frames with spreadsheet row numbers; one-line ReadErrors."""
+"""bulkimport.sources (tabular): xlsx and csv into text frames with spreadsheet row numbers; one-line ReadErrors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 import bulkimport
 from bulkimport.errors import ReadError
-from bulkimport.read import read
+from bulkimport.sources.tabular import read
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data_examples"
 
@@ -95,7 +95,7 @@ def test_xlsx_time_cells_become_text(tmp_path):
 
 
 def test_xlsx_read_by_openpyxl_fallback_gives_same_values(tmp_path):
-    from bulkimport.read import _calamine_rows, _frame_from_rows, _openpyxl_rows
+    from bulkimport.sources.tabular import _calamine_rows, _frame_from_rows, _openpyxl_rows
 
     p = _xlsx(
         tmp_path / "h.xlsx", [["A", "B", "C"], ["007", 12345, "#N/A"], ["x", 1.5, dt.datetime(2026, 1, 1)]]
@@ -107,7 +107,7 @@ def test_xlsx_read_by_openpyxl_fallback_gives_same_values(tmp_path):
 
 
 def test_calamine_failure_falls_back_to_openpyxl(tmp_path, monkeypatch):
-    import bulkimport.read as reader
+    import bulkimport.sources.tabular as reader
 
     def refuse(*args, **kwargs):
         raise RuntimeError("calamine cannot read this file")

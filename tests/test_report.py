@@ -13,8 +13,8 @@ import pytest
 
 from bulkimport import codes
 from bulkimport.errors import ConfigError
-from bulkimport.plan import FAILURE_COLUMNS, Conversation, Plan
-from bulkimport.report import (
+from bulkimport.planning import FAILURE_COLUMNS, Conversation, Plan
+from bulkimport.reporting import (
     code_counts,
     conversation_counts,
     error_rows,
@@ -207,7 +207,7 @@ def test_bad_report_paths_are_one_line_config_errors(tmp_path, name):
 def test_a_table_longer_than_a_sheet_continues_on_numbered_sheets(tmp_path, monkeypatch):
     """Excel holds 1,048,576 rows per sheet: a longer report (a big migration) continues on
     "rows 2", "rows 3" … each starting with the header again, and no row is lost or repeated."""
-    import bulkimport.report as report_module
+    import bulkimport.reporting as report_module
 
     assert report_module.XLSX_MAX_ROWS == 1_048_576  # Excel's documented sheet limit
     monkeypatch.setattr(report_module, "XLSX_MAX_ROWS", 5)

@@ -22,11 +22,11 @@ from test_send import FakePortal, make_plan
 from bulkimport.clock import ManualClock
 from bulkimport.errors import ConfigError
 from bulkimport.journal import Journal
-from bulkimport.plan import FAILURE_COLUMNS, Conversation, Plan
+from bulkimport.planning import FAILURE_COLUMNS, Conversation, Plan
 from bulkimport.portal.client import Client, MockTransport, RawResponse, _ambiguous
 from bulkimport.portal.encoding import decode_query
 from bulkimport.sandbox import Sandbox
-from bulkimport.send import Sender
+from bulkimport.sending.sender import Sender
 
 Answer = Callable[[str, dict[str, Any]], RawResponse]
 

@@ -24,7 +24,7 @@ import pytest
 
 from bulkimport.clock import for_sandbox
 from bulkimport.journal import Journal
-from bulkimport.plan import FAILURE_COLUMNS, Conversation, Plan
+from bulkimport.planning import FAILURE_COLUMNS, Conversation, Plan
 from bulkimport.portal.auth import Auth
 from bulkimport.portal.client import Client, RequestsTransport
 
@@ -33,7 +33,7 @@ try:
 except ImportError:  # the sandbox lands on main separately
     Sandbox = None  # type: ignore[assignment,misc]
 
-from bulkimport.send import Sender
+from bulkimport.sending.sender import Sender
 
 pytestmark = pytest.mark.skipif(Sandbox is None, reason="bulkimport.sandbox.Sandbox is not available yet")
 
@@ -402,7 +402,7 @@ SCRIPT = textwrap.dedent("""
     from bulkimport.clock import ScaledClock
     from bulkimport.portal.auth import Auth
     from bulkimport.portal.client import Client
-    from bulkimport.send import Sender
+    from bulkimport.sending.sender import Sender
     from test_send_sandbox import make_plan, CONNECTOR
     env = os.environ
     clock = ScaledClock(float(env["T_SCALE"]), float(env["T_EPOCH"]))

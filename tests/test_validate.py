@@ -1,4 +1,4 @@
-"""bulkimport.validate: collect-all per-row failures with catalogue codes; customers, operators, ids."""
+"""bulkimport.validation: collect-all per-row failures with catalogue codes; customers, operators, ids."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import bulkimport
 from bulkimport import codes
 from bulkimport.errors import MappingError
 from bulkimport.mapping import Mapping
-from bulkimport.plan import FAILURE_COLUMNS
-from bulkimport.validate import prepare, validate
+from bulkimport.planning import FAILURE_COLUMNS
+from bulkimport.validation import prepare, validate
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data_examples"
 BASE = {"chat.id": "Chat", "user.id": "Client", "message.date": "Date", "message.text": "Text"}
@@ -164,7 +164,7 @@ def test_generated_ids_keep_their_values_and_their_hash_scheme():
     made by earlier versions still match), and repeats in other chats or times count apart."""
     import numpy as np
 
-    from bulkimport.validate import _IDS_KEY, _combine_hashes, _hash_by_value, _hash_files
+    from bulkimport.validation import _IDS_KEY, _combine_hashes, _hash_by_value, _hash_files
 
     k = pd.Series(["a", "b", "a", "c", "a"], dtype="str")
     d = np.array([1, 2, 3, -1, 1])
@@ -381,7 +381,7 @@ def test_lone_surrogates_are_refused_per_row_never_a_crash(with_ids, tmp_path):
         for item in conv.messages:
             str(item).encode("utf-8")  # what is planned can be sent
     assert codes.get("bad-characters").level == "error"
-    from bulkimport.report import write_report
+    from bulkimport.reporting import write_report
 
     for name in ("r.csv", "r.xlsx"):
         write_report(df, tmp_path / name, p)

@@ -117,7 +117,7 @@ for _name in (
     "bulkimport",
     "bulkimport.auth",
     "bulkimport.portal",
-    "bulkimport.send",
+    "bulkimport.sending",
 ):
     logging.getLogger(_name).addFilter(_FILTER)
 

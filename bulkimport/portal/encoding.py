@@ -10,7 +10,7 @@ Scalars: ``True``/``False`` become ``1``/``0`` and ``None`` is left out, as PHP'
 string). The Plan contract guarantees MESSAGES items contain neither.
 
 A value may encode itself: an object with a ``php_query_pairs(prefix, out, memo)`` method (the
-plan's lazy :class:`~bulkimport.plan.Messages` views) appends its pairs to ``out`` instead of
+plan's lazy :class:`~bulkimport.planning.Messages` views) appends its pairs to ``out`` instead of
 being walked as a sequence. It must produce exactly what walking its items would (the plan's tests
 compare the two); it exists so a chunk of messages goes to the wire without first being built
 as a million small dicts.

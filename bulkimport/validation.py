@@ -17,7 +17,6 @@ import pandas as pd
 from . import codes
 from .errors import InputError
 from .mapping import FIELDS, Mapping
-from .plan import FAILURE_COLUMNS, make_callable
 from .values import (
     as_text,
     clean_emails,
@@ -35,6 +34,9 @@ from .values import (
 )
 
 #: Customer fields copied from the conversation's customer rows onto every row of that customer.
+#: Columns of the tidy failures frame (one row per problem of a row).
+FAILURE_COLUMNS = ["row", "field", "code", "level", "message", "value"]
+
 USER_FIELDS = tuple(f for f in FIELDS if f.startswith("user.") and f != "user.id")
 CHAT_FIELDS = ("chat.name", "chat.url")
 
@@ -401,5 +403,3 @@ def validate(df: pd.DataFrame, mapping: Mapping | None = None) -> pd.DataFrame:
     """Every problem of every row: a frame with columns FAILURE_COLUMNS (errors and warnings)."""
     return prepare(df, mapping).failures
 
-
-make_callable(__name__, validate)

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import codes
-from .clock import Clock, SystemClock, interrupts_deferred
-from .errors import (
+from .. import codes
+from ..clock import Clock, SystemClock, interrupts_deferred
+from ..errors import (
     AmbiguousError,
     BulkImportError,
     ConfigError,
@@ -54,11 +54,11 @@ from .errors import (
     RetryableError,
     TokenExpiredError,
 )
-from .journal import Journal, RowUpdate, default_path, row_key
-from .limits import STANDARD, PortalLimits
-from .plan import Messages, Plan
+from ..journal import Journal, RowUpdate, default_path, row_key
+from ..limits import STANDARD, PortalLimits
+from ..planning import Messages, Plan
 
-log = logging.getLogger("bulkimport.send")
+log = logging.getLogger("bulkimport.sending")
 
 METHOD = "imconnector.send.messages"
 #: Columns added to ``plan.frame`` in the returned frame (defined with the statuses in codes.py).
@@ -437,8 +437,8 @@ class Sender:
     def _make_client(self) -> Any:
         if self._client is not None:
             return self._client
-        from .portal.auth import Auth
-        from .portal.client import Client
+        from ..portal.auth import Auth
+        from ..portal.client import Client
 
         auth = self._auth if self._auth is not None else Auth(clock=self.clock)
         return Client(self.portal, auth, limits=self.limits, clock=self.clock)
@@ -456,7 +456,7 @@ class Sender:
         return int(self.line) if self.line.isdigit() else self.line
 
     def _journal(self) -> Journal:
-        from .portal.client import rest_url
+        from ..portal.client import rest_url
 
         fingerprint = self.plan.fingerprint or content_fingerprint(self.plan)
         journal = Journal.bind(
@@ -1201,10 +1201,3 @@ def send(
 
 
 __all__ = ["STATUS_COLUMNS", "SendOutcome", "SendSummary", "Sender", "send"]
-
-# ``bulkimport.send`` is both this module and the function the package exports: once anything
-# imports the module (``from bulkimport.send import Sender``), Python sets the package attribute
-# to the module. Making the module callable keeps ``bulkimport.send(plan, ...)`` working.
-from .plan import make_callable  # noqa: E402
-
-make_callable(__name__, send)

@@ -35,8 +35,6 @@ import itertools
 import json
 import math
 import operator
-import sys
-import types
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,12 +43,10 @@ import numpy as np
 import pandas as pd
 
 from .limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
+from .validation import FAILURE_COLUMNS, prepare
 
 if TYPE_CHECKING:
     from .mapping import Mapping
-
-#: Columns of ``Plan.failures`` (one row per problem; a source row may have several).
-FAILURE_COLUMNS = ["row", "field", "code", "level", "message", "value"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +237,7 @@ class Plan:
     fingerprint: str = ""
     mapping: Any = None  # bulkimport.mapping.Mapping when built by plan()
     counts: dict[str, int] = field(default_factory=dict)
-    canonical: pd.DataFrame | None = None  # cleaned values per row (bulkimport.validate.prepare)
+    canonical: pd.DataFrame | None = None  # cleaned values per row (bulkimport.validation.prepare)
 
     @property
     def invalid_rows(self) -> pd.Index:
@@ -330,7 +326,6 @@ class Plan:
 def plan(df: pd.DataFrame, mapping: Mapping | None = None, chunk_size: int = 50) -> Plan:
     """Rows → validated, grouped, time-ordered and chunked MESSAGES (the contract above)."""
     from .mapping import Mapping as _Mapping
-    from .validate import prepare
 
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -577,31 +572,6 @@ def _canonical_json(value: Any) -> bytes:
     """One canonical JSON encoding (sorted keys, no spaces, UTF-8) for hashing."""
     text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return text.encode("utf-8", "surrogatepass")
-
-
-class _CallableModule(types.ModuleType):
-    """A module that forwards calls to its namesake function.
-
-    ``bulkimport.read``, ``bulkimport.validate`` and ``bulkimport.plan`` are both modules and the
-    functions the package exports lazily. Importing a submodule makes Python set the package
-    attribute to the *module*, shadowing the lazy export; making the module callable keeps
-    ``bulkimport.plan(df)`` working whichever was touched first.
-    """
-
-    __call_target__: Any
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__call_target__(*args, **kwargs)
-
-
-def make_callable(module_name: str, fn: Any) -> None:
-    """Let module ``module_name`` be called like ``fn`` (see :class:`_CallableModule`)."""
-    mod = sys.modules[module_name]
-    mod.__class__ = _CallableModule
-    mod.__call_target__ = fn  # type: ignore[attr-defined]
-
-
-make_callable(__name__, plan)
 
 
 def _jsonable(v: Any) -> Any:

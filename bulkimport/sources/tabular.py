@@ -33,8 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ReadError
-from .plan import make_callable
+from ..errors import ReadError
 
 EXCEL_EXTENSIONS = {".xlsx", ".xlsm"}
 TEXT_EXTENSIONS = {".csv", ".tsv", ".txt"}
@@ -543,5 +542,3 @@ def read_text_sample(text: str, **kwargs: Any) -> pd.DataFrame:
     )
     return _text_frame(df, "<text>")
 
-
-make_callable(__name__, read)

@@ -1,0 +1,7 @@
+"""Sending: a Plan → requests → journal → per-row outcomes (see docs/sending.md)."""
+
+from __future__ import annotations
+
+from .sender import STATUS_COLUMNS, SendOutcome, SendSummary, Sender, send
+
+__all__ = ["STATUS_COLUMNS", "SendOutcome", "SendSummary", "Sender", "send"]
