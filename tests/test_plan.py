@@ -1,4 +1,4 @@
-"""bulkimport.planning: the contract with the sender — accounting, order, wire-ready payload, fingerprint, ETA."""
+"""bulkimport.planning: the contract with the sender — accounting, order, payload, fingerprint, ETA."""
 
 from __future__ import annotations
 

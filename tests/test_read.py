@@ -1,4 +1,4 @@
-"""bulkimport.sources (tabular): xlsx and csv into text frames with spreadsheet row numbers; one-line ReadErrors."""
+"""bulkimport.sources (tabular): xlsx and csv into text frames with row numbers; one-line ReadErrors."""
 
 from __future__ import annotations
 

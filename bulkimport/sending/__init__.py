@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .sender import STATUS_COLUMNS, SendOutcome, SendSummary, Sender, send
+from .sender import STATUS_COLUMNS, Sender, SendOutcome, SendSummary, send
 
 __all__ = ["STATUS_COLUMNS", "SendOutcome", "SendSummary", "Sender", "send"]
