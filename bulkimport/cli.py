@@ -18,14 +18,14 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import BulkImportError, InputError
+from .errors import BulkImportError
+from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 
 #: Environment variables that give defaults to options (documented in the README).
 ENV_PORTAL = "BITRIX24_PORTAL"
 ENV_LINE = "BITRIX24_LINE"
 ENV_CONNECTOR = "BITRIX24_CONNECTOR"
 
-EXIT_OK, EXIT_ROWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _one_line(text: object) -> str:
@@ -159,16 +159,12 @@ def _sheet(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def _read_and_map(
-    file: Path, mapping_path: Path | None, sheet: str | None, encoding: str | None, delimiter: str | None
-) -> tuple[Any, Any, bool]:
-    """Read the file and load or guess the mapping; returns (frame, mapping, guessed)."""
-    import bulkimport
+def _job(file: Path, mapping_path: Path | None, sheet: str | None, encoding: str | None,
+         delimiter: str | None) -> Any:
+    """An ImportJob for the commands that only read FILE (validate, mapping)."""
+    from .job import ImportJob
 
-    frame = bulkimport.read(file, sheet=_sheet(sheet), encoding=encoding, delimiter=delimiter)
-    if mapping_path is not None:
-        return frame, bulkimport.Mapping.load(mapping_path), False
-    return frame, bulkimport.Mapping.guess(frame), True
+    return ImportJob(file, mapping=mapping_path, sheet=sheet, encoding=encoding, delimiter=delimiter)
 
 
 def _show_mapping(mapping: Any, guessed: bool, file: Path) -> None:
@@ -219,11 +215,6 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
         _echo_table(table.where(table.notna(), ""), limit)
 
 
-def _run_command(base: Sequence[str], *extra: str) -> str:
-    """A shell-safe command line: ``base`` plus ``extra``."""
-    return shlex.join([*base, *extra])
-
-
 # ------------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------------
@@ -237,8 +228,9 @@ def validate(
     """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
     from .validation import validate as find_failures
 
-    frame, mapping, guessed = _read_and_map(file, mapping_path, sheet, encoding, delimiter)
-    _show_mapping(mapping, guessed, file)
+    job = _job(file, mapping_path, sheet, encoding, delimiter)
+    frame, mapping = job.load()
+    _show_mapping(mapping, job.guessed, file)
     failures = find_failures(frame, mapping)
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
@@ -265,32 +257,15 @@ def mapping(
     save: Path | None,
 ) -> None:
     """Show the mapping of FILE's columns to message fields (guessed unless --mapping), optionally save it."""
-    _, found, guessed = _read_and_map(file, mapping_path, sheet, encoding, delimiter)
-    _show_mapping(found, guessed, file)
+    job = _job(file, mapping_path, sheet, encoding, delimiter)
+    _, found = job.load()
+    _show_mapping(found, job.guessed, file)
     missing = list(found.missing_required())
     if missing:
         click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
     if save is not None:
         found.save(save)
         click.echo(f"Saved to {save}; edit it and pass --mapping {shlex.quote(str(save))}.")
-
-
-def _plan_and_show(frame: Any, mapping: Any, limits: Any) -> tuple[Any, Any]:
-    """Plan, print its counts, invalid rows and the ETA for ``limits``; returns (plan, estimate)."""
-    from .planning import plan as build_plan
-
-    plan = build_plan(frame, mapping)
-    c = plan.counts
-    click.echo(
-        f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
-        f"({c['messages']} messages, {c.get('files', 0)} files), {c['invalid']} invalid, "
-        f"{c.get('warnings', 0)} warnings."
-    )
-    if len(plan.failures):
-        _show_failures(plan.failures)
-    estimate = plan.estimate(limits)
-    click.echo(f"Estimate: {estimate}.")
-    return plan, estimate
 
 
 @main.command()
@@ -376,113 +351,62 @@ def run(
     yes: bool,
 ) -> None:
     """Import FILE: read, map, validate, plan, check the portal, send, report."""
-    from . import connector as conn
-    from .limits import preset
+    from .job import ImportJob
 
-    limits = preset(plan_name)
-    connector = conn.check_connector_id(connector)
-    if not sandbox and (sandbox_db is not None or time_scale is not None):
-        raise _config(
-            "--sandbox-db and --time-scale only apply to a --sandbox run; add --sandbox or drop them"
-        )
-    if not sandbox and (portal or not dry_run):
-        if not portal:
-            raise _config("--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)")
-        conn.check_line(line)
-    from .reporting import check_report_path
-
-    state = state or file.with_name(file.name + ".bulkimport.db")
-    report_path = check_report_path(report_path or file.with_name(file.name + ".report.xlsx"))
-    if not state.parent.exists():
-        raise _config(f"--state {state}: folder {state.parent} does not exist; create it or pick another")
-
-    frame, mapping_, guessed = _read_and_map(file, mapping_path, sheet, encoding, delimiter)
-    _show_mapping(mapping_, guessed, file)
-    plan, estimate = _plan_and_show(frame, mapping_, limits)
+    job = ImportJob(
+        file,
+        mapping=mapping_path,
+        sheet=sheet,
+        encoding=encoding,
+        delimiter=delimiter,
+        portal=portal,
+        line=line,
+        connector=connector,
+        state=state,
+        report=report_path,
+        sandbox=sandbox,
+        sandbox_db=sandbox_db,
+        time_scale=time_scale,
+        limits=plan_name,
+        retry_failed=retry_failed,
+        retry_unknown=retry_unknown,
+        max_in_flight=max_in_flight,
+        progress=False if no_progress else None,  # None: a bar when stderr is a terminal
+        notify=click.echo,
+    )
+    job.check_options(dry_run=dry_run)
+    plan = _load_and_show(job)
     if dry_run:
         click.echo("First messages in send order:")
         _echo_table(plan.preview(5).reset_index(), 5)
         if portal and not sandbox:  # a rehearsal against a real portal checks it is ready, too
-            client = conn.portal_client(portal, limits=limits)
-            click.echo(str(conn.preflight(client, line or "", connector, portal=portal)))
+            click.echo(str(job.preflight()[1]))
         click.echo("Dry run: nothing was sent.")
         sys.exit(EXIT_ROWS if plan.counts["invalid"] else EXIT_OK)
-
-    base = ["bulkimport", "run", str(file)]
-    if mapping_path is not None:
-        base += ["--mapping", str(mapping_path)]
-    for option, value in (("--sheet", sheet), ("--encoding", encoding), ("--delimiter", delimiter)):
-        if value is not None:
-            base += [option, value]
-    base += ["--state", str(state), "--report", str(report_path)]
-    if plan_name != "standard":
-        base += ["--plan", plan_name]
-    if max_in_flight != 2:
-        base += ["--max-in-flight", str(max_in_flight)]
-
-    send_args: dict[str, Any] = {
-        "state": state,
-        "limits": limits,
-        "retry_failed": retry_failed,
-        "retry_unknown": retry_unknown,
-        "progress": False if no_progress else None,  # None: a bar when stderr is a terminal
-        "max_in_flight": max_in_flight,
-    }
-    if sandbox:
-        outcome = _send_to_sandbox(
-            plan,
-            estimate,
-            connector,
-            sandbox_db or conn.default_sandbox_db(file),
-            time_scale,
-            send_args,
-            base,
-        )
-    else:
-        target = ["--portal", str(portal), "--line", str(line), "--connector", connector]
-        outcome = _send_to_portal(plan, portal, line, connector, yes, send_args, [*base, *target])
-    code = _finish(outcome, plan, report_path)
-    stop = getattr(outcome.summary, "stopped", None)
-    fix = conn.fix_for(stop, outcome.target.get("portal"), outcome.target.get("line", ""), connector)
-    if fix and not outcome.interrupted:  # the portal refused the set-up or the credentials mid-run
-        click.echo(
-            f"Error: the run stopped on {stop}; fix it with `{fix}`, then run again to resume", err=True
-        )
-        code = EXIT_INPUT
-    ctx.exit(code)
+    confirm = None if yes or not _interactive() else (lambda q: click.confirm(q, default=False))
+    result = job.run(confirm=confirm)
+    if result.declined:
+        click.echo("Nothing was sent.")
+        sys.exit(EXIT_ROWS)
+    _print_result(result)
+    ctx.exit(result.exit_code)
 
 
-class _Outcome:
-    """What a send produced, plus what the summary needs to print the next command."""
-
-    def __init__(
-        self,
-        frame: Any,
-        summary: Any,
-        command: list[str],
-        journal: Path,
-        interrupted: bool = False,
-        note: str = "",
-    ) -> None:
-        self.frame, self.summary, self.command, self.journal = frame, summary, command, journal
-        self.interrupted, self.note = interrupted, note
-        self.wall: float | None = None
-        self.target: dict[str, Any] = {}
-
-
-def _send(plan: Any, send_args: dict[str, Any], command: list[str], **target: Any) -> _Outcome:
-    """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted`` instead of raising."""
-    import time
-
-    from .sending.sender import Sender
-
-    started = time.monotonic()
-    outcome = Sender(plan, **target, **send_args).run()
-    summary = outcome.summary
-    result = _Outcome(outcome.frame, summary, command, Path(summary.journal), bool(summary.interrupted))
-    result.wall = time.monotonic() - started
-    result.target = target
-    return result
+def _load_and_show(job: Any) -> Any:
+    """Read and map the job's input, print the mapping, the plan, its invalid rows and the ETA."""
+    job.load()
+    _show_mapping(job._mapping, job.guessed, job.source)
+    plan = job.plan()
+    c = plan.counts
+    click.echo(
+        f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
+        f"({c['messages']} messages, {c.get('files', 0)} files), {c['invalid']} invalid, "
+        f"{c.get('warnings', 0)} warnings."
+    )
+    if len(plan.failures):
+        _show_failures(plan.failures)
+    click.echo(f"Estimate: {job.estimate()}.")
+    return plan
 
 
 def _interactive() -> bool:
@@ -490,152 +414,19 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _send_to_portal(
-    plan: Any,
-    portal: str | None,
-    line: str | None,
-    connector: str,
-    yes: bool,
-    send_args: dict[str, Any],
-    command: list[str],
-) -> _Outcome:
-    """Preflight the real portal, ask for confirmation on a terminal, send."""
-    from . import connector as conn
-
-    client = conn.portal_client(portal, limits=send_args["limits"])
-    ready = conn.preflight(client, line or "", connector, portal=portal)
-    click.echo(str(ready))
-    if not yes and _interactive():
-        question = f"Send {plan.counts['messages']} messages to open line {line} of {portal}?"
-        if not click.confirm(question, default=False):
-            click.echo("Nothing was sent.")
-            sys.exit(EXIT_ROWS)
-    return _send(
-        plan, send_args, command, portal=portal, line=int(str(line)), connector=connector, client=client
-    )
-
-
-def _send_to_sandbox(
-    plan: Any,
-    estimate: Any,
-    connector: str,
-    db: Path,
-    time_scale: float | None,
-    send_args: dict[str, Any],
-    base: list[str],
-) -> _Outcome:
-    """Start a sandbox portal, set the connector up on its line, send to it, stop it (keeping its DB)."""
-    from . import connector as conn
-    from .sandbox import COST_PER_CALL, COST_PER_MESSAGE, Sandbox
-
-    # The sandbox charges COST_PER_CALL + COST_PER_MESSAGE per message of a call, so its server time
-    # per message is lower than the one-message figure the real-portal ETA assumes (1.2 s): pace the
-    # demo's clock and its promise on the sandbox's own cost.
-    messages = max(1, plan.messages)
-    per_message = (plan.calls() * COST_PER_CALL + messages * COST_PER_MESSAGE) / messages
-    here = plan.estimate(estimate.limits, seconds_per_message=per_message)
-    scale = time_scale or conn.demo_time_scale(here.seconds)
-    port = conn.sandbox_port_for(send_args["state"])
-    sandbox = Sandbox(db=db, port=port, time_scale=scale)
-    try:
-        sandbox.start()
-    except OSError as exc:
-        sandbox.stop()
-        raise _config(
-            f"--state {send_args['state']} belongs to a sandbox import on port {port}, which is busy "
-            f"({exc.strerror}); free the port, or pass a new --state (and --sandbox-db) for a new import"
-        ) from None
-    with sandbox as sb:
-        target = conn.sandbox_target(sb, limits=send_args["limits"])
-        click.echo(
-            f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
-            f"faster than real time: the {estimate.limits.name} plan's limits still pace the import, "
-            f"in sandbox time. At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s per "
-            f"message of server time it needs {_duration(here.seconds)} of sandbox time, about "
-            f"{_duration(here.seconds / scale)} here (the estimate above is for a real portal)."
-        )
-        click.echo(str(conn.setup(target.client, target.line, connector)))
-        command = [*base, "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
-        if connector != "bulkimport":
-            command += ["--connector", connector]
-        outcome = _send(
-            plan,
-            send_args,
-            command,
-            portal=target.portal,
-            line=target.line,
-            connector=connector,
-            client=target.client,
-            clock=target.clock,
-        )
-    show = ["bulkimport", "sandbox", "--db", str(db), "--show"]
-    outcome.note = (
-        f"See what the sandbox received: {shlex.join([*show, 'counts'])} "
-        f"(or --show messages, chats, duplicates, out-of-order)"
-    )
-    return outcome
-
-
-def _duration(seconds: float) -> str:
-    import datetime as dt
-
-    return str(dt.timedelta(seconds=round(seconds)))
-
-
-def _config(text: str) -> InputError:
-    from .errors import ConfigError
-
-    return ConfigError(text)
-
-
-#: Pending codes of rows that wait behind an unknown or failed row of their conversation.
-_HELD = ("held-after-unknown", "held-after-failure")
-
-
-def _held_note(held: Any, code: Any, which: str) -> str:
-    """ " (N later rows of their conversations wait behind them)" for the rows held by ``which``."""
-    n = int((held & (code == which)).sum()) if code is not None else 0
-    return f" ({n} later rows of their conversations wait behind them)" if n else ""
-
-
-def _finish(outcome: _Outcome, plan: Any, report_path: Path) -> int:
-    """Write the report, print the summary and the next command; return the exit code."""
-    from .reporting import summary_lines, write_report
-
-    if len(outcome.frame) >= 50_000:  # ~20 s per 100,000 rows as xlsx: say why nothing moves
-        click.echo(f"Writing the report ({len(outcome.frame):,} rows) to {report_path} …")
-    write_report(outcome.frame, report_path, plan=plan, summary=outcome.summary)
+def _print_result(result: Any) -> None:
+    """The summary, where the report and journal are, and the next command."""
     click.echo("")
-    for text in summary_lines(outcome.frame, plan=plan, summary=outcome.summary, wall=outcome.wall):
+    for text in result.summary_lines():
         click.echo(text)
-    click.echo(f"Report: {report_path}")
-    click.echo(f"Journal: {outcome.journal}")
-    if outcome.note:
-        click.echo(outcome.note)
-    status = outcome.frame["import_status"]
-    if outcome.interrupted:
-        click.echo(f"Interrupted; the journal is saved. Resume with: {shlex.join(outcome.command)}")
-        return EXIT_INTERRUPTED
-    code = outcome.frame.get("import_error_code")
-    held = (status == "pending") & (code.isin(_HELD) if code is not None else False)
-    if ((status == "pending") & ~held).any():
-        click.echo(f"Resume (sends the pending rows): {shlex.join(outcome.command)}")
-    if (status == "failed").any():
-        click.echo(
-            "After fixing the cause, retry the rejected rows"
-            + _held_note(held, code, "held-after-failure")
-            + f": {_run_command(outcome.command, '--retry-failed')}"
-        )
-    if (status == "unknown").any():
-        click.echo(
-            "Rows with an unknown outcome may have reached the portal"
-            + _held_note(held, code, "held-after-unknown")
-            + "; check the open line, then say what you found: "
-            + f"`bulkimport resolve {shlex.quote(str(outcome.summary.journal))} --arrived|--not-arrived"
-            + " [--rows 12,40-45]` (arrived rows are never re-sent), or re-send them all: "
-            + f"{_run_command(outcome.command, '--retry-unknown')}"
-        )
-    return EXIT_OK if bool((status == "sent").all()) else EXIT_ROWS
+    click.echo(f"Report: {result.report}")
+    click.echo(f"Journal: {result.journal}")
+    if result.note:
+        click.echo(result.note)
+    for text in result.next_steps():
+        click.echo(text)
+    if result.fix_message():
+        click.echo(result.fix_message(), err=True)
 
 
 @main.command()
@@ -783,6 +574,12 @@ def resolve(state: Path | None, arrived: bool | None, rows_spec: str | None) -> 
     click.echo(f"{changed} unknown row{'s' if changed != 1 else ''} marked {what}.")
     for text in journal_lines(summary, path):
         click.echo(text)
+
+
+def _config(text: str) -> Exception:
+    from .errors import ConfigError
+
+    return ConfigError(text)
 
 
 def _parse_rows(spec: str) -> list[int]:

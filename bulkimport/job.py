@@ -1,0 +1,366 @@
+"""One import end to end — :class:`ImportJob` — for the CLI, notebooks and scripts alike.
+
+A job owns what a run is: the paths and their defaults (journal and report beside the input), the
+options that go together, reading and mapping the input, the plan and its ETA, the portal's
+preflight (or a sandbox rehearsal with its own clock and ETA), sending with a progress collector,
+the report, and a :class:`JobResult` that says what happened and which exit status that means::
+
+    job = ImportJob("history.xlsx", mapping="history_xlsx.toml", sandbox=True, notify=print)
+    plan = job.plan()                 # read → map → validate → plan (cached)
+    result = job.run()                # preflight/rehearsal → send → report
+    result.exit_code, result.next_steps()
+
+Library code never prints: what a run has to say while it goes (the sandbox's address, the
+preflight checklist) goes to ``notify``; whether to go ahead is asked through ``confirm``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import connector as conn
+from .errors import ConfigError
+from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
+from .limits import PortalLimits, preset
+from .mapping import Mapping
+from .planning import Estimate, Plan
+from .planning import plan as build_plan
+from .reporting import check_report_path, summary_lines, write_report
+from .sending import Sender
+
+#: Pending codes of rows that wait behind an unknown or failed row of their conversation.
+HELD_CODES = ("held-after-unknown", "held-after-failure")
+#: From this many rows on, writing the xlsx report takes long enough to say so first.
+BIG_REPORT_ROWS = 50_000
+
+
+def _silent(_text: str) -> None:
+    """The default ``notify``: a library says nothing unless asked to."""
+
+
+@dataclass
+class JobResult:
+    """What a job's run produced: the per-row frame, the sender's summary and what follows."""
+
+    frame: Any
+    summary: Any
+    plan: Plan
+    journal: Path
+    command: list[str]  # the command line that resumes this import
+    report: Path | None = None
+    wall: float | None = None  # real seconds the sending took
+    note: str = ""  # e.g. how to look at what a sandbox received
+    interrupted: bool = False
+    declined: bool = False  # the confirmation was answered "no": nothing was sent
+    fix: str | None = None  # the command that fixes what stopped the run (auth, setup)
+
+    @property
+    def stopped(self) -> str | None:
+        """The code that stopped the run early, if any."""
+        return getattr(self.summary, "stopped", None)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every row sent; 1 rows left failed/invalid/unknown/pending (or declined); 2 the portal
+        refused the set-up or the credentials mid-run; 130 interrupted."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.declined:
+            return EXIT_ROWS
+        if self.fix:
+            return EXIT_INPUT
+        return EXIT_OK if bool((self.frame["import_status"] == "sent").all()) else EXIT_ROWS
+
+    def next_steps(self) -> list[str]:
+        """What to do next, one line each: resume, retry the rejected rows, settle unknown ones."""
+        if self.interrupted:
+            return [f"Interrupted; the journal is saved. Resume with: {shlex.join(self.command)}"]
+        if self.declined:
+            return []
+        status = self.frame["import_status"]
+        code = self.frame.get("import_error_code")
+        held = (status == "pending") & (code.isin(HELD_CODES) if code is not None else False)
+        lines: list[str] = []
+        if ((status == "pending") & ~held).any():
+            lines.append(f"Resume (sends the pending rows): {shlex.join(self.command)}")
+        if (status == "failed").any():
+            lines.append(
+                "After fixing the cause, retry the rejected rows"
+                + _held_note(held, code, "held-after-failure")
+                + f": {shlex.join([*self.command, '--retry-failed'])}"
+            )
+        if (status == "unknown").any():
+            lines.append(
+                "Rows with an unknown outcome may have reached the portal"
+                + _held_note(held, code, "held-after-unknown")
+                + "; check the open line, then say what you found: "
+                + f"`bulkimport resolve {shlex.quote(str(self.journal))} --arrived|--not-arrived"
+                + " [--rows 12,40-45]` (arrived rows are never re-sent), or re-send them all: "
+                + shlex.join([*self.command, "--retry-unknown"])
+            )
+        return lines
+
+    def fix_message(self) -> str | None:
+        """The one-line error for a run the portal stopped over its set-up or credentials."""
+        if not self.fix:
+            return None
+        return (
+            f"Error: the run stopped on {self.stopped}; fix it with `{self.fix}`, then run again to resume"
+        )
+
+    def summary_lines(self) -> list[str]:
+        """The closing summary: rows per status, top codes with hints, time and throughput."""
+        return summary_lines(self.frame, plan=self.plan, summary=self.summary, wall=self.wall)
+
+
+def _held_note(held: Any, code: Any, which: str) -> str:
+    """ " (N later rows of their conversations wait behind them)" for the rows held by ``which``."""
+    n = int((held & (code == which)).sum()) if code is not None else 0
+    return f" ({n} later rows of their conversations wait behind them)" if n else ""
+
+
+def _duration(seconds: float) -> str:
+    import datetime as dt
+
+    return str(dt.timedelta(seconds=round(seconds)))
+
+
+@dataclass
+class ImportJob:
+    """One import of ``source`` into one open line (or a sandbox rehearsal); see the module doc."""
+
+    source: str | Path
+    mapping: Mapping | str | Path | None = None  # a Mapping, a TOML file, or None: guessed
+    sheet: str | int | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    portal: str | None = None
+    line: int | str | None = None
+    connector: str = conn.DEFAULT_CONNECTOR
+    state: str | Path | None = None  # the journal; default <source>.bulkimport.db
+    report: str | Path | None = None  # default <source>.report.xlsx
+    sandbox: bool = False
+    sandbox_db: str | Path | None = None
+    time_scale: float | None = None
+    limits: PortalLimits | str = "standard"
+    retry_failed: bool = False
+    retry_unknown: bool = False
+    max_in_flight: int = 2
+    progress: Any = None  # None: a bar on a terminal or in Jupyter; False; or a progress collector
+    notify: Callable[[str], None] = _silent
+    _frame: Any = field(default=None, init=False, repr=False)
+    _mapping: Mapping | None = field(default=None, init=False, repr=False)
+    _plan: Plan | None = field(default=None, init=False, repr=False)
+    guessed: bool = field(default=False, init=False)  # the mapping was guessed from the headers
+
+    def __post_init__(self) -> None:
+        self.source = Path(self.source)
+        if isinstance(self.limits, str):
+            self.limits = preset(self.limits)
+        self.connector = conn.check_connector_id(self.connector)
+        beside = self.source.with_name
+        self.state = Path(self.state) if self.state else beside(self.source.name + ".bulkimport.db")
+        self.report = Path(self.report) if self.report else beside(self.source.name + ".report.xlsx")
+        if self.sandbox_db is not None:
+            self.sandbox_db = Path(self.sandbox_db)
+
+    # ------------------------------------------------------------------ checks
+    def check_options(self, *, dry_run: bool = False) -> None:
+        """Refuse options that do not go together, before anything is read (ConfigError)."""
+        if not self.sandbox and (self.sandbox_db is not None or self.time_scale is not None):
+            raise ConfigError(
+                "--sandbox-db and --time-scale only apply to a --sandbox run; add --sandbox or drop them"
+            )
+        if not self.sandbox and (self.portal or not dry_run):
+            if not self.portal:
+                raise ConfigError(
+                    "--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)"
+                )
+            conn.check_line(self.line)
+        check_report_path(str(self.report))
+        assert isinstance(self.state, Path)
+        if not self.state.parent.exists():
+            raise ConfigError(
+                f"--state {self.state}: folder {self.state.parent} does not exist; create it or pick another"
+            )
+
+    # ------------------------------------------------------------------ stages
+    def load(self) -> tuple[Any, Mapping]:
+        """Read the input and load (or guess) the mapping, once; returns (frame, mapping)."""
+        if self._frame is None:
+            from .sources import read
+
+            sheet = int(self.sheet) if isinstance(self.sheet, str) and self.sheet.isdigit() else self.sheet
+            frame = read(self.source, sheet=sheet, encoding=self.encoding, delimiter=self.delimiter)
+            if isinstance(self.mapping, Mapping):
+                mapping = self.mapping
+            elif self.mapping is not None:
+                mapping = Mapping.load(self.mapping)
+            else:
+                mapping, self.guessed = Mapping.guess(frame), True
+            self._frame, self._mapping = frame, mapping
+        assert self._mapping is not None
+        return self._frame, self._mapping
+
+    def plan(self) -> Plan:
+        """Validate and plan the input (cached): conversations, chunks, invalid rows."""
+        if self._plan is None:
+            frame, mapping = self.load()
+            self._plan = build_plan(frame, mapping)
+        return self._plan
+
+    def estimate(self) -> Estimate:
+        """The plan's ETA on this job's portal limits."""
+        assert isinstance(self.limits, PortalLimits)
+        return self.plan().estimate(self.limits)
+
+    def preflight(self) -> Any:
+        """Check, without changing anything, that the real portal is ready (raises with the fix)."""
+        client = conn.portal_client(self.portal, limits=self.limits)
+        return client, conn.preflight(client, self.line or "", self.connector, portal=self.portal)
+
+    # ------------------------------------------------------------------ the run
+    def command(self) -> list[str]:
+        """The ``bulkimport run`` command line that resumes this job (without the target)."""
+        base = ["bulkimport", "run", str(self.source)]
+        if self.mapping is not None and not isinstance(self.mapping, Mapping):
+            base += ["--mapping", str(self.mapping)]
+        reading = (("--sheet", self.sheet), ("--encoding", self.encoding), ("--delimiter", self.delimiter))
+        for option, value in reading:
+            if value is not None:
+                base += [option, str(value)]
+        base += ["--state", str(self.state), "--report", str(self.report)]
+        assert isinstance(self.limits, PortalLimits)
+        if self.limits.name != "standard":
+            base += ["--plan", self.limits.name]
+        if self.max_in_flight != 2:
+            base += ["--max-in-flight", str(self.max_in_flight)]
+        return base
+
+    def run(self, confirm: Callable[[str], bool] | None = None) -> JobResult:
+        """Send the plan (to the portal after its preflight, or to a sandbox started for it) and
+        write the report. ``confirm(question)`` is asked before a real portal gets anything."""
+        self.check_options()
+        plan = self.plan()
+        result = self._send_to_sandbox(plan) if self.sandbox else self._send_to_portal(plan, confirm)
+        if not result.declined:
+            self._write_report(result)
+        return result
+
+    def _sender_options(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "limits": self.limits,
+            "retry_failed": self.retry_failed,
+            "retry_unknown": self.retry_unknown,
+            "progress": self.progress,
+            "max_in_flight": self.max_in_flight,
+        }
+
+    def _send(self, plan: Plan, command: list[str], **target: Any) -> JobResult:
+        """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted``."""
+        started = time.monotonic()
+        outcome = Sender(plan, **target, **self._sender_options()).run()
+        summary = outcome.summary
+        result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
+        result.interrupted = bool(summary.interrupted)
+        result.wall = time.monotonic() - started
+        if not result.interrupted:
+            portal, line = target.get("portal"), target.get("line", "")
+            result.fix = conn.fix_for(summary.stopped, portal, line, self.connector)
+        return result
+
+    def _send_to_portal(self, plan: Plan, confirm: Callable[[str], bool] | None) -> JobResult:
+        """Preflight the real portal, ask for confirmation, send."""
+        client, ready = self.preflight()
+        self.notify(str(ready))
+        target = ["--portal", str(self.portal), "--line", str(self.line), "--connector", self.connector]
+        command = [*self.command(), *target]
+        if confirm is not None:
+            question = f"Send {plan.counts['messages']} messages to open line {self.line} of {self.portal}?"
+            if not confirm(question):
+                return JobResult(None, None, plan, Path(str(self.state)), command, declined=True)
+        line = int(str(self.line))
+        where = {"portal": self.portal, "line": line, "connector": self.connector}
+        return self._send(plan, command, client=client, **where)
+
+    def _sandbox_pace(self, plan: Plan) -> tuple[Estimate, float]:
+        """The sandbox's own ETA and the clock scale that makes the demo take about ten seconds."""
+        from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
+
+        # The sandbox charges COST_PER_CALL + COST_PER_MESSAGE per message of a call, so its server
+        # time per message is lower than the one-message figure the real-portal ETA assumes
+        # (1.2 s): pace the demo's clock and its promise on the sandbox's own cost.
+        messages = max(1, plan.messages)
+        per_message = (plan.calls() * COST_PER_CALL + messages * COST_PER_MESSAGE) / messages
+        assert isinstance(self.limits, PortalLimits)
+        here = plan.estimate(self.limits, seconds_per_message=per_message)
+        return here, self.time_scale or conn.demo_time_scale(here.seconds)
+
+    def _start_sandbox(self, db: Path, scale: float) -> Any:
+        """A started sandbox on the port a resumed journal is bound to (ConfigError when busy)."""
+        from .sandbox import Sandbox
+
+        port = conn.sandbox_port_for(self.state)
+        sandbox = Sandbox(db=db, port=port, time_scale=scale)
+        try:
+            sandbox.start()
+        except OSError as exc:
+            sandbox.stop()
+            raise ConfigError(
+                f"--state {self.state} belongs to a sandbox import on port {port}, which is busy "
+                f"({exc.strerror}); free the port, or pass a new --state (and --sandbox-db) for a new import"
+            ) from None
+        return sandbox
+
+    def _send_to_sandbox(self, plan: Plan) -> JobResult:
+        """Start a sandbox portal, set the connector up on its line, send to it, stop it (DB kept)."""
+        from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
+
+        db = Path(self.sandbox_db or conn.default_sandbox_db(self.source))
+        here, scale = self._sandbox_pace(plan)
+        with self._start_sandbox(db, scale) as sb:
+            target = conn.sandbox_target(sb, limits=self.limits)
+            assert isinstance(self.limits, PortalLimits)
+            self.notify(
+                f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
+                f"faster than real time: the {self.limits.name} plan's limits still pace the import, "
+                f"in sandbox time. At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s "
+                f"per message of server time it needs {_duration(here.seconds)} of sandbox time, about "
+                f"{_duration(here.seconds / scale)} here (the estimate above is for a real portal)."
+            )
+            self.notify(str(conn.setup(target.client, target.line, self.connector)))
+            command = [*self.command(), "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
+            if self.connector != conn.DEFAULT_CONNECTOR:
+                command += ["--connector", self.connector]
+            result = self._send(
+                plan,
+                command,
+                portal=target.portal,
+                line=target.line,
+                connector=self.connector,
+                client=target.client,
+                clock=target.clock,
+            )
+        show = ["bulkimport", "sandbox", "--db", str(db), "--show"]
+        result.note = (
+            f"See what the sandbox received: {shlex.join([*show, 'counts'])} "
+            f"(or --show messages, chats, duplicates, out-of-order)"
+        )
+        return result
+
+    def _write_report(self, result: JobResult) -> None:
+        """Write the per-row report (saying so first when it is big enough to take a while)."""
+        assert isinstance(self.report, Path)
+        if len(result.frame) >= BIG_REPORT_ROWS:  # ~20 s per 100,000 rows as xlsx
+            self.notify(f"Writing the report ({len(result.frame):,} rows) to {self.report} …")
+        write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
+        result.report = self.report
+
+
+__all__ = ["ImportJob", "JobResult"]
