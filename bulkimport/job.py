@@ -207,6 +207,11 @@ class ImportJob:
         assert self._mapping is not None
         return self._frame, self._mapping
 
+    def use_mapping(self, mapping: Mapping) -> None:
+        """Replace the mapping (e.g. a guess adjusted in a notebook); the plan is made anew."""
+        self.load()
+        self.mapping, self._mapping, self._plan, self.guessed = mapping, mapping, None, False
+
     def plan(self) -> Plan:
         """Validate and plan the input (cached): conversations, chunks, invalid rows."""
         if self._plan is None:
