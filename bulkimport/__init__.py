@@ -11,6 +11,11 @@ The public surface, in pipeline order::
 
     with bulkimport.Sandbox() as portal: ...           # a local Bitrix24 portal for rehearsals
 
+or the whole run at once, as ``bulkimport run`` does it::
+
+    result = bulkimport.ImportJob("history.xlsx", mapping="m.toml", sandbox=True).run()
+    result.exit_code, result.next_steps()
+
 Names are imported lazily so ``import bulkimport`` (and the CLI's ``--help``) stay fast.
 """
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -32,6 +37,10 @@ _EXPORTS: dict[str, str] = {
     "Estimate": "bulkimport.planning",
     "send": "bulkimport.sending",
     "write_report": "bulkimport.reporting",
+    "ImportJob": "bulkimport.job",
+    "JobResult": "bulkimport.job",
+    "Sender": "bulkimport.sending",
+    "SendSummary": "bulkimport.sending",
     "Sandbox": "bulkimport.sandbox",
     "PortalLimits": "bulkimport.limits",
     "STANDARD": "bulkimport.limits",
@@ -77,6 +86,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from . import codes as codes
     from .errors import *  # noqa: F403
+    from .job import ImportJob as ImportJob
+    from .job import JobResult as JobResult
     from .limits import ENTERPRISE as ENTERPRISE
     from .limits import STANDARD as STANDARD
     from .limits import PortalLimits as PortalLimits

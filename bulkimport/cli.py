@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from .version import __version__
 from .errors import BulkImportError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 
