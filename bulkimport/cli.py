@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from .version import __version__
 from .errors import BulkImportError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
+from .version import __version__
 
 #: Environment variables that give defaults to options (documented in the README).
 ENV_PORTAL = "BITRIX24_PORTAL"

@@ -96,9 +96,9 @@ def test_defaults_sit_beside_the_input_and_options_are_checked_before_reading(tm
     job.check_options(dry_run=True)  # an offline dry run needs no portal
     with pytest.raises(ConfigError, match="only apply to a --sandbox run"):
         ImportJob(tmp_path / "x.csv", sandbox_db=tmp_path / "s.db").check_options(dry_run=True)
-    with pytest.raises(ConfigError, match="--report .*unsupported report type"):
+    with pytest.raises(ConfigError, match=r"--report .*unsupported report type"):
         ImportJob(tmp_path / "x.csv", sandbox=True, report=tmp_path / "r.txt").check_options()
-    with pytest.raises(ConfigError, match="folder .* does not exist"):
+    with pytest.raises(ConfigError, match=r"folder .* does not exist"):
         ImportJob(tmp_path / "x.csv", sandbox=True, state=tmp_path / "no" / "j.db").check_options()
     with pytest.raises(ConfigError, match="not a known plan"):
         ImportJob(tmp_path / "x.csv", limits="platinum")
