@@ -375,12 +375,17 @@ def run(
         notify=click.echo,
     )
     job.check_options(dry_run=dry_run)
+    if portal and not sandbox:  # credentials, line and connector are checked before the file is read
+        job.connect()
     plan = _load_and_show(job)
+    resumed = job.resume()
+    if resumed is not None:
+        click.echo(str(resumed) + ".")
     if dry_run:
         click.echo("First messages in send order:")
         _echo_table(plan.preview(5).reset_index(), 5)
-        if portal and not sandbox:  # a rehearsal against a real portal checks it is ready, too
-            click.echo(str(job.preflight()[1]))
+        if not portal and not sandbox:
+            click.echo("Planned offline: no --portal given, so no portal was checked.")
         click.echo("Dry run: nothing was sent.")
         sys.exit(EXIT_ROWS if plan.counts["invalid"] else EXIT_OK)
     confirm = None if yes or not _interactive() else (lambda q: click.confirm(q, default=False))

@@ -130,6 +130,24 @@ def _duration(seconds: float) -> str:
     return str(dt.timedelta(seconds=round(seconds)))
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where an existing journal left this job's plan: what is sent, what is still to go."""
+
+    journal: Path
+    sent: int
+    total: int  # valid rows of the plan
+    to_go: int  # rows this run will send (pending, plus failed/unknown when retried)
+    waiting: int  # failed or unknown rows (and those held behind them) this run leaves alone
+    estimate: Estimate  # for the rows to go
+
+    def __str__(self) -> str:
+        text = f"Resuming {self.journal}: {self.sent} of {self.total} sent, {self.to_go} to go"
+        if self.waiting:
+            text += f", {self.waiting} waiting on failed or unknown rows"
+        return text + f"; ETA for the {self.to_go}: {self.estimate}"
+
+
 @dataclass
 class ImportJob:
     """One import of ``source`` into one open line (or a sandbox rehearsal); see the module doc."""
@@ -156,6 +174,8 @@ class ImportJob:
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
     _plan: Plan | None = field(default=None, init=False, repr=False)
+    _client: Any = field(default=None, init=False, repr=False)
+    _ready: Any = field(default=None, init=False, repr=False)
     guessed: bool = field(default=False, init=False)  # the mapping was guessed from the headers
 
     def __post_init__(self) -> None:
@@ -224,8 +244,57 @@ class ImportJob:
         assert isinstance(self.limits, PortalLimits)
         return self.plan().estimate(self.limits)
 
-    def preflight(self) -> Any:
-        """Check, without changing anything, that the real portal is ready (raises with the fix)."""
+    def resume(self) -> Resume | None:
+        """What an existing journal of this plan already holds (None: a fresh import, or a journal
+        of another plan, which the send refuses with the reason)."""
+        assert isinstance(self.state, Path) and isinstance(self.limits, PortalLimits)
+        if not self.state.is_file():
+            return None
+        from .journal import Journal
+
+        plan = self.plan()
+        journal = Journal.open(self.state)
+        try:
+            if journal.meta().get("fingerprint") != plan.fingerprint:
+                return None
+            rows = journal.rows(skip_pending=True)
+        finally:
+            journal.close()
+        rows = rows[rows["conv"].notna()]
+        retried = {"failed"} if self.retry_failed else set()
+        retried |= {"unknown", "inflight"} if self.retry_unknown else set()
+        sent = rows["status"].eq("sent")
+        left = [len(c) for c in plan.conversations]
+        blocked = [0] * len(left)
+        waiting = 0
+        for conv, status, hold in zip(rows["conv"].astype(int), rows["status"], rows["hold"], strict=True):
+            if status == "sent":
+                left[conv] -= 1
+            elif status in retried:
+                continue
+            elif status == "failed" and not hold:  # a rejected item: its conversation went on
+                left[conv] -= 1
+                waiting += 1
+            else:
+                blocked[conv] = 1  # the conversation waits behind this row (as the sender holds it)
+        waiting += sum(n for n, b in zip(left, blocked, strict=True) if b)
+        left = [0 if b else n for n, b in zip(left, blocked, strict=True)]
+        total = sum(len(c) for c in plan.conversations)
+        estimate = plan.estimate(self.limits, remaining=left)
+        return Resume(self.state, int(sent.sum()), total, sum(left), waiting, estimate)
+
+    def connect(self) -> Any:
+        """Check, without changing anything, that the real portal is ready — credentials, line,
+        connector — before the input is read (raises with the fixing command); once per job.
+        The checklist goes to ``notify``; returns the preflight result."""
+        if self._client is None:
+            client, ready = self.preflight()
+            self._client, self._ready = client, ready
+            self.notify(str(ready))
+        return self._ready
+
+    def preflight(self) -> tuple[Any, Any]:
+        """A client for the real portal and its preflight checks (raises with the fix)."""
         client = conn.portal_client(self.portal, limits=self.limits)
         return client, conn.preflight(client, self.line or "", self.connector, portal=self.portal)
 
@@ -282,8 +351,8 @@ class ImportJob:
 
     def _send_to_portal(self, plan: Plan, confirm: Callable[[str], bool] | None) -> JobResult:
         """Preflight the real portal, ask for confirmation, send."""
-        client, ready = self.preflight()
-        self.notify(str(ready))
+        self.connect()
+        client = self._client
         target = ["--portal", str(self.portal), "--line", str(self.line), "--connector", self.connector]
         command = [*self.command(), *target]
         if confirm is not None:
@@ -368,4 +437,4 @@ class ImportJob:
         result.report = self.report
 
 
-__all__ = ["ImportJob", "JobResult"]
+__all__ = ["ImportJob", "JobResult", "Resume"]

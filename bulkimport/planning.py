@@ -286,9 +286,15 @@ class Plan:
         return frame.set_index("row")
 
     def estimate(
-        self, limits: PortalLimits = STANDARD, seconds_per_message: float = ASSUMED_SECONDS_PER_MESSAGE
+        self,
+        limits: PortalLimits = STANDARD,
+        seconds_per_message: float = ASSUMED_SECONDS_PER_MESSAGE,
+        remaining: Sequence[int] | None = None,
     ) -> Estimate:
         """Requests and wall time under ``limits`` (reference §3); see docs/mapping.md "Estimate".
+
+        ``remaining`` (messages still to send per conversation, in plan order) estimates what a
+        resumed run has left instead of the whole plan.
 
         * A call carries at most ``chunk_size`` messages, fewer when one call's server time would
           pass the portal's 60 s request cap.
@@ -304,9 +310,10 @@ class Plan:
         """
         spm = max(float(seconds_per_message), 1e-9)
         per_call = max(1, min(self.chunk_size, int(limits.request_timeout // spm) or 1))
-        chunks = [math.ceil(len(c) / per_call) for c in self.conversations]
+        sizes = [len(c) for c in self.conversations] if remaining is None else list(remaining)
+        chunks = [math.ceil(n / per_call) for n in sizes]
         calls = sum(chunks)
-        messages = self.messages
+        messages = sum(sizes)
         per_batch = max(1, min(limits.batch_max, int(limits.request_timeout // (per_call * spm)) or 1))
         requests = max(math.ceil(calls / per_batch), max(chunks, default=0)) if calls else 0
         bucket = max(0.0, (requests - limits.bucket_size) / limits.drain_rate)

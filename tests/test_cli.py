@@ -518,3 +518,23 @@ def test_resolve_refuses_unclear_answers_with_one_line(tmp_path, args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert _statuses(state)["2"] == "unknown"  # nothing changed
+
+
+def test_the_portal_credentials_are_checked_before_the_file_is_read(tmp_path):
+    missing = tmp_path / "not-read-yet.xlsx"
+    proc = _cli("run", str(missing), "--portal", "https://example.bitrix24.eu", "--line", "1")
+    _assert_one_line_error(proc)
+    assert "not-read-yet" not in proc.stderr and "no such file" not in proc.stderr, proc.stderr
+
+
+def test_an_offline_dry_run_says_no_portal_was_checked(history):
+    proc = _cli("run", str(history), "--dry-run")
+    assert "Planned offline: no --portal given" in proc.stdout, proc.stdout + proc.stderr
+    assert "Dry run: nothing was sent." in proc.stdout
+
+
+def test_a_rerun_says_what_it_resumes(history):
+    first = _cli("run", str(history), "--sandbox", "--no-progress")
+    assert "Resuming" not in first.stdout
+    again = _cli("run", str(history), "--sandbox", "--no-progress", "--dry-run")
+    assert "Resuming " in again.stdout and " to go; ETA for the 0: 0 messages" in again.stdout, again.stdout

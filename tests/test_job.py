@@ -154,3 +154,38 @@ def test_a_run_the_portal_stops_over_its_set_up_names_the_fix(history, tmp_path,
         assert result.exit_code == EXIT_INPUT, result.summary
         assert result.fix and "bulkimport setup" in result.fix
         assert result.fix_message().startswith("Error: the run stopped on ")
+
+
+def test_resume_says_what_an_existing_journal_left_and_estimates_only_that(history):
+    import sqlite3
+
+    job = ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", sandbox=True, progress=False)
+    assert job.resume() is None  # a fresh import
+    job.run()
+    again = ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", sandbox=True, progress=False)
+    done = again.resume()
+    valid = again.plan().counts["valid"]
+    assert done is not None and (done.sent, done.total, done.to_go, done.waiting) == (valid, valid, 0, 0)
+    assert done.estimate.messages == 0 and "Resuming" in str(done)
+
+    # two conversations taken back: the first entirely pending, the second with an unknown first row
+    convs = again.plan().conversations
+    first, second = len(convs[0]), len(convs[1])
+    with sqlite3.connect(again.state) as db:
+        db.execute("UPDATE rows SET status='pending' WHERE conv=0")
+        db.execute("UPDATE rows SET status='pending' WHERE conv=1")
+        db.execute("UPDATE rows SET status='unknown' WHERE conv=1 AND seq=0")
+    later = ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", sandbox=True, progress=False)
+    left = later.resume()
+    assert left is not None
+    assert (left.sent, left.to_go, left.waiting) == (valid - first - second, first, second)
+    assert left.estimate.messages == first
+    assert later.plan().estimate(later.limits).messages == valid  # the whole plan is unchanged
+    retrying = ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", sandbox=True, retry_unknown=True)
+    assert retrying.resume().to_go == first + second
+
+
+def test_a_journal_of_another_plan_is_not_taken_for_a_resume(history, tmp_path):
+    ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", sandbox=True, progress=False).run()
+    other = ImportJob(history, sandbox=True, progress=False)  # the guessed mapping: another plan
+    assert other.resume() is None
