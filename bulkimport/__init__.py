@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "AuthError": "bulkimport.errors",
     "SetupError": "bulkimport.errors",
     "BlockedError": "bulkimport.errors",
+    "TlsError": "bulkimport.errors",
     "RequestRejectedError": "bulkimport.errors",
     "AmbiguousError": "bulkimport.errors",
 }

@@ -38,8 +38,9 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..errors import BulkImportError
 from ..limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
+from .methods import SEND_METHOD
 
-SEND_METHOD = "imconnector.send.messages"
+__all__ = ["SEND_METHOD", "Governor", "Ticket"]  # SEND_METHOD: importable here as before
 
 
 @dataclass
