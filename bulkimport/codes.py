@@ -34,8 +34,6 @@ INFLIGHT = "inflight"
 
 #: Final and intermediate values of the ``import_status`` column, in the order reports list them.
 STATUS_ORDER: tuple[str, ...] = (SENT, FAILED, INVALID, UNKNOWN, PENDING)
-#: Every value the journal's ``status`` column holds.
-JOURNAL_STATUSES: tuple[str, ...] = (*STATUS_ORDER, INFLIGHT)
 
 #: What each ``import_status`` means (README, docs/codes.md, the report), in :data:`STATUS_ORDER`.
 STATUSES: dict[str, str] = {
