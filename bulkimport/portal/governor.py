@@ -23,7 +23,9 @@ portal, so concurrent callers share one bucket):
   operating seconds until the sender calls :meth:`release`, so the next request is paced as if
   the ones still on the wire had already been charged: concurrency never causes a 503 or a 429.
 
-All times are on the injected clock (the sandbox's virtual clock in compressed-time tests).
+All times are on the injected clock (the sandbox's virtual clock in compressed-time tests). The
+sizing figures (messages per call, calls per batch, the fitted cost model) live in a companion,
+``_Sizing``, that only the governor touches, under its lock.
 """
 
 from __future__ import annotations
