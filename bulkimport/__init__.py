@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "AuthError": "bulkimport.errors",
     "SetupError": "bulkimport.errors",
     "BlockedError": "bulkimport.errors",
+    "TlsError": "bulkimport.errors",
     "RequestRejectedError": "bulkimport.errors",
     "AmbiguousError": "bulkimport.errors",
 }

@@ -22,16 +22,29 @@ from typing import Literal
 Level = Literal["error", "warning"]
 Stage = Literal["read", "validate", "send", "portal", "oauth"]
 
-#: Final and intermediate values of the ``import_status`` column.
+# The values of the ``import_status`` column: one spelling each, for every stage that sets or reads one.
+SENT = "sent"
+FAILED = "failed"
+INVALID = "invalid"
+UNKNOWN = "unknown"
+PENDING = "pending"
+#: The journal's state of a row whose request is on the wire; reported as ``unknown`` (the row is
+#: never shown in flight: a run that stopped there may or may not have delivered it).
+INFLIGHT = "inflight"
+
+#: Final and intermediate values of the ``import_status`` column, in the order reports list them.
+STATUS_ORDER: tuple[str, ...] = (SENT, FAILED, INVALID, UNKNOWN, PENDING)
+
+#: What each ``import_status`` means (README, docs/codes.md, the report), in :data:`STATUS_ORDER`.
 STATUSES: dict[str, str] = {
-    "sent": "The portal accepted the message (its session and chat ids are recorded).",
-    "failed": "The portal answered and rejected the message; see import_error_code.",
-    "invalid": "The row did not pass validation and was not sent; see import_error_code.",
-    "unknown": (
+    SENT: "The portal accepted the message (its session and chat ids are recorded).",
+    FAILED: "The portal answered and rejected the message; see import_error_code.",
+    INVALID: "The row did not pass validation and was not sent; see import_error_code.",
+    UNKNOWN: (
         "The request carrying the row was cut off after it was sent: the portal may or may not have "
         "stored it. Never re-sent automatically; check the open line, then use --retry-unknown."
     ),
-    "pending": "Not sent yet (the run stopped or the conversation is held); running again sends it.",
+    PENDING: "Not sent yet (the run stopped or the conversation is held); running again sends it.",
 }
 
 

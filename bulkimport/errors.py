@@ -23,7 +23,8 @@
 
 Every :class:`PortalError` carries ``code`` (as the portal spelled it), ``status`` (HTTP) and
 ``description``; ``str()`` adds the catalogue hint. No exception ever carries a token or secret:
-messages are built from codes and descriptions only.
+messages are built from codes and descriptions only. Every class drawn above is importable from
+the package itself (``bulkimport.TlsError`` …).
 """
 
 from __future__ import annotations
@@ -127,6 +128,14 @@ class AmbiguousError(BulkImportError):
         self.reason = reason
         self.status = status
         super().__init__(reason if status is None else f"HTTP {status}: {reason}")
+
+
+def ambiguous(code: str, reason: str, status: int | None = None) -> AmbiguousError:
+    """An :class:`AmbiguousError` carrying the catalogue ``code`` its rows get (``timeout``,
+    ``connection-lost``, ``bad-answer`` …): the transport and the answer parser both make them."""
+    exc = AmbiguousError(reason, status)
+    exc.code = code  # type: ignore[attr-defined]
+    return exc
 
 
 class TlsError(FatalError):

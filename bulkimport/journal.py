@@ -30,10 +30,10 @@ from typing import Any
 
 import pandas as pd
 
+from .codes import INFLIGHT, PENDING, SENT, STATUS_ORDER, UNKNOWN
 from .errors import ConfigError, JournalMismatchError
 
 SCHEMA_VERSION = "1"
-STATUSES = ("pending", "inflight", "sent", "failed", "unknown", "invalid")
 
 #: The ``rows`` columns :meth:`Journal.columns` may read.
 _COLUMNS = frozenset(
@@ -109,6 +109,33 @@ def default_path(source: str | Path | None, state: str | Path | None) -> Path:
     )
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """A writable connection: WAL with ``synchronous=FULL`` (see the module docstring)."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection without pragmas: inspecting a file must never change it."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
+
+
+def _run_record(row: Sequence[Any]) -> dict[str, Any]:
+    """One ``runs`` row as :meth:`Journal.summary` reports it."""
+    return {
+        "id": row[0],
+        "started_at": row[1],
+        "finished_at": row[2],
+        "stopped": row[3],
+        "interrupted": bool(row[4]),
+        "sent": row[5],
+    }
+
+
 @dataclass
 class RowUpdate:
     """The settled outcome of one row."""
@@ -135,14 +162,6 @@ class Journal:
         self._readonly = readonly
 
     # ------------------------------------------------------------------ opening
-    @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
-
     @classmethod
     def open(cls, path: str | Path) -> Journal:
         """Open an existing journal (for ``bulkimport status``); a missing file is a ConfigError."""
@@ -153,7 +172,7 @@ class Journal:
         # change it — a 0-byte file must not become a database, a foreign SQLite file must not be
         # switched to WAL. The first write (resolve_unknown) reopens it writable.
         try:
-            conn = cls._connect_readonly(path)
+            conn = _connect_readonly(path)
         except sqlite3.DatabaseError:
             raise ConfigError(f"{path} is not a bulkimport journal (not an SQLite file)") from None
         try:
@@ -167,16 +186,11 @@ class Journal:
             raise ConfigError(f"{path} is not a bulkimport journal (no version)")
         return cls(path, conn, readonly=True)
 
-    @staticmethod
-    def _connect_readonly(path: Path) -> sqlite3.Connection:
-        uri = path.resolve().as_uri() + "?mode=ro"
-        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
-
     def _writable(self) -> None:
         """Swap a read-only connection (from :meth:`open`) for a writable one before a write."""
         if not self._readonly:
             return
-        conn = self._connect(self.path)
+        conn = _connect(self.path)
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
         self._conn = conn
@@ -197,7 +211,7 @@ class Journal:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = cls._connect(path)
+            conn = _connect(path)
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
@@ -311,8 +325,9 @@ class Journal:
         """Rows left ``inflight`` by a killed run become ``unknown`` (code ``interrupted``)."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE rows SET status='unknown', hold=1, code='interrupted', "
-                "error='the previous run ended while this row was in flight' WHERE status='inflight'"
+                "UPDATE rows SET status=?, hold=1, code='interrupted', "
+                "error='the previous run ended while this row was in flight' WHERE status=?",
+                (UNKNOWN, INFLIGHT),
             )
             return cur.rowcount
 
@@ -339,8 +354,8 @@ class Journal:
             request = int(cur.lastrowid or 0)
             cur.executemany(
                 "UPDATE rows SET prev_status=status, prev_code=code, prev_error=error, prev_hold=hold, "
-                "status='inflight', attempts=attempts+1, request=? WHERE rid=?",
-                [(request, rid) for rid in rids],
+                "status=?, attempts=attempts+1, request=? WHERE rid=?",
+                [(INFLIGHT, request, rid) for rid in rids],
             )
             return request
 
@@ -399,26 +414,26 @@ class Journal:
     @staticmethod
     def _revert(cur: sqlite3.Cursor, rids: Sequence[str]) -> None:
         cur.executemany(
-            "UPDATE rows SET status=COALESCE(prev_status, 'pending'), code=prev_code, error=prev_error, "
+            "UPDATE rows SET status=COALESCE(prev_status, ?), code=prev_code, error=prev_error, "
             "hold=COALESCE(prev_hold, 0), attempts=MAX(0, attempts-1) "
-            "WHERE rid=? AND status='inflight'",
-            [(rid,) for rid in rids],
+            "WHERE rid=? AND status=?",
+            [(PENDING, rid, INFLIGHT) for rid in rids],
         )
 
     def unknown_if_inflight(self, rids: Sequence[str], code: str, error: str) -> None:
         """Rows still in flight (e.g. on Ctrl-C) become ``unknown``."""
         with self._tx() as cur:
             cur.executemany(
-                "UPDATE rows SET status='unknown', hold=1, code=?, error=? WHERE rid=? AND status='inflight'",
-                [(code, error, rid) for rid in rids],
+                "UPDATE rows SET status=?, hold=1, code=?, error=? WHERE rid=? AND status=?",
+                [(UNKNOWN, code, error, rid, INFLIGHT) for rid in rids],
             )
 
     def note_pending(self, notes: Sequence[tuple[str, str | None, str | None]]) -> None:
         """Set the why-code of rows that stay ``pending`` (``(rid, code, error)``)."""
         with self._tx() as cur:
             cur.executemany(
-                "UPDATE rows SET code=?, error=? WHERE rid=? AND status='pending'",
-                [(code, error, rid) for rid, code, error in notes],
+                "UPDATE rows SET code=?, error=? WHERE rid=? AND status=?",
+                [(code, error, rid, PENDING) for rid, code, error in notes],
             )
 
     def resolve_unknown(self, arrived: bool, rows: Iterable[Hashable] | None = None) -> int:
@@ -430,7 +445,7 @@ class Journal:
         (what ``retry_unknown`` does). ``rows``: only these row ids (default: every unknown row).
         Returns how many rows changed.
         """
-        status, code = ("sent", "confirmed-arrived") if arrived else ("pending", None)
+        status, code = (SENT, "confirmed-arrived") if arrived else (PENDING, None)
         took = self._lockfile is None
         if took:
             self.lock()  # a live run → ConfigError: its in-flight rows are not unknown yet
@@ -447,14 +462,14 @@ class Journal:
         with self._tx() as cur:
             if rows is None:
                 cur.execute(
-                    "UPDATE rows SET status=?, code=?, error=NULL, hold=0 WHERE status='unknown'",
-                    (status, code),
+                    "UPDATE rows SET status=?, code=?, error=NULL, hold=0 WHERE status=?",
+                    (status, code, UNKNOWN),
                 )
                 return cur.rowcount
             before = self._conn.total_changes
             cur.executemany(
-                "UPDATE rows SET status=?, code=?, error=NULL, hold=0 WHERE rid=? AND status='unknown'",
-                [(status, code, row_key(r)) for r in rows],
+                "UPDATE rows SET status=?, code=?, error=NULL, hold=0 WHERE rid=? AND status=?",
+                [(status, code, row_key(r), UNKNOWN) for r in rows],
             )
             return self._conn.total_changes - before
 
@@ -470,7 +485,8 @@ class Journal:
             "SELECT rid, conv, seq, status, hold, code, error, attempts, message_id, user_id, chat_id, "
             "session_id, sent_at FROM rows"
         )
-        cur = self._conn.execute(query + " WHERE status != 'pending'" if skip_pending else query)
+        filtered = (f"{query} WHERE status != ?", (PENDING,)) if skip_pending else (query, ())
+        cur = self._conn.execute(*filtered)
         cols = [d[0] for d in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=cols)
 
@@ -495,14 +511,15 @@ class Journal:
     def summary(self) -> dict[str, Any]:
         """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
         meta = self.meta()
-        counts = {s: 0 for s in ("sent", "failed", "invalid", "unknown", "pending")}
+        counts = dict.fromkeys(STATUS_ORDER, 0)
         raw = self.counts()
         for status, n in raw.items():
-            key = "unknown" if status == "inflight" else status  # a live or killed run's in-flight rows
+            key = UNKNOWN if status == INFLIGHT else status  # a live or killed run's in-flight rows
             counts[key] = counts.get(key, 0) + n
         codes = self._conn.execute(
-            "SELECT code, COUNT(*) FROM rows WHERE code IS NOT NULL AND status != 'sent' "
-            "GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT 10"
+            "SELECT code, COUNT(*) FROM rows WHERE code IS NOT NULL AND status != ? "
+            "GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT 10",
+            (SENT,),
         ).fetchall()
         runs = self._conn.execute(
             "SELECT id, started_at, finished_at, stopped, interrupted, sent FROM runs ORDER BY id"
@@ -519,19 +536,9 @@ class Journal:
             "total": sum(counts.values()),
             "top_codes": [(c, n) for c, n in codes],
             "requests": int(requests),
-            "runs": [
-                {
-                    "id": r[0],
-                    "started_at": r[1],
-                    "finished_at": r[2],
-                    "stopped": r[3],
-                    "interrupted": bool(r[4]),
-                    "sent": r[5],
-                }
-                for r in runs
-            ],
-            "complete": counts["pending"] == 0 and counts["unknown"] == 0,
+            "runs": [_run_record(r) for r in runs],
+            "complete": counts[PENDING] == 0 and counts[UNKNOWN] == 0,
             # rows journalled as on the wire: a live run's current request, or a killed run's
             # last one (counted as unknown above until the next run settles them)
-            "in_flight": int(raw.get("inflight", 0)),
+            "in_flight": int(raw.get(INFLIGHT, 0)),
         }

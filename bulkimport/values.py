@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
@@ -318,6 +319,38 @@ def parse_dates(
     return DateResult(seconds, issues, res.dayfirst_used)
 
 
+@dataclass
+class _DateWork:
+    """What :func:`_parse_dates` has found so far, step by step (each step takes the values the
+    ones before it left in ``rest``)."""
+
+    idx: pd.Index
+    naive: pd.Series  # wall-clock datetime64 of naive forms (localised at the end)
+    absolute: pd.Series  # unix seconds of offset/unix forms
+    failed: pd.Series
+    ambiguous: pd.Series
+    present: pd.Series
+    rest: pd.Series = field(default_factory=lambda: pd.Series(dtype="str"))  # text not parsed yet
+    rest_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # in ``s``
+    early: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # decoded early
+    layout: _Layout | None = None
+    layout_known: bool = False  # whether ``layout`` was already chosen (None then means: no fast path)
+    decided: bool | None = None  # day-first (True), month-first (False) or not known yet
+
+    @classmethod
+    def start(cls, s: pd.Series) -> _DateWork:
+        """Nothing parsed yet."""
+        idx = s.index
+        return cls(
+            idx=idx,
+            naive=pd.Series(pd.NaT, index=idx, dtype="datetime64[ns]"),
+            absolute=pd.Series(np.nan, index=idx, dtype="float64"),
+            failed=pd.Series(False, index=idx),
+            ambiguous=pd.Series(False, index=idx),
+            present=s.notna(),
+        )
+
+
 def _parse_dates(
     s: pd.Series,
     timezone: str = "UTC",
@@ -326,214 +359,236 @@ def _parse_dates(
     time: pd.Series | None = None,
 ) -> DateResult:
     """:func:`parse_dates` on the column as given (no per-distinct shortcut)."""
-    idx = s.index
-    naive = pd.Series(pd.NaT, index=idx, dtype="datetime64[ns]")
-    absolute = pd.Series(np.nan, index=idx, dtype="float64")  # unix seconds of offset/unix forms
-    failed = pd.Series(False, index=idx)
-    ambiguous = pd.Series(False, index=idx)
-    present = s.notna()
-    layout: _Layout | None = None
-    layout_known = False  # whether ``layout`` was already chosen (None then means: no fast path)
-
-    # 1. genuine datetime values (Excel cells or a datetime64 column)
+    w = _DateWork.start(s)
+    # 1. genuine datetime values (Excel cells or a datetime64 column), and the text of the rest
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         if getattr(s.dtype, "tz", None) is not None:
-            absolute = absolute.where(s.isna(), (s - _EPOCH).dt.total_seconds())
+            w.absolute = w.absolute.where(s.isna(), (s - _EPOCH).dt.total_seconds())
         else:
-            naive = s.astype("datetime64[ns]")
-        rest = pd.Series(dtype="str")
-        rest_pos = np.zeros(0, dtype=np.int64)  # positions of ``rest`` rows in ``s``
-        early = np.zeros(0, dtype=np.int64)
+            w.naive = s.astype("datetime64[ns]")
     else:
-        if s.dtype == object:
-            is_dt = s.map(lambda v: isinstance(v, dt.datetime | dt.date)).astype(bool)
-        else:
-            is_dt = pd.Series(False, index=idx)
-        if bool(is_dt.any()):
-            cells = s[is_dt]
-            sane = cells.map(lambda v: _PARSE_YEARS[0] <= v.year <= _PARSE_YEARS[1]).astype(bool)
-            failed[cells.index[~sane.to_numpy()]] = True
-            cells = cells[sane]
-            aware = cells.map(lambda v: getattr(v, "tzinfo", None) is not None).astype(bool)
-            if bool(aware.any()):  # offsets may differ from cell to cell: convert each to UTC
-                got = pd.Series(pd.to_datetime(cells[aware].tolist(), utc=True), index=cells.index[aware])
-                absolute[got.index] = (got - _EPOCH).dt.total_seconds()
-            if bool((~aware).any()):
-                got = pd.Series(pd.to_datetime(cells[~aware].tolist()), index=cells.index[~aware])
-                naive[got.index] = got.astype("datetime64[ns]")
-        take = (~is_dt & present).to_numpy()
-        pos = np.flatnonzero(take)
-        raw = s[take]
-        has_text = np.zeros(len(idx), dtype=bool)
-        early = np.zeros(0, dtype=np.int64)  # positions in ``s`` decoded before the clean-up
-        if isinstance(s.dtype, pd.StringDtype) and len(raw) >= _UNIQUE_MIN_ROWS:
-            # the layout is chosen exactly as below (from the first 50 cleaned values); values of
-            # exactly its width with digits and separators in place start and end with a digit,
-            # so the clean-up would leave them as they are: decode those before it
-            layout = _pick_layout(_cleaned_head(raw), dayfirst)
-            layout_known = True
-            found = None if layout is None else _fixed_width(raw, layout)
-            if found is not None:
-                decoded, used = found
-                naive.iloc[pos[used]] = decoded.to_numpy()  # positional: no label lookups
-                early = pos[used]
-                raw, pos = raw[~used], pos[~used]
-        text = as_text(raw, distinct=False)
-        got_text = text.notna().to_numpy()
-        rest = text[got_text]
-        rest_pos = pos[got_text]
-        if len(early) and len(early) + len(rest) < _UNIQUE_MIN_ROWS:
-            # too few dates for the fast path after all (the clean-up removed blanks): undo it
-            naive.iloc[early] = pd.NaT
-            text = as_text(s[take], distinct=False)
-            got_text = text.notna().to_numpy()
-            rest, rest_pos = text[got_text], np.flatnonzero(take)[got_text]
-            early = np.zeros(0, dtype=np.int64)
-        has_text[early] = True
-        has_text[rest_pos] = True
-        present = is_dt | pd.Series(has_text, index=idx)
+        _text_of_column(s, w, dayfirst)
+    w.decided = dayfirst
+    if len(w.rest) + len(w.early) >= _UNIQUE_MIN_ROWS:
+        _fixed_width_column(w, dayfirst)
+    if len(w.rest):
+        _numeric_dates(w, date1904)
+    if len(w.rest):
+        _iso_dates(w)
+    if len(w.rest):
+        _dmy_dates(w)
+    if len(w.rest):
+        _free_text_dates(w)
+    return _date_result(w, timezone, time)
 
-    decided: bool | None = dayfirst
-    if len(rest) + len(early) >= _UNIQUE_MIN_ROWS:
-        # 1b. fast path: ONE fixed-width layout per column (the one dominant among its first 50
-        # values), decoded with numpy; every other value goes through the general parsers below,
-        # where it also counts as day-first / month-first evidence
-        if not layout_known:
-            layout = _pick_layout(rest.iloc[:50], dayfirst)
-        found = None if layout is None else _fixed_width(rest, layout)
+
+def _datetime_cells(s: pd.Series, w: _DateWork) -> pd.Series:
+    """Take the datetime/date objects of an object column (Excel cells); returns where they are."""
+    if s.dtype == object:
+        is_dt = s.map(lambda v: isinstance(v, dt.datetime | dt.date)).astype(bool)
+    else:
+        is_dt = pd.Series(False, index=w.idx)
+    if bool(is_dt.any()):
+        cells = s[is_dt]
+        sane = cells.map(lambda v: _PARSE_YEARS[0] <= v.year <= _PARSE_YEARS[1]).astype(bool)
+        w.failed[cells.index[~sane.to_numpy()]] = True
+        cells = cells[sane]
+        aware = cells.map(lambda v: getattr(v, "tzinfo", None) is not None).astype(bool)
+        if bool(aware.any()):  # offsets may differ from cell to cell: convert each to UTC
+            got = pd.Series(pd.to_datetime(cells[aware].tolist(), utc=True), index=cells.index[aware])
+            w.absolute[got.index] = (got - _EPOCH).dt.total_seconds()
+        if bool((~aware).any()):
+            got = pd.Series(pd.to_datetime(cells[~aware].tolist()), index=cells.index[~aware])
+            w.naive[got.index] = got.astype("datetime64[ns]")
+    return is_dt
+
+
+def _text_of_column(s: pd.Series, w: _DateWork, dayfirst: bool | None) -> None:
+    """Datetime cells, then the cleaned text of every other value into ``w.rest``.
+
+    A long string column in one fixed-width layout is decoded *before* the clean-up (see below).
+    """
+    is_dt = _datetime_cells(s, w)
+    take = (~is_dt & w.present).to_numpy()
+    pos = np.flatnonzero(take)
+    raw = s[take]
+    has_text = np.zeros(len(w.idx), dtype=bool)
+    if isinstance(s.dtype, pd.StringDtype) and len(raw) >= _UNIQUE_MIN_ROWS:
+        # the layout is chosen exactly as below (from the first 50 cleaned values); values of
+        # exactly its width with digits and separators in place start and end with a digit,
+        # so the clean-up would leave them as they are: decode those before it
+        w.layout = _pick_layout(_cleaned_head(raw), dayfirst)
+        w.layout_known = True
+        found = None if w.layout is None else _fixed_width(raw, w.layout)
         if found is not None:
             decoded, used = found
-            naive.iloc[rest_pos[used]] = decoded.to_numpy()  # positional: no label lookups
-            rest = rest[~used]
-    if len(rest):
-        # 2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd
-        num = rest.str.extract(_NUM)
-        is_num = num[0].notna()
-        if bool(is_num.any()):
-            ip = num.loc[is_num, 0]
-            digits = ip.str.len()
-            value = pd.to_numeric(rest[is_num], errors="coerce")
-            serial = digits.le(5)
-            unix_s = digits.between(9, 10) & num.loc[is_num, 1].isna()
-            unix_ms = digits.between(12, 13) & num.loc[is_num, 1].isna()
-            ymd_year = ip.str.slice(0, 4).astype("int64")
-            ymd = digits.eq(8) & num.loc[is_num, 1].isna() & ymd_year.between(*_PARSE_YEARS)
-            base = pd.Timestamp("1904-01-01") if date1904 else pd.Timestamp("1899-12-30")
-            if bool(serial.any()):
-                secs = (value[serial] * 86400).round()
-                naive[secs.index] = base + pd.to_timedelta(secs, unit="s")
-            if bool(unix_s.any()):
-                absolute[value[unix_s].index] = value[unix_s].astype("float64")
-            if bool(unix_ms.any()):
-                absolute[value[unix_ms].index] = np.floor(value[unix_ms].astype("float64") / 1000)
-            if bool(ymd.any()):
-                naive[ip[ymd].index] = pd.to_datetime(ip[ymd], format="%Y%m%d", errors="coerce")
-            other = ~(serial | unix_s | unix_ms | ymd)
-            failed[other[other].index] = True
-        rest = rest[~is_num]
+            w.naive.iloc[pos[used]] = decoded.to_numpy()  # positional: no label lookups
+            w.early = pos[used]
+            raw, pos = raw[~used], pos[~used]
+    text = as_text(raw, distinct=False)
+    got_text = text.notna().to_numpy()
+    w.rest = text[got_text]
+    w.rest_pos = pos[got_text]
+    if len(w.early) and len(w.early) + len(w.rest) < _UNIQUE_MIN_ROWS:
+        # too few dates for the fast path after all (the clean-up removed blanks): undo it
+        w.naive.iloc[w.early] = pd.NaT
+        text = as_text(s[take], distinct=False)
+        got_text = text.notna().to_numpy()
+        w.rest, w.rest_pos = text[got_text], np.flatnonzero(take)[got_text]
+        w.early = np.zeros(0, dtype=np.int64)
+    has_text[w.early] = True
+    has_text[w.rest_pos] = True
+    w.present = is_dt | pd.Series(has_text, index=w.idx)
 
-    if len(rest):
-        # 3. ISO 8601 and other year-first forms
-        iso = rest.str.extract(_ISO)
-        is_iso = iso["y"].notna()
-        if bool(is_iso.any()):
-            g = iso[is_iso]
-            frac = g["f"].fillna("0").str.slice(0, 6).str.ljust(6, "0")
-            stamp = _assemble(
-                _to_num(g, "y"),
-                _to_num(g, "m"),
-                _to_num(g, "d"),
-                _to_num(g, "H"),
-                _to_num(g, "M"),
-                _to_num(g, "S"),
-            )
-            stamp = stamp + pd.to_timedelta(pd.to_numeric(frac), unit="us")
-            tz = g["tz"]
-            has_tz = tz.notna()
-            if bool((~has_tz).any()):
-                naive[stamp[~has_tz].index] = stamp[~has_tz]
-            if bool(has_tz.any()):
-                t = tz[has_tz].str.upper()
-                zero = t.isin(["Z", "UTC", "GMT"])
-                sign = np.where(t.str.startswith("-"), -1, 1)
-                hh = pd.to_numeric(t.str.slice(1, 3), errors="coerce").fillna(0)
-                mm = pd.to_numeric(
-                    t.str.replace(":", "", regex=False).str.slice(3, 5), errors="coerce"
-                ).fillna(0)
-                offset = pd.Series(np.where(zero, 0, sign * (hh * 3600 + mm * 60)), index=t.index)
-                st = stamp[has_tz]
-                secs = (st - pd.Timestamp("1970-01-01")).dt.total_seconds() - offset
-                absolute[secs.index] = secs
-            rest = rest[~is_iso]
 
-    if len(rest):
-        # 4. day/month/year with '.', '/' or '-' (and an optional time, 12- or 24-hour)
-        dmy = rest.str.extract(_DMY)
-        is_dmy = dmy["a"].notna()
-        if bool(is_dmy.any()):
-            g = dmy[is_dmy]
-            a, b = _to_num(g, "a"), _to_num(g, "b")
-            y = _to_num(g, "y")
-            y = y.where(y >= 100, y + 2000)
-            hh, bad_ap = _ampm(_to_num(g, "H"), g["ap"])
-            dotted = g["sep"].eq(".")
-            day_only = (a > 12) & (b <= 12)  # only valid day-first
-            month_only = (b > 12) & (a <= 12)  # only valid month-first
-            if decided is None:
-                if bool(day_only.any()) and not bool(month_only.any()):
-                    decided = True
-                elif bool(month_only.any()) and not bool(day_only.any()):
-                    decided = False
-            if decided is None:
-                # no evidence either way: dotted dates are day-first by convention; slashed or
-                # dashed ones that read differently both ways are ambiguous (an error, see docs)
-                first = dotted | day_only
-                amb = ~dotted & ~day_only & ~month_only & a.ne(b) & (a <= 12) & (b <= 12)
-                ambiguous[amb[amb].index] = True
-            else:
-                first = pd.Series(decided, index=g.index)
-            day = a.where(first, b)
-            month = b.where(first, a)
-            stamp = _assemble(y, month, day, hh, _to_num(g, "M"), _to_num(g, "S"))
-            stamp = stamp.mask(bad_ap)
-            ok = ~ambiguous[g.index]
-            naive[stamp[ok].index] = stamp[ok]
-            rest = rest[~is_dmy]
+def _fixed_width_column(w: _DateWork, dayfirst: bool | None) -> None:
+    """1b. fast path: ONE fixed-width layout per column (the one dominant among its first 50
+    values), decoded with numpy; every other value goes through the general parsers after it,
+    where it also counts as day-first / month-first evidence."""
+    if not w.layout_known:
+        w.layout = _pick_layout(w.rest.iloc[:50], dayfirst)
+    found = None if w.layout is None else _fixed_width(w.rest, w.layout)
+    if found is not None:
+        decoded, used = found
+        w.naive.iloc[w.rest_pos[used]] = decoded.to_numpy()  # positional: no label lookups
+        w.rest = w.rest[~used]
 
-    if len(rest):
-        # 5. anything else: textual months and rarer layouts, parsed once per distinct value
-        from dateutil import parser as du
 
-        def one(text: str) -> Any:
-            txt = _RU_MONTH_RE.sub(_ru_month, text)
-            if not re.search(r"(?<!\d)\d{4}(?!\d)", txt):
-                return None  # no year: dateutil would fill in today's date
-            try:
-                got = du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
-            except (ValueError, OverflowError):
-                return None
-            return got if _PARSE_YEARS[0] <= got.year <= _PARSE_YEARS[1] else None
+def _numeric_dates(w: _DateWork, date1904: bool) -> None:
+    """2. plain numbers: Excel serials, unix seconds / ms, yyyymmdd."""
+    rest = w.rest
+    num = rest.str.extract(_NUM)
+    is_num = num[0].notna()
+    if bool(is_num.any()):
+        ip = num.loc[is_num, 0]
+        digits = ip.str.len()
+        value = pd.to_numeric(rest[is_num], errors="coerce")
+        serial = digits.le(5)
+        unix_s = digits.between(9, 10) & num.loc[is_num, 1].isna()
+        unix_ms = digits.between(12, 13) & num.loc[is_num, 1].isna()
+        ymd_year = ip.str.slice(0, 4).astype("int64")
+        ymd = digits.eq(8) & num.loc[is_num, 1].isna() & ymd_year.between(*_PARSE_YEARS)
+        base = pd.Timestamp("1904-01-01") if date1904 else pd.Timestamp("1899-12-30")
+        if bool(serial.any()):
+            secs = (value[serial] * 86400).round()
+            w.naive[secs.index] = base + pd.to_timedelta(secs, unit="s")
+        if bool(unix_s.any()):
+            w.absolute[value[unix_s].index] = value[unix_s].astype("float64")
+        if bool(unix_ms.any()):
+            w.absolute[value[unix_ms].index] = np.floor(value[unix_ms].astype("float64") / 1000)
+        if bool(ymd.any()):
+            w.naive[ip[ymd].index] = pd.to_datetime(ip[ymd], format="%Y%m%d", errors="coerce")
+        other = ~(serial | unix_s | unix_ms | ymd)
+        w.failed[other[other].index] = True
+    w.rest = rest[~is_num]
 
-        parsed = {u: one(u) for u in rest.unique()}
-        naive_tab = {k: pd.Timestamp(v) for k, v in parsed.items() if v is not None and v.tzinfo is None}
-        abs_tab = {
-            k: (pd.Timestamp(v) - _EPOCH).total_seconds()
-            for k, v in parsed.items()
-            if v is not None and v.tzinfo is not None
-        }
-        if naive_tab:
-            got = rest.map(naive_tab)
-            got = got[got.notna()]
-            naive[got.index] = pd.to_datetime(got.tolist()).astype("datetime64[ns]")
-        if abs_tab:
-            got2 = rest.map(abs_tab)
-            got2 = got2[got2.notna()]
-            absolute[got2.index] = got2.astype("float64")
-        none_keys = [k for k, v in parsed.items() if v is None]
-        if none_keys:
-            failed[rest.index[rest.isin(none_keys)]] = True
 
-    # a separate time-of-day column
+def _iso_dates(w: _DateWork) -> None:
+    """3. ISO 8601 and other year-first forms, with or without an offset."""
+    iso = w.rest.str.extract(_ISO)
+    is_iso = iso["y"].notna()
+    if not bool(is_iso.any()):
+        return
+    g = iso[is_iso]
+    frac = g["f"].fillna("0").str.slice(0, 6).str.ljust(6, "0")
+    stamp = _assemble(
+        _to_num(g, "y"), _to_num(g, "m"), _to_num(g, "d"), _to_num(g, "H"), _to_num(g, "M"), _to_num(g, "S")
+    )
+    stamp = stamp + pd.to_timedelta(pd.to_numeric(frac), unit="us")
+    tz = g["tz"]
+    has_tz = tz.notna()
+    if bool((~has_tz).any()):
+        w.naive[stamp[~has_tz].index] = stamp[~has_tz]
+    if bool(has_tz.any()):
+        t = tz[has_tz].str.upper()
+        zero = t.isin(["Z", "UTC", "GMT"])
+        sign = np.where(t.str.startswith("-"), -1, 1)
+        hh = pd.to_numeric(t.str.slice(1, 3), errors="coerce").fillna(0)
+        mm = pd.to_numeric(t.str.replace(":", "", regex=False).str.slice(3, 5), errors="coerce").fillna(0)
+        offset = pd.Series(np.where(zero, 0, sign * (hh * 3600 + mm * 60)), index=t.index)
+        st = stamp[has_tz]
+        secs = (st - pd.Timestamp("1970-01-01")).dt.total_seconds() - offset
+        w.absolute[secs.index] = secs
+    w.rest = w.rest[~is_iso]
+
+
+def _dmy_dates(w: _DateWork) -> None:
+    """4. day/month/year with '.', '/' or '-' (and an optional time, 12- or 24-hour); decides
+    day-first or month-first from the values when ``dayfirst`` did not."""
+    dmy = w.rest.str.extract(_DMY)
+    is_dmy = dmy["a"].notna()
+    if not bool(is_dmy.any()):
+        return
+    g = dmy[is_dmy]
+    a, b = _to_num(g, "a"), _to_num(g, "b")
+    y = _to_num(g, "y")
+    y = y.where(y >= 100, y + 2000)
+    hh, bad_ap = _ampm(_to_num(g, "H"), g["ap"])
+    dotted = g["sep"].eq(".")
+    day_only = (a > 12) & (b <= 12)  # only valid day-first
+    month_only = (b > 12) & (a <= 12)  # only valid month-first
+    if w.decided is None:
+        if bool(day_only.any()) and not bool(month_only.any()):
+            w.decided = True
+        elif bool(month_only.any()) and not bool(day_only.any()):
+            w.decided = False
+    if w.decided is None:
+        # no evidence either way: dotted dates are day-first by convention; slashed or
+        # dashed ones that read differently both ways are ambiguous (an error, see docs)
+        first = dotted | day_only
+        amb = ~dotted & ~day_only & ~month_only & a.ne(b) & (a <= 12) & (b <= 12)
+        w.ambiguous[amb[amb].index] = True
+    else:
+        first = pd.Series(w.decided, index=g.index)
+    day = a.where(first, b)
+    month = b.where(first, a)
+    stamp = _assemble(y, month, day, hh, _to_num(g, "M"), _to_num(g, "S"))
+    stamp = stamp.mask(bad_ap)
+    ok = ~w.ambiguous[g.index]
+    w.naive[stamp[ok].index] = stamp[ok]
+    w.rest = w.rest[~is_dmy]
+
+
+def _free_text_dates(w: _DateWork) -> None:
+    """5. anything else: textual months and rarer layouts, parsed once per distinct value."""
+    from dateutil import parser as du
+
+    rest, decided = w.rest, w.decided
+
+    def one(text: str) -> Any:
+        txt = _RU_MONTH_RE.sub(_ru_month, text)
+        if not re.search(r"(?<!\d)\d{4}(?!\d)", txt):
+            return None  # no year: dateutil would fill in today's date
+        try:
+            got = du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
+        except (ValueError, OverflowError):
+            return None
+        return got if _PARSE_YEARS[0] <= got.year <= _PARSE_YEARS[1] else None
+
+    parsed = {u: one(u) for u in rest.unique()}
+    naive_tab = {k: pd.Timestamp(v) for k, v in parsed.items() if v is not None and v.tzinfo is None}
+    abs_tab = {
+        k: (pd.Timestamp(v) - _EPOCH).total_seconds()
+        for k, v in parsed.items()
+        if v is not None and v.tzinfo is not None
+    }
+    if naive_tab:
+        got = rest.map(naive_tab)
+        got = got[got.notna()]
+        w.naive[got.index] = pd.to_datetime(got.tolist()).astype("datetime64[ns]")
+    if abs_tab:
+        got2 = rest.map(abs_tab)
+        got2 = got2[got2.notna()]
+        w.absolute[got2.index] = got2.astype("float64")
+    none_keys = [k for k, v in parsed.items() if v is None]
+    if none_keys:
+        w.failed[rest.index[rest.isin(none_keys)]] = True
+
+
+def _date_result(w: _DateWork, timezone: str, time: pd.Series | None) -> DateResult:
+    """Add a separate time-of-day column, localise wall times, check the range, name the issues."""
+    idx, naive, failed, ambiguous, present = w.idx, w.naive, w.failed, w.ambiguous, w.present
+    absolute = w.absolute
     if time is not None:
         add = _time_of_day(time.reindex(idx))
         naive = naive.dt.normalize() + pd.to_timedelta(add.fillna(0), unit="s")
@@ -559,7 +614,7 @@ def _parse_dates(
         ("ambiguous-date", ambiguous),
     ]
     secs = secs.where(~(failed & present))
-    return DateResult(secs, issues, decided)
+    return DateResult(secs, issues, w.decided)
 
 
 def _cleaned_head(raw: pd.Series) -> pd.Series:

@@ -22,15 +22,11 @@ from bulkimport.errors import (
     SetupError,
     TlsError,
 )
-from bulkimport.portal.client import (
-    Client,
-    MockTransport,
-    RawResponse,
-    RequestsTransport,
-    classify,
-    rest_url,
-)
+from bulkimport.portal.answers import classify
+from bulkimport.portal.client import Client
 from bulkimport.portal.encoding import decode_query
+from bulkimport.portal.transport import MockTransport, RawResponse, RequestsTransport
+from bulkimport.portal.urls import rest_url
 
 OK = {
     "result": {"ok": True},
@@ -368,8 +364,7 @@ def test_consecutive_503_back_off_grows_through_the_client():
 
 
 def test_idle_keep_alive_connections_are_dropped_before_reuse(monkeypatch):
-    from bulkimport.portal import client as client_module
-    from bulkimport.portal.client import RequestsTransport
+    from bulkimport.portal import transport as transport_module
 
     closed: list[int] = []
 
@@ -386,7 +381,7 @@ def test_idle_keep_alive_connections_are_dropped_before_reuse(monkeypatch):
             closed.append(1)
 
     now = [1000.0]
-    monkeypatch.setattr(client_module._time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(transport_module._time, "monotonic", lambda: now[0])
     t = RequestsTransport(Session(), idle_reset=20.0)  # type: ignore[arg-type]
     t.post("http://127.0.0.1/rest/x", b"{}", {}, (1, 1))
     now[0] += 5

@@ -53,3 +53,9 @@ def test_render_fills_placeholders_and_keeps_unknown_ones():
 def test_duplicate_code_is_refused():
     with pytest.raises(ValueError, match="twice"):
         codes._add("QUERY_LIMIT_EXCEEDED", "error", "portal", "m", "h")
+
+
+def test_one_spelling_of_the_row_statuses():
+    assert codes.STATUS_ORDER == ("sent", "failed", "invalid", "unknown", "pending")
+    assert tuple(codes.STATUSES) == codes.STATUS_ORDER  # meanings listed in report order
+    assert codes.INFLIGHT not in codes.STATUS_ORDER  # the journal's own state, shown as unknown

@@ -1,4 +1,4 @@
-"""OAuth tokens for the portal: where they come from, refreshing them, and the token file.
+"""OAuth for the portal: where the tokens come from, the OAuth server's flows, and refreshing them.
 
 Sources, strongest first: explicit arguments, environment variables (``BITRIX24_CLIENT_ID``,
 ``BITRIX24_CLIENT_SECRET``, ``BITRIX24_ACCESS_TOKEN``, ``BITRIX24_REFRESH_TOKEN``,
@@ -14,46 +14,78 @@ the file wins; a token the file has never seen (the user pasted fresh ones) wins
 Refreshing happens reactively on ``expired_token`` and proactively shortly before ``expires``;
 one refresh at a time (a lock), and a caller holding a token someone else already refreshed just
 gets the new one. The rotated pair is written atomically (temp file + ``os.replace``, mode 0600)
-*before* it is used. The client secret goes only to the OAuth server. No token or secret appears
-in ``repr``/``str``, log records or exception text; a logging filter scrubs urllib3's debug lines,
-which would otherwise print the OAuth server URL with its query string.
+*before* it is used (:mod:`.tokens` keeps the file and the secret filter). The client secret goes
+only to the OAuth server. No token or secret appears in ``repr``/``str``, log records or exception
+text: every secret is registered with the filter that scrubs log records (:mod:`.tokens`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 
 from ..clock import Clock, SystemClock, interrupts_deferred
 from ..errors import AmbiguousError, AuthError, ConfigError
-from .client import USER_AGENT, _is_loopback, error_for
+from ..settings import (
+    ENV_ACCESS_TOKEN,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ENV_OAUTH_URL,
+    ENV_REFRESH_TOKEN,
+    ENV_TOKEN_FILE,
+)
+from .answers import error_for
+from .tokens import (
+    SUPERSEDED_KEEP,
+    Tokens,
+    default_token_file,
+    fingerprint,
+    read_token_file,
+    register_secrets,
+    scrub,
+    write_token_file,
+)
+from .transport import USER_AGENT
+from .urls import DEFAULT_OAUTH_URL, authorize_page, check_oauth_url
+
+# Compatibility: ``Tokens`` and the token file's helpers lived here before tokens.py; callers and
+# tests still reach them as ``bulkimport.portal.auth.<name>`` (``write_token_file`` is also what a
+# test replaces here to simulate a full disk).
+__all__ = [
+    "DEFAULT_OAUTH_URL",
+    "ENV",
+    "OAUTH_RETRY_PAUSES",
+    "REFRESH_MARGIN",
+    "Auth",
+    "Tokens",
+    "authorize_url",
+    "default_token_file",
+    "exchange_code",
+    "read_token_file",
+    "scrub",
+    "write_token_file",
+]
 
 log = logging.getLogger("bulkimport.auth")
 
-DEFAULT_OAUTH_URL = "https://oauth.bitrix.info/oauth/token/"
+#: Which environment variable feeds which :class:`Auth` argument.
 ENV = {
-    "client_id": "BITRIX24_CLIENT_ID",
-    "client_secret": "BITRIX24_CLIENT_SECRET",
-    "access_token": "BITRIX24_ACCESS_TOKEN",
-    "refresh_token": "BITRIX24_REFRESH_TOKEN",
-    "oauth_url": "BITRIX24_OAUTH_URL",
-    "token_file": "BITRIX24_TOKEN_FILE",
+    "client_id": ENV_CLIENT_ID,
+    "client_secret": ENV_CLIENT_SECRET,
+    "access_token": ENV_ACCESS_TOKEN,
+    "refresh_token": ENV_REFRESH_TOKEN,
+    "oauth_url": ENV_OAUTH_URL,
+    "token_file": ENV_TOKEN_FILE,
 }
 #: Refresh this many seconds before ``expires`` (portal clock).
 REFRESH_MARGIN = 120.0
-_SUPERSEDED_KEEP = 64
 #: Pauses (portal seconds) before repeating a refresh the OAuth server failed transiently (no answer,
 #: 5xx, 429, a non-JSON page): an unattended run rides out a blip of about two minutes instead of
 #: stopping until a human notices. Safe: if the server had rotated the pair and the answer was lost,
@@ -61,190 +93,9 @@ _SUPERSEDED_KEEP = 64
 OAUTH_RETRY_PAUSES = (2.0, 5.0, 15.0, 30.0, 60.0)
 
 
-def _fp(secret: str | None) -> str:
-    """A short one-way fingerprint of a token (safe to store and compare)."""
-    return hashlib.sha256((secret or "").encode()).hexdigest()[:32]
-
-
-def default_token_file(env: Mapping[str, str] | None = None) -> Path:
-    """``$BITRIX24_TOKEN_FILE`` or ``$XDG_CONFIG_HOME/bulkimport/tokens.json`` (~/.config/…)."""
-    env = os.environ if env is None else env
-    if env.get(ENV["token_file"]):
-        return Path(env[ENV["token_file"]]).expanduser()
-    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "bulkimport" / "tokens.json"
-
-
-# --------------------------------------------------------------------------------------------------
-# Secret scrubbing for log records
-# --------------------------------------------------------------------------------------------------
-class _SecretFilter(logging.Filter):
-    """Replaces every registered secret in a log record's text with ``***``."""
-
-    def __init__(self) -> None:
-        super().__init__("bulkimport-secrets")
-        self.secrets: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, *values: str | None) -> None:
-        with self._lock:
-            self.secrets.update(v for v in values if v and len(v) >= 6)
-
-    def scrub(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken record is not ours to fix
-            return True
-        clean = self.scrub(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-_FILTER = _SecretFilter()
-for _name in (
-    "urllib3.connectionpool",
-    "urllib3",
-    "requests",
-    "bulkimport",
-    "bulkimport.auth",
-    "bulkimport.portal",
-    "bulkimport.sending",
-):
-    logging.getLogger(_name).addFilter(_FILTER)
-
-
-def scrub(text: str) -> str:
-    """``text`` with every known secret replaced by ``***`` (for messages built from answers)."""
-    return _FILTER.scrub(text)
-
-
-# --------------------------------------------------------------------------------------------------
-# Tokens and the token file
-# --------------------------------------------------------------------------------------------------
-@dataclass(repr=False)
-class Tokens:
-    """An access/refresh pair with what the OAuth server said about it (secrets hidden in repr)."""
-
-    access_token: str
-    refresh_token: str | None = None
-    expires: float | None = None  # unix seconds on the portal clock
-    client_endpoint: str | None = None
-    domain: str | None = None
-    member_id: str | None = None
-    scope: str | None = None
-    issued_at: float | None = None
-    superseded: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        return (
-            f"Tokens(access_token=<hidden>, refresh_token=<hidden>, expires={self.expires}, "
-            f"domain={self.domain!r})"
-        )
-
-    __str__ = __repr__
-
-    def to_json(self, client_id: str | None) -> dict[str, Any]:
-        """The token file's content."""
-        return {
-            "access_token": self.access_token,
-            "refresh_token": self.refresh_token,
-            "expires": self.expires,
-            "client_endpoint": self.client_endpoint,
-            "domain": self.domain,
-            "member_id": self.member_id,
-            "scope": self.scope,
-            "issued_at": self.issued_at,
-            "client_id": client_id,
-            "superseded": self.superseded[-_SUPERSEDED_KEEP:],
-        }
-
-    @classmethod
-    def from_oauth(cls, data: Mapping[str, Any], now: float) -> Tokens:
-        """From an OAuth server answer (``expires`` is absolute; ``expires_in`` relative)."""
-        expires = data.get("expires")
-        if expires is None and data.get("expires_in") is not None:
-            expires = now + float(data["expires_in"])
-        return cls(
-            access_token=str(data["access_token"]),
-            refresh_token=str(data["refresh_token"]) if data.get("refresh_token") else None,
-            expires=float(expires) if expires is not None else None,
-            client_endpoint=data.get("client_endpoint"),
-            domain=data.get("domain"),
-            member_id=data.get("member_id"),
-            scope=data.get("scope"),
-            issued_at=now,
-        )
-
-
-def read_token_file(path: Path) -> tuple[Tokens | None, str | None]:
-    """The tokens (and client id) in ``path``; ``(None, None)`` when it does not exist."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"token file {path} cannot be read ({type(exc).__name__}); delete it and run `bulkimport auth`"
-        ) from None
-    if not isinstance(data, dict) or not data.get("access_token"):
-        raise ConfigError(f"token file {path} has no access_token; delete it and run `bulkimport auth`")
-    tokens = Tokens(
-        access_token=str(data["access_token"]),
-        refresh_token=data.get("refresh_token") or None,
-        expires=data.get("expires"),
-        client_endpoint=data.get("client_endpoint"),
-        domain=data.get("domain"),
-        member_id=data.get("member_id"),
-        scope=data.get("scope"),
-        issued_at=data.get("issued_at"),
-        superseded=list(data.get("superseded") or []),
-    )
-    _FILTER.add(tokens.access_token, tokens.refresh_token)
-    return tokens, data.get("client_id")
-
-
-def write_token_file(path: Path, tokens: Tokens, client_id: str | None) -> None:
-    """Write ``tokens`` atomically (temp file in the same directory + ``os.replace``), mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".tokens-", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(tokens.to_json(client_id), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable too
-        dirfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
-
-
 # --------------------------------------------------------------------------------------------------
 # The OAuth server
 # --------------------------------------------------------------------------------------------------
-def _check_oauth_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
-        return url
-    raise ConfigError(f"BITRIX24_OAUTH_URL {url!r} must be an https:// address (http only for loopback)")
-
-
 def _oauth_request(
     oauth_url: str,
     params: dict[str, str],
@@ -253,8 +104,8 @@ def _oauth_request(
     timeout: float = 30.0,
 ) -> Tokens:
     """GET the OAuth server (as documented) and return the new pair; errors carry no secrets."""
-    _FILTER.add(params.get("client_secret"), params.get("refresh_token"), params.get("code"))
-    url = _check_oauth_url(oauth_url)
+    register_secrets(params.get("client_secret"), params.get("refresh_token"), params.get("code"))
+    url = check_oauth_url(oauth_url)
     http = session or requests
     try:
         resp = http.get(
@@ -287,19 +138,16 @@ def _oauth_request(
     if not (isinstance(data, dict) and data.get("access_token")):
         raise AmbiguousError("the OAuth server answered without an access token", resp.status_code)
     tokens = Tokens.from_oauth(data, clock.now())
-    _FILTER.add(tokens.access_token, tokens.refresh_token)
+    register_secrets(tokens.access_token, tokens.refresh_token)
     return tokens
 
 
 def authorize_url(portal: str, client_id: str, state: str | None = None) -> str:
     """The page where a portal administrator approves the application and gets a code (valid 30 s)."""
-    from .client import rest_url
-
-    base = rest_url(portal)[: -len("rest/")]
     query = {"client_id": client_id}
     if state:
         query["state"] = state
-    return f"{base}oauth/authorize/?{urlencode(query)}"
+    return f"{authorize_page(portal)}?{urlencode(query)}"
 
 
 def exchange_code(
@@ -362,18 +210,18 @@ class Auth:
         self.client_id = client_id or env.get(ENV["client_id"]) or None
         self._client_secret = client_secret or env.get(ENV["client_secret"]) or None
         # Checked now, not at the first refresh an hour into the run: the client secret goes there.
-        self.oauth_url = _check_oauth_url(oauth_url or env.get(ENV["oauth_url"]) or DEFAULT_OAUTH_URL)
+        self.oauth_url = check_oauth_url(oauth_url or env.get(ENV["oauth_url"]) or DEFAULT_OAUTH_URL)
         self.token_file = Path(token_file).expanduser() if token_file else default_token_file(env)
         self.clock: Clock = clock or SystemClock()
         self.refresh_margin = refresh_margin
         self._session = session
         self._lock = threading.Lock()
         self.refreshes = 0
-        _FILTER.add(self._client_secret)
+        register_secrets(self._client_secret)
 
         given_access = access_token or env.get(ENV["access_token"]) or None
         given_refresh = refresh_token or env.get(ENV["refresh_token"]) or None
-        _FILTER.add(given_access, given_refresh)
+        register_secrets(given_access, given_refresh)
         stored, stored_client = read_token_file(self.token_file)
         if stored is not None and self.client_id and stored_client and stored_client != self.client_id:
             log.warning("ignoring token file %s: it belongs to another client id", self.token_file)
@@ -392,8 +240,8 @@ class Auth:
             tokens, self.source = stored, f"token file {self.token_file}"
         if tokens is None:
             raise ConfigError(
-                "no OAuth tokens: set BITRIX24_ACCESS_TOKEN and BITRIX24_REFRESH_TOKEN (with "
-                "BITRIX24_CLIENT_ID/BITRIX24_CLIENT_SECRET) or run `bulkimport auth`"
+                f"no OAuth tokens: set {ENV_ACCESS_TOKEN} and {ENV_REFRESH_TOKEN} (with "
+                f"{ENV_CLIENT_ID}/{ENV_CLIENT_SECRET}) or run `bulkimport auth`"
             )
         self._tokens = tokens
 
@@ -401,9 +249,9 @@ class Auth:
     def _given_is_stale(given: Tokens, stored: Tokens) -> bool:
         """True when the file already replaced the given pair (or holds exactly it, with more detail)."""
         superseded = set(stored.superseded)
-        if given.refresh_token and _fp(given.refresh_token) in superseded:
+        if given.refresh_token and fingerprint(given.refresh_token) in superseded:
             return True
-        if given.access_token and _fp(given.access_token) in superseded:
+        if given.access_token and fingerprint(given.access_token) in superseded:
             return True
         same = (given.refresh_token or None) == (stored.refresh_token or None) and (
             not given.access_token or given.access_token == stored.access_token
@@ -461,9 +309,9 @@ class Auth:
                 missing = [
                     name
                     for name, ok in (
-                        ("BITRIX24_REFRESH_TOKEN", self._tokens.refresh_token),
-                        ("BITRIX24_CLIENT_ID", self.client_id),
-                        ("BITRIX24_CLIENT_SECRET", self._client_secret),
+                        (ENV_REFRESH_TOKEN, self._tokens.refresh_token),
+                        (ENV_CLIENT_ID, self.client_id),
+                        (ENV_CLIENT_SECRET, self._client_secret),
                     )
                     if not ok
                 ]
@@ -507,7 +355,8 @@ class Auth:
                 f"{exc}; if the OAuth server rotated the refresh token meanwhile it is lost: "
                 "run `bulkimport auth`",
             ) from None
-        new.superseded = [*old.superseded, _fp(old.refresh_token), _fp(old.access_token)][-_SUPERSEDED_KEEP:]
+        gone = [fingerprint(old.refresh_token), fingerprint(old.access_token)]
+        new.superseded = [*old.superseded, *gone][-SUPERSEDED_KEEP:]
         # The old refresh token is dead from now on: persist the new pair before anyone uses it.
         try:
             write_token_file(self.token_file, new, self.client_id)

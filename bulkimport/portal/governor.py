@@ -23,7 +23,9 @@ portal, so concurrent callers share one bucket):
   operating seconds until the sender calls :meth:`release`, so the next request is paced as if
   the ones still on the wire had already been charged: concurrency never causes a 503 or a 429.
 
-All times are on the injected clock (the sandbox's virtual clock in compressed-time tests).
+All times are on the injected clock (the sandbox's virtual clock in compressed-time tests). The
+sizing figures (messages per call, calls per batch, the fitted cost model) live in a companion,
+``_Sizing``, that only the governor touches, under its lock.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..errors import BulkImportError
 from ..limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
+from .methods import SEND_METHOD
 
-SEND_METHOD = "imconnector.send.messages"
+__all__ = ["SEND_METHOD", "Governor", "Ticket"]  # SEND_METHOD: importable here as before
 
 
 @dataclass
@@ -65,8 +68,146 @@ def _num(value: Any) -> float | None:
         return None
 
 
+def _whole_calls(budget: float, cost: float | None) -> float:
+    """Server seconds one budget window really carries: ``budget`` rounded down to whole calls of
+    the measured ``cost`` (the governor sends a call only when it fits). Modelling the full limit
+    made every long ETA 10-15 % optimistic."""
+    if not cost or cost <= 0 or cost >= budget:
+        return budget
+    return (budget // cost) * cost
+
+
 def _hhmmss(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
+
+
+class _Sizing:
+    """How big the next call and batch should be; the governor's lock guards every use.
+
+    Messages per call start small and grow while calls stay inside the target (halving when one
+    is slow or lost); calls per batch have their own slow start. The per-call and per-message
+    server seconds are fitted to calls of different sizes, so a call may grow to ``call_target``
+    when its fixed overhead is worth saving.
+    """
+
+    def __init__(
+        self, limits: PortalLimits, target_seconds: float | None, initial_messages: int, max_messages: int
+    ) -> None:
+        self.batch_max = limits.batch_max
+        self.target_seconds = target_seconds if target_seconds is not None else limits.request_timeout / 4
+        #: the longest one call may be projected to take when its per-call overhead is worth saving
+        #: (half the cap: a 2x margin against the cut-off that would make the call ``unknown``)
+        #: … and at most a quarter of the operating budget: a window holds whole calls only, so a
+        #: call near the budget's size would leave much of it unused (a portal with a small budget
+        #: keeps the usual target)
+        self.call_target = max(
+            self.target_seconds,
+            min(limits.request_timeout / 2, limits.operating_limit * limits.budget_safety / 4),
+        )
+        self.mpc = max(1, initial_messages)
+        # Slow start for calls per batch (the blast radius of one unusable answer): 4, then ×4
+        # with every answered batch (4, 16, 50) until the first unusable answer, which halves it;
+        # from then on it recovers by doubling (like TCP's slow start and congestion avoidance: a
+        # flaky proxy keeps batches small, a clean start wastes only two small requests).
+        self.cpb_cap = min(4, limits.batch_max)
+        self.cpb_growth = 4
+        self.max_messages = max(1, max_messages)
+        self.spm: float | None = None  # measured server seconds per message (EWMA)
+        # server seconds of one call by its message count (EWMA per size): fits c_call + n·c_msg
+        self.by_size: dict[int, float] = {}
+
+    @property
+    def seconds_per_message(self) -> float:
+        """Measured server seconds per message, or the documented assumption until then."""
+        return self.spm if self.spm is not None else ASSUMED_SECONDS_PER_MESSAGE
+
+    def measured(self, seconds: float) -> None:
+        """One HTTP request took ``seconds``: halve the calls when that is near the cap."""
+        limit = self.call_target * 1.25 if self.overhead_worth_saving() else self.target_seconds * 1.5
+        if seconds > limit and self.mpc > 1:
+            self.mpc = max(1, self.mpc // 2)
+
+    def record(self, messages: int, seconds: float) -> None:
+        """One call carrying ``messages`` cost ``seconds``: update the figures, grow or shrink."""
+        per = seconds / messages
+        self.spm = per if self.spm is None else 0.7 * self.spm + 0.3 * per
+        old = self.by_size.get(messages)
+        self.by_size[messages] = seconds if old is None else 0.7 * old + 0.3 * seconds
+        target = self.call_target if self.overhead_worth_saving() else self.target_seconds
+        # Grow while a call stays well inside the target (or, with a known cost model, while the
+        # doubled call is projected inside it); shrink when it does not.
+        bigger = min(self.max_messages, self.mpc * 2)
+        fits = seconds * 2 <= target or self.projected(bigger) <= target
+        if fits and messages >= self.mpc:
+            self.mpc = bigger
+        elif seconds > target:
+            self.mpc = max(1, self.mpc // 2)
+
+    def cost_model(self) -> tuple[float, float] | None:
+        """(seconds per call, seconds per message) fitted to calls of different sizes, or None."""
+        sizes = self.by_size
+        if len(sizes) < 2:
+            return None
+        n = len(sizes)
+        mean_x = sum(sizes) / n
+        mean_y = sum(sizes.values()) / n
+        sxx = sum((x - mean_x) ** 2 for x in sizes)
+        if sxx <= 0:
+            return None
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in sizes.items()) / sxx
+        if slope <= 0:
+            return None
+        return max(0.0, mean_y - slope * mean_x), slope
+
+    def projected(self, messages: int) -> float:
+        """Projected server seconds of one call of ``messages`` (inf without a cost model)."""
+        model = self.cost_model()
+        if model is None:
+            return math.inf
+        per_call, per_message = model
+        return per_call + messages * per_message
+
+    def overhead_worth_saving(self) -> bool:
+        """True when the per-call overhead is at least 2 % of a call sized to ``target_seconds``:
+        then a call may grow to ``call_target`` to carry a full chunk (fewer calls, less overhead)."""
+        model = self.cost_model()
+        if model is None:
+            return False
+        per_call, per_message = model
+        at_target = max(1.0, (self.target_seconds - per_call) / per_message)
+        return per_call >= 0.02 * (per_call + at_target * per_message)
+
+    def cap(self, most: int) -> None:
+        """Never more than ``most`` messages per call from now on."""
+        self.max_messages = max(1, min(self.max_messages, most))
+        self.mpc = min(self.mpc, self.max_messages)
+
+    def halve_calls(self) -> None:
+        """The next calls carry half as many messages."""
+        self.mpc = max(1, self.mpc // 2)
+
+    def shrink_batches(self) -> None:
+        """Half the calls per batch; from now on the cap recovers by doubling."""
+        self.cpb_cap = max(1, self.cpb_cap // 2)
+        self.cpb_growth = 2
+
+    def grow_batches(self) -> None:
+        """A batch was answered: the calls-per-batch cap grows (×4 in the slow start, then ×2)."""
+        self.cpb_cap = min(self.batch_max, self.cpb_cap * self.cpb_growth)
+
+    def messages_per_call(self, cap: int) -> int:
+        """How many messages the next call should carry (≤ ``cap``, the plan's chunk size)."""
+        # a portal may report 0 s for a fast call: keep the division finite
+        by_time = max(1, int(self.target_seconds / max(self.seconds_per_message, 1e-6)))
+        if self.spm is not None and by_time < cap and self.overhead_worth_saving():
+            # the per-call overhead is worth saving: the largest call projected inside call_target
+            model = self.cost_model()
+            assert model is not None
+            per_call, per_message = model
+            by_model = int((self.call_target - per_call) / per_message)
+            by_average = int(self.call_target / max(self.seconds_per_message, 1e-6))
+            by_time = max(by_time, min(by_model, by_average))
+        return max(1, min(self.mpc, cap, self.max_messages, by_time if self.spm is not None else self.mpc))
 
 
 class Governor:
@@ -86,16 +227,7 @@ class Governor:
     ) -> None:
         self.limits = limits
         self.clock: Clock = clock or SystemClock()
-        self.target_seconds = target_seconds if target_seconds is not None else limits.request_timeout / 4
-        #: the longest one call may be projected to take when its per-call overhead is worth saving
-        #: (half the cap: a 2x margin against the cut-off that would make the call ``unknown``)
-        #: … and at most a quarter of the operating budget: a window holds whole calls only, so a
-        #: call near the budget's size would leave much of it unused (a portal with a small budget
-        #: keeps the usual target)
-        self.call_target = max(
-            self.target_seconds,
-            min(limits.request_timeout / 2, limits.operating_limit * limits.budget_safety / 4),
-        )
+        self._sizing = _Sizing(limits, target_seconds, initial_messages, max_messages)
         self.bucket_margin = bucket_margin
         self.budget_safety = limits.budget_safety if budget_safety is None else budget_safety
         self.max_backoff = max_backoff
@@ -110,17 +242,6 @@ class Governor:
         self._skew_samples = 0
         #: the most messages one answered call has carried (a refusal above it means a size limit)
         self.largest_call_ok = 0
-        self._mpc = max(1, initial_messages)
-        # Slow start for calls per batch (the blast radius of one unusable answer): 4, then ×4
-        # with every answered batch (4, 16, 50) until the first unusable answer, which halves it;
-        # from then on it recovers by doubling (like TCP's slow start and congestion avoidance: a
-        # flaky proxy keeps batches small, a clean start wastes only two small requests).
-        self._cpb_cap = min(4, limits.batch_max)
-        self._cpb_growth = 4
-        self._max_messages = max(1, max_messages)
-        self._spm: float | None = None  # measured server seconds per message (EWMA)
-        # server seconds of one call by its message count (EWMA per size): fits c_call + n·c_msg
-        self._by_size: dict[int, float] = {}
         # operating seconds reserved by requests in flight, per method (see try_acquire)
         self._reserved: dict[str, float] = {}
         self.in_flight = 0
@@ -130,6 +251,20 @@ class Governor:
         self.on_wait: Callable[[str], None] | None = None
         self.requests = 0
         self.refusals = 0
+
+    @property
+    def target_seconds(self) -> float:
+        """Server seconds one request aims at (a quarter of the portal's cap by default)."""
+        return self._sizing.target_seconds
+
+    @target_seconds.setter
+    def target_seconds(self, seconds: float) -> None:
+        self._sizing.target_seconds = seconds
+
+    @property
+    def call_target(self) -> float:
+        """The longest one call may be projected to take when its per-call overhead is worth saving."""
+        return self._sizing.call_target
 
     # ------------------------------------------------------------------ waiting
     def _drain(self, now: float) -> None:
@@ -328,9 +463,7 @@ class Governor:
         """Record how long one HTTP request took (shrinks chunks when near the cap)."""
         with self._lock:
             self._request_seconds = seconds
-            limit = self.call_target * 1.25 if self._overhead_worth_saving() else self.target_seconds * 1.5
-            if seconds > limit and self._mpc > 1:
-                self._mpc = max(1, self._mpc // 2)
+            self._sizing.measured(seconds)
 
     def on_success(self) -> None:
         """An answer that was not a refusal: the back-off starts from 1 s again next time."""
@@ -342,53 +475,7 @@ class Governor:
         if messages <= 0 or seconds < 0:
             return
         with self._lock:
-            per = seconds / messages
-            self._spm = per if self._spm is None else 0.7 * self._spm + 0.3 * per
-            old = self._by_size.get(messages)
-            self._by_size[messages] = seconds if old is None else 0.7 * old + 0.3 * seconds
-            target = self.call_target if self._overhead_worth_saving() else self.target_seconds
-            # Grow while a call stays well inside the target (or, with a known cost model, while the
-            # doubled call is projected inside it); shrink when it does not.
-            bigger = min(self._max_messages, self._mpc * 2)
-            fits = seconds * 2 <= target or self._projected(bigger) <= target
-            if fits and messages >= self._mpc:
-                self._mpc = bigger
-            elif seconds > target:
-                self._mpc = max(1, self._mpc // 2)
-
-    def _cost_model(self) -> tuple[float, float] | None:
-        """(seconds per call, seconds per message) fitted to calls of different sizes, or None."""
-        sizes = self._by_size
-        if len(sizes) < 2:
-            return None
-        n = len(sizes)
-        mean_x = sum(sizes) / n
-        mean_y = sum(sizes.values()) / n
-        sxx = sum((x - mean_x) ** 2 for x in sizes)
-        if sxx <= 0:
-            return None
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in sizes.items()) / sxx
-        if slope <= 0:
-            return None
-        return max(0.0, mean_y - slope * mean_x), slope
-
-    def _projected(self, messages: int) -> float:
-        """Projected server seconds of one call of ``messages`` (inf without a cost model)."""
-        model = self._cost_model()
-        if model is None:
-            return math.inf
-        per_call, per_message = model
-        return per_call + messages * per_message
-
-    def _overhead_worth_saving(self) -> bool:
-        """True when the per-call overhead is at least 2 % of a call sized to ``target_seconds``:
-        then a call may grow to ``call_target`` to carry a full chunk (fewer calls, less overhead)."""
-        model = self._cost_model()
-        if model is None:
-            return False
-        per_call, per_message = model
-        at_target = max(1.0, (self.target_seconds - per_call) / per_message)
-        return per_call >= 0.02 * (per_call + at_target * per_message)
+            self._sizing.record(messages, seconds)
 
     def on_rate_limited(self, retry_after: float | None = None) -> None:
         """A 503: the bucket is full (re-sync the model) and requests back off exponentially."""
@@ -434,28 +521,26 @@ class Governor:
     def cap_messages(self, most: int) -> None:
         """The portal refused calls of more than ``most`` messages: never send more again."""
         with self._lock:
-            self._max_messages = max(1, min(self._max_messages, most))
-            self._mpc = min(self._mpc, self._max_messages)
+            self._sizing.cap(most)
 
     def on_timeout(self) -> None:
         """An ambiguous timeout: the next calls carry half as many messages."""
         with self._lock:
-            self._mpc = max(1, self._mpc // 2)
+            self._sizing.halve_calls()
 
     def on_ambiguous(self) -> None:
         """No usable answer: shrink the blast radius (half the calls per batch) and back off,
         so a flaky proxy does not turn thousands of conversations ``unknown`` in a minute."""
         with self._lock:
             now = self.clock.now()
-            self._cpb_cap = max(1, self._cpb_cap // 2)
-            self._cpb_growth = 2
+            self._sizing.shrink_batches()
             self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
             self._pause(now + self._backoff, f"back-off after an unusable answer ({self._backoff:.0f}s)")
 
     def on_batch_answered(self) -> None:
         """A batch was answered: the calls-per-batch cap grows (×4 in the slow start, then ×2)."""
         with self._lock:
-            self._cpb_cap = min(self.limits.batch_max, self._cpb_cap * self._cpb_growth)
+            self._sizing.grow_batches()
 
     def _pause(self, until: float, reason: str) -> None:
         if until > self._paused_until:
@@ -466,29 +551,17 @@ class Governor:
     @property
     def seconds_per_message(self) -> float:
         """Server seconds one message costs: measured, or the documented assumption until then."""
-        return self._spm if self._spm is not None else ASSUMED_SECONDS_PER_MESSAGE
+        return self._sizing.seconds_per_message
 
     @property
     def measured_seconds_per_message(self) -> float | None:
         """The measured figure, or None before the first answer."""
-        return self._spm
+        return self._sizing.spm
 
     def messages_per_call(self, cap: int) -> int:
         """How many messages the next call should carry (≤ ``cap``, the plan's chunk size)."""
         with self._lock:
-            # a portal may report 0 s for a fast call: keep the division finite
-            by_time = max(1, int(self.target_seconds / max(self.seconds_per_message, 1e-6)))
-            if self._spm is not None and by_time < cap and self._overhead_worth_saving():
-                # the per-call overhead is worth saving: the largest call projected inside call_target
-                model = self._cost_model()
-                assert model is not None
-                per_call, per_message = model
-                by_model = int((self.call_target - per_call) / per_message)
-                by_average = int(self.call_target / max(self.seconds_per_message, 1e-6))
-                by_time = max(by_time, min(by_model, by_average))
-            return max(
-                1, min(self._mpc, cap, self._max_messages, by_time if self._spm is not None else self._mpc)
-            )
+            return self._sizing.messages_per_call(cap)
 
     def calls_per_batch(self, messages_per_call: int, method: str = SEND_METHOD) -> int:
         """How many calls of ``messages_per_call`` fit one request under the target and the budget."""
@@ -505,26 +578,17 @@ class Governor:
                 room = self.budget - st.operating
                 room -= self._reserved.get(method, 0.0)
                 calls = min(calls, int(room / per_call))
-            return max(1, min(calls, self.limits.batch_max, self._cpb_cap))
-
-    def _budget_used_per_window(self) -> float:
-        """Server seconds of the send method one budget window really carries: the safety share of
-        the limit, rounded down to whole calls of the measured cost (the governor sends a call only
-        when it fits). Modelling the full limit made every long ETA 10-15 % optimistic."""
-        budget = self.budget
-        st = self._methods.get(SEND_METHOD)
-        cost = st.call_cost if st is not None else None
-        if not cost or cost <= 0 or cost >= budget:
-            return budget
-        return (budget // cost) * cost
+            return max(1, min(calls, self.limits.batch_max, self._sizing.cpb_cap))
 
     def eta(self, messages: int) -> float:
         """Seconds ``messages`` more messages need at the binding limit (operating, bucket or time)."""
         spm = self.seconds_per_message
-        mpc = self.messages_per_call(self._max_messages)
+        mpc = self.messages_per_call(self._sizing.max_messages)
         calls = math.ceil(messages / mpc) if messages else 0
         requests = math.ceil(calls / self.calls_per_batch(mpc)) if calls else 0
-        by_operating = messages * spm * self.limits.operating_window / self._budget_used_per_window()
+        st = self._methods.get(SEND_METHOD)
+        carried = _whole_calls(self.budget, st.call_cost if st is not None else None)
+        by_operating = messages * spm * self.limits.operating_window / carried
         by_bucket = max(0, requests - self.limits.bucket_size) / self.limits.drain_rate
         by_duration = messages * spm
         return max(by_operating, by_bucket, by_duration)
@@ -534,8 +598,8 @@ class Governor:
         with self._lock:
             return {
                 "waiting_for": self.waiting_for,
-                "messages_per_call": self._mpc,
-                "seconds_per_message": self._spm,
+                "messages_per_call": self._sizing.mpc,
+                "seconds_per_message": self._sizing.spm,
                 "requests": self.requests,
                 "refusals": self.refusals,
                 "bucket_level": round(self._level, 2),
