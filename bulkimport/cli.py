@@ -19,13 +19,17 @@ import click
 
 from .errors import BulkImportError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
+from .settings import (
+    DEFAULT_CONNECTOR,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ENV_CONNECTOR,
+    ENV_LINE,
+    ENV_OAUTH_URL,
+    ENV_PORTAL,
+    parse_line,
+)
 from .version import __version__
-
-#: Environment variables that give defaults to options (documented in the README).
-ENV_PORTAL = "BITRIX24_PORTAL"
-ENV_LINE = "BITRIX24_LINE"
-ENV_CONNECTOR = "BITRIX24_CONNECTOR"
-
 
 
 def _one_line(text: object) -> str:
@@ -148,7 +152,7 @@ _line_opt = click.option("--line", envvar=ENV_LINE, help=f"Open line id [env {EN
 _connector_opt = click.option(
     "--connector",
     envvar=ENV_CONNECTOR,
-    default="bulkimport",
+    default=DEFAULT_CONNECTOR,
     show_default=True,
     help=f"Connector id: lower-case letters, digits, underscores [env {ENV_CONNECTOR}].",
 )
@@ -443,7 +447,7 @@ def setup(portal: str | None, line: str | None, connector: str, name: str | None
     """Register the connector, activate it on the open line and check it is ready."""
     from . import connector as conn
 
-    line_id = conn.check_line(line)
+    line_id = parse_line(line)
     connector = conn.check_connector_id(connector)
     client = conn.portal_client(portal)
     result = conn.setup(client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME)
@@ -454,15 +458,15 @@ def setup(portal: str | None, line: str | None, connector: str, name: str | None
 @main.command()
 @_portal_opt
 @click.option(
-    "--client-id", envvar="BITRIX24_CLIENT_ID", help="Local application's client id [env BITRIX24_CLIENT_ID]."
+    "--client-id", envvar=ENV_CLIENT_ID, help=f"Local application's client id [env {ENV_CLIENT_ID}]."
 )
 @click.option(
     "--client-secret",
-    envvar="BITRIX24_CLIENT_SECRET",
-    help="Local application's client secret [env BITRIX24_CLIENT_SECRET].",
+    envvar=ENV_CLIENT_SECRET,
+    help=f"Local application's client secret [env {ENV_CLIENT_SECRET}].",
 )
 @click.option(
-    "--oauth-url", envvar="BITRIX24_OAUTH_URL", help="OAuth server address [env BITRIX24_OAUTH_URL]."
+    "--oauth-url", envvar=ENV_OAUTH_URL, help=f"OAuth server address [env {ENV_OAUTH_URL}]."
 )
 @click.option("--code", help="The authorisation code (otherwise you are asked for it).")
 @click.option(
@@ -481,14 +485,16 @@ def auth(
     """Authorise bulkimport as the portal's local application and store the tokens."""
     if not portal:
         raise _config(
-            "--portal is required (or set BITRIX24_PORTAL), e.g. --portal https://example.bitrix24.eu"
+            f"--portal is required (or set {ENV_PORTAL}), e.g. --portal https://example.bitrix24.eu"
         )
     if not client_id or not client_secret:
         raise _config(
-            "--client-id and --client-secret are required (or BITRIX24_CLIENT_ID/BITRIX24_CLIENT_SECRET): "
+            f"--client-id and --client-secret are required (or {ENV_CLIENT_ID}/{ENV_CLIENT_SECRET}): "
             "copy them from the local application's page on the portal"
         )
     from .portal import auth as oauth
+    from .portal.tokens import default_token_file
+    from .portal.urls import DEFAULT_OAUTH_URL
 
     if code is None:
         click.echo("1. Open this address as a portal administrator and allow the application:")
@@ -498,9 +504,9 @@ def auth(
         )
         click.echo("   The code is valid for 30 seconds.")
         code = click.prompt("Code")
-    path = token_file or oauth.default_token_file()
+    path = token_file or default_token_file()
     oauth.exchange_code(
-        _code_from(code), client_id, client_secret, oauth_url or oauth.DEFAULT_OAUTH_URL, path
+        _code_from(code), client_id, client_secret, oauth_url or DEFAULT_OAUTH_URL, path
     )
     click.echo(f"Tokens saved to {path} (readable only by you).")
     click.echo(f"Next: {shlex.join(['bulkimport', 'setup', '--portal', portal, '--line', '<open line id>'])}")

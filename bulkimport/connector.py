@@ -31,12 +31,12 @@ from .errors import (
     RetryableError,
     SetupError,
 )
+from .settings import DEFAULT_CONNECTOR, ENV_PORTAL, parse_line
 
 #: Scopes the import needs (reference §1): imconnector.* and imopenlines.* methods, plus im.
 REQUIRED_SCOPES = ("imopenlines", "imconnector", "im")
 
 #: Default connector id and name (lower-case, no dots: reference §5).
-DEFAULT_CONNECTOR = "bulkimport"
 DEFAULT_NAME = "Imported history (bulkimport)"
 
 _CONNECTOR_ID = re.compile(r"[a-z0-9_]{1,64}")
@@ -138,20 +138,6 @@ def check_connector_id(connector: str) -> str:
             f"underscores (no dots), e.g. --connector {DEFAULT_CONNECTOR}"
         )
     return connector
-
-
-def check_line(line: int | str | None) -> int:
-    """The open line id as an int, or a one-line ConfigError naming --line / BITRIX24_LINE."""
-    try:
-        value = int(str(line).strip())
-    except (TypeError, ValueError):
-        value = 0
-    if value <= 0:
-        raise ConfigError(
-            f"--line {line!r}: pass the numeric id of the open line (Contact Center → Open Lines), "
-            "e.g. --line 1, or set BITRIX24_LINE"
-        )
-    return value
 
 
 def _portal_of(client: Any, portal: str | None) -> str | None:
@@ -313,7 +299,7 @@ def setup(
     token is refused. The line itself is never created or activated here: that is the portal
     administrator's decision, so an absent or inactive line is reported with the fix.
     """
-    line = check_line(line)
+    line = parse_line(line)
     connector = check_connector_id(connector)
     portal = _portal_of(client, portal)
     result = SetupResult(line, connector)
@@ -391,7 +377,7 @@ def preflight(client: Caller, line: int | str, connector: str, *, portal: str | 
     (``bulkimport setup …``) when the line is missing/inactive or the connector is not registered
     or not active on it. Returns the passing checks otherwise.
     """
-    line = check_line(line)
+    line = parse_line(line)
     connector = check_connector_id(connector)
     portal = _portal_of(client, portal)
     try:
@@ -443,7 +429,7 @@ def portal_client(portal: str | None, *, limits: Any = None, clock: Any = None, 
 
     if not portal:
         raise ConfigError(
-            "--portal is required (or set BITRIX24_PORTAL), e.g. --portal https://example.bitrix24.eu"
+            f"--portal is required (or set {ENV_PORTAL}), e.g. --portal https://example.bitrix24.eu"
         )
     if auth is None:
         auth = Auth.from_env(**({"clock": clock} if clock is not None else {}))

@@ -32,6 +32,7 @@ from .planning import Estimate, Plan
 from .planning import plan as build_plan
 from .reporting import check_report_path, summary_lines, write_report
 from .sending import Sender
+from .settings import DEFAULT_CONNECTOR, ENV_PORTAL, parse_line
 
 #: Pending codes of rows that wait behind an unknown or failed row of their conversation.
 HELD_CODES = ("held-after-unknown", "held-after-failure")
@@ -159,7 +160,7 @@ class ImportJob:
     delimiter: str | None = None
     portal: str | None = None
     line: int | str | None = None
-    connector: str = conn.DEFAULT_CONNECTOR
+    connector: str = DEFAULT_CONNECTOR
     state: str | Path | None = None  # the journal; default <source>.bulkimport.db
     report: str | Path | None = None  # default <source>.report.xlsx
     sandbox: bool = False
@@ -199,9 +200,9 @@ class ImportJob:
         if not self.sandbox and (self.portal or not dry_run):
             if not self.portal:
                 raise ConfigError(
-                    "--portal is required (or set BITRIX24_PORTAL, or use --sandbox to rehearse)"
+                    f"--portal is required (or set {ENV_PORTAL}, or use --sandbox to rehearse)"
                 )
-            conn.check_line(self.line)
+            parse_line(self.line)
         check_report_path(str(self.report))
         assert isinstance(self.state, Path)
         if not self.state.parent.exists():
@@ -410,7 +411,7 @@ class ImportJob:
             )
             self.notify(str(conn.setup(target.client, target.line, self.connector)))
             command = [*self.command(), "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
-            if self.connector != conn.DEFAULT_CONNECTOR:
+            if self.connector != DEFAULT_CONNECTOR:
                 command += ["--connector", self.connector]
             result = self._send(
                 plan,

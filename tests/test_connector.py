@@ -106,8 +106,10 @@ def test_connector_ids_are_checked_before_any_call(bad):
 
 @pytest.mark.parametrize("bad", [None, "", "first", "0", "-3"])
 def test_line_ids_are_checked(bad):
+    from bulkimport.settings import parse_line
+
     with pytest.raises(ConfigError, match="--line"):
-        conn.check_line(bad)
+        parse_line(bad)
 
 
 def test_commands_are_shell_quoted():

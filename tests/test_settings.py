@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bulkimport import connector, settings
+from bulkimport import settings
 from bulkimport.errors import ConfigError
 from bulkimport.portal import auth
 
@@ -22,20 +22,6 @@ def test_anything_else_is_a_one_line_config_error_naming_the_option_and_the_vari
     assert "\n" not in message
     assert message.startswith(f"--line {given!r}: ") and "e.g. --line 1" in message
     assert message.endswith("or set BITRIX24_LINE")
-
-
-@pytest.mark.parametrize("given", ["1", " 7 ", 3, "0", "abc", None, "1.5"])
-def test_parse_line_agrees_with_connector_set_up(given):
-    """connector.check_line is to become parse_line: same value, same message."""
-    try:
-        expected: object = connector.check_line(given)
-    except ConfigError as exc:
-        expected = str(exc)
-    try:
-        got: object = settings.parse_line(given)
-    except ConfigError as exc:
-        got = str(exc)
-    assert got == expected
 
 
 def test_environment_names_are_the_documented_ones():

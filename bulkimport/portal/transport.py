@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .. import __version__
 from ..errors import ConfigError, TlsError, ambiguous
+from ..version import __version__
 
 USER_AGENT = f"bulkimport/{__version__}"
 #: (connect, read) seconds; the read timeout is above the portal's 60 s cap so a long but
