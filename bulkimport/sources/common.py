@@ -1,0 +1,327 @@
+"""What every messenger reader shares: the canonical columns, the row collector, sides, time zones.
+
+A messenger reader (Telegram, WhatsApp) appends one :class:`Rows` entry per message it keeps and
+counts every message it drops (:meth:`Rows.skip`), then :func:`finish` turns the collected values
+into the canonical frame: the same text columns for every messenger, indexed by a stable source
+position (``tg:<dialog>:<message>`` or the WhatsApp line number), so that mapping, validation,
+planning, the journal and the report see one shape. Memory is what limits a 1 GB export: values
+that repeat (chats, authors, sides) are shared objects, the index and ``message_id`` share one string
+per message and dates stay integer seconds until the frame is built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping as ABCMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError, ReadError
+
+#: Columns of a messenger frame, in order; ``MAPPING_COLUMNS`` says which field each one feeds.
+COLUMNS = [
+    "chat",
+    "chat_name",
+    "author",
+    "author_id",
+    "side",
+    "user_id",
+    "user_name",
+    "user_phone",
+    "operator_id",
+    "date",
+    "text",
+    "files",
+    "message_id",
+]
+MAPPING_COLUMNS: dict[str, str] = {
+    "chat.id": "chat",
+    "chat.name": "chat_name",
+    "user.id": "user_id",
+    "user.name": "user_name",
+    "user.phone": "user_phone",
+    "message.id": "message_id",
+    "message.date": "date",
+    "message.text": "text",
+    "message.files": "files",
+    "message.user_id": "operator_id",
+}
+CUSTOMER, OPERATOR = "customer", "operator"
+
+
+@dataclass
+class Author:
+    """One author of one conversation: who, which side, how many messages were kept."""
+
+    conversation: str
+    name: str
+    author_id: str
+    side: str = CUSTOMER
+    operator_id: int | None = None
+    messages: int = 0
+    user_id: str | None = None  # user.id of its rows: its own (customer) or the chat's customer
+
+
+@dataclass
+class Conversation:
+    """One conversation of the source (a Telegram dialog, a WhatsApp chat)."""
+
+    key: str
+    name: str
+    type: str
+    messages: int = 0
+    group: bool = False
+
+
+@dataclass
+class Rows:
+    """Column values collected message by message (plain lists; shared objects where values repeat)."""
+
+    index: list[Any] = field(default_factory=list)
+    chat: list[str] = field(default_factory=list)
+    chat_name: list[str | None] = field(default_factory=list)
+    author: list[Author] = field(default_factory=list)
+    seconds: list[int] = field(default_factory=list)  # unix seconds, or wall seconds if naive
+    naive: list[bool] = field(default_factory=list)
+    text: list[str | None] = field(default_factory=list)
+    files: list[str | None] = field(default_factory=list)
+    message_id: list[str] = field(default_factory=list)
+    notes: list[tuple[Any, str, str]] = field(default_factory=list)  # (row, code, value)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def add(
+        self,
+        key: Any,
+        mid: str,
+        conv: Conversation,
+        author: Author,
+        seconds: int,
+        naive: bool,
+        text: str | None,
+        files: str | None,
+    ) -> None:
+        """Keep one message."""
+        self.index.append(key)
+        self.chat.append(conv.key)
+        self.chat_name.append(conv.name)
+        self.author.append(author)
+        self.seconds.append(seconds)
+        self.naive.append(naive)
+        self.text.append(text)
+        self.files.append(files)
+        self.message_id.append(mid)
+        author.messages += 1
+        conv.messages += 1
+
+    def note(self, key: Any, code: str, value: str) -> None:
+        """A warning for the row ``key`` (travels to the plan's failures and the report)."""
+        self.notes.append((key, code, value))
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        """Count a message that is not imported, by reason."""
+        self.skipped[reason] += n
+
+
+# --------------------------------------------------------------------------------------------------
+# time zones
+# --------------------------------------------------------------------------------------------------
+def local_zone() -> str:
+    """The machine's IANA time zone name (TZ, /etc/localtime, /etc/timezone), else ``UTC``."""
+    candidates: list[str] = []
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        candidates.append(tz)
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    try:
+        candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    except OSError:
+        pass
+    for name in candidates:
+        if name.startswith("posix/") or name.startswith("right/"):
+            name = name.split("/", 1)[1]
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+        return name
+    return "UTC"
+
+
+def check_zone(timezone: str | None, option: str = "timezone") -> str:
+    """``timezone`` checked (default: the machine's zone); unknown names are an InputError."""
+    if timezone is None:
+        return local_zone()
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            f"{option} {timezone!r} is not a known time zone; use an IANA name such as "
+            "'Europe/Moscow' or 'UTC' (--timezone)"
+        ) from None
+    return str(timezone)
+
+
+def to_dates(seconds: list[int], naive: list[bool], zone: str) -> pd.Series:
+    """Unix seconds (or wall seconds in ``zone`` where ``naive``) → tz-aware datetimes in ``zone``.
+
+    Wall times follow the rule of :func:`bulkimport.values.parse_dates`: a repeated hour (autumn)
+    is the first one, a skipped hour (spring) moves forward.
+    """
+    secs = np.asarray(seconds, dtype="int64")
+    flags = np.asarray(naive, dtype=bool)
+    out = pd.Series(pd.to_datetime(secs, unit="s", utc=True)).dt.tz_convert(zone)
+    if flags.any():
+        wall = pd.Series(pd.to_datetime(secs[flags], unit="s"))
+        local = wall.dt.tz_localize(
+            ZoneInfo(zone), ambiguous=np.ones(len(wall), dtype=bool), nonexistent="shift_forward"
+        )
+        out = out.copy()
+        out[np.flatnonzero(flags)] = local.to_numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# operators and sides
+# --------------------------------------------------------------------------------------------------
+def normalise_operators(operators: ABCMapping[str, Any] | None) -> dict[str, int]:
+    """``{author: employee id}`` with keys case-folded; ids must be positive whole numbers."""
+    out: dict[str, int] = {}
+    for name, emp in (operators or {}).items():
+        value = emp
+        if isinstance(emp, str) and emp.strip().isdigit():
+            value = int(emp.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(
+                f"operator {name!r}: {emp!r} is not a Bitrix24 employee id; use --operator "
+                f"'{name}=<positive whole number>' (the employee's user id on the portal)"
+            )
+        out[str(name).strip().casefold()] = value
+    return out
+
+
+def operator_for(operators: dict[str, int], *names: str | None) -> int | None:
+    """The employee id of the first of ``names`` (display name, author id …) listed in ``operators``."""
+    for n in names:
+        if n:
+            found = operators.get(str(n).strip().casefold())
+            if found is not None:
+                return found
+    return None
+
+
+def unmapped_message(source: str, authors: list[Author]) -> str:
+    """The one-line refusal for business-side authors without an employee id."""
+    listed = ", ".join(f"{a.name or a.author_id!r} ({a.messages} messages)" for a in authors[:10])
+    more = f" and {len(authors) - 10} more" if len(authors) > 10 else ""
+    first = authors[0].name or authors[0].author_id
+    return (
+        f"{source}: business-side author(s) {listed}{more} map to no Bitrix24 employee; give each one "
+        f"with --operator '{first}=<employee id>' (repeatable; or [operators] in the mapping file)"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the canonical frame
+# --------------------------------------------------------------------------------------------------
+def _column(values: list[Any]) -> pd.Series:
+    return pd.Series(np.asarray(values, dtype=object), dtype="str")
+
+
+def finish(rows: Rows, zone: str, source: str) -> pd.DataFrame:
+    """Collected rows → the canonical frame (index ``row``, :data:`COLUMNS`, attrs ``source``)."""
+    if not rows.index:
+        raise ReadError(f"{source}: no message to import ({skipped_text(rows.skipped)}); check the export")
+    authors = rows.author
+    seen: set[int] = set()
+    user_name: list[str | None] = []
+    user_phone: list[str | None] = []
+    for a in authors:  # a customer's name and phone on its first row only: one warning at most
+        first = a.side == CUSTOMER and id(a) not in seen
+        if first:
+            seen.add(id(a))
+        phone = first and phone_like(a.name)
+        user_name.append(a.name if first and not phone and a.name else None)
+        user_phone.append(a.name if phone else None)
+    data = {
+        "chat": _column(rows.chat),
+        "chat_name": _column(rows.chat_name),
+        "author": _column([a.name or None for a in authors]),
+        "author_id": _column([a.author_id for a in authors]),
+        "side": _column([a.side for a in authors]),
+        "user_id": _column([a.user_id for a in authors]),
+        "user_name": _column(user_name),
+        "user_phone": _column(user_phone),
+        "operator_id": _column([None if a.operator_id is None else str(a.operator_id) for a in authors]),
+        "date": to_dates(rows.seconds, rows.naive, zone),
+        "text": _column(rows.text),
+        "files": _column(rows.files),
+        "message_id": _column(rows.message_id),
+    }
+    if rows.index and all(type(k) is int for k in rows.index[:100]):
+        index = pd.Index(np.asarray(rows.index, dtype="int64"), name="row")
+    else:
+        index = pd.Index(_column(rows.index).array, name="row")
+    frame = pd.DataFrame({k: v.array for k, v in data.items()}, index=index)
+    frame.attrs["source"] = source
+    return frame
+
+
+def phone_like(name: str | None) -> bool:
+    """Whether an author string is a phone number (WhatsApp shows unsaved contacts so)."""
+    if not name:
+        return False
+    digits = sum(ch.isdigit() for ch in name)
+    return digits >= 7 and all(ch.isdigit() or ch in "+-() ." for ch in name)
+
+
+def skipped_text(skipped: Counter[str]) -> str:
+    if not skipped:
+        return "the export holds no messages"
+    return "skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.most_common())
+
+
+# --------------------------------------------------------------------------------------------------
+# where attachments live: the export folder or the zip
+# --------------------------------------------------------------------------------------------------
+class Container:
+    """The export's folder or zip: which attachment paths exist, and their bytes (for uploads)."""
+
+    def __init__(self, root: Path, zip_path: Path | None = None, names: list[str] | None = None) -> None:
+        self.root = root
+        self.zip_path = zip_path
+        self._names = None if names is None else {n.replace("\\", "/") for n in names}
+
+    def exists(self, rel: str) -> bool:
+        """Whether ``rel`` (a path relative to the export root, ``/``-separated) is a file there."""
+        rel = rel.replace("\\", "/").lstrip("/")
+        if not rel or any(p == ".." for p in rel.split("/")):
+            return False
+        if self._names is not None:
+            return rel in self._names
+        return (self.root / rel).is_file()
+
+    def open(self, rel: str) -> Any:
+        """A binary file object for the attachment ``rel`` (what the attachments upload reads)."""
+        if not self.exists(rel):
+            raise ReadError(f"{rel}: no such attachment in {self.zip_path or self.root}")
+        if self.zip_path is not None:
+            import zipfile
+
+            zf = zipfile.ZipFile(self.zip_path)
+            return zf.open(rel.replace("\\", "/").lstrip("/"))
+        return (self.root / rel).open("rb")
+
+    def where(self) -> str:
+        """Human words for the container (a zip file or a folder)."""
+        return f"the zip {self.zip_path.name}" if self.zip_path is not None else f"the folder {self.root}"
