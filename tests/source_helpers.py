@@ -50,14 +50,19 @@ def import_into_sandbox(src: Any, tmp_path: Path, **plan_kw: Any) -> tuple[pd.Da
             env={},
         )
         client = Client(portal.url, auth, clock=clock, timeout=(2.0, 10.0))
-        params = {"ID": CONNECTOR, "NAME": "Messenger import", "ICON": ICON,
-                  "PLACEMENT_HANDLER": "https://example.invalid/handler"}
+        params = {
+            "ID": CONNECTOR,
+            "NAME": "Messenger import",
+            "ICON": ICON,
+            "PLACEMENT_HANDLER": "https://example.invalid/handler",
+        }
         if src.needs_chat_group:
             params["CHAT_GROUP"] = "Y"
         client.call("imconnector.register", params, retries=3)
         client.call("imconnector.activate", {"CONNECTOR": CONNECTOR, "LINE": 1, "ACTIVE": 1}, retries=3)
-        out = Sender(plan, line=1, connector=CONNECTOR, state=tmp_path / "journal.db", progress=False,
-                     client=client).run()
+        out = Sender(
+            plan, line=1, connector=CONNECTOR, state=tmp_path / "journal.db", progress=False, client=client
+        ).run()
         stored = portal.store.messages()
         assert portal.store.duplicates().empty
         assert portal.store.out_of_order().empty

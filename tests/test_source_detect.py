@@ -62,7 +62,10 @@ def test_tabular_files_load_as_before():
     [
         (lambda p: (p / "x").mkdir() or p / "x", "folder without result.json"),
         (lambda p: p / "missing.json", "no such file or folder"),
-        (lambda p: (p / "messages.html").write_text("<html/>") and p / "messages.html", "Telegram HTML export"),
+        (
+            lambda p: (p / "messages.html").write_text("<html/>") and p / "messages.html",
+            "Telegram HTML export",
+        ),
         (lambda p: (p / "e.zip").write_bytes(b"PK\x03\x04broken") and p / "e.zip", "not a valid zip"),
         (lambda p: (p / "z.txt").write_bytes(b"") or p / "z.txt", "the file is empty"),
     ],
@@ -75,8 +78,11 @@ def test_unusable_inputs_are_one_line_read_errors(tmp_path, make, match):
 
 
 def test_describe_names_kind_conversations_authors_sides_and_skips():
-    src = load(EX / "whatsapp" / "WhatsApp Chat with Pavel Novak.txt", operators={"Northwind Support": 7},
-               timezone="Europe/Prague")
+    src = load(
+        EX / "whatsapp" / "WhatsApp Chat with Pavel Novak.txt",
+        operators={"Northwind Support": 7},
+        timezone="Europe/Prague",
+    )
     text = src.describe()
     assert "whatsapp export, 7 message(s)" in text and "date order dmy" in text and "Europe/Prague" in text
     assert "Pavel Novak: 4 message(s), customer" in text

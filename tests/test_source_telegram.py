@@ -48,7 +48,9 @@ def test_example_single_chat_rows_ids_sides_and_text():
     # the placeholder is a note and a warning, never a file
     assert pd.isna(f.loc["tg:5550001:109", "files"])
     assert "not included in the export" in f.loc["tg:5550001:109", "text"]
-    assert src.notes["code"].tolist() == ["media-not-included"] and src.notes["row"].tolist() == ["tg:5550001:109"]
+    assert src.notes["code"].tolist() == ["media-not-included"] and src.notes["row"].tolist() == [
+        "tg:5550001:109"
+    ]
     # the service message (a call) is skipped by default
     assert "tg:5550001:107" not in f.index and sum(src.skipped.values()) == 1
     # unix time kept, shown in the zone asked for
@@ -78,7 +80,9 @@ def test_full_export_takes_personal_chats_and_skips_the_rest(tmp_path):
     assert set(f["chat"]) == {"tg:5550001", "tg:5550009"}
     assert f.loc["tg:5550001:103", "files"] == "chats/chat_001/photos/photo_1@04-03-2024_12-20-00.jpg"
     # the exporter is the business side; the deleted account is a customer without a name
-    assert f.loc["tg:5550009:2", "side"] == "operator" and f.loc["tg:5550009:2", "user_id"] == "tg:user5550009"
+    assert (
+        f.loc["tg:5550009:2", "side"] == "operator" and f.loc["tg:5550009:2", "user_id"] == "tg:user5550009"
+    )
     assert f.loc["tg:5550009:1", "side"] == "customer" and pd.isna(f.loc["tg:5550009:1", "author"])
     skipped = " ".join(src.skipped)
     assert "channels" in skipped and "saved messages" in skipped and "left chats" in skipped
@@ -105,11 +109,18 @@ def test_a_business_author_without_an_employee_refuses_with_the_fix():
 
 
 def test_text_entities_become_bb_codes():
-    text = ["a ", {"type": "bold", "text": "b"}, {"type": "italic", "text": "i"}, {"type": "underline", "text": "u"},
-            {"type": "strikethrough", "text": "s"}, {"type": "code", "text": "x=1"},
-            {"type": "text_link", "text": "here", "href": "https://e.com/a]b"},
-            {"type": "text_link", "text": "bad", "href": "javascript:alert(1)"},
-            {"type": "link", "text": "https://e.com"}, {"type": "mention", "text": "@olga"}]
+    text = [
+        "a ",
+        {"type": "bold", "text": "b"},
+        {"type": "italic", "text": "i"},
+        {"type": "underline", "text": "u"},
+        {"type": "strikethrough", "text": "s"},
+        {"type": "code", "text": "x=1"},
+        {"type": "text_link", "text": "here", "href": "https://e.com/a]b"},
+        {"type": "text_link", "text": "bad", "href": "javascript:alert(1)"},
+        {"type": "link", "text": "https://e.com"},
+        {"type": "mention", "text": "@olga"},
+    ]
     assert render_text(text) == (
         "a [b]b[/b][i]i[/i][u]u[/u][s]s[/s][code]x=1[/code][url=https://e.com/a%5Db]here[/url]bad"
         "https://e.com@olga"
@@ -149,7 +160,9 @@ def test_truncated_json_is_a_one_line_read_error(tmp_path, cut):
     text = (EXAMPLE / "result.json").read_text(encoding="utf-8")
     path = tmp_path / "result.json"
     path.write_text(text[:cut], encoding="utf-8")
-    with pytest.raises(ReadError, match=r"result\.json: the JSON ends early.*export the chat history again") as e:
+    with pytest.raises(
+        ReadError, match=r"result\.json: the JSON ends early.*export the chat history again"
+    ) as e:
         load(path, operators=OPS)
     assert "\n" not in str(e.value)
 
@@ -159,14 +172,16 @@ def test_broken_and_foreign_json(tmp_path):
         load(_bad(tmp_path), operators=OPS)
     with pytest.raises(ReadError, match="not a Telegram Desktop export"):
         load(write(tmp_path, {"rows": [1, 2]}, "other.json"))
+    (tmp_path / "empty.json").write_bytes(b"")
     with pytest.raises(ReadError, match="the file is empty"):
-        (tmp_path / "empty.json").write_bytes(b"")
         load(tmp_path / "empty.json")
 
 
 def _bad(tmp_path: Path) -> Path:
     p = tmp_path / "bad.json"
-    p.write_text('{"name": "x", "type": "personal_chat", "id": 1, "messages": [{"id": 1,, }]}', encoding="utf-8")
+    p.write_text(
+        '{"name": "x", "type": "personal_chat", "id": 1, "messages": [{"id": 1,, }]}', encoding="utf-8"
+    )
     return p
 
 
@@ -188,8 +203,11 @@ def test_stream_reads_values_split_across_windows(tmp_path, monkeypatch):
 
 def test_numeric_from_id_of_very_old_exports_and_unsupported_messages(tmp_path):
     t = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-    msgs = [gen.tg_message(1, t, "Ann", "user1", "hi"), gen.tg_message(2, t, "Me", "user2", "hello"),
-            {"id": 3, "type": "unsupported"}]
+    msgs = [
+        gen.tg_message(1, t, "Ann", "user1", "hi"),
+        gen.tg_message(2, t, "Me", "user2", "hello"),
+        {"id": 3, "type": "unsupported"},
+    ]
     msgs[0]["from_id"] = 1
     path = write(tmp_path, {"name": "Ann", "type": "personal_chat", "id": 1, "messages": msgs})
     src = load(path, operators={"Me": 3})
@@ -198,14 +216,20 @@ def test_numeric_from_id_of_very_old_exports_and_unsupported_messages(tmp_path):
 
 
 def test_end_to_end_into_the_sandbox(tmp_path):
-    src = load(EXAMPLE, operators=OPS, timezone="Europe/Berlin", files_base_url="https://files.example.com/tg")
-    frame, stored, plan = import_into_sandbox(src, tmp_path)
+    src = load(
+        EXAMPLE, operators=OPS, timezone="Europe/Berlin", files_base_url="https://files.example.com/tg"
+    )
+    frame, stored, _ = import_into_sandbox(src, tmp_path)
     assert (frame["import_status"] == "sent").all() and len(stored) == 9
     assert_arrived_as_read(src, frame, stored)
     assert stored["message_id"].tolist() == list(src.frame.index)  # the export's order
     photo = json.loads(stored.loc[stored["message_id"] == "tg:5550001:103", "files"].iloc[0])
-    assert photo == [{"url": "https://files.example.com/tg/photos/photo_1%4004-03-2024_12-20-00.jpg",
-                      "name": "photo_1@04-03-2024_12-20-00.jpg"}]
+    assert photo == [
+        {
+            "url": "https://files.example.com/tg/photos/photo_1%4004-03-2024_12-20-00.jpg",
+            "name": "photo_1@04-03-2024_12-20-00.jpg",
+        }
+    ]
     assert "media-not-included" in frame.loc["tg:5550001:109", "import_warnings"]
 
 

@@ -33,7 +33,9 @@ def conversation(platform: str = "android", **fmt) -> list[str]:
     for i, day in enumerate([3, 9, 14, 20, 27]):
         when = dt.datetime(2024, 1, day, 9 + i, 5, 30)
         lines.append(gen.wa_line(when, "Anna", f"question {i}", platform, **fmt))
-        lines.append(gen.wa_line(when + dt.timedelta(minutes=3), "Northwind Support", f"answer {i}", platform, **fmt))
+        lines.append(
+            gen.wa_line(when + dt.timedelta(minutes=3), "Northwind Support", f"answer {i}", platform, **fmt)
+        )
     return lines
 
 
@@ -42,12 +44,20 @@ def test_android_example_rows_sides_multiline_system_and_omitted_media():
     f = src.frame
     assert src.kind == "whatsapp" and src.date_order == "dmy" and f.index.name == "row"
     assert list(f.index) == [2, 3, 4, 7, 8, 10, 11]  # the line each message starts on
-    assert f.loc[4, "text"] == "It left our warehouse on 25 January.\nTracking: NW-1043-XY\nIt should arrive tomorrow."
-    assert f.loc[2, "side"] == "customer" and f.loc[3, "side"] == "operator" and f.loc[3, "operator_id"] == "7"
+    assert (
+        f.loc[4, "text"]
+        == "It left our warehouse on 25 January.\nTracking: NW-1043-XY\nIt should arrive tomorrow."
+    )
+    assert (
+        f.loc[2, "side"] == "customer" and f.loc[3, "side"] == "operator" and f.loc[3, "operator_id"] == "7"
+    )
     assert f["user_id"].nunique() == 1  # the operator's rows go into the customer's chat
     assert f.loc[7, "text"] == "(media not included in the export)" and pd.isna(f.loc[7, "files"])
     assert src.notes["code"].tolist() == ["media-not-included"]
-    assert src.skipped == {"system lines (encryption notices, joins, subject changes)": 1, "deleted messages": 1}
+    assert src.skipped == {
+        "system lines (encryption notices, joins, subject changes)": 1,
+        "deleted messages": 1,
+    }
     assert f.loc[2, "date"] == pd.Timestamp("2024-01-28 18:03", tz="Europe/Prague")
     assert f.loc[11, "text"] == "Great, enjoy it \U0001f600"
     assert f["message_id"].is_unique and f["message_id"].str.startswith("wa:").all()
@@ -58,7 +68,9 @@ def test_ios_zip_with_media_12_hour_month_first():
     f = src.frame
     assert src.date_order == "mdy" and len(f) == 6
     assert f.loc[3, "files"] == "00000003-PHOTO-2024-07-03-20-17-40.jpg" and pd.isna(f.loc[3, "text"])
-    assert f.loc[6, "files"] == "00000005-invoice 2291.pdf" and f.loc[6, "text"] == "invoice 2291.pdf • 1 page"
+    assert (
+        f.loc[6, "files"] == "00000005-invoice 2291.pdf" and f.loc[6, "text"] == "invoice 2291.pdf • 1 page"
+    )
     assert f.loc[2, "date"] == pd.Timestamp("2024-07-03 20:16:05", tz="America/New_York")  # 8:16:05 PM
     assert f.loc[8, "date"] == pd.Timestamp("2024-07-15 08:05:00", tz="America/New_York")
     assert f.loc[7, "text"] == "(media not included in the export)"
@@ -71,8 +83,11 @@ def test_ios_zip_with_media_12_hour_month_first():
 def test_ids_are_the_same_on_every_run_and_differ_between_chats(tmp_path):
     a, b = load(ANDROID, operators=OPS), load(ANDROID, operators=OPS)
     assert a.frame["message_id"].equals(b.frame["message_id"])
-    other = load(chat(tmp_path, ANDROID.read_text(encoding="utf-8").splitlines(), "WhatsApp Chat with Eva.txt"),
-                 operators=OPS, customer="Pavel Novak")
+    other = load(
+        chat(tmp_path, ANDROID.read_text(encoding="utf-8").splitlines(), "WhatsApp Chat with Eva.txt"),
+        operators=OPS,
+        customer="Pavel Novak",
+    )
     assert not set(other.frame["message_id"]) & set(a.frame["message_id"])
 
 
@@ -82,8 +97,11 @@ def test_ids_are_the_same_on_every_run_and_differ_between_chats(tmp_path):
         ("android", {"order": "dmy", "sep": "/"}, "dmy"),
         ("android", {"order": "mdy", "sep": "/", "twelve": True}, "mdy"),
         ("android", {"order": "dmy", "sep": ".", "year_digits": 2}, "dmy"),  # ru / de
-        ("android", {"order": "dmy", "sep": "/", "twelve": True, "year_digits": 4, "ampm": ("a. m.", "p. m.")},
-         "dmy"),  # es
+        (
+            "android",
+            {"order": "dmy", "sep": "/", "twelve": True, "year_digits": 4, "ampm": ("a. m.", "p. m.")},
+            "dmy",
+        ),  # es
         ("ios", {"order": "dmy", "sep": ".", "year_digits": 2}, "dmy"),  # de
         ("ios", {"order": "mdy", "sep": "/", "twelve": True}, "mdy"),  # en-US
         ("ios", {"order": "ymd", "sep": "/"}, "ymd"),  # zh
@@ -96,8 +114,12 @@ def test_locales_and_date_orders(tmp_path, platform, fmt, order):
     f = src.frame
     assert src.date_order == order and len(f) == 10
     assert f["text"].tolist()[:2] == ["question 0", "answer 0"]
-    assert f.iloc[0]["date"] == pd.Timestamp("2024-01-03 09:05" + (":30" if platform == "ios" else ""), tz="UTC")
-    assert f.iloc[-2]["date"] == pd.Timestamp("2024-01-27 13:05" + (":30" if platform == "ios" else ""), tz="UTC")
+    assert f.iloc[0]["date"] == pd.Timestamp(
+        "2024-01-03 09:05" + (":30" if platform == "ios" else ""), tz="UTC"
+    )
+    assert f.iloc[-2]["date"] == pd.Timestamp(
+        "2024-01-27 13:05" + (":30" if platform == "ios" else ""), tz="UTC"
+    )
     assert f["side"].tolist()[:2] == ["customer", "operator"]
 
 
@@ -115,7 +137,10 @@ def test_invisible_characters_are_removed(tmp_path):
 def test_finnish_klo_and_dotted_times(tmp_path):
     lines = ["[13.6.2018 klo 21.25.15] Anna: moi", "[14.6.2018 klo 9.01.00] Northwind Support: hei"]
     f = load(chat(tmp_path, lines), operators=OPS, timezone="UTC").frame
-    assert f.iloc[0]["date"] == pd.Timestamp("2018-06-13 21:25:15", tz="UTC") and f["text"].tolist() == ["moi", "hei"]
+    assert f.iloc[0]["date"] == pd.Timestamp("2018-06-13 21:25:15", tz="UTC") and f["text"].tolist() == [
+        "moi",
+        "hei",
+    ]
 
 
 def test_android_attachments_and_localised_markers(tmp_path):
@@ -144,7 +169,7 @@ def test_android_attachments_and_localised_markers(tmp_path):
 
 def test_system_lines_edits_and_deleted_messages(tmp_path):
     lines = [
-        "03/01/2024, 09:00 - Messages and calls are end-to-end encrypted. No one outside of this chat can read them.",
+        "03/01/2024, 09:00 - Messages and calls are end-to-end encrypted. No one outside can read them.",
         "03/01/2024, 09:01 - Anna: I added the photo below",
         "03/01/2024, 09:02 - Anna: fixed typo <This message was edited>",
         "03/01/2024, 09:03 - Anna: This message was deleted",
@@ -159,7 +184,7 @@ def test_system_lines_edits_and_deleted_messages(tmp_path):
 def test_group_chat_is_one_conversation_with_several_customers(tmp_path):
     t = dt.datetime(2024, 2, 1, 10, 0)
     lines = [
-        gen.wa_line(t, None, "Northwind Support created group \"Kettle club\""),
+        gen.wa_line(t, None, 'Northwind Support created group "Kettle club"'),
         gen.wa_line(t, None, "Northwind Support added Anna"),
         gen.wa_line(t + dt.timedelta(minutes=1), "Anna", "hi all"),
         gen.wa_line(t + dt.timedelta(minutes=2), "+1 (555) 010-0199", "hello"),
@@ -256,12 +281,17 @@ def test_end_to_end_ios_zip_with_media_into_the_sandbox(tmp_path):
     assert (frame["import_status"] == "sent").all() and len(stored) == 6
     assert_arrived_as_read(src, frame, stored)
     files = json.loads(stored.loc[stored["message_id"] == src.frame.loc[6, "message_id"], "files"].iloc[0])
-    assert files == [{"url": "https://files.example.com/wa/00000005-invoice%202291.pdf", "name": "00000005-invoice 2291.pdf"}]
+    assert files == [
+        {
+            "url": "https://files.example.com/wa/00000005-invoice%202291.pdf",
+            "name": "00000005-invoice 2291.pdf",
+        }
+    ]
 
 
 def test_end_to_end_group_into_one_portal_chat(tmp_path):
     t = dt.datetime(2024, 2, 1, 10, 0)
-    lines = [gen.wa_line(t, None, "Northwind Support created group \"Kettle club\"")]
+    lines = [gen.wa_line(t, None, 'Northwind Support created group "Kettle club"')]
     for i in range(6):
         who = ["Anna", "Mark", "Northwind Support"][i % 3]
         lines.append(gen.wa_line(t + dt.timedelta(minutes=i), who, f"line {i}\nsecond line {i}"))

@@ -45,7 +45,9 @@ def detect(path: str | Path) -> str:
     if ext in (".html", ".htm"):
         if p.name.startswith(("messages", "export_results")):
             raise ReadError(f"{p.name} {_HTML_HINT}")
-        raise ReadError(f"{p.name}: an HTML file is not a chat export bulkimport reads; use xlsx, csv or JSON")
+        raise ReadError(
+            f"{p.name}: an HTML file is not a chat export bulkimport reads; use xlsx, csv or JSON"
+        )
     if p.stat().st_size == 0:
         raise ReadError(f"{p.name}: the file is empty; export the history again")
     with p.open("rb") as fh:
@@ -83,7 +85,9 @@ def _detect_zip(p: Path) -> str:
         with zipfile.ZipFile(p) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
     except zipfile.BadZipFile:
-        raise ReadError(f"{p.name}: not a valid zip file (damaged or cut off); copy or export it again") from None
+        raise ReadError(
+            f"{p.name}: not a valid zip file (damaged or cut off); copy or export it again"
+        ) from None
     if any(n.startswith("xl/") for n in names) and "[Content_Types].xml" in names:
         return "xlsx"
     if not names:

@@ -11,6 +11,7 @@ per message and dates stay integer seconds until the frame is built.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Mapping as ABCMapping
@@ -137,16 +138,11 @@ def local_zone() -> str:
     tz = os.environ.get("TZ", "").lstrip(":")
     if tz:
         candidates.append(tz)
-    try:
-        target = os.path.realpath("/etc/localtime")
-        if "zoneinfo/" in target:
-            candidates.append(target.split("zoneinfo/", 1)[1])
-    except OSError:
-        pass
-    try:
+    target = os.path.realpath("/etc/localtime")
+    if "zoneinfo/" in target:
+        candidates.append(target.split("zoneinfo/", 1)[1])
+    with contextlib.suppress(OSError):
         candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
-    except OSError:
-        pass
     for name in candidates:
         if name.startswith("posix/") or name.startswith("right/"):
             name = name.split("/", 1)[1]

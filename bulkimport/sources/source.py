@@ -104,8 +104,12 @@ class Source:
                 (a for a in self.authors if a.conversation == c.key and a.messages), key=lambda a: -a.messages
             )[:15]:
                 who = a.name or "(deleted account)"
-                side = a.side if a.side == CUSTOMER else (
-                    f"operator → employee {a.operator_id}" if a.operator_id else "operator → NO EMPLOYEE"
+                side = (
+                    a.side
+                    if a.side == CUSTOMER
+                    else (
+                        f"operator → employee {a.operator_id}" if a.operator_id else "operator → NO EMPLOYEE"
+                    )
                 )
                 ident = f" [{a.author_id}]" if a.author_id != a.name else ""
                 lines.append(f"      {who}{ident}: {a.messages:,} message(s), {side}")

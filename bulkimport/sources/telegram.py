@@ -143,7 +143,7 @@ class JsonStream:
             self.pos = end
             return obj
 
-    def keys(self) -> Iterator[str]:
+    def members(self) -> Iterator[str]:
         """Iterate an object's keys; the caller consumes each value before the next key."""
         self.expect("{")
         if self.peek() == "}":
@@ -224,13 +224,13 @@ class TelegramReader:
             raise ReadError(f"{self.name}: not a Telegram Desktop JSON export (it does not start with '{{')")
         head: dict[str, Any] = {}
         seen_messages = False
-        for key in js.keys():
+        for key in js.members():
             if key == "messages":
                 seen_messages = True
                 self._dialog(js, head, single=True, left=False)
             elif key in ("chats", "left_chats"):
                 self.full = True
-                for sub in js.keys():
+                for sub in js.members():
                     if sub == "list":
                         for _ in js.items():
                             self._dialog_object(js, left=key == "left_chats")
@@ -252,7 +252,7 @@ class TelegramReader:
 
     def _dialog_object(self, js: JsonStream, left: bool) -> None:
         head: dict[str, Any] = {}
-        for key in js.keys():
+        for key in js.members():
             if key == "messages":
                 self._dialog(js, head, single=False, left=left)
             else:
@@ -274,7 +274,9 @@ class TelegramReader:
             return
         did_s = str(did)
         name = head.get("name")
-        conv = Conversation(f"tg:{did_s}", str(name) if name else f"Telegram {did_s}", dtype, group=dtype in GROUPS)
+        conv = Conversation(
+            f"tg:{did_s}", str(name) if name else f"Telegram {did_s}", dtype, group=dtype in GROUPS
+        )
         dialog = _Dialog(conv, did_s, dtype)
         self.dialogs.append(dialog)
         for _ in js.items():
@@ -463,7 +465,9 @@ def _safe_href(href: Any) -> str | None:
     if not isinstance(href, str):
         return None
     href = href.strip().replace("]", "%5D").replace("[", "%5B")
-    if any(ch.isspace() for ch in href) or not href.lower().startswith(("http://", "https://", "tg://", "mailto:")):
+    if any(ch.isspace() for ch in href) or not href.lower().startswith(
+        ("http://", "https://", "tg://", "mailto:")
+    ):
         return None
     return href
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import itertools
 import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from collections.abc import Mapping as ABCMapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -44,11 +45,11 @@ from .common import (
 )
 from .source import Source, build
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u2068\u2069\u202a\u202b\u202c\u202d\u202e\ufeff\u2066\u2067"))
-_INVISIBLE.update(dict.fromkeys(map(ord, "\u202f\u00a0\u2009\u2007"), " "))
-_AMPM = (
-    r"[AaPp]\.?\s?[Mm]\.?|vorm\.|nachm\.|de\.|du\.|ص|م|π\.?μ\.?|μ\.?μ\.?|午前|午後|上午|下午|오전|오후"
+_INVISIBLE = dict.fromkeys(
+    map(ord, "\u200e\u200f\u2068\u2069\u202a\u202b\u202c\u202d\u202e\ufeff\u2066\u2067")
 )
+_INVISIBLE.update(dict.fromkeys(map(ord, "\u202f\u00a0\u2009\u2007"), " "))
+_AMPM = r"[AaPp]\.?\s?[Mm]\.?|vorm\.|nachm\.|de\.|du\.|ص|م|π\.?μ\.?|μ\.?μ\.?|午前|午後|上午|下午|오전|오후"
 _HEADER = re.compile(
     r"(?P<br>\[)?"
     r"(?P<date>\d{1,4}(?P<s1>[./-]) ?\d{1,2}(?P=s1) ?\d{1,4})\.?"
@@ -63,7 +64,7 @@ _PM = {"pm", "p", "nachm", "du", "午後", "下午", "오후", "م", "μμ"}
 _AUTHOR = re.compile(r"(?P<author>[^:\n]{1,80}?):(?: (?P<text>.*))?$", re.S)
 _SYSTEM_NO_AUTHOR = re.compile(
     r"end-to-end|сквозным шифрованием|Ende-zu-Ende|extremo a extremo|bout en bout|ponta a ponta|"
-    r" created group | created this group|^You were added|^You joined| added | removed | left$|^.{1,80} left$|"
+    r" created group | created this group|^You were added|^You joined| added | removed | left$|"
     r" joined using | changed the subject | changed this group's | changed the group | deleted this group's|"
     r" changed their phone number| changed to | security code | is now an admin| no longer an admin|"
     r" создал\(-а\) группу| добавил\(-а\) | покинул\(-а\) группу| удалил\(-а\) ",
@@ -78,13 +79,23 @@ _DELETED = re.compile(
     r"Сообщение удалено|Данное сообщение удалено\.?|Diese Nachricht wurde gelöscht\.?|"
     r"Ce message a été supprimé\.?|Essa mensagem foi apagada\.?|Questo messaggio è stato eliminato\.?)$"
 )
-_EDITED = re.compile(r"\s*<(?:This message was edited|Сообщение изменено|Diese Nachricht wurde bearbeitet|"
-                     r"Se editó este mensaje\.?)>$")
+_EDITED = re.compile(
+    r"\s*<(?:This message was edited|Сообщение изменено|Diese Nachricht wurde bearbeitet|"
+    r"Se editó este mensaje\.?)>$"
+)
 _IOS_ATTACHED = re.compile(r"<(?P<word>[^<>:\d][^<>:]{1,25}): (?P<name>[^<>]+?)>")
 _ANDROID_ATTACHED = re.compile(r"^(?P<name>[^\n]+?\.[\w]{0,6}) \((?P<word>[^()\n]{3,30})\)$")
 _ATTACHED_WORDS = {
-    "file attached", "файл добавлен", "datei angehängt", "archivo adjunto", "fichier joint",
-    "arquivo anexado", "file allegato", "dosya eklendi", "plik załączony", "bestand bijgevoegd",
+    "file attached",
+    "файл добавлен",
+    "datei angehängt",
+    "archivo adjunto",
+    "fichier joint",
+    "arquivo anexado",
+    "file allegato",
+    "dosya eklendi",
+    "plik załączony",
+    "bestand bijgevoegd",
 }
 _MEDIA_OMITTED = re.compile(
     r"^<(?:Media omitted|Без медиафайлов|Média vynechány|Medien ausgeschlossen|Multimedia omitido|"
@@ -98,7 +109,9 @@ _MEDIA_OMITTED = re.compile(
 _NAMED = [
     re.compile(r"^WhatsApp Chat\s*-\s*(?P<name>.+)$", re.I),
     re.compile(r"^WhatsApp[- ]Chat (?:with|mit|con|met|com) (?P<name>.+)$", re.I),
-    re.compile(r"^(?:Chat|Conversa|Discussion) (?:de |do )?WhatsApp (?:con|com|avec|with) (?P<name>.+)$", re.I),
+    re.compile(
+        r"^(?:Chat|Conversa|Discussion) (?:de |do )?WhatsApp (?:con|com|avec|with) (?P<name>.+)$", re.I
+    ),
     re.compile(r"^Чат WhatsApp с (?:контактом |группой )?(?P<name>.+)$", re.I),
 ]
 _CHAT_NAMES = re.compile(r"(^|/)(_chat\.txt|WhatsApp.*\.txt|Чат WhatsApp.*\.txt|.*WhatsApp.*\.txt)$", re.I)
@@ -194,7 +207,7 @@ class WhatsAppReader:
                 f"{self.name}: no line starts with a WhatsApp date and time; this is not a WhatsApp chat "
                 "export (WhatsApp → chat → More → Export chat)"
             )
-        key = hashlib.sha1(f"{self.title}\n{first}".encode()).hexdigest()[:12]
+        key = hashlib.sha256(f"{self.title}\n{first}".encode()).hexdigest()[:12]
         self.conv = Conversation(f"wa:{key}", self.title, "whatsapp")
         self._collect(msgs)
 
@@ -232,7 +245,13 @@ class WhatsAppReader:
         name = am.group("author").strip()
         text = am.group("text") or ""
         system = bool(_SYSTEM_TEXT.match(text))
-        if bracket and lrm and not system and _SYSTEM_NO_AUTHOR.search(text) and not _IOS_ATTACHED.search(text):
+        if (
+            bracket
+            and lrm
+            and not system
+            and _SYSTEM_NO_AUTHOR.search(text)
+            and not _IOS_ATTACHED.search(text)
+        ):
             system = True
             self._group_words(text)
         author = self.authors.get(name.casefold())
@@ -242,8 +261,11 @@ class WhatsAppReader:
         return author, text, system
 
     def _group_words(self, text: str) -> None:
-        if re.search(r"created group|created this group| added | joined using|changed the subject|"
-                     r"создал\(-а\) группу|добавил\(-а\)", text):
+        if re.search(
+            r"created group|created this group| added | joined using|changed the subject|"
+            r"создал\(-а\) группу|добавил\(-а\)",
+            text,
+        ):
             self.group_hint = True
 
     # ------------------------------------------------------------------ messages → rows
@@ -296,7 +318,9 @@ class WhatsAppReader:
         text = _IOS_ATTACHED.sub(ios, text)
         lines = text.split("\n")
         am = _ANDROID_ATTACHED.match(lines[0].strip())
-        if am and (am.group("word").strip().lower() in _ATTACHED_WORDS or self._find(am.group("name")) is not None):
+        if am and (
+            am.group("word").strip().lower() in _ATTACHED_WORDS or self._find(am.group("name")) is not None
+        ):
             name = am.group("name").strip()
             attach(name)
             lines = lines[1:]
@@ -391,7 +415,9 @@ def _user_id(chat: str, name: str) -> str:
 def _looks_authored(rest: str) -> bool:
     """``Anna: I added the file`` is a message even though ' added ' is in it."""
     m = _AUTHOR.match(rest)
-    return m is not None and not re.search(r" (added|removed|changed|created|joined|left) ", m.group("author"))
+    return m is not None and not re.search(
+        r" (added|removed|changed|created|joined|left) ", m.group("author")
+    )
 
 
 def _signature(m: re.Match[str]) -> tuple[bool, str]:
@@ -412,7 +438,7 @@ def decide_order(parts: list[tuple[int, ...]], keys: list[str], name: str) -> st
         return "mdy"
     if not (first_big or second_big):
         down_a = down_b = changes_a = changes_b = 0
-        for prev, cur in zip(parts, parts[1:], strict=False):
+        for prev, cur in itertools.pairwise(parts):
             if prev[2] != cur[2]:
                 continue
             down_a += cur[0] < prev[0]
@@ -440,7 +466,9 @@ def _lines(fh: IO[bytes], name: str) -> Iterator[str]:
     try:
         yield from text
     except UnicodeDecodeError:
-        raise ReadError(f"{name}: not UTF-8 text; WhatsApp exports are UTF-8 — export the chat again") from None
+        raise ReadError(
+            f"{name}: not UTF-8 text; WhatsApp exports are UTF-8 — export the chat again"
+        ) from None
 
 
 @contextmanager
@@ -489,7 +517,9 @@ def load_export(
             names = [n for n in zf.namelist() if not n.endswith("/")]
         member = chat_member(names)
         if member is None:
-            raise ReadError(f"{path.name}: the zip holds no WhatsApp chat text (_chat.txt or WhatsApp Chat….txt)")
+            raise ReadError(
+                f"{path.name}: the zip holds no WhatsApp chat text (_chat.txt or WhatsApp Chat….txt)"
+            )
         container = Container(path.parent, path, names)
         inner = Path(member).stem
         stem = path.stem if customer_from_name(inner) is None else inner
