@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from array import array
 from collections import Counter
 from collections.abc import Mapping as ABCMapping
 from dataclasses import dataclass, field
@@ -88,8 +89,8 @@ class Rows:
     chat: list[str] = field(default_factory=list)
     chat_name: list[str | None] = field(default_factory=list)
     author: list[Author] = field(default_factory=list)
-    seconds: list[int] = field(default_factory=list)  # unix seconds, or wall seconds if naive
-    naive: list[bool] = field(default_factory=list)
+    seconds: array = field(default_factory=lambda: array("q"))  # unix seconds, or wall seconds if naive
+    naive: bytearray = field(default_factory=bytearray)  # 1 where ``seconds`` is wall time in the zone
     text: list[str | None] = field(default_factory=list)
     files: list[str | None] = field(default_factory=list)
     message_id: list[str] = field(default_factory=list)
@@ -168,14 +169,14 @@ def check_zone(timezone: str | None, option: str = "timezone") -> str:
     return str(timezone)
 
 
-def to_dates(seconds: list[int], naive: list[bool], zone: str) -> pd.Series:
+def to_dates(seconds: array, naive: bytearray, zone: str) -> pd.Series:
     """Unix seconds (or wall seconds in ``zone`` where ``naive``) → tz-aware datetimes in ``zone``.
 
     Wall times follow the rule of :func:`bulkimport.values.parse_dates`: a repeated hour (autumn)
     is the first one, a skipped hour (spring) moves forward.
     """
-    secs = np.asarray(seconds, dtype="int64")
-    flags = np.asarray(naive, dtype=bool)
+    secs = np.frombuffer(seconds, dtype="int64") if len(seconds) else np.zeros(0, dtype="int64")
+    flags = np.frombuffer(bytes(naive), dtype=np.uint8).astype(bool)
     out = pd.Series(pd.to_datetime(secs, unit="s", utc=True)).dt.tz_convert(zone)
     if flags.any():
         wall = pd.Series(pd.to_datetime(secs[flags], unit="s"))
@@ -230,8 +231,16 @@ def unmapped_message(source: str, authors: list[Author]) -> str:
 # --------------------------------------------------------------------------------------------------
 # the canonical frame
 # --------------------------------------------------------------------------------------------------
-def _column(values: list[Any]) -> pd.Series:
-    return pd.Series(np.asarray(values, dtype=object), dtype="str")
+def _column(values: list[Any]) -> Any:
+    """Python values → a ``str`` array (missing values stay missing)."""
+    return pd.array(np.asarray(values, dtype=object), dtype="str")
+
+
+def _take(values: list[Any]) -> Any:
+    """:func:`_column`, then the list is emptied (its column holds the same string objects)."""
+    out = _column(values)
+    values.clear()
+    return out
 
 
 def finish(rows: Rows, zone: str, source: str) -> pd.DataFrame:
@@ -249,26 +258,31 @@ def finish(rows: Rows, zone: str, source: str) -> pd.DataFrame:
         phone = first and phone_like(a.name)
         user_name.append(a.name if first and not phone and a.name else None)
         user_phone.append(a.name if phone else None)
-    data = {
-        "chat": _column(rows.chat),
-        "chat_name": _column(rows.chat_name),
+    # one column at a time, each source list emptied once its column exists: the lists and the
+    # columns are never all alive at once (what bounds the peak memory of a 1 GB export)
+    data: dict[str, Any] = {
+        "chat": _take(rows.chat),
+        "chat_name": _take(rows.chat_name),
         "author": _column([a.name or None for a in authors]),
         "author_id": _column([a.author_id for a in authors]),
         "side": _column([a.side for a in authors]),
         "user_id": _column([a.user_id for a in authors]),
-        "user_name": _column(user_name),
-        "user_phone": _column(user_phone),
+        "user_name": _take(user_name),
+        "user_phone": _take(user_phone),
         "operator_id": _column([None if a.operator_id is None else str(a.operator_id) for a in authors]),
-        "date": to_dates(rows.seconds, rows.naive, zone),
-        "text": _column(rows.text),
-        "files": _column(rows.files),
-        "message_id": _column(rows.message_id),
     }
+    authors.clear()
+    data["date"] = to_dates(rows.seconds, rows.naive, zone).array
+    del rows.seconds[:], rows.naive[:]
+    data["text"] = _take(rows.text)
+    data["files"] = _take(rows.files)
     if rows.index and all(type(k) is int for k in rows.index[:100]):
         index = pd.Index(np.asarray(rows.index, dtype="int64"), name="row")
     else:
-        index = pd.Index(_column(rows.index).array, name="row")
-    frame = pd.DataFrame({k: v.array for k, v in data.items()}, index=index)
+        index = pd.Index(_column(rows.index), name="row")
+    rows.index.clear()
+    data["message_id"] = _take(rows.message_id)
+    frame = pd.DataFrame(data, index=index, copy=False)
     frame.attrs["source"] = source
     return frame
 

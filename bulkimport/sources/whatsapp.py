@@ -49,6 +49,7 @@ _INVISIBLE = dict.fromkeys(
     map(ord, "\u200e\u200f\u2068\u2069\u202a\u202b\u202c\u202d\u202e\ufeff\u2066\u2067")
 )
 _INVISIBLE.update(dict.fromkeys(map(ord, "\u202f\u00a0\u2009\u2007"), " "))
+_ODD = re.compile("[" + "".join(map(chr, _INVISIBLE)) + "]")
 _AMPM = r"[AaPp]\.?\s?[Mm]\.?|vorm\.|nachm\.|de\.|du\.|ص|م|π\.?μ\.?|μ\.?μ\.?|午前|午後|上午|下午|오전|오후"
 _HEADER = re.compile(
     r"(?P<br>\[)?"
@@ -106,6 +107,7 @@ _MEDIA_OMITTED = re.compile(
     r"^(?:изображение|видео|аудио|стикер|GIF|документ) отсутствует$",
     re.I,
 )
+_OMITTED_ENDINGS = (">", "omitted", "omitida", "omitido", "weggelassen", "отсутствует")
 _NAMED = [
     re.compile(r"^WhatsApp Chat\s*-\s*(?P<name>.+)$", re.I),
     re.compile(r"^WhatsApp[- ]Chat (?:with|mit|con|met|com) (?P<name>.+)$", re.I),
@@ -121,7 +123,7 @@ Opener = Callable[[], AbstractContextManager[IO[bytes]]]
 
 def clean(line: str) -> str:
     """A line without invisible direction marks and with odd spaces made plain."""
-    return line.translate(_INVISIBLE)
+    return line.translate(_INVISIBLE) if _ODD.search(line) else line
 
 
 def is_header(line: str) -> bool:
@@ -154,7 +156,7 @@ class Options:
     include_service: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Msg:
     line: int
     day: str
@@ -235,11 +237,10 @@ class WhatsAppReader:
         return _Msg(no, day, tod, author, [text], system)
 
     def _split(self, rest: str, bracket: bool, lrm: bool) -> tuple[Author | None, str, bool]:
-        if not bracket and _SYSTEM_NO_AUTHOR.search(rest) and not _looks_authored(rest):
-            self._group_words(rest)
-            return None, rest, True
         am = _AUTHOR.match(rest)
-        if am is None:
+        if am is None or (not bracket and _SYSTEM_NO_AUTHOR.search(am.group("author"))):
+            # Android system lines have no "author: "; one whose text holds a colon ('X changed
+            # the subject to "a: b"') shows the system phrase in what would be the author
             self._group_words(rest)
             return None, rest, True
         name = am.group("author").strip()
@@ -275,7 +276,8 @@ class WhatsAppReader:
         conv = self.conv
         for a in self.authors.values():
             a.conversation = conv.key
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
+            msgs[i] = None  # type: ignore[call-overload]  # each parsed line freed once it is a row
             text = "\n".join(msg.lines).strip("\n")
             if msg.system or msg.author is None:
                 if self.opt.include_service and msg.author is not None:
@@ -283,7 +285,8 @@ class WhatsAppReader:
                 else:
                     self.rows.skip("system lines (encryption notices, joins, subject changes)")
                     continue
-            text = _EDITED.sub("", text)
+            if text.endswith(">"):
+                text = _EDITED.sub("", text)
             if _DELETED.match(text.strip()):
                 self.rows.skip("deleted messages")
                 continue
@@ -315,9 +318,10 @@ class WhatsAppReader:
                 return ""
             return m.group(0)
 
-        text = _IOS_ATTACHED.sub(ios, text)
+        if "<" in text:
+            text = _IOS_ATTACHED.sub(ios, text)
         lines = text.split("\n")
-        am = _ANDROID_ATTACHED.match(lines[0].strip())
+        am = _ANDROID_ATTACHED.match(lines[0].strip()) if lines[0].rstrip().endswith(")") else None
         if am and (
             am.group("word").strip().lower() in _ATTACHED_WORDS or self._find(am.group("name")) is not None
         ):
@@ -327,7 +331,7 @@ class WhatsAppReader:
             if lines and lines[0].strip() == name:  # documents: Android repeats the name
                 lines = lines[1:]
         text = "\n".join(lines).strip()
-        if _MEDIA_OMITTED.search(text):
+        if text.endswith(_OMITTED_ENDINGS) and _MEDIA_OMITTED.search(text):
             notes.append("(media not included in the export)")
             self.rows.note(row, "media-not-included", text)
             text = _MEDIA_OMITTED.sub("", text).strip()
@@ -410,14 +414,6 @@ def _user_id(chat: str, name: str) -> str:
     if phone_like(name):
         return "wa:+" + "".join(ch for ch in name if ch.isdigit())
     return f"{chat}:{name}"
-
-
-def _looks_authored(rest: str) -> bool:
-    """``Anna: I added the file`` is a message even though ' added ' is in it."""
-    m = _AUTHOR.match(rest)
-    return m is not None and not re.search(
-        r" (added|removed|changed|created|joined|left) ", m.group("author")
-    )
 
 
 def _signature(m: re.Match[str]) -> tuple[bool, str]:
