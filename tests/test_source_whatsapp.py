@@ -167,6 +167,23 @@ def test_android_attachments_and_localised_markers(tmp_path):
     assert src.notes.set_index("row")["code"].to_dict() == {6: "attachment-missing", 7: "media-not-included"}
 
 
+def test_file_names_with_commas_stay_one_attachment(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "offer, final; v2.pdf").write_bytes(b"x")
+    lines = [
+        "03/01/2024, 09:05 - Anna: offer, final; v2.pdf (file attached)",
+        "14/01/2024, 09:06 - Northwind Support: ok",
+    ]
+    src = load(chat(folder, lines), operators=OPS, files_base_url="https://files.example.com/wa/")
+    assert src.frame.loc[1, "attachments"] == "offer, final; v2.pdf"
+    assert src.attachments() == ["offer, final; v2.pdf"]
+    item = src.plan().conversations[0].messages[0]["message"]
+    assert item["files"] == [
+        {"url": "https://files.example.com/wa/offer%2C%20final%3B%20v2.pdf", "name": "offer, final; v2.pdf"}
+    ]
+
+
 def test_system_lines_edits_and_deleted_messages(tmp_path):
     lines = [
         "03/01/2024, 09:00 - Messages and calls are end-to-end encrypted. No one outside can read them.",

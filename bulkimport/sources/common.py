@@ -19,6 +19,7 @@ from collections.abc import Mapping as ABCMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -40,6 +41,7 @@ COLUMNS = [
     "date",
     "text",
     "files",
+    "attachments",
     "message_id",
 ]
 MAPPING_COLUMNS: dict[str, str] = {
@@ -236,6 +238,14 @@ def _column(values: list[Any]) -> Any:
     return pd.array(np.asarray(values, dtype=object), dtype="str")
 
 
+def _urls(base_url: str, cell: str | None) -> str | None:
+    """Relative attachment paths (one per line) → URLs under ``base_url``."""
+    if cell is None:
+        return None
+    base = base_url.rstrip("/")
+    return "\n".join(f"{base}/{quote(rel, safe='/')}" for rel in cell.split("\n"))
+
+
 def _take(values: list[Any]) -> Any:
     """:func:`_column`, then the list is emptied (its column holds the same string objects)."""
     out = _column(values)
@@ -243,8 +253,12 @@ def _take(values: list[Any]) -> Any:
     return out
 
 
-def finish(rows: Rows, zone: str, source: str) -> pd.DataFrame:
-    """Collected rows → the canonical frame (index ``row``, :data:`COLUMNS`, attrs ``source``)."""
+def finish(rows: Rows, zone: str, source: str, base_url: str | None = None) -> pd.DataFrame:
+    """Collected rows → the canonical frame (index ``row``, :data:`COLUMNS`, attrs ``source``).
+
+    ``attachments`` holds the attachment paths relative to the export root (one per line);
+    ``files`` (message.files) the same as URLs under ``base_url`` when it is given, percent-encoded
+    here so that a comma or semicolon in a file name never splits it into two files."""
     if not rows.index:
         raise ReadError(f"{source}: no message to import ({skipped_text(rows.skipped)}); check the export")
     authors = rows.author
@@ -275,7 +289,8 @@ def finish(rows: Rows, zone: str, source: str) -> pd.DataFrame:
     data["date"] = to_dates(rows.seconds, rows.naive, zone).array
     del rows.seconds[:], rows.naive[:]
     data["text"] = _take(rows.text)
-    data["files"] = _take(rows.files)
+    data["files"] = _column(rows.files if base_url is None else [_urls(base_url, f) for f in rows.files])
+    data["attachments"] = _take(rows.files)
     if rows.index and all(type(k) is int for k in rows.index[:100]):
         index = pd.Index(np.asarray(rows.index, dtype="int64"), name="row")
     else:

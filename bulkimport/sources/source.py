@@ -77,7 +77,8 @@ class Source:
 
     def attachments(self) -> list[str]:
         """Every attachment path of the frame (relative to the export root), in row order."""
-        files = self.frame["files"].dropna() if "files" in self.frame.columns else pd.Series(dtype="str")
+        col = "attachments"
+        files = self.frame[col].dropna() if col in self.frame.columns else pd.Series(dtype="str")
         return [p for cell in files for p in str(cell).split("\n") if p]
 
     def open_attachment(self, rel: str) -> Any:
@@ -150,13 +151,13 @@ def build(
     problems = list(problems)
     if unmapped:
         problems.insert(0, _unmapped_message(path.name, unmapped))
-    frame = finish(rows, zone, path.name)
-    frame.attrs["source_path"] = str(path)
-    frame.attrs["kind"] = kind
     options: dict[str, Any] = {"timezone": zone}
     if files_base_url is not None:
         options["files_base_url"] = files_base_url
     mapping = Mapping(columns=dict(MAPPING_COLUMNS), options=options, source=f"{kind} export")
+    frame = finish(rows, zone, path.name, files_base_url)
+    frame.attrs["source_path"] = str(path)
+    frame.attrs["kind"] = kind
     src = Source(
         path=path,
         kind=kind,
