@@ -33,10 +33,34 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import header  # noqa: E402
 
-WORDS = (
-    "hello order kettle delivery tomorrow thank you please price invoice address warehouse tracking "
-    "return broken lid колпак заказ доставка спасибо пожалуйста цена счёт адрес когда сегодня"
-).split()
+WORDS = [
+    "hello",
+    "order",
+    "kettle",
+    "delivery",
+    "tomorrow",
+    "thank",
+    "you",
+    "please",
+    "price",
+    "invoice",
+    "address",
+    "warehouse",
+    "tracking",
+    "return",
+    "broken",
+    "lid",
+    "колпак",
+    "заказ",
+    "доставка",
+    "спасибо",
+    "пожалуйста",
+    "цена",
+    "счёт",
+    "адрес",
+    "когда",
+    "сегодня",
+]
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -64,8 +88,14 @@ def _words(rng: random.Random, lo: int, hi: int) -> str:
 def _tg_message(rng: random.Random, mid: int, when: int, customer: tuple[str, str]) -> dict:
     who = customer if rng.random() < 0.55 else ("Northwind Support", "user100")
     local = dt.datetime.fromtimestamp(when + 3600, dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds")
-    msg: dict = {"id": mid, "type": "message", "date": local, "date_unixtime": str(when),
-                 "from": who[0], "from_id": who[1]}
+    msg: dict = {
+        "id": mid,
+        "type": "message",
+        "date": local,
+        "date_unixtime": str(when),
+        "from": who[0],
+        "from_id": who[1],
+    }
     r = rng.random()
     if r < 0.05:
         msg["reply_to_message_id"] = max(1, mid - rng.randint(1, 5))
@@ -78,7 +108,11 @@ def _tg_message(rng: random.Random, mid: int, when: int, customer: tuple[str, st
         msg["file"] = "(File not included. Change data exporting settings to download.)"
         msg["file_name"], msg["media_type"] = "voice.ogg", "voice_message"
     if rng.random() < 0.25:
-        text = [_words(rng, 2, 8) + " ", {"type": "bold", "text": _words(rng, 1, 3)}, " " + _words(rng, 2, 10)]
+        text = [
+            _words(rng, 2, 8) + " ",
+            {"type": "bold", "text": _words(rng, 1, 3)},
+            " " + _words(rng, 2, 10),
+        ]
         entities = [{"type": "plain", "text": text[0]}, text[1], {"type": "plain", "text": text[2]}]
     else:
         text = _words(rng, 3, 30)
@@ -93,8 +127,10 @@ def make_telegram(path: Path, megabytes: int, seed: int = 17) -> int:
     target = megabytes * 1024 * 1024
     written = n = 0
     with path.open("w", encoding="utf-8") as fh:
-        head = ('{\n "about": "bench",\n "personal_information": {"user_id": 100, "first_name": "Northwind"},\n'
-                ' "chats": {\n  "about": "",\n  "list": [\n')
+        head = (
+            '{\n "about": "bench",\n "personal_information": {"user_id": 100, "first_name": "Northwind"},\n'
+            ' "chats": {\n  "about": "",\n  "list": [\n'
+        )
         fh.write(head)
         written += len(head)
         chat = 0
@@ -108,14 +144,18 @@ def make_telegram(path: Path, megabytes: int, seed: int = 17) -> int:
             when = 1_700_000_000 + chat * 1000
             for mid in range(1, rng.randint(500, 5000)):
                 when += rng.randint(5, 3600)
-                line = ("," if mid > 1 else "") + json.dumps(_tg_message(rng, mid, when, customer), ensure_ascii=False) + "\n"
+                line = (
+                    ("," if mid > 1 else "")
+                    + json.dumps(_tg_message(rng, mid, when, customer), ensure_ascii=False)
+                    + "\n"
+                )
                 fh.write(line)
                 written += len(line.encode())
                 n += 1
                 if written >= target:
                     break
             fh.write("]}\n")
-        fh.write("  ]\n },\n \"left_chats\": {\"about\": \"\", \"list\": []}\n}\n")
+        fh.write('  ]\n },\n "left_chats": {"about": "", "list": []}\n}\n')
     return n
 
 
@@ -145,7 +185,9 @@ def measure(path: Path, kind: str) -> dict:
     """Load ``path`` in a fresh interpreter; its wall/CPU seconds and peak memory."""
     out = subprocess.run(
         [sys.executable, "-c", _CHILD.format(root=str(ROOT)), str(path), kind],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"{kind} load failed:\n{out.stderr[-3000:]}")
@@ -165,11 +207,17 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cases = [
         ("telegram", folder / f"result-{args.telegram_mb}mb.json", args.telegram_mb, make_telegram),
-        ("whatsapp", folder / f"WhatsApp Chat with Pavel Novak {args.whatsapp_mb}mb.txt", args.whatsapp_mb,
-         make_whatsapp),
+        (
+            "whatsapp",
+            folder / f"WhatsApp Chat with Pavel Novak {args.whatsapp_mb}mb.txt",
+            args.whatsapp_mb,
+            make_whatsapp,
+        ),
     ]
-    print(f"{'input':<10} {'size':>9} {'messages':>11} {'wall s':>8} {'CPU s':>8} {'msg/s':>10} {'MB/s':>7} "
-          f"{'peak MB':>8}  generated in")
+    print(
+        f"{'input':<10} {'size':>9} {'messages':>11} {'wall s':>8} {'CPU s':>8} {'msg/s':>10} {'MB/s':>7} "
+        f"{'peak MB':>8}  generated in"
+    )
     try:
         for kind, path, mb, make in cases:
             t = time.perf_counter()
@@ -178,9 +226,11 @@ def main() -> None:
             gen_s = time.perf_counter() - t
             size = path.stat().st_size
             r = measure(path, kind)
-            print(f"{kind:<10} {size / 2**20:>7.0f}MB {r['messages']:>11,} {r['wall']:>8.1f} {r['cpu']:>8.1f} "
-                  f"{r['messages'] / r['wall']:>10,.0f} {size / 2**20 / r['wall']:>7.1f} {r['peak'] / 2**20:>8.0f}"
-                  f"  {gen_s:.0f} s")
+            print(
+                f"{kind:<10} {size / 2**20:>7.0f}MB {r['messages']:>11,} {r['wall']:>8.1f} {r['cpu']:>8.1f} "
+                f"{r['messages'] / r['wall']:>10,.0f} {size / 2**20 / r['wall']:>7.1f} {r['peak'] / 2**20:>8.0f}"
+                f"  {gen_s:.0f} s"
+            )
     finally:
         if not args.keep and args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)
