@@ -244,6 +244,25 @@ def test_customer_from_the_file_name_in_several_languages():
     assert customer_from_name("_chat") is None
 
 
+def test_a_named_customer_who_never_wrote_still_owns_the_chat(tmp_path):
+    lines = [
+        "03/01/2024, 09:05 - Northwind Support: your order has shipped",
+        "14/01/2024, 09:06 - Northwind Support: ?",
+    ]
+    src = load(chat(tmp_path, lines), operators=OPS)
+    assert src.frame["side"].tolist() == ["operator", "operator"]
+    assert set(src.frame["user_id"]) == {f"{src.frame['chat'].iloc[0]}:Anna"}
+    with pytest.raises(InputError, match="Northwind Support"):
+        load(chat(tmp_path, lines))
+
+
+def test_the_file_name_says_who_the_customer_is(tmp_path):
+    lines = ["03/01/2024, 09:05 - Bob: hello", "14/01/2024, 09:06 - Anna: hi Bob"]
+    src = load(chat(tmp_path, lines), strict=False)  # "WhatsApp Chat with Anna.txt"
+    assert src.frame["side"].tolist() == ["operator", "customer"]
+    assert "'Bob' (1 messages) map to no Bitrix24 employee" in src.problems[0]
+
+
 def test_unnamed_two_person_chat_needs_the_business_side(tmp_path):
     lines = ["03/01/2024, 09:05 - Anna: a", "14/01/2024, 09:06 - Bob: b"]
     path = chat(tmp_path, lines, "_chat.txt")

@@ -181,6 +181,7 @@ class WhatsAppReader:
         self.conv: Conversation | None = None
         self.order: str | None = None
         self.prefix = ""  # folder of the chat text inside the zip (attachments sit beside it)
+        self.named: str | None = None  # the chat partner the file name names
         self._days: dict[str, str] = {}  # distinct date strings, in file order (shared objects)
 
     # ------------------------------------------------------------------ reading
@@ -374,30 +375,21 @@ class WhatsAppReader:
         assert self.conv is not None
         conv = self.conv
         authors = [a for a in self.authors.values() if a.messages]
-        named = (self.opt.customer or customer_from_name(self.title) or "").strip().casefold()
-        customer = next((a for a in authors if a.name.casefold() == named), None) if named else None
-        ops = self.opt.operators
+        named = (self.opt.customer or self.named or "").strip()
+        customer = (
+            next((a for a in authors if a.name.casefold() == named.casefold()), None) if named else None
+        )
         conv.group = customer is None and (self.group_hint or len(authors) > 2)
-        if customer is None and not conv.group:
-            mapped = [a for a in authors if operator_for(ops, a.name) is not None]
-            rest = [a for a in authors if a not in mapped]
-            if mapped and len(rest) == 1:
-                customer = rest[0]
-            elif len(authors) == 1 and not mapped:
-                customer = authors[0]
-        if customer is None and not conv.group:
-            names = ", ".join(repr(a.name) for a in authors)
-            self.problems.append(
-                f"{self.name}: cannot tell the customer among {names} (the file name names none); "
-                "give the business side with --operator 'AUTHOR=<employee id>'"
-            )
+        # the customer's user.id: the named author's, or the named person's who wrote nothing
+        cust = customer.name if customer is not None else (named or None) if not conv.group else None
+        if cust is None and not conv.group:
+            cust = self._unnamed_customer(authors)
         unmapped = []
         for a in authors:
-            emp = operator_for(ops, a.name)
-            business = a is not customer and (customer is not None or emp is not None)
-            if business:
+            emp = operator_for(self.opt.operators, a.name)
+            if a is not customer and (cust is not None or emp is not None) and a.name != cust:
                 a.side, a.operator_id = OPERATOR, emp
-                a.user_id = _user_id(conv.key, customer.name) if customer is not None else None
+                a.user_id = _user_id(conv.key, cust) if cust is not None else None
                 if emp is None:
                     unmapped.append(a)
             else:
@@ -408,6 +400,19 @@ class WhatsAppReader:
                 "among its authors with --operator 'AUTHOR=<employee id>'"
             )
         return unmapped
+
+    def _unnamed_customer(self, authors: list[Author]) -> str | None:
+        """A 1:1 chat whose file name names nobody: the one author not given as an operator."""
+        mapped = [a for a in authors if operator_for(self.opt.operators, a.name) is not None]
+        rest = [a for a in authors if a not in mapped]
+        if len(rest) == 1 and (mapped or len(authors) == 1):
+            return rest[0].name
+        names = ", ".join(repr(a.name) for a in authors)
+        self.problems.append(
+            f"{self.name}: cannot tell the customer among {names} (the file name names none); give the "
+            "business side with --operator 'AUTHOR=<employee id>'"
+        )
+        return None
 
 
 def _user_id(chat: str, name: str) -> str:
@@ -522,8 +527,9 @@ def load_export(
         opener = opener_for(path, member)
     else:
         container, stem, opener = Container(path.parent), path.stem, opener_for(path, None)
-    title = customer_from_name(stem) or stem
-    reader = WhatsAppReader(path.name, title, container, opts)
+    named = customer_from_name(stem)
+    reader = WhatsAppReader(path.name, named or stem, container, opts)
+    reader.named = named
     if member is not None and "/" in member:
         reader.prefix = member.rsplit("/", 1)[0] + "/"
     reader.read(opener)
