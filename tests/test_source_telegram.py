@@ -249,3 +249,24 @@ def test_end_to_end_group_shares_one_portal_chat(tmp_path):
     assert_arrived_as_read(src, frame, stored)
     group = stored[stored["chat_id"] == "tg:7770001"]
     assert len(group) == 3 and group["b24_chat_id"].nunique() == 1 and group["user_id"].nunique() == 2
+
+
+def test_single_group_export_needs_the_business_side_named(tmp_path):
+    t = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC)
+    msgs = [
+        gen.tg_message(1, t, "Mark", "user2", "hi"),
+        gen.tg_message(2, t, "Sara", "user3", "yo"),
+        gen.tg_message(3, t, "Desk", "user9", "hello both"),
+    ]
+    path = write(tmp_path, {"name": "Club", "type": "private_group", "id": 42, "messages": msgs})
+    with pytest.raises(InputError, match="nobody in group 'Club' is on the business side"):
+        load(path)
+    src = load(path, operators={"user9": 3})
+    assert src.frame["side"].tolist() == ["customer", "customer", "operator"] and src.needs_chat_group
+
+
+def test_left_chats_only_when_asked(tmp_path):
+    folder = gen.write_telegram_full(tmp_path / "full")
+    src = load(folder, operators=OPS, include_groups=True, include_left=True, strict=False)
+    assert "tg:9990001:1" in src.frame.index
+    assert src.problems and "Old chat" in src.problems[0]  # a group with nobody on the business side

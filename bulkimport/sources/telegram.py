@@ -285,6 +285,7 @@ class TelegramReader:
                 self._message(dialog, msg)
             else:
                 self.rows.skip("not a message object")
+        dialog.snippets.clear()  # replies point inside their dialog: no need to keep these
 
     def _skip_all(self, js: JsonStream) -> Iterator[None]:
         for _ in js.items():
