@@ -209,7 +209,7 @@ def main() -> None:
         ("telegram", folder / f"result-{args.telegram_mb}mb.json", args.telegram_mb, make_telegram),
         (
             "whatsapp",
-            folder / f"WhatsApp Chat with Pavel Novak {args.whatsapp_mb}mb.txt",
+            folder / f"whatsapp-{args.whatsapp_mb}mb" / "WhatsApp Chat with Pavel Novak.txt",
             args.whatsapp_mb,
             make_whatsapp,
         ),
@@ -222,6 +222,7 @@ def main() -> None:
         for kind, path, mb, make in cases:
             t = time.perf_counter()
             if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
                 make(path, mb)
             gen_s = time.perf_counter() - t
             size = path.stat().st_size
