@@ -270,3 +270,10 @@ def test_left_chats_only_when_asked(tmp_path):
     src = load(folder, operators=OPS, include_groups=True, include_left=True, strict=False)
     assert "tg:9990001:1" in src.frame.index
     assert src.problems and "Old chat" in src.problems[0]  # a group with nobody on the business side
+
+
+def test_an_unmapped_exporter_is_listed_once_over_all_chats(tmp_path):
+    folder = gen.write_telegram_full(tmp_path / "full")
+    with pytest.raises(InputError) as e:
+        load(folder)
+    assert str(e.value).count("'Northwind Support'") == 1 and "(5 messages)" in str(e.value)

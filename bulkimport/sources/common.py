@@ -220,13 +220,18 @@ def operator_for(operators: dict[str, int], *names: str | None) -> int | None:
 
 
 def unmapped_message(source: str, authors: list[Author]) -> str:
-    """The one-line refusal for business-side authors without an employee id."""
-    listed = ", ".join(f"{a.name or a.author_id!r} ({a.messages} messages)" for a in authors[:10])
-    more = f" and {len(authors) - 10} more" if len(authors) > 10 else ""
-    first = authors[0].name or authors[0].author_id
+    """The one-line refusal for business-side authors without an employee id (each author once,
+    its messages summed over its conversations)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for a in authors:
+        counts[(a.author_id, a.name)] += a.messages
+    listed = ", ".join(f"{name or aid!r} ({n} messages)" for (aid, name), n in list(counts.items())[:10])
+    more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
+    first = next(iter(counts))
     return (
         f"{source}: business-side author(s) {listed}{more} map to no Bitrix24 employee; give each one "
-        f"with --operator '{first}=<employee id>' (repeatable; or [operators] in the mapping file)"
+        f"with --operator '{first[1] or first[0]}=<employee id>' (repeatable; or [operators] in the "
+        "mapping file)"
     )
 
 
