@@ -337,3 +337,13 @@ def test_end_to_end_group_into_one_portal_chat(tmp_path):
     assert (frame["import_status"] == "sent").all() and len(stored) == 7
     assert_arrived_as_read(src, frame, stored)
     assert stored["b24_chat_id"].nunique() == 1 and stored["user_id"].nunique() == 2
+
+
+def test_wall_times_across_daylight_saving_changes(tmp_path):
+    lines = [
+        "31/03/2024, 02:30 - Anna: in the skipped hour",
+        "27/10/2024, 02:30 - Northwind Support: in the repeated hour",
+    ]
+    f = load(chat(tmp_path, lines), operators=OPS, timezone="Europe/Berlin").frame
+    assert f.iloc[0]["date"] == pd.Timestamp("2024-03-31 01:00", tz="UTC")  # moved forward to 03:00
+    assert f.iloc[1]["date"] == pd.Timestamp("2024-10-27 00:30", tz="UTC")  # the first 02:30 (summer time)

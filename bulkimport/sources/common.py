@@ -177,17 +177,17 @@ def to_dates(seconds: array, naive: bytearray, zone: str) -> pd.Series:
     Wall times follow the rule of :func:`bulkimport.values.parse_dates`: a repeated hour (autumn)
     is the first one, a skipped hour (spring) moves forward.
     """
-    secs = np.frombuffer(seconds, dtype="int64") if len(seconds) else np.zeros(0, dtype="int64")
+    secs = np.array(np.frombuffer(seconds, dtype="int64")) if len(seconds) else np.zeros(0, dtype="int64")
     flags = np.frombuffer(bytes(naive), dtype=np.uint8).astype(bool)
-    out = pd.Series(pd.to_datetime(secs, unit="s", utc=True)).dt.tz_convert(zone)
-    if flags.any():
-        wall = pd.Series(pd.to_datetime(secs[flags], unit="s"))
-        local = wall.dt.tz_localize(
+    if flags.any():  # wall time → unix seconds, all at once (no per-value objects)
+        wall = pd.to_datetime(secs[flags], unit="s")
+        local = wall.tz_localize(
             ZoneInfo(zone), ambiguous=np.ones(len(wall), dtype=bool), nonexistent="shift_forward"
         )
-        out = out.copy()
-        out[np.flatnonzero(flags)] = local.to_numpy()
-    return out
+        secs[flags] = (
+            local.tz_convert("UTC").tz_localize(None).to_numpy().astype("datetime64[s]").astype("int64")
+        )
+    return pd.Series(pd.to_datetime(secs, unit="s", utc=True)).dt.tz_convert(zone)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -529,7 +529,7 @@ def load_export(
             member = min((n for n in names if n.rsplit("/", 1)[-1] == "result.json"), key=len)
             prefix = member[: -len("result.json")]
             inner = [n[len(prefix) :] for n in names if n.startswith(prefix)]
-            container = _PrefixedZip(path, prefix, inner)
+            container: Container = _PrefixedZip(path, prefix, inner)
             reader = TelegramReader(path.name, container, opts)
             with zf.open(member) as fh:
                 reader.read(fh)
