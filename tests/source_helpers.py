@@ -33,9 +33,12 @@ def generator() -> Any:
     return module
 
 
-def import_into_sandbox(src: Any, tmp_path: Path, **plan_kw: Any) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+def import_into_sandbox(
+    src: Any, tmp_path: Path, again: Any = None, **plan_kw: Any
+) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     """load() → plan → send into a fresh sandbox (connector registered with CHAT_GROUP when the
-    source needs it); returns (outcome frame, what the sandbox stored, the plan)."""
+    source needs it); returns (outcome frame, what the sandbox stored, the plan). ``again``: a
+    function that loads the export anew — then a second run on the same journal must send nothing."""
     plan = src.plan(**plan_kw)
     with Sandbox(time_scale=200.0, seed=11) as portal:
         clock = for_sandbox(portal)
@@ -63,6 +66,17 @@ def import_into_sandbox(src: Any, tmp_path: Path, **plan_kw: Any) -> tuple[pd.Da
         out = Sender(
             plan, line=1, connector=CONNECTOR, state=tmp_path / "journal.db", progress=False, client=client
         ).run()
+        if again is not None:
+            second = Sender(
+                again().plan(**plan_kw),
+                line=1,
+                connector=CONNECTOR,
+                state=tmp_path / "journal.db",
+                progress=False,
+                client=client,
+            ).run()
+            assert second.summary.sent_this_run == 0
+            assert (second.frame["import_status"] == out.frame["import_status"]).all()
         stored = portal.store.messages()
         assert portal.store.duplicates().empty
         assert portal.store.out_of_order().empty

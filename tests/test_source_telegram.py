@@ -243,8 +243,12 @@ def test_end_to_end_into_the_sandbox(tmp_path):
 
 def test_end_to_end_group_shares_one_portal_chat(tmp_path):
     folder = gen.write_telegram_full(tmp_path / "full")
-    src = load(folder, operators=OPS, include_groups=True, files_base_url="https://files.example.com/tg")
-    frame, stored, _ = import_into_sandbox(src, tmp_path)
+
+    def again():
+        return load(folder, operators=OPS, include_groups=True, files_base_url="https://files.example.com/tg")
+
+    src = again()
+    frame, stored, _ = import_into_sandbox(src, tmp_path, again=again)  # a re-run sends nothing twice
     assert (frame["import_status"] == "sent").all()
     assert_arrived_as_read(src, frame, stored)
     group = stored[stored["chat_id"] == "tg:7770001"]

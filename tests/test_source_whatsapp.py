@@ -312,8 +312,11 @@ def test_end_to_end_android_into_the_sandbox(tmp_path):
 
 
 def test_end_to_end_ios_zip_with_media_into_the_sandbox(tmp_path):
-    src = load(IOS, operators=OPS, timezone="UTC", files_base_url="https://files.example.com/wa")
-    frame, stored, _ = import_into_sandbox(src, tmp_path)
+    def again():
+        return load(IOS, operators=OPS, timezone="UTC", files_base_url="https://files.example.com/wa")
+
+    src = again()
+    frame, stored, _ = import_into_sandbox(src, tmp_path, again=again)  # a re-run sends nothing twice
     assert (frame["import_status"] == "sent").all() and len(stored) == 6
     assert_arrived_as_read(src, frame, stored)
     files = json.loads(stored.loc[stored["message_id"] == src.frame.loc[6, "message_id"], "files"].iloc[0])
