@@ -506,3 +506,15 @@ _add("refused-maybe-stored", "error", "send",
      "some of its messages may already be stored.",
      "Not re-sent automatically (a re-send may duplicate): check the open line, then resolve_unknown / "
      "--retry-unknown. Fix the cause the code names first.")
+
+# --------------------------------------------------------------------------------------------------
+# Messenger exports (bulkimport.sources.telegram / .whatsapp) — warnings found while reading
+# --------------------------------------------------------------------------------------------------
+_add("media-not-included", "warning", "read",
+     "The export holds a placeholder instead of this message's media; a note says so in the text.",
+     "Nothing is lost from what the export has. To import the media, export again with media "
+     "(Telegram: Export chat history → photos/files ticked, size limit raised; WhatsApp: Include media).")
+_add("attachment-missing", "warning", "read",
+     "The message names an attachment that is not in the export's folder or zip; a note says so in the text.",
+     "Put the file back where the export had it (the path is in the value) and run again, or accept "
+     "the note.")

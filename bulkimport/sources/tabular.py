@@ -541,4 +541,3 @@ def read_text_sample(text: str, **kwargs: Any) -> pd.DataFrame:
         **kwargs,
     )
     return _text_frame(df, "<text>")
-
