@@ -29,6 +29,9 @@ from .version import __version__
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "read": "bulkimport.sources",
+    "load": "bulkimport.sources",
+    "detect": "bulkimport.sources",
+    "Source": "bulkimport.sources",
     "Mapping": "bulkimport.mapping",
     "validate": "bulkimport.validation",
     "plan": "bulkimport.planning",

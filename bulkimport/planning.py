@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
+from .sources import Source
 from .validation import FAILURE_COLUMNS, prepare
 
 if TYPE_CHECKING:
@@ -330,10 +331,20 @@ class Plan:
         return Estimate(messages, calls, requests, max(bucket, operating), binding, limits, spm)
 
 
-def plan(df: pd.DataFrame, mapping: Mapping | None = None, chunk_size: int = 50) -> Plan:
-    """Rows → validated, grouped, time-ordered and chunked MESSAGES (the contract above)."""
+def plan(df: pd.DataFrame | Source, mapping: Mapping | None = None, chunk_size: int = 50) -> Plan:
+    """Rows → validated, grouped, time-ordered and chunked MESSAGES (the contract above).
+
+    ``df`` may be a :class:`~bulkimport.sources.Source` (``bulkimport.load(path)``): its frame is
+    planned with its own mapping (or ``mapping``), and the reader's warnings join the failures.
+    """
     from .mapping import Mapping as _Mapping
 
+    if isinstance(df, Source):
+        df.check()
+        made = plan(df.frame, mapping if mapping is not None else df.mapping, chunk_size)
+        made.failures = df.with_notes(made.failures)
+        made.counts["warnings"] = int((made.failures["level"] == "warning").sum())
+        return made
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     if mapping is None:

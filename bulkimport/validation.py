@@ -17,6 +17,7 @@ import pandas as pd
 from . import codes
 from .errors import InputError
 from .mapping import FIELDS, Mapping
+from .sources import Source
 from .values import (
     as_text,
     clean_emails,
@@ -399,7 +400,10 @@ def _combine_hashes(arrays: list[np.ndarray]) -> np.ndarray:
     return out + np.uint64(97531)
 
 
-def validate(df: pd.DataFrame, mapping: Mapping | None = None) -> pd.DataFrame:
-    """Every problem of every row: a frame with columns FAILURE_COLUMNS (errors and warnings)."""
+def validate(df: pd.DataFrame | Source, mapping: Mapping | None = None) -> pd.DataFrame:
+    """Every problem of every row: a frame with columns FAILURE_COLUMNS (errors and warnings).
+    A :class:`~bulkimport.sources.Source` is validated with its own mapping, plus its reader's warnings."""
+    if isinstance(df, Source):
+        return df.with_notes(prepare(df.frame, mapping if mapping is not None else df.mapping).failures)
     return prepare(df, mapping).failures
 

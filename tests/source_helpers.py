@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+import bulkimport
 from bulkimport.clock import for_sandbox
 from bulkimport.portal.auth import Auth
 from bulkimport.portal.client import Client
@@ -39,7 +40,7 @@ def import_into_sandbox(
     """load() → plan → send into a fresh sandbox (connector registered with CHAT_GROUP when the
     source needs it); returns (outcome frame, what the sandbox stored, the plan). ``again``: a
     function that loads the export anew — then a second run on the same journal must send nothing."""
-    plan = src.plan(**plan_kw)
+    plan = bulkimport.plan(src, **plan_kw)
     with Sandbox(time_scale=200.0, seed=11) as portal:
         clock = for_sandbox(portal)
         auth = Auth(
@@ -68,7 +69,7 @@ def import_into_sandbox(
         ).run()
         if again is not None:
             second = Sender(
-                again().plan(**plan_kw),
+                bulkimport.plan(again(), **plan_kw),
                 line=1,
                 connector=CONNECTOR,
                 state=tmp_path / "journal.db",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import bulkimport
 from bulkimport.errors import InputError, ReadError
 from bulkimport.sources import load
 from bulkimport.sources.telegram import JsonStream, render_text
@@ -105,7 +106,7 @@ def test_a_business_author_without_an_employee_refuses_with_the_fix():
     src = load(EXAMPLE, strict=False)  # what `bulkimport mapping` shows
     assert src.problems and "NO EMPLOYEE" in src.describe()
     with pytest.raises(InputError):
-        src.plan()
+        bulkimport.plan(src)
 
 
 def test_text_entities_become_bb_codes():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import bulkimport
 from bulkimport.errors import InputError, ReadError
 from bulkimport.sources import load
 from bulkimport.sources.whatsapp import customer_from_name, decide_order
@@ -178,7 +179,7 @@ def test_file_names_with_commas_stay_one_attachment(tmp_path):
     src = load(chat(folder, lines), operators=OPS, files_base_url="https://files.example.com/wa/")
     assert src.frame.loc[1, "attachments"] == "offer, final; v2.pdf"
     assert src.attachments() == ["offer, final; v2.pdf"]
-    item = src.plan().conversations[0].messages[0]["message"]
+    item = bulkimport.plan(src).conversations[0].messages[0]["message"]
     assert item["files"] == [
         {"url": "https://files.example.com/wa/offer%2C%20final%3B%20v2.pdf", "name": "offer, final; v2.pdf"}
     ]

@@ -24,7 +24,7 @@ NOTE_COLUMNS = ["row", "field", "code", "level", "message", "value"]  # = valida
 
 @dataclass
 class Source:
-    """One input read: ``frame`` + ``mapping`` go to :func:`bulkimport.plan` (or :meth:`plan`)."""
+    """One input read: ``bulkimport.plan(source)`` plans its ``frame`` with its ``mapping``."""
 
     path: Path
     kind: str  # "xlsx", "csv", "telegram", "whatsapp"
@@ -54,23 +54,10 @@ class Source:
             more = f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
             raise InputError(self.problems[0] + more)
 
-    def plan(self, mapping: Any = None, **kwargs: Any) -> Any:
-        """:func:`bulkimport.plan` of the frame with the reader's mapping (or ``mapping``), with the
-        reader's warnings added to ``plan.failures`` so they reach ``import_warnings`` and the report."""
-        from ..planning import plan as make_plan
-
-        self.check()
-        result = make_plan(self.frame, mapping if mapping is not None else self.mapping, **kwargs)
-        if not self.notes.empty:
-            result.failures = pd.concat([result.failures, self.notes], ignore_index=True)
-            result.counts["warnings"] = int((result.failures["level"] == "warning").sum())
-        return result
-
-    def validate(self, mapping: Any = None) -> pd.DataFrame:
-        """:func:`bulkimport.validate` plus the reader's warnings (the same tidy columns)."""
-        from ..validation import validate
-
-        failures = validate(self.frame, mapping if mapping is not None else self.mapping)
+    def with_notes(self, failures: pd.DataFrame) -> pd.DataFrame:
+        """``failures`` (validation's tidy frame) plus the reader's own warnings, in the same columns,
+        so they reach ``import_warnings`` and the report (:func:`bulkimport.plan` and
+        :func:`bulkimport.validate` call it when given a Source)."""
         if self.notes.empty:
             return failures
         return pd.concat([failures, self.notes], ignore_index=True)
