@@ -44,6 +44,25 @@ def _silent(_text: str) -> None:
     """The default ``notify``: a library says nothing unless asked to."""
 
 
+def _operators_of(mapping: Any) -> dict[str, int]:
+    """The ``[operators]`` table of a mapping (object or TOML file) for a messenger export, whose
+    own mapping has no author column for Mapping to check them against."""
+    if isinstance(mapping, Mapping):
+        return dict(mapping.operators)
+    if mapping is None:
+        return {}
+    import tomllib
+
+    path = Path(mapping)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8-sig")).get("operators", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--mapping {path}: cannot read its [operators] ({exc}); fix the file") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"--mapping {path}: [operators] must be a table of author = employee id lines")
+    return dict(table)
+
+
 @dataclass
 class JobResult:
     """What a job's run produced: the per-row frame, the sender's summary and what follows."""
@@ -172,6 +191,11 @@ class ImportJob:
     max_in_flight: int = 2
     progress: Any = None  # None: a bar on a terminal or in Jupyter; False; or a progress collector
     notify: Callable[[str], None] = _silent
+    operators: dict[str, int] = field(default_factory=dict)  # author → employee id (--operator)
+    timezone: str | None = None  # zone of dates without one (--timezone)
+    date_order: str | None = None  # WhatsApp dates: dmy, mdy or ymd (--date-order)
+    files_base_url: str | None = None  # where local attachments are published (--files-base-url)
+    source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
     _plan: Plan | None = field(default=None, init=False, repr=False)
@@ -211,33 +235,73 @@ class ImportJob:
             )
 
     # ------------------------------------------------------------------ stages
-    def load(self) -> tuple[Any, Mapping]:
-        """Read the input and load (or guess) the mapping, once; returns (frame, mapping)."""
+    def load(self, *, strict: bool = True) -> tuple[Any, Mapping]:
+        """Read the input (any source kind) and load or guess the mapping, once; (frame, mapping).
+
+        A messenger export brings its own mapping (its [operators] and options may come from the
+        mapping file and the job's ``operators`` / ``timezone`` / ``files_base_url``); a
+        spreadsheet's mapping is the file's or a guess, with those options laid over it.
+        ``strict=False`` keeps an export's unmapped operators in ``source.problems`` (to show them)."""
         if self._frame is None:
-            from .sources import read
+            from .sources import detect, load
 
             sheet = int(self.sheet) if isinstance(self.sheet, str) and self.sheet.isdigit() else self.sheet
-            frame = read(self.source, sheet=sheet, encoding=self.encoding, delimiter=self.delimiter)
-            if isinstance(self.mapping, Mapping):
-                mapping = self.mapping
-            elif self.mapping is not None:
-                mapping = Mapping.load(self.mapping)
+            given = self._given_mapping()
+            kind = detect(self.source)
+            messenger = kind not in ("xlsx", "csv")
+            operators = {**(_operators_of(self.mapping) if messenger else {}), **self.operators}
+            src = load(
+                self.source, sheet=sheet, encoding=self.encoding, delimiter=self.delimiter,
+                timezone=self.timezone, date_order=self.date_order, files_base_url=self.files_base_url,
+                operators=operators if messenger else None, strict=strict,
+            )
+            if src.mapping is not None:
+                mapping = src.mapping
+            elif given is not None:
+                mapping = self._overlaid(given)
             else:
-                mapping, self.guessed = Mapping.guess(frame), True
-            self._frame, self._mapping = frame, mapping
+                mapping, self.guessed = self._overlaid(Mapping.guess(src.frame)), True
+            self.source_info, self._frame, self._mapping = src, src.frame, mapping
         assert self._mapping is not None
         return self._frame, self._mapping
+
+    def _given_mapping(self) -> Mapping | None:
+        if isinstance(self.mapping, Mapping) or self.mapping is None:
+            return self.mapping
+        return Mapping.load(self.mapping)
+
+    def _overlaid(self, mapping: Mapping) -> Mapping:
+        """``mapping`` with the job's --timezone, --operator and --files-base-url laid over it."""
+        import dataclasses
+
+        options = dict(mapping.options)
+        if self.timezone:
+            options["timezone"] = self.timezone
+        if self.files_base_url:
+            options["files_base_url"] = self.files_base_url
+        operators = {**mapping.operators, **self.operators}
+        if options == mapping.options and operators == mapping.operators:
+            return mapping
+        return dataclasses.replace(mapping, options=options, operators=operators)
 
     def use_mapping(self, mapping: Mapping) -> None:
         """Replace the mapping (e.g. a guess adjusted in a notebook); the plan is made anew."""
         self.load()
         self.mapping, self._mapping, self._plan, self.guessed = mapping, mapping, None, False
 
+    @property
+    def needs_chat_group(self) -> bool:
+        """The input has group chats: the connector must be registered with CHAT_GROUP=Y."""
+        self.load()
+        return bool(getattr(self.source_info, "needs_chat_group", False))
+
     def plan(self) -> Plan:
         """Validate and plan the input (cached): conversations, chunks, invalid rows."""
         if self._plan is None:
             frame, mapping = self.load()
-            self._plan = build_plan(frame, mapping)
+            src = self.source_info
+            messenger = src is not None and src.mapping is not None and mapping is src.mapping
+            self._plan = build_plan(src if messenger else frame, mapping)
         return self._plan
 
     def estimate(self) -> Estimate:
@@ -306,6 +370,16 @@ class ImportJob:
         if self.mapping is not None and not isinstance(self.mapping, Mapping):
             base += ["--mapping", str(self.mapping)]
         reading = (("--sheet", self.sheet), ("--encoding", self.encoding), ("--delimiter", self.delimiter))
+        for option, value in reading:
+            if value is not None:
+                base += [option, str(value)]
+        for author, employee in self.operators.items():
+            base += ["--operator", f"{author}={employee}"]
+        reading = (
+            ("--timezone", self.timezone),
+            ("--date-order", self.date_order),
+            ("--files-base-url", self.files_base_url),
+        )
         for option, value in reading:
             if value is not None:
                 base += [option, str(value)]
@@ -409,7 +483,8 @@ class ImportJob:
                 f"per message of server time it needs {_duration(here.seconds)} of sandbox time, about "
                 f"{_duration(here.seconds / scale)} here (the estimate above is for a real portal)."
             )
-            self.notify(str(conn.setup(target.client, target.line, self.connector)))
+            group = self.needs_chat_group
+            self.notify(str(conn.setup(target.client, target.line, self.connector, chat_group=group)))
             command = [*self.command(), "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
             if self.connector != DEFAULT_CONNECTOR:
                 command += ["--connector", self.connector]
