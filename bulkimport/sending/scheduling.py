@@ -70,13 +70,11 @@ class _Request:
         return sum(len(conv.queue) for conv, _ in self.chosen)
 
 
-def _held_reason(status: str, hold_flag: Any, code: Any) -> tuple[str, str] | None:
-    """Why a conversation whose row has ``status`` is held behind it (None: it is not)."""
-    if status == "failed" and hold_flag:
+def _held_reason(status: str, code: Any) -> tuple[str, str]:
+    """Why a conversation is held behind a row that is ``failed`` (held) or ``unknown``."""
+    if status == "failed":
         return "held-after-failure", f"held: an earlier request of this conversation was refused ({code})"
-    if status == "unknown":
-        return "held-after-unknown", f"held: an earlier row of this conversation is unknown ({code})"
-    return None
+    return "held-after-unknown", f"held: an earlier row of this conversation is unknown ({code})"
 
 
 def build_schedule(
@@ -107,12 +105,19 @@ def build_schedule(
                 continue
             if st == "sent":
                 continue
-            if (st == "failed" and retry_failed) or (st == "unknown" and retry_unknown):
-                queue.append(pos)
-            elif st in ("failed", "unknown"):
-                held = _held_reason(st, hold_flags.get(key), code.get(key))
-            else:
-                queue.append(pos)  # pending
+            if st == "failed":
+                if retry_failed:
+                    queue.append(pos)
+                elif hold_flags.get(key):
+                    held = _held_reason(st, code.get(key))
+                continue
+            if st == "unknown":
+                if retry_unknown:
+                    queue.append(pos)
+                else:
+                    held = _held_reason(st, code.get(key))
+                continue
+            queue.append(pos)  # pending
         c = _Conv(ci, conv.key, frozenset(conv.lock_keys) | {f"chat:{conv.key}"}, queue)
         if held is not None:
             c.held, c.held_detail = held
