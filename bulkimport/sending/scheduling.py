@@ -1,0 +1,229 @@
+"""Which conversations go next: the queue of each conversation, holds, lock keys, the critical path.
+
+Rules kept here (see docs/sending.md, *Ordering rules* and *Requests in flight*):
+
+* a request carries at most one command per conversation and never two conversations sharing a
+  lock key (the chat id or a customer id), and nothing whose lock key is on the wire already;
+* within a conversation, plan order; a conversation has at most one request in flight;
+* a held conversation sends nothing more in this run (its rows stay ``pending``);
+* when one conversation's chunks outnumber the requests everything else needs, nothing goes
+  without it while it is on the wire (it sets the run's length).
+
+No journal, no HTTP, no clock: what a run knows of its rows comes in as the journal's state frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..errors import BulkImportError
+from ..planning import Conversation, Messages, Plan
+
+METHOD = "imconnector.send.messages"
+
+
+@dataclass
+class _Conv:
+    """One conversation's place in a run: what it still has to send, and why it stopped if held."""
+
+    index: int
+    key: str
+    locks: frozenset[str]
+    queue: list[int]  # positions (into conversation.rows) still to send, in order
+    held: str | None = None  # why-code when held
+    held_detail: str | None = None
+    rest: list[int] = field(default_factory=list)  # positions behind the hold point
+    cap: int | None = None  # messages per call for this conversation after a rejected bigger call
+
+
+def hold(conv: _Conv, code: str, detail: str) -> None:
+    """Stop ``conv`` for this run: what it had queued stays pending, under ``code``."""
+    conv.held, conv.held_detail = code, detail
+    conv.rest = conv.queue
+    conv.queue = []
+
+
+@dataclass
+class _Request:
+    """One request in flight: what it carries, its journal id and governor ticket, its outcome."""
+
+    seq: int
+    chosen: list[tuple[_Conv, list[int]]]  # conversations and the positions this request carries
+    commands: dict[str, tuple[str, dict[str, Any]]]
+    rids: list[str]
+    ticket: Any
+    request_id: int | None = None
+    # the outcome, filled by the exchange (worker thread), read by the settling thread afterwards
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, Any] = field(default_factory=dict)
+    times: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: BaseException | None = None
+    fatal: BulkImportError | None = None  # a nested command's fatal error (stops the run)
+
+    def queued(self) -> int:
+        """Messages its conversations still have queued (what settling it changes)."""
+        return sum(len(conv.queue) for conv, _ in self.chosen)
+
+
+def _held_reason(status: str, code: Any) -> tuple[str, str]:
+    """Why a conversation is held behind a row that is ``failed`` (held) or ``unknown``."""
+    if status == "failed":
+        return "held-after-failure", f"held: an earlier request of this conversation was refused ({code})"
+    return "held-after-unknown", f"held: an earlier row of this conversation is unknown ({code})"
+
+
+def build_schedule(
+    conversations: Sequence[Conversation],
+    keys: Sequence[Sequence[str]],
+    state: pd.DataFrame,
+    retry_failed: bool,
+    retry_unknown: bool,
+) -> dict[int, _Conv]:
+    """What each conversation still has to send, from the journal's ``state`` (indexed by row key,
+    columns status/hold/code; an absent row is pending), honouring holds and the retry options."""
+    # dict(zip(tolist)) instead of Series.to_dict(): the same values, without boxing each
+    # element through pandas (~1 s per 100,000 rows, bench/client_overhead.py)
+    rids = state.index.tolist()
+    status = dict(zip(rids, state["status"].tolist(), strict=True))
+    hold_flags = dict(zip(rids, state["hold"].tolist(), strict=True))
+    code = dict(zip(rids, state["code"].tolist(), strict=True))
+    convs: dict[int, _Conv] = {}
+    for ci, (conv, conv_keys) in enumerate(zip(conversations, keys, strict=True)):
+        queue: list[int] = []
+        held: tuple[str, str] | None = None
+        rest: list[int] = []
+        for pos, key in enumerate(conv_keys):
+            st = status.get(key, "pending")
+            if held is not None:
+                if st == "pending":
+                    rest.append(pos)
+                continue
+            if st == "sent":
+                continue
+            if st == "failed":
+                if retry_failed:
+                    queue.append(pos)
+                elif hold_flags.get(key):
+                    held = _held_reason(st, code.get(key))
+                continue
+            if st == "unknown":
+                if retry_unknown:
+                    queue.append(pos)
+                else:
+                    held = _held_reason(st, code.get(key))
+                continue
+            queue.append(pos)  # pending
+        c = _Conv(ci, conv.key, frozenset(conv.lock_keys) | {f"chat:{conv.key}"}, queue)
+        if held is not None:
+            c.held, c.held_detail = held
+            c.rest = rest
+        convs[ci] = c
+    return convs
+
+
+def locks_in_flight(active: Iterable[_Request]) -> set[str]:
+    """The lock keys the requests in flight hold: their conversations' chats and customers."""
+    taken: set[str] = set()
+    for other in active:
+        for conv, _ in other.chosen:
+            taken |= conv.locks
+    return taken
+
+
+class Schedule:
+    """The conversations with work, in plan order, and the choice of the next request's chunks.
+
+    Each choice scans from the front only as far as it needs to fill a batch and drops finished or
+    held conversations it passes, so a plan with 50 000 conversations costs O(batch) per request,
+    not O(conversations).
+    """
+
+    def __init__(self, convs: dict[int, _Conv]) -> None:
+        self.convs = convs
+        self.order = [c for c in convs.values() if c.queue]
+        self.head = 0
+        # The longest conversations: one of them may be the critical path (its chunks go one per
+        # request, in order), which a second request in flight cannot shorten.
+        self.longest = sorted(self.order, key=lambda c: len(c.queue), reverse=True)[:8]
+        self.left = sum(len(c.queue) for c in self.order)  # messages still queued
+
+    def to_send(self) -> int:
+        """Messages queued in this run."""
+        return sum(len(c.queue) for c in self.convs.values())
+
+    def exhausted(self) -> bool:
+        """True when no conversation has anything left to send."""
+        order = self.order
+        while self.head < len(order) and not order[self.head].queue:
+            self.head += 1
+        return self.head == len(order)
+
+    def settled(self, queued_before: int, queued_after: int) -> None:
+        """Account for a settled request: its conversations' queues went from before to after."""
+        self.left -= queued_before - queued_after
+
+    def critical_on_the_wire(self, taken: set[str], mpc: int, cpb: int) -> bool:
+        """Whether the longest conversation is on the wire and its chunks outnumber the calls
+        everything else needs: then a request without it only spends a bucket token that one of
+        its chunks will need later, so nothing goes until it is answered."""
+        if not self.longest:
+            return False
+        critical = max(self.longest, key=lambda c: len(c.queue))
+        chunks = -(-len(critical.queue) // min(mpc, critical.cap or mpc))
+        calls_left = max(len(self.order) - self.head, self.left / mpc)  # a lower bound
+        return bool(critical.locks & taken) and chunks * cpb >= calls_left
+
+    def choose(self, taken: set[str], mpc: int, cpb: int) -> list[tuple[_Conv, list[int]]]:
+        """Up to ``cpb`` conversations free of ``taken`` lock keys (and of each other's), each with
+        its next chunk of at most ``mpc`` messages (or its own smaller cap)."""
+        chosen: list[tuple[_Conv, list[int]]] = []
+        taken = set(taken)
+        kept: list[_Conv] = []
+        scanned = 0
+        for conv in itertools.islice(self.order, self.head, None):
+            if len(chosen) >= cpb:
+                break
+            scanned += 1
+            if not conv.queue:
+                continue
+            kept.append(conv)
+            if conv.locks & taken:
+                continue
+            taken |= conv.locks
+            chosen.append((conv, conv.queue[: min(mpc, conv.cap or mpc)]))
+        self.order[self.head : self.head + scanned] = kept
+        return chosen
+
+    def pending_notes(
+        self, keys: Sequence[Sequence[str]], reason: str | None
+    ) -> list[tuple[str, str | None, str | None]]:
+        """Why the rows that stay pending are pending: held, or not reached for ``reason``."""
+        notes: list[tuple[str, str | None, str | None]] = []
+        for conv in self.convs.values():
+            if conv.held:
+                notes += [(keys[conv.index][p], conv.held, conv.held_detail) for p in conv.rest]
+            if conv.queue and reason:
+                notes += [(keys[conv.index][p], "not-reached", reason) for p in conv.queue]
+        return notes
+
+
+def commands_for(
+    plan: Plan, chosen: list[tuple[_Conv, list[int]]], connector: str, line: int | str
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The ``imconnector.send.messages`` command of each chosen chunk, keyed ``c<conversation>``."""
+    commands: dict[str, tuple[str, dict[str, Any]]] = {}
+    for conv, positions in chosen:
+        messages = plan.conversations[conv.index].messages
+        first, last = positions[0], positions[-1]
+        chunk: Sequence[dict[str, Any]]
+        if isinstance(messages, Messages) and last - first + 1 == len(positions):
+            chunk = messages.view(first, last + 1)  # encoded without building the items
+        else:
+            chunk = [messages[p] for p in positions]
+        commands[f"c{conv.index}"] = (METHOD, {"CONNECTOR": connector, "LINE": line, "MESSAGES": chunk})
+    return commands
