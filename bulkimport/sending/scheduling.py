@@ -23,8 +23,9 @@ import pandas as pd
 
 from ..errors import BulkImportError
 from ..planning import Conversation, Messages, Plan
+from ..portal.methods import SEND_METHOD
 
-METHOD = "imconnector.send.messages"
+METHOD = SEND_METHOD  # one spelling: bulkimport.portal.methods
 
 
 @dataclass

@@ -41,6 +41,7 @@ from ..errors import ConfigError, InputError
 from ..journal import Journal, default_path, row_key
 from ..limits import STANDARD, PortalLimits
 from ..planning import Plan
+from ..settings import ENV_CONNECTOR, ENV_LINE, ENV_PORTAL
 from .loop import RunLoop
 from .outcome import _wall
 from .progress import ProgressCollector, collector
@@ -145,13 +146,10 @@ class Sender:
         self.clock: Clock = (
             clock or getattr(client, "clock", None) or getattr(auth, "clock", None) or SystemClock()
         )
-        if client is None:
-            portal = _env_or(portal, "BITRIX24_PORTAL", "--portal", env)
-        else:
-            portal = portal or client.portal
+        portal = _env_or(portal, ENV_PORTAL, "--portal", env) if client is None else portal or client.portal
         self.portal = str(portal)
-        self.line = _env_or(line, "BITRIX24_LINE", "--line", env)
-        self.connector = _env_or(connector, "BITRIX24_CONNECTOR", "--connector", env)
+        self.line = _env_or(line, ENV_LINE, "--line", env)
+        self.connector = _env_or(connector, ENV_CONNECTOR, "--connector", env)
         self.state = default_path(plan.frame.attrs.get("source"), os.fspath(state) if state else None)
         self.limits = limits
         self.retry_failed = retry_failed
@@ -193,7 +191,7 @@ class Sender:
         return int(self.line) if self.line.isdigit() else self.line
 
     def _journal(self) -> Journal:
-        from ..portal.client import rest_url
+        from ..portal.urls import rest_url
 
         fingerprint = self.plan.fingerprint or content_fingerprint(self.plan)
         journal = Journal.bind(
