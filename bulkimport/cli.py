@@ -123,7 +123,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 # ------------------------------------------------------------------------------------------------
 # shared options and small helpers (parsing and printing only)
 # ------------------------------------------------------------------------------------------------
-_file_arg = click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+_file_arg = click.argument("file", type=click.Path(path_type=Path))
 _mapping_opt = click.option(
     "--mapping",
     "-m",
@@ -134,13 +134,58 @@ _mapping_opt = click.option(
 
 
 def _sheet_opt(fn: Any) -> Any:
-    """The options that say how to read FILE: --sheet (xlsx), --encoding and --delimiter (csv)."""
+    """The options that say how to read FILE: --sheet (xlsx), --encoding and --delimiter (csv), and
+    for any source --operator, --timezone, --date-order (WhatsApp) and --files-base-url."""
+    fn = click.option(
+        "--files-base-url",
+        metavar="URL",
+        help="Base URL under which the input's local attachments are published (the mapping's "
+        "files_base_url; needed for exports that come without a mapping file).",
+    )(fn)
+    fn = click.option(
+        "--date-order",
+        type=click.Choice(["dmy", "mdy", "ymd"]),
+        help="WhatsApp exports: the order of day, month and year when the file cannot tell [default: decided "
+        "from the whole file].",
+    )(fn)
+    fn = click.option(
+        "--timezone",
+        metavar="ZONE",
+        help="Time zone of dates written without one, e.g. Europe/Berlin [default: the mapping's; for "
+        "exports, this machine's zone].",
+    )(fn)
+    fn = click.option(
+        "--operator",
+        "operators",
+        metavar="AUTHOR=ID",
+        multiple=True,
+        help="An author who is an operator, and the Bitrix24 employee id their messages are sent as "
+        "(repeatable; AUTHOR is the name in the file, or a Telegram from_id).",
+    )(fn)
     fn = click.option(
         "--delimiter",
         help="CSV field separator, e.g. ';' or tab [default: detected].",
     )(fn)
     fn = click.option("--encoding", help="CSV text encoding, e.g. cp1251 or utf-16 [default: detected].")(fn)
     return click.option("--sheet", help="Worksheet name or 0-based index (xlsx); default: the first.")(fn)
+
+
+def _reading(reading: dict[str, Any]) -> dict[str, Any]:
+    """The reading options as ImportJob arguments (``--operator A=1`` → ``operators={"A": 1}``)."""
+    out = dict(reading)
+    out["operators"] = dict(_operator(text) for text in reading.get("operators") or ())
+    return out
+
+
+def _operator(text: str) -> tuple[str, int]:
+    """``"Anna Smirnova=12"`` → ("Anna Smirnova", 12), or a one-line error with the fix."""
+    author, sep, employee = text.rpartition("=")
+    if not sep or not author.strip() or not employee.strip().isdigit() or int(employee) <= 0:
+        raise _config(
+            f"--operator {text!r}: use AUTHOR=EMPLOYEE_ID (the employee's numeric Bitrix24 user id), "
+            'e.g. --operator "Anna Smirnova=12"'
+        )
+    return author.strip(), int(employee)
 
 
 _portal_opt = click.option(
@@ -158,22 +203,21 @@ _connector_opt = click.option(
 )
 
 
-def _sheet(value: str | None) -> str | int | None:
-    """``--sheet 2`` means the third sheet; any other text is a sheet name."""
-    return int(value) if value is not None and value.isdigit() else value
-
-
-def _job(file: Path, mapping_path: Path | None, sheet: str | None, encoding: str | None,
-         delimiter: str | None) -> Any:
+def _job(file: Path, mapping_path: Path | None, reading: dict[str, Any]) -> Any:
     """An ImportJob for the commands that only read FILE (validate, mapping)."""
     from .job import ImportJob
 
-    return ImportJob(file, mapping=mapping_path, sheet=sheet, encoding=encoding, delimiter=delimiter)
+    return ImportJob(file, mapping=mapping_path, **_reading(reading))
 
 
-def _show_mapping(mapping: Any, guessed: bool, file: Path) -> None:
-    """Print the mapping; for a guess, say how to keep and edit it."""
-    if guessed:
+def _show_mapping(job: Any) -> None:
+    """Print what was read (for a messenger export: its conversations and authors with their sides)
+    and the mapping; for a guess, say how to keep and edit it."""
+    mapping, file = job._mapping, job.source
+    src = job.source_info
+    if src is not None and src.mapping is not None:
+        click.echo(src.describe())
+    if job.guessed:
         click.echo(
             "The mapping below was guessed from the column headers; to edit it run "
             f"{shlex.join(['bulkimport', 'mapping', str(file), '--save', 'mapping.toml'])} and pass "
@@ -226,15 +270,13 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
 @_file_arg
 @_mapping_opt
 @_sheet_opt
-def validate(
-    file: Path, mapping_path: Path | None, sheet: str | None, encoding: str | None, delimiter: str | None
-) -> None:
+def validate(file: Path, mapping_path: Path | None, **reading: Any) -> None:
     """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
     from .validation import validate as find_failures
 
-    job = _job(file, mapping_path, sheet, encoding, delimiter)
+    job = _job(file, mapping_path, reading)
     frame, mapping = job.load()
-    _show_mapping(mapping, job.guessed, file)
+    _show_mapping(job)
     failures = find_failures(frame, mapping)
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
@@ -252,18 +294,11 @@ def validate(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the (guessed or loaded) mapping to this TOML file so you can edit it.",
 )
-def mapping(
-    file: Path,
-    mapping_path: Path | None,
-    sheet: str | None,
-    encoding: str | None,
-    delimiter: str | None,
-    save: Path | None,
-) -> None:
+def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading: Any) -> None:
     """Show the mapping of FILE's columns to message fields (guessed unless --mapping), optionally save it."""
-    job = _job(file, mapping_path, sheet, encoding, delimiter)
-    _, found = job.load()
-    _show_mapping(found, job.guessed, file)
+    job = _job(file, mapping_path, reading)
+    _, found = job.load(strict=False)
+    _show_mapping(job)
     missing = list(found.missing_required())
     if missing:
         click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
@@ -335,9 +370,6 @@ def run(
     ctx: click.Context,
     file: Path,
     mapping_path: Path | None,
-    sheet: str | None,
-    encoding: str | None,
-    delimiter: str | None,
     portal: str | None,
     line: str | None,
     connector: str,
@@ -353,16 +385,15 @@ def run(
     max_in_flight: int,
     no_progress: bool,
     yes: bool,
+    **reading: Any,
 ) -> None:
-    """Import FILE: read, map, validate, plan, check the portal, send, report."""
+    """Import FILE (xlsx, csv, a Telegram JSON export or a WhatsApp chat export): read, map,
+    validate, plan, check the portal, send, report."""
     from .job import ImportJob
 
     job = ImportJob(
         file,
         mapping=mapping_path,
-        sheet=sheet,
-        encoding=encoding,
-        delimiter=delimiter,
         portal=portal,
         line=line,
         connector=connector,
@@ -377,6 +408,7 @@ def run(
         max_in_flight=max_in_flight,
         progress=False if no_progress else None,  # None: a bar when stderr is a terminal
         notify=click.echo,
+        **_reading(reading),
     )
     job.check_options(dry_run=dry_run)
     if portal and not sandbox:  # credentials, line and connector are checked before the file is read
@@ -404,7 +436,7 @@ def run(
 def _load_and_show(job: Any) -> Any:
     """Read and map the job's input, print the mapping, the plan, its invalid rows and the ETA."""
     job.load()
-    _show_mapping(job._mapping, job.guessed, job.source)
+    _show_mapping(job)
     plan = job.plan()
     c = plan.counts
     click.echo(

@@ -1,0 +1,94 @@
+"""Messenger exports on the command line: mapping PATH, run with --operator/--timezone/--files-base-url."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "data_examples"
+WHATSAPP_ZIP = EXAMPLES / "whatsapp" / "WhatsApp Chat - Lena Fischer.zip"
+WHATSAPP_TXT = EXAMPLES / "whatsapp" / "WhatsApp Chat with Pavel Novak.txt"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BITRIX24_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["BITRIX24_TOKEN_FILE"] = str(cwd / "tokens.json")
+    return subprocess.run(
+        [sys.executable, "-m", "bulkimport", *args],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=120, check=False,
+    )
+
+
+@pytest.fixture
+def telegram(tmp_path) -> Path:
+    target = tmp_path / "ChatExport"
+    shutil.copytree(EXAMPLES / "telegram", target)
+    return target
+
+
+def test_mapping_of_an_export_lists_authors_with_counts_and_sides(telegram, tmp_path):
+    proc = _cli("mapping", str(telegram), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "telegram export, 9 message(s)" in proc.stdout
+    assert "Olga Smirnova [user5550001]: 5 message(s), customer" in proc.stdout
+    assert "Northwind Support [user5550100]: 4 message(s), operator → NO EMPLOYEE" in proc.stdout
+    assert "--operator 'Northwind Support=<employee id>'" in proc.stdout
+    named = _cli("mapping", str(telegram), "--operator", "Northwind Support=12", cwd=tmp_path)
+    assert "operator → employee 12" in named.stdout and "PROBLEM" not in named.stdout
+
+
+def test_run_refuses_an_export_whose_operators_map_to_no_employee(telegram, tmp_path):
+    proc = _cli("run", str(telegram), "--sandbox", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Northwind Support" in lines[0] and "--operator" in lines[0]
+    assert not (tmp_path / "sandbox-ChatExport.db").exists()  # refused before any portal was set up
+
+
+@pytest.mark.parametrize("bad", ["Anna", "Anna=", "=12", "Anna=x", "Anna=0"])
+def test_a_malformed_operator_option_is_one_line(bad, tmp_path):
+    proc = _cli("mapping", str(WHATSAPP_TXT), "--operator", bad, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "use AUTHOR=EMPLOYEE_ID" in proc.stderr
+
+
+def test_a_telegram_export_imports_into_the_sandbox_with_its_files(telegram, tmp_path):
+    args = ["--operator", "Northwind Support=12", "--files-base-url", "https://files.example.com/tg"]
+    proc = _cli("run", str(telegram), "--sandbox", "--no-progress", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Rows: sent 9 (of 9)" in proc.stdout
+    assert "--operator 'Northwind Support=12'" not in proc.stdout  # nothing left to resume
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "sandbox-ChatExport.db") as sb:
+        stored = sb.store.messages()
+    assert len(stored) == 9 and stored["message_id"].is_unique
+    operators = stored[stored["author_id"].notna() & (stored["author_id"] != 0)]
+    assert set(operators["author_id"]) == {12} and len(operators) == 4
+    files = "".join(stored["files"].astype(str))
+    assert "https://files.example.com/tg/photos/" in files
+
+
+def test_a_whatsapp_zip_imports_with_the_zone_given(tmp_path):
+    export = tmp_path / WHATSAPP_ZIP.name
+    shutil.copy(WHATSAPP_ZIP, export)
+    args = ["--operator", "Northwind Support=7", "--timezone", "Europe/Berlin", "--files-base-url", "https://f.example"]
+    dry = _cli("run", str(export), "--dry-run", *args, cwd=tmp_path)
+    assert "time zone Europe/Berlin" in dry.stdout, dry.stdout + dry.stderr
+    proc = _cli("run", str(export), "--sandbox", "--no-progress", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Rows: sent 6 (of 6)" in proc.stdout
+    again = _cli("run", str(export), "--sandbox", "--no-progress", *args, cwd=tmp_path)
+    assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout + again.stderr
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / f"sandbox-{export.stem}.db") as sb:
+        stored, duplicates = sb.store.messages(), sb.store.duplicates()
+    assert len(stored) == 6 and duplicates.empty
