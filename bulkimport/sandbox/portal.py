@@ -244,6 +244,7 @@ class Reply:
     content_type: str = "application/json; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # the error code, for stats
+    path: str | None = None  # a file to stream as the body (Drive downloads)
 
     def payload(self) -> bytes:
         """The body as bytes."""
