@@ -385,9 +385,9 @@ class Store:
     # ------------------------------------------------------------------ messenger view, downloads, losses
     def chat_messages(self, chat: int | None = None) -> pd.DataFrame:
         """Every message of the Bitrix24 chats as the messenger shows them (system messages: author 0)."""
-        cols = ["id", "chat", "session", "author", "seq", "message_id", "text", "date", "system"]
+        cols = ["id", "chat", "session", "author", "seq", "message_id", "text", "posted", "system"]
         sql = ("SELECT i.id, i.chat, i.session, i.author, i.seq, m.message_id, COALESCE(m.text, i.text) AS text, "
-               "i.date, i.seq IS NULL AS system FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq "
+               "i.date AS posted, i.seq IS NULL AS system FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq "
                "WHERE (i.seq IS NULL OR m.deleted IS NULL)")
         params: list[Any] = []
         if chat is not None:
