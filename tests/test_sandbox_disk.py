@@ -36,8 +36,14 @@ def folder(portal: Sandbox, parent: int, name: str = "import-1") -> int:
 
 
 def upload64(portal: Sandbox, parent: int, name: str, data: bytes, **extra: Any) -> requests.Response:
-    return call(portal, "disk.folder.uploadFile", id=parent, data={"NAME": name},
-                fileContent=[name, base64.b64encode(data).decode()], **extra)
+    return call(
+        portal,
+        "disk.folder.uploadFile",
+        id=parent,
+        data={"NAME": name},
+        fileContent=[name, base64.b64encode(data).decode()],
+        **extra,
+    )
 
 
 def employee(portal: Sandbox, scope: str = "disk") -> str:
@@ -69,10 +75,14 @@ def test_add_subfolder_and_its_errors(sandbox: Sandbox, root: int) -> None:
     error(call(sandbox, "disk.folder.addSubFolder", data={"NAME": "x"}), 400, "ERROR_ARGUMENT")
     r = call(sandbox, "disk.folder.addSubFolder", id=424242, data={"NAME": "x"})
     assert error(r, 400, "ERROR_NOT_FOUND") == "Could not find entity with id `424242`"
-    error(call(sandbox, "disk.folder.addSubFolder", token=employee(sandbox), id=root, data={"NAME": "y"}),
-          400, "ACCESS_DENIED")
-    r = requests.post(sandbox.webhook_url + "disk.folder.addSubFolder", json={"id": root, "data": {"NAME": "z"}},
-                      timeout=30)
+    error(
+        call(sandbox, "disk.folder.addSubFolder", token=employee(sandbox), id=root, data={"NAME": "y"}),
+        400,
+        "ACCESS_DENIED",
+    )
+    r = requests.post(
+        sandbox.webhook_url + "disk.folder.addSubFolder", json={"id": root, "data": {"NAME": "z"}}, timeout=30
+    )
     error(r, 400, "ACCESS_DENIED")
 
 
@@ -89,8 +99,9 @@ def test_get_children_pages_filters_and_orders(sandbox: Sandbox, root: int) -> N
     assert len(last["result"]) == 6 and "next" not in last
     files = ok(call(sandbox, "disk.folder.getChildren", id=parent, filter={"TYPE": "file"}))
     assert [f["NAME"] for f in files] == ["note.txt"] and files[0]["SIZE"] == "2" and files[0]["DOWNLOAD_URL"]
-    named = ok(call(sandbox, "disk.folder.getChildren", id=parent, filter={"%NAME": "f5"},
-                    order={"NAME": "DESC"}))
+    named = ok(
+        call(sandbox, "disk.folder.getChildren", id=parent, filter={"%NAME": "f5"}, order={"NAME": "DESC"})
+    )
     assert [f["NAME"] for f in named] == [f"f{i}" for i in range(54, 49, -1)]
     some = ok(call(sandbox, "disk.folder.getChildren", id=parent, filter={"@NAME": ["f01", "f02", "zz"]}))
     assert sorted(f["NAME"] for f in some) == ["f01", "f02"]
@@ -111,7 +122,8 @@ def test_upload_base64_and_download_url_serves_the_bytes(sandbox: Sandbox, root:
     assert r.status_code == 200 and r.content == data
     got = ok(call(sandbox, "disk.file.get", id=made["ID"]))
     assert {k: got[k] for k in ("ID", "NAME", "SIZE", "PARENT_ID")} == {
-        k: made[k] for k in ("ID", "NAME", "SIZE", "PARENT_ID")}
+        k: made[k] for k in ("ID", "NAME", "SIZE", "PARENT_ID")
+    }
     assert requests.get(got["DOWNLOAD_URL"], timeout=30).content == data
     # the bytes are a file next to the database, not held in memory
     stored = Path(sandbox.db_path + ".files") / str(made["ID"])
@@ -120,19 +132,34 @@ def test_upload_base64_and_download_url_serves_the_bytes(sandbox: Sandbox, root:
 
 def test_upload_errors(sandbox: Sandbox, root: int) -> None:
     parent = folder(sandbox, root)
-    r = call(sandbox, "disk.folder.uploadFile", id=parent, data={"NAME": "a.txt"}, fileContent=["a.txt", "@@@"])
+    r = call(
+        sandbox, "disk.folder.uploadFile", id=parent, data={"NAME": "a.txt"}, fileContent=["a.txt", "@@@"]
+    )
     assert error(r, 400, "ERROR_COULD_NOT_SAVE_FILE") == "Could not save file"
     r = call(sandbox, "disk.folder.uploadFile", id=parent, fileContent=["a.txt", "aGk="])
     error(r, 400, "DISK_BASE_SERVICE_22001")
     error(call(sandbox, "disk.folder.uploadFile", fileContent=["a.txt", "aGk="]), 400, "ERROR_ARGUMENT")
-    error(call(sandbox, "disk.folder.uploadFile", id=31337, data={"NAME": "a"}, fileContent=["a", "aGk="]),
-          400, "ERROR_NOT_FOUND")
+    error(
+        call(sandbox, "disk.folder.uploadFile", id=31337, data={"NAME": "a"}, fileContent=["a", "aGk="]),
+        400,
+        "ERROR_NOT_FOUND",
+    )
     ok(upload64(sandbox, parent, "a.txt", b"one"))
     error(upload64(sandbox, parent, "A.TXT", b"two"), 400, "DISK_OBJ_22000")
     assert ok(upload64(sandbox, parent, "a.txt", b"two", generateUniqueName=True))["NAME"] == "a (1).txt"
     assert ok(upload64(sandbox, parent, "a.txt", b"three", generateUniqueName=True))["NAME"] == "a (2).txt"
-    error(call(sandbox, "disk.folder.uploadFile", token=employee(sandbox), id=parent, data={"NAME": "b"},
-               fileContent=["b", "aGk="]), 400, "ACCESS_DENIED")
+    error(
+        call(
+            sandbox,
+            "disk.folder.uploadFile",
+            token=employee(sandbox),
+            id=parent,
+            data={"NAME": "b"},
+            fileContent=["b", "aGk="],
+        ),
+        400,
+        "ACCESS_DENIED",
+    )
     no_disk = sandbox.portal.issue_tokens(sandbox.client_id, "imopenlines,im", 1)["access_token"]
     error(call(sandbox, "disk.folder.uploadFile", token=no_disk, id=parent), 403, "insufficient_scope")
 
@@ -155,8 +182,12 @@ def test_two_step_upload(sandbox: Sandbox, root: int) -> None:
     step = ok(call(sandbox, "disk.folder.uploadFile", id=parent))
     assert step["field"] == "file" and step["uploadUrl"].startswith(sandbox.rest_url + "upload.json?auth=")
     data = os.urandom(200_000)
-    r = requests.post(step["uploadUrl"], files={"file": ("scan.pdf", data, "application/pdf")},
-                      data={"other": "field"}, timeout=30)
+    r = requests.post(
+        step["uploadUrl"],
+        files={"file": ("scan.pdf", data, "application/pdf")},
+        data={"other": "field"},
+        timeout=30,
+    )
     made = ok(r)
     assert made["NAME"] == "scan.pdf" and made["SIZE"] == str(len(data)) and "time" in r.json()
     assert requests.get(made["DOWNLOAD_URL"], timeout=30).content == data
@@ -167,12 +198,17 @@ def test_two_step_upload(sandbox: Sandbox, root: int) -> None:
     named = ok(call(sandbox, "disk.folder.uploadFile", id=parent, data={"NAME": "chosen.bin"}))
     wrong = requests.post(named["uploadUrl"], files={"upload": ("x.bin", b"abc")}, timeout=30)
     error(wrong, 400, "ERROR_COULD_NOT_SAVE_FILE")
-    assert ok(requests.post(named["uploadUrl"], files={"file": ("x.bin", b"abc")}, timeout=30))["NAME"] == "chosen.bin"
+    assert (
+        ok(requests.post(named["uploadUrl"], files={"file": ("x.bin", b"abc")}, timeout=30))["NAME"]
+        == "chosen.bin"
+    )
 
 
 def chunked_body(boundary: str, data_chunks: Iterator[bytes]) -> Iterator[bytes]:
-    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
-           "Content-Type: application/octet-stream\r\n\r\n").encode()
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     yield from data_chunks
     yield f"\r\n--{boundary}--\r\n".encode()
 
@@ -184,8 +220,8 @@ def test_large_streamed_chunked_upload(sandbox: Sandbox, root: int) -> None:
     # almost-delimiters inside the data, one of them across the 64 KiB read boundary
     near = b"\r\n--sandbox-boundary-4"
     block = bytearray(os.urandom(1 << 20))
-    block[100:100 + len(near)] = near
-    block[(1 << 16) - 5:(1 << 16) - 5 + len(near)] = near
+    block[100 : 100 + len(near)] = near
+    block[(1 << 16) - 5 : (1 << 16) - 5 + len(near)] = near
     block = bytes(block)
 
     def data() -> Iterator[bytes]:
@@ -193,8 +229,12 @@ def test_large_streamed_chunked_upload(sandbox: Sandbox, root: int) -> None:
             digest.update(block)
             yield block
 
-    r = requests.post(step["uploadUrl"], data=chunked_body(boundary, data()), timeout=60,
-                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    r = requests.post(
+        step["uploadUrl"],
+        data=chunked_body(boundary, data()),
+        timeout=60,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     made = ok(r)
     assert made["SIZE"] == str(12 << 20)
     got = requests.get(made["DOWNLOAD_URL"], timeout=60, stream=True)
@@ -206,9 +246,10 @@ def test_large_streamed_chunked_upload(sandbox: Sandbox, root: int) -> None:
 
 def test_truncated_upload_saves_nothing(sandbox: Sandbox, root: int) -> None:
     step = ok(call(sandbox, "disk.folder.uploadFile", id=root))
-    body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.bin\"\r\n\r\nno end"
-    r = requests.post(step["uploadUrl"], data=body, headers={"Content-Type": "multipart/form-data; boundary=b"},
-                      timeout=30)
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="t.bin"\r\n\r\nno end'
+    r = requests.post(
+        step["uploadUrl"], data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=30
+    )
     error(r, 400, "ERROR_COULD_NOT_SAVE_FILE")
     r = requests.post(step["uploadUrl"], data=b"plain", headers={"Content-Type": "text/plain"}, timeout=30)
     error(r, 400, "ERROR_COULD_NOT_SAVE_FILE")
@@ -237,7 +278,9 @@ def test_download_url_cannot_be_forged(sandbox: Sandbox, root: int) -> None:
     error(requests.get(stolen, timeout=30), 400, "ACCESS_DENIED")
     bad = one["DOWNLOAD_URL"].split("&token=")[0] + "&token=disk%7Cxx%7Cyy"
     error(requests.get(bad, timeout=30), 400, "ACCESS_DENIED")
-    error(requests.get(sandbox.rest_url + "download.json?auth=nope&token=x", timeout=30), 401, "NO_AUTH_FOUND")
+    error(
+        requests.get(sandbox.rest_url + "download.json?auth=nope&token=x", timeout=30), 401, "NO_AUTH_FOUND"
+    )
 
 
 def test_file_get_errors(sandbox: Sandbox, root: int) -> None:

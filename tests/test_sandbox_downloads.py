@@ -1,4 +1,5 @@
-"""The portal fetches files[].url of incoming messages: loopback only, recorded per file with size and sha256."""
+"""The portal fetches files[].url of incoming messages: loopback only, recorded per file with size
+and sha256."""
 
 from __future__ import annotations
 
@@ -61,26 +62,39 @@ def files_host() -> Iterator[str]:
     server.server_close()
 
 
-def send(portal: Sandbox, files: list[dict[str, Any]], text: str | None = "see file", i: int = 0) -> dict[str, Any]:
+def send(
+    portal: Sandbox, files: list[dict[str, Any]], text: str | None = "see file", i: int = 0
+) -> dict[str, Any]:
     m: dict[str, Any] = {"files": files}
     if text is None:
         m["text"] = None
-    r = call(portal, "imconnector.send.messages", CONNECTOR="hist_import", LINE=1,
-             MESSAGES=[msg(i, m=m) if text is not None else {**msg(i), "message": {
-                 "id": f"c1-m{i}", "date": 1_700_000_000 + i, "files": files}}])
+    r = call(
+        portal,
+        "imconnector.send.messages",
+        CONNECTOR="hist_import",
+        LINE=1,
+        MESSAGES=[
+            msg(i, m=m)
+            if text is not None
+            else {**msg(i), "message": {"id": f"c1-m{i}", "date": 1_700_000_000 + i, "files": files}}
+        ],
+    )
     assert r.status_code == 200, r.text
     item = r.json()["result"]["DATA"]["RESULT"][0]
     assert item["SUCCESS"] is True, item
     return item
 
 
-def test_a_reachable_file_is_fetched_and_shows_in_read_back(sandbox: Sandbox, connector: str,
-                                                           files_host: str) -> None:
+def test_a_reachable_file_is_fetched_and_shows_in_read_back(
+    sandbox: Sandbox, connector: str, files_host: str
+) -> None:
     item = send(sandbox, [{"url": files_host + "/pic.png", "name": "pic.png"}])
     downloads = sandbox.store.downloads()
     assert len(downloads) == 1
     row = downloads.iloc[0]
-    assert row["status"] == "ok" and row["size"] == len(PNG) and row["sha256"] == hashlib.sha256(PNG).hexdigest()
+    assert (
+        row["status"] == "ok" and row["size"] == len(PNG) and row["sha256"] == hashlib.sha256(PNG).hexdigest()
+    )
     assert row["message_id"] == "c1-m0" and row["content_type"] == "image/png"
     messages = sandbox.store.messages()
     assert messages["files_fetched"].tolist() == [1] and messages["files_failed"].tolist() == [0]
@@ -91,7 +105,9 @@ def test_a_reachable_file_is_fetched_and_shows_in_read_back(sandbox: Sandbox, co
     assert len(page["files"]) == 1 and client["params"]["FILE_ID"] == [page["files"][0]["id"]]
     assert page["files"][0]["name"] == "pic.png" and page["files"][0]["size"] == len(PNG)
     assert page["files"][0]["type"] == "image"
-    history = call(sandbox, "imopenlines.session.history.get", SESSION_ID=item["session"]["ID"]).json()["result"]
+    history = call(sandbox, "imopenlines.session.history.get", SESSION_ID=item["session"]["ID"]).json()[
+        "result"
+    ]
     assert [f["name"] for f in history["files"].values()] == ["pic.png"]
 
 
@@ -101,8 +117,9 @@ def test_redirects_are_followed_only_on_loopback(sandbox: Sandbox, connector: st
     assert statuses == ["ok", "unreachable"]
 
 
-def test_nothing_but_loopback_is_ever_contacted(sandbox: Sandbox, connector: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_but_loopback_is_ever_contacted(
+    sandbox: Sandbox, connector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     contacted: list[str] = []
     original = http.client.HTTPConnection.connect
 
@@ -111,8 +128,15 @@ def test_nothing_but_loopback_is_ever_contacted(sandbox: Sandbox, connector: str
         original(self)
 
     monkeypatch.setattr(http.client.HTTPConnection, "connect", spy)
-    urls = ["https://example.com/a.png", "http://10.0.0.1/a.png", "http://192.168.1.5:8080/x",
-            "http://files.internal/x", "ftp://127.0.0.1/x", "file:///etc/passwd", "http://[::ffff:8.8.8.8]/x"]
+    urls = [
+        "https://example.com/a.png",
+        "http://10.0.0.1/a.png",
+        "http://192.168.1.5:8080/x",
+        "http://files.internal/x",
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "http://[::ffff:8.8.8.8]/x",
+    ]
     send(sandbox, [{"url": u} for u in urls])
     frame = sandbox.store.downloads()
     assert frame["status"].tolist() == ["unreachable"] * len(urls)
@@ -123,15 +147,23 @@ def test_unreachable_loopback_errors_and_timeouts(connector: str, files_host: st
     with Sandbox(time_scale=100, fetch_timeout=0.5) as portal:
         register(portal)
         started = time.monotonic()
-        send(portal, [{"url": "http://127.0.0.1:9/closed.png"}, {"url": files_host + "/missing"},
-                      {"url": files_host + "/slow"}])
+        send(
+            portal,
+            [
+                {"url": "http://127.0.0.1:9/closed.png"},
+                {"url": files_host + "/missing"},
+                {"url": files_host + "/slow"},
+            ],
+        )
         assert time.monotonic() - started < 10
         frame = portal.store.downloads()
         assert frame["status"].tolist() == ["unreachable", "error", "unreachable"]
         assert frame["http_status"].tolist()[1] == 404 and frame["error"].tolist()[2] == "TimeoutError"
 
 
-def test_a_message_whose_only_file_is_unreachable_is_stored_without_it(sandbox: Sandbox, connector: str) -> None:
+def test_a_message_whose_only_file_is_unreachable_is_stored_without_it(
+    sandbox: Sandbox, connector: str
+) -> None:
     item = send(sandbox, [{"url": "https://example.com/lost.jpg", "name": "lost.jpg"}], text=None)
     chat = item["session"]["CHAT_ID"]
     call(sandbox, "imopenlines.session.join", CHAT_ID=chat)
@@ -141,20 +173,34 @@ def test_a_message_whose_only_file_is_unreachable_is_stored_without_it(sandbox: 
     assert sandbox.store.counts()["failed_downloads"] == 1
 
 
-def test_the_portal_fetches_its_own_download_url_and_tokens_are_not_recorded(sandbox: Sandbox,
-                                                                            connector: str) -> None:
+def test_the_portal_fetches_its_own_download_url_and_tokens_are_not_recorded(
+    sandbox: Sandbox, connector: str
+) -> None:
     root = call(sandbox, "disk.storage.getForApp").json()["result"]["ROOT_OBJECT_ID"]
-    made = call(sandbox, "disk.folder.uploadFile", id=root, data={"NAME": "doc.pdf"},
-                fileContent=["doc.pdf", base64.b64encode(PNG).decode()]).json()["result"]
+    made = call(
+        sandbox,
+        "disk.folder.uploadFile",
+        id=root,
+        data={"NAME": "doc.pdf"},
+        fileContent=["doc.pdf", base64.b64encode(PNG).decode()],
+    ).json()["result"]
     send(sandbox, [{"url": made["DOWNLOAD_URL"], "name": "doc.pdf"}])
     row = sandbox.store.downloads().iloc[0]
     assert row["status"] == "ok" and row["sha256"] == hashlib.sha256(PNG).hexdigest()
     assert sandbox.access_token not in row["url"] and "auth=***" in row["url"]
     # once the token is dead the portal can no longer fetch it
     sandbox.advance(3601)
-    fresh = sandbox.portal.issue_tokens(sandbox.client_id, "imopenlines,imconnector,im,disk", 1)["access_token"]
-    r = call(sandbox, "imconnector.send.messages", token=fresh, CONNECTOR="hist_import", LINE=1,
-             MESSAGES=[msg(1, m={"files": [{"url": made["DOWNLOAD_URL"]}]})])
+    fresh = sandbox.portal.issue_tokens(sandbox.client_id, "imopenlines,imconnector,im,disk", 1)[
+        "access_token"
+    ]
+    r = call(
+        sandbox,
+        "imconnector.send.messages",
+        token=fresh,
+        CONNECTOR="hist_import",
+        LINE=1,
+        MESSAGES=[msg(1, m={"files": [{"url": made["DOWNLOAD_URL"]}]})],
+    )
     assert r.json()["result"]["SUCCESS"] is True
     assert sandbox.store.downloads()["status"].tolist() == ["ok", "error"]
     assert sandbox.store.downloads()["http_status"].tolist()[1] == 401
@@ -168,6 +214,10 @@ def test_show_messages_and_downloads_from_the_command_line(tmp_path: Path, files
     runner = CliRunner()
     out = runner.invoke(sandbox_command, ["--db", str(db), "--show", "messages", "--format", "json"])
     assert out.exit_code == 0, out.output
-    assert '"files_fetched":1' in out.output.replace(" ", "") and '"files_failed":1' in out.output.replace(" ", "")
+    assert '"files_fetched":1' in out.output.replace(" ", "") and '"files_failed":1' in out.output.replace(
+        " ", ""
+    )
     out = runner.invoke(sandbox_command, ["--db", str(db), "--show", "downloads", "--format", "csv"])
-    assert out.exit_code == 0 and hashlib.sha256(PNG).hexdigest() in out.output and "unreachable" in out.output
+    assert (
+        out.exit_code == 0 and hashlib.sha256(PNG).hexdigest() in out.output and "unreachable" in out.output
+    )

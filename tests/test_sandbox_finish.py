@@ -15,7 +15,9 @@ def send(portal: Sandbox, messages: list[dict[str, Any]]) -> list[dict[str, Any]
     return r.json()["result"]["DATA"]["RESULT"]
 
 
-def test_finish_closes_the_session_and_the_next_message_opens_a_new_one(sandbox: Sandbox, connector: str) -> None:
+def test_finish_closes_the_session_and_the_next_message_opens_a_new_one(
+    sandbox: Sandbox, connector: str
+) -> None:
     first = send(sandbox, [msg(0), msg(1)])[0]["session"]
     r = call(sandbox, "imopenlines.operator.another.finish", CHAT_ID=first["CHAT_ID"])
     assert r.status_code == 200 and r.json()["result"] is True
@@ -32,9 +34,12 @@ def test_finish_closes_the_session_and_the_next_message_opens_a_new_one(sandbox:
     old = call(sandbox, "imopenlines.session.history.get", SESSION_ID=first["ID"]).json()["result"]
     new = call(sandbox, "imopenlines.session.history.get", CHAT_ID=first["CHAT_ID"]).json()["result"]
     assert new["sessionId"] == int(second["ID"])
-    assert sorted(m["params"]["connectorMid"][0] for m in old["message"].values() if m["senderid"] != "0") == [
-        "c1-m0", "c1-m1"]
-    assert [m["params"]["connectorMid"][0] for m in new["message"].values() if m["senderid"] != "0"] == ["c1-m2"]
+    assert sorted(
+        m["params"]["connectorMid"][0] for m in old["message"].values() if m["senderid"] != "0"
+    ) == ["c1-m0", "c1-m1"]
+    assert [m["params"]["connectorMid"][0] for m in new["message"].values() if m["senderid"] != "0"] == [
+        "c1-m2"
+    ]
 
 
 def test_finish_of_a_finished_chat_answers_true_and_changes_nothing(sandbox: Sandbox, connector: str) -> None:
@@ -51,9 +56,13 @@ def test_finish_of_a_finished_chat_answers_true_and_changes_nothing(sandbox: San
 def test_finish_errors(sandbox: Sandbox, connector: str) -> None:
     chat = send(sandbox, [msg(0)])[0]["session"]["CHAT_ID"]
     for value in (None, "", 0, "abc", 999_999):
-        r = call(sandbox, "imopenlines.operator.another.finish", **({} if value is None else {"CHAT_ID": value}))
+        r = call(
+            sandbox, "imopenlines.operator.another.finish", **({} if value is None else {"CHAT_ID": value})
+        )
         assert r.status_code == 400 and r.json() == {
-            "error": "CHAT_ID", "error_description": "The provided chat identifier is invalid"}, value
+            "error": "CHAT_ID",
+            "error_description": "The provided chat identifier is invalid",
+        }, value
     employee = sandbox.portal.issue_tokens(sandbox.client_id, "imopenlines", 7)["access_token"]
     r = call(sandbox, "imopenlines.operator.another.finish", token=employee, CHAT_ID=chat)
     assert r.status_code == 400 and r.json()["error"] == "ACCESS_DENIED"

@@ -14,8 +14,13 @@ from bulkimport.sandbox.store import Store
 
 def fill(portal: Sandbox, chats: int = 3, per_chat: int = 5) -> None:
     for c in range(chats):
-        r = call(portal, "imconnector.send.messages", CONNECTOR="hist_import", LINE=1,
-                 MESSAGES=[msg(i, chat=f"c{c}", user=f"u{c}") for i in range(per_chat)])
+        r = call(
+            portal,
+            "imconnector.send.messages",
+            CONNECTOR="hist_import",
+            LINE=1,
+            MESSAGES=[msg(i, chat=f"c{c}", user=f"u{c}") for i in range(per_chat)],
+        )
         assert r.json()["result"]["SUCCESS"] is True
 
 
@@ -38,13 +43,25 @@ def test_lost_messages_vanish_from_every_read_back(sandbox: Sandbox, connector: 
         assert len(history["message"]) == len(page["messages"])
     # a lost message can no longer be updated or deleted by its id either
     first = lost.iloc[0]
-    r = call(sandbox, "imconnector.delete.messages", CONNECTOR="hist_import", LINE=1, MESSAGES=[
-        {"user": {"id": "u" + first["chat_id"][1:]}, "message": {"id": first["message_id"]},
-         "chat": {"id": first["chat_id"]}}])
+    r = call(
+        sandbox,
+        "imconnector.delete.messages",
+        CONNECTOR="hist_import",
+        LINE=1,
+        MESSAGES=[
+            {
+                "user": {"id": "u" + first["chat_id"][1:]},
+                "message": {"id": first["message_id"]},
+                "chat": {"id": first["chat_id"]},
+            }
+        ],
+    )
     assert r.json()["result"]["DATA"]["RESULT"][0]["SUCCESS"] is False
 
 
-def test_lose_is_seeded_and_can_target_chats_and_ids(sandbox: Sandbox, connector: str, tmp_path: Path) -> None:
+def test_lose_is_seeded_and_can_target_chats_and_ids(
+    sandbox: Sandbox, connector: str, tmp_path: Path
+) -> None:
     fill(sandbox)
     picks = sandbox.store.lose_messages(0)
     assert picks.empty

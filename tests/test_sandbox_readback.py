@@ -1,4 +1,5 @@
-"""Read-back of imported chats: imopenlines.dialog.get, session.history.get, session.join, im.dialog.messages.get."""
+"""Read-back of imported chats: imopenlines.dialog.get, session.history.get, session.join,
+im.dialog.messages.get."""
 
 from __future__ import annotations
 
@@ -21,25 +22,42 @@ def first_session(portal: Sandbox, n: int = 3) -> tuple[int, int]:
     return int(items[0]["session"]["CHAT_ID"]), int(items[0]["session"]["ID"])
 
 
-def test_dialog_get_by_each_key_and_message_count_includes_the_welcome(sandbox: Sandbox, connector: str) -> None:
+def test_dialog_get_by_each_key_and_message_count_includes_the_welcome(
+    sandbox: Sandbox, connector: str
+) -> None:
     chat, session = first_session(sandbox)
     by_chat = call(sandbox, "imopenlines.dialog.get", CHAT_ID=chat).json()["result"]
     assert by_chat["id"] == chat and by_chat["type"] == "lines" and by_chat["entity_type"] == "LINES"
     assert by_chat["dialog_id"] == f"chat{chat}" and by_chat["entity_id"] == "hist_import|1|c1|u1"
     assert by_chat["message_count"] == 4  # three messages + the welcome text the line sends
     assert by_chat["entity_data_1"].split("|")[5] == str(session)
-    for params in ({"DIALOG_ID": f"chat{chat}"}, {"SESSION_ID": session}, {"USER_CODE": "hist_import|1|c1|u1"}):
+    for params in (
+        {"DIALOG_ID": f"chat{chat}"},
+        {"SESSION_ID": session},
+        {"USER_CODE": "hist_import|1|c1|u1"},
+    ):
         assert call(sandbox, "imopenlines.dialog.get", **params).json()["result"] == by_chat
     assert by_chat["last_message_id"] == int(sandbox.store.chat_messages(chat)["id"].max())
 
 
-@pytest.mark.parametrize("params", [{"CHAT_ID": 999}, {"DIALOG_ID": "chat999"}, {"DIALOG_ID": "1001"},
-                                    {"SESSION_ID": 9}, {"USER_CODE": "hist_import|1|nope|u1"}, {}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"CHAT_ID": 999},
+        {"DIALOG_ID": "chat999"},
+        {"DIALOG_ID": "1001"},
+        {"SESSION_ID": 9},
+        {"USER_CODE": "hist_import|1|nope|u1"},
+        {},
+    ],
+)
 def test_dialog_get_unknown_dialog_is_access_error(sandbox: Sandbox, connector: str, params: dict) -> None:
     first_session(sandbox, 1)
     r = call(sandbox, "imopenlines.dialog.get", **params)
     assert r.status_code == 400 and r.json() == {
-        "error": "ACCESS_ERROR", "error_description": "You do not have access to the specified dialog"}
+        "error": "ACCESS_ERROR",
+        "error_description": "You do not have access to the specified dialog",
+    }
 
 
 def test_dialog_get_needs_access_and_the_imopenlines_scope(sandbox: Sandbox, connector: str) -> None:
@@ -70,7 +88,7 @@ def test_session_history_get_one_session_with_connector_mid(sandbox: Sandbox, co
 
 
 def test_session_history_get_errors(sandbox: Sandbox, connector: str) -> None:
-    chat, session = first_session(sandbox, 1)
+    _, session = first_session(sandbox, 1)
     r = call(sandbox, "imopenlines.session.history.get")
     assert r.status_code == 400 and r.json()["error"] == "MISSING_REQUIRED_PARAM"
     r = call(sandbox, "imopenlines.session.history.get", CHAT_ID=4242)
@@ -87,7 +105,9 @@ def test_history_works_without_membership_but_messages_get_needs_it(sandbox: San
     assert call(sandbox, "imopenlines.session.history.get", SESSION_ID=session).status_code == 200
     r = call(sandbox, "im.dialog.messages.get", DIALOG_ID=f"chat{chat}")
     assert r.status_code == 403 and r.json() == {
-        "error": "ACCESS_ERROR", "error_description": "You do not have access to the specified dialog"}
+        "error": "ACCESS_ERROR",
+        "error_description": "You do not have access to the specified dialog",
+    }
     r = call(sandbox, "imopenlines.session.join", CHAT_ID=chat)
     assert r.status_code == 200 and r.json()["result"] is True
     r = call(sandbox, "im.dialog.messages.get", DIALOG_ID=f"chat{chat}")
@@ -154,14 +174,20 @@ def test_keyset_paging_edges(connector: str, sandbox: Sandbox) -> None:
         assert r["messages"] == [] and r["users"] == [] and r["files"] == []
 
 
-@pytest.mark.parametrize(("params", "status", "code"), [
-    ({}, 400, "DIALOG_ID_EMPTY"), ({"DIALOG_ID": ""}, 400, "DIALOG_ID_EMPTY"),
-    ({"DIALOG_ID": "chatx"}, 400, "DIALOG_ID_EMPTY"),
-    ({"DIALOG_ID": "chat1001", "FIRST_ID": "abc"}, 400, "FIRST_ID_STRING"),
-    ({"DIALOG_ID": "chat1001", "LAST_ID": "abc"}, 400, "LAST_ID_STRING"),
-    ({"DIALOG_ID": "chat999"}, 403, "ACCESS_ERROR"),
-])
-def test_dialog_messages_get_errors(sandbox: Sandbox, connector: str, params: dict, status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({}, 400, "DIALOG_ID_EMPTY"),
+        ({"DIALOG_ID": ""}, 400, "DIALOG_ID_EMPTY"),
+        ({"DIALOG_ID": "chatx"}, 400, "DIALOG_ID_EMPTY"),
+        ({"DIALOG_ID": "chat1001", "FIRST_ID": "abc"}, 400, "FIRST_ID_STRING"),
+        ({"DIALOG_ID": "chat1001", "LAST_ID": "abc"}, 400, "LAST_ID_STRING"),
+        ({"DIALOG_ID": "chat999"}, 403, "ACCESS_ERROR"),
+    ],
+)
+def test_dialog_messages_get_errors(
+    sandbox: Sandbox, connector: str, params: dict, status: int, code: str
+) -> None:
     chat, _ = first_session(sandbox, 1)
     assert chat == 1001
     call(sandbox, "imopenlines.session.join", CHAT_ID=chat)
@@ -188,11 +214,21 @@ def test_operator_messages_come_back_with_their_author(sandbox: Sandbox, connect
 def test_deleted_and_updated_messages_in_read_back(sandbox: Sandbox, connector: str) -> None:
     chat, session = first_session(sandbox, 3)
     call(sandbox, "imopenlines.session.join", CHAT_ID=chat)
-    r = call(sandbox, "imconnector.update.messages", CONNECTOR="hist_import", LINE=1,
-             MESSAGES=[{"user": {"id": "u1"}, "message": {"id": "c1-m0", "text": "edited"}, "chat": {"id": "c1"}}])
+    r = call(
+        sandbox,
+        "imconnector.update.messages",
+        CONNECTOR="hist_import",
+        LINE=1,
+        MESSAGES=[{"user": {"id": "u1"}, "message": {"id": "c1-m0", "text": "edited"}, "chat": {"id": "c1"}}],
+    )
     assert r.json()["result"]["SUCCESS"] is True
-    r = call(sandbox, "imconnector.delete.messages", CONNECTOR="hist_import", LINE=1,
-             MESSAGES=[{"user": {"id": "u1"}, "message": {"id": "c1-m1"}, "chat": {"id": "c1"}}])
+    r = call(
+        sandbox,
+        "imconnector.delete.messages",
+        CONNECTOR="hist_import",
+        LINE=1,
+        MESSAGES=[{"user": {"id": "u1"}, "message": {"id": "c1-m1"}, "chat": {"id": "c1"}}],
+    )
     assert r.json()["result"]["SUCCESS"] is True
     page = call(sandbox, "im.dialog.messages.get", DIALOG_ID=f"chat{chat}").json()["result"]["messages"]
     mids = [m["params"].get("CONNECTOR_MID", [None])[0] for m in page if m["author_id"]]
@@ -201,16 +237,23 @@ def test_deleted_and_updated_messages_in_read_back(sandbox: Sandbox, connector: 
     assert len(history["message"]) == 3  # two left + the welcome
     assert call(sandbox, "imopenlines.dialog.get", CHAT_ID=chat).json()["result"]["message_count"] == 3
     # the deleted id is no anchor any more
-    deleted_id = int(sandbox.portal.store.one("SELECT i.id FROM im_messages i JOIN messages m ON m.seq = i.seq "
-                                              "WHERE m.message_id = 'c1-m1'")["id"])
+    deleted_id = int(
+        sandbox.portal.store.one(
+            "SELECT i.id FROM im_messages i JOIN messages m ON m.seq = i.seq WHERE m.message_id = 'c1-m1'"
+        )["id"]
+    )
     r = call(sandbox, "im.dialog.messages.get", DIALOG_ID=f"chat{chat}", LAST_ID=deleted_id).json()["result"]
     assert r["messages"] == []
 
 
 def test_read_back_is_batchable_and_charged(sandbox: Sandbox, connector: str) -> None:
     chat, session = first_session(sandbox, 1)
-    cmd = {"d": f"imopenlines.dialog.get?CHAT_ID={chat}", "h": f"imopenlines.session.history.get?SESSION_ID={session}",
-           "j": f"imopenlines.session.join?CHAT_ID={chat}", "m": f"im.dialog.messages.get?DIALOG_ID=chat{chat}"}
+    cmd = {
+        "d": f"imopenlines.dialog.get?CHAT_ID={chat}",
+        "h": f"imopenlines.session.history.get?SESSION_ID={session}",
+        "j": f"imopenlines.session.join?CHAT_ID={chat}",
+        "m": f"im.dialog.messages.get?DIALOG_ID=chat{chat}",
+    }
     body = call(sandbox, "batch", halt=0, cmd=cmd).json()["result"]
     assert body["result_error"] == [] and set(body["result"]) == set(cmd)
     assert body["result"]["m"]["chat_id"] == chat

@@ -18,12 +18,23 @@ from .store import dumps
 ADMIN_USER = 1
 
 
-def add_message(db: sqlite3.Connection, chat: int, session: int, author: int, now: float, *,
-                seq: int | None = None, text: str | None = None, params: dict[str, Any] | None = None) -> int:
+def add_message(
+    db: sqlite3.Connection,
+    chat: int,
+    session: int,
+    author: int,
+    now: float,
+    *,
+    seq: int | None = None,
+    text: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> int:
     """Append a messenger message to ``chat`` (a connector message by ``seq``, or a system one); its id."""
-    cursor = db.execute("INSERT INTO im_messages (chat, session, author, seq, text, params, date) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (chat, session, author, seq, text, dumps(params) if params else None, now))
+    cursor = db.execute(
+        "INSERT INTO im_messages (chat, session, author, seq, text, params, date) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (chat, session, author, seq, text, dumps(params) if params else None, now),
+    )
     return int(cursor.lastrowid or 0)
 
 
@@ -37,8 +48,9 @@ def is_member(db: Any, chat: int, user: int) -> bool:
     return db.one("SELECT 1 FROM chat_members WHERE chat = ? AND user = ?", (chat, user)) is not None
 
 
-def session_started(db: sqlite3.Connection, line_row: Any, chat: int, session: int, client: int,
-                    now: float) -> None:
+def session_started(
+    db: sqlite3.Connection, line_row: Any, chat: int, session: int, client: int, now: float
+) -> None:
     """A session was opened by a client's message: the client and the queue's operator join the chat,
     and the welcome message follows the client's message while the line's setting is on.
 
@@ -52,16 +64,32 @@ def session_started(db: sqlite3.Connection, line_row: Any, chat: int, session: i
     line = lineconfig.line_object(line_row)
     if line["WELCOME_MESSAGE"] != "Y":
         return
-    earlier = db.execute("SELECT COUNT(*) FROM sessions WHERE chat = ? AND id != ?", (chat, session)).fetchone()[0]
+    earlier = db.execute(
+        "SELECT COUNT(*) FROM sessions WHERE chat = ? AND id != ?", (chat, session)
+    ).fetchone()[0]
     if earlier and line["SEND_WELCOME_EACH_SESSION"] != "Y":
         return
-    add_message(db, chat, session, 0, now, text=str(line["WELCOME_MESSAGE_TEXT"]),
-                params={"CLASS": "bx-messenger-content-item-ol-output", "IMOL_SID": session})
+    add_message(
+        db,
+        chat,
+        session,
+        0,
+        now,
+        text=str(line["WELCOME_MESSAGE_TEXT"]),
+        params={"CLASS": "bx-messenger-content-item-ol-output", "IMOL_SID": session},
+    )
 
 
 def session_finished(db: sqlite3.Connection, line_row: Any, chat: int, session: int, now: float) -> None:
     """The rating request a finished session ends with, while the line's ``VOTE_MESSAGE`` is on."""
     line = lineconfig.line_object(line_row)
     if line["VOTE_MESSAGE"] == "Y":
-        add_message(db, chat, session, 0, now, text=str(line["VOTE_MESSAGE_2_TEXT"]),
-                    params={"IMOL_VOTE_SID": session, "IMOL_VOTE": "none"})
+        add_message(
+            db,
+            chat,
+            session,
+            0,
+            now,
+            text=str(line["VOTE_MESSAGE_2_TEXT"]),
+            params={"IMOL_VOTE_SID": session, "IMOL_VOTE": "none"},
+        )

@@ -66,7 +66,8 @@ def _lose(db: str, n: int, seed: int, chat: str | None, fmt: str) -> None:
     from .store import Store
 
     if not Path(db).exists():
-        raise click.BadParameter(f"{db} does not exist; pass the --db of a sandbox that ran", param_hint="--db")
+        raise click.BadParameter(f"{db} does not exist; pass the --db of a sandbox that ran",
+                                 param_hint="--db")
     store = Store(db)
     try:
         frame = store.lose_messages(n, seed=seed, chat_id=chat)

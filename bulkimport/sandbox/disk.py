@@ -22,7 +22,19 @@ from urllib.parse import parse_qsl, quote, urlencode
 from . import chatlog
 from .multipart import Body, BodyError, save_part
 from .portal import (
-    ApiError, Caller, CutOff, Paged, Portal, Reply, Work, _int, _iso, _truthy, error_reply, html_reply, method,
+    ApiError,
+    Caller,
+    CutOff,
+    Paged,
+    Portal,
+    Reply,
+    Work,
+    _int,
+    _iso,
+    _truthy,
+    error_reply,
+    html_reply,
+    method,
 )
 
 STORAGE_ID_FLOOR, OBJECT_ID_FLOOR, FILE_ID_OFFSET = 1300, 8900, 24000
@@ -30,8 +42,17 @@ PAGE = 50
 UPLOAD_METHOD = "disk.folder.uploadfile"
 UPLOAD_FIELD = "file"
 NOT_SAVED = ("ERROR_COULD_NOT_SAVE_FILE", "Could not save file")
-_FILTER_FIELDS = {"ID": "id", "NAME": "name", "TYPE": "type", "PARENT_ID": "parent", "STORAGE_ID": "storage",
-                  "SIZE": "size", "CREATE_TIME": "created", "UPDATE_TIME": "updated", "CREATED_BY": "created_by"}
+_FILTER_FIELDS = {
+    "ID": "id",
+    "NAME": "name",
+    "TYPE": "type",
+    "PARENT_ID": "parent",
+    "STORAGE_ID": "storage",
+    "SIZE": "size",
+    "CREATE_TIME": "created",
+    "UPDATE_TIME": "updated",
+    "CREATED_BY": "created_by",
+}
 _PREFIXES = (">=", "<=", "!@", "!=", "=%", "%=", ">", "<", "@", "%", "!", "=")
 
 
@@ -78,8 +99,11 @@ def _storage(portal: Portal, caller: Caller, create: bool) -> Any:
     now = portal.clock.now()
     with portal.store.transaction() as db:
         storage = portal.store.insert_next("disk_storages", STORAGE_ID_FLOOR, (caller.app, 0, now))
-        root = portal.store.insert_next("disk_objects", OBJECT_ID_FLOOR,
-                                        (storage, None, "folder", caller.app, None, None, now, now, caller.user_id))
+        root = portal.store.insert_next(
+            "disk_objects",
+            OBJECT_ID_FLOOR,
+            (storage, None, "folder", caller.app, None, None, now, now, caller.user_id),
+        )
         db.execute("UPDATE disk_storages SET root = ? WHERE id = ?", (root, storage))
     return portal.store.one("SELECT * FROM disk_storages WHERE id = ?", (storage,))
 
@@ -91,9 +115,14 @@ def _object(portal: Portal, caller: Caller, value: Any, kind: str, write: bool =
     it, only the administrator write to it, and no webhook (not the application's context) near it.
     """
     object_id = _int(value)
-    row = None if object_id is None else portal.store.one(
-        "SELECT o.*, s.app FROM disk_objects o JOIN disk_storages s ON s.id = o.storage WHERE o.id = ?",
-        (object_id,))
+    row = (
+        None
+        if object_id is None
+        else portal.store.one(
+            "SELECT o.*, s.app FROM disk_objects o JOIN disk_storages s ON s.id = o.storage WHERE o.id = ?",
+            (object_id,),
+        )
+    )
     if row is None or row["type"] != kind:
         raise _not_found(value)
     if caller.kind != "oauth" or row["app"] != caller.app:
@@ -113,26 +142,48 @@ def _path(portal: Portal, row: Any) -> str:
 
 def object_view(portal: Portal, caller: Caller, row: Any, strings: bool = False) -> dict[str, Any]:
     """A folder or file object as the Drive methods return it (``strings``: getChildren's all-text ids)."""
+
     def n(value: Any) -> Any:
         return None if value is None else (str(value) if strings else int(value))
 
-    out: dict[str, Any] = {"ID": n(row["id"]), "NAME": row["name"], "CODE": None, "STORAGE_ID": str(row["storage"]),
-                           "TYPE": row["type"]}
+    out: dict[str, Any] = {
+        "ID": n(row["id"]),
+        "NAME": row["name"],
+        "CODE": None,
+        "STORAGE_ID": str(row["storage"]),
+        "TYPE": row["type"],
+    }
     if row["type"] == "folder":
         out["REAL_OBJECT_ID"] = n(row["id"])
     out.update({"PARENT_ID": None if row["parent"] is None else str(row["parent"]), "DELETED_TYPE": n(0)})
     if row["type"] == "file":
-        out.update({"GLOBAL_CONTENT_VERSION": n(1), "FILE_ID": n(int(row["id"]) + FILE_ID_OFFSET),
-                    "SIZE": str(row["size"])})
-    out.update({"CREATE_TIME": _iso(row["created"]), "UPDATE_TIME": _iso(row["updated"]), "DELETE_TIME": None,
-                "CREATED_BY": str(row["created_by"]), "UPDATED_BY": str(row["created_by"]),
-                "DELETED_BY": "0" if strings else None})
+        out.update(
+            {
+                "GLOBAL_CONTENT_VERSION": n(1),
+                "FILE_ID": n(int(row["id"]) + FILE_ID_OFFSET),
+                "SIZE": str(row["size"]),
+            }
+        )
+    out.update(
+        {
+            "CREATE_TIME": _iso(row["created"]),
+            "UPDATE_TIME": _iso(row["updated"]),
+            "DELETE_TIME": None,
+            "CREATED_BY": str(row["created_by"]),
+            "UPDATED_BY": str(row["created_by"]),
+            "DELETED_BY": "0" if strings else None,
+        }
+    )
     kind = "file" if row["type"] == "file" else "path"
     if row["type"] == "file" and caller.token:
         token = _sign(portal, "download", f"id={row['id']}&_={secrets.token_hex(8)}", caller.token)
-        out["DOWNLOAD_URL"] = (f"{portal.rest_url}download.json?auth={caller.token}&token={quote(token, safe='')}")
+        out["DOWNLOAD_URL"] = (
+            f"{portal.rest_url}download.json?auth={caller.token}&token={quote(token, safe='')}"
+        )
     # DETAIL_URL opens the object in the portal's interface, which the sandbox does not have.
-    out["DETAIL_URL"] = f"{portal.base_url}/company/personal/user/{row['created_by']}/disk/{kind}/{_path(portal, row)}"
+    out["DETAIL_URL"] = (
+        f"{portal.base_url}/company/personal/user/{row['created_by']}/disk/{kind}/{_path(portal, row)}"
+    )
     return out
 
 
@@ -145,14 +196,25 @@ def _get_for_app(portal: Portal, caller: Caller, params: dict[str, Any], work: W
     if caller.user_id != chatlog.ADMIN_USER:  # unknown: the error a non-administrator gets
         raise _denied()
     row = _storage(portal, caller, create=True)
-    return {"ID": str(row["id"]), "NAME": caller.app, "CODE": None, "MODULE_ID": "disk", "ENTITY_TYPE": "restapp",
-            "ENTITY_ID": "1", "ROOT_OBJECT_ID": str(row["root"])}
+    return {
+        "ID": str(row["id"]),
+        "NAME": caller.app,
+        "CODE": None,
+        "MODULE_ID": "disk",
+        "ENTITY_TYPE": "restapp",
+        "ENTITY_ID": "1",
+        "ROOT_OBJECT_ID": str(row["root"]),
+    }
 
 
 def _taken(portal: Portal, folder: int, name: str) -> bool:
     """Names are unique in a folder, case-insensitively, across files and folders."""
-    return portal.store.one("SELECT 1 FROM disk_objects WHERE parent = ? AND lower(name) = lower(?)",
-                            (folder, name)) is not None
+    return (
+        portal.store.one(
+            "SELECT 1 FROM disk_objects WHERE parent = ? AND lower(name) = lower(?)", (folder, name)
+        )
+        is not None
+    )
 
 
 def _name(params: dict[str, Any]) -> str | None:
@@ -174,8 +236,11 @@ def _add_subfolder(portal: Portal, caller: Caller, params: dict[str, Any], work:
         raise ApiError(400, "DISK_OBJ_22000", "A folder with this name already exists")
     now = portal.clock.now()
     with portal.store.transaction():
-        new = portal.store.insert_next("disk_objects", OBJECT_ID_FLOOR, (
-            parent["storage"], parent["id"], "folder", name, None, None, now, now, caller.user_id))
+        new = portal.store.insert_next(
+            "disk_objects",
+            OBJECT_ID_FLOOR,
+            (parent["storage"], parent["id"], "folder", name, None, None, now, now, caller.user_id),
+        )
     return object_view(portal, caller, portal.store.one("SELECT * FROM disk_objects WHERE id = ?", (new,)))
 
 
@@ -189,12 +254,15 @@ def _filter_sql(raw: Any) -> tuple[str, list[Any]]:
     for key, value in raw.items():
         key = str(key)
         prefix = next((p for p in _PREFIXES if key.startswith(p)), "")
-        column = _FILTER_FIELDS.get(key[len(prefix):].upper())
+        column = _FILTER_FIELDS.get(key[len(prefix) :].upper())
         if column is None:  # unknown: an unknown field; the sandbox refuses it rather than ignore it
             raise _argument(1)
-        values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        values = (
+            list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        )
         if column in ("created", "updated") and not isinstance(value, list | dict):
             from datetime import datetime
+
             try:
                 values = [datetime.fromisoformat(str(value)).timestamp()]
             except ValueError:
@@ -207,7 +275,9 @@ def _filter_sql(raw: Any) -> tuple[str, list[Any]]:
             sql += f" AND {column} LIKE ?"
             args.append(f"%{values[0]}%" if prefix == "%" else str(values[0]))
         else:
-            op = {">=": ">=", "<=": "<=", ">": ">", "<": "<", "!": "!=", "!=": "!=", "=": "=", "": "="}[prefix]
+            op = {">=": ">=", "<=": "<=", ">": ">", "<": "<", "!": "!=", "!=": "!=", "=": "=", "": "="}[
+                prefix
+            ]
             sql += f" AND {column} {op} ?"
             args.append(values[0] if values else None)
     return sql, args
@@ -230,9 +300,11 @@ def _get_children(portal: Portal, caller: Caller, params: dict[str, Any], work: 
             parts.append(f"{column} {str(direction).upper()}")
         order = " ORDER BY " + ", ".join(parts) + ", id"
     start = max(_int(params.get("start")) or 0, 0)
-    rows = portal.store.all(f"SELECT * FROM disk_objects WHERE parent = ?{where}{order}",  # noqa: S608
-                            (folder["id"], *args))
-    page = rows[start:start + PAGE]
+    rows = portal.store.all(
+        f"SELECT * FROM disk_objects WHERE parent = ?{where}{order}",  # noqa: S608
+        (folder["id"], *args),
+    )
+    page = rows[start : start + PAGE]
     following = start + PAGE if start + PAGE < len(rows) else None
     return Paged([object_view(portal, caller, r, strings=True) for r in page], len(rows), following)
 
@@ -275,16 +347,20 @@ def _check_quota(portal: Portal, size: int) -> None:
         raise ApiError(400, *NOT_SAVED)  # no room on the portal's Drive
 
 
-def _save(portal: Portal, caller: Caller, folder: Any, name: str, generate: bool, temp: Path, size: int,
-          digest: str) -> dict[str, Any]:
+def _save(
+    portal: Portal, caller: Caller, folder: Any, name: str, generate: bool, temp: Path, size: int, digest: str
+) -> dict[str, Any]:
     """Turn an uploaded temporary file into a file object of ``folder``."""
     try:
         _check_quota(portal, size)
         final = _unique(portal, int(folder["id"]), name, generate)
         now = portal.clock.now()
         with portal.store.transaction():
-            new = portal.store.insert_next("disk_objects", OBJECT_ID_FLOOR, (
-                folder["storage"], folder["id"], "file", final, size, digest, now, now, caller.user_id))
+            new = portal.store.insert_next(
+                "disk_objects",
+                OBJECT_ID_FLOOR,
+                (folder["storage"], folder["id"], "file", final, size, digest, now, now, caller.user_id),
+            )
             os.replace(temp, _files_dir(portal) / str(new))
     finally:
         temp.unlink(missing_ok=True)
@@ -308,14 +384,30 @@ def _upload_file(portal: Portal, caller: Caller, params: dict[str, Any], work: W
     if content in (None, "", [], {}):
         if caller.token is None:
             raise _denied()
-        payload = urlencode({"id": folder["id"], "generateUniqueName": int(generate), "name": name or "",
-                             "_": secrets.token_hex(8)})
+        payload = urlencode(
+            {
+                "id": folder["id"],
+                "generateUniqueName": int(generate),
+                "name": name or "",
+                "_": secrets.token_hex(8),
+            }
+        )
         token = _sign(portal, "upload", payload, caller.token)
-        return {"field": UPLOAD_FIELD,
-                "uploadUrl": f"{portal.rest_url}upload.json?auth={caller.token}&token={quote(token, safe='')}"}
+        return {
+            "field": UPLOAD_FIELD,
+            "uploadUrl": f"{portal.rest_url}upload.json?auth={caller.token}&token={quote(token, safe='')}",
+        }
     if name is None:
-        raise ApiError(400, "DISK_BASE_SERVICE_22001", "Error: required parameter NAME (DISK_BASE_SERVICE_22001)")
-    items = list(content.values()) if isinstance(content, dict) else content if isinstance(content, list) else None
+        raise ApiError(
+            400, "DISK_BASE_SERVICE_22001", "Error: required parameter NAME (DISK_BASE_SERVICE_22001)"
+        )
+    items = (
+        list(content.values())
+        if isinstance(content, dict)
+        else content
+        if isinstance(content, list)
+        else None
+    )
     if not items or len(items) < 2 or not isinstance(items[1], str):
         raise ApiError(400, *NOT_SAVED)
     try:
@@ -348,8 +440,13 @@ def serve_upload(portal: Portal, query: dict[str, Any], headers: Any, raw: Binar
     try:
         caller = _url_caller(portal, UPLOAD_METHOD, query.get("auth"))
         ticket = _unsign(portal, "upload", query.get("token"), str(query.get("auth")))
-        if ticket is None or portal.store.one("SELECT 1 FROM disk_uploads WHERE nonce = ? AND used IS NOT NULL",
-                                              (ticket.get("_"),)) is not None:
+        if (
+            ticket is None
+            or portal.store.one(
+                "SELECT 1 FROM disk_uploads WHERE nonce = ? AND used IS NOT NULL", (ticket.get("_"),)
+            )
+            is not None
+        ):
             raise _denied()
         if portal.config.limits and portal.ledger.blocked(caller.app, UPLOAD_METHOD):
             raise ApiError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
@@ -361,8 +458,10 @@ def serve_upload(portal: Portal, query: dict[str, Any], headers: Any, raw: Binar
         work.spend(portal.config.cost_per_call)
         folder = _object(portal, caller, ticket.get("id"), "folder", write=True)
         result = _receive(portal, caller, folder, ticket, headers, raw)
-        portal.store.run("INSERT OR REPLACE INTO disk_uploads (nonce, used) VALUES (?, ?)",
-                         (ticket.get("_"), portal.clock.now()))
+        portal.store.run(
+            "INSERT OR REPLACE INTO disk_uploads (nonce, used) VALUES (?, ?)",
+            (ticket.get("_"), portal.clock.now()),
+        )
     except ApiError as exc:
         return error_reply(exc.status, exc.code, exc.description)
     except CutOff:
@@ -372,12 +471,19 @@ def serve_upload(portal: Portal, query: dict[str, Any], headers: Any, raw: Binar
     return Reply(200, {"result": result, "time": portal.time_info(caller, UPLOAD_METHOD, start, work.spent)})
 
 
-def _receive(portal: Portal, caller: Caller, folder: Any, ticket: dict[str, str], headers: Any,
-             raw: BinaryIO) -> dict[str, Any]:
+def _receive(
+    portal: Portal, caller: Caller, folder: Any, ticket: dict[str, str], headers: Any, raw: BinaryIO
+) -> dict[str, Any]:
     """Read the multipart body of an upload into a temporary file, then save it."""
     content_type = headers.get("Content-Type", "")
-    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")[1:]
-                     if p.strip().lower().startswith("boundary=")), None)
+    boundary = next(
+        (
+            p.split("=", 1)[1].strip().strip('"')
+            for p in content_type.split(";")[1:]
+            if p.strip().lower().startswith("boundary=")
+        ),
+        None,
+    )
     if not content_type.lower().startswith("multipart/form-data") or not boundary:
         raise ApiError(400, *NOT_SAVED)  # unknown: the answer to a body that is not a form upload
     chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
@@ -396,7 +502,9 @@ def _receive(portal: Portal, caller: Caller, folder: Any, ticket: dict[str, str]
     name = ticket.get("name") or os.path.basename(filename.replace("\\", "/")).strip()
     if not name:
         temp.unlink(missing_ok=True)
-        raise ApiError(400, "DISK_BASE_SERVICE_22001", "Error: required parameter NAME (DISK_BASE_SERVICE_22001)")
+        raise ApiError(
+            400, "DISK_BASE_SERVICE_22001", "Error: required parameter NAME (DISK_BASE_SERVICE_22001)"
+        )
     return _save(portal, caller, folder, name, ticket.get("generateUniqueName") == "1", temp, size, digest)
 
 
@@ -419,5 +527,10 @@ def serve_download(portal: Portal, query: dict[str, Any]) -> Reply:
     if not path.exists():
         return error_reply(400, "ERROR_NOT_FOUND", f"Could not find entity with id `{row['id']}`")
     name = quote(str(row["name"]))
-    return Reply(200, None, "application/octet-stream",
-                 {"Content-Disposition": f"attachment; filename*=UTF-8''{name}"}, path=str(path))
+    return Reply(
+        200,
+        None,
+        "application/octet-stream",
+        {"Content-Disposition": f"attachment; filename*=UTF-8''{name}"},
+        path=str(path),
+    )

@@ -41,8 +41,14 @@ def _loopback(host: str | None) -> bool:
 
 
 def _outcome(status: str, error: str | None = None, http_status: int | None = None) -> dict[str, Any]:
-    return {"status": status, "error": error, "http_status": http_status, "size": None, "sha256": None,
-            "content_type": None}
+    return {
+        "status": status,
+        "error": error,
+        "http_status": http_status,
+        "size": None,
+        "sha256": None,
+        "content_type": None,
+    }
 
 
 def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
@@ -60,14 +66,23 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
             return _outcome("unreachable", "bad port")
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname or "", port, timeout=timeout,
-                                               context=ssl.create_default_context())
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", port, timeout=timeout, context=ssl.create_default_context()
+            )
         else:
             conn = http.client.HTTPConnection(parts.hostname or "", port, timeout=timeout)
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn.request("GET", path, headers={"User-Agent": "Bitrix24 sandbox portal", "Accept": "*/*",
-                                               "Accept-Language": "en", "Referer": f"{parts.scheme}://{parts.netloc}/"})
+            conn.request(
+                "GET",
+                path,
+                headers={
+                    "User-Agent": "Bitrix24 sandbox portal",
+                    "Accept": "*/*",
+                    "Accept-Language": "en",
+                    "Referer": f"{parts.scheme}://{parts.netloc}/",
+                },
+            )
             response = conn.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location") or "")

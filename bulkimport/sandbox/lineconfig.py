@@ -14,34 +14,92 @@ from typing import Any
 #: Defaults of a line (documented fields, documented order). The sandbox's choices where the
 #: example differs: CRM on with lead creation, welcome message on, rating request off.
 DEFAULTS: dict[str, Any] = {
-    "CRM": "Y", "CRM_CREATE": "lead", "CRM_CREATE_SECOND": "0", "CRM_CREATE_THIRD": "Y", "CRM_FORWARD": "Y",
-    "CRM_CHAT_TRACKER": "Y", "CRM_TRANSFER_CHANGE": "Y", "CRM_SOURCE": "create", "QUEUE_TIME": "60",
-    "NO_ANSWER_TIME": "60", "QUEUE_TYPE": "evenly", "CHECK_AVAILABLE": "N", "WATCH_TYPING": "Y",
-    "WELCOME_BOT_ENABLE": "N", "WELCOME_MESSAGE": "Y",
+    "CRM": "Y",
+    "CRM_CREATE": "lead",
+    "CRM_CREATE_SECOND": "0",
+    "CRM_CREATE_THIRD": "Y",
+    "CRM_FORWARD": "Y",
+    "CRM_CHAT_TRACKER": "Y",
+    "CRM_TRANSFER_CHANGE": "Y",
+    "CRM_SOURCE": "create",
+    "QUEUE_TIME": "60",
+    "NO_ANSWER_TIME": "60",
+    "QUEUE_TYPE": "evenly",
+    "CHECK_AVAILABLE": "N",
+    "WATCH_TYPING": "Y",
+    "WELCOME_BOT_ENABLE": "N",
+    "WELCOME_MESSAGE": "Y",
     "WELCOME_MESSAGE_TEXT": "Welcome to the open line. The first available operator will respond to you.",
-    "VOTE_MESSAGE": "N", "VOTE_TIME_LIMIT": "0", "VOTE_BEFORE_FINISH": "Y", "VOTE_CLOSING_DELAY": "N",
+    "VOTE_MESSAGE": "N",
+    "VOTE_TIME_LIMIT": "0",
+    "VOTE_BEFORE_FINISH": "Y",
+    "VOTE_CLOSING_DELAY": "N",
     "VOTE_MESSAGE_1_TEXT": "Please rate the quality of service.",
     "VOTE_MESSAGE_1_LIKE": "Thank you for your feedback!",
     "VOTE_MESSAGE_1_DISLIKE": "We are sorry we couldn't assist you, we will strive to improve.",
     "VOTE_MESSAGE_2_TEXT": "Please rate the quality of service.\r\n\r\nSend: 1 - good, 0 - bad",
     "VOTE_MESSAGE_2_LIKE": "Thank you for your feedback!",
     "VOTE_MESSAGE_2_DISLIKE": "We are sorry we couldn't assist you, we will strive to improve.",
-    "AGREEMENT_MESSAGE": "N", "AGREEMENT_ID": "0", "CATEGORY_ENABLE": "N", "CATEGORY_ID": "0",
-    "WELCOME_BOT_JOIN": "always", "WELCOME_BOT_ID": "0", "WELCOME_BOT_TIME": "180", "WELCOME_BOT_LEFT": "close",
-    "NO_ANSWER_RULE": "none", "NO_ANSWER_FORM_ID": "0", "NO_ANSWER_BOT_ID": "0", "NO_ANSWER_TEXT": "",
-    "WORKTIME_ENABLE": "N", "WORKTIME_FROM": "9", "WORKTIME_TO": "18.30", "WORKTIME_TIMEZONE": "UTC",
-    "WORKTIME_HOLIDAYS": [""], "WORKTIME_DAYOFF": [""], "WORKTIME_DAYOFF_RULE": "text",
-    "WORKTIME_DAYOFF_FORM_ID": "0", "WORKTIME_DAYOFF_BOT_ID": "0", "WORKTIME_DAYOFF_TEXT": "",
-    "CLOSE_RULE": "none", "CLOSE_FORM_ID": "0", "CLOSE_BOT_ID": "0", "CLOSE_TEXT": "", "FULL_CLOSE_TIME": "0",
-    "AUTO_CLOSE_RULE": "none", "AUTO_CLOSE_FORM_ID": "0", "AUTO_CLOSE_BOT_ID": "0", "AUTO_CLOSE_TIME": "3600",
-    "AUTO_CLOSE_TEXT": "", "AUTO_EXPIRE_TIME": "86400", "DATE_CREATE": {}, "DATE_MODIFY": {},
-    "MODIFY_USER_ID": "1", "TEMPORARY": "N", "XML_ID": None, "LANGUAGE_ID": "en", "QUICK_ANSWERS_IBLOCK_ID": "0",
-    "SESSION_PRIORITY": "0", "TYPE_MAX_CHAT": "answered_new", "MAX_CHAT": "0", "OPERATOR_DATA": "profile",
-    "DEFAULT_OPERATOR_DATA": [], "KPI_FIRST_ANSWER_TIME": "0", "KPI_FIRST_ANSWER_ALERT": "N",
-    "KPI_FIRST_ANSWER_LIST": None, "KPI_FIRST_ANSWER_TEXT": "", "KPI_FURTHER_ANSWER_TIME": "0",
-    "KPI_FURTHER_ANSWER_ALERT": "N", "KPI_FURTHER_ANSWER_LIST": None, "KPI_FURTHER_ANSWER_TEXT": "",
-    "KPI_CHECK_OPERATOR_ACTIVITY": "N", "SEND_NOTIFICATION_EMPTY_QUEUE": "N", "USE_WELCOME_FORM": "N",
-    "WELCOME_FORM_ID": "0", "WELCOME_FORM_DELAY": "Y", "SEND_WELCOME_EACH_SESSION": "N", "CONFIRM_CLOSE": "Y",
+    "AGREEMENT_MESSAGE": "N",
+    "AGREEMENT_ID": "0",
+    "CATEGORY_ENABLE": "N",
+    "CATEGORY_ID": "0",
+    "WELCOME_BOT_JOIN": "always",
+    "WELCOME_BOT_ID": "0",
+    "WELCOME_BOT_TIME": "180",
+    "WELCOME_BOT_LEFT": "close",
+    "NO_ANSWER_RULE": "none",
+    "NO_ANSWER_FORM_ID": "0",
+    "NO_ANSWER_BOT_ID": "0",
+    "NO_ANSWER_TEXT": "",
+    "WORKTIME_ENABLE": "N",
+    "WORKTIME_FROM": "9",
+    "WORKTIME_TO": "18.30",
+    "WORKTIME_TIMEZONE": "UTC",
+    "WORKTIME_HOLIDAYS": [""],
+    "WORKTIME_DAYOFF": [""],
+    "WORKTIME_DAYOFF_RULE": "text",
+    "WORKTIME_DAYOFF_FORM_ID": "0",
+    "WORKTIME_DAYOFF_BOT_ID": "0",
+    "WORKTIME_DAYOFF_TEXT": "",
+    "CLOSE_RULE": "none",
+    "CLOSE_FORM_ID": "0",
+    "CLOSE_BOT_ID": "0",
+    "CLOSE_TEXT": "",
+    "FULL_CLOSE_TIME": "0",
+    "AUTO_CLOSE_RULE": "none",
+    "AUTO_CLOSE_FORM_ID": "0",
+    "AUTO_CLOSE_BOT_ID": "0",
+    "AUTO_CLOSE_TIME": "3600",
+    "AUTO_CLOSE_TEXT": "",
+    "AUTO_EXPIRE_TIME": "86400",
+    "DATE_CREATE": {},
+    "DATE_MODIFY": {},
+    "MODIFY_USER_ID": "1",
+    "TEMPORARY": "N",
+    "XML_ID": None,
+    "LANGUAGE_ID": "en",
+    "QUICK_ANSWERS_IBLOCK_ID": "0",
+    "SESSION_PRIORITY": "0",
+    "TYPE_MAX_CHAT": "answered_new",
+    "MAX_CHAT": "0",
+    "OPERATOR_DATA": "profile",
+    "DEFAULT_OPERATOR_DATA": [],
+    "KPI_FIRST_ANSWER_TIME": "0",
+    "KPI_FIRST_ANSWER_ALERT": "N",
+    "KPI_FIRST_ANSWER_LIST": None,
+    "KPI_FIRST_ANSWER_TEXT": "",
+    "KPI_FURTHER_ANSWER_TIME": "0",
+    "KPI_FURTHER_ANSWER_ALERT": "N",
+    "KPI_FURTHER_ANSWER_LIST": None,
+    "KPI_FURTHER_ANSWER_TEXT": "",
+    "KPI_CHECK_OPERATOR_ACTIVITY": "N",
+    "SEND_NOTIFICATION_EMPTY_QUEUE": "N",
+    "USE_WELCOME_FORM": "N",
+    "WELCOME_FORM_ID": "0",
+    "WELCOME_FORM_DELAY": "Y",
+    "SEND_WELCOME_EACH_SESSION": "N",
+    "CONFIRM_CLOSE": "Y",
     "IGNORE_WELCOME_FORM_RESPONSIBLE": "N",
 }
 #: unknown: the sandbox's queue holds one operator, employee 2 — not the application's user (1), who
@@ -49,8 +107,15 @@ DEFAULTS: dict[str, Any] = {
 DEFAULT_QUEUE = ["2"]
 #: Fields imopenlines.config.update may not change (the portal keeps them itself).
 READ_ONLY = frozenset({"ID", "DATE_CREATE", "DATE_MODIFY", "MODIFY_USER_ID"})
-LIST_FIELDS = frozenset({"WORKTIME_HOLIDAYS", "WORKTIME_DAYOFF", "DEFAULT_OPERATOR_DATA", "KPI_FIRST_ANSWER_LIST",
-                         "KPI_FURTHER_ANSWER_LIST"})
+LIST_FIELDS = frozenset(
+    {
+        "WORKTIME_HOLIDAYS",
+        "WORKTIME_DAYOFF",
+        "DEFAULT_OPERATOR_DATA",
+        "KPI_FIRST_ANSWER_LIST",
+        "KPI_FURTHER_ANSWER_LIST",
+    }
+)
 YN_FIELDS = frozenset(k for k, v in DEFAULTS.items() if v in ("Y", "N")) | {"ACTIVE"}
 INT_FIELDS = frozenset(k for k, v in DEFAULTS.items() if isinstance(v, str) and re.fullmatch(r"\d+", v))
 FIELDS = ["ID", "ACTIVE", "LINE_NAME", *DEFAULTS]
@@ -59,7 +124,7 @@ _LEADING_INT = re.compile(r"\s*([+-]?\d+)")
 
 def settings(row: Any) -> dict[str, Any]:
     """The stored overrides of one line (``lines.settings``)."""
-    raw = row["settings"] if "settings" in row.keys() else None
+    raw = row["settings"] if "settings" in row.keys() else None  # noqa: SIM118 (a sqlite3.Row)
     return json.loads(raw) if raw else {}
 
 
@@ -126,7 +191,13 @@ def normalize(params: dict[str, Any]) -> dict[str, Any]:
         elif key in INT_FIELDS:
             out[key] = _php_int(value)
         elif key in LIST_FIELDS:
-            items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+            items = (
+                list(value.values())
+                if isinstance(value, dict)
+                else value
+                if isinstance(value, list)
+                else [value]
+            )
             out[key] = [str(v) for v in items]
         elif value is None:
             out[key] = None

@@ -81,8 +81,9 @@ def _disposition(headers: bytes) -> tuple[str | None, str | None]:
     return name, filename
 
 
-def save_part(body: Body, boundary: str, field: str,
-              open_sink: Callable[[], BinaryIO]) -> tuple[str, int, str] | None:
+def save_part(
+    body: Body, boundary: str, field: str, open_sink: Callable[[], BinaryIO]
+) -> tuple[str, int, str] | None:
     """Stream the file part named ``field`` into ``open_sink()``; (filename, size, sha256) or None."""
     delimiter = b"--" + boundary.encode("latin-1")
     marker = b"\r\n" + delimiter
@@ -97,10 +98,10 @@ def save_part(body: Body, boundary: str, field: str,
 
     while marker not in buf:  # skip the preamble
         if len(buf) > _HEADER_LIMIT:
-            buf = buf[-len(marker):]
+            buf = buf[-len(marker) :]
         if not fill():
             raise BodyError("no multipart boundary")
-    buf = buf[buf.index(marker) + len(marker):]
+    buf = buf[buf.index(marker) + len(marker) :]
     while True:
         while len(buf) < 2 and fill():
             pass
@@ -119,7 +120,7 @@ def save_part(body: Body, boundary: str, field: str,
             while True:
                 at = buf.find(marker)
                 if at >= 0:
-                    piece, buf = buf[:at], buf[at + len(marker):]
+                    piece, buf = buf[:at], buf[at + len(marker) :]
                 else:
                     safe = max(0, len(buf) - len(marker))
                     piece, buf = buf[:safe], buf[safe:]

@@ -43,13 +43,22 @@ def _sessions(portal: Portal, chat: int) -> list[Any]:
     return portal.store.all("SELECT * FROM sessions WHERE chat = ? ORDER BY id", (chat,))
 
 
-def _visible(portal: Portal, chat: int, where: str = "", params: tuple[Any, ...] = (), order: str = "DESC",
-             limit: int | None = None) -> list[Any]:
+def _visible(
+    portal: Portal,
+    chat: int,
+    where: str = "",
+    params: tuple[Any, ...] = (),
+    order: str = "DESC",
+    limit: int | None = None,
+) -> list[Any]:
     """The chat's messages as the messenger shows them (deleted and lost connector messages are gone)."""
-    sql = ("SELECT i.id, i.chat, i.session, i.author, i.seq, i.text AS system_text, i.params, i.date, "
-           "m.text, m.message_id FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq WHERE i.chat = ? "
-           "AND (i.seq IS NULL OR (m.seq IS NOT NULL AND m.deleted IS NULL))" + where +
-           f" ORDER BY i.id {'ASC' if order == 'ASC' else 'DESC'}")
+    # ``where`` is always one of this module's own fixed clauses; values are bound parameters.
+    sql = (
+        "SELECT i.id, i.chat, i.session, i.author, i.seq, i.text AS system_text, i.params, i.date, "
+        "m.text, m.message_id FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq WHERE i.chat = ? "
+        "AND (i.seq IS NULL OR (m.seq IS NOT NULL AND m.deleted IS NULL))"
+    )
+    sql += where + f" ORDER BY i.id {'ASC' if order == 'ASC' else 'DESC'}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return portal.store.all(sql, (chat, *params))
@@ -62,8 +71,11 @@ def _files_of(portal: Portal, rows: list[Any]) -> dict[int, list[Any]]:
     if not seqs:
         return out
     marks = ",".join("?" * len(seqs))
-    for f in portal.store.all(f"SELECT * FROM downloads WHERE status = 'ok' AND seq IN ({marks}) "  # noqa: S608
-                              "ORDER BY seq, position", seqs):
+    for f in portal.store.all(
+        f"SELECT * FROM downloads WHERE status = 'ok' AND seq IN ({marks}) "  # noqa: S608
+        "ORDER BY seq, position",
+        seqs,
+    ):
         out.setdefault(int(f["seq"]), []).append(f)
     return out
 
@@ -84,23 +96,53 @@ def _file_object(f: Any, chat: int, author: int, camel: bool) -> dict[str, Any]:
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     keys = ("chatId", "authorId") if camel else ("chatid", "authorid")
     # unknown: the file's own URLs (urlDownload, urlShow); the sandbox keeps no bytes of fetched files.
-    return {"id": FILE_ID_FLOOR + int(f["id"]), keys[0]: chat, "date": _iso(f["fetched"]),
-            "type": "image" if ext in _IMAGE else "file", "name": name, "extension": ext, "size": f["size"],
-            "status": "done", "progress": 100, keys[1]: author}
+    return {
+        "id": FILE_ID_FLOOR + int(f["id"]),
+        keys[0]: chat,
+        "date": _iso(f["fetched"]),
+        "type": "image" if ext in _IMAGE else "file",
+        "name": name,
+        "extension": ext,
+        "size": f["size"],
+        "status": "done",
+        "progress": 100,
+        keys[1]: author,
+    }
 
 
 def _user_object(portal: Portal, user: int) -> dict[str, Any]:
     row = portal.store.one("SELECT * FROM users WHERE id = ?", (user,))
     if row is not None:  # a connector's technical user
         first, last = row["name"] or "Guest", row["last_name"] or ""
-        return {"id": user, "active": True, "name": f"{first} {last}".strip(), "first_name": first,
-                "last_name": last, "gender": {"male": "M", "female": "F"}.get(row["gender"] or "", ""),
-                "extranet": True, "network": False, "bot": False, "connector": True,
-                "external_auth_id": "imconnector", "type": "user"}
+        return {
+            "id": user,
+            "active": True,
+            "name": f"{first} {last}".strip(),
+            "first_name": first,
+            "last_name": last,
+            "gender": {"male": "M", "female": "F"}.get(row["gender"] or "", ""),
+            "extranet": True,
+            "network": False,
+            "bot": False,
+            "connector": True,
+            "external_auth_id": "imconnector",
+            "type": "user",
+        }
     name = ("Sandbox", "Administrator") if user == chatlog.ADMIN_USER else ("Employee", str(user))
-    return {"id": user, "active": True, "name": " ".join(name), "first_name": name[0], "last_name": name[1],
-            "gender": "", "extranet": False, "network": False, "bot": False, "connector": False,
-            "external_auth_id": "default", "type": "user"}
+    return {
+        "id": user,
+        "active": True,
+        "name": " ".join(name),
+        "first_name": name[0],
+        "last_name": name[1],
+        "gender": "",
+        "extranet": False,
+        "network": False,
+        "bot": False,
+        "connector": False,
+        "external_auth_id": "default",
+        "type": "user",
+    }
 
 
 def _params(row: Any, files: list[Any], mid_key: str, file_key: str) -> dict[str, Any]:
@@ -119,8 +161,11 @@ def _params(row: Any, files: list[Any], mid_key: str, file_key: str) -> dict[str
 
 def _owner(portal: Portal, chat: int) -> int:
     """The operator of the chat (the first employee member), or 0."""
-    row = portal.store.one("SELECT m.user FROM chat_members m WHERE m.chat = ? AND m.user NOT IN "
-                           "(SELECT id FROM users) ORDER BY m.joined, m.user LIMIT 1", (chat,))
+    row = portal.store.one(
+        "SELECT m.user FROM chat_members m WHERE m.chat = ? AND m.user NOT IN "
+        "(SELECT id FROM users) ORDER BY m.joined, m.user LIMIT 1",
+        (chat,),
+    )
     return int(row["user"]) if row is not None else 0
 
 
@@ -134,8 +179,10 @@ def _entity_data_1(session: Any) -> str:
 def _chat_name(portal: Portal, chat: Any) -> str:
     if chat["name"]:
         return str(chat["name"])
-    user = portal.store.one("SELECT name, last_name FROM users WHERE connector = ? AND external_id = ?",
-                            (chat["connector"], chat["user_key"]))
+    user = portal.store.one(
+        "SELECT name, last_name FROM users WHERE connector = ? AND external_id = ?",
+        (chat["connector"], chat["user_key"]),
+    )
     line = portal.store.line(int(chat["line"]))
     who = " ".join(p for p in ((user["name"], user["last_name"]) if user else ()) if p) or "Guest"
     return f"{who} - {line['name'] if line else 'Open line'}"
@@ -147,26 +194,71 @@ def _dialog(portal: Portal, caller: Caller, chat: Any) -> dict[str, Any]:
     sessions = _sessions(portal, chat_id)
     count = portal.store.one(
         "SELECT COUNT(*) AS n, MAX(i.id) AS last FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq "
-        "WHERE i.chat = ? AND (i.seq IS NULL OR (m.seq IS NOT NULL AND m.deleted IS NULL))", (chat_id,))
-    members = [int(r["user"]) for r in portal.store.all("SELECT user FROM chat_members WHERE chat = ?", (chat_id,))]
+        "WHERE i.chat = ? AND (i.seq IS NULL OR (m.seq IS NOT NULL AND m.deleted IS NULL))",
+        (chat_id,),
+    )
+    members = [
+        int(r["user"]) for r in portal.store.all("SELECT user FROM chat_members WHERE chat = ?", (chat_id,))
+    ]
     owner = _owner(portal, chat_id)
     last = int(count["last"] or 0) if count else 0
     return {
-        "id": chat_id, "parent_chat_id": 0, "parent_message_id": 0, "name": _chat_name(portal, chat),
-        "description": None, "owner": owner, "extranet": False, "avatar": "", "color": "#58cc47", "type": "lines",
-        "counter": 0, "user_counter": len(members), "message_count": int(count["n"]) if count else 0,
-        "unread_id": 0, "restrictions": {k: True for k in ("avatar", "rename", "extend", "call", "mute", "leave",
-                                                            "leave_owner", "send", "user_list")},
-        "last_message_id": last, "last_id": last, "marked_id": 0, "disk_folder_id": 0, "entity_type": "LINES",
-        "entity_id": chat["entity_id"], "entity_data_1": _entity_data_1(sessions[-1] if sessions else None),
-        "entity_data_2": "LEAD|0|COMPANY|0|CONTACT|0|DEAL|0", "entity_data_3": "N", "mute_list": [],
-        "date_create": _iso(chat["created"]), "message_type": "L", "public": "",
+        "id": chat_id,
+        "parent_chat_id": 0,
+        "parent_message_id": 0,
+        "name": _chat_name(portal, chat),
+        "description": None,
+        "owner": owner,
+        "extranet": False,
+        "avatar": "",
+        "color": "#58cc47",
+        "type": "lines",
+        "counter": 0,
+        "user_counter": len(members),
+        "message_count": int(count["n"]) if count else 0,
+        "unread_id": 0,
+        "restrictions": {
+            k: True
+            for k in (
+                "avatar",
+                "rename",
+                "extend",
+                "call",
+                "mute",
+                "leave",
+                "leave_owner",
+                "send",
+                "user_list",
+            )
+        },
+        "last_message_id": last,
+        "last_id": last,
+        "marked_id": 0,
+        "disk_folder_id": 0,
+        "entity_type": "LINES",
+        "entity_id": chat["entity_id"],
+        "entity_data_1": _entity_data_1(sessions[-1] if sessions else None),
+        "entity_data_2": "LEAD|0|COMPANY|0|CONTACT|0|DEAL|0",
+        "entity_data_3": "N",
+        "mute_list": [],
+        "date_create": _iso(chat["created"]),
+        "message_type": "L",
+        "public": "",
         "role": "member" if caller.user_id in members else "none",
-        "entity_link": {"type": "LINES", "url": "", "id": chat["entity_id"]}, "text_field_enabled": True,
-        "background_id": None, "permissions": {"manage_users_add": "member", "manage_users_delete": "manager",
-                                               "manage_ui": "member", "manage_settings": "owner",
-                                               "manage_messages": "member", "can_post": "member"},
-        "is_new": False, "readed_list": [], "manager_list": [owner] if owner else [],
+        "entity_link": {"type": "LINES", "url": "", "id": chat["entity_id"]},
+        "text_field_enabled": True,
+        "background_id": None,
+        "permissions": {
+            "manage_users_add": "member",
+            "manage_users_delete": "manager",
+            "manage_ui": "member",
+            "manage_settings": "owner",
+            "manage_messages": "member",
+            "can_post": "member",
+        },
+        "is_new": False,
+        "readed_list": [],
+        "manager_list": [owner] if owner else [],
         "last_message_views": {"message_id": last, "first_viewers": [], "count_of_viewers": 0},
         "dialog_id": f"chat{chat_id}",
     }
@@ -183,12 +275,15 @@ def _dialog_get(portal: Portal, caller: Caller, params: dict[str, Any], work: Wo
         match = _DIALOG_RE.match(str(params["DIALOG_ID"]).strip())
         chat = _chat(portal, int(match.group(1))) if match else None
     elif params.get("SESSION_ID") not in (None, ""):
-        session = portal.store.one("SELECT chat FROM sessions WHERE id = ?", (_int(params["SESSION_ID"]) or 0,))
+        session = portal.store.one(
+            "SELECT chat FROM sessions WHERE id = ?", (_int(params["SESSION_ID"]) or 0,)
+        )
         chat = _chat(portal, int(session["chat"])) if session else None
     elif params.get("USER_CODE") not in (None, ""):
         # A duplicated dialog (two chats for one code) answers with the first one created.
-        chat = portal.store.one("SELECT * FROM chats WHERE entity_id = ? ORDER BY id LIMIT 1",
-                                (str(params["USER_CODE"]),))
+        chat = portal.store.one(
+            "SELECT * FROM chats WHERE entity_id = ? ORDER BY id LIMIT 1", (str(params["USER_CODE"]),)
+        )
     # unknown: the answer when no parameter is given; the sandbox treats it as a dialog not found.
     if chat is None or not _can_open(portal, caller, int(chat["id"])):
         raise ApiError(400, "ACCESS_ERROR", DIALOG_NO_ACCESS)
@@ -204,8 +299,9 @@ def _history_session(portal: Portal, params: dict[str, Any]) -> Any:
         return session
     if params.get("CHAT_ID") in (None, "", 0, "0"):
         raise ApiError(400, "MISSING_REQUIRED_PARAM", "Session ID or Chat ID must be provided")
-    session = portal.store.one("SELECT * FROM sessions WHERE chat = ? ORDER BY id DESC LIMIT 1",
-                               (_int(params["CHAT_ID"]) or 0,))
+    session = portal.store.one(
+        "SELECT * FROM sessions WHERE chat = ? ORDER BY id DESC LIMIT 1", (_int(params["CHAT_ID"]) or 0,)
+    )
     if session is None:
         raise ApiError(400, "INVALID_SESSION_ID", "Unable to determine session ID from provided parameters")
     return session
@@ -232,36 +328,84 @@ def _history(portal: Portal, caller: Caller, params: dict[str, Any], work: Work)
         own = files.get(int(row["seq"]), []) if row["seq"] is not None else []
         text = _text(row)
         messages[str(row["id"])] = {
-            "id": str(row["id"]), "chatid": str(chat_id), "senderid": str(row["author"]), "recipientid": dialog,
-            "date": _iso(row["date"]), "text": text, "textlegacy": _legacy(text),
-            "params": _params(row, own, "connectorMid", "fileId") or []}
+            "id": str(row["id"]),
+            "chatid": str(chat_id),
+            "senderid": str(row["author"]),
+            "recipientid": dialog,
+            "date": _iso(row["date"]),
+            "text": text,
+            "textlegacy": _legacy(text),
+            "params": _params(row, own, "connectorMid", "fileId") or [],
+        }
         if row["author"] and int(row["author"]) not in authors:
             authors.append(int(row["author"]))
         for f in own:
             obj = _file_object(f, chat_id, int(row["author"]), camel=False)
             file_objects[str(obj["id"])] = obj
-    members = [int(r["user"]) for r in portal.store.all("SELECT user FROM chat_members WHERE chat = ? "
-                                                         "ORDER BY joined, user", (chat_id,))]
+    members = [
+        int(r["user"])
+        for r in portal.store.all(
+            "SELECT user FROM chat_members WHERE chat = ? ORDER BY joined, user", (chat_id,)
+        )
+    ]
     users = {}
     for user in authors:
         obj = _user_object(portal, user)
-        users[str(user)] = {"id": str(user), "name": obj["name"], "active": True, "firstName": obj["first_name"],
-                            "lastName": obj["last_name"], "gender": obj["gender"] or "M", "extranet": obj["extranet"],
-                            "network": False, "bot": False, "connector": obj["connector"],
-                            "externalAuthId": obj["external_auth_id"], "type": "user"}
+        users[str(user)] = {
+            "id": str(user),
+            "name": obj["name"],
+            "active": True,
+            "firstName": obj["first_name"],
+            "lastName": obj["last_name"],
+            "gender": obj["gender"] or "M",
+            "extranet": obj["extranet"],
+            "network": False,
+            "bot": False,
+            "connector": obj["connector"],
+            "externalAuthId": obj["external_auth_id"],
+            "type": "user",
+        }
     card = _dialog(portal, caller, chat)
     return {
-        "chatId": chat_id, "canJoin": "Y", "canVoteHead": "Y", "sessionId": int(session["id"]), "sessionVoteHead": 0,
-        "sessionCommentHead": None, "userId": dialog, "message": messages or [],
-        "usersMessage": {dialog: list(messages)}, "users": users or [],
-        "openlines": {"canvoteashead": {str(chat["line"]): True}}, "userInGroup": [], "woUserInGroup": [],
-        "chat": {str(chat_id): {
-            "id": str(chat_id), "parentChatId": 0, "parentMessageId": 0, "name": card["name"],
-            "owner": str(card["owner"]), "color": card["color"], "extranet": False, "avatar": "", "call": "0",
-            "callNumber": "", "entityType": "LINES", "entityId": chat["entity_id"],
-            "entityData1": card["entity_data_1"], "entityData2": card["entity_data_2"], "entityData3": "",
-            "messageCount": card["message_count"], "public": "", "managerList": card["manager_list"],
-            "dateCreate": card["date_create"], "type": "lines", "messageType": "L", "isNew": False}},
+        "chatId": chat_id,
+        "canJoin": "Y",
+        "canVoteHead": "Y",
+        "sessionId": int(session["id"]),
+        "sessionVoteHead": 0,
+        "sessionCommentHead": None,
+        "userId": dialog,
+        "message": messages or [],
+        "usersMessage": {dialog: list(messages)},
+        "users": users or [],
+        "openlines": {"canvoteashead": {str(chat["line"]): True}},
+        "userInGroup": [],
+        "woUserInGroup": [],
+        "chat": {
+            str(chat_id): {
+                "id": str(chat_id),
+                "parentChatId": 0,
+                "parentMessageId": 0,
+                "name": card["name"],
+                "owner": str(card["owner"]),
+                "color": card["color"],
+                "extranet": False,
+                "avatar": "",
+                "call": "0",
+                "callNumber": "",
+                "entityType": "LINES",
+                "entityId": chat["entity_id"],
+                "entityData1": card["entity_data_1"],
+                "entityData2": card["entity_data_2"],
+                "entityData3": "",
+                "messageCount": card["message_count"],
+                "public": "",
+                "managerList": card["manager_list"],
+                "dateCreate": card["date_create"],
+                "type": "lines",
+                "messageType": "L",
+                "isNew": False,
+            }
+        },
         "userBlockChat": {str(chat_id): {str(u): False for u in members}},
         "userInChat": {str(chat_id): members},
         "files": file_objects or [],
@@ -335,17 +479,31 @@ def _dialog_messages(portal: Portal, caller: Caller, params: dict[str, Any], wor
     for row in rows:
         own = files.get(int(row["seq"]), []) if row["seq"] is not None else []
         system = row["seq"] is None
-        messages.append({
-            "id": int(row["id"]), "chat_id": chat_id, "author_id": int(row["author"]), "date": _iso(row["date"]),
-            "text": _text(row), "unread": False,
-            "uuid": None if system else str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-message-{row['id']}")),
-            "replaces": [], "params": _params(row, own, "CONNECTOR_MID", "FILE_ID") or [],
-            "disappearing_date": None})
+        messages.append(
+            {
+                "id": int(row["id"]),
+                "chat_id": chat_id,
+                "author_id": int(row["author"]),
+                "date": _iso(row["date"]),
+                "text": _text(row),
+                "unread": False,
+                "uuid": None
+                if system
+                else str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-message-{row['id']}")),
+                "replaces": [],
+                "params": _params(row, own, "CONNECTOR_MID", "FILE_ID") or [],
+                "disappearing_date": None,
+            }
+        )
         if row["author"] and int(row["author"]) not in authors:
             authors.append(int(row["author"]))
         file_objects += [_file_object(f, chat_id, int(row["author"]), camel=True) for f in own]
-    return {"chat_id": chat_id, "messages": messages, "users": [_user_object(portal, u) for u in authors],
-            "files": file_objects}
+    return {
+        "chat_id": chat_id,
+        "messages": messages,
+        "users": [_user_object(portal, u) for u in authors],
+        "files": file_objects,
+    }
 
 
 # ----------------------------------------------------------------------------- finishing, settings
@@ -365,8 +523,9 @@ def _another_finish(portal: Portal, caller: Caller, params: dict[str, Any], work
     now = portal.clock.now()
     line_row = portal.store.line(int(chat["line"]))
     with portal.store.transaction() as db:
-        for session in db.execute("SELECT id FROM sessions WHERE chat = ? AND closed IS NULL ORDER BY id",
-                                  (chat["id"],)).fetchall():
+        for session in db.execute(
+            "SELECT id FROM sessions WHERE chat = ? AND closed IS NULL ORDER BY id", (chat["id"],)
+        ).fetchall():
             db.execute("UPDATE sessions SET closed = ? WHERE id = ?", (now, session["id"]))
             if line_row is not None:
                 chatlog.session_finished(db, line_row, int(chat["id"]), int(session["id"]), now)
@@ -389,6 +548,8 @@ def _config_update(portal: Portal, caller: Caller, params: dict[str, Any], work:
     changes = lineconfig.normalize(raw) if isinstance(raw, dict) else {}
     name, active = changes.pop("LINE_NAME", None), changes.pop("ACTIVE", None)
     merged = {**lineconfig.settings(row), **changes}
-    portal.store.run("UPDATE lines SET name = COALESCE(?, name), active = COALESCE(?, active), settings = ? "
-                     "WHERE id = ?", (name, active, json.dumps(merged, ensure_ascii=False), config_id))
+    portal.store.run(
+        "UPDATE lines SET name = COALESCE(?, name), active = COALESCE(?, active), settings = ? WHERE id = ?",
+        (name, active, json.dumps(merged, ensure_ascii=False), config_id),
+    )
     return True

@@ -759,7 +759,8 @@ def _server_time(portal: Portal, caller: Caller, params: dict[str, Any], work: W
 @method("profile")
 def _profile(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) -> Any:
     return {"ID": str(caller.user_id), "ADMIN": caller.user_id == chatlog.ADMIN_USER,
-            "NAME": "Sandbox", "LAST_NAME": "Administrator" if caller.user_id == chatlog.ADMIN_USER else "Employee",
+            "NAME": "Sandbox",
+            "LAST_NAME": "Administrator" if caller.user_id == chatlog.ADMIN_USER else "Employee",
             "PERSONAL_GENDER": "", "TIME_ZONE": ""}
 
 
@@ -883,7 +884,8 @@ def _config_list(portal: Portal, caller: Caller, params: dict[str, Any], work: W
     for line in rows:
         item = {k: line[k] for k in select} if select else dict(line)
         if _truthy(options.get("QUEUE", "N")):
-            item.update({"QUEUE": [int(u) for u in queues.get(int(line["ID"]), [])], "QUEUE_USERS_FIELDS": {}})
+            item.update({"QUEUE": [int(u) for u in queues.get(int(line["ID"]), [])],
+                         "QUEUE_USERS_FIELDS": {}})
         if _truthy(options.get("CONFIG_QUEUE", "N")):
             item["CONFIG_QUEUE"] = []
         out.append(item)
@@ -1196,7 +1198,8 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (line, connector, ext_chat, ext_user, message_id, date, text, dumps(files), author, b24_user,
                  chat_b24, session_id, now, request, int(disable_crm), ",".join(flags))).lastrowid
-            _record_arrival(db, line_row, seq, chat_b24, session_id, b24_user, author, new_session, fetched, now)
+            _record_arrival(db, line_row, seq, chat_b24, session_id, b24_user, author, new_session, fetched,
+                            now)
         extra: dict[str, str] = {}
         if user.get("skip_phone_validate") == "Y":
             extra["skip_phone_validate"] = "Y"
@@ -1226,7 +1229,8 @@ def _fetch_files(portal: Portal, files: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _record_arrival(db: Any, line_row: Any, seq: int | None, chat: int, session: int, client: int,
-                    operator: int | None, new_session: bool, fetched: list[dict[str, Any]], now: float) -> None:
+                    operator: int | None, new_session: bool, fetched: list[dict[str, Any]],
+                    now: float) -> None:
     """The messenger side of a stored connector message: its chat message, its files, the session's
     start (members, welcome text) and the operator's membership.
 

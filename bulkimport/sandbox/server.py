@@ -222,7 +222,8 @@ class Handler(BaseHTTPRequestHandler):
             self._write(kind, reply, None)
             return
         self.close_connection = True  # an upload refused early leaves its body unread
-        self._serve(kind, lambda: serve_upload(portal, params, self.headers, self.rfile, ip), params.get("auth"))
+        self._serve(kind, lambda: serve_upload(portal, params, self.headers, self.rfile, ip),
+                    params.get("auth"))
 
     def _serve(self, method: str, call: Callable[[], Reply], token: Any) -> None:
         """Apply an armed fault (if one fires) around the call, then answer."""

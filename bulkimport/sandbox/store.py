@@ -386,8 +386,9 @@ class Store:
     def chat_messages(self, chat: int | None = None) -> pd.DataFrame:
         """Every message of the Bitrix24 chats as the messenger shows them (system messages: author 0)."""
         cols = ["id", "chat", "session", "author", "seq", "message_id", "text", "posted", "system"]
-        sql = ("SELECT i.id, i.chat, i.session, i.author, i.seq, m.message_id, COALESCE(m.text, i.text) AS text, "
-               "i.date AS posted, i.seq IS NULL AS system FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq "
+        sql = ("SELECT i.id, i.chat, i.session, i.author, i.seq, m.message_id, "
+               "COALESCE(m.text, i.text) AS text, i.date AS posted, i.seq IS NULL AS system "
+               "FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq "
                "WHERE (i.seq IS NULL OR m.deleted IS NULL)")
         params: list[Any] = []
         if chat is not None:
@@ -402,17 +403,20 @@ class Store:
         cols = ["id", "seq", "chat_id", "message_id", "position", "url", "name", "status", "http_status",
                 "size", "sha256", "content_type", "error", "fetched"]
         return self._frame(
-            "SELECT d.id, d.seq, m.chat_id, m.message_id, d.position, d.url, d.name, d.status, d.http_status, "
+            "SELECT d.id, d.seq, m.chat_id, m.message_id, d.position, d.url, d.name, d.status, "
+            "d.http_status, "
             "d.size, d.sha256, d.content_type, d.error, d.fetched FROM downloads d "
             "LEFT JOIN messages m ON m.seq = d.seq ORDER BY d.seq, d.position", (), cols)
 
     def lost(self) -> pd.DataFrame:
         """The messages :meth:`lose_messages` deleted behind the client's back."""
-        cols = ["seq", "im_id", "line", "connector", "chat_id", "message_id", "b24_chat_id", "session_id", "lost"]
+        cols = ["seq", "im_id", "line", "connector", "chat_id", "message_id", "b24_chat_id", "session_id",
+                "lost"]
         return self._frame("SELECT * FROM lost ORDER BY seq", (), cols)
 
     def lose_messages(self, n: int | None = None, *, seed: int = 0, chat_id: str | None = None,
-                      message_ids: Iterable[str] | None = None, b24_chat_id: int | None = None) -> pd.DataFrame:
+                      message_ids: Iterable[str] | None = None,
+                      b24_chat_id: int | None = None) -> pd.DataFrame:
         """Silently delete stored connector messages (``n`` drawn with ``seed``, or by id); returns them.
 
         The portal "loses" them: they vanish from every read-back method and from ``messages()``; no
