@@ -82,6 +82,8 @@ def session_started(
 
 def session_finished(db: sqlite3.Connection, line_row: Any, chat: int, session: int, now: float) -> None:
     """The rating request a finished session ends with, while the line's ``VOTE_MESSAGE`` is on."""
+    # unknown: which text and author; the sandbox posts VOTE_MESSAGE_2_TEXT (the text-channel
+    # variant) as a system message (author 0), and no "conversation closed" message.
     line = lineconfig.line_object(line_row)
     if line["VOTE_MESSAGE"] == "Y":
         add_message(

@@ -328,7 +328,7 @@ def _unique(portal: Portal, folder: int, name: str, generate: bool) -> str:
     """The name to save under: as given, or ``name (1).ext`` … with ``generateUniqueName``."""
     if not _taken(portal, folder, name):
         return name
-    if not generate:
+    if not generate:  # unknown: the text for a file (the code is Drive's "non-unique name" one)
         raise ApiError(400, "DISK_OBJ_22000", "A file with this name already exists")
     stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
     for i in range(1, 10_000):
@@ -435,6 +435,8 @@ def serve_upload(portal: Portal, query: dict[str, Any], headers: Any, raw: Binar
     was saved through it, and lets it live exactly as long as the access token it carries.
     """
     start = portal.clock.now()
+    # unknown: how the portal accounts an upload POST; the sandbox counts it in the leaky bucket and
+    # charges it to disk.folder.uploadFile's operating time (the call it completes).
     if portal.config.limits and not portal.bucket.admit(ip):
         return error_reply(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
     try:

@@ -80,6 +80,11 @@ def _files_of(portal: Portal, rows: list[Any]) -> dict[int, list[Any]]:
     return out
 
 
+# unknown: which date the messenger shows for an imported message; the sandbox shows the arrival
+# time (``im_messages.date``, when the portal created the message), not the ``message.date`` sent —
+# both stay in ``store.messages()`` (``received``, ``date``).
+
+
 def _text(row: Any) -> str:
     text = row["system_text"] if row["seq"] is None else row["text"]
     return text or ""
