@@ -312,6 +312,82 @@ def _history_session(portal: Portal, params: dict[str, Any]) -> Any:
     return session
 
 
+def _history_messages(
+    portal: Portal, chat_id: int, rows: list[Any]
+) -> tuple[dict[str, Any], list[int], dict[str, Any]]:
+    """session.history.get's ``message`` map, its authors and ``files`` map."""
+    files = _files_of(portal, rows)
+    messages: dict[str, Any] = {}
+    authors: list[int] = []
+    file_objects: dict[str, Any] = {}
+    for row in rows:
+        own = files.get(int(row["seq"]), []) if row["seq"] is not None else []
+        text = _text(row)
+        messages[str(row["id"])] = {
+            "id": str(row["id"]),
+            "chatid": str(chat_id),
+            "senderid": str(row["author"]),
+            "recipientid": f"chat{chat_id}",
+            "date": _iso(row["date"]),
+            "text": text,
+            "textlegacy": _legacy(text),
+            "params": _params(row, own, "connectorMid", "fileId") or [],
+        }
+        if row["author"] and int(row["author"]) not in authors:
+            authors.append(int(row["author"]))
+        for f in own:
+            obj = _file_object(f, chat_id, int(row["author"]), camel=False)
+            file_objects[str(obj["id"])] = obj
+    return messages, authors, file_objects
+
+
+def _history_user(portal: Portal, user: int) -> dict[str, Any]:
+    """A user as session.history.get describes one (camelCase keys)."""
+    obj = _user_object(portal, user)
+    return {
+        "id": str(user),
+        "name": obj["name"],
+        "active": True,
+        "firstName": obj["first_name"],
+        "lastName": obj["last_name"],
+        "gender": obj["gender"] or "M",
+        "extranet": obj["extranet"],
+        "network": False,
+        "bot": False,
+        "connector": obj["connector"],
+        "externalAuthId": obj["external_auth_id"],
+        "type": "user",
+    }
+
+
+def _history_chat(chat: Any, card: dict[str, Any]) -> dict[str, Any]:
+    """The chat as session.history.get describes it (camelCase keys)."""
+    return {
+        "id": str(chat["id"]),
+        "parentChatId": 0,
+        "parentMessageId": 0,
+        "name": card["name"],
+        "owner": str(card["owner"]),
+        "color": card["color"],
+        "extranet": False,
+        "avatar": "",
+        "call": "0",
+        "callNumber": "",
+        "entityType": "LINES",
+        "entityId": chat["entity_id"],
+        "entityData1": card["entity_data_1"],
+        "entityData2": card["entity_data_2"],
+        "entityData3": "",
+        "messageCount": card["message_count"],
+        "public": "",
+        "managerList": card["manager_list"],
+        "dateCreate": card["date_create"],
+        "type": "lines",
+        "messageType": "L",
+        "isNew": False,
+    }
+
+
 @method("imopenlines.session.history.get")
 def _history(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) -> Any:
     """One session's messages (newest first), users, chat and files; no membership needed.
@@ -324,53 +400,14 @@ def _history(portal: Portal, caller: Caller, params: dict[str, Any], work: Work)
     if chat is None or not _can_open(portal, caller, chat_id):
         raise ApiError(400, "ACCESS_DENIED", HISTORY_NO_RIGHTS)
     rows = _visible(portal, chat_id, " AND i.session = ?", (int(session["id"]),))
-    files = _files_of(portal, rows)
-    dialog = f"chat{chat_id}"
-    messages: dict[str, Any] = {}
-    authors: list[int] = []
-    file_objects: dict[str, Any] = {}
-    for row in rows:
-        own = files.get(int(row["seq"]), []) if row["seq"] is not None else []
-        text = _text(row)
-        messages[str(row["id"])] = {
-            "id": str(row["id"]),
-            "chatid": str(chat_id),
-            "senderid": str(row["author"]),
-            "recipientid": dialog,
-            "date": _iso(row["date"]),
-            "text": text,
-            "textlegacy": _legacy(text),
-            "params": _params(row, own, "connectorMid", "fileId") or [],
-        }
-        if row["author"] and int(row["author"]) not in authors:
-            authors.append(int(row["author"]))
-        for f in own:
-            obj = _file_object(f, chat_id, int(row["author"]), camel=False)
-            file_objects[str(obj["id"])] = obj
+    messages, authors, file_objects = _history_messages(portal, chat_id, rows)
     members = [
         int(r["user"])
         for r in portal.store.all(
             "SELECT user FROM chat_members WHERE chat = ? ORDER BY joined, user", (chat_id,)
         )
     ]
-    users = {}
-    for user in authors:
-        obj = _user_object(portal, user)
-        users[str(user)] = {
-            "id": str(user),
-            "name": obj["name"],
-            "active": True,
-            "firstName": obj["first_name"],
-            "lastName": obj["last_name"],
-            "gender": obj["gender"] or "M",
-            "extranet": obj["extranet"],
-            "network": False,
-            "bot": False,
-            "connector": obj["connector"],
-            "externalAuthId": obj["external_auth_id"],
-            "type": "user",
-        }
-    card = _dialog(portal, caller, chat)
+    dialog = f"chat{chat_id}"
     return {
         "chatId": chat_id,
         "canJoin": "Y",
@@ -381,36 +418,11 @@ def _history(portal: Portal, caller: Caller, params: dict[str, Any], work: Work)
         "userId": dialog,
         "message": messages or [],
         "usersMessage": {dialog: list(messages)},
-        "users": users or [],
+        "users": {str(u): _history_user(portal, u) for u in authors} or [],
         "openlines": {"canvoteashead": {str(chat["line"]): True}},
         "userInGroup": [],
         "woUserInGroup": [],
-        "chat": {
-            str(chat_id): {
-                "id": str(chat_id),
-                "parentChatId": 0,
-                "parentMessageId": 0,
-                "name": card["name"],
-                "owner": str(card["owner"]),
-                "color": card["color"],
-                "extranet": False,
-                "avatar": "",
-                "call": "0",
-                "callNumber": "",
-                "entityType": "LINES",
-                "entityId": chat["entity_id"],
-                "entityData1": card["entity_data_1"],
-                "entityData2": card["entity_data_2"],
-                "entityData3": "",
-                "messageCount": card["message_count"],
-                "public": "",
-                "managerList": card["manager_list"],
-                "dateCreate": card["date_create"],
-                "type": "lines",
-                "messageType": "L",
-                "isNew": False,
-            }
-        },
+        "chat": {str(chat_id): _history_chat(chat, _dialog(portal, caller, chat))},
         "userBlockChat": {str(chat_id): {str(u): False for u in members}},
         "userInChat": {str(chat_id): members},
         "files": file_objects or [],

@@ -1200,22 +1200,29 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
                  chat_b24, session_id, now, request, int(disable_crm), ",".join(flags))).lastrowid
             _record_arrival(db, line_row, seq, chat_b24, session_id, b24_user, author, new_session, fetched,
                             now)
-        extra: dict[str, str] = {}
-        if user.get("skip_phone_validate") == "Y":
-            extra["skip_phone_validate"] = "Y"
-        if disable_crm or chat_group:
-            extra["disable_tracker"] = "Y"
-        results.append({
-            "user": str(b24_user),
-            "message": {"id": message.get("id"), "date": {}, "text": text if text is not None else "",
-                        "files": files},
-            "chat": _chat_echo(chat),
-            "extra": extra or [],
-            "SUCCESS": True,
-            "session": {"ID": str(session_id), "CHAT_ID": str(chat_b24)},
-        })
+        results.append(_sent_item(item, b24_user, text, files, disable_crm or chat_group, session_id,
+                                  chat_b24))
     # unknown: the top-level SUCCESS when some items fail; the sandbox says true only if all succeeded.
     return {"SUCCESS": all(r["SUCCESS"] for r in results), "DATA": {"RESULT": results}}
+
+
+def _sent_item(item: dict[str, Any], b24_user: int, text: str | None, files: list[dict[str, Any]],
+               no_tracker: bool, session_id: int, chat_b24: int) -> dict[str, Any]:
+    """One successful item of send.messages' ``DATA.RESULT`` (reference §6)."""
+    extra: dict[str, str] = {}
+    if item["user"].get("skip_phone_validate") == "Y":
+        extra["skip_phone_validate"] = "Y"
+    if no_tracker:
+        extra["disable_tracker"] = "Y"
+    return {
+        "user": str(b24_user),
+        "message": {"id": item["message"].get("id"), "date": {}, "text": text if text is not None else "",
+                    "files": files},
+        "chat": _chat_echo(item["chat"]),
+        "extra": extra or [],
+        "SUCCESS": True,
+        "session": {"ID": str(session_id), "CHAT_ID": str(chat_b24)},
+    }
 
 
 def _fetch_files(portal: Portal, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
