@@ -188,6 +188,7 @@ def test_the_portal_fetches_its_own_download_url_and_tokens_are_not_recorded(
     row = sandbox.store.downloads().iloc[0]
     assert row["status"] == "ok" and row["sha256"] == hashlib.sha256(PNG).hexdigest()
     assert sandbox.access_token not in row["url"] and "auth=***" in row["url"]
+    assert sandbox.access_token not in sandbox.store.messages()["files"].iloc[0]
     # once the token is dead the portal can no longer fetch it
     sandbox.advance(3601)
     fresh = sandbox.portal.issue_tokens(sandbox.client_id, "imopenlines,imconnector,im,disk", 1)[

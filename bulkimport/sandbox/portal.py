@@ -328,7 +328,7 @@ class Caller:
     app: str  # client id, or "webhook:<user>" — the operating-time account
     scope: frozenset[str]
     user_id: int
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in a repr (logs, tracebacks)
 
 
 @dataclass
@@ -1196,8 +1196,8 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
                 "INSERT INTO messages (line, connector, chat_id, user_id, message_id, date, text, files, "
                 "author_id, b24_user_id, b24_chat_id, session_id, received, request, disable_crm, flags) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (line, connector, ext_chat, ext_user, message_id, date, text, dumps(files), author, b24_user,
-                 chat_b24, session_id, now, request, int(disable_crm), ",".join(flags))).lastrowid
+                (line, connector, ext_chat, ext_user, message_id, date, text, _stored(files), author,
+                 b24_user, chat_b24, session_id, now, request, int(disable_crm), ",".join(flags))).lastrowid
             _record_arrival(db, line_row, seq, chat_b24, session_id, b24_user, author, new_session, fetched,
                             now)
         results.append(_sent_item(item, b24_user, text, files, disable_crm or chat_group, session_id,
@@ -1223,6 +1223,11 @@ def _sent_item(item: dict[str, Any], b24_user: int, text: str | None, files: lis
         "SUCCESS": True,
         "session": {"ID": str(session_id), "CHAT_ID": str(chat_b24)},
     }
+
+
+def _stored(files: list[dict[str, Any]]) -> str:
+    """``files`` as stored: a token in a URL (a Drive DOWNLOAD_URL carries one) is blanked to ``***``."""
+    return dumps([{**f, "url": redact(f["url"])} for f in files])
 
 
 def _fetch_files(portal: Portal, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1288,7 +1293,7 @@ def _update(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) 
             for row in rows:  # every stored copy of that message id
                 db.execute("UPDATE messages SET text = COALESCE(?, text), files = ?, updated = ? "
                            "WHERE seq = ?",
-                           (text, dumps(files) if files else row["files"], now, row["seq"]))
+                           (text, _stored(files) if files else row["files"], now, row["seq"]))
         results.append({"user": str(rows[-1]["b24_user_id"]),
                         "message": {"id": message.get("id"), "date": {}, "text": text or ""},
                         "chat": _chat_echo(item["chat"]), "SUCCESS": True})
