@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import call, msg
+from conftest import call, msg, register
 
 from bulkimport.sandbox import Sandbox
 
@@ -258,3 +258,24 @@ def test_read_back_is_batchable_and_charged(sandbox: Sandbox, connector: str) ->
     assert body["result_error"] == [] and set(body["result"]) == set(cmd)
     assert body["result"]["m"]["chat_id"] == chat
     assert body["result_time"]["h"]["operating"] >= 0.7
+
+
+def test_a_database_of_an_earlier_sandbox_gets_its_messenger_view(tmp_path: Any) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with Sandbox(db=db, time_scale=100) as portal:
+        register(portal)
+        send(portal, [msg(i) for i in range(3)])
+        chat = int(portal.store.chats()["id"].iloc[0])
+    raw = sqlite3.connect(db)  # what an earlier sandbox left: no messenger rows, no line settings
+    raw.execute("DELETE FROM im_messages")
+    raw.execute("ALTER TABLE lines DROP COLUMN settings")
+    raw.commit()
+    raw.close()
+    with Sandbox(db=db, time_scale=100) as portal:
+        assert call(portal, "imopenlines.config.get", CONFIG_ID=1).json()["result"]["WELCOME_MESSAGE"] == "Y"
+        dialog = call(portal, "imopenlines.dialog.get", CHAT_ID=chat).json()["result"]
+        assert dialog["message_count"] == 3
+        mids = portal.store.chat_messages(chat)["message_id"].tolist()
+        assert mids == ["c1-m0", "c1-m1", "c1-m2"]
