@@ -222,3 +222,27 @@ def test_show_messages_and_downloads_from_the_command_line(tmp_path: Path, files
     assert (
         out.exit_code == 0 and hashlib.sha256(PNG).hexdigest() in out.output and "unreachable" in out.output
     )
+
+
+def test_update_with_new_files_fetches_them_in_place_of_the_old(
+    sandbox: Sandbox, connector: str, files_host: str
+) -> None:
+    send(sandbox, [{"url": "https://example.com/old.png"}])
+    assert sandbox.store.downloads()["status"].tolist() == ["unreachable"]
+    r = call(
+        sandbox,
+        "imconnector.update.messages",
+        CONNECTOR="hist_import",
+        LINE=1,
+        MESSAGES=[
+            {
+                "user": {"id": "u1"},
+                "message": {"id": "c1-m0", "files": [{"url": files_host + "/pic.png"}]},
+                "chat": {"id": "c1"},
+            }
+        ],
+    )
+    assert r.json()["result"]["SUCCESS"] is True
+    frame = sandbox.store.downloads()
+    assert frame["status"].tolist() == ["ok"] and frame["size"].tolist() == [len(PNG)]
+    assert sandbox.store.messages()["files_fetched"].tolist() == [1]

@@ -1240,6 +1240,15 @@ def _fetch_files(portal: Portal, files: list[dict[str, Any]]) -> list[dict[str, 
     return out
 
 
+def _record_downloads(db: Any, seq: int, fetched: list[dict[str, Any]], now: float) -> None:
+    """What the portal could fetch of each file of message ``seq`` (``store.downloads()``)."""
+    for position, outcome in enumerate(fetched):
+        db.execute("INSERT INTO downloads (seq, position, url, name, status, http_status, size, sha256, "
+                   "content_type, error, fetched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (seq, position, outcome["url"], outcome["name"], outcome["status"], outcome["http_status"],
+                    outcome["size"], outcome["sha256"], outcome["content_type"], outcome["error"], now))
+
+
 def _record_arrival(db: Any, line_row: Any, seq: int | None, chat: int, session: int, client: int,
                     operator: int | None, new_session: bool, fetched: list[dict[str, Any]],
                     now: float) -> None:
@@ -1250,11 +1259,7 @@ def _record_arrival(db: Any, line_row: Any, seq: int | None, chat: int, session:
     portal does: it posts the message without the file; unknown: whether it says so in the chat).
     """
     assert seq is not None
-    for position, outcome in enumerate(fetched):
-        db.execute("INSERT INTO downloads (seq, position, url, name, status, http_status, size, sha256, "
-                   "content_type, error, fetched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (seq, position, outcome["url"], outcome["name"], outcome["status"], outcome["http_status"],
-                    outcome["size"], outcome["sha256"], outcome["content_type"], outcome["error"], now))
+    _record_downloads(db, seq, fetched, now)
     chatlog.add_message(db, chat, session, operator or client, now, seq=seq)
     if new_session:
         chatlog.session_started(db, line_row, chat, session, client, now)
@@ -1288,12 +1293,16 @@ def _update(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) 
         flags: list[str] = []
         text = _scalar_text(message.get("text"))
         files = _files(message.get("files"), flags)
+        fetched = _fetch_files(portal, files)  # new files are fetched as on arrival; they replace the old
         now = portal.clock.now()
         with portal.store.transaction() as db:
             for row in rows:  # every stored copy of that message id
                 db.execute("UPDATE messages SET text = COALESCE(?, text), files = ?, updated = ? "
                            "WHERE seq = ?",
                            (text, _stored(files) if files else row["files"], now, row["seq"]))
+                if files:
+                    db.execute("DELETE FROM downloads WHERE seq = ?", (row["seq"],))
+                    _record_downloads(db, int(row["seq"]), fetched, now)
         results.append({"user": str(rows[-1]["b24_user_id"]),
                         "message": {"id": message.get("id"), "date": {}, "text": text or ""},
                         "chat": _chat_echo(item["chat"]), "SUCCESS": True})
