@@ -212,7 +212,7 @@ def test_helpers_app_info_scope(sandbox: Sandbox) -> None:
     info = r.json()["result"]
     assert info["CODE"] == sandbox.client_id and info["STATUS"] == "L" and info["INSTALLED"] is True
     r = call(sandbox, "scope")
-    assert sorted(r.json()["result"]) == ["im", "imconnector", "imopenlines"]
+    assert sorted(r.json()["result"]) == ["disk", "im", "imconnector", "imopenlines"]
 
 
 def test_keep_alive_session_serves_many_calls(sandbox: Sandbox) -> None:

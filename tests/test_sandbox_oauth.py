@@ -46,7 +46,7 @@ def test_refresh_returns_the_full_field_set(sandbox: Sandbox) -> None:
     assert body["client_endpoint"] == sandbox.rest_url
     assert body["member_id"] == sandbox.member_id and body["domain"] == sandbox.domain
     assert body["expires_in"] == 3600 and abs(body["expires"] - (sandbox.now() + 3600)) < 5 * FAST / 1000 + 5
-    assert set(body["scope"].split(",")) == {"imopenlines", "imconnector", "im"}
+    assert set(body["scope"].split(",")) == {"imopenlines", "imconnector", "im", "disk"}
     assert body["access_token"] != sandbox.access_token and body["refresh_token"] != sandbox.refresh_token
     assert call(sandbox, "profile", token=body["access_token"]).status_code == 200
 

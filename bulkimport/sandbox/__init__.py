@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from . import disk, openlines  # noqa: F401  (they register their REST methods)
 from .faults import Faults
+from .fetch import FETCH_TIMEOUT
 from .limits import LeakyBucket, OperatingLedger, VirtualClock
-from .portal import DEFAULT_LINES, Config, Portal
+from .portal import DEFAULT_LINES, SCOPES, Config, Portal
 from .server import SandboxServer, Stats
 from .store import Store
 
@@ -61,7 +64,8 @@ class Sandbox:
                  operating_window: float = 600.0, request_cap: float = 60.0,
                  cost_per_call: float = COST_PER_CALL, cost_per_message: float = COST_PER_MESSAGE,
                  limits: bool = True, seed: int = 0, max_messages: int | None = 100,
-                 redirect_uri: str | None = None) -> None:
+                 redirect_uri: str | None = None, fetch_timeout: float = FETCH_TIMEOUT,
+                 disk_quota: int | None = None) -> None:
         self._temp = db is None
         if db is None:
             fd, path = tempfile.mkstemp(prefix="bulkimport-sandbox-", suffix=".db")
@@ -76,7 +80,9 @@ class Sandbox:
         self.ledger = OperatingLedger(self.clock, operating_limit, operating_window)
         self.config = Config(token_lifetime=float(token_lifetime), limits=limits, request_cap=request_cap,
                              cost_per_call=cost_per_call, cost_per_message=cost_per_message,
-                             max_messages=max_messages, redirect_uri=redirect_uri)
+                             max_messages=max_messages, redirect_uri=redirect_uri,
+                             fetch_timeout=fetch_timeout, disk_quota=disk_quota,
+                             files_dir=self.db_path + ".files")
         self.portal = Portal(self.store, self.clock, self.bucket, self.ledger, self.config, _lines(lines))
         self._stats = Stats()
         self._server: SandboxServer | None = None
@@ -92,7 +98,7 @@ class Sandbox:
         host, port = self._server.server_address[:2]
         self.portal.base_url = f"http://{host!s}:{port}"
         # A fresh valid pair on every start (tokens of earlier runs of a persistent db stay valid).
-        self._tokens = self.portal.issue_tokens(self.portal.client_id, "imopenlines,imconnector,im", 1)
+        self._tokens = self.portal.issue_tokens(self.portal.client_id, SCOPES, 1)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="bulkimport-sandbox", daemon=True)
         self._thread.start()
@@ -115,6 +121,7 @@ class Sandbox:
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.db_path + suffix)
+            shutil.rmtree(self.config.files_dir, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -166,7 +173,7 @@ class Sandbox:
 
     @property
     def access_token(self) -> str:
-        """The initial access token (scopes imopenlines, imconnector, im)."""
+        """The initial access token (scopes imopenlines, imconnector, im, disk)."""
         return str(self._pair()["access_token"])
 
     @property

@@ -22,7 +22,7 @@ from .faults import KINDS, SYSTEM_ERRORS, parse_spec
 PLANS = {"standard": (50.0, 2.0), "enterprise": (250.0, 5.0)}
 
 SHOW = ("counts", "lines", "connectors", "chats", "users", "sessions", "messages", "duplicates",
-        "out-of-order")
+        "out-of-order", "chat-messages", "downloads", "lost")
 
 
 def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> None:
@@ -45,6 +45,8 @@ def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> N
             frame = store.messages(chat_id=chat, line=line)
         elif what == "out-of-order":
             frame = store.out_of_order()
+        elif what == "chat-messages":
+            frame = store.chat_messages()
         else:
             frame = getattr(store, what)()
         if fmt == "csv":
@@ -57,6 +59,28 @@ def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> N
             click.echo(frame.to_string(index=False, max_colwidth=60))
     finally:
         store.close()
+
+
+def _lose(db: str, n: int, seed: int, chat: str | None, fmt: str) -> None:
+    """Delete ``n`` stored messages silently (drawn with ``seed``), then print which."""
+    from .store import Store
+
+    if not Path(db).exists():
+        raise click.BadParameter(f"{db} does not exist; pass the --db of a sandbox that ran",
+                                 param_hint="--db")
+    store = Store(db)
+    try:
+        frame = store.lose_messages(n, seed=seed, chat_id=chat)
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(frame.to_json(orient="records", force_ascii=False, indent=2))
+    elif fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    else:
+        click.echo(f"Lost {len(frame)} messages silently (see --show lost):")
+        if not frame.empty:
+            click.echo(frame[["seq", "chat_id", "message_id", "b24_chat_id"]].to_string(index=False))
 
 
 def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
@@ -76,7 +100,8 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
     "\b\nExamples:\n"
     "  bulkimport sandbox --time-scale 60 --fault 503:0.1\n"
     "  bulkimport sandbox --db portal.db --fault drop-after:1:2@imconnector.send.messages\n"
-    "  bulkimport sandbox --db portal.db --show messages --chat 12345\n\n"
+    "  bulkimport sandbox --db portal.db --show messages --chat 12345\n"
+    "  bulkimport sandbox --db portal.db --lose 3 --seed 7\n\n"
     "See docs/sandbox.md."))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback).")
 @click.option("--port", default=0, show_default=True, type=int, help="Port (0: any free port).")
@@ -103,15 +128,24 @@ def _write_credentials(path: str, credentials: dict[str, Any]) -> None:
               help="Also write URL and credentials as JSON to this file (mode 0600).")
 @click.option("--show", type=click.Choice(SHOW), default=None,
               help="Do not serve: print what the --db portal received, then exit.")
-@click.option("--chat", default=None, help="With --show messages: only this external chat id.")
+@click.option("--lose", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Do not serve: silently delete N stored messages of the --db portal (drawn with --seed; "
+                   "--chat: only that external chat), as if the portal lost them; print which, then exit.")
+@click.option("--chat", default=None, help="With --show messages or --lose: only this external chat id.")
 @click.option("--line", default=None, type=int, help="With --show messages: only this open line.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="Output format of --show.")
 def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifetime: float, no_limits: bool,
             plan_name: str, cost_per_call: float, cost_per_message: float, max_messages: int,
             faults: tuple[str, ...], fault_delay: float, seed: int, credentials_file: str | None,
-            show: str | None, chat: str | None, line: int | None, fmt: str) -> None:
-    """Run the local sandbox Bitrix24 portal until Ctrl-C, or inspect one with --show."""
+            show: str | None, lose: int | None, chat: str | None, line: int | None, fmt: str) -> None:
+    """Run the local sandbox Bitrix24 portal until Ctrl-C, inspect one with --show, or make it lose
+    messages with --lose."""
+    if lose is not None:
+        if db is None:
+            raise click.UsageError("--lose needs --db PATH (the database of the sandbox to damage)")
+        _lose(db, lose, seed, chat, fmt)
+        return
     if show is not None:
         if db is None:
             raise click.UsageError("--show needs --db PATH (the database of the sandbox to inspect)")

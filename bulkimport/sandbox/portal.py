@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlencode
 
+from . import chatlog, lineconfig
+from .fetch import FETCH_TIMEOUT, fetch, redact
 from .limits import LeakyBucket, OperatingLedger, VirtualClock
 from .store import Store, dumps
 
@@ -40,7 +42,7 @@ ITEM_NOT_ALL_DATA = "Not all the required data was transferred"  # IMCONNECTOR_N
 ITEM_BAD_OPERATOR = "The user_id of the message must be the ID of a Bitrix24 employee"
 ITEM_NOT_FOUND = "The message was not found"
 
-SCOPES = "imopenlines,imconnector,im"
+SCOPES = "imopenlines,imconnector,im,disk"
 IMOPENLINES_SCOPE = "imopenlines"
 #: Connectors every portal lists in imconnector.list besides the registered ones (not usable by apps).
 BUILTIN_CONNECTORS = {"livechat": "Live Chat", "network": "Bitrix24.Network", "telegrambot": "Telegram"}
@@ -242,6 +244,7 @@ class Reply:
     content_type: str = "application/json; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # the error code, for stats
+    path: str | None = None  # a file to stream as the body (Drive downloads)
 
     def payload(self) -> bytes:
         """The body as bytes."""
@@ -325,7 +328,7 @@ class Caller:
     app: str  # client id, or "webhook:<user>" — the operating-time account
     scope: frozenset[str]
     user_id: int
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in a repr (logs, tracebacks)
 
 
 @dataclass
@@ -339,20 +342,36 @@ class Config:
     cost_per_message: float = 0.5
     max_messages: int | None = 100
     redirect_uri: str | None = None
+    fetch_timeout: float = FETCH_TIMEOUT  # real seconds the portal waits for a files[].url
+    disk_quota: int | None = None  # bytes of Drive; None: unlimited
+    files_dir: str = ""  # where Drive keeps file bytes (next to the database)
 
 
 Handler = Callable[["Portal", Caller, dict[str, Any], Work], Any]
 METHODS: dict[str, Handler] = {}
+#: The scope a method needs when it is not the imopenlines of imconnector.* / imopenlines.* methods.
+METHOD_SCOPES: dict[str, str] = {}
 #: imconnector.* refuse webhooks (403 WRONG_AUTH_TYPE); these need the imopenlines scope.
 APP_ONLY = "imconnector."
 
 
-def method(name: str) -> Callable[[Handler], Handler]:
-    """Register a REST method handler."""
+def method(name: str, scope: str | None = None) -> Callable[[Handler], Handler]:
+    """Register a REST method handler (``scope``: the one it needs, if not imopenlines by its name)."""
     def wrap(fn: Handler) -> Handler:
         METHODS[name] = fn
+        if scope is not None:
+            METHOD_SCOPES[name] = scope
         return fn
     return wrap
+
+
+@dataclass
+class Paged:
+    """A list method's result with the envelope's ``total`` and ``next`` (None: no next page)."""
+
+    items: list[Any]
+    total: int
+    next: int | None = None
 
 
 _last_iso: tuple[int, str] = (-1, "")  # (whole second, its ISO text): every command reports two dates
@@ -534,7 +553,10 @@ class Portal:
         """Auth type and scope checks for one method (also for each command of a batch)."""
         if method.startswith(APP_ONLY) and caller.kind != "oauth":
             raise ApiError(403, "WRONG_AUTH_TYPE", WRONG_AUTH_TYPE)
-        if method.startswith(("imconnector.", "imopenlines.")) and IMOPENLINES_SCOPE not in caller.scope:
+        needed = METHOD_SCOPES.get(method)
+        if needed is None and method.startswith(("imconnector.", "imopenlines.")):
+            needed = IMOPENLINES_SCOPE
+        if needed is not None and needed not in caller.scope:
             raise ApiError(403, "insufficient_scope",
                            "The request requires higher privileges than provided by the access token")
 
@@ -574,7 +596,13 @@ class Portal:
             # The request cap (60 s) cuts the request off: what ran so far stays committed and the
             # client gets what the proxy sends on a timeout (unknown: the real answer's shape).
             return html_reply(504, "504 Gateway Time-out", "The request was cut off at the processing limit.")
-        return Reply(200, {"result": result, "time": self.time_info(caller, method, start, processing)})
+        body: dict[str, Any] = {"result": result}
+        if isinstance(result, Paged):  # a list method: total (and next) beside the result
+            body = {"result": result.items, "total": result.total}
+            if result.next is not None:
+                body["next"] = result.next
+        body["time"] = self.time_info(caller, method, start, processing)
+        return Reply(200, body)
 
     def execute(self, caller: Caller, method: str, params: dict[str, Any], work: Work) -> tuple[Any, float]:
         """Run one method (top level or inside a batch) with its own operating-time account."""
@@ -602,6 +630,8 @@ class Portal:
         results: dict[Any, Any] = {}
         errors: dict[Any, Any] = {}
         times: dict[Any, Any] = {}
+        totals: dict[Any, Any] = {}
+        nexts: dict[Any, Any] = {}
         for key, command in commands:
             sub_start = self.clock.now()
             text = command if isinstance(command, str) else ""
@@ -622,10 +652,16 @@ class Portal:
                 if halt:
                     break
                 continue
+            if isinstance(result, Paged):
+                totals[key] = result.total
+                if result.next is not None:
+                    nexts[key] = result.next
+                result = result.items
             results[key] = result
             times[key] = self.time_info(caller, name, sub_start, processing)
-        return {"result": php_array(results), "result_error": php_array(errors), "result_total": [],
-                "result_next": [], "result_time": php_array(times)}
+        return {"result": php_array(results), "result_error": php_array(errors),
+                "result_total": php_array(totals), "result_next": php_array(nexts),
+                "result_time": php_array(times)}
 
     # ------------------------------------------------------------------------- shared checks
     def line_or_fail(self, value: Any) -> int:
@@ -722,31 +758,19 @@ def _server_time(portal: Portal, caller: Caller, params: dict[str, Any], work: W
 
 @method("profile")
 def _profile(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) -> Any:
-    return {"ID": str(caller.user_id), "ADMIN": True, "NAME": "Sandbox", "LAST_NAME": "Administrator",
+    return {"ID": str(caller.user_id), "ADMIN": caller.user_id == chatlog.ADMIN_USER,
+            "NAME": "Sandbox",
+            "LAST_NAME": "Administrator" if caller.user_id == chatlog.ADMIN_USER else "Employee",
             "PERSONAL_GENDER": "", "TIME_ZONE": ""}
 
 
 # ----------------------------------------------------------------------------- open lines
 def _line_object(row: Any) -> dict[str, Any]:
-    """The line object of imopenlines.config.get (a representative subset of its fields)."""
-    return {
-        "ID": str(row["id"]), "ACTIVE": row["active"], "LINE_NAME": row["name"], "CRM": "Y",
-        "CRM_CREATE": "lead", "CRM_CREATE_SECOND": "0", "CRM_CREATE_THIRD": "Y", "CRM_FORWARD": "Y",
-        "CRM_CHAT_TRACKER": "Y", "CRM_TRANSFER_CHANGE": "Y", "CRM_SOURCE": "create", "QUEUE_TIME": "60",
-        "NO_ANSWER_TIME": "60", "QUEUE_TYPE": "evenly", "CHECK_AVAILABLE": "N", "WATCH_TYPING": "Y",
-        "WELCOME_BOT_ENABLE": "N", "WELCOME_MESSAGE": "Y",
-        "WELCOME_MESSAGE_TEXT": "Welcome to the open line. The first available operator will respond to you.",
-        "VOTE_MESSAGE": "N", "AGREEMENT_MESSAGE": "N", "CATEGORY_ENABLE": "N", "WORKTIME_ENABLE": "N",
-        "CLOSE_RULE": "none", "AUTO_CLOSE_RULE": "none", "AUTO_CLOSE_TIME": "3600",
-        "AUTO_EXPIRE_TIME": "86400", "DATE_CREATE": {}, "DATE_MODIFY": {}, "MODIFY_USER_ID": "1",
-        "TEMPORARY": "N", "XML_ID": None, "LANGUAGE_ID": "en", "SESSION_PRIORITY": "0",
-        "TYPE_MAX_CHAT": "answered_new", "MAX_CHAT": "0", "OPERATOR_DATA": "profile",
-        "DEFAULT_OPERATOR_DATA": [], "KPI_FIRST_ANSWER_TIME": "0", "KPI_FURTHER_ANSWER_TIME": "0",
-        "SEND_WELCOME_EACH_SESSION": "N", "CONFIRM_CLOSE": "Y",
-    }
+    """The line object of imopenlines.config.get (the documented fields; see lineconfig.py)."""
+    return lineconfig.line_object(row)
 
 
-_LINE_FIELDS = list(_line_object({"id": 0, "active": "Y", "name": ""}))
+_LINE_FIELDS = lineconfig.FIELDS
 _PARAMS_KEYS = ("select", "filter", "order", "limit", "offset")
 _OPTIONS_KEYS = ("QUEUE", "CONFIG_QUEUE", "CHECK_PERMISSION")
 _PERMISSIONS = ("VIEW", "MODIFY", "JOIN", "TRANSFER", "SESSION", "HISTORY", "SETTINGS", "CONNECTORS",
@@ -767,7 +791,12 @@ def _config_get(portal: Portal, caller: Caller, params: dict[str, Any], work: Wo
         return False
     line = _line_object(row)
     if _truthy(params.get("WITH_QUEUE", "N")):
-        line.update({"QUEUE": ["1"], "QUEUE_FULL": {}, "QUEUE_USERS_FIELDS": {}})
+        users = lineconfig.queue(row)
+        fields = {"USER_NAME": None, "USER_WORK_POSITION": None, "USER_AVATAR": None, "USER_AVATAR_ID": "0"}
+        line.update({"QUEUE": users, "QUEUE_FULL": {u: {"ID": str(i + 1), "SORT": str(i), "USER_ID": u,
+                                                         "DEPARTMENT_ID": "0", **fields}
+                                                     for i, u in enumerate(users)},
+                     "QUEUE_USERS_FIELDS": {u: dict(fields) for u in users}})
     return line
 
 
@@ -851,10 +880,12 @@ def _config_list(portal: Portal, caller: Caller, params: dict[str, Any], work: W
         rows.sort(key=sort_key(name), reverse=desc)
     rows = rows[offset : offset + limit]
     out = []
+    queues = {r["id"]: lineconfig.queue(r) for r in portal.store.all("SELECT * FROM lines")}
     for line in rows:
         item = {k: line[k] for k in select} if select else dict(line)
         if _truthy(options.get("QUEUE", "N")):
-            item.update({"QUEUE": [1], "QUEUE_USERS_FIELDS": {}})
+            item.update({"QUEUE": [int(u) for u in queues.get(int(line["ID"]), [])],
+                         "QUEUE_USERS_FIELDS": {}})
         if _truthy(options.get("CONFIG_QUEUE", "N")):
             item["CONFIG_QUEUE"] = []
         out.append(item)
@@ -1103,6 +1134,7 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
     chat_group = bool(connector_row["chat_group"])
     request = work.request
     half = portal.config.cost_per_message / 2
+    line_row = portal.store.line(line)
     results = []
     for item in items:
         errors, ext_user, ext_chat = _validate_item(item, need_content=True)
@@ -1133,6 +1165,8 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
         # Creating a chat takes time and is not re-checked afterwards: two requests for the same new
         # conversation in flight at once create two dialogs, as connector authors report (ref. §6).
         work.spend(portal.config.cost_per_message - half)
+        files = _files(message.get("files"), flags)
+        fetched = _fetch_files(portal, files)  # outside the store lock: the url may be the sandbox's own
         now = portal.clock.now()
         with portal.store.transaction() as db:
             if found is None:
@@ -1149,37 +1183,88 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
                 session_id = portal.store.insert_next("sessions", SESSION_ID_FLOOR, (chat_b24, now, None))
             else:
                 session_id = int(session["id"])
+            new_session = session is None
             date = _int(message.get("date"))
             assert date is not None  # checked above: an item without a date fails
             text = _scalar_text(message.get("text"))
             if text is not None and len(text) > TEXT_LIMIT:
                 flags.append("text-truncated")
                 text = text[:TEXT_LIMIT]
-            files = _files(message.get("files"), flags)
             message_id = _scalar_text(message.get("id"))
             disable_crm = message.get("disable_crm") == "Y"
-            db.execute(
+            seq = db.execute(
                 "INSERT INTO messages (line, connector, chat_id, user_id, message_id, date, text, files, "
                 "author_id, b24_user_id, b24_chat_id, session_id, received, request, disable_crm, flags) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (line, connector, ext_chat, ext_user, message_id, date, text, dumps(files), author, b24_user,
-                 chat_b24, session_id, now, request, int(disable_crm), ",".join(flags)))
-        extra: dict[str, str] = {}
-        if user.get("skip_phone_validate") == "Y":
-            extra["skip_phone_validate"] = "Y"
-        if disable_crm or chat_group:
-            extra["disable_tracker"] = "Y"
-        results.append({
-            "user": str(b24_user),
-            "message": {"id": message.get("id"), "date": {}, "text": text if text is not None else "",
-                        "files": files},
-            "chat": _chat_echo(chat),
-            "extra": extra or [],
-            "SUCCESS": True,
-            "session": {"ID": str(session_id), "CHAT_ID": str(chat_b24)},
-        })
+                (line, connector, ext_chat, ext_user, message_id, date, text, _stored(files), author,
+                 b24_user, chat_b24, session_id, now, request, int(disable_crm), ",".join(flags))).lastrowid
+            _record_arrival(db, line_row, seq, chat_b24, session_id, b24_user, author, new_session, fetched,
+                            now)
+        results.append(_sent_item(item, b24_user, text, files, disable_crm or chat_group, session_id,
+                                  chat_b24))
     # unknown: the top-level SUCCESS when some items fail; the sandbox says true only if all succeeded.
     return {"SUCCESS": all(r["SUCCESS"] for r in results), "DATA": {"RESULT": results}}
+
+
+def _sent_item(item: dict[str, Any], b24_user: int, text: str | None, files: list[dict[str, Any]],
+               no_tracker: bool, session_id: int, chat_b24: int) -> dict[str, Any]:
+    """One successful item of send.messages' ``DATA.RESULT`` (reference §6)."""
+    extra: dict[str, str] = {}
+    if item["user"].get("skip_phone_validate") == "Y":
+        extra["skip_phone_validate"] = "Y"
+    if no_tracker:
+        extra["disable_tracker"] = "Y"
+    return {
+        "user": str(b24_user),
+        "message": {"id": item["message"].get("id"), "date": {}, "text": text if text is not None else "",
+                    "files": files},
+        "chat": _chat_echo(item["chat"]),
+        "extra": extra or [],
+        "SUCCESS": True,
+        "session": {"ID": str(session_id), "CHAT_ID": str(chat_b24)},
+    }
+
+
+def _stored(files: list[dict[str, Any]]) -> str:
+    """``files`` as stored: a token in a URL (a Drive DOWNLOAD_URL carries one) is blanked to ``***``."""
+    return dumps([{**f, "url": redact(f["url"])} for f in files])
+
+
+def _fetch_files(portal: Portal, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fetch every file of a message as the portal does on receipt (see fetch.py)."""
+    out = []
+    for entry in files:
+        outcome = fetch(entry["url"], portal.config.fetch_timeout)
+        outcome.update(url=redact(entry["url"]), name=entry.get("name"))
+        out.append(outcome)
+    return out
+
+
+def _record_downloads(db: Any, seq: int, fetched: list[dict[str, Any]], now: float) -> None:
+    """What the portal could fetch of each file of message ``seq`` (``store.downloads()``)."""
+    for position, outcome in enumerate(fetched):
+        db.execute("INSERT INTO downloads (seq, position, url, name, status, http_status, size, sha256, "
+                   "content_type, error, fetched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (seq, position, outcome["url"], outcome["name"], outcome["status"], outcome["http_status"],
+                    outcome["size"], outcome["sha256"], outcome["content_type"], outcome["error"], now))
+
+
+def _record_arrival(db: Any, line_row: Any, seq: int | None, chat: int, session: int, client: int,
+                    operator: int | None, new_session: bool, fetched: list[dict[str, Any]],
+                    now: float) -> None:
+    """The messenger side of a stored connector message: its chat message, its files, the session's
+    start (members, welcome text) and the operator's membership.
+
+    A file the portal could not fetch is recorded and left out of the chat (plausibly what the real
+    portal does: it posts the message without the file; unknown: whether it says so in the chat).
+    """
+    assert seq is not None
+    _record_downloads(db, seq, fetched, now)
+    chatlog.add_message(db, chat, session, operator or client, now, seq=seq)
+    if new_session:
+        chatlog.session_started(db, line_row, chat, session, client, now)
+    if operator is not None:
+        chatlog.add_member(db, chat, operator, now)
 
 
 def _locate(portal: Portal, connector: str, line: int, chat_id: str, message_id: str | None) -> list[Any]:
@@ -1208,12 +1293,16 @@ def _update(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) 
         flags: list[str] = []
         text = _scalar_text(message.get("text"))
         files = _files(message.get("files"), flags)
+        fetched = _fetch_files(portal, files)  # new files are fetched as on arrival; they replace the old
         now = portal.clock.now()
         with portal.store.transaction() as db:
             for row in rows:  # every stored copy of that message id
                 db.execute("UPDATE messages SET text = COALESCE(?, text), files = ?, updated = ? "
                            "WHERE seq = ?",
-                           (text, dumps(files) if files else row["files"], now, row["seq"]))
+                           (text, _stored(files) if files else row["files"], now, row["seq"]))
+                if files:
+                    db.execute("DELETE FROM downloads WHERE seq = ?", (row["seq"],))
+                    _record_downloads(db, int(row["seq"]), fetched, now)
         results.append({"user": str(rows[-1]["b24_user_id"]),
                         "message": {"id": message.get("id"), "date": {}, "text": text or ""},
                         "chat": _chat_echo(item["chat"]), "SUCCESS": True})

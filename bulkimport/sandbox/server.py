@@ -12,6 +12,8 @@ import email.parser
 import email.policy
 import ipaddress
 import json
+import os
+import shutil
 import socket
 import threading
 from collections import Counter
@@ -20,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from .disk import serve_download, serve_upload
 from .faults import OAUTH_METHOD, SYSTEM_ERRORS, Fault, Faults
 from .portal import Portal, Reply, decode_pairs, decode_query, error_reply, html_reply
 
@@ -164,9 +167,13 @@ class Handler(BaseHTTPRequestHandler):
             self.server.end_request()
 
     def _handle_request(self) -> None:
-        body = self._body()
         url = urlsplit(self.path)
         path = url.path
+        transfer = FILE_ROUTES.get(path.rstrip("/"))
+        if transfer is not None:  # Drive's upload/download URLs: the body is streamed, not read here
+            self._transfer(transfer, url.query)
+            return
+        body = self._body()
         params = decode_query(url.query)
         params.update(parse_body(self.headers.get("Content-Type", ""), body))
         portal = self.server.portal
@@ -199,6 +206,24 @@ class Handler(BaseHTTPRequestHandler):
             return portal.rest(method, params, token, webhook, ip)
 
         self._serve(method, call, token)
+
+    def _transfer(self, kind: str, query: str) -> None:
+        """``/rest/upload.json`` (a multipart POST, streamed to disk) or ``/rest/download.json``."""
+        params = decode_query(query)
+        portal = self.server.portal
+        ip = self.client_address[0]
+        if not ipaddress.ip_address(ip).is_loopback:
+            self.close_connection = True
+            self._write(kind, error_reply(400, "INVALID_REQUEST", "Https required"), None)
+            return
+        if kind == "download":
+            with portal.store.request():
+                reply = serve_download(portal, params)
+            self._write(kind, reply, None)
+            return
+        self.close_connection = True  # an upload refused early leaves its body unread
+        self._serve(kind, lambda: serve_upload(portal, params, self.headers, self.rfile, ip),
+                    params.get("auth"))
 
     def _serve(self, method: str, call: Callable[[], Reply], token: Any) -> None:
         """Apply an armed fault (if one fires) around the call, then answer."""
@@ -239,6 +264,9 @@ class Handler(BaseHTTPRequestHandler):
         self.server.stats.count(method, "dropped", None, fault)
 
     def _write(self, method: str, reply: Reply, fault: Fault | None) -> None:
+        if reply.path is not None:
+            self._write_file(method, reply)
+            return
         payload = reply.payload()
         # Counted before the answer leaves, so a client that got it sees it in stats().
         self.server.stats.count(method, reply.status, reply.error, fault)
@@ -254,6 +282,28 @@ class Handler(BaseHTTPRequestHandler):
             self.flush_headers()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+
+    def _write_file(self, method: str, reply: Reply) -> None:
+        """Stream a file as the body (Drive downloads can be large)."""
+        assert reply.path is not None
+        self.server.stats.count(method, reply.status, reply.error, None)
+        try:
+            with open(reply.path, "rb") as fh:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(os.fstat(fh.fileno()).st_size))
+                self.end_headers()
+                shutil.copyfileobj(fh, self.wfile, 1 << 16)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+#: Drive's file-transfer URLs (they live under /rest/ but are not REST methods).
+FILE_ROUTES = {"/rest/upload.json": "upload", "/rest/upload": "upload",
+               "/rest/download.json": "download", "/rest/download": "download"}
 
 
 def _faulty_reply(kind: str) -> Reply:

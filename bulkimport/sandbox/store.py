@@ -67,18 +67,51 @@ CREATE TABLE IF NOT EXISTS messages (
     session_id INTEGER NOT NULL, received REAL NOT NULL, request INTEGER NOT NULL,
     disable_crm INTEGER NOT NULL, flags TEXT NOT NULL, updated REAL, deleted REAL);
 CREATE INDEX IF NOT EXISTS messages_key ON messages (connector, line, chat_id, message_id);
+-- The chat as the messenger shows it: every message of a Bitrix24 chat with its messenger id, the
+-- connector messages (seq -> messages) and the portal's own system messages (author 0).
+CREATE TABLE IF NOT EXISTS im_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, chat INTEGER NOT NULL, session INTEGER NOT NULL,
+    author INTEGER NOT NULL, seq INTEGER, text TEXT, params TEXT, date REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS im_messages_chat ON im_messages (chat, id);
+CREATE INDEX IF NOT EXISTS im_messages_seq ON im_messages (seq);
+CREATE TABLE IF NOT EXISTS chat_members (
+    chat INTEGER NOT NULL, user INTEGER NOT NULL, joined REAL NOT NULL, PRIMARY KEY (chat, user));
+-- What the portal fetched of each files[].url of a connector message (bytes are not kept).
+CREATE TABLE IF NOT EXISTS downloads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, position INTEGER NOT NULL,
+    url TEXT NOT NULL, name TEXT, status TEXT NOT NULL, http_status INTEGER, size INTEGER,
+    sha256 TEXT, content_type TEXT, error TEXT, fetched REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS downloads_seq ON downloads (seq);
+-- Messages deleted behind the client's back (Store.lose_messages), for verify tests.
+CREATE TABLE IF NOT EXISTS lost (
+    seq INTEGER PRIMARY KEY, im_id INTEGER, line INTEGER, connector TEXT, chat_id TEXT,
+    message_id TEXT, b24_chat_id INTEGER, session_id INTEGER, lost REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS disk_storages (
+    id INTEGER PRIMARY KEY, app TEXT NOT NULL UNIQUE, root INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS disk_objects (
+    id INTEGER PRIMARY KEY, storage INTEGER NOT NULL, parent INTEGER, type TEXT NOT NULL,
+    name TEXT NOT NULL, size INTEGER, sha256 TEXT, created REAL NOT NULL, updated REAL NOT NULL,
+    created_by INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS disk_objects_parent ON disk_objects (parent, name);
+CREATE TABLE IF NOT EXISTS disk_uploads (nonce TEXT PRIMARY KEY, used REAL);
 """
+
+#: First messenger message id (a portal with some history: ids are large, as on a real one).
+IM_MESSAGE_ID_FLOOR = 80000
 
 INT_COLUMNS = frozenset({
     "seq", "line", "date", "author_id", "b24_user_id", "b24_chat_id", "session_id", "request",
     "disable_crm", "copies", "id", "chat", "chat_group", "messages", "previous_seq",
-    "previous_date"})
+    "previous_date", "session", "author", "position", "http_status", "size", "im_id",
+    "files_fetched", "files_failed", "storage", "parent"})
 
 MESSAGE_COLUMNS = [
     "seq", "line", "connector", "chat_id", "user_id", "message_id", "date", "text", "files",
     "author_id", "b24_user_id", "b24_chat_id", "session_id", "received", "request", "disable_crm",
     "flags", "updated", "deleted",
 ]
+#: messages() adds how many of each message's files the portal could fetch (see downloads()).
+FETCH_COLUMNS = ["files_fetched", "files_failed"]
 
 
 class Store:
@@ -98,6 +131,20 @@ class Store:
             # mode); only a power loss could lose the last commits. See docs/sandbox.md.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database of an earlier sandbox up to this schema (new columns, messenger ids)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(lines)")}
+        if "settings" not in columns:
+            self._db.execute("ALTER TABLE lines ADD COLUMN settings TEXT")
+        self._db.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'im_messages', ? WHERE NOT EXISTS "
+                         "(SELECT 1 FROM sqlite_sequence WHERE name = 'im_messages')", (IM_MESSAGE_ID_FLOOR,))
+        # Connector messages stored before the messenger view existed get their messenger ids now.
+        self._db.execute(
+            "INSERT INTO im_messages (chat, session, author, seq, date) SELECT m.b24_chat_id, m.session_id, "
+            "COALESCE(m.author_id, m.b24_user_id), m.seq, m.received FROM messages m WHERE NOT EXISTS "
+            "(SELECT 1 FROM im_messages i WHERE i.seq = m.seq) ORDER BY m.seq")
 
     def close(self) -> None:
         """Commit what is pending and close the connection."""
@@ -189,14 +236,14 @@ class Store:
 
     def next_id(self, table: str, floor: int) -> int:
         """The next integer id of ``table`` (ids start above ``floor``, like a portal's ids do)."""
-        assert table in ("users", "chats", "sessions")
+        assert table in ("users", "chats", "sessions", "disk_storages", "disk_objects")
         row = self.one(f"SELECT COALESCE(MAX(id), ?) + 1 AS n FROM {table}", (floor,))  # noqa: S608
         assert row is not None
         return max(int(row["n"]), floor + 1)
 
     def insert_next(self, table: str, floor: int, values: tuple[Any, ...]) -> int:
         """Insert a row whose id is :meth:`next_id` (computed in the same statement); returns the id."""
-        assert table in ("users", "chats", "sessions")
+        assert table in ("users", "chats", "sessions", "disk_storages", "disk_objects")
         marks = ", ".join("?" * len(values))
         sql = (f"INSERT INTO {table} VALUES ((SELECT MAX(COALESCE(MAX(id), ?), ?) + 1 FROM {table}), "  # noqa: S608
                f"{marks})")
@@ -267,7 +314,9 @@ class Store:
 
     def messages(self, chat_id: str | None = None, line: int | None = None) -> pd.DataFrame:
         """Every stored message in arrival order (``seq``), optionally for one external chat / line."""
-        sql = "SELECT * FROM messages WHERE 1=1"
+        sql = ("SELECT m.*, d.ok AS files_fetched, d.failed AS files_failed FROM messages m LEFT JOIN "
+               "(SELECT seq, SUM(status = 'ok') AS ok, SUM(status != 'ok') AS failed FROM downloads "
+               "GROUP BY seq) d ON d.seq = m.seq WHERE 1=1")
         params: list[Any] = []
         if chat_id is not None:
             sql += " AND chat_id = ?"
@@ -275,7 +324,7 @@ class Store:
         if line is not None:
             sql += " AND line = ?"
             params.append(int(line))
-        return self._frame(sql + " ORDER BY seq", params, MESSAGE_COLUMNS)
+        return self._frame(sql + " ORDER BY m.seq", params, [*MESSAGE_COLUMNS, *FETCH_COLUMNS])
 
     def duplicates(self) -> pd.DataFrame:
         """Messages whose (connector, line, chat_id, message_id) was stored more than once (+ ``copies``)."""
@@ -327,7 +376,80 @@ class Store:
             "out_of_order_chats": len(self.out_of_order()),
             "updated_messages": n("SELECT COUNT(*) FROM messages WHERE updated IS NOT NULL"),
             "deleted_messages": n("SELECT COUNT(*) FROM messages WHERE deleted IS NOT NULL"),
+            "system_messages": n("SELECT COUNT(*) FROM im_messages WHERE seq IS NULL"),
+            "lost_messages": n("SELECT COUNT(*) FROM lost"),
+            "failed_downloads": n("SELECT COUNT(*) FROM downloads WHERE status != 'ok'"),
+            "disk_files": n("SELECT COUNT(*) FROM disk_objects WHERE type = 'file'"),
         }
+
+    # ------------------------------------------------------------------ messenger view, downloads, losses
+    def chat_messages(self, chat: int | None = None) -> pd.DataFrame:
+        """Every message of the Bitrix24 chats as the messenger shows them (system messages: author 0)."""
+        cols = ["id", "chat", "session", "author", "seq", "message_id", "text", "posted", "system"]
+        sql = ("SELECT i.id, i.chat, i.session, i.author, i.seq, m.message_id, "
+               "COALESCE(m.text, i.text) AS text, i.date AS posted, i.seq IS NULL AS system "
+               "FROM im_messages i LEFT JOIN messages m ON m.seq = i.seq "
+               "WHERE (i.seq IS NULL OR m.deleted IS NULL)")
+        params: list[Any] = []
+        if chat is not None:
+            sql += " AND i.chat = ?"
+            params.append(int(chat))
+        frame = self._frame(sql + " ORDER BY i.id", params, cols)
+        frame["system"] = frame["system"].astype(bool)
+        return frame
+
+    def downloads(self) -> pd.DataFrame:
+        """One row per ``files[]`` entry of every stored message: could the portal fetch it, size, sha256."""
+        cols = ["id", "seq", "chat_id", "message_id", "position", "url", "name", "status", "http_status",
+                "size", "sha256", "content_type", "error", "fetched"]
+        return self._frame(
+            "SELECT d.id, d.seq, m.chat_id, m.message_id, d.position, d.url, d.name, d.status, "
+            "d.http_status, "
+            "d.size, d.sha256, d.content_type, d.error, d.fetched FROM downloads d "
+            "LEFT JOIN messages m ON m.seq = d.seq ORDER BY d.seq, d.position", (), cols)
+
+    def lost(self) -> pd.DataFrame:
+        """The messages :meth:`lose_messages` deleted behind the client's back."""
+        cols = ["seq", "im_id", "line", "connector", "chat_id", "message_id", "b24_chat_id", "session_id",
+                "lost"]
+        return self._frame("SELECT * FROM lost ORDER BY seq", (), cols)
+
+    def lose_messages(self, n: int | None = None, *, seed: int = 0, chat_id: str | None = None,
+                      message_ids: Iterable[str] | None = None,
+                      b24_chat_id: int | None = None) -> pd.DataFrame:
+        """Silently delete stored connector messages (``n`` drawn with ``seed``, or by id); returns them.
+
+        The portal "loses" them: they vanish from every read-back method and from ``messages()``; no
+        deletion is recorded on the message (unlike imconnector.delete.messages). ``lost()`` lists them.
+        """
+        import random
+
+        sql = "SELECT * FROM messages WHERE deleted IS NULL"
+        params: list[Any] = []
+        if chat_id is not None:
+            sql += " AND chat_id = ?"
+            params.append(str(chat_id))
+        if b24_chat_id is not None:
+            sql += " AND b24_chat_id = ?"
+            params.append(int(b24_chat_id))
+        rows = self.all(sql + " ORDER BY seq", params)
+        if message_ids is not None:
+            wanted = {str(m) for m in message_ids}
+            rows = [r for r in rows if r["message_id"] in wanted]
+        if n is not None:
+            rows = sorted(random.Random(seed).sample(rows, min(max(n, 0), len(rows))), key=lambda r: r["seq"])
+        with self.transaction() as db:
+            for r in rows:
+                im = db.execute("SELECT id FROM im_messages WHERE seq = ?", (r["seq"],)).fetchone()
+                db.execute("INSERT OR REPLACE INTO lost VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (r["seq"], im["id"] if im else None, r["line"], r["connector"], r["chat_id"],
+                            r["message_id"], r["b24_chat_id"], r["session_id"], time.time()))
+                db.execute("DELETE FROM im_messages WHERE seq = ?", (r["seq"],))
+                db.execute("DELETE FROM downloads WHERE seq = ?", (r["seq"],))
+                db.execute("DELETE FROM messages WHERE seq = ?", (r["seq"],))
+        seqs = [int(r["seq"]) for r in rows]
+        frame = self.lost()
+        return frame[frame["seq"].isin(seqs)].reset_index(drop=True)
 
 
 def dumps(value: Any) -> str:
