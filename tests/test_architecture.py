@@ -180,5 +180,6 @@ def test_functions_and_classes_stay_short_enough_to_hold_in_mind():
             lines = node.end_lineno - node.lineno + 1
             where = f"{name}.{node.name}"
             if lines > limit and where not in EXCEPTIONS:
-                too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines > {limit}")
+                place = f"{path.relative_to(ROOT)}:{node.lineno}"
+                too_long.append(f"{place} {node.name}: {lines} > {limit} lines")
     assert not too_long, "\n".join(too_long)
