@@ -1,0 +1,216 @@
+"""#14 "A first run that cannot go wrong", library half: no silent guesses (what a guessed mapping
+assumes is said, with a code), authors and their side, an [operators] skeleton, snake_case headers,
+and functions short enough to read."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bulkimport.errors import MappingError
+from bulkimport.mapping import Mapping
+from bulkimport.validation import assumptions, authors, first_naive_date, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _df(**cols: list[object]) -> pd.DataFrame:
+    n = len(next(iter(cols.values())))
+    return pd.DataFrame(cols, index=pd.RangeIndex(2, 2 + n, name="row"), dtype=object)
+
+
+def _issue_csv() -> pd.DataFrame:
+    """The file of the issue: Chat / Client / Date / Message / Author, operators' rows among them."""
+    rows = []
+    for c in range(4):
+        client = "Anna Smith" if c < 2 else f"Client Number{'ABCD'[c]}"
+        rows.append((f"t{c}", client, f"2026-11-2{c} 10:00", "hello", client))
+        rows.append((f"t{c}", client, f"2026-11-2{c} 10:05", "how can I help?", "Olga Operator"))
+    return _df(
+        **{k: [r[i] for r in rows] for i, k in enumerate(["Chat", "Client", "Date", "Message", "Author"])}
+    )
+
+
+def test_a_guess_says_which_header_each_field_came_from():
+    m = Mapping.guess(_issue_csv())
+    assert m.guessed and m.columns["user.id"] == "Client"
+    assert "'Client'" in m.guessed_from["user.id"] and "'client'" in m.guessed_from["user.id"]
+    assert "'Author'" in m.guessed_from["option author"]
+    assert "guessed: user.id ← header 'Client'" in m.describe()
+    assert not Mapping(columns={"user.id": "Client"}).guessed
+
+
+def test_a_guessed_user_id_from_a_name_column_is_a_warning_but_an_id_column_is_not():
+    df = _issue_csv()
+    m = Mapping.guess(df)
+    assert ("user-id-from-name", "user.id", "Client") in m.notes
+    found = dict(assumptions(df, m))
+    assert "user-id-from-name" in found and "'Client'" in found["user-id-from-name"]
+    ids = _df(**{"Client ID": ["c-1", "c-2"], "Date": ["2026-01-01 10:00"] * 2, "Text": ["a", "b"]})
+    assert Mapping.guess(ids).notes == []
+    named_ids = _df(**{"Customer ID": ["Anna", "Bob"], "Date": ["2026-01-01"] * 2, "Text": ["a", "b"]})
+    assert Mapping.guess(named_ids).notes == []  # the header says it is an id: the user chose it
+
+
+def test_naive_dates_on_an_unstated_zone_are_reported_with_the_zone_used():
+    df = _issue_csv()
+    m = Mapping.guess(df)
+    assert not m.timezone_given and m.timezone == "UTC"
+    found = dict(assumptions(df, m))
+    assert (
+        "timezone-not-set" in found
+        and "UTC" in found["timezone-not-set"]
+        and "row 2" in found["timezone-not-set"]
+    )
+    assert "time zone: UTC (not stated" in m.describe()
+    stated = m.with_options(timezone="Europe/Moscow")
+    assert stated.timezone_given and stated.timezone == "Europe/Moscow"
+    assert "timezone-not-set" not in dict(assumptions(df, stated))
+    assert stated.columns == m.columns and stated.guessed_from == m.guessed_from
+    # absolute dates (an offset, unix time): the zone decides nothing, nothing to report
+    absolute = _df(
+        Chat=["a", "a"], Client=["1", "1"], Date=["2026-01-01T10:00:00+03:00", "1767261600"], Text=["x", "y"]
+    )
+    plain = Mapping(
+        columns={"chat.id": "Chat", "user.id": "Client", "message.date": "Date", "message.text": "Text"}
+    )
+    assert first_naive_date(absolute, plain) is None
+    assert "timezone-not-set" not in dict(assumptions(absolute, plain))
+    with pytest.raises(MappingError, match="timezone"):
+        m.with_options(timezone="Mars/Olympus")
+
+
+def test_a_mapping_file_without_a_timezone_round_trips_unstated(tmp_path):
+    m = Mapping.guess(_issue_csv())
+    path = m.save(tmp_path / "m.toml")
+    text = path.read_text(encoding="utf-8")
+    assert "# timezone = " in text and "\ntimezone" not in text
+    back = Mapping.load(path)
+    assert not back.timezone_given and back.columns == m.columns
+    stated = Mapping.load(m.with_options(timezone="Asia/Almaty").save(tmp_path / "s.toml"))
+    assert stated.timezone_given and stated.timezone == "Asia/Almaty"
+
+
+def test_one_user_id_with_several_phones_or_emails_is_warned_by_row_listing_them():
+    df = _df(
+        Chat=["a", "a", "b", "c"],
+        Client=["Anna", "Anna", "Anna", "Bob"],
+        Phone=["+7 916 123-45-67", "+7 916 123-45-67", "+7 903 000-11-22", "+7 916 555-44-33"],
+        Mail=["a@x.org", "A@X.org", "a@x.org", "b@x.org"],
+        Date=["2026-01-01 10:00", "2026-01-01 10:01", "2026-01-02 10:00", "2026-01-03 10:00"],
+        Text=["1", "2", "3", "4"],
+    )
+    m = Mapping(
+        columns={
+            "chat.id": "Chat",
+            "user.id": "Client",
+            "user.phone": "Phone",
+            "user.email": "Mail",
+            "message.date": "Date",
+            "message.text": "Text",
+        },
+        options={"timezone": "UTC"},
+    )
+    f = validate(df, m)
+    merged = f[f["code"] == "user-id-merged"]
+    assert merged[["row", "field"]].values.tolist() == [[2, "user.phone"], [4, "user.phone"]]
+    assert set(merged["value"]) == {"+79161234567, +79030001122"}
+    assert set(merged["level"]) == {"warning"}
+    # e-mails differing only in case are one address; Bob has one phone: nothing about him
+    assert not (f["field"] == "user.email").any() and 5 not in set(f["row"])
+
+
+def _with_authors() -> tuple[pd.DataFrame, Mapping]:
+    df = _issue_csv()
+    m = Mapping(
+        columns={"chat.id": "Chat", "user.id": "Client", "message.date": "Date", "message.text": "Message"},
+        options={"author": "Author", "timezone": "UTC"},
+    )
+    return df, m
+
+
+def test_authors_lists_every_author_with_counts_and_side():
+    df, m = _with_authors()
+    table = authors(df, m)
+    olga = table[table["author"] == "Olga Operator"].iloc[0]
+    assert (olga.messages, olga.conversations, olga.customers, olga.side) == (4, 4, 3, "customer")
+    assert bool(olga.likely_operator)
+    anna = table[table["author"] == "Anna Smith"].iloc[0]
+    assert (anna.messages, anna.conversations, anna.customers, bool(anna.likely_operator)) == (2, 2, 1, False)
+    assert table["author"].tolist()[0] == "Olga Operator"  # most messages first
+    mapped = Mapping(columns=m.columns, options=m.options, operators={"olga operator": 7})
+    olga = authors(df, mapped).set_index("author").loc["Olga Operator"]
+    assert olga.side == "operator" and olga.operator_id == 7 and not olga.likely_operator
+    assert authors(df, Mapping(columns=m.columns)).empty
+
+
+def test_an_unmapped_author_who_writes_to_many_customers_is_a_warning_on_their_first_row():
+    df, m = _with_authors()
+    f = validate(df, m)
+    warned = f[f["code"] == "operator-unmapped"]
+    assert warned[["row", "value", "level"]].values.tolist() == [[3, "Olga Operator", "warning"]]
+    assert "no-operators" in dict(assumptions(df, m))
+    mapped = Mapping(columns=m.columns, options=m.options, operators={"Olga Operator": 7})
+    assert "operator-unmapped" not in set(validate(df, mapped)["code"])
+    assert "no-operators" not in dict(assumptions(df, mapped))
+
+
+def test_the_operators_skeleton_is_refused_until_its_placeholders_are_edited(tmp_path):
+    df, m = _with_authors()
+    path = m.save(tmp_path / "m.toml", authors=authors(df, m))
+    text = path.read_text(encoding="utf-8")
+    assert (
+        '\n"Olga Operator" = 0  # 4 messages, 4 conversations, 3 customers: most likely an operator' in text
+    )
+    assert '\n# "Anna Smith" = 0  # 2 messages' in text
+    with pytest.raises(MappingError, match=r"'Olga Operator' = 0 is the placeholder.*replace 0"):
+        Mapping.load(path)
+    path.write_text(text.replace('"Olga Operator" = 0', '"Olga Operator" = 12'), encoding="utf-8")
+    loaded = Mapping.load(path)
+    assert loaded.operators == {"Olga Operator": 12} and loaded.columns == m.columns
+    assert "operator-unmapped" not in set(validate(df, loaded)["code"])
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ("customer_email", "user.email"),
+        ("customer_phone", "user.phone"),
+        ("client_phone", "user.phone"),
+        ("customerEmail", "user.email"),
+        ("user_gender", "user.gender"),
+        ("messageText", "message.text"),
+    ],
+)
+def test_snake_and_camel_case_headers_are_guessed(header, field):
+    df = _df(**{"Client ID": ["1"], "Date": ["2026-01-01"], header: ["x"]})
+    m = Mapping.guess(df)
+    assert m.columns.get(field) == header, m.columns
+    assert "read as" in m.guessed_from[field] or "matches" in m.guessed_from[field]
+
+
+def test_an_exact_header_wins_over_a_qualified_one():
+    df = _df(**{"Client ID": ["1"], "customer_phone": ["+1"], "Phone": ["+2"], "Date": ["2026-01-01"]})
+    assert Mapping.guess(df).columns["user.phone"] == "Phone"
+
+
+MY_FILES = [
+    "bulkimport/validation.py",
+    "bulkimport/mapping.py",
+    "bulkimport/reporting.py",
+    "bulkimport/sources/tabular.py",
+]
+
+
+@pytest.mark.parametrize("name", MY_FILES)
+def test_functions_are_at_most_80_lines(name):
+    tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+    long = [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert not long, long
