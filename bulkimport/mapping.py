@@ -643,6 +643,12 @@ class Mapping:
             out["option author"] = [self.options["author"]]
         return out
 
+    def unused_columns(self, df: pd.DataFrame) -> list[str]:
+        """The columns of ``df`` this mapping does not read, in file order (what the plan lists as
+        left out, so that a column the guess missed is seen)."""
+        used = {c for cols in self.source_columns().values() for c in cols}
+        return [str(c) for c in df.columns if c not in used]
+
     def check(self, df: pd.DataFrame, require: bool = True) -> None:
         """Raise MappingError unless every mapped column exists in ``df`` (and required fields are mapped)."""
         existing = [str(c) for c in df.columns]

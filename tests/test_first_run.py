@@ -214,3 +214,154 @@ def test_functions_are_at_most_80_lines(name):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
     ]
     assert not long, long
+
+
+# ------------------------------------------------------------------ layouts as people save them
+def _book(path: Path, sheets: dict[str, list[list[object]]], edit=None) -> Path:
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    for title, rows in sheets.items():
+        ws = wb.create_sheet(title)
+        for r in rows:
+            ws.append(r)
+        if edit is not None:
+            edit(ws)
+    wb.save(path)
+    return path
+
+
+HEADER = ["Chat", "Client ID", "Date", "Text"]
+BODY = [["c1", "u1", "2026-01-01 10:00", "hi"], ["c1", "u1", "2026-01-01 10:01", "there"]]
+
+
+def test_the_header_below_a_merged_title_and_blank_rows_is_found_and_the_title_reported(tmp_path):
+    from bulkimport import read
+
+    p = _book(
+        tmp_path / "h.xlsx",
+        {"S": [["Chat history, exported 2026-01-05"], [], ["by CRM", "v2"], [], HEADER, *BODY]},
+        edit=lambda ws: ws.merge_cells("A1:D1"),
+    )
+    df = read(p)
+    assert df.columns.tolist() == HEADER and df.index.tolist() == [6, 7]  # rows as the sheet shows them
+    assert df.attrs["skipped_above_header"] == [
+        {"row": 1, "text": "Chat history, exported 2026-01-05"},
+        {"row": 3, "text": "by CRM | v2"},
+    ]
+    # a two-cell note above a four-column table is not its header; given explicitly, it is
+    q = _book(tmp_path / "q.xlsx", {"S": [["Chat", "Notes"], ["x", "y"], HEADER, *BODY]})
+    found = read(q)
+    assert found.columns.tolist() == HEADER and found.index.tolist() == [4, 5]
+    assert [e["row"] for e in found.attrs["skipped_above_header"]] == [1, 2]
+    forced = read(q, header_row=1)
+    assert forced.columns.tolist()[:2] == ["Chat", "Notes"] and forced.index.tolist()[:2] == [2, 3]
+    assert forced.attrs["skipped_above_header"] == []
+
+
+def test_a_csv_header_below_title_lines_is_read_from_its_line(tmp_path):
+    from bulkimport import read
+
+    p = tmp_path / "h.csv"
+    p.write_text(
+        "Chat export\nexported 2025-01-01,,,\n"
+        + ",".join(HEADER)
+        + "\n"
+        + "\n".join(",".join(r) for r in BODY)
+        + "\n",
+        encoding="utf-8",
+    )
+    df = read(p)
+    assert df.columns.tolist() == HEADER and df.index.tolist() == [4, 5]
+    assert [e["row"] for e in df.attrs["skipped_above_header"]] == [1, 2]
+    assert df.attrs["skipped_above_header"][0]["text"] == "Chat export"
+    assert df.attrs["encoding"] == "utf-8" and df.attrs["delimiter"] == ","
+    assert read(p, header_row=3).index.tolist() == [4, 5]
+    semi = tmp_path / "s.csv"
+    semi.write_bytes("Чат;Текст\n1;привет\n".encode("cp1251"))
+    got = read(semi, encoding="cp1251")
+    assert (got.attrs["encoding"], got.attrs["delimiter"]) == ("cp1251", ";")
+    bom = tmp_path / "b.csv"
+    bom.write_text("Чат\tТекст\n1\tпривет\n", encoding="utf-8-sig")
+    assert (read(bom).attrs["encoding"], read(bom).attrs["delimiter"]) == ("utf-8-sig", "\t")
+
+
+def test_a_csv_record_wider_than_the_header_is_still_refused(tmp_path):
+    from bulkimport import ReadError, read
+
+    p = tmp_path / "h.csv"
+    p.write_text("a,b\n1,2\n3,4\n5,6\n7,8,9,10\n", encoding="utf-8")
+    with pytest.raises(ReadError, match="check the delimiter"):
+        read(p)
+
+
+def test_totals_and_footer_rows_are_reported_not_imported(tmp_path):
+    from bulkimport import read
+
+    rows = [HEADER, *BODY, ["Итого", None, None, "2 сообщения"], [None, None, None, "2"]]
+    df = read(_book(tmp_path / "h.xlsx", {"S": rows}))
+    assert df.index.tolist() == [2, 3]
+    assert df.attrs["footer_rows"] == [{"row": 4, "text": "Итого | 2 сообщения"}, {"row": 5, "text": "2"}]
+    p = tmp_path / "h.csv"
+    p.write_text(
+        ",".join(HEADER) + "\n" + "\n".join(",".join(r) for r in BODY) + "\nTotal,,,2\n", encoding="utf-8"
+    )
+    csv_df = read(p)
+    assert csv_df.index.tolist() == [2, 3] and csv_df.attrs["footer_rows"][0]["row"] == 4
+    # a full last row that happens to start with a totals word is a message, not a footer
+    q = tmp_path / "q.csv"
+    q.write_text("Text,Chat,Date\nhi,c1,2026-01-01\nTotal: thanks,c1,2026-01-02\n", encoding="utf-8")
+    assert read(q).index.tolist() == [2, 3] and read(q).attrs["footer_rows"] == []
+
+
+def test_several_sheets_or_all_keep_a_position_that_names_the_sheet(tmp_path):
+    from bulkimport import plan, read
+
+    p = _book(
+        tmp_path / "h.xlsx",
+        {
+            "Jan": [HEADER, *BODY],
+            "Notes": [],
+            "Feb": [["February"], HEADER, ["c2", "u2", "2026-02-01 10:00", "again"]],
+        },
+    )
+    df = read(p, sheet=["Jan", "feb"])
+    assert df.index.tolist() == ["Jan!2", "Jan!3", "Feb!3"] and df.index.name == "row"
+    assert df.attrs["sheets"] == ["Jan", "Feb"]
+    assert df.attrs["skipped_above_header"] == [{"row": 1, "text": "February", "sheet": "Feb"}]
+    every = read(p, sheet="*")  # the empty sheet is passed over
+    assert every.index.tolist() == df.index.tolist() and every.attrs["sheets"] == ["Jan", "Feb"]
+    m = Mapping.guess(every).with_options(timezone="UTC")
+    pl = plan(every, m)
+    assert pl.counts["valid"] == 3 and sorted(r for c in pl.conversations for r in c.rows) == sorted(df.index)
+    assert read(p, sheet=["Feb"]).index.tolist() == [3]  # one sheet: plain row numbers
+
+
+def test_unused_columns_are_listed():
+    df = _df(
+        **{
+            "Chat": ["c"],
+            "Client ID": ["u"],
+            "Date": ["2026-01-01"],
+            "Text": ["x"],
+            "Agent mood": ["ok"],
+            "Notes": ["n"],
+        }
+    )
+    assert Mapping.guess(df).unused_columns(df) == ["Agent mood", "Notes"]
+
+
+def test_formula_cells_without_a_value_keep_their_text_and_are_warned(tmp_path):
+    from bulkimport import read, validate
+
+    rows = [HEADER, *BODY, ["c1", "u1", "2026-01-01 10:02", '=CONCAT("he","llo")']]
+    df = read(_book(tmp_path / "h.xlsx", {"S": rows}))  # openpyxl writes formulas without values
+    assert df.loc[4, "Text"] == '=CONCAT("he","llo")'
+    assert df.attrs["formula_cells"] == {4: {"Text": '=CONCAT("he","llo")'}}
+    f = validate(df, Mapping.guess(df).with_options(timezone="UTC"))
+    assert "missing-content" not in set(f["code"])
+    w = f[f["code"] == "formula-without-value"]
+    assert w[["row", "field", "value", "level"]].values.tolist() == [
+        [4, "Text", '=CONCAT("he","llo")', "warning"]
+    ]
