@@ -325,6 +325,12 @@ class _Guess:
         return []
 
 
+def _reason(why: str) -> str:
+    """``"header 'Client' (matches 'client')"`` → ``"matches 'client'"``: why, without the header."""
+    _, sep, rest = why.partition(" (")
+    return rest[:-1] if sep and rest.endswith(")") else why
+
+
 def _quote(names: Iterable[object]) -> str:
     return ", ".join(repr(str(n)) for n in names)
 
@@ -596,7 +602,8 @@ class Mapping:
                 src = f"(via [operators] from author column {self.options['author']!r})"
             else:
                 src = "-"
-            lines.append(f"  {f:<17} ← {src}")
+            why = self.guessed_from.get(f, "")
+            lines.append(f"  {f:<17} ← {src}" + (f"  (guessed: {_reason(why)})" if why else ""))
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v is not None)
         lines.append(f"  options: {opts}")
         if not self.timezone_given:
@@ -604,8 +611,12 @@ class Mapping:
                 f"  time zone: {self.timezone} (not stated: dates without an offset are read as "
                 f"{self.timezone})"
             )
-        for f, why in self.guessed_from.items():
-            lines.append(f"  guessed: {f} ← {why}")
+        for code, text in self.warnings():
+            if code == "user-id-from-name":
+                lines.append(f"  warning ({code}): {text}")
+        if "option author" in self.guessed_from:
+            why = _reason(self.guessed_from["option author"])
+            lines.append(f"  author column ← {self.options.get('author')!r}  (guessed: {why})")
         if self.operators:
             lines.append(
                 f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"

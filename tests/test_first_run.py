@@ -39,7 +39,8 @@ def test_a_guess_says_which_header_each_field_came_from():
     assert m.guessed and m.columns["user.id"] == "Client"
     assert "'Client'" in m.guessed_from["user.id"] and "'client'" in m.guessed_from["user.id"]
     assert "'Author'" in m.guessed_from["option author"]
-    assert "guessed: user.id ← header 'Client'" in m.describe()
+    assert "user.id           ← 'Client'  (guessed: matches 'client')" in m.describe()
+    assert "author column ← 'Author'  (guessed: matches 'author'" in m.describe()
     assert not Mapping(columns={"user.id": "Client"}).guessed
 
 
@@ -49,6 +50,7 @@ def test_a_guessed_user_id_from_a_name_column_is_a_warning_but_an_id_column_is_n
     assert ("user-id-from-name", "user.id", "Client") in m.notes
     found = dict(assumptions(df, m))
     assert "user-id-from-name" in found and "'Client'" in found["user-id-from-name"]
+    assert "warning (user-id-from-name): user.id was guessed from a column of names" in m.describe()
     ids = _df(**{"Client ID": ["c-1", "c-2"], "Date": ["2026-01-01 10:00"] * 2, "Text": ["a", "b"]})
     assert Mapping.guess(ids).notes == []
     named_ids = _df(**{"Customer ID": ["Anna", "Bob"], "Date": ["2026-01-01"] * 2, "Text": ["a", "b"]})
