@@ -558,8 +558,12 @@ def _write_sheet(wb: Any, name: str, blocks: Blocks, freeze: str) -> None:
             kind, cells = line
             if kind == "columns":
                 columns = cells
-            style = bold if kind in ("title", "columns") else None
-            ws.append([_typed(ws, v, style) for v in cells])
+            if kind in ("title", "columns"):
+                ws.append([_typed(ws, v, bold) for v in cells])
+            elif any(type(v) is str and (v[:1] == "=" or v[:1] == "#") for v in cells):
+                ws.append([_typed(ws, v) for v in cells])
+            else:  # the common row: nothing openpyxl would read as a formula or an error
+                ws.append(cells)
             used += 1
             line = next(lines, None)
 
