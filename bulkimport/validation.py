@@ -268,7 +268,7 @@ def assumptions(df: pd.DataFrame, mapping: Mapping) -> list[tuple[str, str]]:
             if row is None:
                 continue
             where = df.attrs.get("source", "the data")
-            text = f"{text} (e.g. {where} row {row})"
+            text = f"{text.rstrip('.')} (e.g. {where} row {row})."
         out.append((code, text))
     return out
 
