@@ -367,3 +367,66 @@ def test_formula_cells_without_a_value_keep_their_text_and_are_warned(tmp_path):
     assert w[["row", "field", "value", "level"]].values.tolist() == [
         [4, "Text", '=CONCAT("he","llo")', "warning"]
     ]
+
+
+def test_several_sheets_go_to_a_sandbox_and_come_back_by_sheet_and_row(tmp_path):
+    """End to end on the sandbox: rows named "<sheet>!<row>" are sent once, journalled, reported
+    (row column, runs block) and listed by status_rows under the same names."""
+    import openpyxl
+
+    import bulkimport
+    from bulkimport import connector
+    from bulkimport.journal import Journal
+    from bulkimport.reporting import status_rows
+
+    rows = [["Chat", "Client ID", "Date", "Text"]]
+    p = _book(
+        tmp_path / "h.xlsx",
+        {
+            "Jan": [*rows, ["c1", "u1", "2026-01-01 10:00", "one"], ["c1", "u1", "2026-01-01 10:01", "two"]],
+            "Feb": [
+                ["Exported by CRM"],
+                *rows,
+                ["c2", "u2", "2026-02-01 10:00", "three"],
+                ["c2", "u2", "bad date", "four"],
+                ["Итого", None, None, "4"],
+            ],
+        },
+    )
+    df = bulkimport.read(p, sheet="*")
+    plan = bulkimport.plan(df, Mapping.guess(df).with_options(timezone="Europe/Moscow"))
+    with bulkimport.Sandbox(time_scale=200.0) as sandbox:
+        target = connector.sandbox_target(sandbox)
+        connector.setup(target.client, target.line, "bulkimport")
+        out = bulkimport.send(
+            plan,
+            portal=target.portal,
+            line=target.line,
+            connector="bulkimport",
+            client=target.client,
+            clock=target.clock,
+            state=tmp_path / "j.db",
+            progress=False,
+        )
+        stored = sandbox.store.messages()
+    assert out["import_status"].to_dict() == {
+        "Jan!2": "sent",
+        "Jan!3": "sent",
+        "Feb!3": "sent",
+        "Feb!4": "invalid",
+    }
+    assert sorted(stored["text"]) == ["one", "three", "two"]
+    report = bulkimport.write_report(
+        out, tmp_path / "r.xlsx", plan=plan, summary={"journal": str(tmp_path / "j.db")}
+    )
+    wb = openpyxl.load_workbook(report)
+    assert [r[0].value for r in wb["rows"].iter_rows(min_row=2)] == ["Jan!2", "Jan!3", "Feb!3", "Feb!4"]
+    summary = [r[0].value for r in wb["summary"].iter_rows()]
+    assert "Runs of this journal" in summary
+    journal = Journal.open(tmp_path / "j.db")
+    try:
+        listed = status_rows(journal, ["invalid", "sent"], plan=plan)
+    finally:
+        journal.close()
+    assert listed["row"].tolist() == ["Feb!3", "Feb!4", "Jan!2", "Jan!3"]
+    assert listed.set_index("row").loc["Jan!2", "time"] == "2026-01-01 10:00:00"
