@@ -76,7 +76,7 @@ def _csv_cells(path: Path) -> list[str]:
         return [cell for row in csv.reader(f) for cell in row]
 
 
-HOSTILE = ('=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-1+1", "@Ann", "=chat1")
+REPORTED = ('=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-1+1", "@Ann", "=chat1")
 
 
 def _assert_neutral(cells: list[object], where: str) -> None:
@@ -84,7 +84,7 @@ def _assert_neutral(cells: list[object], where: str) -> None:
     texts = [c for c in cells if isinstance(c, str)]
     bad = [c for c in texts if c.startswith(FORMULA_START)]
     assert not bad, (where, bad[:5])
-    for value in HOSTILE:
+    for value in REPORTED:
         assert "'" + value in texts, (where, value)
 
 
@@ -92,7 +92,7 @@ def _assert_as_typed(cells: list[object], where: str) -> None:
     """xlsx: the hostile values are there exactly as typed — as text cells (``_xlsx_cells`` has
     already refused any formula cell), so Excel shows them and never evaluates them."""
     texts = [c for c in cells if isinstance(c, str)]
-    for value in HOSTILE:
+    for value in REPORTED:
         assert value in texts, (where, value)
 
 
