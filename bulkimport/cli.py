@@ -614,7 +614,13 @@ def auth(
             "2. Paste the code the portal shows, or the whole address the browser went on to (?code=…)."
         )
         click.echo("   The code is valid for 30 seconds.")
-        code = click.prompt("Code")
+        try:
+            code = click.prompt("Code", default="", show_default=False)
+        except click.Abort:
+            if sys.stdin.isatty():
+                raise  # Ctrl-C at the prompt
+            raise _config("no authorisation code on standard input: run `bulkimport auth` on a terminal, "
+                          "or pass the code with --code") from None
     path = token_file or default_token_file()
     oauth.exchange_code(
         _code_from(code), client_id, client_secret, oauth_url or DEFAULT_OAUTH_URL, path

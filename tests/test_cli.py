@@ -594,3 +594,20 @@ def test_mapping_save_does_not_overwrite_without_being_told(history, tmp_path):
     assert result.exit_code != 0 and target.read_text(encoding="utf-8") == "# mine\n"
     result = CliRunner().invoke(main, ["mapping", str(history), "--save", str(target), "--force"])
     assert result.exit_code == 0 and "[operators]" in target.read_text(encoding="utf-8")
+
+
+def test_auth_says_what_went_wrong_with_the_code(tmp_path, monkeypatch):
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "portal.db") as sb:
+        for name in ("BITRIX24_PORTAL", "BITRIX24_CLIENT_ID", "BITRIX24_CLIENT_SECRET", "BITRIX24_OAUTH_URL"):
+            monkeypatch.setenv(name, _portal_env(sb)[name])
+        token_file = str(tmp_path / "tokens.json")
+        typo = CliRunner().invoke(main, ["auth", "--token-file", token_file, "--code", "not-the-code"])
+        assert typo.exit_code == 2 and "did not accept the authorisation code" in typo.output, typo.output
+        assert "refresh token" not in typo.output
+        empty = CliRunner().invoke(main, ["auth", "--token-file", token_file], input="\n")
+        assert empty.exit_code == 2 and "--code is empty" in empty.output, empty.output
+        closed = CliRunner().invoke(main, ["auth", "--token-file", token_file], input="")
+        assert closed.exit_code == 2 and "no authorisation code on standard input" in closed.output
+        assert "Interrupted" not in empty.output + closed.output
