@@ -525,7 +525,8 @@ def _load_and_show(job: Any) -> Any:
     )
     if len(plan.failures):
         _show_failures(plan.failures)
-    click.echo(f"Estimate: {job.estimate()}.")
+    label = "Estimate for a real portal" if job.sandbox else "Estimate"  # the sandbox says its own below
+    click.echo(f"{label}: {job.estimate()}.")
     return plan
 
 
