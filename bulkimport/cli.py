@@ -143,6 +143,16 @@ def _sheet_opt(fn: Any) -> Any:
         "files_base_url; needed for exports that come without a mapping file).",
     )(fn)
     fn = click.option(
+        "--include-service",
+        is_flag=True,
+        help="Messenger exports: keep service messages (calls, pins, group changes) as system notes.",
+    )(fn)
+    fn = click.option(
+        "--include-groups",
+        is_flag=True,
+        help="Telegram full-account exports: import group chats too (each group is one conversation).",
+    )(fn)
+    fn = click.option(
         "--date-order",
         type=click.Choice(["dmy", "mdy", "ymd"]),
         help="WhatsApp exports: the order of day, month and year when the file cannot tell [default: decided "
@@ -492,6 +502,14 @@ def run(
     if portal and not sandbox:  # credentials, line and connector are checked before the file is read
         job.connect()
     plan = _load_and_show(job)
+    if job.needs_chat_group and not sandbox:
+        fix = shlex.join(["bulkimport", "setup", "--line", str(line), "--connector", connector])
+        fix += " --chat-group"
+        click.echo(
+            "Note: this export has group chats; the connector must be registered with CHAT_GROUP=Y or the "
+            f"portal splits each group by user: run {fix} once before sending (bulkimport cannot read "
+            "the flag back from the portal)."
+        )
     resumed = job.resume()
     if resumed is not None:
         click.echo(str(resumed) + ".")
@@ -555,14 +573,24 @@ def _print_result(result: Any) -> None:
 @_line_opt
 @_connector_opt
 @click.option("--name", default=None, help="Connector name shown in Contact Center.")
-def setup(portal: str | None, line: str | None, connector: str, name: str | None) -> None:
+@click.option(
+    "--chat-group",
+    is_flag=True,
+    help="Register the connector with CHAT_GROUP=Y, so that messages of several users share one chat "
+    "(needed for group chats of messenger exports; without it the portal splits them by user).",
+)
+def setup(
+    portal: str | None, line: str | None, connector: str, name: str | None, chat_group: bool
+) -> None:
     """Register the connector, activate it on the open line and check it is ready."""
     from . import connector as conn
 
     line_id = parse_line(line)
     connector = conn.check_connector_id(connector)
     client = conn.portal_client(portal)
-    result = conn.setup(client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME)
+    result = conn.setup(
+        client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME, chat_group=chat_group
+    )
     click.echo(str(result))
     sys.exit(EXIT_OK if result.ready else EXIT_ROWS)
 

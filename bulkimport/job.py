@@ -206,6 +206,8 @@ class ImportJob:
     date_order: str | None = None  # WhatsApp dates: dmy, mdy or ymd (--date-order)
     files_base_url: str | None = None  # where local attachments are published (--files-base-url)
     accept_guess: bool = False  # send to a real portal on a guessed mapping without asking
+    include_groups: bool = False  # Telegram full exports: group chats too (--include-groups)
+    include_service: bool = False  # messenger service messages as system notes (--include-service)
     source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
@@ -266,6 +268,8 @@ class ImportJob:
                 delimiter=self.delimiter,
                 timezone=self.timezone, date_order=self.date_order, files_base_url=self.files_base_url,
                 operators=operators if messenger else None, strict=strict,
+                **({"include_groups": self.include_groups, "include_service": self.include_service}
+                   if messenger else {}),
             )
             if src.mapping is not None:
                 mapping = src.mapping
@@ -403,6 +407,8 @@ class ImportJob:
                 base += [option, str(value)]
         for author, employee in self.operators.items():
             base += ["--operator", f"{author}={employee}"]
+        base += ["--include-groups"] if self.include_groups else []
+        base += ["--include-service"] if self.include_service else []
         reading = (
             ("--timezone", self.timezone),
             ("--date-order", self.date_order),
