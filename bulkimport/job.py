@@ -78,6 +78,8 @@ class JobResult:
     interrupted: bool = False
     declined: bool = False  # the confirmation was answered "no": nothing was sent
     fix: str | None = None  # the command that fixes what stopped the run (auth, setup)
+    finish: Any = None  # bulkimport.after.finish.FinishResult (None: --keep-open or not reached)
+    import_mode: Path | None = None  # the line's saved settings: it is in import mode
 
     @property
     def stopped(self) -> str | None:
@@ -122,6 +124,23 @@ class JobResult:
                 + f"`bulkimport resolve {shlex.quote(str(self.journal))} --arrived|--not-arrived"
                 + " [--rows 12,40-45]` (arrived rows are never re-sent), or re-send them all: "
                 + shlex.join([*self.command, "--retry-unknown"])
+            )
+        return lines + self._after_steps()
+
+    def _after_steps(self) -> list[str]:
+        """Unfinished sessions and import mode: what to do about them once the rows are done."""
+        lines: list[str] = []
+        journal = shlex.quote(str(self.journal))
+        if self.finish is not None and not self.finish.complete:
+            lines.append(f"{self.finish}; finish the rest with: bulkimport finish {journal}")
+        elif self.finish is None and "--keep-open" in self.command:
+            lines.append(f"The imported sessions are left open (--keep-open); finish them with: "
+                         f"bulkimport finish {journal}")
+        if self.import_mode is not None:
+            lines.append(
+                "The line is in import mode (welcome/rating messages off); when the import is done, "
+                f"restore its settings: bulkimport setup --restore --settings-file {shlex.quote(str(self.import_mode))}"
+                " --portal … --line …"
             )
         return lines
 
@@ -195,6 +214,9 @@ class ImportJob:
     timezone: str | None = None  # zone of dates without one (--timezone)
     date_order: str | None = None  # WhatsApp dates: dmy, mdy or ymd (--date-order)
     files_base_url: str | None = None  # where local attachments are published (--files-base-url)
+    keep_open: bool = False  # leave the imported sessions open (--keep-open); default: finish them
+    unmapped_operators: str = "refuse"  # operator-side authors without an employee: refuse or system
+    line_warnings: list[str] = field(default_factory=list, init=False)  # the line's noisy settings
     source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
@@ -307,7 +329,19 @@ class ImportJob:
     def estimate(self) -> Estimate:
         """The plan's ETA on this job's portal limits."""
         assert isinstance(self.limits, PortalLimits)
-        return self.plan().estimate(self.limits)
+        found = self.plan().estimate(self.limits)
+        if self.keep_open:
+            return found
+        from .after.finish import finish_requests
+
+        # finishing: one batch request per 50 conversations, after their last message (the finish
+        # method's server time is budgeted apart from the send method's; the bucket is shared)
+        extra = finish_requests(len(self.plan().conversations))
+        import dataclasses
+
+        return dataclasses.replace(
+            found, requests=found.requests + extra, seconds=found.seconds + extra / self.limits.drain_rate
+        )
 
     def resume(self) -> Resume | None:
         """What an existing journal of this plan already holds (None: a fresh import, or a journal
@@ -356,7 +390,22 @@ class ImportJob:
             client, ready = self.preflight()
             self._client, self._ready = client, ready
             self.notify(str(ready))
+            self._check_line_settings(client)
         return self._ready
+
+    def _check_line_settings(self, client: Any) -> None:
+        """Warn about each line setting that would add messages, leads or work to imported chats."""
+        from .after import linemode
+        from .errors import PortalError
+
+        try:
+            config = linemode.line_config(client, parse_line(self.line))
+        except (PortalError, ConfigError) as exc:
+            self.notify(f"Could not read the line's settings (imopenlines.config.get): {exc}")
+            return
+        self.line_warnings = linemode.warnings(config)
+        for text in self.line_warnings:
+            self.notify(f"Warning: {text}")
 
     def preflight(self) -> tuple[Any, Any]:
         """A client for the real portal and its preflight checks (raises with the fix)."""
@@ -389,6 +438,10 @@ class ImportJob:
             base += ["--plan", self.limits.name]
         if self.max_in_flight != 2:
             base += ["--max-in-flight", str(self.max_in_flight)]
+        if self.keep_open:
+            base += ["--keep-open"]
+        if self.unmapped_operators != "refuse":
+            base += ["--unmapped-operators", self.unmapped_operators]
         return base
 
     def run(self, confirm: Callable[[str], bool] | None = None) -> JobResult:
@@ -422,7 +475,31 @@ class ImportJob:
         if not result.interrupted:
             portal, line = target.get("portal"), target.get("line", "")
             result.fix = conn.fix_for(summary.stopped, portal, line, self.connector)
+        self._after_send(plan, result, target["client"])
         return result
+
+    def _after_send(self, plan: Plan, result: JobResult, client: Any) -> None:
+        """Record the sent external ids (for undo); finish the complete conversations' sessions."""
+        from .after import finish, linemode, undo
+        from .journal import Journal
+        from .sending.progress import collector
+
+        if linemode.settings_path(self.state).is_file():
+            result.import_mode = linemode.settings_path(self.state)
+        if not result.journal.is_file():
+            return
+        journal = Journal.open(result.journal)
+        try:
+            journal.lock()
+            undo.record_ids(journal, plan)
+            if self.keep_open or result.interrupted or result.fix:
+                return
+            # a collector the caller gave counts the finish calls too (no second bar on a terminal)
+            given = self.progress if self.progress is not None and not isinstance(self.progress, bool) else False
+            result.finish = finish.finish_sessions(client, journal, progress=collector(given))
+            self.notify(str(result.finish))
+        finally:
+            journal.close()
 
     def _send_to_portal(self, plan: Plan, confirm: Callable[[str], bool] | None) -> JobResult:
         """Preflight the real portal, ask for confirmation, send."""

@@ -302,6 +302,16 @@ class Journal:
         else:
             cur.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, for the modules that keep their own tables here (``after/``)."""
+        with self._tx() as cur:
+            yield cur
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only SELECT with bound ``params`` (never interpolated user text)."""
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
     def meta(self) -> dict[str, str]:
         """The journal's binding and bookkeeping values."""
         try:
