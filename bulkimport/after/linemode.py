@@ -49,7 +49,7 @@ _OFF = frozenset({"", "N", "none", "0", "None"})
 
 def line_config(client: Any, line: int) -> dict[str, Any]:
     """The line's settings (``imopenlines.config.get``); ConfigError for a missing line."""
-    found = client.call(CONFIG_GET_METHOD, {"CONFIG_ID": int(line)})
+    found = client.call(CONFIG_GET_METHOD, {"CONFIG_ID": int(line), "WITH_QUEUE": "Y"})
     if not isinstance(found, Mapping):
         raise ConfigError(f"--line {line}: the portal has no open line with that id")
     return dict(found)
