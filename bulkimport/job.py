@@ -63,6 +63,22 @@ def _operators_of(mapping: Any) -> dict[str, int]:
     return dict(table)
 
 
+def _system_for_unmapped(src: Any, strict: bool) -> None:
+    """``--unmapped-operators system`` on a messenger export: business-side rows whose author maps
+    to no employee go with message.user_id = 0 (the portal's system user) instead of refusing."""
+    import dataclasses
+
+    frame = src.frame
+    unmapped = frame["side"].eq("operator") & frame["operator_id"].isna()
+    if bool(unmapped.any()):
+        frame.loc[unmapped, "operator_id"] = "0"
+    src.problems[:] = [p for p in src.problems if "map to no Bitrix24 employee" not in p]
+    options = {**src.mapping.options, "unmapped_operators": "system"}
+    src.mapping = dataclasses.replace(src.mapping, options=options)
+    if strict:
+        src.check()
+
+
 @dataclass
 class JobResult:
     """What a job's run produced: the per-row frame, the sender's summary and what follows."""
@@ -227,6 +243,10 @@ class ImportJob:
 
     def __post_init__(self) -> None:
         self.source = Path(self.source)
+        if self.unmapped_operators not in ("refuse", "system"):
+            raise ConfigError(
+                f"--unmapped-operators {self.unmapped_operators!r}: use refuse (the default) or system"
+            )
         if isinstance(self.limits, str):
             self.limits = preset(self.limits)
         self.connector = conn.check_connector_id(self.connector)
@@ -275,8 +295,11 @@ class ImportJob:
             src = load(
                 self.source, sheet=sheet, encoding=self.encoding, delimiter=self.delimiter,
                 timezone=self.timezone, date_order=self.date_order, files_base_url=self.files_base_url,
-                operators=operators if messenger else None, strict=strict,
+                operators=operators if messenger else None,
+                strict=strict and self.unmapped_operators != "system",
             )
+            if self.unmapped_operators == "system" and src.mapping is not None:
+                _system_for_unmapped(src, strict)
             if src.mapping is not None:
                 mapping = src.mapping
             elif given is not None:
@@ -301,6 +324,8 @@ class ImportJob:
             options["timezone"] = self.timezone
         if self.files_base_url:
             options["files_base_url"] = self.files_base_url
+        if self.unmapped_operators != "refuse":
+            options["unmapped_operators"] = self.unmapped_operators
         operators = {**mapping.operators, **self.operators}
         if options == mapping.options and operators == mapping.operators:
             return mapping
