@@ -663,11 +663,15 @@ def _line_mode(
         changes = linemode.enter_import_mode(client, line, path, portal=portal)
         what = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing (already quiet)"
         click.echo(f"Line {line} in import mode: set {what}; previous values kept in {path}.")
-        click.echo(f"When the import is done: bulkimport setup --restore --settings-file {shlex.quote(str(path))}")
+        restore = shlex.quote(str(path))
+        click.echo(f"When the import is done: bulkimport setup --restore --settings-file {restore}")
         return
     previous = linemode.restore(client, line, path)
     what = ", ".join(f"{k}={v}" for k, v in previous.items()) or "nothing to put back"
     click.echo(f"Line {line} restored: {what}.")
+
+
+_NO_JOURNAL = "{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
 
 
 def _journal_client(path: Path) -> tuple[Any, Any, dict[str, str]]:
@@ -693,7 +697,7 @@ def finish(state: Path | None) -> None:
 
     path = state or _find_journal()
     if not path.is_file():
-        raise _config(f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)")
+        raise _config(_NO_JOURNAL.format(path=path))
     journal, client, _ = _journal_client(path)
     try:
         journal.lock()
@@ -716,7 +720,7 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
 
     path = state or _find_journal()
     if not path.is_file():
-        raise _config(f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)")
+        raise _config(_NO_JOURNAL.format(path=path))
     wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats is not None else None
     journal, client, meta = _journal_client(path)
     try:
@@ -728,7 +732,8 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
             sys.exit(EXIT_OK)
         question = f"Delete {len(todo.targets)} messages in {len(todo.per_chat())} conversations?"
         if not yes and not (_interactive() and click.confirm(question, default=False)):
-            click.echo("Nothing was deleted" + ("" if _interactive() else " (pass --yes to delete without asking)") + ".")
+            why = "" if _interactive() else " (pass --yes to delete without asking)"
+            click.echo(f"Nothing was deleted{why}.")
             sys.exit(EXIT_ROWS)
         done = undoing.undo(client, journal, todo, line=int(meta["line"]), connector=meta["connector"])
     finally:
@@ -749,9 +754,9 @@ def _show_undo(todo: Any) -> None:
     if len(per) > 20:
         click.echo(f"  … and {len(per) - 20} more conversations")
     if todo.no_ids:
-        click.echo(f"{todo.no_ids} sent rows have no recorded ids (journal from an older version): not deleted.")
+        click.echo(f"{todo.no_ids} sent rows have no recorded ids (an older journal): not deleted.")
     if todo.unknown_sends:
-        click.echo(f"{todo.unknown_sends} rows have an unknown outcome: they may be on the portal; not deleted.")
+        click.echo(f"{todo.unknown_sends} rows have an unknown outcome (maybe on the portal): not deleted.")
     from .after.undo import CANNOT_REMOVE
 
     click.echo(CANNOT_REMOVE)

@@ -155,8 +155,8 @@ class JobResult:
         if self.import_mode is not None:
             lines.append(
                 "The line is in import mode (welcome/rating messages off); when the import is done, "
-                f"restore its settings: bulkimport setup --restore --settings-file {shlex.quote(str(self.import_mode))}"
-                " --portal … --line …"
+                "restore its settings: bulkimport setup --restore --settings-file "
+                f"{shlex.quote(str(self.import_mode))} --portal … --line …"
             )
         return lines
 
@@ -357,16 +357,10 @@ class ImportJob:
         found = self.plan().estimate(self.limits)
         if self.keep_open:
             return found
-        from .after.finish import finish_requests
+        from .after.finish import with_finishing
 
-        # finishing: one batch request per 50 conversations, after their last message (the finish
-        # method's server time is budgeted apart from the send method's; the bucket is shared)
-        extra = finish_requests(len(self.plan().conversations))
-        import dataclasses
-
-        return dataclasses.replace(
-            found, requests=found.requests + extra, seconds=found.seconds + extra / self.limits.drain_rate
-        )
+        # finishing: one batch request per 50 conversations at the end of the run
+        return with_finishing(found, len(self.plan().conversations))
 
     def resume(self) -> Resume | None:
         """What an existing journal of this plan already holds (None: a fresh import, or a journal
@@ -520,7 +514,7 @@ class ImportJob:
             if self.keep_open or result.interrupted or result.fix:
                 return
             # a collector the caller gave counts the finish calls too (no second bar on a terminal)
-            given = self.progress if self.progress is not None and not isinstance(self.progress, bool) else False
+            given = False if self.progress is None or isinstance(self.progress, bool) else self.progress
             result.finish = finish.finish_sessions(client, journal, progress=collector(given))
             self.notify(str(result.finish))
         finally:

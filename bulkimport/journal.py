@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from .codes import INFLIGHT, PENDING, SENT, STATUS_ORDER, UNKNOWN
+from .codes import DELETED, INFLIGHT, PENDING, SENT, STATUS_ORDER, UNKNOWN
 from .errors import ConfigError, JournalMismatchError
 
 SCHEMA_VERSION = "1"
@@ -521,7 +521,7 @@ class Journal:
     def summary(self) -> dict[str, Any]:
         """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
         meta = self.meta()
-        counts = dict.fromkeys(STATUS_ORDER, 0)
+        counts = dict.fromkeys((s for s in STATUS_ORDER if s != DELETED), 0)  # deleted: only after undo
         raw = self.counts()
         for status, n in raw.items():
             key = UNKNOWN if status == INFLIGHT else status  # a live or killed run's in-flight rows

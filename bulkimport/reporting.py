@@ -27,7 +27,7 @@ from .errors import ConfigError
 STATUS_COLUMNS = codes.STATUS_COLUMNS
 
 #: Statuses in the order people read them.
-STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending", "deleted"]
+STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]  # + "deleted" when there are any (undo)
 
 #: First characters that make a spreadsheet treat text as a formula (OWASP CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -31,7 +31,9 @@ def test_import_mode_then_restore_round_trips_the_line_settings_exactly(tmp_path
     with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
         _env(sb, monkeypatch)
         client = connector.portal_client(sb.url)
-        noisy = {"VOTE_MESSAGE": "Y", "AUTO_CLOSE_RULE": "text", "AUTO_CLOSE_TEXT": "Bye!", "CLOSE_RULE": "form"}
+        noisy = {
+            "VOTE_MESSAGE": "Y", "AUTO_CLOSE_RULE": "text", "AUTO_CLOSE_TEXT": "Bye!", "CLOSE_RULE": "form"
+        }
         assert client.call("imopenlines.config.update", {"CONFIG_ID": 1, "PARAMS": noisy}) is True
         before = _config(client)
         state = tmp_path / "history.csv.bulkimport.db"
@@ -44,7 +46,8 @@ def test_import_mode_then_restore_round_trips_the_line_settings_exactly(tmp_path
             "WELCOME_MESSAGE": "Y", "VOTE_MESSAGE": "Y", "AUTO_CLOSE_RULE": "text", "CLOSE_RULE": "form"
         }
         quiet = _config(client)
-        assert (quiet["WELCOME_MESSAGE"], quiet["VOTE_MESSAGE"], quiet["AUTO_CLOSE_RULE"]) == ("N", "N", "none")
+        switches = (quiet["WELCOME_MESSAGE"], quiet["VOTE_MESSAGE"], quiet["AUTO_CLOSE_RULE"])
+        assert switches == ("N", "N", "none")
         assert quiet["AUTO_CLOSE_TEXT"] == "Bye!"  # texts are kept, only the switches change
         again = CliRunner().invoke(main, [*args, "--import-mode"])  # would lose the saved values
         assert again.exit_code == 2 and "--restore" in again.output

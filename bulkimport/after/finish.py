@@ -126,6 +126,22 @@ def finish_requests(conversations: int) -> int:
     return math.ceil(conversations / PER_BATCH) if conversations > 0 else 0
 
 
+def with_finishing(estimate: Any, conversations: int) -> Any:
+    """``estimate`` (a plan's :class:`~bulkimport.planning.Estimate`) plus finishing
+    ``conversations`` sessions: their batch requests share the bucket (drained at Y per second);
+    the finish method's server time is budgeted apart from the send method's."""
+    import dataclasses
+
+    extra = finish_requests(conversations)
+    limits = estimate.limits
+    requests = estimate.requests + extra
+    bucket = max(0.0, (requests - limits.bucket_size) / limits.drain_rate)
+    binding = "bucket" if bucket > estimate.seconds else estimate.binding
+    return dataclasses.replace(
+        estimate, requests=requests, seconds=max(estimate.seconds, bucket), binding=binding
+    )
+
+
 def finish_sessions(
     client: Any,
     journal: Journal,
@@ -198,4 +214,6 @@ def _why(exc: BaseException) -> str:
     return f"{code}: {text}" if text else str(code)
 
 
-__all__ = ["FINISHED_SCHEMA", "FinishResult", "finish_requests", "finish_sessions", "to_finish"]
+__all__ = [
+    "FINISHED_SCHEMA", "FinishResult", "finish_requests", "finish_sessions", "to_finish", "with_finishing",
+]

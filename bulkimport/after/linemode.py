@@ -72,7 +72,9 @@ def warnings(config: Mapping[str, Any]) -> list[str]:
             "created for every imported customer (map the disable_crm option to avoid it)"
         )
     if str(config.get("AUTO_CLOSE_TIME", "0")) not in _OFF and _on(config.get("AUTO_CLOSE_RULE")):
-        out.append(f"AUTO_CLOSE_TIME={config['AUTO_CLOSE_TIME']}: imported sessions auto-close with a message")
+        out.append(
+            f"AUTO_CLOSE_TIME={config['AUTO_CLOSE_TIME']}: imported sessions auto-close with a message"
+        )
     queue = config.get("QUEUE")
     if queue:
         out.append(
@@ -121,7 +123,9 @@ def restore(client: Any, line: int, path: Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{path} is not a line-settings file of bulkimport") from None
     if saved_line != int(line):
-        raise ConfigError(f"{path} holds the settings of line {saved_line}, not {line}: pass --line {saved_line}")
+        raise ConfigError(
+            f"{path} holds the settings of line {saved_line}, not {line}: pass --line {saved_line}"
+        )
     if previous:
         _update(client, line, previous)
         now = line_config(client, line)

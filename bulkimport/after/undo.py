@@ -77,7 +77,9 @@ def record_ids(journal: Journal, plan: Any) -> int:
                            str(item["message"]["id"])))
     with journal.transaction() as cur:
         before = cur.connection.total_changes
-        cur.executemany("INSERT OR IGNORE INTO external_ids (rid, chat, user, mid) VALUES (?, ?, ?, ?)", values)
+        cur.executemany(
+            "INSERT OR IGNORE INTO external_ids (rid, chat, user, mid) VALUES (?, ?, ?, ?)", values
+        )
         return cur.connection.total_changes - before
 
 
