@@ -706,7 +706,7 @@ def finish(state: Path | None) -> None:
         journal.close()
     for text in result.lines():
         click.echo(text)
-    sys.exit(EXIT_OK if result.complete else EXIT_ROWS)
+    sys.exit(EXIT_INTERRUPTED if result.interrupted else EXIT_OK if result.complete else EXIT_ROWS)
 
 
 @main.command()

@@ -127,3 +127,35 @@ def test_errors_are_per_conversation_and_the_rest_are_finished(tmp_path, monkeyp
         assert "chat 999999: CHAT_ID" in out.output
         assert int(sb.store.sessions()["closed"].notna().sum()) == 2
         assert _finished(result.journal) == 2
+
+
+def test_ctrl_c_while_finishing_keeps_what_finished_and_the_next_pass_does_the_rest(tmp_path, monkeypatch):
+    from bulkimport import connector
+    from bulkimport.after.finish import finish_sessions
+    from bulkimport.journal import Journal
+
+    csv, mapping = _csv(tmp_path, chats=60, per_chat=1)
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        _env(sb, monkeypatch)
+        result = _portal_job(csv, mapping, sb, keep_open=True).run()
+        client = connector.portal_client(sb.url)
+        real_batch, calls = client.batch, []
+
+        def batch_then_ctrl_c(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the user presses Ctrl-C before the second batch leaves
+            return real_batch(*args, **kwargs)
+
+        monkeypatch.setattr(client, "batch", batch_then_ctrl_c)
+        journal = Journal.open(result.journal)
+        try:
+            first = finish_sessions(client, journal)
+        finally:
+            journal.close()
+        assert first.interrupted and not first.complete and first.finished == 50
+        assert _finished(result.journal) == 50 and int(sb.store.sessions()["closed"].notna().sum()) == 50
+        out = CliRunner().invoke(main, ["finish", str(result.journal)])
+        assert out.exit_code == EXIT_OK, out.output
+        assert "Finished 10 sessions" in out.output and "50 already" in out.output
+        assert sb.store.sessions()["closed"].notna().all() and len(sb.store.sessions()) == 60

@@ -60,11 +60,12 @@ class FinishResult:
     no_chat: int = 0  # complete conversations without a known CHAT_ID (e.g. confirmed-arrived)
     requests: int = 0  # batch requests made
     failed: dict[str, str] = field(default_factory=dict)  # CHAT_ID → why it was not finished
+    interrupted: bool = False  # Ctrl-C while finishing: what finished is recorded, the rest is not
 
     @property
     def complete(self) -> bool:
         """Every complete conversation's session is finished."""
-        return not self.failed and not self.no_chat
+        return not self.failed and not self.no_chat and not self.interrupted
 
     def __str__(self) -> str:
         text = f"Finished {self.finished} sessions ({self.requests} batch requests)"
@@ -72,6 +73,8 @@ class FinishResult:
             text += f", {self.already} already finished"
         if self.failed:
             text += f", {len(self.failed)} not finished (errors)"
+        if self.interrupted:
+            text += ", interrupted (Ctrl-C)"
         if self.no_chat:
             text += f", {self.no_chat} without a known CHAT_ID (finish them in the open line)"
         return text
@@ -151,7 +154,8 @@ def finish_sessions(
     now: Callable[[], float] = time.time,
 ) -> FinishResult:
     """Finish every complete, unfinished conversation's session (or only ``chats``) in batches;
-    ``progress``: a progress collector told the number of calls and how many are done."""
+    ``progress``: a progress collector told the number of calls and how many are done. Ctrl-C
+    stops the pass (``interrupted``) with what finished recorded: finishing is idempotent."""
     ensure_table(journal)
     todo, already, no_chat = to_finish(journal)
     if chats is not None:
@@ -162,7 +166,11 @@ def finish_sessions(
         progress.start(len(todo), 0)
     for start in range(0, len(todo), PER_BATCH):
         part = todo[start : start + PER_BATCH]
-        stop = _finish_batch(client, journal, part, result, now)
+        try:
+            stop = _finish_batch(client, journal, part, result, now)
+        except KeyboardInterrupt:  # what finished is recorded; the rest waits for the next pass
+            result.interrupted = True
+            break
         if progress is not None:
             progress.update(len(part), {"finished": result.finished, "failed": len(result.failed)})
         if stop is not None:
