@@ -722,12 +722,15 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
     if not path.is_file():
         raise _config(_NO_JOURNAL.format(path=path))
     wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats is not None else None
-    journal, client, meta = _journal_client(path)
+    from . import connector as conn
+    from .journal import Journal
+
+    journal = Journal.open(path)
     try:
         journal.lock()
         todo = undoing.undo_plan(journal, wanted)
         _show_undo(todo)
-        if dry_run or not todo.targets:
+        if dry_run or not todo.targets:  # a dry run needs no credentials
             click.echo("Dry run: nothing was deleted." if dry_run else "Nothing to delete.")
             sys.exit(EXIT_OK)
         question = f"Delete {len(todo.targets)} messages in {len(todo.per_chat())} conversations?"
@@ -735,13 +738,14 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
             why = "" if _interactive() else " (pass --yes to delete without asking)"
             click.echo(f"Nothing was deleted{why}.")
             sys.exit(EXIT_ROWS)
+        meta = journal.meta()
+        client = conn.portal_client(meta.get("portal"))
         done = undoing.undo(client, journal, todo, line=int(meta["line"]), connector=meta["connector"])
     finally:
         journal.close()
     click.echo(str(done))
     for rid, why in list(done.failed.items())[:10]:
         click.echo(f"  row {rid}: {why}")
-    click.echo(undoing.CANNOT_REMOVE)
     sys.exit(EXIT_OK if done.complete else EXIT_ROWS)
 
 

@@ -104,7 +104,7 @@ def test_keep_open_then_finish_gives_the_same_end_state_and_a_second_finish_call
         sb.reset_stats()
         out = CliRunner().invoke(main, ["finish", str(result.journal)])
         assert out.exit_code == EXIT_OK, out.output
-        assert "Finished 3 sessions (1 batch requests)" in out.output
+        assert "Finished 3 sessions (1 batch request)" in out.output
         assert sb.store.sessions()["closed"].notna().all() and len(sb.store.sessions()) == 3
         assert sb.stats()["by_method"].get("batch") == 1 and _refusals(sb) == 0
         sb.reset_stats()

@@ -68,7 +68,8 @@ class FinishResult:
         return not self.failed and not self.no_chat and not self.interrupted
 
     def __str__(self) -> str:
-        text = f"Finished {self.finished} sessions ({self.requests} batch requests)"
+        plural = "" if self.requests == 1 else "s"
+        text = f"Finished {self.finished} sessions ({self.requests} batch request{plural})"
         if self.already:
             text += f", {self.already} already finished"
         if self.failed:
