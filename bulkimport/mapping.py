@@ -55,6 +55,11 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
         (str,),
         "local folder prefix stripped from attachment paths before files_base_url",
     ),
+    "unmapped_operators": (
+        "refuse",
+        (str,),
+        "operator-side authors without an employee: refuse, or system (sent with message.user_id = 0)",
+    ),
 }
 
 SECTIONS = ("columns", "constants", "options", "operators")
