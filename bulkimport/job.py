@@ -212,6 +212,62 @@ class Resume:
         return text + f"; ETA for the {self.to_go}: {self.estimate}"
 
 
+def _left_to_send(
+    rows: Any, plan: Plan, retry_failed: bool, retry_unknown: bool
+) -> tuple[int, list[int], int]:
+    """From a journal's non-pending rows: (rows sent, messages still to send per conversation, rows
+    waiting on failed or unknown ones), holding conversations exactly as the sender does."""
+    rows = rows[rows["conv"].notna()]
+    retried = {"failed"} if retry_failed else set()
+    retried |= {"unknown", "inflight"} if retry_unknown else set()
+    left = [len(c) for c in plan.conversations]
+    blocked = [0] * len(left)
+    waiting = 0
+    for conv, status, hold in zip(rows["conv"].astype(int), rows["status"], rows["hold"], strict=True):
+        if status == "sent":
+            left[conv] -= 1
+        elif status in retried:
+            continue
+        elif status == "failed" and not hold:  # a rejected item: its conversation went on
+            left[conv] -= 1
+            waiting += 1
+        else:
+            blocked[conv] = 1  # the conversation waits behind this row (as the sender holds it)
+    waiting += sum(n for n, b in zip(left, blocked, strict=True) if b)
+    left = [0 if b else n for n, b in zip(left, blocked, strict=True)]
+    return int(rows["status"].eq("sent").sum()), left, waiting
+
+
+def _sandbox_pace(plan: Plan, limits: PortalLimits, time_scale: float | None) -> tuple[Estimate, float]:
+    """The sandbox's own ETA and the clock scale that makes the demo take about ten seconds."""
+    from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
+
+    # The sandbox charges COST_PER_CALL + COST_PER_MESSAGE per message of a call, so its server
+    # time per message is lower than the one-message figure the real-portal ETA assumes
+    # (1.2 s): pace the demo's clock and its promise on the sandbox's own cost.
+    messages = max(1, plan.messages)
+    per_message = (plan.calls() * COST_PER_CALL + messages * COST_PER_MESSAGE) / messages
+    here = plan.estimate(limits, seconds_per_message=per_message)
+    return here, time_scale or conn.demo_time_scale(here.seconds)
+
+
+def _start_sandbox(db: Path, scale: float, state: Path) -> Any:
+    """A started sandbox on the port a resumed journal is bound to (ConfigError when busy)."""
+    from .sandbox import Sandbox
+
+    port = conn.sandbox_port_for(state)
+    sandbox = Sandbox(db=db, port=port, time_scale=scale)
+    try:
+        sandbox.start()
+    except OSError as exc:
+        sandbox.stop()
+        raise ConfigError(
+            f"--state {state} belongs to a sandbox import on port {port}, which is busy "
+            f"({exc.strerror}); free the port, or pass a new --state (and --sandbox-db) for a new import"
+        ) from None
+    return sandbox
+
+
 @dataclass
 class ImportJob:
     """One import of ``source`` into one open line (or a sandbox rehearsal); see the module doc."""
@@ -410,28 +466,10 @@ class ImportJob:
             rows = journal.rows(skip_pending=True)
         finally:
             journal.close()
-        rows = rows[rows["conv"].notna()]
-        retried = {"failed"} if self.retry_failed else set()
-        retried |= {"unknown", "inflight"} if self.retry_unknown else set()
-        sent = rows["status"].eq("sent")
-        left = [len(c) for c in plan.conversations]
-        blocked = [0] * len(left)
-        waiting = 0
-        for conv, status, hold in zip(rows["conv"].astype(int), rows["status"], rows["hold"], strict=True):
-            if status == "sent":
-                left[conv] -= 1
-            elif status in retried:
-                continue
-            elif status == "failed" and not hold:  # a rejected item: its conversation went on
-                left[conv] -= 1
-                waiting += 1
-            else:
-                blocked[conv] = 1  # the conversation waits behind this row (as the sender holds it)
-        waiting += sum(n for n, b in zip(left, blocked, strict=True) if b)
-        left = [0 if b else n for n, b in zip(left, blocked, strict=True)]
+        sent, left, waiting = _left_to_send(rows, plan, self.retry_failed, self.retry_unknown)
         total = sum(len(c) for c in plan.conversations)
         estimate = plan.estimate(self.limits, remaining=left)
-        return Resume(self.state, int(sent.sum()), total, sum(left), waiting, estimate)
+        return Resume(self.state, sent, total, sum(left), waiting, estimate)
 
     def connect(self) -> Any:
         """Check, without changing anything, that the real portal is ready — credentials, line,
@@ -579,42 +617,14 @@ class ImportJob:
         where = {"portal": self.portal, "line": line, "connector": self.connector}
         return self._send(plan, command, client=client, **where)
 
-    def _sandbox_pace(self, plan: Plan) -> tuple[Estimate, float]:
-        """The sandbox's own ETA and the clock scale that makes the demo take about ten seconds."""
-        from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
-
-        # The sandbox charges COST_PER_CALL + COST_PER_MESSAGE per message of a call, so its server
-        # time per message is lower than the one-message figure the real-portal ETA assumes
-        # (1.2 s): pace the demo's clock and its promise on the sandbox's own cost.
-        messages = max(1, plan.messages)
-        per_message = (plan.calls() * COST_PER_CALL + messages * COST_PER_MESSAGE) / messages
-        assert isinstance(self.limits, PortalLimits)
-        here = plan.estimate(self.limits, seconds_per_message=per_message)
-        return here, self.time_scale or conn.demo_time_scale(here.seconds)
-
-    def _start_sandbox(self, db: Path, scale: float) -> Any:
-        """A started sandbox on the port a resumed journal is bound to (ConfigError when busy)."""
-        from .sandbox import Sandbox
-
-        port = conn.sandbox_port_for(self.state)
-        sandbox = Sandbox(db=db, port=port, time_scale=scale)
-        try:
-            sandbox.start()
-        except OSError as exc:
-            sandbox.stop()
-            raise ConfigError(
-                f"--state {self.state} belongs to a sandbox import on port {port}, which is busy "
-                f"({exc.strerror}); free the port, or pass a new --state (and --sandbox-db) for a new import"
-            ) from None
-        return sandbox
-
     def _send_to_sandbox(self, plan: Plan) -> JobResult:
         """Start a sandbox portal, set the connector up on its line, send to it, stop it (DB kept)."""
         from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
 
         db = Path(self.sandbox_db or conn.default_sandbox_db(self.source))
-        here, scale = self._sandbox_pace(plan)
-        with self._start_sandbox(db, scale) as sb:
+        assert isinstance(self.limits, PortalLimits) and isinstance(self.state, Path)
+        here, scale = _sandbox_pace(plan, self.limits, self.time_scale)
+        with _start_sandbox(db, scale, self.state) as sb:
             line = parse_line(self.line) if self.line not in (None, "") else None
             target = conn.sandbox_target(sb, limits=self.limits, line=line)
             assert isinstance(self.limits, PortalLimits)
