@@ -31,6 +31,10 @@ PENDING = "pending"
 #: The journal's state of a row whose request is on the wire; reported as ``unknown`` (the row is
 #: never shown in flight: a run that stopped there may or may not have delivered it).
 INFLIGHT = "inflight"
+#: A row the journal had as ``sent`` that ``bulkimport verify`` did not find on the portal; the next
+#: run sends it again (after newer messages of its chat). Not in :data:`STATUS_ORDER`: it lasts only
+#: until that run.
+MISSING = "missing"
 
 #: Final and intermediate values of the ``import_status`` column, in the order reports list them.
 STATUS_ORDER: tuple[str, ...] = (SENT, FAILED, INVALID, UNKNOWN, PENDING)
@@ -518,3 +522,13 @@ _add("attachment-missing", "warning", "read",
      "The message names an attachment that is not in the export's folder or zip; a note says so in the text.",
      "Put the file back where the export had it (the path is in the value) and run again, or accept "
      "the note.")
+
+# --------------------------------------------------------------------------------------------------
+# Read-back, verify and settling (bulkimport.after.readback / .settle / .verify)
+# --------------------------------------------------------------------------------------------------
+_add("found-on-portal", "warning", "send",
+     "The outcome was unknown; reading the chat back found the message on the portal.",
+     "Nothing to do: it was not re-sent; its portal message id comes from the read-back.")
+_add("missing-on-portal", "error", "send",
+     "The journal had this row as sent, but `bulkimport verify` did not find it in its chat.",
+     "The next run sends it again; it will appear after newer messages of its chat.")

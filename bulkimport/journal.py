@@ -473,6 +473,41 @@ class Journal:
             )
             return self._conn.total_changes - before
 
+    # ------------------------------------------------------------------ read-back (bulkimport.after)
+    def unknown_rows(self) -> list[tuple[str, int, int, float | None]]:
+        """``(rid, conv, seq, started_at)`` of every planned row whose outcome is unknown (or left
+        in flight), with when the request that carried it started (wall time; None: not known)."""
+        return self._conn.execute(
+            "SELECT r.rid, r.conv, r.seq, q.started_at FROM rows r LEFT JOIN requests q ON q.id = r.request "
+            "WHERE r.status IN (?, ?) AND r.conv IS NOT NULL ORDER BY r.conv, r.seq",
+            (UNKNOWN, INFLIGHT),
+        ).fetchall()
+
+    def portal_chats(self) -> dict[int, tuple[str, str | None]]:
+        """Conversation index → (CHAT_ID, latest SESSION_ID) the portal gave its sent rows."""
+        out: dict[int, tuple[str, str | None]] = {}
+        for conv, chat, session in self._conn.execute(
+            "SELECT conv, chat_id, session_id FROM rows WHERE chat_id IS NOT NULL AND conv IS NOT NULL "
+            "ORDER BY conv, seq"
+        ):
+            out[int(conv)] = (str(chat), session)
+        return out
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement of a module that owns a table of this journal (fixed SQL, bound values)."""
+        with self._tx() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement per item in one transaction (fixed SQL, bound values)."""
+        with self._tx() as cur:
+            cur.executemany(sql, rows)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Read with fixed SQL and bound values (a module's own tables)."""
+        return self._conn.execute(sql, params).fetchall()
+
     # ------------------------------------------------------------------ reading
     def rows(self, *, skip_pending: bool = False) -> pd.DataFrame:
         """Every journalled row (``rid`` is the JSON row key), in insertion order; with

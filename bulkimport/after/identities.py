@@ -1,0 +1,68 @@
+"""The external ids of every planned row, kept in the journal so that read-back needs no input file.
+
+Table ``row_ids`` (owned here, created on first use): row key → conversation, position, external
+``chat.id``, ``user.id`` and ``message.id`` as the plan sends them. The sender records it at the
+start of every run (one ``INSERT OR REPLACE`` per row), so ``bulkimport verify STATE`` and the
+settling of unknown rows read what a row was sent as from the journal alone — the journal's meta
+names the input file but not the mapping, sheet or options that made the plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..codes import MISSING
+from ..journal import Journal
+from ..planning import Plan
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS row_ids (rid TEXT PRIMARY KEY, conv INTEGER NOT NULL, "
+    "seq INTEGER NOT NULL, chat TEXT NOT NULL, user TEXT NOT NULL, mid TEXT NOT NULL)"
+)
+
+
+def ensure(journal: Journal) -> None:
+    """Create the table if this journal has none yet."""
+    journal.execute(_SCHEMA)
+
+
+def record(journal: Journal, plan: Plan) -> int:
+    """Store the external ids of every planned row (replacing a previous run's); returns how many."""
+    from ..journal import row_key
+
+    ensure(journal)
+    rows: list[tuple[Any, ...]] = []
+    for ci, conv in enumerate(plan.conversations):
+        for seq, (rid, item) in enumerate(zip(conv.rows, conv.messages, strict=True)):
+            rows.append((row_key(rid), ci, seq, str(item["chat"]["id"]), str(item["user"]["id"]),
+                         str(item["message"]["id"])))
+    journal.executemany(
+        "INSERT OR REPLACE INTO row_ids (rid, conv, seq, chat, user, mid) VALUES (?, ?, ?, ?, ?, ?)", rows
+    )
+    return len(rows)
+
+
+class JournalIds:
+    """``of(conv, seq)`` → the external (chat, user, message) ids a journal recorded."""
+
+    def __init__(self, journal: Journal) -> None:
+        try:
+            rows = journal.query("SELECT conv, seq, chat, user, mid FROM row_ids")
+        except Exception:  # noqa: BLE001 - a journal written before read-back existed has no table
+            rows = []
+        self.ids = {(int(c), int(s)): (str(ch), str(u), str(m)) for c, s, ch, u, m in rows}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def of(self, conv: int, seq: int) -> tuple[str, str, str]:
+        """External (chat.id, user.id, message.id) of the row at ``conv``, ``seq``."""
+        return self.ids[(conv, seq)]
+
+
+def missing_count(journal: Journal) -> int:
+    """Rows verify marked ``missing`` (the next run sends them again)."""
+    return int(journal.query("SELECT COUNT(*) FROM rows WHERE status = ?", (MISSING,))[0][0])
+
+
+__all__ = ["JournalIds", "ensure", "missing_count", "record"]
