@@ -48,7 +48,7 @@ class JournalIds:
     def __init__(self, journal: Journal) -> None:
         try:
             rows = journal.query("SELECT conv, seq, chat, user, mid FROM row_ids")
-        except Exception:  # noqa: BLE001 - a journal written before read-back existed has no table
+        except Exception:
             rows = []
         self.ids = {(int(c), int(s)): (str(ch), str(u), str(m)) for c, s, ch, u, m in rows}
 

@@ -71,7 +71,9 @@ class ChatReader:
                 ) from None
             raise
 
-    def find_chat(self, connector: str, line: int | str, chat: str, user: str) -> tuple[int, str | None] | None:
+    def find_chat(
+        self, connector: str, line: int | str, chat: str, user: str
+    ) -> tuple[int, str | None] | None:
         """The portal CHAT_ID and current SESSION_ID of an external chat (None: no such dialog)."""
         code = f"{connector}|{line}|{chat}|{user}"
         try:

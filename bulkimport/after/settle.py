@@ -74,7 +74,9 @@ def check_mids(contents: list[ChatContents]) -> None:
 class ChatLocator:
     """Portal chat of a conversation: from the journal (sent rows), else imopenlines.dialog.get."""
 
-    def __init__(self, journal: Journal, ids: JournalIds, reader: ChatReader, connector: str, line: Any) -> None:
+    def __init__(
+        self, journal: Journal, ids: JournalIds, reader: ChatReader, connector: str, line: Any
+    ) -> None:
         self.known = journal.portal_chats()
         self.ids, self.reader, self.connector, self.line = ids, reader, connector, line
 
@@ -175,4 +177,4 @@ def settle_unknown(
     return out
 
 
-__all__ = ["ChatLocator", "MARGIN", "NoConnectorMid", "Settled", "settle_unknown"]
+__all__ = ["MARGIN", "ChatLocator", "NoConnectorMid", "Settled", "settle_unknown"]

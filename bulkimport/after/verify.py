@@ -98,7 +98,9 @@ def estimate(journal: Journal, chats: Iterable[str] | None = None,
     return calls, max(0.0, calls - limits.bucket_size) / limits.drain_rate
 
 
-def _compare(ids: JournalIds, conv: int, rows: list[Any], read: ChatContents) -> tuple[dict[str, Any], list[str]]:
+def _compare(
+    ids: JournalIds, conv: int, rows: list[Any], read: ChatContents
+) -> tuple[dict[str, Any], list[str]]:
     """One conversation's line of the table and its sent rows the chat does not hold."""
     sent = [(rid, ids.of(conv, seq)[2]) for rid, seq, status in rows if status == SENT]
     missing = [rid for rid, mid in sent if mid not in read.found]
