@@ -9,6 +9,7 @@ names the input file but not the mapping, sheet or options that made the plan.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from ..codes import MISSING
@@ -48,7 +49,7 @@ class JournalIds:
     def __init__(self, journal: Journal) -> None:
         try:
             rows = journal.query("SELECT conv, seq, chat, user, mid FROM row_ids")
-        except Exception:
+        except sqlite3.Error:  # a journal written before read-back existed has no table
             rows = []
         self.ids = {(int(c), int(s)): (str(ch), str(u), str(m)) for c, s, ch, u, m in rows}
 
