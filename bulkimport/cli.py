@@ -8,10 +8,11 @@ traceback unless ``--debug``); 130 interrupted (the journal is saved; the resume
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -617,6 +618,75 @@ def resolve(state: Path | None, arrived: bool | None, rows_spec: str | None) -> 
     click.echo(f"{changed} unknown row{'s' if changed != 1 else ''} marked {what}.")
     for text in journal_lines(summary, path):
         click.echo(text)
+
+
+@main.command()
+@click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--portal", help="Portal address (default: the one the journal is bound to).")
+@click.option("--sandbox-db", type=click.Path(path_type=Path, dir_okay=False),
+              help="Verify a --sandbox import: the sandbox database it kept.")
+@click.option("--chats", metavar="LIST", help="Only these chat ids (comma-separated), as in the input.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the comparison to this .csv or .xlsx file.")
+@click.option("--plan", "plan_name", default="standard", show_default=True,
+              help="The portal's plan (standard|enterprise): the pace of the read-back calls.")
+def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chats: str | None,
+           report_path: Path | None, plan_name: str) -> None:
+    """Read every conversation back and compare it with the journal; mark what is missing.
+
+    Settles unknown rows first (found on the portal → sent; not there → sent again by the next
+    run). Sent rows the portal does not hold are marked missing: the next `bulkimport run` sends
+    them again, after newer messages of their chats. Exit 0 when everything sent is on the portal.
+    """
+    from .after.verify import estimate, write_comparison
+    from .after.verify import verify as verify_journal
+    from .journal import Journal
+    from .limits import preset
+
+    path = state or _find_journal()
+    if not path.is_file():
+        raise _config(
+            f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
+        )
+    if report_path is not None:
+        from .reporting import check_report_path
+
+        check_report_path(str(report_path))
+    limits = preset(plan_name)
+    wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats else None
+    journal = Journal.open(path)
+    try:
+        calls, seconds = estimate(journal, wanted, limits)
+        click.echo(f"Verify reads {calls} calls' worth of chats back; about {seconds:.0f} s on the "
+                   f"{limits.name} plan (one call per 50 messages per chat, plus one join per chat).")
+        with _verify_target(journal, portal, sandbox_db, limits) as (client, clock):
+            result = verify_journal(journal, client, chats=wanted, clock=clock, cap=limits.request_timeout,
+                                    notify=lambda t: click.echo(t, err=True))
+    finally:
+        journal.close()
+    for text in result.lines():
+        click.echo(text)
+    if report_path is not None:
+        click.echo(f"Comparison written to {write_comparison(result, report_path)}")
+    sys.exit(result.exit_code)
+
+
+@contextlib.contextmanager
+def _verify_target(journal: Any, portal: str | None, sandbox_db: Path | None, limits: Any) -> Iterator[Any]:
+    """(client, clock) for the journal's portal, or for the sandbox kept in ``sandbox_db``."""
+    from . import connector as conn
+
+    if sandbox_db is None:
+        client = conn.portal_client(portal or journal.meta().get("portal"), limits=limits)
+        yield client, client.clock
+        return
+    from .sandbox import Sandbox
+
+    if not sandbox_db.is_file():
+        raise _config(f"--sandbox-db {sandbox_db}: no such file; pass the sandbox database of the run")
+    with Sandbox(db=sandbox_db, port=conn.sandbox_port_for(journal.path)) as sb:
+        target = conn.sandbox_target(sb, limits=limits)
+        yield target.client, target.clock
 
 
 def _config(text: str) -> Exception:

@@ -189,6 +189,7 @@ class ImportJob:
     retry_failed: bool = False
     retry_unknown: bool = False
     max_in_flight: int = 2
+    settle_unknown: bool = True  # read the chats of unknown rows back before sending (after.settle)
     progress: Any = None  # None: a bar on a terminal or in Jupyter; False; or a progress collector
     notify: Callable[[str], None] = _silent
     operators: dict[str, int] = field(default_factory=dict)  # author → employee id (--operator)
@@ -409,6 +410,7 @@ class ImportJob:
             "retry_unknown": self.retry_unknown,
             "progress": self.progress,
             "max_in_flight": self.max_in_flight,
+            "settle_unknown": self.settle_unknown,
         }
 
     def _send(self, plan: Plan, command: list[str], **target: Any) -> JobResult:

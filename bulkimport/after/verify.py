@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -166,4 +167,19 @@ def verify(
                         refused, missing)
 
 
-__all__ = ["COLUMNS", "Verification", "estimate", "verify"]
+
+
+def write_comparison(result: Verification, path: str | Path) -> Path:
+    """The per-conversation comparison as ``.csv`` or ``.xlsx`` (no cell can become a formula)."""
+    from ..reporting import check_report_path, neutralise
+
+    target = check_report_path(str(path))
+    table = result.table.map(neutralise)
+    if target.suffix.lower() == ".csv":
+        table.to_csv(target, index=False, encoding="utf-8-sig")
+    else:
+        table.to_excel(target, index=False, sheet_name="verify")
+    return target
+
+
+__all__ = ["COLUMNS", "Verification", "estimate", "verify", "write_comparison"]
