@@ -365,6 +365,11 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading:
 @click.option(
     "--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal)."
 )
+@click.option(
+    "--no-readback", is_flag=True,
+    help="Do not read the chats of unknown rows back before sending: leave them unknown, for "
+    "`bulkimport resolve`.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
 @click.pass_context
 def run(
@@ -385,6 +390,7 @@ def run(
     plan_name: str,
     max_in_flight: int,
     no_progress: bool,
+    no_readback: bool,
     yes: bool,
     **reading: Any,
 ) -> None:
@@ -407,6 +413,7 @@ def run(
         retry_failed=retry_failed,
         retry_unknown=retry_unknown,
         max_in_flight=max_in_flight,
+        settle_unknown=not no_readback,
         progress=False if no_progress else None,  # None: a bar when stderr is a terminal
         notify=click.echo,
         **_reading(reading),

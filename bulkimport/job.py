@@ -390,6 +390,8 @@ class ImportJob:
             base += ["--plan", self.limits.name]
         if self.max_in_flight != 2:
             base += ["--max-in-flight", str(self.max_in_flight)]
+        if not self.settle_unknown:
+            base += ["--no-readback"]
         return base
 
     def run(self, confirm: Callable[[str], bool] | None = None) -> JobResult:
