@@ -483,7 +483,13 @@ def _print_result(result: Any) -> None:
 @_line_opt
 @_connector_opt
 @click.option("--name", default=None, help="Connector name shown in Contact Center.")
-def setup(portal: str | None, line: str | None, connector: str, name: str | None) -> None:
+@click.option(
+    "--check-readback", is_flag=True,
+    help="Also send one probe message to a test chat of the line and check that reading it back "
+    "finds the id it was sent with (CONNECTOR_MID): what verify and settling rely on.",
+)
+def setup(portal: str | None, line: str | None, connector: str, name: str | None,
+          check_readback: bool) -> None:
     """Register the connector, activate it on the open line and check it is ready."""
     from . import connector as conn
 
@@ -492,7 +498,14 @@ def setup(portal: str | None, line: str | None, connector: str, name: str | None
     client = conn.portal_client(portal)
     result = conn.setup(client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME)
     click.echo(str(result))
-    sys.exit(EXIT_OK if result.ready else EXIT_ROWS)
+    readable = True
+    if check_readback and result.ready:
+        from .after.probe import check_readback as probe
+
+        found = probe(client, connector, line_id)
+        click.echo(str(found))
+        readable = found.carries_id
+    sys.exit(EXIT_OK if result.ready and readable else EXIT_ROWS)
 
 
 @main.command()
