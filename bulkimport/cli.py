@@ -370,6 +370,11 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading:
     help="Do not read the chats of unknown rows back before sending: leave them unknown, for "
     "`bulkimport resolve`.",
 )
+@click.option(
+    "--update-changed", is_flag=True,
+    help="Sent rows whose text or files changed in the file since: update them on the portal "
+    "(imconnector.update.messages) instead of only reporting them (changed-after-sent).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
 @click.pass_context
 def run(
@@ -391,6 +396,7 @@ def run(
     max_in_flight: int,
     no_progress: bool,
     no_readback: bool,
+    update_changed: bool,
     yes: bool,
     **reading: Any,
 ) -> None:
@@ -414,6 +420,7 @@ def run(
         retry_unknown=retry_unknown,
         max_in_flight=max_in_flight,
         settle_unknown=not no_readback,
+        update_changed=update_changed,
         progress=False if no_progress else None,  # None: a bar when stderr is a terminal
         notify=click.echo,
         **_reading(reading),

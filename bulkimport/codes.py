@@ -532,3 +532,13 @@ _add("found-on-portal", "warning", "send",
 _add("missing-on-portal", "error", "send",
      "The journal had this row as sent, but `bulkimport verify` did not find it in its chat.",
      "The next run sends it again; it will appear after newer messages of its chat.")
+_add("changed-after-sent", "warning", "send",
+     "The row was sent, then its content changed in the file; the portal keeps what was sent.",
+     "Run the same command with --update-changed to update the message on the portal "
+     "(imconnector.update.messages), or leave it as it is.")
+_add("updated-after-sent", "warning", "send",
+     "The row's content changed after it was sent; --update-changed updated the message on the portal.",
+     "Nothing to do.")
+_add("dated-before-sent", "warning", "send",
+     "A new row is dated before messages already sent in its chat: it will appear after them.",
+     "Nothing to do if the order does not matter; otherwise import the chat again into a new one.")

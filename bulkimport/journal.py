@@ -160,6 +160,8 @@ class Journal:
         self._conn = conn
         self._lockfile: Any = None
         self._readonly = readonly
+        #: the previous fingerprint when :meth:`bind` (``rebind=True``) met an edited input
+        self.rebound: str | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -206,8 +208,13 @@ class Journal:
         connector: str,
         fingerprint: str,
         source: str | None = None,
+        rebind: bool = False,
     ) -> Journal:
-        """Create the journal, or reopen it after checking it belongs to this import and target."""
+        """Create the journal, or reopen it after checking it belongs to this import and target.
+
+        ``rebind``: a changed fingerprint (an edited input) is not refused; the journal comes back
+        with ``rebound`` set to the old fingerprint, for :mod:`bulkimport.after.rebind` to match
+        the rows by identity (a changed portal, line or connector is still refused)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -240,7 +247,9 @@ class Journal:
                 f"journal {path} belongs to another target: {what}; keep the original "
                 "--portal/--line/--connector to resume, or pass a new --state for a new import"
             )
-        if have.get("fingerprint") != fingerprint:
+        if have.get("fingerprint") != fingerprint and rebind:
+            journal.rebound = have.get("fingerprint")
+        elif have.get("fingerprint") != fingerprint:
             journal.close()
             raise JournalMismatchError(
                 f"journal {path} was written for a different input or mapping (the plan's fingerprint "
@@ -503,6 +512,10 @@ class Journal:
         """Run one statement per item in one transaction (fixed SQL, bound values)."""
         with self._tx() as cur:
             cur.executemany(sql, rows)
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) for a module's multi-statement change."""
+        return self._tx()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Read with fixed SQL and bound values (a module's own tables)."""

@@ -18,8 +18,31 @@ from ..planning import Plan
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS row_ids (rid TEXT PRIMARY KEY, conv INTEGER NOT NULL, "
-    "seq INTEGER NOT NULL, chat TEXT NOT NULL, user TEXT NOT NULL, mid TEXT NOT NULL)"
+    "seq INTEGER NOT NULL, chat TEXT NOT NULL, user TEXT NOT NULL, mid TEXT NOT NULL, digest TEXT)"
 )
+
+
+def digest(item: Any) -> str:
+    """A short hash of what a message says (text, files, date, operator): changed → changed content."""
+    import hashlib
+    import json
+
+    m = item["message"]
+    what = {k: m.get(k) for k in ("text", "files", "date", "user_id")}
+    text = json.dumps(what, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def planned(plan: Plan) -> list[tuple[str, int, int, str, str, str, str]]:
+    """``(rid, conv, seq, chat, user, mid, digest)`` of every planned row, in plan order."""
+    from ..journal import row_key
+
+    out: list[tuple[str, int, int, str, str, str, str]] = []
+    for ci, conv in enumerate(plan.conversations):
+        for seq, (rid, item) in enumerate(zip(conv.rows, conv.messages, strict=True)):
+            out.append((row_key(rid), ci, seq, str(item["chat"]["id"]), str(item["user"]["id"]),
+                        str(item["message"]["id"]), digest(item)))
+    return out
 
 
 def ensure(journal: Journal) -> None:
@@ -27,18 +50,17 @@ def ensure(journal: Journal) -> None:
     journal.execute(_SCHEMA)
 
 
-def record(journal: Journal, plan: Plan) -> int:
-    """Store the external ids of every planned row (replacing a previous run's); returns how many."""
-    from ..journal import row_key
-
+def record(journal: Journal, plan: Plan, keep: frozenset[str] = frozenset()) -> int:
+    """Store the external ids and content digest of every planned row (replacing a previous run's;
+    the rows in ``keep`` — sent, content changed since — keep the digest of what was sent)."""
     ensure(journal)
-    rows: list[tuple[Any, ...]] = []
-    for ci, conv in enumerate(plan.conversations):
-        for seq, (rid, item) in enumerate(zip(conv.rows, conv.messages, strict=True)):
-            rows.append((row_key(rid), ci, seq, str(item["chat"]["id"]), str(item["user"]["id"]),
-                         str(item["message"]["id"])))
+    rows = planned(plan)
+    keep = keep | {str(r[0]) for r in journal.query(
+        "SELECT rid FROM rows WHERE code = 'changed-after-sent' AND status = 'sent'")}
     journal.executemany(
-        "INSERT OR REPLACE INTO row_ids (rid, conv, seq, chat, user, mid) VALUES (?, ?, ?, ?, ?, ?)", rows
+        "INSERT OR REPLACE INTO row_ids (rid, conv, seq, chat, user, mid, digest) VALUES "
+        "(?, ?, ?, ?, ?, ?, COALESCE((SELECT digest FROM row_ids WHERE rid = ? AND ? = 1), ?))",
+        [(*r[:6], r[0], int(r[0] in keep), r[6]) for r in rows],
     )
     return len(rows)
 
@@ -66,4 +88,4 @@ def missing_count(journal: Journal) -> int:
     return int(journal.query("SELECT COUNT(*) FROM rows WHERE status = ?", (MISSING,))[0][0])
 
 
-__all__ = ["JournalIds", "ensure", "missing_count", "record"]
+__all__ = ["JournalIds", "digest", "ensure", "missing_count", "planned", "record"]

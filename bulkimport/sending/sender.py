@@ -125,11 +125,15 @@ class Sender:
         env: Mapping[str, str] | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         settle_unknown: bool = False,
+        update_changed: bool = False,
     ) -> None:
         env = os.environ if env is None else env
         #: read the chats of unknown rows back before sending (bulkimport.after.settle)
         self.settle_unknown = settle_unknown
         self.settled: Any = None
+        #: update sent rows whose content changed in the file (bulkimport.after.update)
+        self.update_changed = update_changed
+        self.changes: Any = None  # what an edited input changed (bulkimport.after.rebind)
         if (
             isinstance(max_in_flight, bool)
             or not isinstance(max_in_flight, int)
@@ -205,8 +209,19 @@ class Sender:
             connector=self.connector,
             fingerprint=fingerprint,
             source=self.plan.frame.attrs.get("source"),
+            rebind=True,
         )
-        journal.lock()
+        try:
+            journal.lock()
+            if journal.rebound is not None:  # an edited input: match the rows by identity
+                from ..after.rebind import reconcile
+
+                self.changes = reconcile(journal, self.plan, self._invalid(), fingerprint)
+                for text in self.changes.lines():
+                    log.warning("%s", text)
+        except BaseException:
+            journal.close()
+            raise
         return journal
 
     def _conv_keys(self) -> list[list[str]]:
@@ -277,6 +292,14 @@ class Sender:
                 journal, client, connector=self.connector, line=self._line_value(),
                 clock=self.clock, cap=self.limits.request_timeout,
             )
+        if self.update_changed:
+            from ..after.update import update_changed
+
+            done, refused = update_changed(journal, self.plan, client, connector=self.connector,
+                                           line=self._line_value())
+            if done or refused:
+                log.warning("--update-changed: %d changed rows updated on the portal, %d refused",
+                            done, refused)
 
     def _run(self, journal: Journal, frozen: bool = False) -> SendOutcome:
         plan = self.plan
