@@ -110,9 +110,11 @@ def _one_pass(
     young: list[tuple[str, int, int, float | None]] = []
     late: list[str] = []
     contents: list[ChatContents] = []
+    places = {conv: locator.chat(conv) for conv in by_conv}
+    reads = locator.reader.read_many(sorted({w[0] for w in places.values() if w is not None}))
     for conv, rows in by_conv.items():
-        where = locator.chat(conv)
-        read = locator.reader.read(where[0]) if where is not None else ChatContents(0)
+        where = places[conv]
+        read = reads[where[0]] if where is not None else ChatContents(0)
         contents.append(read)
         found_after = False
         for rid, _, seq, started in reversed(rows):

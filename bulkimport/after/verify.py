@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..journal import Journal
 from ..limits import STANDARD, PortalLimits
 from .identities import JournalIds
-from .readback import PAGE, ChatContents, ChatReader, ReadbackRefused
+from .readback import BATCH_CHATS, PAGE, ChatContents, ChatReader, ReadbackRefused
 from .settle import ChatLocator, Settled, check_mids, settle_unknown
 
 COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows"]
@@ -90,12 +90,15 @@ def _groups(journal: Journal, ids: JournalIds, chats: Iterable[str] | None) -> d
 
 def estimate(journal: Journal, chats: Iterable[str] | None = None,
              limits: PortalLimits = STANDARD) -> tuple[int, float]:
-    """Calls and seconds verify needs: per chat one join and one page per 50 messages (bucket pace)."""
+    """Requests verify needs and their seconds at the bucket's pace: one batch per 25 chats (a join
+    and the first page each), one more call per further 50 messages of a chat, one
+    ``imopenlines.dialog.get`` per chat without a recorded CHAT_ID."""
     ids = JournalIds(journal)
     groups = _groups(journal, ids, chats)
     known = journal.portal_chats()
-    calls = sum(1 + max(1, math.ceil((len(rows) + 1) / PAGE)) + (conv not in known)
-                for conv, rows in groups.items())
+    more = sum(max(0, math.ceil((len(rows) + 1) / PAGE) - 1) + (conv not in known)
+               for conv, rows in groups.items())
+    calls = math.ceil(len(groups) / BATCH_CHATS) + more
     return calls, max(0.0, calls - limits.bucket_size) / limits.drain_rate
 
 
@@ -147,9 +150,12 @@ def verify(
     contents: list[ChatContents] = []
     refused = settled.reason
     try:
-        for conv, rows in _groups(journal, ids, chats).items():
-            where = locator.chat(conv)
-            read = reader.read(where[0]) if where is not None else ChatContents(0)
+        groups = _groups(journal, ids, chats)
+        places = {conv: locator.chat(conv) for conv in groups}
+        reads = reader.read_many(sorted({w[0] for w in places.values() if w is not None}))
+        for conv, rows in groups.items():
+            where = places[conv]
+            read = reads[where[0]] if where is not None else ChatContents(0)
             contents.append(read)
             row, gone = _compare(ids, conv, rows, read)
             lines.append(row)
