@@ -27,12 +27,20 @@ class NoMidPortal(RequestsTransport):
 
     def post(self, url, body, headers, timeout):  # type: ignore[no-untyped-def]
         raw = super().post(url, body, headers, timeout)
-        if not url.endswith("im.dialog.messages.get") or raw.status != 200:
+        if raw.status != 200:
             return raw
         answer = json.loads(raw.body)
-        for m in answer["result"]["messages"]:
-            if isinstance(m.get("params"), dict):
-                m["params"].pop("CONNECTOR_MID", None)
+        if url.endswith("im.dialog.messages.get"):
+            pages = [answer["result"]]
+        elif url.endswith("/batch"):
+            pages = [r for r in (answer["result"]["result"] or {}).values()
+                     if isinstance(r, dict) and "messages" in r]
+        else:
+            return raw
+        for page in pages:
+            for m in page["messages"]:
+                if isinstance(m.get("params"), dict):
+                    m["params"].pop("CONNECTOR_MID", None)
         return dataclasses.replace(raw, body=json.dumps(answer).encode())
 
 

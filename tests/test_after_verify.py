@@ -3,12 +3,18 @@ row, the next run sends exactly those, and a portal without CONNECTOR_MID is ref
 
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 
+import pandas as pd
+from click.testing import CliRunner
 from conftest import register
 from test_send_sandbox import connect, make_plan
 
 from bulkimport.after.verify import estimate, verify
+from bulkimport.cli import main
+from bulkimport.job import ImportJob
 from bulkimport.journal import Journal
 from bulkimport.sandbox import Sandbox
 from bulkimport.sending.sender import Sender
@@ -60,3 +66,43 @@ def test_verify_finds_lost_messages_by_row_and_the_next_run_sends_exactly_those(
         assert verify(journal, client).exit_code == 0
     finally:
         journal.close()
+
+
+def test_the_verify_command_on_a_sandbox_import(tmp_path: Path, monkeypatch) -> None:
+    for name in [n for n in os.environ if n.startswith("BITRIX24_")]:
+        monkeypatch.delenv(name)
+    src = tmp_path / "history.csv"
+    with src.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Chat ID", "Client ID", "Client name", "Message ID", "Date", "Text"])
+        w.writerows([[f"chat{c}", f"client{c}", "Ann", f"c{c}-m{i}", f"2025-01-0{i + 1} 10:0{c}", "=1+1"]
+                     for i in range(4) for c in range(3)])
+    db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
+
+    def job() -> ImportJob:
+        return ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0, progress=False)
+
+    assert job().run().summary.counts["sent"] == 12
+    with Sandbox(db=db) as sb:
+        lost = set(sb.store.lose_messages(message_ids=["c1-m2", "c2-m0"])["message_id"])
+    assert lost == {"c1-m2", "c2-m0"}
+    args = ["verify", str(state), "--sandbox-db", str(db), "--report", str(tmp_path / "verify.csv")]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 1, done.output
+    assert "chat1: sent 4, found 3, missing 1, unexpected 0" in done.output
+    assert "Total: 3 conversations, sent 12, found 10, missing 2, unexpected 0" in done.output
+    assert done.output.index("Verify reads") < done.output.index("chat0:")  # cost and ETA first
+    table = pd.read_csv(tmp_path / "verify.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    assert list(table["missing"]) == ["0", "1", "1"]
+    journal = Journal.open(state)
+    try:
+        assert journal.counts() == {"sent": 10, "missing": 2}
+    finally:
+        journal.close()
+    again = job().run()
+    assert again.summary.sent_this_run == 2
+    with Sandbox(db=db) as sb:
+        stored = sb.store.messages()
+        assert sb.store.duplicates().empty and len(stored) == 12
+        assert set(stored["text"]) == {"=1+1"}
+    assert CliRunner().invoke(main, args).exit_code == 0
