@@ -35,11 +35,10 @@ import requests  # noqa: E402
 
 from bulkimport.after.settle import settle_unknown  # noqa: E402
 from bulkimport.after.verify import estimate, verify  # noqa: E402
-from bulkimport.clock import for_sandbox  # noqa: E402
+from bulkimport.connector import sandbox_target  # noqa: E402
 from bulkimport.journal import Journal  # noqa: E402
 from bulkimport.limits import STANDARD  # noqa: E402
 from bulkimport.planning import FAILURE_COLUMNS, Conversation, Plan  # noqa: E402
-from bulkimport.portal.client import Client  # noqa: E402
 from bulkimport.sandbox import Sandbox  # noqa: E402
 from bulkimport.sending.sender import Sender  # noqa: E402
 
@@ -97,8 +96,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Sandbox(time_scale=1000.0, cost_per_call=0.0,
                                                        cost_per_message=0.0) as sb:
         _register(sb)
-        clock = for_sandbox(sb)
-        client = Client(sb.url, sb.access_token, clock=clock)
+        target = sandbox_target(sb, line=1)  # OAuth with refresh: tokens live 3.6 real seconds here
+        client, clock = target.client, target.clock
         state = Path(tmp) / "j.db"
         plan = _plan(args.conversations, args.messages)
         sent = Sender(plan, portal=sb.url, line=1, connector=CONNECTOR, client=client, clock=clock,

@@ -44,6 +44,11 @@ class ChatContents:
     system: int = 0  # author-0 messages (ignored)
     without_mid: int = 0  # non-system messages carrying no CONNECTOR_MID
     calls: int = 0
+    want: frozenset[str] = frozenset()  # stop walking once these are found (empty: read it all)
+
+    def done(self) -> bool:
+        """Every wanted id is found (never, when nothing in particular is wanted)."""
+        return bool(self.want) and self.want <= self.found.keys()
 
 
 def _mids(params: Any) -> list[str]:
@@ -100,9 +105,10 @@ class ChatReader:
             raise
         return "joined"
 
-    def read(self, chat_id: int) -> ChatContents:
-        """Every non-system message of portal chat ``chat_id``, walked 50 at a time."""
-        out = ChatContents(chat_id)
+    def read(self, chat_id: int, want: frozenset[str] = frozenset()) -> ChatContents:
+        """Every non-system message of portal chat ``chat_id``, walked 50 at a time (``want``: stop
+        as soon as these external ids are found — a complete walk only proves what is absent)."""
+        out = ChatContents(chat_id, want=want)
         before = self.calls
         self._walk(out, None, self._join(chat_id))
         out.calls = self.calls - before
@@ -121,10 +127,12 @@ class ChatReader:
                     raise
                 raise _unreadable(out.chat_id, joined) from None
             last = _consume(out, page)
-            if last is None:
+            if last is None or out.done():
                 return
 
-    def read_many(self, chat_ids: list[int]) -> dict[int, ChatContents]:
+    def read_many(
+        self, chat_ids: list[int], want: dict[int, frozenset[str]] | None = None
+    ) -> dict[int, ChatContents]:
         """Like :meth:`read` for many chats, :data:`BATCH_CHATS` per ``batch`` request (a join and
         the first page each): a chat of fewer than 50 messages costs 1/25 of a request, not two."""
         out: dict[int, ChatContents] = {}
@@ -142,10 +150,10 @@ class ChatReader:
                     raise _refused("batch", exc) from None
                 raise
             for k, chat in enumerate(part):
-                out[chat] = self._from_batch(chat, answer, k)
+                out[chat] = self._from_batch(chat, answer, k, (want or {}).get(chat, frozenset()))
         return out
 
-    def _from_batch(self, chat: int, answer: Any, k: int) -> ChatContents:
+    def _from_batch(self, chat: int, answer: Any, k: int, want: frozenset[str]) -> ChatContents:
         """One chat's contents from its two batch commands (walking on, or alone, when needed)."""
         join_error, page_error = answer.errors.get(f"j{k}"), answer.errors.get(f"p{k}")
         joined = "joined" if join_error is None else f"refused with {join_error.code}"
@@ -157,10 +165,10 @@ class ChatReader:
                 raise _unreadable(chat, joined)
             if isinstance(page_error, FatalError) or code in REFUSED:
                 raise _refused("im.dialog.messages.get", page_error)
-            return self.read(chat)  # refused for the rate (or not run): read it on its own
-        out = ChatContents(chat)
+            return self.read(chat, want)  # refused for the rate (or not run): read it on its own
+        out = ChatContents(chat, want=want)
         last = _consume(out, (answer.results[f"p{k}"] or {}).get("messages") or [])
-        if last is not None:
+        if last is not None and not out.done():
             self._walk(out, last, joined)
         return out
 

@@ -111,7 +111,11 @@ def _one_pass(
     late: list[str] = []
     contents: list[ChatContents] = []
     places = {conv: locator.chat(conv) for conv in by_conv}
-    reads = locator.reader.read_many(sorted({w[0] for w in places.values() if w is not None}))
+    wanted: dict[int, set[str]] = {}
+    for conv, rows in by_conv.items():
+        if places[conv] is not None:
+            wanted.setdefault(places[conv][0], set()).update(locator.ids.of(conv, r[2])[2] for r in rows)
+    reads = locator.reader.read_many(sorted(wanted), {c: frozenset(m) for c, m in wanted.items()})
     for conv, rows in by_conv.items():
         where = places[conv]
         read = reads[where[0]] if where is not None else ChatContents(0)
