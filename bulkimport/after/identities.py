@@ -22,13 +22,19 @@ _SCHEMA = (
 )
 
 
+def _id(item: Any, block: str) -> str:
+    """``item[block]["id"]`` as text, tolerating a malformed item (the portal rejects it anyway)."""
+    value = item.get(block) if isinstance(item, dict) else None
+    return str(value.get("id")) if isinstance(value, dict) else str(value)
+
+
 def digest(item: Any) -> str:
     """A short hash of what a message says (text, files, date, operator): changed → changed content."""
     import hashlib
     import json
 
-    m = item["message"]
-    what = {k: m.get(k) for k in ("text", "files", "date", "user_id")}
+    m = item.get("message") if isinstance(item, dict) else None
+    what = {k: m.get(k) for k in ("text", "files", "date", "user_id")} if isinstance(m, dict) else str(m)
     text = json.dumps(what, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -40,8 +46,8 @@ def planned(plan: Plan) -> list[tuple[str, int, int, str, str, str, str]]:
     out: list[tuple[str, int, int, str, str, str, str]] = []
     for ci, conv in enumerate(plan.conversations):
         for seq, (rid, item) in enumerate(zip(conv.rows, conv.messages, strict=True)):
-            out.append((row_key(rid), ci, seq, str(item["chat"]["id"]), str(item["user"]["id"]),
-                        str(item["message"]["id"]), digest(item)))
+            out.append((row_key(rid), ci, seq, _id(item, "chat"), _id(item, "user"), _id(item, "message"),
+                        digest(item)))
     return out
 
 
