@@ -12,6 +12,7 @@ from pathlib import Path
 
 from drills.kit import check_store, cli_env, journal_statuses, register, run_args, write_history
 from test_drill_kill_resume import _quiesce, _wait_sending
+from test_send_sandbox import assert_exactly_once_in_order, connect, make_plan, sender, setup_connector
 
 import bulkimport
 from bulkimport.clock import for_sandbox
@@ -88,3 +89,23 @@ def test_kill_9_then_the_resumed_run_settles_every_unknown_row_and_duplicates_no
         status = {history.by_row[str(r)]: s for r, s in frame["import_status"].items()}
         copies = check_store(portal, history.want, status)
         assert set(copies) == history.ids and set(copies.values()) == {1}
+
+
+def test_connections_dropped_after_the_portal_committed_are_settled_on_the_next_run(tmp_path: Path) -> None:
+    """drop-after: the portal stores the messages, the answer never arrives — rows unknown; the next
+    run reads their chats back: every row sent, each message exactly once, in order."""
+    with Sandbox(time_scale=100.0, seed=11) as portal:
+        client, _ = connect(portal, tmp_path)
+        setup_connector(client)
+        portal.faults.add("drop-after", count=2, methods=["batch", "imconnector.send.messages"])
+        plan = make_plan([6] * 10, chunk_size=3)
+        first = sender(plan, client, tmp_path, settle_unknown=True).run()
+        cut = first.frame.index[first.frame["import_status"] == "unknown"]
+        assert len(cut) > 0 and portal.stats()["faults"]
+        portal.faults.clear()
+        s = sender(plan, client, tmp_path, settle_unknown=True)
+        final = s.run()
+        assert s.settled.left == 0 and s.settled.found >= 1 and s.settled.found + s.settled.resent == len(cut)
+        assert set(final.frame["import_status"]) == {"sent"}
+        stored = assert_exactly_once_in_order(portal, plan, final.frame)
+        assert sorted(stored["message_id"]) == sorted(f"m{r}" for r in final.frame.index)
