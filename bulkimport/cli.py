@@ -711,7 +711,9 @@ def _verify_target(journal: Any, portal: str | None, sandbox_db: Path | None, li
 
     if not sandbox_db.is_file():
         raise _config(f"--sandbox-db {sandbox_db}: no such file; pass the sandbox database of the run")
-    with Sandbox(db=sandbox_db, port=conn.sandbox_port_for(journal.path)) as sb:
+    # 100× real time: the sandbox's simulated server time per call would otherwise be slept for real
+    # (the run that wrote the journal, and its sandbox, are gone: nothing is still in flight)
+    with Sandbox(db=sandbox_db, port=conn.sandbox_port_for(journal.path), time_scale=100.0) as sb:
         target = conn.sandbox_target(sb, limits=limits)
         yield target.client, target.clock
 

@@ -436,8 +436,7 @@ class ImportJob:
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
         result.changes, result.settled = sender.changes, sender.settled
-        for text in [*(sender.changes.lines() if sender.changes else []),
-                     *([str(sender.settled)] if sender.settled and sender.settled.calls else [])]:
+        for text in sender.changes.lines() if sender.changes else []:  # settling logs its own lines
             self.notify(text)
         result.interrupted = bool(summary.interrupted)
         result.wall = time.monotonic() - started

@@ -217,8 +217,8 @@ class Sender:
                 from ..after.rebind import reconcile
 
                 self.changes = reconcile(journal, self.plan, self._invalid(), fingerprint)
-                for text in self.changes.lines():
-                    log.warning("%s", text)
+                for text in self.changes.lines():  # ImportJob shows them (notify); here for the log
+                    log.info("%s", text)
         except BaseException:
             journal.close()
             raise
