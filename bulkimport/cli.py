@@ -8,10 +8,11 @@ traceback unless ``--debug``); 130 interrupted (the journal is saved; the resume
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +445,16 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
 @click.option(
     "--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal)."
 )
+@click.option(
+    "--no-readback", is_flag=True,
+    help="Do not read the chats of unknown rows back before sending: leave them unknown, for "
+    "`bulkimport resolve`.",
+)
+@click.option(
+    "--update-changed", is_flag=True,
+    help="Sent rows whose text or files changed in the file since: update them on the portal "
+    "(imconnector.update.messages) instead of only reporting them (changed-after-sent).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
 @click.option(
     "--accept-guessed-mapping",
@@ -480,6 +491,8 @@ def run(
     plan_name: str,
     max_in_flight: int,
     no_progress: bool,
+    no_readback: bool,
+    update_changed: bool,
     yes: bool,
     accept_guessed_mapping: bool,
     keep_open: bool,
@@ -505,6 +518,8 @@ def run(
         retry_failed=retry_failed,
         retry_unknown=retry_unknown,
         max_in_flight=max_in_flight,
+        settle_unknown=not no_readback,
+        update_changed=update_changed,
         progress=False if no_progress else None,  # None: a bar when stderr is a terminal
         notify=click.echo,
         accept_guess=accept_guessed_mapping,
@@ -602,9 +617,14 @@ def _print_result(result: Any) -> None:
               "as <STATE>.line-settings.json.")
 @click.option("--settings-file", type=click.Path(path_type=Path, dir_okay=False),
               help="With --import-mode/--restore: where the line's previous settings are kept instead.")
+@click.option(
+    "--check-readback", is_flag=True,
+    help="Also send one probe message to a test chat of the line and check that reading it back "
+    "finds the id it was sent with (CONNECTOR_MID): what verify and settling rely on.",
+)
 def setup(
     portal: str | None, line: str | None, connector: str, name: str | None, chat_group: bool,
-    import_mode: bool, restore: bool, state: Path | None, settings_file: Path | None,
+    import_mode: bool, restore: bool, state: Path | None, settings_file: Path | None, check_readback: bool,
 ) -> None:
     """Register the connector, activate it on the open line and check it is ready (or switch the
     line into import mode and back)."""
@@ -620,7 +640,14 @@ def setup(
         client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME, chat_group=chat_group
     )
     click.echo(str(result))
-    sys.exit(EXIT_OK if result.ready else EXIT_ROWS)
+    readable = True
+    if check_readback and result.ready:
+        from .after.probe import check_readback as probe
+
+        found = probe(client, connector, line_id)
+        click.echo(str(found))
+        readable = found.carries_id
+    sys.exit(EXIT_OK if result.ready and readable else EXIT_ROWS)
 
 
 @main.command()
@@ -847,6 +874,76 @@ def finish(state: Path | None) -> None:
         click.echo(text)
     sys.exit(EXIT_INTERRUPTED if result.interrupted else EXIT_OK if result.complete else EXIT_ROWS)
 
+
+@main.command()
+@click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--portal", help="Portal address (default: the one the journal is bound to).")
+@click.option("--sandbox-db", type=click.Path(path_type=Path, dir_okay=False),
+              help="Verify a --sandbox import: the sandbox database it kept.")
+@click.option("--chats", metavar="LIST", help="Only these chat ids (comma-separated), as in the input.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the comparison to this .csv or .xlsx file.")
+@click.option("--plan", "plan_name", default="standard", show_default=True,
+              help="The portal's plan (standard|enterprise): the pace of the read-back calls.")
+def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chats: str | None,
+           report_path: Path | None, plan_name: str) -> None:
+    """Read every conversation back and compare it with the journal; mark what is missing.
+
+    Settles unknown rows first (found on the portal → sent; not there → sent again by the next
+    run). Sent rows the portal does not hold are marked missing: the next `bulkimport run` sends
+    them again, after newer messages of their chats. Exit 0 when everything sent is on the portal.
+    """
+    from .after.verify import estimate, write_comparison
+    from .after.verify import verify as verify_journal
+    from .journal import Journal
+    from .limits import preset
+
+    path = state or _find_journal()
+    if not path.is_file():
+        raise _config(
+            f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
+        )
+    if report_path is not None:
+        from .reporting import check_report_path
+
+        check_report_path(str(report_path))
+    limits = preset(plan_name)
+    wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats else None
+    journal = Journal.open(path)
+    try:
+        calls, seconds = estimate(journal, wanted, limits)
+        click.echo(f"Verify reads {calls} calls' worth of chats back; about {seconds:.0f} s on the "
+                   f"{limits.name} plan (one call per 50 messages per chat, plus one join per chat).")
+        with _verify_target(journal, portal, sandbox_db, limits) as (client, clock):
+            result = verify_journal(journal, client, chats=wanted, clock=clock, cap=limits.request_timeout,
+                                    notify=lambda t: click.echo(t, err=True))
+    finally:
+        journal.close()
+    for text in result.lines():
+        click.echo(text)
+    if report_path is not None:
+        click.echo(f"Comparison written to {write_comparison(result, report_path)}")
+    sys.exit(result.exit_code)
+
+
+@contextlib.contextmanager
+def _verify_target(journal: Any, portal: str | None, sandbox_db: Path | None, limits: Any) -> Iterator[Any]:
+    """(client, clock) for the journal's portal, or for the sandbox kept in ``sandbox_db``."""
+    from . import connector as conn
+
+    if sandbox_db is None:
+        client = conn.portal_client(portal or journal.meta().get("portal"), limits=limits)
+        yield client, client.clock
+        return
+    from .sandbox import Sandbox
+
+    if not sandbox_db.is_file():
+        raise _config(f"--sandbox-db {sandbox_db}: no such file; pass the sandbox database of the run")
+    # 100× real time: the sandbox's simulated server time per call would otherwise be slept for real
+    # (the run that wrote the journal, and its sandbox, are gone: nothing is still in flight)
+    with Sandbox(db=sandbox_db, port=conn.sandbox_port_for(journal.path), time_scale=100.0) as sb:
+        target = conn.sandbox_target(sb, limits=limits)
+        yield target.client, target.clock
 
 @main.command()
 @click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))

@@ -33,6 +33,10 @@ DELETED = "deleted"
 #: The journal's state of a row whose request is on the wire; reported as ``unknown`` (the row is
 #: never shown in flight: a run that stopped there may or may not have delivered it).
 INFLIGHT = "inflight"
+#: A row the journal had as ``sent`` that ``bulkimport verify`` did not find on the portal; the next
+#: run sends it again (after newer messages of its chat). Not in :data:`STATUS_ORDER`: it lasts only
+#: until that run.
+MISSING = "missing"
 
 #: Final and intermediate values of the ``import_status`` column, in the order reports list them.
 STATUS_ORDER: tuple[str, ...] = (SENT, FAILED, INVALID, UNKNOWN, PENDING, DELETED)
@@ -569,3 +573,23 @@ _add("unmapped-operator", "error", "validate",
      "An operator-side author maps to no Bitrix24 employee.",
      "Add the author to [operators] (or --operator AUTHOR=ID), or pass --unmapped-operators system "
      "to send such messages as the portal's system user (message.user_id = 0).")
+
+# --------------------------------------------------------------------------------------------------
+# Read-back, verify and settling (bulkimport.after.readback / .settle / .verify)
+# --------------------------------------------------------------------------------------------------
+_add("found-on-portal", "warning", "send",
+     "The outcome was unknown; reading the chat back found the message on the portal.",
+     "Nothing to do: it was not re-sent; its portal message id comes from the read-back.")
+_add("missing-on-portal", "error", "send",
+     "The journal had this row as sent, but `bulkimport verify` did not find it in its chat.",
+     "The next run sends it again; it will appear after newer messages of its chat.")
+_add("changed-after-sent", "warning", "send",
+     "The row was sent, then its content changed in the file; the portal keeps what was sent.",
+     "Run the same command with --update-changed to update the message on the portal "
+     "(imconnector.update.messages), or leave it as it is.")
+_add("updated-after-sent", "warning", "send",
+     "The row's content changed after it was sent; --update-changed updated the message on the portal.",
+     "Nothing to do.")
+_add("dated-before-sent", "warning", "send",
+     "A new row is dated before messages already sent in its chat: it will appear after them.",
+     "Nothing to do if the order does not matter; otherwise import the chat again into a new one.")

@@ -105,6 +105,8 @@ class JobResult:
     fix: str | None = None  # the command that fixes what stopped the run (auth, setup)
     finish: Any = None  # bulkimport.after.finish.FinishResult (None: --keep-open or not reached)
     import_mode: Path | None = None  # the line's saved settings: it is in import mode
+    changes: Any = None  # what an edited input changed against the journal (after.rebind.Changes)
+    settled: Any = None  # what reading unknown rows back settled (after.settle.Settled)
 
     @property
     def stopped(self) -> str | None:
@@ -290,6 +292,8 @@ class ImportJob:
     retry_failed: bool = False
     retry_unknown: bool = False
     max_in_flight: int = 2
+    settle_unknown: bool = True  # read the chats of unknown rows back before sending (after.settle)
+    update_changed: bool = False  # update sent rows whose content changed (--update-changed)
     progress: Any = None  # None: a bar on a terminal or in Jupyter; False; or a progress collector
     notify: Callable[[str], None] = _silent
     operators: dict[str, int] = field(default_factory=dict)  # author → employee id (--operator)
@@ -471,6 +475,14 @@ class ImportJob:
         estimate = plan.estimate(self.limits, remaining=left)
         return Resume(self.state, sent, total, sum(left), waiting, estimate)
 
+    def check_journal(self) -> None:
+        """Refuse, before any portal set-up, an edited input whose identity mapping (chat, customer or
+        message ids) changed against the journal (JournalMismatchError naming what changed)."""
+        from .after.rebind import check_identity
+
+        assert isinstance(self.state, Path)
+        check_identity(self.state, self.plan())
+
     def connect(self) -> Any:
         """Check, without changing anything, that the real portal is ready — credentials, line,
         connector — before the input is read (raises with the fixing command); once per job.
@@ -533,6 +545,8 @@ class ImportJob:
             base += ["--keep-open"]
         if self.unmapped_operators != "refuse":
             base += ["--unmapped-operators", self.unmapped_operators]
+        if not self.settle_unknown:
+            base += ["--no-readback"]
         return base
 
     def run(self, confirm: Callable[[str], bool] | None = None) -> JobResult:
@@ -540,6 +554,7 @@ class ImportJob:
         write the report. ``confirm(question)`` is asked before a real portal gets anything."""
         self.check_options()
         plan = self.plan()
+        self.check_journal()
         result = self._send_to_sandbox(plan) if self.sandbox else self._send_to_portal(plan, confirm)
         if not result.declined:
             self._write_report(result)
@@ -553,14 +568,20 @@ class ImportJob:
             "retry_unknown": self.retry_unknown,
             "progress": self.progress,
             "max_in_flight": self.max_in_flight,
+            "settle_unknown": self.settle_unknown,
+            "update_changed": self.update_changed,
         }
 
     def _send(self, plan: Plan, command: list[str], **target: Any) -> JobResult:
         """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted``."""
         started = time.monotonic()
-        outcome = Sender(plan, **target, **self._sender_options()).run()
+        sender = Sender(plan, **target, **self._sender_options())
+        outcome = sender.run()
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
+        result.changes, result.settled = sender.changes, sender.settled
+        for text in sender.changes.lines() if sender.changes else []:  # settling logs its own lines
+            self.notify(text)
         result.interrupted = bool(summary.interrupted)
         result.wall = time.monotonic() - started
         if not result.interrupted:
@@ -663,6 +684,12 @@ class ImportJob:
             self.notify(f"Writing the report ({len(result.frame):,} rows) to {self.report} …")
         write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
         result.report = self.report
+        if result.changes is not None:
+            from .after.rebind import write_changes
+
+            where = write_changes(result.changes, self.report)
+            if where is not None:
+                self.notify(f"What the edit changed (rows no longer in the file, changed rows): {where}")
 
 
 __all__ = ["ImportJob", "JobResult", "Resume"]

@@ -160,6 +160,8 @@ class Journal:
         self._conn = conn
         self._lockfile: Any = None
         self._readonly = readonly
+        #: the previous fingerprint when :meth:`bind` (``rebind=True``) met an edited input
+        self.rebound: str | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -206,8 +208,13 @@ class Journal:
         connector: str,
         fingerprint: str,
         source: str | None = None,
+        rebind: bool = False,
     ) -> Journal:
-        """Create the journal, or reopen it after checking it belongs to this import and target."""
+        """Create the journal, or reopen it after checking it belongs to this import and target.
+
+        ``rebind``: a changed fingerprint (an edited input) is not refused; the journal comes back
+        with ``rebound`` set to the old fingerprint, for :mod:`bulkimport.after.rebind` to match
+        the rows by identity (a changed portal, line or connector is still refused)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -240,7 +247,9 @@ class Journal:
                 f"journal {path} belongs to another target: {what}; keep the original "
                 "--portal/--line/--connector to resume, or pass a new --state for a new import"
             )
-        if have.get("fingerprint") != fingerprint:
+        if have.get("fingerprint") != fingerprint and rebind:
+            journal.rebound = have.get("fingerprint")
+        elif have.get("fingerprint") != fingerprint:
             journal.close()
             raise JournalMismatchError(
                 f"journal {path} was written for a different input or mapping (the plan's fingerprint "
@@ -482,6 +491,45 @@ class Journal:
                 [(status, code, row_key(r), UNKNOWN) for r in rows],
             )
             return self._conn.total_changes - before
+
+    # ------------------------------------------------------------------ read-back (bulkimport.after)
+    def unknown_rows(self) -> list[tuple[str, int, int, float | None]]:
+        """``(rid, conv, seq, started_at)`` of every planned row whose outcome is unknown (or left
+        in flight), with when the request that carried it started (wall time; None: not known)."""
+        return self._conn.execute(
+            "SELECT r.rid, r.conv, r.seq, q.started_at FROM rows r LEFT JOIN requests q ON q.id = r.request "
+            "WHERE r.status IN (?, ?) AND r.conv IS NOT NULL ORDER BY r.conv, r.seq",
+            (UNKNOWN, INFLIGHT),
+        ).fetchall()
+
+    def portal_chats(self) -> dict[int, tuple[str, str | None]]:
+        """Conversation index → (CHAT_ID, latest SESSION_ID) the portal gave its sent rows."""
+        out: dict[int, tuple[str, str | None]] = {}
+        for conv, chat, session in self._conn.execute(
+            "SELECT conv, chat_id, session_id FROM rows WHERE chat_id IS NOT NULL AND conv IS NOT NULL "
+            "ORDER BY conv, seq"
+        ):
+            out[int(conv)] = (str(chat), session)
+        return out
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement of a module that owns a table of this journal (fixed SQL, bound values)."""
+        with self._tx() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement per item in one transaction (fixed SQL, bound values)."""
+        with self._tx() as cur:
+            cur.executemany(sql, rows)
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) for a module's multi-statement change."""
+        return self._tx()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Read with fixed SQL and bound values (a module's own tables)."""
+        return self._conn.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------------ reading
     def rows(self, *, skip_pending: bool = False) -> pd.DataFrame:

@@ -466,9 +466,14 @@ def test_crash_between_mark_and_answer_becomes_unknown(fake, clock, tmp_path):
 def test_journal_mismatch(fake, clock, tmp_path):
     plan = make_plan([2])
     run(plan, fake, clock, tmp_path)
-    other = make_plan([2], fingerprint="fp-2")
-    with pytest.raises(JournalMismatchError, match="fingerprint"):
-        run(other, fake, clock, tmp_path)
+    # An edited input (another fingerprint, the same chat/customer/message ids) resumes by identity:
+    # nothing is sent twice. (This asserted a refusal before the journal knew rows by identity.)
+    stored = len(fake.stored)
+    edited = run(make_plan([2], fingerprint="fp-2"), fake, clock, tmp_path)
+    assert edited.summary.sent_this_run == 0 and len(fake.stored) == stored
+    # Another identity mapping (the chats' customer changed) is still refused, naming what changed.
+    with pytest.raises(JournalMismatchError, match="now belongs to customer 'u-shared'"):
+        run(make_plan([2], fingerprint="fp-3", shared_user=True), fake, clock, tmp_path)
     with pytest.raises(JournalMismatchError, match="line"):
         Sender(
             plan,

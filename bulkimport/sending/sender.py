@@ -124,8 +124,16 @@ class Sender:
         client: Any = None,
         env: Mapping[str, str] | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        settle_unknown: bool = False,
+        update_changed: bool = False,
     ) -> None:
         env = os.environ if env is None else env
+        #: read the chats of unknown rows back before sending (bulkimport.after.settle)
+        self.settle_unknown = settle_unknown
+        self.settled: Any = None
+        #: update sent rows whose content changed in the file (bulkimport.after.update)
+        self.update_changed = update_changed
+        self.changes: Any = None  # what an edited input changed (bulkimport.after.rebind)
         if (
             isinstance(max_in_flight, bool)
             or not isinstance(max_in_flight, int)
@@ -201,8 +209,19 @@ class Sender:
             connector=self.connector,
             fingerprint=fingerprint,
             source=self.plan.frame.attrs.get("source"),
+            rebind=True,
         )
-        journal.lock()
+        try:
+            journal.lock()
+            if journal.rebound is not None:  # an edited input: match the rows by identity
+                from ..after.rebind import reconcile
+
+                self.changes = reconcile(journal, self.plan, self._invalid(), fingerprint)
+                for text in self.changes.lines():  # ImportJob shows them (notify); here for the log
+                    log.info("%s", text)
+        except BaseException:
+            journal.close()
+            raise
         return journal
 
     def _conv_keys(self) -> list[list[str]]:
@@ -256,11 +275,38 @@ class Sender:
             )
         return recovered
 
+    def _after_recover(self, journal: Journal, client: Any) -> None:
+        """Record the rows' external ids; settle unknown rows by read-back (bulkimport.after)."""
+        from ..after import identities
+        from ..after.settle import settle_unknown
+
+        identities.record(journal, self.plan)
+        missing = identities.missing_count(journal)
+        if missing:
+            log.warning(
+                "%d rows that verify did not find on the portal are sent again: they arrive after "
+                "newer messages of their chats", missing,
+            )
+        if self.settle_unknown:
+            self.settled = settle_unknown(
+                journal, client, connector=self.connector, line=self._line_value(),
+                clock=self.clock, cap=self.limits.request_timeout,
+            )
+        if self.update_changed:
+            from ..after.update import update_changed
+
+            done, refused = update_changed(journal, self.plan, client, connector=self.connector,
+                                           line=self._line_value())
+            if done or refused:
+                log.warning("--update-changed: %d changed rows updated on the portal, %d refused",
+                            done, refused)
+
     def _run(self, journal: Journal, frozen: bool = False) -> SendOutcome:
         plan = self.plan
         client = self._make_client()
         governor = client.governor
         recovered = self._recover(journal)
+        self._after_recover(journal, client)
         started = self.clock.now()  # elapsed and msg/s are measured on the (portal) clock …
         requests_before = governor.requests
         run_id = journal.start_run(_wall())  # … while the journal records real time

@@ -1,0 +1,67 @@
+"""``--update-changed``: sent rows whose content changed in the file are updated on the portal.
+
+``imconnector.update.messages`` locates a message by the same ``chat.id`` + ``message.id`` it was
+sent with and replaces its text (and files). One call per conversation, at most 50 messages each,
+through the client (so through the governor). A row updated is recorded with the new content's
+digest and the code ``updated-after-sent``; one the portal refuses keeps ``changed-after-sent``
+with the portal's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..codes import SENT
+from ..errors import AmbiguousError, PortalError
+from ..journal import Journal, RowUpdate, row_key
+from ..planning import Plan
+from .identities import digest
+
+log = logging.getLogger("bulkimport.after")
+
+UPDATE_METHOD = "imconnector.update.messages"
+CHANGED = "changed-after-sent"
+UPDATED = "updated-after-sent"
+
+
+def _changed(journal: Journal) -> set[str]:
+    return {str(r[0]) for r in journal.query("SELECT rid FROM rows WHERE code = ? AND status = ?",
+                                             (CHANGED, SENT))}
+
+
+def update_changed(
+    journal: Journal, plan: Plan, client: Any, *, connector: str, line: Any
+) -> tuple[int, int]:
+    """Update every sent row marked ``changed-after-sent``; returns (updated, refused)."""
+    todo = _changed(journal)
+    if not todo:
+        return 0, 0
+    updated = refused = 0
+    for conv in plan.conversations:
+        keys = [row_key(r) for r in conv.rows]
+        picked = [(k, conv.messages[j]) for j, k in enumerate(keys) if k in todo]
+        for start in range(0, len(picked), 50):
+            part = picked[start:start + 50]
+            items = [{"user": {"id": m["user"]["id"]}, "chat": m["chat"], "message": dict(m["message"])}
+                     for _, m in part]
+            try:
+                result = client.call(UPDATE_METHOD, {"CONNECTOR": connector, "LINE": line, "MESSAGES": items},
+                                     retries=8)
+            except (PortalError, AmbiguousError) as exc:
+                log.warning("updating %d changed rows of chat %s failed: %s", len(part), conv.key, exc)
+                refused += len(part)
+                continue
+            answers = ((result or {}).get("DATA") or {}).get("RESULT") or []
+            ok = [rid for (rid, _), a in zip(part, answers, strict=False) if (a or {}).get("SUCCESS")]
+            done = set(ok)
+            journal.settle(None, [RowUpdate(r, SENT, UPDATED, None, 0) for r in ok], time.time(), "update")
+            journal.executemany("UPDATE row_ids SET digest = ? WHERE rid = ?",
+                                [(digest(m), rid) for rid, m in part if rid in done])
+            updated += len(ok)
+            refused += len(part) - len(ok)
+    return updated, refused
+
+
+__all__ = ["CHANGED", "UPDATED", "update_changed"]

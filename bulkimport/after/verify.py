@@ -1,0 +1,191 @@
+"""``bulkimport verify``: is what the journal says was sent what the portal holds?
+
+Per conversation: the rows the journal has as ``sent``, how many of them are in the chat
+(``found``), which are not (``missing``: marked so in the journal, the next run sends them again,
+after newer messages), and messages of the chat that carry a ``CONNECTOR_MID`` no sent row of the
+conversation has (``unexpected``: e.g. sent by another tool). Unknown rows are settled first
+(:mod:`bulkimport.after.settle`). Cost: one ``imopenlines.session.join`` plus one
+``im.dialog.messages.get`` per 50 messages per chat (plus one ``imopenlines.dialog.get`` for a chat
+the journal has no CHAT_ID for), all through the governor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..codes import MISSING, SENT
+from ..errors import ConfigError
+from ..journal import Journal
+from ..limits import STANDARD, PortalLimits
+from .identities import JournalIds
+from .readback import BATCH_CHATS, PAGE, ChatContents, ChatReader, ReadbackRefused
+from .settle import ChatLocator, Settled, check_mids, settle_unknown
+
+COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows"]
+
+
+@dataclass
+class Verification:
+    """The comparison (one row per conversation), the settling done first, and the cost."""
+
+    table: pd.DataFrame
+    settled: Settled
+    calls: int = 0
+    seconds: float = 0.0
+    refused: str | None = None
+    missing_rows: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Everything the journal has as sent is on the portal, and no row is left unknown."""
+        return self.refused is None and not self.missing_rows and not self.settled.left
+
+    @property
+    def exit_code(self) -> int:
+        """0 when :attr:`ok`, else 1."""
+        return 0 if self.ok else 1
+
+    def lines(self) -> list[str]:
+        """What the CLI prints: one line per conversation and a total."""
+        out = [
+            f"{r.chat}: sent {r.sent}, found {r.found}, missing {r.missing}, unexpected {r.unexpected}"
+            for r in self.table.itertuples()
+        ]
+        t = self.table[["sent", "found", "missing", "unexpected"]].sum()
+        out.append(
+            f"Total: {len(self.table)} conversations, sent {int(t['sent'])}, found {int(t['found'])}, "
+            f"missing {int(t['missing'])}, unexpected {int(t['unexpected'])}; "
+            f"{self.calls} calls in {self.seconds:.1f} s"
+        )
+        if self.refused:
+            out.append(f"Nothing concluded: {self.refused}")
+        elif self.missing_rows:
+            out.append(
+                f"{len(self.missing_rows)} rows are marked missing: the next run sends them again "
+                "(they will appear after newer messages of their chats)"
+            )
+        return out
+
+
+def _groups(journal: Journal, ids: JournalIds, chats: Iterable[str] | None) -> dict[int, list[Any]]:
+    """Conversation → its rows ``(rid, seq, status)``, limited to the external chat ids ``chats``."""
+    wanted = {str(c) for c in chats} if chats else None
+    rows = journal.query("SELECT rid, conv, seq, status FROM rows WHERE conv IS NOT NULL ORDER BY conv, seq")
+    out: dict[int, list[Any]] = {}
+    for rid, conv, seq, status in rows:
+        if (int(conv), int(seq)) not in ids.ids:
+            continue
+        if wanted is not None and ids.of(int(conv), 0)[0] not in wanted:
+            continue
+        out.setdefault(int(conv), []).append((rid, int(seq), status))
+    return out
+
+
+def estimate(journal: Journal, chats: Iterable[str] | None = None,
+             limits: PortalLimits = STANDARD) -> tuple[int, float]:
+    """Requests verify needs and their seconds at the bucket's pace: one batch per 25 chats (a join
+    and the first page each), one more call per further 50 messages of a chat, one
+    ``imopenlines.dialog.get`` per chat without a recorded CHAT_ID."""
+    ids = JournalIds(journal)
+    groups = _groups(journal, ids, chats)
+    known = journal.portal_chats()
+    more = sum(max(0, math.ceil((len(rows) + 1) / PAGE) - 1) + (conv not in known)
+               for conv, rows in groups.items())
+    calls = math.ceil(len(groups) / BATCH_CHATS) + more
+    return calls, max(0.0, calls - limits.bucket_size) / limits.drain_rate
+
+
+def _compare(
+    ids: JournalIds, conv: int, rows: list[Any], read: ChatContents
+) -> tuple[dict[str, Any], list[str]]:
+    """One conversation's line of the table and its sent rows the chat does not hold."""
+    sent = [(rid, ids.of(conv, seq)[2]) for rid, seq, status in rows if status == SENT]
+    missing = [rid for rid, mid in sent if mid not in read.found]
+    mine = {ids.of(conv, seq)[2] for _, seq, _ in rows}
+    line = {
+        "chat": ids.of(conv, 0)[0],
+        "portal_chat_id": read.chat_id or None,
+        "sent": len(sent),
+        "found": len(sent) - len(missing),
+        "missing": len(missing),
+        "unexpected": len(set(read.found) - mine),
+        "missing_rows": ",".join(missing),
+    }
+    return line, missing
+
+
+def verify(
+    journal: Journal,
+    client: Any,
+    *,
+    chats: Iterable[str] | None = None,
+    clock: Any = None,
+    cap: float = 60.0,
+    notify: Callable[[str], None] | None = None,
+) -> Verification:
+    """Settle unknown rows, read every (or every ``chats``) conversation back, compare, mark missing."""
+    meta = journal.meta()
+    connector, line = meta.get("connector", ""), meta.get("line", "")
+    ids = JournalIds(journal)
+    if not len(ids):
+        raise ConfigError(
+            f"journal {journal.path} has no record of the external message ids (written before "
+            "verify existed): run the same `bulkimport run` command once more, then verify"
+        )
+    begun = time.monotonic()
+    line_value: Any = int(line) if str(line).isdigit() else line
+    settled = settle_unknown(journal, client, connector=connector, line=line_value, clock=clock,
+                             cap=cap, notify=notify)
+    reader = ChatReader(client)
+    locator = ChatLocator(journal, ids, reader, connector, line_value)
+    lines: list[dict[str, Any]] = []
+    missing: list[str] = []
+    contents: list[ChatContents] = []
+    refused = settled.reason
+    try:
+        groups = _groups(journal, ids, chats)
+        places = {conv: locator.chat(conv) for conv in groups}
+        reads = reader.read_many(sorted({w[0] for w in places.values() if w is not None}))
+        for conv, rows in groups.items():
+            where = places[conv]
+            read = reads[where[0]] if where is not None else ChatContents(0)
+            contents.append(read)
+            row, gone = _compare(ids, conv, rows, read)
+            lines.append(row)
+            missing += gone
+        check_mids(contents)
+    except ReadbackRefused as exc:
+        refused, missing = str(exc), []
+    if missing and refused is None:
+        journal.executemany(
+            "UPDATE rows SET status=?, code='missing-on-portal', error=NULL, hold=0 WHERE rid=? AND status=?",
+            [(MISSING, rid, SENT) for rid in missing],
+        )
+    table = pd.DataFrame(lines, columns=COLUMNS)
+    return Verification(table, settled, reader.calls + settled.calls, time.monotonic() - begun,
+                        refused, missing)
+
+
+
+
+def write_comparison(result: Verification, path: str | Path) -> Path:
+    """The per-conversation comparison as ``.csv`` or ``.xlsx`` (no cell can become a formula)."""
+    from ..reporting import check_report_path, neutralise
+
+    target = check_report_path(str(path))
+    table = result.table.map(neutralise)
+    if target.suffix.lower() == ".csv":
+        table.to_csv(target, index=False, encoding="utf-8-sig")
+    else:
+        table.to_excel(target, index=False, sheet_name="verify")
+    return target
+
+
+__all__ = ["COLUMNS", "Verification", "estimate", "verify", "write_comparison"]

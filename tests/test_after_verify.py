@@ -1,0 +1,108 @@
+"""bulkimport verify against the sandbox: messages lost behind the client's back are found missing by
+row, the next run sends exactly those, and a portal without CONNECTOR_MID is refused."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pandas as pd
+from click.testing import CliRunner
+from conftest import register
+from test_send_sandbox import connect, make_plan
+
+from bulkimport.after.verify import estimate, verify
+from bulkimport.cli import main
+from bulkimport.job import ImportJob
+from bulkimport.journal import Journal
+from bulkimport.sandbox import Sandbox
+from bulkimport.sending.sender import Sender
+
+CONNECTOR = "hist_import"
+
+
+def _send(portal: Sandbox, tmp_path: Path, sizes: list[int]):
+    plan = make_plan(sizes)
+    client, _ = connect(portal, tmp_path)
+    outcome = Sender(plan, portal=portal.url, line=1, connector=CONNECTOR, client=client,
+                     state=tmp_path / "j.db", progress=False, settle_unknown=True).run()
+    return plan, client, outcome
+
+
+def test_verify_finds_lost_messages_by_row_and_the_next_run_sends_exactly_those(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    register(sandbox)
+    plan, client, outcome = _send(sandbox, tmp_path, [60, 7, 3])
+    assert set(outcome.frame["import_status"]) == {"sent"}
+    lost = sandbox.store.lose_messages(5, seed=3)
+    lost_ids = set(lost["message_id"])
+    journal = Journal.open(tmp_path / "j.db")
+    try:
+        calls, _ = estimate(journal)
+        result = verify(journal, client)
+    finally:
+        journal.close()
+    # one batch for the three chats (a join and the first page each), one more page for the chat of
+    # 60 messages (+1 welcome message): the estimate is what verify then spends
+    assert calls == 2 and result.calls == 2
+    assert result.exit_code == 1 and result.refused is None
+    row_of = {str(m["message"]["id"]): str(r) for c in plan.conversations
+              for r, m in zip(c.rows, c.messages, strict=True)}
+    assert set(result.missing_rows) == {row_of[m] for m in lost_ids}
+    t = result.table
+    assert int(t["sent"].sum()) == 70 and int(t["missing"].sum()) == 5 and int(t["found"].sum()) == 65
+    assert int(t["unexpected"].sum()) == 0
+    before = sandbox.store.messages()
+    assert not set(before["message_id"]) & lost_ids
+    _, client, again = _send(sandbox, tmp_path, [60, 7, 3])
+    after = sandbox.store.messages()
+    resent = after[~after["seq"].isin(before["seq"])]
+    assert sorted(resent["message_id"]) == sorted(lost_ids)  # exactly the lost ones, once each
+    assert set(again.frame["import_status"]) == {"sent"}
+    journal = Journal.open(tmp_path / "j.db")
+    try:
+        assert verify(journal, client).exit_code == 0
+    finally:
+        journal.close()
+
+
+def test_the_verify_command_on_a_sandbox_import(tmp_path: Path, monkeypatch) -> None:
+    for name in [n for n in os.environ if n.startswith("BITRIX24_")]:
+        monkeypatch.delenv(name)
+    src = tmp_path / "history.csv"
+    with src.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Chat ID", "Client ID", "Client name", "Message ID", "Date", "Text"])
+        w.writerows([[f"chat{c}", f"client{c}", "Ann", f"c{c}-m{i}", f"2025-01-0{i + 1} 10:0{c}", "=1+1"]
+                     for i in range(4) for c in range(3)])
+    db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
+
+    def job() -> ImportJob:
+        return ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0, progress=False)
+
+    assert job().run().summary.counts["sent"] == 12
+    with Sandbox(db=db) as sb:
+        lost = set(sb.store.lose_messages(message_ids=["c1-m2", "c2-m0"])["message_id"])
+    assert lost == {"c1-m2", "c2-m0"}
+    args = ["verify", str(state), "--sandbox-db", str(db), "--report", str(tmp_path / "verify.csv")]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 1, done.output
+    assert "chat1: sent 4, found 3, missing 1, unexpected 0" in done.output
+    assert "Total: 3 conversations, sent 12, found 10, missing 2, unexpected 0" in done.output
+    assert done.output.index("Verify reads") < done.output.index("chat0:")  # cost and ETA first
+    table = pd.read_csv(tmp_path / "verify.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    assert list(table["missing"]) == ["0", "1", "1"]
+    journal = Journal.open(state)
+    try:
+        assert journal.counts() == {"sent": 10, "missing": 2}
+    finally:
+        journal.close()
+    again = job().run()
+    assert again.summary.sent_this_run == 2
+    with Sandbox(db=db) as sb:
+        stored = sb.store.messages()
+        assert sb.store.duplicates().empty and len(stored) == 12
+        assert set(stored["text"]) == {"=1+1"}
+    assert CliRunner().invoke(main, args).exit_code == 0
