@@ -531,17 +531,7 @@ def run(
     if portal and not sandbox:  # credentials, line and connector are checked before the file is read
         job.connect()
     plan = _load_and_show(job)
-    if job.needs_chat_group and not sandbox:
-        fix = shlex.join(["bulkimport", "setup", "--line", str(line), "--connector", connector])
-        fix += " --chat-group"
-        click.echo(
-            "Note: this export has group chats; the connector must be registered with CHAT_GROUP=Y or the "
-            f"portal splits each group by user: run {fix} once before sending (bulkimport cannot read "
-            "the flag back from the portal)."
-        )
-    resumed = job.resume()
-    if resumed is not None:
-        click.echo(str(resumed) + ".")
+    _show_before_sending(job)
     if dry_run:
         click.echo("First messages in send order:")
         _echo_table(plan.preview(5).reset_index(), 5)
@@ -556,6 +546,20 @@ def run(
         sys.exit(EXIT_ROWS)
     _print_result(result)
     ctx.exit(result.exit_code)
+
+
+def _show_before_sending(job: Any) -> None:
+    """What a group export needs on a real portal, and what an existing journal already holds."""
+    if job.needs_chat_group and not job.sandbox:
+        fix = shlex.join(["bulkimport", "setup", "--line", str(job.line), "--connector", job.connector])
+        click.echo(
+            "Note: this export has group chats; the connector must be registered with CHAT_GROUP=Y or the "
+            f"portal splits each group by user: run {fix} --chat-group once before sending (bulkimport "
+            "cannot read the flag back from the portal)."
+        )
+    resumed = job.resume()
+    if resumed is not None:
+        click.echo(str(resumed) + ".")
 
 
 def _load_and_show(job: Any) -> Any:

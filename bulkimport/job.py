@@ -516,38 +516,7 @@ class ImportJob:
     # ------------------------------------------------------------------ the run
     def command(self) -> list[str]:
         """The ``bulkimport run`` command line that resumes this job (without the target)."""
-        base = ["bulkimport", "run", str(self.source)]
-        if self.mapping is not None and not isinstance(self.mapping, Mapping):
-            base += ["--mapping", str(self.mapping)]
-        reading = (("--sheet", self.sheet), ("--encoding", self.encoding), ("--delimiter", self.delimiter))
-        for option, value in reading:
-            if value is not None:
-                base += [option, str(value)]
-        for author, employee in self.operators.items():
-            base += ["--operator", f"{author}={employee}"]
-        base += ["--include-groups"] if self.include_groups else []
-        base += ["--include-service"] if self.include_service else []
-        reading = (
-            ("--timezone", self.timezone),
-            ("--date-order", self.date_order),
-            ("--files-base-url", self.files_base_url),
-        )
-        for option, value in reading:
-            if value is not None:
-                base += [option, str(value)]
-        base += ["--state", str(self.state), "--report", str(self.report)]
-        assert isinstance(self.limits, PortalLimits)
-        if self.limits.name != "standard":
-            base += ["--plan", self.limits.name]
-        if self.max_in_flight != 2:
-            base += ["--max-in-flight", str(self.max_in_flight)]
-        if self.keep_open:
-            base += ["--keep-open"]
-        if self.unmapped_operators != "refuse":
-            base += ["--unmapped-operators", self.unmapped_operators]
-        if not self.settle_unknown:
-            base += ["--no-readback"]
-        return base
+        return _command_line(self)
 
     def run(self, confirm: Callable[[str], bool] | None = None) -> JobResult:
         """Send the plan (to the portal after its preflight, or to a sandbox started for it) and
@@ -690,6 +659,42 @@ class ImportJob:
             where = write_changes(result.changes, self.report)
             if where is not None:
                 self.notify(f"What the edit changed (rows no longer in the file, changed rows): {where}")
+
+
+def _command_line(self: ImportJob) -> list[str]:
+    """The body of :meth:`ImportJob.command`: every option that shaped the job, spelled for the CLI."""
+    base = ["bulkimport", "run", str(self.source)]
+    if self.mapping is not None and not isinstance(self.mapping, Mapping):
+        base += ["--mapping", str(self.mapping)]
+    reading = (("--sheet", self.sheet), ("--encoding", self.encoding), ("--delimiter", self.delimiter))
+    for option, value in reading:
+        if value is not None:
+            base += [option, str(value)]
+    for author, employee in self.operators.items():
+        base += ["--operator", f"{author}={employee}"]
+    base += ["--include-groups"] if self.include_groups else []
+    base += ["--include-service"] if self.include_service else []
+    reading = (
+        ("--timezone", self.timezone),
+        ("--date-order", self.date_order),
+        ("--files-base-url", self.files_base_url),
+    )
+    for option, value in reading:
+        if value is not None:
+            base += [option, str(value)]
+    base += ["--state", str(self.state), "--report", str(self.report)]
+    assert isinstance(self.limits, PortalLimits)
+    if self.limits.name != "standard":
+        base += ["--plan", self.limits.name]
+    if self.max_in_flight != 2:
+        base += ["--max-in-flight", str(self.max_in_flight)]
+    if self.keep_open:
+        base += ["--keep-open"]
+    if self.unmapped_operators != "refuse":
+        base += ["--unmapped-operators", self.unmapped_operators]
+    if not self.settle_unknown:
+        base += ["--no-readback"]
+    return base
 
 
 __all__ = ["ImportJob", "JobResult", "Resume"]

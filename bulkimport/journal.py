@@ -173,20 +173,7 @@ class Journal:
         # Read-only and without pragmas: inspecting a file (``bulkimport status``) must never
         # change it — a 0-byte file must not become a database, a foreign SQLite file must not be
         # switched to WAL. The first write (resolve_unknown) reopens it writable.
-        try:
-            conn = _connect_readonly(path)
-        except sqlite3.DatabaseError:
-            raise ConfigError(f"{path} is not a bulkimport journal (not an SQLite file)") from None
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-            conn.execute("SELECT rid, status FROM rows LIMIT 0").fetchall()
-        except sqlite3.DatabaseError:
-            conn.close()
-            raise ConfigError(f"{path} is not a bulkimport journal") from None
-        if row is None:
-            conn.close()
-            raise ConfigError(f"{path} is not a bulkimport journal (no version)")
-        return cls(path, conn, readonly=True)
+        return cls(path, _open_existing(path), readonly=True)
 
     def _writable(self) -> None:
         """Swap a read-only connection (from :meth:`open`) for a writable one before a write."""
@@ -523,14 +510,6 @@ class Journal:
         with self._tx() as cur:
             cur.executemany(sql, rows)
 
-    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
-        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) for a module's multi-statement change."""
-        return self._tx()
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Read with fixed SQL and bound values (a module's own tables)."""
-        return self._conn.execute(sql, params).fetchall()
-
     # ------------------------------------------------------------------ reading
     def rows(self, *, skip_pending: bool = False) -> pd.DataFrame:
         """Every journalled row (``rid`` is the JSON row key), in insertion order; with
@@ -568,35 +547,58 @@ class Journal:
 
     def summary(self) -> dict[str, Any]:
         """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
-        meta = self.meta()
-        counts = dict.fromkeys((s for s in STATUS_ORDER if s != DELETED), 0)  # deleted: only after undo
-        raw = self.counts()
-        for status, n in raw.items():
-            key = UNKNOWN if status == INFLIGHT else status  # a live or killed run's in-flight rows
-            counts[key] = counts.get(key, 0) + n
-        codes = self._conn.execute(
-            "SELECT code, COUNT(*) FROM rows WHERE code IS NOT NULL AND status != ? "
-            "GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT 10",
-            (SENT,),
-        ).fetchall()
-        runs = self._conn.execute(
-            "SELECT id, started_at, finished_at, stopped, interrupted, sent FROM runs ORDER BY id"
-        ).fetchall()
-        requests = self._conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        return {
-            "journal": str(self.path),
-            "portal": meta.get("portal"),
-            "line": meta.get("line"),
-            "connector": meta.get("connector"),
-            "source": meta.get("source") or None,
-            "fingerprint": meta.get("fingerprint"),
-            "counts": counts,
-            "total": sum(counts.values()),
-            "top_codes": [(c, n) for c, n in codes],
-            "requests": int(requests),
-            "runs": [_run_record(r) for r in runs],
-            "complete": counts[PENDING] == 0 and counts[UNKNOWN] == 0,
-            # rows journalled as on the wire: a live run's current request, or a killed run's
-            # last one (counted as unknown above until the next run settles them)
-            "in_flight": int(raw.get(INFLIGHT, 0)),
-        }
+        return _summary(self)
+
+
+def _summary(journal: Journal) -> dict[str, Any]:
+    """The body of :meth:`Journal.summary` (a function, so that the class stays short)."""
+    meta = journal.meta()
+    counts = dict.fromkeys((s for s in STATUS_ORDER if s != DELETED), 0)  # deleted: only after undo
+    raw = journal.counts()
+    for status, n in raw.items():
+        key = UNKNOWN if status == INFLIGHT else status  # a live or killed run's in-flight rows
+        counts[key] = counts.get(key, 0) + n
+    codes = journal._conn.execute(
+        "SELECT code, COUNT(*) FROM rows WHERE code IS NOT NULL AND status != ? "
+        "GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT 10",
+        (SENT,),
+    ).fetchall()
+    runs = journal._conn.execute(
+        "SELECT id, started_at, finished_at, stopped, interrupted, sent FROM runs ORDER BY id"
+    ).fetchall()
+    requests = journal._conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    return {
+        "journal": str(journal.path),
+        "portal": meta.get("portal"),
+        "line": meta.get("line"),
+        "connector": meta.get("connector"),
+        "source": meta.get("source") or None,
+        "fingerprint": meta.get("fingerprint"),
+        "counts": counts,
+        "total": sum(counts.values()),
+        "top_codes": [(c, n) for c, n in codes],
+        "requests": int(requests),
+        "runs": [_run_record(r) for r in runs],
+        "complete": counts[PENDING] == 0 and counts[UNKNOWN] == 0,
+        # rows journalled as on the wire: a live run's current request, or a killed run's
+        # last one (counted as unknown above until the next run settles them)
+        "in_flight": int(raw.get(INFLIGHT, 0)),
+    }
+
+
+def _open_existing(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the journal at ``path``, or a ConfigError saying what it is not."""
+    try:
+        conn = _connect_readonly(path)
+    except sqlite3.DatabaseError:
+        raise ConfigError(f"{path} is not a bulkimport journal (not an SQLite file)") from None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+        conn.execute("SELECT rid, status FROM rows LIMIT 0").fetchall()
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise ConfigError(f"{path} is not a bulkimport journal") from None
+    if row is None:
+        conn.close()
+        raise ConfigError(f"{path} is not a bulkimport journal (no version)")
+    return conn

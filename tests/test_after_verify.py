@@ -106,3 +106,26 @@ def test_the_verify_command_on_a_sandbox_import(tmp_path: Path, monkeypatch) -> 
         assert sb.store.duplicates().empty and len(stored) == 12
         assert set(stored["text"]) == {"=1+1"}
     assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def test_verify_reads_finished_sessions_back_without_membership(tmp_path: Path, monkeypatch) -> None:
+    """A default run finishes every session it opened; a finished session refuses
+    imopenlines.session.join, so verify must read it with imopenlines.session.history.get."""
+    for name in [n for n in os.environ if n.startswith("BITRIX24_")]:
+        monkeypatch.delenv(name)
+    src = tmp_path / "history.csv"
+    with src.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Chat ID", "Client ID", "Client name", "Message ID", "Date", "Text"])
+        w.writerows([[f"chat{c}", f"client{c}", "Ann", f"c{c}-m{i}", f"2025-01-0{i + 1} 10:0{c}", "hi"]
+                     for i in range(4) for c in range(3)])
+    db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
+    result = ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0, progress=False).run()
+    assert result.summary.counts["sent"] == 12 and result.finish is not None
+    with Sandbox(db=db) as sb:
+        assert sb.store.sessions()["closed"].notna().all()  # every session was finished
+        sb.store.lose_messages(message_ids=["c0-m1"])
+    done = CliRunner().invoke(main, ["verify", str(state), "--sandbox-db", str(db)])
+    assert done.exit_code == 1, done.output
+    assert "chat0: sent 4, found 3, missing 1, unexpected 0" in done.output, done.output
+    assert "chat1: sent 4, found 4, missing 0" in done.output

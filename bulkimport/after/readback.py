@@ -64,11 +64,18 @@ def _mids(params: Any) -> list[str]:
 
 
 class ChatReader:
-    """Reads chats back through ``client`` (``Client.call``: so through the governor)."""
+    """Reads chats back through ``client`` (``Client.call``: so through the governor).
 
-    def __init__(self, client: Any) -> None:
+    ``sessions`` (portal CHAT_ID → the SESSION_IDs the import's rows were stored in, from the
+    journal) lets a chat whose session was finished be read without membership: a finished session
+    refuses ``imopenlines.session.join``, so ``im.dialog.messages.get`` is refused too, while
+    ``imopenlines.session.history.get`` reads one session of any chat the caller has rights to.
+    """
+
+    def __init__(self, client: Any, sessions: Mapping[int, list[str]] | None = None) -> None:
         self.client = client
         self.calls = 0
+        self.sessions = dict(sessions or {})
 
     def _call(self, method: str, params: dict[str, Any]) -> Any:
         self.calls += 1
@@ -110,8 +117,39 @@ class ChatReader:
         as soon as these external ids are found — a complete walk only proves what is absent)."""
         out = ChatContents(chat_id, want=want)
         before = self.calls
-        self._walk(out, None, self._join(chat_id))
+        joined = self._join(chat_id)
+        try:
+            self._walk(out, None, joined)
+        except ReadbackRefused:
+            if joined == "joined":
+                raise
+            out = self._history(chat_id, want)  # a finished session: read it without membership
         out.calls = self.calls - before
+        return out
+
+    def _history(self, chat_id: int, want: frozenset[str]) -> ChatContents:
+        """The chat read session by session with ``imopenlines.session.history.get`` (no membership
+        needed). unknown: whether it truncates a session of very many messages (reference §5.4);
+        a session read this way that holds none of the wanted ids proves nothing by itself, so
+        settling still waits out the request cap before it re-sends."""
+        out = ChatContents(chat_id, want=want)
+        sessions: list[str | None] = list(self.sessions.get(chat_id) or []) or [None]
+        for session in sessions:
+            params: dict[str, Any] = {"SESSION_ID": session} if session else {"CHAT_ID": chat_id}
+            result = self._call("imopenlines.session.history.get", params)
+            messages = (result or {}).get("message") or {}
+            for m in messages.values() if isinstance(messages, Mapping) else messages:
+                if int(m.get("senderid") or m.get("author_id") or 0) == 0:
+                    out.system += 1
+                    continue
+                params_ = m.get("params") if isinstance(m.get("params"), Mapping) else {}
+                mids = _mids({"CONNECTOR_MID": params_.get("connectorMid", params_.get("CONNECTOR_MID"))})
+                if not mids:
+                    out.without_mid += 1
+                for mid in mids:
+                    out.found.setdefault(mid, str(m.get("id")))
+            if out.done():
+                break
         return out
 
     def _walk(self, out: ChatContents, last: int | None, joined: str) -> None:
@@ -157,6 +195,8 @@ class ChatReader:
         """One chat's contents from its two batch commands (walking on, or alone, when needed)."""
         join_error, page_error = answer.errors.get(f"j{k}"), answer.errors.get(f"p{k}")
         joined = "joined" if join_error is None else f"refused with {join_error.code}"
+        if getattr(join_error, "code", None) == "ACCESS_DENIED" and page_error is not None:
+            return self._history(chat, want)  # a finished session: read it without membership
         if isinstance(join_error, FatalError) or getattr(join_error, "code", None) in _JOIN_REFUSED:
             raise _refused("imopenlines.session.join", join_error)
         if page_error is not None or f"p{k}" not in answer.results:
@@ -171,6 +211,19 @@ class ChatReader:
         if last is not None and not out.done():
             self._walk(out, last, joined)
         return out
+
+
+def sessions_of(journal: Any) -> dict[int, list[str]]:
+    """Portal CHAT_ID → the SESSION_IDs the journal's sent rows were stored in (oldest first)."""
+    out: dict[int, list[str]] = {}
+    rows = journal.query(
+        "SELECT chat_id, session_id FROM rows WHERE chat_id IS NOT NULL AND session_id IS NOT NULL "
+        "GROUP BY chat_id, session_id ORDER BY chat_id, MIN(seq)"
+    )
+    for chat, session in rows:
+        if str(chat).isdigit():
+            out.setdefault(int(chat), []).append(str(session))
+    return out
 
 
 def _refused(method: str, exc: Any) -> ReadbackRefused:
@@ -205,4 +258,4 @@ def _consume(out: ChatContents, page: list[Any]) -> int | None:
     return min(int(m["id"]) for m in page)
 
 
-__all__ = ["BATCH_CHATS", "PAGE", "ChatContents", "ChatReader", "ReadbackRefused"]
+__all__ = ["BATCH_CHATS", "PAGE", "ChatContents", "ChatReader", "ReadbackRefused", "sessions_of"]

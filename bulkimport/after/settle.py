@@ -25,7 +25,7 @@ from typing import Any
 from ..codes import PENDING, SENT
 from ..journal import Journal, RowUpdate
 from .identities import JournalIds
-from .readback import ChatContents, ChatReader, ReadbackRefused
+from .readback import ChatContents, ChatReader, ReadbackRefused, sessions_of
 
 log = logging.getLogger("bulkimport.after")
 
@@ -155,7 +155,7 @@ def settle_unknown(
     if not journal.unknown_rows():
         return out
     begun = time.monotonic()
-    reader = ChatReader(client)
+    reader = ChatReader(client, sessions_of(journal))
     locator = ChatLocator(journal, JournalIds(journal), reader, connector, line)
     horizon = cap + MARGIN
     try:

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..journal import Journal
 from ..limits import STANDARD, PortalLimits
 from .identities import JournalIds
-from .readback import BATCH_CHATS, PAGE, ChatContents, ChatReader, ReadbackRefused
+from .readback import BATCH_CHATS, PAGE, ChatContents, ChatReader, ReadbackRefused, sessions_of
 from .settle import ChatLocator, Settled, check_mids, settle_unknown
 
 COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows"]
@@ -143,7 +143,7 @@ def verify(
     line_value: Any = int(line) if str(line).isdigit() else line
     settled = settle_unknown(journal, client, connector=connector, line=line_value, clock=clock,
                              cap=cap, notify=notify)
-    reader = ChatReader(client)
+    reader = ChatReader(client, sessions_of(journal))
     locator = ChatLocator(journal, ids, reader, connector, line_value)
     lines: list[dict[str, Any]] = []
     missing: list[str] = []
