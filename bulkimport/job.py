@@ -78,6 +78,7 @@ class JobResult:
     interrupted: bool = False
     declined: bool = False  # the confirmation was answered "no": nothing was sent
     fix: str | None = None  # the command that fixes what stopped the run (auth, setup)
+    report_later: list[str] | None = None  # the command that writes the per-row report not written
 
     @property
     def stopped(self) -> str | None:
@@ -99,7 +100,11 @@ class JobResult:
     def next_steps(self) -> list[str]:
         """What to do next, one line each: resume, retry the rejected rows, settle unknown ones."""
         if self.interrupted:
-            return [f"Interrupted; the journal is saved. Resume with: {shlex.join(self.command)}"]
+            lines = [f"Interrupted; the journal is saved. Resume with: {shlex.join(self.command)}"]
+            if self.report_later:
+                later = shlex.join(self.report_later)
+                lines.append(f"The per-row report was not written; write it with: {later}")
+            return lines
         if self.declined:
             return []
         status = self.frame["import_status"]
@@ -397,9 +402,19 @@ class ImportJob:
         self.check_options()
         plan = self.plan()
         result = self._send_to_sandbox(plan) if self.sandbox else self._send_to_portal(plan, confirm)
-        if not result.declined:
+        if result.interrupted:  # exit now: the report of every row can be written later
+            self._report_later(result)
+        elif not result.declined:
             self._write_report(result)
         return result
+
+    def _report_later(self, result: JobResult) -> None:
+        """After Ctrl-C: no per-row report (it would keep the user waiting at any size); say how
+        ``bulkimport report`` writes it from the journal."""
+        from .reporting import default_journal_report
+
+        target = default_journal_report(result.journal)
+        result.report_later = ["bulkimport", "report", str(result.journal), "--report", str(target)]
 
     def _sender_options(self) -> dict[str, Any]:
         return {
@@ -509,8 +524,7 @@ class ImportJob:
         assert isinstance(self.report, Path)
         if len(result.frame) >= BIG_REPORT_ROWS:  # ~20 s per 100,000 rows as xlsx
             self.notify(f"Writing the report ({len(result.frame):,} rows) to {self.report} …")
-        write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
-        result.report = self.report
+        result.report = write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
 
 
 __all__ = ["ImportJob", "JobResult", "Resume"]

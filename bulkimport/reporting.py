@@ -5,6 +5,11 @@ The report is written from the frame :func:`bulkimport.send` returns (the input 
 would read as a formula (text starting with ``=``, ``+``, ``-``, ``@``, tab or CR) is prefixed with
 ``'`` in xlsx and csv alike, so opening a report can never run anything. No token or secret is
 ever written: the summary sheet is built from an allow-list of run figures, never from objects.
+
+At any size (docs/scale.md): a frame longer than an xlsx sheet (``XLSX_MAX_ROWS``) is written as
+CSV beside the asked-for ``.xlsx`` path — openpyxl needs minutes per million rows and Excel opens a
+sheet of at most 1,048,576 lines; :func:`write_journal_report` streams the per-row statuses of a
+journal of any size straight from SQLite to CSV (``bulkimport report STATE``).
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import itertools
+import logging
 import math
 import re
+import sqlite3
 from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,8 @@ from .errors import ConfigError
 
 #: The status columns the sender adds to the input rows, in report order.
 STATUS_COLUMNS = codes.STATUS_COLUMNS
+
+log = logging.getLogger("bulkimport.reporting")
 
 #: Statuses in the order people read them.
 STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]
@@ -331,9 +340,18 @@ def check_report_path(path: str | Path) -> Path:
 
 def write_report(frame: pd.DataFrame, path: str | Path, plan: Any = None, summary: Any = None) -> Path:
     """Write the report to ``path`` (``.xlsx``: sheets rows/errors/summary; ``.csv``: the rows with
-    a hint column) and return the path. Formula-like text is neutralised in both formats."""
+    a hint column) and return the path written — the ``.csv`` beside an ``.xlsx`` path when the
+    frame has more rows than a sheet holds. Formula-like text is neutralised in both formats."""
     target = check_report_path(path)
     suffix = target.suffix.lower()
+    if suffix == ".xlsx" and len(frame) >= XLSX_MAX_ROWS:
+        target = target.with_suffix(".csv")
+        log.warning(
+            "%d rows are more than an xlsx sheet holds: the report is written as CSV to %s",
+            len(frame),
+            target,
+        )
+        suffix = ".csv"
     rows = _rows_table(frame, plan)
     if suffix == ".csv":
         _write_csv(rows, target)
@@ -576,3 +594,82 @@ def _is_loopback(url: str) -> bool:
     from urllib.parse import urlsplit
 
     return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+#: The columns of a report built from a journal alone (``bulkimport report``), and what feeds them.
+JOURNAL_REPORT_COLUMNS = [
+    ("row", "rid"),
+    ("conversation", "conv"),
+    ("position", "seq"),
+    ("import_status", "status"),
+    ("import_error_code", "code"),
+    ("import_error", "error"),
+    ("import_attempts", "attempts"),
+    ("import_message_id", "message_id"),
+    ("b24_user_id", "user_id"),
+    ("b24_chat_id", "chat_id"),
+    ("b24_session_id", "session_id"),
+    ("sent_at", "sent_at"),
+]
+
+
+def default_journal_report(state: str | Path) -> Path:
+    """Where ``bulkimport report STATE`` writes by default: ``<STATE without .db>.report.csv``."""
+    state = Path(state)
+    stem = state.name[: -len(".db")] if state.name.endswith(".db") else state.name
+    return state.with_name(stem + ".report.csv")
+
+
+def _journal_records(cur: sqlite3.Cursor, counted: list[int]) -> Iterator[list[object]]:
+    """Report lines from a cursor over the journal's rows: ids as written, text neutralised, the
+    time in ISO 8601 (UTC), an in-flight row as ``unknown`` (as the run's own report says)."""
+    hints: dict[str | None, str] = {}
+    utc = dt.UTC
+    while batch := cur.fetchmany(20_000):
+        counted[0] += len(batch)
+        for rid, conv, seq, status, code, error, attempts, mid, uid, chat, sess, sent_at in batch:
+            if status == "inflight":
+                status = "unknown"
+            hint = hints.get(code)
+            if hint is None:
+                hint = hints[code] = codes.hint(code) if isinstance(code, str) and code else ""
+            if isinstance(error, str) and error.startswith(_FORMULA_START):
+                error = "'" + error
+            row = rid[1:-1] if rid[:1] == '"' and rid[-1:] == '"' else rid  # JSON text → the text
+            yield [
+                neutralise(row), conv, seq, status, code, error, attempts,
+                neutralise(mid), neutralise(uid), neutralise(chat), neutralise(sess),
+                "" if sent_at is None else dt.datetime.fromtimestamp(sent_at, utc).isoformat(),
+                hint,
+            ]
+
+
+def write_journal_report(state: str | Path, path: str | Path | None = None) -> tuple[Path, int]:
+    """Write the per-row statuses a journal holds as CSV (plan order: conversation, position;
+    invalid rows last) and return (path, rows). Streamed from SQLite in constant memory, without
+    the input file: for an interrupted run, or an import too large for the frame report."""
+    source = Path(state)
+    target = check_report_path(path or default_journal_report(source))
+    if target.suffix.lower() != ".csv":
+        raise ConfigError(f"--report {target}: a report from the journal alone is CSV; give a .csv path")
+    if not source.is_file():
+        raise ConfigError(f"{source}: no such journal; pass the --state file of a run")
+    con = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    names = ", ".join(col for _, col in JOURNAL_REPORT_COLUMNS)
+    tmp = target.with_name(target.name + ".tmp")
+    counted = [0]
+    try:
+        cur = con.execute(f"SELECT {names} FROM rows ORDER BY rowid")  # noqa: S608 (fixed names)
+        with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow([name for name, _ in JOURNAL_REPORT_COLUMNS] + ["import_hint"])
+            writer.writerows(_journal_records(cur, counted))
+    except sqlite3.DatabaseError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{source}: not a bulkimport journal ({exc}); pass the --state file of a run"
+        ) from None
+    finally:
+        con.close()
+    tmp.replace(target)
+    return target, counted[0]
