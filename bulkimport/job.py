@@ -30,7 +30,7 @@ from .limits import PortalLimits, preset
 from .mapping import Mapping
 from .planning import Estimate, Plan
 from .planning import plan as build_plan
-from .reporting import check_report_path, summary_lines, write_report
+from .reporting import check_report_path, count_lines, summary_lines, write_report
 from .sending import Sender
 from .settings import DEFAULT_CONNECTOR, ENV_PORTAL, parse_line
 
@@ -67,7 +67,7 @@ def _operators_of(mapping: Any) -> dict[str, int]:
 class JobResult:
     """What a job's run produced: the per-row frame, the sender's summary and what follows."""
 
-    frame: Any
+    frame: Any  # None after a Ctrl-C: the run ends at once (``bulkimport report`` writes the rows)
     summary: Any
     plan: Plan
     journal: Path
@@ -140,6 +140,9 @@ class JobResult:
 
     def summary_lines(self) -> list[str]:
         """The closing summary: rows per status, top codes with hints, time and throughput."""
+        if self.frame is None:  # an interrupted run keeps no per-row frame
+            summary = self.summary
+            return count_lines(summary.counts, summary.top_errors, summary=summary, wall=self.wall)
         return summary_lines(self.frame, plan=self.plan, summary=self.summary, wall=self.wall)
 
 
@@ -429,7 +432,9 @@ class ImportJob:
     def _send(self, plan: Plan, command: list[str], **target: Any) -> JobResult:
         """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted``."""
         started = time.monotonic()
-        outcome = Sender(plan, **target, **self._sender_options()).run()
+        sender = Sender(plan, **target, **self._sender_options())
+        sender.lean_interrupt = True  # after Ctrl-C: exit at once, the report comes later
+        outcome = sender.run()
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
         result.interrupted = bool(summary.interrupted)

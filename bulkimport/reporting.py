@@ -474,6 +474,13 @@ def summary_lines(
         lines.append("Top problems:")
         for r in top_codes.itertuples():
             lines.append(f"  {r.code} ×{r.rows} ({r.status}): {r.message} — {r.hint}")
+    lines += _figure_lines(summary, wall)
+    return lines
+
+
+def _figure_lines(summary: Any, wall: float | None) -> list[str]:
+    """The run-figure lines of the end-of-run summary: elapsed, pace, requests, why it stopped."""
+    lines: list[str] = []
     figures = dict(run_figures(summary))
     if "elapsed (s)" in figures:
         rate = figures.get("messages/s")
@@ -491,6 +498,20 @@ def summary_lines(
     if figures.get("stopped because"):
         lines.append(f"Stopped because: {figures['stopped because']}")
     return lines
+
+
+def count_lines(counts: Mapping[str, int], top_errors: Any, summary: Any = None,
+                wall: float | None = None) -> list[str]:
+    """The end-of-run summary from counts alone (a run that kept no per-row frame: after Ctrl-C):
+    rows per status, top codes with hints, run figures."""
+    total = sum(int(n) for n in counts.values())
+    shown = [s for s in STATUS_ORDER if counts.get(s) or s == "sent"]
+    lines = ["Rows: " + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in shown) + f" (of {total})"]
+    if top_errors:
+        lines.append("Top problems:")
+        for code, n in top_errors:
+            lines.append(f"  {code} ×{n}: {codes.get(str(code)).render()} — {codes.hint(str(code))}")
+    return lines + _figure_lines(summary, wall)
 
 
 def failure_counts(failures: pd.DataFrame) -> pd.DataFrame:
