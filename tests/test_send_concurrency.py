@@ -377,9 +377,24 @@ def test_one_ctrl_c_with_one_request_in_flight_waits_for_its_answer(tmp_path):
         time.sleep(0.6)
         return fake.handler(url, body)
 
+    class Said:
+        def __init__(self) -> None:
+            self.reasons: list[str | None] = []
+
+        def start(self, total: int, done: int) -> None: ...
+        def update(self, n: int, counts: Any) -> None: ...
+        def close(self) -> None: ...
+
+        def waiting(self, seconds: float | None, reason: str | None) -> None:
+            self.reasons.append(reason)
+
+    said = Said()
     wire = Wire(fake, answers={2: interrupt_then_answer})
     plan = make_plan([6] * 10)
-    out = _sender(plan, wire, clock, tmp_path, max_in_flight=1).run()
+    client = Client("https://acme.bitrix24.ru", "token-aaaaaaaa", clock=clock, session=MockTransport(wire))
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=said, client=client,
+                 max_in_flight=1).run()
+    assert "stopping: waiting for 1 answer in flight" in said.reasons  # said while it waited
     assert out.summary.interrupted and wire.count == 2
     assert out.summary.counts["unknown"] == 0 and out.summary.counts["sent"] == len(wire.carried[1]) + len(
         wire.carried[2]

@@ -266,6 +266,9 @@ class RunLoop:
     def _tell(self, n: int) -> None:
         """Tell the collector about ``n`` settled rows (and a change in what the governor waits for)."""
         reason = self.governor.snapshot()["waiting_for"]
+        if self._stop_told and self.active:  # still stopping: the count goes down answer by answer
+            n = len(self.active)
+            reason = STOPPING.format(n=n, s="" if n == 1 else "s").split(" (", 1)[0]
         if reason != self._reason:
             self._reason = reason
             self.progress.waiting(None, reason)
