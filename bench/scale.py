@@ -124,7 +124,7 @@ def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def bench_size(rows: int, tmp: Path, sending: float) -> None:
+def bench_size(rows: int, tmp: Path, sending: float, prepare_only: bool = False) -> None:
     """Every figure for one generated size."""
     from generate import BIG_MAPPING, big_csv
 
@@ -143,6 +143,8 @@ def bench_size(rows: int, tmp: Path, sending: float) -> None:
     _, dry_peak = _watch(dry, lambda: False, 3600)
     dry.wait()
     print(f"  prepare (dry-run, offline)      : {time.monotonic() - t:7.1f} s   peak {dry_peak:6.0f} MiB")
+    if prepare_only:
+        return
     state = tmp / f"journal-{rows}.db"
     with Sandbox(time_scale=1.0, seed=1, **COSTS) as portal:
         _register(portal)
@@ -263,6 +265,8 @@ def main() -> None:
     ap.add_argument("--journal-rows", type=int, default=10_000_000, help="rows of the journal report timing")
     ap.add_argument("--skip-xlsx", action="store_true", help="do not time the openpyxl report")
     ap.add_argument("--report-only", action="store_true", help="only the report writers")
+    ap.add_argument("--prepare-only", action="store_true", help="per size only the dry-run (no sending)")
+    ap.add_argument("--skip-reports", action="store_true", help="not the report writers side by side")
     args = ap.parse_args()
     header("bench/scale.py — one import at scale (issue #19)")
     print("Goals: 10M rows in <= 2 GiB peak; first request <= 60 s (10M); resume <= 30 s to its first "
@@ -271,8 +275,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.report_only:
             for rows in args.rows:
-                bench_size(rows, Path(tmp), args.sending)
-        bench_reports(args.frame_rows, args.journal_rows, Path(tmp), not args.skip_xlsx)
+                bench_size(rows, Path(tmp), args.sending, args.prepare_only)
+        if not args.skip_reports:
+            bench_reports(args.frame_rows, args.journal_rows, Path(tmp), not args.skip_xlsx)
 
 
 if __name__ == "__main__":
