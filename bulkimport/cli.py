@@ -591,7 +591,7 @@ def _print_result(result: Any) -> None:
     click.echo("")
     for text in result.summary_lines():
         click.echo(text)
-    click.echo(f"Report: {result.report}")
+    click.echo(f"Report: {result.report or 'not written (see below)'}")
     click.echo(f"Journal: {result.journal}")
     if result.note:
         click.echo(result.note)
@@ -779,6 +779,29 @@ def status(state: Path | None, rows_of: str | None) -> None:
     if listed is not None:
         click.echo(f"Rows {rows_of} ({len(listed)}):" if len(listed) else f"No rows {rows_of}.")
         _echo_table(listed.astype(object).where(listed.notna(), ""), 200)
+
+
+@main.command()
+@click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV file to write [default: <STATE without .db>.report.csv].",
+)
+def report(state: Path | None, report_path: Path | None) -> None:
+    """Write the per-row report of a journal as CSV, from the journal alone.
+
+    One line per row: row number, conversation and position, status, code, message, attempts,
+    the portal's ids, when it was sent, and a hint. Streamed in constant memory at any size (an
+    interrupted run skips its report to exit at once; this writes it). Join it to the input file
+    by the row number.
+    """
+    from .reporting import write_journal_report
+
+    path = state or _find_journal()
+    target, rows = write_journal_report(path, report_path)
+    click.echo(f"Report: {target} ({rows:,} rows)")
 
 
 @main.command()

@@ -130,8 +130,10 @@ def for_sandbox(portal: Any) -> PortalClock:
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold back Ctrl-C during a short critical step (journalling an answer, rotating tokens), then
-    raise it: a known outcome is never lost because the interrupt landed between the answer and its
-    commit. Only in the main thread, where Python delivers SIGINT; elsewhere it is a no-op."""
+    hand it to the handler that was there (Python's default raises KeyboardInterrupt; the run
+    loop's first-Ctrl-C handler only marks the run stopping): a known outcome is never lost because
+    the interrupt landed between the answer and its commit. Only in the main thread, where Python
+    delivers SIGINT; elsewhere it is a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -149,5 +151,8 @@ def interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
+    for signum in caught:
+        if callable(previous):
+            previous(signum, None)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt

@@ -30,7 +30,7 @@ from .limits import PortalLimits, preset
 from .mapping import Mapping
 from .planning import Estimate, Plan
 from .planning import plan as build_plan
-from .reporting import check_report_path, summary_lines, write_report
+from .reporting import check_report_path, count_lines, summary_lines, write_report
 from .sending import Sender
 from .settings import DEFAULT_CONNECTOR, ENV_PORTAL, parse_line
 
@@ -92,7 +92,7 @@ def _system_for_unmapped(src: Any, strict: bool) -> None:
 class JobResult:
     """What a job's run produced: the per-row frame, the sender's summary and what follows."""
 
-    frame: Any
+    frame: Any  # None after a Ctrl-C: the run ends at once (``bulkimport report`` writes the rows)
     summary: Any
     plan: Plan
     journal: Path
@@ -107,6 +107,7 @@ class JobResult:
     import_mode: Path | None = None  # the line's saved settings: it is in import mode
     changes: Any = None  # what an edited input changed against the journal (after.rebind.Changes)
     settled: Any = None  # what reading unknown rows back settled (after.settle.Settled)
+    report_later: list[str] | None = None  # the command that writes the per-row report not written
 
     @property
     def stopped(self) -> str | None:
@@ -128,7 +129,11 @@ class JobResult:
     def next_steps(self) -> list[str]:
         """What to do next, one line each: resume, retry the rejected rows, settle unknown ones."""
         if self.interrupted:
-            return [f"Interrupted; the journal is saved. Resume with: {shlex.join(self.command)}"]
+            lines = [f"Interrupted; the journal is saved. Resume with: {shlex.join(self.command)}"]
+            if self.report_later:
+                later = shlex.join(self.report_later)
+                lines.append(f"The per-row report was not written; write it with: {later}")
+            return lines
         if self.declined:
             return []
         status = self.frame["import_status"]
@@ -181,6 +186,9 @@ class JobResult:
 
     def summary_lines(self) -> list[str]:
         """The closing summary: rows per status, top codes with hints, time and throughput."""
+        if self.frame is None:  # an interrupted run keeps no per-row frame
+            summary = self.summary
+            return count_lines(summary.counts, summary.top_errors, summary=summary, wall=self.wall)
         return summary_lines(self.frame, plan=self.plan, summary=self.summary, wall=self.wall)
 
 
@@ -525,9 +533,19 @@ class ImportJob:
         plan = self.plan()
         self.check_journal()
         result = self._send_to_sandbox(plan) if self.sandbox else self._send_to_portal(plan, confirm)
-        if not result.declined:
+        if result.interrupted:  # exit now: the report of every row can be written later
+            self._report_later(result)
+        elif not result.declined:
             self._write_report(result)
         return result
+
+    def _report_later(self, result: JobResult) -> None:
+        """After Ctrl-C: no per-row report (it would keep the user waiting at any size); say how
+        ``bulkimport report`` writes it from the journal."""
+        from .reporting import default_journal_report
+
+        target = default_journal_report(result.journal)
+        result.report_later = ["bulkimport", "report", str(result.journal), "--report", str(target)]
 
     def _sender_options(self) -> dict[str, Any]:
         return {
@@ -545,6 +563,7 @@ class ImportJob:
         """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted``."""
         started = time.monotonic()
         sender = Sender(plan, **target, **self._sender_options())
+        sender.lean_interrupt = True  # after Ctrl-C: exit at once, the report comes later
         outcome = sender.run()
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
@@ -651,8 +670,7 @@ class ImportJob:
         assert isinstance(self.report, Path)
         if len(result.frame) >= BIG_REPORT_ROWS:  # ~20 s per 100,000 rows as xlsx
             self.notify(f"Writing the report ({len(result.frame):,} rows) to {self.report} …")
-        write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
-        result.report = self.report
+        result.report = write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
         if result.changes is not None:
             from .after.rebind import write_changes
 

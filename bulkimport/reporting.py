@@ -8,6 +8,11 @@ spreadsheet would start a formula with (``=``, ``+``, ``-``, ``@``, tab or CR, o
 number such as ``-1``) is prefixed with ``'``. Times are wall times in the import's time zone, to
 the second. No token or secret is ever written: the summary sheet is built from an allow-list of
 run figures, never from objects.
+
+At any size (docs/scale.md): a frame longer than an xlsx sheet (``XLSX_MAX_ROWS``) is written as
+CSV beside the asked-for ``.xlsx`` path — openpyxl needs minutes per million rows and Excel opens a
+sheet of at most 1,048,576 lines; :func:`write_journal_report` streams the per-row statuses of a
+journal of any size straight from SQLite to CSV (``bulkimport report STATE``).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import csv
 import datetime as dt
 import itertools
 import json
+import logging
 import math
 import re
+import sqlite3
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,8 @@ from .mapping import FIELDS
 
 #: The status columns the sender adds to the input rows, in report order.
 STATUS_COLUMNS = codes.STATUS_COLUMNS
+
+log = logging.getLogger("bulkimport.reporting")
 
 #: Statuses in the order people read them.
 STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]  # + "deleted" when there are any (undo)
@@ -430,10 +439,19 @@ def write_report(
     runs: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the report to ``path`` (``.xlsx``: sheets rows/errors/summary; ``.csv``: the rows with
-    a hint column) and return the path. No cell can become a formula in either format; ``runs``:
+    a hint column) and return the path written — the ``.csv`` beside an ``.xlsx`` path when the
+    frame has more rows than a sheet holds. No cell can become a formula in either format; ``runs``:
     the journal's runs for the summary (default: read from the journal ``summary`` names)."""
     target = check_report_path(path)
     suffix = target.suffix.lower()
+    if suffix == ".xlsx" and len(frame) >= XLSX_MAX_ROWS:
+        target = target.with_suffix(".csv")
+        log.warning(
+            "%d rows are more than an xlsx sheet holds: the report is written as CSV to %s",
+            len(frame),
+            target,
+        )
+        suffix = ".csv"
     rows = _rows_table(frame, plan)
     if suffix == ".csv":
         _write_csv(rows, target)
@@ -696,6 +714,13 @@ def summary_lines(
         lines.append("Top problems:")
         for r in top_codes.itertuples():
             lines.append(f"  {r.code} ×{r.rows} ({r.status}): {r.message} — {r.hint}")
+    lines += _figure_lines(summary, wall)
+    return lines
+
+
+def _figure_lines(summary: Any, wall: float | None) -> list[str]:
+    """The run-figure lines of the end-of-run summary: elapsed, pace, requests, why it stopped."""
+    lines: list[str] = []
     figures = dict(run_figures(summary))
     if "elapsed (s)" in figures:
         rate = figures.get("messages/s")
@@ -713,6 +738,20 @@ def summary_lines(
     if figures.get("stopped because"):
         lines.append(f"Stopped because: {figures['stopped because']}")
     return lines
+
+
+def count_lines(counts: Mapping[str, int], top_errors: Any, summary: Any = None,
+                wall: float | None = None) -> list[str]:
+    """The end-of-run summary from counts alone (a run that kept no per-row frame: after Ctrl-C):
+    rows per status, top codes with hints, run figures."""
+    total = sum(int(n) for n in counts.values())
+    shown = [s for s in STATUS_ORDER if counts.get(s) or s == "sent"]
+    lines = ["Rows: " + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in shown) + f" (of {total})"]
+    if top_errors:
+        lines.append("Top problems:")
+        for code, n in top_errors:
+            lines.append(f"  {code} ×{n}: {codes.get(str(code)).render()} — {codes.hint(str(code))}")
+    return lines + _figure_lines(summary, wall)
 
 
 def failure_counts(failures: pd.DataFrame) -> pd.DataFrame:
@@ -821,3 +860,82 @@ def _is_loopback(url: str) -> bool:
     from urllib.parse import urlsplit
 
     return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+#: The columns of a report built from a journal alone (``bulkimport report``), and what feeds them.
+JOURNAL_REPORT_COLUMNS = [
+    ("row", "rid"),
+    ("conversation", "conv"),
+    ("position", "seq"),
+    ("import_status", "status"),
+    ("import_error_code", "code"),
+    ("import_error", "error"),
+    ("import_attempts", "attempts"),
+    ("import_message_id", "message_id"),
+    ("b24_user_id", "user_id"),
+    ("b24_chat_id", "chat_id"),
+    ("b24_session_id", "session_id"),
+    ("sent_at", "sent_at"),
+]
+
+
+def default_journal_report(state: str | Path) -> Path:
+    """Where ``bulkimport report STATE`` writes by default: ``<STATE without .db>.report.csv``."""
+    state = Path(state)
+    stem = state.name[: -len(".db")] if state.name.endswith(".db") else state.name
+    return state.with_name(stem + ".report.csv")
+
+
+def _safe_sql(column: str) -> str:
+    """SQL for ``column`` with formula-like text ``'``-prefixed (as :func:`neutralise` does)."""
+    starts = "'=', '+', '-', '@', char(9), char(13)"
+    return f"CASE WHEN substr({column}, 1, 1) IN ({starts}) THEN char(39) || {column} ELSE {column} END"
+
+
+#: The journal report's query: SQLite formats every cell, so the rows go to the CSV writer as
+#: they come (no Python per cell). A row id that is JSON text becomes its text; an in-flight row
+#: reads ``unknown`` (as the run's own report says); the time is ISO 8601 in UTC; the hint comes
+#: from the catalogue through a temporary table.
+_JOURNAL_REPORT_SQL = f"""
+SELECT {_safe_sql("CASE WHEN substr(rid, 1, 1) = char(34) THEN json_extract(rid, '$') ELSE rid END")},
+       conv, seq, CASE status WHEN 'inflight' THEN 'unknown' ELSE status END, rows.code,
+       {_safe_sql("error")}, attempts, {_safe_sql("message_id")}, {_safe_sql("user_id")},
+       {_safe_sql("chat_id")}, {_safe_sql("session_id")},
+       strftime('%Y-%m-%dT%H:%M:%f+00:00', sent_at, 'unixepoch'), coalesce(h.hint, '')
+FROM rows LEFT JOIN temp.hints AS h ON h.code = rows.code ORDER BY rows.rowid
+"""  # noqa: S608 (fixed column names, no user text)
+
+
+def write_journal_report(state: str | Path, path: str | Path | None = None) -> tuple[Path, int]:
+    """Write the per-row statuses a journal holds as CSV (plan order: conversation, position;
+    invalid rows last) and return (path, rows). Streamed from SQLite in constant memory, without
+    the input file: for an interrupted run, or an import too large for the frame report."""
+    source = Path(state)
+    target = check_report_path(path or default_journal_report(source))
+    if target.suffix.lower() != ".csv":
+        raise ConfigError(f"--report {target}: a report from the journal alone is CSV; give a .csv path")
+    if not source.is_file():
+        raise ConfigError(f"{source}: no such journal; pass the --state file of a run")
+    con = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    tmp = target.with_name(target.name + ".tmp")
+    counted = 0
+    try:
+        con.execute("CREATE TEMP TABLE hints (code TEXT PRIMARY KEY, hint TEXT)")
+        used = [c for (c,) in con.execute("SELECT DISTINCT code FROM rows WHERE code IS NOT NULL")]
+        con.executemany("INSERT INTO temp.hints VALUES (?, ?)", [(c, codes.hint(c)) for c in used])
+        cur = con.execute(_JOURNAL_REPORT_SQL)
+        with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow([name for name, _ in JOURNAL_REPORT_COLUMNS] + ["import_hint"])
+            while batch := cur.fetchmany(50_000):
+                writer.writerows(batch)
+                counted += len(batch)
+    except sqlite3.DatabaseError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{source}: not a bulkimport journal ({exc}); pass the --state file of a run"
+        ) from None
+    finally:
+        con.close()
+    tmp.replace(target)
+    return target, counted

@@ -204,39 +204,6 @@ def test_bad_report_paths_are_one_line_config_errors(tmp_path, name):
     assert "\n" not in str(info.value)
 
 
-def test_a_table_longer_than_a_sheet_continues_on_numbered_sheets(tmp_path, monkeypatch):
-    """Excel holds 1,048,576 rows per sheet: a longer report (a big migration) continues on
-    "rows 2", "rows 3" … each starting with the header again, and no row is lost or repeated."""
-    import bulkimport.reporting as report_module
-
-    assert report_module.XLSX_MAX_ROWS == 1_048_576  # Excel's documented sheet limit
-    monkeypatch.setattr(report_module, "XLSX_MAX_ROWS", 5)
-    n = 13
-    frame = pd.DataFrame(
-        {
-            "Text": [f"=m{i}" for i in range(n)],
-            "import_status": ["sent"] * (n - 2) + ["failed"] * 2,
-            "import_error_code": [None] * (n - 2) + ["ERROR_ARGUMENT"] * 2,
-        },
-        index=pd.RangeIndex(2, 2 + n, name="row"),
-    )
-    path = write_report(frame, tmp_path / "big.xlsx")
-    wb = openpyxl.load_workbook(path)
-    assert wb.sheetnames[:6] == ["rows", "rows 2", "rows 3", "rows 4", "errors", "summary"]
-    assert all(name.startswith("summary ") for name in wb.sheetnames[6:])  # its tables, 5 lines a sheet
-    seen: list[object] = []
-    for name in ("rows", "rows 2", "rows 3", "rows 4"):
-        ws = wb[name]
-        lines = list(ws.iter_rows(values_only=True))
-        assert lines[0][:2] == ("row", "Text") and ws["A1"].font.bold and ws.freeze_panes == "B2"
-        assert 2 <= len(lines) <= 5
-        seen += [line[0] for line in lines[1:]]
-    assert seen == list(range(2, 2 + n))
-    cell = wb["rows 4"]["B2"]
-    assert (cell.value, cell.data_type) == ("=m12", "s")  # still a string cell on a continuation sheet
-    assert [r[0] for r in wb["errors"].iter_rows(values_only=True)][1:] == [13, 14]
-
-
 # ------------------------------------------------------------------ #14: reports a person can read
 USER_TEXT = ["=1+1", "+7 999 123-45-67", "@x", "-1", "#N/A", "+79161234567"]
 

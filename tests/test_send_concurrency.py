@@ -295,7 +295,8 @@ def test_two_requests_meeting_an_expired_token_refresh_it_once(tmp_path):
     assert set(_stored_in_order(fake, plan).values()) == {1}
 
 
-def test_ctrl_c_with_two_requests_in_flight_makes_exactly_their_rows_unknown(tmp_path):
+def test_one_ctrl_c_with_two_requests_in_flight_waits_for_both_answers(tmp_path):
+    """First Ctrl-C: nothing new is launched, both answers in flight are awaited and journalled."""
     clock = ManualClock()
     fake = FakePortal(clock)
 
@@ -309,6 +310,39 @@ def test_ctrl_c_with_two_requests_in_flight_makes_exactly_their_rows_unknown(tmp
         return fake.handler(url, body)
 
     wire = Wire(fake, hold=(2, 3), answers={2: slow, 3: interrupt_then_answer})
+    plan = make_plan([6] * 150)
+    out = _sender(plan, wire, clock, tmp_path).run()
+    assert out.summary.interrupted
+    assert wire.count == 3  # nothing was launched after the Ctrl-C
+    f = out.frame
+    carried = {int(m[1:]) for n in (1, 2, 3) for m in wire.carried[n]}
+    assert set(f.index[f["import_status"] == "sent"]) == carried
+    assert out.summary.counts["unknown"] == 0
+    assert set(f["import_status"]) == {"sent", "pending"}  # the rest was not launched
+    assert "inflight" not in set(journal_statuses(tmp_path / "j.db").values())
+    again = _sender(plan, Wire(fake), clock, tmp_path).run()  # the resume sends the rest, once
+    assert again.summary.counts["sent"] == 900
+    copies = _stored_in_order(fake, plan)
+    assert len(copies) == 900 and set(copies.values()) == {1}
+
+
+def test_second_ctrl_c_with_two_requests_in_flight_makes_exactly_their_rows_unknown(tmp_path):
+    """Second Ctrl-C: the run ends at once; the rows on the wire are ``unknown`` (``interrupted``)."""
+    clock = ManualClock()
+    fake = FakePortal(clock)
+
+    def interrupt_twice_then_answer(url: str, body: dict[str, Any]) -> RawResponse:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # … and again: exit at once
+        time.sleep(0.3)
+        return fake.handler(url, body)
+
+    def slow(url: str, body: dict[str, Any]) -> RawResponse:
+        time.sleep(0.3)
+        return fake.handler(url, body)
+
+    wire = Wire(fake, hold=(2, 3), answers={2: slow, 3: interrupt_twice_then_answer})
     plan = make_plan([6] * 30)
     out = _sender(plan, wire, clock, tmp_path).run()
     assert out.summary.interrupted
@@ -330,6 +364,41 @@ def test_ctrl_c_with_two_requests_in_flight_makes_exactly_their_rows_unknown(tmp
     assert again.summary.counts["sent"] == 180
     copies = _stored_in_order(fake, plan)
     assert len(copies) == 180 and set(copies.values()) == {1}
+
+
+def test_one_ctrl_c_with_one_request_in_flight_waits_for_its_answer(tmp_path):
+    """max_in_flight=1: the exchange runs in a worker too, so the first Ctrl-C is acknowledged at
+    once (the notice) and the answer still journalled."""
+    clock = ManualClock()
+    fake = FakePortal(clock)
+
+    def interrupt_then_answer(url: str, body: dict[str, Any]) -> RawResponse:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.6)
+        return fake.handler(url, body)
+
+    class Said:
+        def __init__(self) -> None:
+            self.reasons: list[str | None] = []
+
+        def start(self, total: int, done: int) -> None: ...
+        def update(self, n: int, counts: Any) -> None: ...
+        def close(self) -> None: ...
+
+        def waiting(self, seconds: float | None, reason: str | None) -> None:
+            self.reasons.append(reason)
+
+    said = Said()
+    wire = Wire(fake, answers={2: interrupt_then_answer})
+    plan = make_plan([6] * 10)
+    client = Client("https://acme.bitrix24.ru", "token-aaaaaaaa", clock=clock, session=MockTransport(wire))
+    out = Sender(plan, line=1, connector="hist", state=tmp_path / "j.db", progress=said, client=client,
+                 max_in_flight=1).run()
+    assert "stopping: waiting for 1 answer in flight" in said.reasons  # said while it waited
+    assert out.summary.interrupted and wire.count == 2
+    assert out.summary.counts["unknown"] == 0 and out.summary.counts["sent"] == len(wire.carried[1]) + len(
+        wire.carried[2]
+    )
 
 
 def _inflight_requests(path: Path) -> dict[int, set[str]]:

@@ -1,16 +1,23 @@
 """The run loop: launch a request when one may go, settle each answer, wait when paced, stop when told.
 
-Only the HTTP exchange runs in a worker thread (:mod:`.workers`); choosing (:mod:`.scheduling`),
-journalling and settling (:mod:`.outcome`) and the stop rules (:mod:`.state`) run here, in the
-thread that called :meth:`RunLoop.run`.
+Only the HTTP exchange runs in a worker thread (:mod:`.workers`), also with one request in flight;
+choosing (:mod:`.scheduling`), journalling and settling (:mod:`.outcome`) and the stop rules
+(:mod:`.state`) run here, in the thread that called :meth:`RunLoop.run`.
+
+Ctrl-C (in the main thread, where the default handler would raise KeyboardInterrupt): the first one
+launches nothing new and waits for the answers in flight (at most the request cap away), settles them
+and ends the run ``interrupted`` — no row left ``unknown``; the second one ends it at once, the rows
+still on the wire become ``unknown`` (``interrupted``) to be settled later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from queue import Empty, SimpleQueue
 from typing import Any
 
@@ -22,9 +29,16 @@ from .outcome import Outcomes, _wall
 from .progress import ProgressCollector
 from .scheduling import METHOD, Schedule, _Conv, _Request, commands_for, locks_in_flight
 from .state import RunState
-from .workers import _exchange, _Workers
+from .workers import _Workers
 
 log = logging.getLogger("bulkimport.sending")
+
+
+#: Longest slice (real seconds) of a wait for an answer: how soon a first Ctrl-C is acknowledged.
+WAIT_SLICE = 0.25
+
+#: What a first Ctrl-C says while answers are still on the wire.
+STOPPING = "stopping: waiting for {n} answer{s} in flight (Ctrl-C again to exit at once)"
 
 
 def _real_seconds(clock: Any, seconds: float) -> float:
@@ -70,16 +84,21 @@ class RunLoop:
         self.sequence = itertools.count()
         self._reason: str | None = None  # the wait the collector was last told of
         self._thread = threading.current_thread()
+        self._stop_told = False  # the first Ctrl-C's notice was given
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
         """Send until nothing is left or the run stops; Ctrl-C is caught (``state.interrupted``)."""
-        if self.state.max_in_flight > 1:
-            self.workers = _Workers(self.state.max_in_flight, self.client, self.done)
+        self.workers = _Workers(self.state.max_in_flight, self.client, self.done)
         previous_wait = self.governor.on_wait
         self.governor.on_wait = self._on_wait
         try:
-            self._loop()
+            with self._first_interrupt_drains():
+                self._loop()
+            if self.state.interrupted:
+                log.warning(
+                    "interrupted: every answer in flight was recorded; run the same command again to resume"
+                )
         except KeyboardInterrupt:
             self._interrupted()
         finally:
@@ -87,9 +106,65 @@ class RunLoop:
                 self.workers.close()
             self.governor.on_wait = previous_wait
 
+    @contextlib.contextmanager
+    def _first_interrupt_drains(self) -> Iterator[None]:
+        """While the loop runs in the main thread with Python's default Ctrl-C handler, the first
+        SIGINT only marks the run ``interrupted`` (nothing new is launched, the answers in flight
+        are awaited and settled); the next one raises KeyboardInterrupt as usual. Elsewhere (a
+        worker thread, an ignored or custom SIGINT handler) nothing changes."""
+        state = self.state
+
+        def first_drains(signum: int, frame: Any) -> None:
+            if state.interrupted:
+                raise KeyboardInterrupt
+            state.interrupted = True
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        try:
+            if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                yield
+                return
+            signal.signal(signal.SIGINT, first_drains)
+        except (ValueError, OSError):  # not allowed here (embedded interpreters)
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _tell_stopping(self) -> None:
+        """Say once, after the first Ctrl-C, how many answers the run still waits for."""
+        if self._stop_told or not self.state.interrupted:
+            return
+        self._stop_told = True
+        n = len(self.active)
+        if n:
+            text = STOPPING.format(n=n, s="" if n == 1 else "s")
+            log.warning(text)
+            self._reason = text.split(" (", 1)[0]
+            self.progress.waiting(None, self._reason)
+
+    def _next_answer(self, timeout: float | None) -> _Request | None:
+        """The next answered request, or None after ``timeout`` real seconds (None: until one comes),
+        waiting in short slices so that a first Ctrl-C is acknowledged at once."""
+        waited = 0.0
+        while True:
+            self._tell_stopping()
+            piece = WAIT_SLICE if timeout is None else min(WAIT_SLICE, max(0.0, timeout - waited))
+            try:
+                return self.done.get(timeout=piece)
+            except Empty:
+                waited += piece
+                if timeout is not None and waited >= timeout:
+                    return None
+
     def _loop(self) -> None:
         active, governor, state = self.active, self.governor, self.state
         while True:
+            self._tell_stopping()
             while True:  # settle whatever has been answered
                 try:
                     answered = self.done.get_nowait()
@@ -110,14 +185,13 @@ class RunLoop:
             # Requests are in flight: wait for the next answer, at most as long as the pacing
             # wait (a stopped run waits for every answer and settles it before it ends).
             timeout = _real_seconds(self.clock, step) if step is not None else None
-            try:
-                answered = self.done.get(timeout=timeout)
-            except Empty:
-                continue
-            self.settle(answered)
+            answered = self._next_answer(timeout)
+            if answered is not None:
+                self.settle(answered)
 
     def _interrupted(self) -> None:
-        """Ctrl-C: the rows on the wire become ``unknown`` (``interrupted``), the rest stay."""
+        """Second Ctrl-C (or one outside the main thread's default handler): the rows on the wire
+        become ``unknown`` (``interrupted``), the rest stay."""
         self.state.interrupted = True
         cut = [rid for req in self.active.values() for rid in req.rids]
         if cut:
@@ -169,11 +243,8 @@ class RunLoop:
         with interrupts_deferred():
             req.request_id = self.journal.mark_inflight(rids, self.run_id, _wall())
             self.active[req.seq] = req
-            if self.workers is not None:
-                self.workers.submit(req)
-        if self.workers is None:  # one request at a time: the exchange runs here (Ctrl-C cuts it)
-            _exchange(self.client, req)
-            self.done.put(req)
+            assert self.workers is not None
+            self.workers.submit(req)
 
     # ------------------------------------------------------------------ settling
     def settle(self, req: _Request) -> None:
@@ -182,7 +253,7 @@ class RunLoop:
         exc = req.error
         self.state.answer_arrived(exc, req.errors.values())
         if exc is not None and not isinstance(exc, BulkImportError):
-            raise exc  # Ctrl-C raised inside a transport, or a bug: the caller handles it
+            raise exc  # a bug in a transport (Ctrl-C never reaches a worker): the caller handles it
         queued = req.queued()
         with interrupts_deferred():  # the outcome is known: journal it whatever happens
             settlement = self.outcomes.settle(req)
@@ -195,6 +266,9 @@ class RunLoop:
     def _tell(self, n: int) -> None:
         """Tell the collector about ``n`` settled rows (and a change in what the governor waits for)."""
         reason = self.governor.snapshot()["waiting_for"]
+        if self._stop_told and self.active:  # still stopping: the count goes down answer by answer
+            n = len(self.active)
+            reason = STOPPING.format(n=n, s="" if n == 1 else "s").split(" (", 1)[0]
         if reason != self._reason:
             self._reason = reason
             self.progress.waiting(None, reason)

@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import codes
 from ..clock import Clock, SystemClock
 from ..errors import ConfigError, InputError
 from ..journal import Journal, default_path, row_key
@@ -49,6 +50,9 @@ from .progress import check as check_progress
 from .scheduling import Schedule, build_schedule
 from .state import DEFAULT_MAX_IN_FLIGHT, MOST_IN_FLIGHT, RunState, stop_code
 from .summary import STATUS_COLUMNS, SendOutcome, SendSummary, result_frame, summarize
+
+#: The statuses of a summary's counts, in the order of ``codes.STATUSES``.
+STATUS_ORDER = tuple(codes.STATUSES)
 
 log = logging.getLogger("bulkimport.sending")
 
@@ -169,6 +173,9 @@ class Sender:
         self._keys: list[list[str]] | None = None  # see _conv_keys
         #: also called with this run's counts and ``waiting_for`` (see progress.CallbackProgress)
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        #: after a Ctrl-C, end at once at any size: no per-row frame (``outcome.frame`` is None, the
+        #: summary's counts come from the journal) and no ``not-reached`` note per pending row
+        self.lean_interrupt = False
 
     def __repr__(self) -> str:
         return (
@@ -353,15 +360,16 @@ class Sender:
         recovered: int,
     ) -> SendOutcome:
         """Note why pending rows are pending, close the run in the journal, build the outcome."""
-        notes = schedule.pending_notes(self._conv_keys(), state.pending_reason())
+        lean = state.interrupted and self.lean_interrupt
+        notes = schedule.pending_notes(self._conv_keys(), None if lean else state.pending_reason())
         if notes:
             journal.note_pending(notes)
         finished = self.clock.now()
         stopped = state.stopped
         journal.finish_run(run_id, _wall(), stop_code(stopped), state.interrupted, state.tally["sent"])
-        frame = result_frame(self.plan, journal)
-        summary = summarize(
-            frame,
+        frame = None if lean else result_frame(self.plan, journal)
+        summary = (_summarize_journal if frame is None else summarize)(
+            journal if frame is None else frame,
             elapsed=max(0.0, finished - started),
             sent_this_run=state.tally["sent"],
             requests=governor.requests - requests_before,
@@ -372,10 +380,23 @@ class Sender:
             seconds_per_message=governor.measured_seconds_per_message,
             recovered_unknown=recovered,
         )
-        frame.attrs["bulkimport_summary"] = summary.as_dict()  # JSON-friendly: survives to_parquet
+        if frame is not None:
+            frame.attrs["bulkimport_summary"] = summary.as_dict()  # JSON-friendly: survives to_parquet
         if stopped is not None:
             log.error("stopped early: %s", stopped)
-        return SendOutcome(frame, summary)
+        return SendOutcome(frame, summary)  # type: ignore[arg-type]  # None: lean_interrupt
+
+
+def _summarize_journal(store: Journal, **figures: Any) -> SendSummary:
+    """The summary of a run from the journal's counts (no per-row frame: ``lean_interrupt``)."""
+    held = store.summary()
+    elapsed = figures["elapsed"]
+    return SendSummary(
+        counts={s: int(held["counts"].get(s, 0)) for s in STATUS_ORDER},
+        top_errors=[(str(c), int(n)) for c, n in held["top_codes"][:5]],
+        messages_per_second=figures["sent_this_run"] / elapsed if elapsed > 0 else 0.0,
+        **figures,
+    )
 
 
 def send(

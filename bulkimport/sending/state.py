@@ -73,8 +73,9 @@ class RunState:
 
     # ------------------------------------------------------------------ decisions
     def may_launch(self, active: int) -> bool:
-        """Whether another request may go with ``active`` on the wire (the governor decides too)."""
-        return self.stopped is None and active < self.in_flight_now
+        """Whether another request may go with ``active`` on the wire (the governor decides too);
+        never after a stop or a Ctrl-C."""
+        return self.stopped is None and not self.interrupted and active < self.in_flight_now
 
     def stop(self, exc: BulkImportError) -> None:
         """Stop sending: the first reason given is the one reported."""

@@ -30,8 +30,9 @@ def _exchange(client: Any, req: _Request) -> None:
 class _Workers:
     """Threads that run the HTTP exchanges of requests in flight and hand each back on ``done``.
 
-    Daemon threads: after a Ctrl-C the journal already says which rows were cut, so the process
-    does not wait for an answer nobody will read.
+    Also with one request in flight, so that the calling thread stays free to acknowledge a Ctrl-C
+    while it waits. Daemon threads: after a second Ctrl-C the journal already says which rows were
+    cut, so the process does not wait for an answer nobody will read.
     """
 
     def __init__(self, count: int, client: Any, done: SimpleQueue[_Request]) -> None:

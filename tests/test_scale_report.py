@@ -1,0 +1,142 @@
+"""Reports at any size and a cheap end of run (issue #19): the journal report, CSV past a sheet,
+no per-row report after Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import bulkimport.reporting as reporting
+from bulkimport import codes
+from bulkimport.cli import main
+from bulkimport.errors import ConfigError
+from bulkimport.exits import EXIT_INTERRUPTED
+from bulkimport.job import ImportJob
+from bulkimport.journal import Journal, RowUpdate
+from bulkimport.reporting import default_journal_report, write_journal_report, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "data_examples"
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _journal(path: Path) -> None:
+    """A journal with a sent row, a failed one with formula-like text, one in flight, a pending
+    one and an invalid one (a text row id too)."""
+    journal = Journal.bind(path, portal="https://acme.bitrix24.ru/rest/", line="1", connector="c",
+                           fingerprint="f")
+    journal.add_rows([
+        ("2", 0, 0, "pending", None, None), ("3", 0, 1, "pending", None, None),
+        ('"x-4"', 1, 0, "pending", None, None), ("5", 1, 1, "pending", None, None),
+        ("9", None, None, "invalid", "empty-text", "message.text is empty"),
+    ])
+    run = journal.start_run(1_700_000_000.0)
+    request = journal.mark_inflight(["2", "3"], run, 1_700_000_000.0)
+    journal.settle(request, [
+        RowUpdate("2", "sent", message_id="=77", chat_id="1767", sent_at=1_700_000_000.0),
+        RowUpdate("3", "failed", code="CONNECTOR_PROXY_NO_ADD_USER", error="=HYPERLINK(\"x\")"),
+    ], 1_700_000_001.0, "answered")
+    journal.mark_inflight(['"x-4"'], run, 1_700_000_002.0)
+    journal.close()
+
+
+def test_the_journal_report_holds_every_row_formula_safe_with_hints(tmp_path):
+    state = tmp_path / "history.csv.bulkimport.db"
+    _journal(state)
+    target, rows = write_journal_report(state)
+    assert target == tmp_path / "history.csv.bulkimport.report.csv" == default_journal_report(state)
+    assert rows == 5
+    lines = _read(target)
+    by_row = {line["row"]: line for line in lines}
+    assert [line["row"] for line in lines] == ["2", "3", "x-4", "5", "9"]  # plan order, invalid last
+    assert by_row["2"]["import_status"] == "sent" and by_row["2"]["import_message_id"] == "'=77"
+    assert by_row["2"]["sent_at"] == "2023-11-14T22:13:20.000+00:00" and by_row["2"]["b24_chat_id"] == "1767"
+    assert by_row["3"]["import_error"] == "'=HYPERLINK(\"x\")"
+    assert by_row["3"]["import_hint"] == codes.hint("CONNECTOR_PROXY_NO_ADD_USER") != ""
+    assert by_row["x-4"]["import_status"] == "unknown"  # in flight when the journal was read
+    assert by_row["5"]["import_status"] == "pending" and by_row["5"]["import_hint"] == ""
+    assert by_row["9"]["import_status"] == "invalid" and by_row["9"]["conversation"] == ""
+
+
+def test_the_report_command_writes_it_and_bad_paths_are_one_line(tmp_path):
+    state = tmp_path / "j.db"
+    _journal(state)
+    out = CliRunner().invoke(main, ["report", str(state), "--report", str(tmp_path / "r.csv")])
+    assert out.exit_code == 0, out.output
+    assert f"Report: {tmp_path / 'r.csv'} (5 rows)" in out.output
+    assert len(_read(tmp_path / "r.csv")) == 5
+    for args, word in (([str(state), "--report", str(tmp_path / "r.xlsx")], ".csv"),
+                       ([str(tmp_path / "none.db")], "no such journal")):
+        bad = CliRunner().invoke(main, ["report", *args])
+        assert bad.exit_code == 2 and word in bad.output and "Traceback" not in bad.output, bad.output
+    (tmp_path / "junk.db").write_text("not sqlite " * 100)
+    with pytest.raises(ConfigError, match="not a bulkimport journal"):
+        write_journal_report(tmp_path / "junk.db")
+    assert not (tmp_path / "junk.report.csv").exists() and not (tmp_path / "junk.report.csv.tmp").exists()
+
+
+def test_a_frame_longer_than_a_sheet_is_written_as_csv_beside_the_xlsx_path(tmp_path, monkeypatch):
+    assert reporting.XLSX_MAX_ROWS == 1_048_576  # Excel's documented sheet limit
+    monkeypatch.setattr(reporting, "XLSX_MAX_ROWS", 5)
+    n = 13
+    frame = pd.DataFrame(
+        {"Text": [f"=m{i}" for i in range(n)], "import_status": ["sent"] * (n - 2) + ["failed"] * 2,
+         "import_error_code": [None] * (n - 2) + ["ERROR_ARGUMENT"] * 2},
+        index=pd.RangeIndex(2, 2 + n, name="row"),
+    )
+    path = write_report(frame, tmp_path / "big.xlsx")
+    assert path == tmp_path / "big.csv" and not (tmp_path / "big.xlsx").exists()
+    lines = _read(path)
+    assert [int(line["row"]) for line in lines] == list(range(2, 2 + n))
+    assert lines[0]["Text"] == "'=m0" and lines[-1]["import_hint"] == codes.hint("ERROR_ARGUMENT")
+    small = write_report(frame.head(4), tmp_path / "small.xlsx")  # under the limit: xlsx as asked
+    assert small == tmp_path / "small.xlsx"
+
+
+def test_after_ctrl_c_the_job_exits_without_the_per_row_report_and_says_how_to_write_it(
+    tmp_path, monkeypatch
+):
+    for name in list(os.environ):
+        if name.startswith("BITRIX24_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+    history = tmp_path / "history.xlsx"
+    shutil.copy(EXAMPLE / "history.xlsx", history)
+    original = Journal.mark_inflight
+    fired: list[int] = []
+
+    def mark_then_ctrl_c(self: Journal, *args: object, **kwargs: object) -> int:
+        request = original(self, *args, **kwargs)
+        if not fired:
+            fired.append(request)
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C as the first request leaves
+        return request
+
+    monkeypatch.setattr(Journal, "mark_inflight", mark_then_ctrl_c)
+    job = ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", sandbox=True, progress=False,
+                    notify=lambda _text: None)
+    result = job.run()
+    assert fired and result.interrupted and result.exit_code == EXIT_INTERRUPTED
+    assert result.report is None and not job.report.exists()
+    later = result.report_later
+    assert later is not None and later[:3] == ["bulkimport", "report", str(result.journal)]
+    assert any("bulkimport report" in line for line in result.next_steps())
+    counts = result.summary.counts
+    assert counts["unknown"] == 0 and counts["sent"] > 0 and counts["pending"] > 0  # answer awaited
+    target, rows = write_journal_report(result.journal, later[-1])
+    statuses = pd.Series([line["import_status"] for line in _read(target)]).value_counts().to_dict()
+    assert result.frame is None  # no per-row frame was built: the run ended at once
+    assert rows == sum(counts.values()) and statuses["sent"] == counts["sent"] and "unknown" not in statuses
+    assert "not-reached" not in {line["import_error_code"] for line in _read(target)}  # no note per row
+    assert result.summary_lines()[0].startswith(f"Rows: sent {counts['sent']}, invalid")
