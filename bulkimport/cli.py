@@ -365,6 +365,26 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading:
     "--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal)."
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
+@click.option(
+    "--upload-files",
+    is_flag=True,
+    help="Upload the input's local attachments to the portal's Drive (the app's storage; needs an "
+    "administrator and the disk scope) and send their download links (the mapping's files_upload = \"disk\").",
+)
+@click.option(
+    "--missing-files",
+    type=click.Choice(["note", "skip", "fail"]),
+    help="A local attachment that is missing: send the text with a note, let the row wait (pending), "
+    "or make the row invalid [default: the mapping's missing_files, note].",
+)
+@click.option(
+    "--max-file-size",
+    "max_file_mb",
+    type=click.FloatRange(min=0.001),
+    metavar="MB",
+    help="Local attachments above this size are reported, not sent [default: 100; the portal's own "
+    "per-file limit is not documented].",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -385,6 +405,9 @@ def run(
     max_in_flight: int,
     no_progress: bool,
     yes: bool,
+    upload_files: bool,
+    missing_files: str | None,
+    max_file_mb: float | None,
     **reading: Any,
 ) -> None:
     """Import FILE (xlsx, csv, a Telegram JSON export or a WhatsApp chat export): read, map,
@@ -408,6 +431,9 @@ def run(
         max_in_flight=max_in_flight,
         progress=False if no_progress else None,  # None: a bar when stderr is a terminal
         notify=click.echo,
+        upload_files=upload_files,
+        missing_files=missing_files,
+        max_file_mb=max_file_mb,
         **_reading(reading),
     )
     job.check_options(dry_run=dry_run)
@@ -446,6 +472,11 @@ def _load_and_show(job: Any) -> Any:
     )
     if len(plan.failures):
         _show_failures(plan.failures)
+    from .staging import plan_line
+
+    attachments = plan_line(job)
+    if attachments:
+        click.echo(attachments + ".")
     click.echo(f"Estimate: {job.estimate()}.")
     return plan
 

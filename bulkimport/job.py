@@ -195,6 +195,9 @@ class ImportJob:
     timezone: str | None = None  # zone of dates without one (--timezone)
     date_order: str | None = None  # WhatsApp dates: dmy, mdy or ymd (--date-order)
     files_base_url: str | None = None  # where local attachments are published (--files-base-url)
+    upload_files: bool = False  # stage local attachments on the portal's Drive (--upload-files)
+    missing_files: str | None = None  # note | skip | fail (--missing-files) [default: the mapping's, note]
+    max_file_mb: float | None = None  # attachments above this are reported, not sent (--max-file-size)
     source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
@@ -261,6 +264,8 @@ class ImportJob:
                 mapping = self._overlaid(given)
             else:
                 mapping, self.guessed = self._overlaid(Mapping.guess(src.frame)), True
+            if src.mapping is not None:  # an export's own mapping: the attachment options go on it
+                src.mapping.options.update(self._file_options(dict(src.mapping.options), tabular=False))
             self.source_info, self._frame, self._mapping = src, src.frame, mapping
         assert self._mapping is not None
         return self._frame, self._mapping
@@ -279,10 +284,35 @@ class ImportJob:
             options["timezone"] = self.timezone
         if self.files_base_url:
             options["files_base_url"] = self.files_base_url
+        options = self._file_options(options, tabular=True)
         operators = {**mapping.operators, **self.operators}
         if options == mapping.options and operators == mapping.operators:
             return mapping
         return dataclasses.replace(mapping, options=options, operators=operators)
+
+    def _file_options(self, options: dict[str, Any], *, tabular: bool) -> dict[str, Any]:
+        """``options`` with --upload-files, --missing-files and --max-file-size laid over them; a
+        spreadsheet's relative attachment paths are relative to its folder (``files_root``)."""
+        if self.upload_files:
+            options["files_upload"] = "disk"
+        if self.missing_files:
+            options["missing_files"] = self.missing_files
+        if self.max_file_mb is not None:
+            options["max_file_mb"] = float(self.max_file_mb)
+        if tabular and options.get("files_upload") == "disk" and not options.get("files_root"):
+            options["files_root"] = str(Path(self.source).resolve().parent)
+        return options
+
+    @property
+    def uploading(self) -> bool:
+        """Whether local attachments go to the portal's Drive (--upload-files or files_upload)."""
+        return self.load()[1].options.get("files_upload") == "disk"
+
+    def files(self) -> Any:
+        """The plan's local attachments (``sending.uploads.LocalFile`` by path) when uploading."""
+        from . import staging as attached
+
+        return attached.local_files(self)
 
     def use_mapping(self, mapping: Mapping) -> None:
         """Replace the mapping (e.g. a guess adjusted in a notebook); the plan is made anew."""
@@ -379,10 +409,14 @@ class ImportJob:
             ("--timezone", self.timezone),
             ("--date-order", self.date_order),
             ("--files-base-url", self.files_base_url),
+            ("--missing-files", self.missing_files),
+            ("--max-file-size", None if self.max_file_mb is None else f"{self.max_file_mb:g}"),
         )
         for option, value in reading:
             if value is not None:
                 base += [option, str(value)]
+        if self.upload_files:
+            base += ["--upload-files"]
         base += ["--state", str(self.state), "--report", str(self.report)]
         assert isinstance(self.limits, PortalLimits)
         if self.limits.name != "standard":
@@ -396,6 +430,9 @@ class ImportJob:
         write the report. ``confirm(question)`` is asked before a real portal gets anything."""
         self.check_options()
         plan = self.plan()
+        from . import staging as attached
+
+        attached.check_before_sending(self, plan)  # a wrong base URL, --missing-files fail: refused
         result = self._send_to_sandbox(plan) if self.sandbox else self._send_to_portal(plan, confirm)
         if not result.declined:
             self._write_report(result)
@@ -413,8 +450,13 @@ class ImportJob:
 
     def _send(self, plan: Plan, command: list[str], **target: Any) -> JobResult:
         """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted``."""
+        from . import staging as attached
+
         started = time.monotonic()
-        outcome = Sender(plan, **target, **self._sender_options()).run()
+        sender = Sender(plan, **target, **self._sender_options())
+        staged = attached.prepare_sender(self, plan, sender, target["client"])
+        outcome = sender.run()
+        attached.add_column(staged, outcome.frame)
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
         result.interrupted = bool(summary.interrupted)

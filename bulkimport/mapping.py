@@ -55,6 +55,10 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
         (str,),
         "local folder prefix stripped from attachment paths before files_base_url",
     ),
+    "files_upload": (None, (str,), 'set to "disk" to upload local attachments to the portal\'s Drive'),
+    "missing_files": ("note", (str,), "a missing local attachment: note (text with a note), skip (row waits), fail"),
+    "max_file_mb": (100.0, (int, float), "local attachments above this size (MB) are reported, not sent"),
+    "files_root": (None, (str,), "folder that relative attachment paths are relative to (default: the file's)"),
 }
 
 SECTIONS = ("columns", "constants", "options", "operators")
@@ -336,6 +340,13 @@ class Mapping:
         if base is not None and not re.match(r"^https?://[^/\s]+", base):
             raise MappingError(
                 f"{source}: option files_base_url {base!r} must start with http:// or https://"
+            )
+        upload = self.options.get("files_upload")
+        if upload is not None and upload != "disk":
+            raise MappingError(f'{source}: option files_upload {upload!r}: the only value is "disk"')
+        if self.options.get("missing_files", "note") not in ("note", "skip", "fail"):
+            raise MappingError(
+                f"{source}: option missing_files {self.options['missing_files']!r}: use note, skip or fail"
             )
         if self.operators and not self.options.get("author"):
             raise MappingError(

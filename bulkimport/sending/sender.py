@@ -161,6 +161,10 @@ class Sender:
         self._keys: list[list[str]] | None = None  # see _conv_keys
         #: also called with this run's counts and ``waiting_for`` (see progress.CallbackProgress)
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        #: rows that wait in this run (journal key → code, detail) and the last-moment command
+        #: filler (placeholder attachment URLs → fresh Drive URLs); see sending/uploads.py
+        self.waiting: dict[str, tuple[str, str]] | None = None
+        self.resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -267,7 +271,7 @@ class Sender:
         rows = journal.rows(skip_pending=True).set_index("rid")  # absent: pending
         keys = self._conv_keys()
         schedule = Schedule(
-            build_schedule(plan.conversations, keys, rows, self.retry_failed, self.retry_unknown)
+            build_schedule(plan.conversations, keys, rows, self.retry_failed, self.retry_unknown, self.waiting)
         )
         if frozen:  # the run's schedule lives as long as the run: out of full GC passes too
             gc.freeze()
@@ -287,6 +291,7 @@ class Sender:
             state=state,
             progress=progress,
             warm_token=self._warm_token,
+            resolve=self.resolve,
         )
         progress.start(total, total - schedule.to_send())
         try:
