@@ -76,6 +76,9 @@ def check_before_sending(job: Any, plan: Any) -> None:
     base = job.load()[1].options.get("files_base_url")
     if not base or job.uploading:
         return
+    if job.sandbox and not _loopback(base):
+        job.notify(f"Files base URL {base} not checked: a sandbox rehearsal reaches only this machine.")
+        return
     opener, sizer = access(job)
     rels = []
     for conv in plan.conversations:
@@ -89,6 +92,20 @@ def check_before_sending(job: Any, plan: Any) -> None:
     checked = uploads.check_published(base, rels, opener)
     if checked:
         job.notify(f"Files base URL: {checked} file(s) fetched through {base}, the same bytes as here.")
+
+
+def _loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine (what a sandbox rehearsal may fetch)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def waiting_rows(job: Any, plan: Any) -> dict[str, tuple[str, str]]:
