@@ -87,7 +87,10 @@ def apply_rules(
             if path is not None and not path.is_file():
                 problem, note = "file-missing", f"(file {entry['name']} is missing)"
             elif path is not None and path.stat().st_size > limit:
-                problem, note = "file-too-large", f"(file {entry['name']} was not attached: over the size limit)"
+                problem, note = (
+                    "file-too-large",
+                    f"(file {entry['name']} was not attached: over the size limit)",
+                )
             if problem is None:
                 kept.append(entry)
                 continue
@@ -108,6 +111,14 @@ def apply_rules(
 
 
 __all__ = [
-    "DEFAULT_MAX_FILE_MB", "LOCAL_BASE", "MISSING_POLICIES", "apply_rules", "files_base", "is_local",
-    "local_rel", "local_url", "rel_of", "resolve",
+    "DEFAULT_MAX_FILE_MB",
+    "LOCAL_BASE",
+    "MISSING_POLICIES",
+    "apply_rules",
+    "files_base",
+    "is_local",
+    "local_rel",
+    "local_url",
+    "rel_of",
+    "resolve",
 ]

@@ -369,7 +369,8 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading:
     "--upload-files",
     is_flag=True,
     help="Upload the input's local attachments to the portal's Drive (the app's storage; needs an "
-    "administrator and the disk scope) and send their download links (the mapping's files_upload = \"disk\").",
+    "administrator and the disk scope) and send their download links (the mapping's "
+    'files_upload = "disk").',
 )
 @click.option(
     "--missing-files",

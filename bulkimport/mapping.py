@@ -56,9 +56,17 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
         "local folder prefix stripped from attachment paths before files_base_url",
     ),
     "files_upload": (None, (str,), 'set to "disk" to upload local attachments to the portal\'s Drive'),
-    "missing_files": ("note", (str,), "a missing local attachment: note (text with a note), skip (row waits), fail"),
+    "missing_files": (
+        "note",
+        (str,),
+        "a missing local attachment: note (text with a note), skip (row waits), fail",
+    ),
     "max_file_mb": (100.0, (int, float), "local attachments above this size (MB) are reported, not sent"),
-    "files_root": (None, (str,), "folder that relative attachment paths are relative to (default: the file's)"),
+    "files_root": (
+        None,
+        (str,),
+        "folder that relative attachment paths are relative to (default: the file's)",
+    ),
 }
 
 SECTIONS = ("columns", "constants", "options", "operators")

@@ -71,7 +71,8 @@ def check_before_sending(job: Any, plan: Any) -> None:
             first = hit.iloc[0]
             raise InputError(
                 f"--missing-files fail: {len(hit)} row(s) name an attachment missing from the export, "
-                f"first {first['value']} (row {first['row']}); put the files back or use --missing-files note|skip"
+                f"first {first['value']} (row {first['row']}); put the files back or use "
+                "--missing-files note|skip"
             )
     base = job.load()[1].options.get("files_base_url")
     if not base or job.uploading:
@@ -114,8 +115,10 @@ def waiting_rows(job: Any, plan: Any) -> dict[str, tuple[str, str]]:
     if _policy(job) != "skip" or failures is None or not len(failures):
         return {}
     hit = failures[failures["code"].isin(MISSING_CODES)]
-    return {row_key(r): (str(c), f"waits for its attachment {v}") for r, c, v in
-            zip(hit["row"], hit["code"], hit["value"], strict=True)}
+    return {
+        row_key(r): (str(c), f"waits for its attachment {v}")
+        for r, c, v in zip(hit["row"], hit["code"], hit["value"], strict=True)
+    }
 
 
 def prepare_sender(job: Any, plan: Any, sender: Any, client: Any) -> uploads.Staged | None:
@@ -133,7 +136,12 @@ def prepare_sender(job: Any, plan: Any, sender: Any, client: Any) -> uploads.Sta
     started = time.monotonic()
     try:
         staged = uploads.stage(
-            files, client, sender.state, folder, opener, max_bytes=limit,
+            files,
+            client,
+            sender.state,
+            folder,
+            opener,
+            max_bytes=limit,
             on_bytes=None if bar is None else bar.update,
         )
     finally:

@@ -28,7 +28,12 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env["BITRIX24_TOKEN_FILE"] = str(cwd / "tokens.json")
     return subprocess.run(
         [sys.executable, "-m", "bulkimport", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+        check=False,
     )
 
 
@@ -49,15 +54,25 @@ def no_token_anywhere(token: str, folder: Path, proc: subprocess.CompletedProces
     for path in folder.rglob("*"):
         if path.is_file() and not path.name.startswith(db.name) and path.name != "tokens.json":
             assert token.encode() not in path.read_bytes(), path
-    report = pd.read_excel(folder / next(p.name for p in folder.iterdir() if p.name.endswith(".report.xlsx")), engine="openpyxl")
+    report = pd.read_excel(
+        folder / next(p.name for p in folder.iterdir() if p.name.endswith(".report.xlsx")), engine="openpyxl"
+    )
     assert not report.astype(str).apply(lambda c: c.str.contains(token, regex=False)).any().any()
 
 
 def test_a_telegram_export_uploads_its_media_to_drive_and_the_portal_downloads_them(tmp_path):
     export = tmp_path / "ChatExport"
     shutil.copytree(EXAMPLES / "telegram", export)
-    proc = cli("run", str(export), "--sandbox", "--no-progress", "--operator", "Northwind Support=12",
-               "--upload-files", cwd=tmp_path)
+    proc = cli(
+        "run",
+        str(export),
+        "--sandbox",
+        "--no-progress",
+        "--operator",
+        "Northwind Support=12",
+        "--upload-files",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Attachments: 2 local file(s)" in proc.stdout and "2 uploaded" in proc.stdout
     db = tmp_path / "sandbox-ChatExport.db"
@@ -65,7 +80,9 @@ def test_a_telegram_export_uploads_its_media_to_drive_and_the_portal_downloads_t
     assert len(stored) == 9 and on_drive == 2
     local = {p.name: sha(p.read_bytes()) for p in export.rglob("*") if p.is_file() and p.suffix != ".json"}
     assert downloads["status"].tolist() == ["ok", "ok"]
-    assert dict(zip(downloads["name"], downloads["sha256"], strict=True)) == local  # original names, same bytes
+    assert (
+        dict(zip(downloads["name"], downloads["sha256"], strict=True)) == local
+    )  # original names, same bytes
     assert downloads["url"].str.contains("download.json").all()
     journal = sqlite3.connect(tmp_path / "ChatExport.bulkimport.db")
     statuses = journal.execute("SELECT path, status, file_id FROM uploads ORDER BY path").fetchall()
@@ -73,8 +90,16 @@ def test_a_telegram_export_uploads_its_media_to_drive_and_the_portal_downloads_t
     report = pd.read_excel(tmp_path / "ChatExport.report.xlsx", engine="openpyxl")
     assert report["import_files"].dropna().str.contains(": uploaded").sum() == 2
     no_token_anywhere(token, tmp_path, proc, db)
-    again = cli("run", str(export), "--sandbox", "--no-progress", "--operator", "Northwind Support=12",
-                "--upload-files", cwd=tmp_path)
+    again = cli(
+        "run",
+        str(export),
+        "--sandbox",
+        "--no-progress",
+        "--operator",
+        "Northwind Support=12",
+        "--upload-files",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout + again.stderr
     assert received(db)[3] == 2  # nothing uploaded twice
 
@@ -86,7 +111,7 @@ def test_a_whatsapp_zip_uploads_from_inside_the_zip(tmp_path):
     proc = cli("run", str(export), "--sandbox", "--no-progress", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     db = tmp_path / f"sandbox-{export.stem}.db"
-    downloads, stored, token, on_drive = received(db)
+    downloads, _, token, on_drive = received(db)
     with zipfile.ZipFile(export) as zf:
         inside = {n: sha(zf.read(n)) for n in zf.namelist() if not n.endswith(".txt")}
     assert on_drive == len(inside) == 2
@@ -102,10 +127,15 @@ def test_a_spreadsheet_of_local_paths_uses_both_upload_flows(tmp_path):
     small, big = media / "small note.txt", media / "big scan.pdf"
     small.write_bytes(b"hello " * 100)
     big.write_bytes(os.urandom(3 * 1024 * 1024 + 17))  # above SMALL_FILE: the two-step multipart upload
-    table = pd.DataFrame({
-        "chat_id": ["c1", "c1"], "user_id": ["u1", "u1"], "date": ["2024-03-01 10:00", "2024-03-01 10:05"],
-        "text": ["see attached", ""], "files": ["media/small note.txt", "media/big scan.pdf"],
-    })
+    table = pd.DataFrame(
+        {
+            "chat_id": ["c1", "c1"],
+            "user_id": ["u1", "u1"],
+            "date": ["2024-03-01 10:00", "2024-03-01 10:05"],
+            "text": ["see attached", ""],
+            "files": ["media/small note.txt", "media/big scan.pdf"],
+        }
+    )
     table.to_csv(tmp_path / "history.csv", index=False)
     proc = cli("run", "history.csv", "--sandbox", "--no-progress", "--upload-files", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

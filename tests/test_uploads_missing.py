@@ -14,12 +14,15 @@ def history(tmp_path: Path) -> None:
     """Two conversations; c1's first row names a file that is not there."""
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "here.png").write_bytes(b"\x89PNG" + b"x" * 5000)
-    pd.DataFrame({
-        "chat_id": ["c1", "c1", "c2"], "user_id": ["u1", "u1", "u2"],
-        "date": ["2024-03-01 10:00", "2024-03-01 10:05", "2024-03-01 10:01"],
-        "text": ["the contract", "and later", "a picture"],
-        "files": ["media/gone.pdf", "", "media/here.png"],
-    }).to_csv(tmp_path / "history.csv", index=False)
+    pd.DataFrame(
+        {
+            "chat_id": ["c1", "c1", "c2"],
+            "user_id": ["u1", "u1", "u2"],
+            "date": ["2024-03-01 10:00", "2024-03-01 10:05", "2024-03-01 10:01"],
+            "text": ["the contract", "and later", "a picture"],
+            "files": ["media/gone.pdf", "", "media/here.png"],
+        }
+    ).to_csv(tmp_path / "history.csv", index=False)
 
 
 def report(tmp_path: Path) -> pd.DataFrame:
@@ -90,7 +93,17 @@ def test_an_export_with_a_missing_file_under_fail_is_refused_in_one_line(tmp_pat
     export = tmp_path / "ChatExport"
     shutil.copytree(EXAMPLES / "telegram", export)
     next((export / "photos").iterdir()).unlink()
-    proc = cli("run", str(export), "--sandbox", "--no-progress", "--operator", "Northwind Support=12",
-               "--upload-files", "--missing-files", "fail", cwd=tmp_path)
+    proc = cli(
+        "run",
+        str(export),
+        "--sandbox",
+        "--no-progress",
+        "--operator",
+        "Northwind Support=12",
+        "--upload-files",
+        "--missing-files",
+        "fail",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and "photos/" in proc.stderr and "--missing-files" in proc.stderr

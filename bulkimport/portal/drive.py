@@ -120,7 +120,11 @@ class Drive:
 
     # ------------------------------------------------------------------ uploads
     def upload(
-        self, folder: int, name: str, opener: Callable[[], BinaryIO], size: int,
+        self,
+        folder: int,
+        name: str,
+        opener: Callable[[], BinaryIO],
+        size: int,
         on_bytes: Callable[[int], None] | None = None,
     ) -> DriveFile:
         """Upload one file as ``name``: base64 up to :data:`SMALL_FILE`, else the streamed two-step
@@ -136,7 +140,11 @@ class Drive:
         return self._upload_large(folder, name, opener, size, on_bytes)
 
     def _upload_large(
-        self, folder: int, name: str, opener: Callable[[], BinaryIO], size: int,
+        self,
+        folder: int,
+        name: str,
+        opener: Callable[[], BinaryIO],
+        size: int,
         on_bytes: Callable[[int], None] | None,
     ) -> DriveFile:
         """The two-step upload; an upload URL whose token expired meanwhile is asked for again once."""
@@ -144,7 +152,9 @@ class Drive:
             target = self.client.call(UPLOAD_FILE, {"id": folder, "data": {"NAME": name}}, retries=_RETRIES)
             try:
                 with opener() as fh:
-                    obj = self._post(str(target["uploadUrl"]), str(target.get("field") or "file"), name, fh, size)
+                    obj = self._post(
+                        str(target["uploadUrl"]), str(target.get("field") or "file"), name, fh, size
+                    )
             except TokenExpiredError:
                 if attempt:
                     raise
@@ -164,9 +174,14 @@ class Drive:
         session = self._session or requests
         try:
             resp = session.post(
-                url, data=body, timeout=(10.0, 600.0),
-                headers={"Content-Type": f"multipart/form-data; boundary={body.boundary}",
-                         "Content-Length": str(body.length), "Accept": "application/json"},
+                url,
+                data=body,
+                timeout=(10.0, 600.0),
+                headers={
+                    "Content-Type": f"multipart/form-data; boundary={body.boundary}",
+                    "Content-Length": str(body.length),
+                    "Accept": "application/json",
+                },
             )
         except requests.RequestException as exc:
             raise PortalError("upload-failed", f"the upload POST failed ({type(exc).__name__})") from None
@@ -181,7 +196,9 @@ class Drive:
         for start in range(0, len(wanted), 50):
             part = wanted[start : start + 50]
             if len(part) == 1:
-                out[part[0]] = str(self.client.call(FILE_GET, {"id": part[0]}, retries=_RETRIES)["DOWNLOAD_URL"])
+                out[part[0]] = str(
+                    self.client.call(FILE_GET, {"id": part[0]}, retries=_RETRIES)["DOWNLOAD_URL"]
+                )
                 continue
             answer = self.client.batch({f"f{i}": (FILE_GET, {"id": i}) for i in part}, retries=_RETRIES)
             for i in part:

@@ -271,7 +271,9 @@ class Sender:
         rows = journal.rows(skip_pending=True).set_index("rid")  # absent: pending
         keys = self._conv_keys()
         schedule = Schedule(
-            build_schedule(plan.conversations, keys, rows, self.retry_failed, self.retry_unknown, self.waiting)
+            build_schedule(
+                plan.conversations, keys, rows, self.retry_failed, self.retry_unknown, self.waiting
+            )
         )
         if frozen:  # the run's schedule lives as long as the run: out of full GC passes too
             gc.freeze()

@@ -71,7 +71,7 @@ def local_files(plan: Plan, sizer: Callable[[str], int | None]) -> dict[str, Loc
 
 
 def describe(files: dict[str, LocalFile]) -> str:
-    """"Attachments: N local files, X MB to upload to the portal's Drive" (the plan's line)."""
+    """ "Attachments: N local files, X MB to upload to the portal's Drive" (the plan's line)."""
     total = sum(f.size or 0 for f in files.values())
     return f"Attachments: {len(files):,} local file(s), {total / 1e6:,.1f} MB to upload to the portal's Drive"
 
@@ -114,7 +114,9 @@ class Staged:
     files: dict[str, LocalFile]
     waiting: dict[str, tuple[str, str]]
 
-    def resolve(self, commands: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    def resolve(
+        self, commands: dict[str, tuple[str, dict[str, Any]]]
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
         """The commands with every placeholder URL replaced by a ``DOWNLOAD_URL`` taken now."""
         needed: dict[str, int] = {}
         for _, params in commands.values():
@@ -128,7 +130,10 @@ class Staged:
         urls = self.drive.download_urls(needed.values())
         out: dict[str, tuple[str, dict[str, Any]]] = {}
         for key, (method, params) in commands.items():
-            out[key] = (method, {**params, "MESSAGES": [self._item(i, needed, urls) for i in params["MESSAGES"]]})
+            out[key] = (
+                method,
+                {**params, "MESSAGES": [self._item(i, needed, urls) for i in params["MESSAGES"]]},
+            )
         return out
 
     @staticmethod
@@ -182,9 +187,15 @@ def stage(
 
 
 def _stage_one(
-    drive: Drive, table: UploadTable, folder: int, f: LocalFile, index: int,
-    known: tuple[str, str | None, int | None, str] | None, opener: Callable[[str], BinaryIO],
-    max_bytes: float, on_bytes: Callable[[int], None] | None,
+    drive: Drive,
+    table: UploadTable,
+    folder: int,
+    f: LocalFile,
+    index: int,
+    known: tuple[str, str | None, int | None, str] | None,
+    opener: Callable[[str], BinaryIO],
+    max_bytes: float,
+    on_bytes: Callable[[int], None] | None,
 ) -> None:
     """Bring one file onto Drive (or record why not); every state change is journalled first."""
     name = known[3] if known else drive_name(index, f.name)
@@ -226,13 +237,19 @@ def _reuse(drive: Drive, folder: int, f: LocalFile, name: str) -> bool:
 # Published under a base URL: check a few files through it before anything is sent
 # ------------------------------------------------------------------------------------------------
 def check_published(
-    base: str, rels: Sequence[str], opener: Callable[[str], BinaryIO], *, sample: int = 3,
-    timeout: float = 10.0, session: Any = None,
+    base: str,
+    rels: Sequence[str],
+    opener: Callable[[str], BinaryIO],
+    *,
+    sample: int = 3,
+    timeout: float = 10.0,
+    session: Any = None,
 ) -> int:
     """Fetch up to ``sample`` of ``rels`` (first, last, one between) through ``base`` and compare
     them with the local bytes; ConfigError naming the first failure. Returns how many were checked."""
-    import requests
     from urllib.parse import quote
+
+    import requests
 
     rels = list(dict.fromkeys(rels))
     if not rels:
@@ -250,7 +267,9 @@ def check_published(
     return min(len(picks), sample)
 
 
-def _fetch_differs(http: Any, url: str, rel: str, opener: Callable[[str], BinaryIO], timeout: float) -> str | None:
+def _fetch_differs(
+    http: Any, url: str, rel: str, opener: Callable[[str], BinaryIO], timeout: float
+) -> str | None:
     """None when ``url`` serves the bytes of local ``rel``; else why not, in a few words."""
     import requests
 
