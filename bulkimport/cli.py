@@ -167,13 +167,26 @@ def _sheet_opt(fn: Any) -> Any:
         help="CSV field separator, e.g. ';' or tab [default: detected].",
     )(fn)
     fn = click.option("--encoding", help="CSV text encoding, e.g. cp1251 or utf-16 [default: detected].")(fn)
-    return click.option("--sheet", help="Worksheet name or 0-based index (xlsx); default: the first.")(fn)
+    fn = click.option(
+        "--header-row",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="The spreadsheet row that holds the column headers [default: found below any title rows].",
+    )(fn)
+    return click.option(
+        "--sheet",
+        multiple=True,
+        help="Worksheet name or 0-based index (xlsx); repeat for several sheets, '*' for all [default: the "
+        "first].",
+    )(fn)
 
 
 def _reading(reading: dict[str, Any]) -> dict[str, Any]:
     """The reading options as ImportJob arguments (``--operator A=1`` → ``operators={"A": 1}``)."""
     out = dict(reading)
     out["operators"] = dict(_operator(text) for text in reading.get("operators") or ())
+    sheets = list(reading.get("sheet") or ())
+    out["sheet"] = None if not sheets else sheets[0] if len(sheets) == 1 else sheets
     return out
 
 
@@ -217,6 +230,8 @@ def _show_mapping(job: Any) -> None:
     src = job.source_info
     if src is not None and src.mapping is not None:
         click.echo(src.describe())
+    else:
+        _show_reading(job._frame)
     if job.guessed:
         click.echo(
             "The mapping below was guessed from the column headers; to edit it run "
@@ -224,6 +239,47 @@ def _show_mapping(job: Any) -> None:
             "--mapping mapping.toml."
         )
     click.echo(_describe(mapping))
+
+
+def _show_reading(frame: Any) -> None:
+    """What reading decided on its own: encoding and delimiter, rows above the header, footers,
+    formula cells without a value."""
+    attrs = frame.attrs
+    if attrs.get("encoding") or attrs.get("delimiter"):
+        names = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+        sep = names.get(attrs.get("delimiter"), attrs.get("delimiter"))
+        click.echo(f"Read as {attrs.get('encoding') or '?'} text, fields separated by {sep!r}.")
+    for key, what in (
+        ("skipped_above_header", "rows above the header, not read as messages"),
+        ("footer_rows", "totals/footer rows at the bottom, not read as messages"),
+        ("formula_cells", "formula cells without a computed value (formula text kept)"),
+    ):
+        found = attrs.get(key)
+        if found:
+            items = list(found)
+            shown = ", ".join(str(x) for x in items[:8])
+            shown += f" … ({len(items)} in all)" if len(items) > 8 else ""
+            click.echo(f"Note: {what}: {shown}.")
+
+
+def _show_assumptions(job: Any) -> None:
+    """The columns left unused, the authors with their sides, and what the mapping only assumes."""
+    frame, mapping = job.load()
+    tabular = job.source_info is None or job.source_info.mapping is None
+    unused = mapping.unused_columns(frame) if tabular else []
+    if unused:
+        click.echo(f"Columns not used: {', '.join(repr(c) for c in unused)}.")
+    if tabular:
+        from .validation import authors
+
+        table = authors(frame, mapping)
+        if len(table):
+            click.echo(f"Authors ({len(table)}): messages, conversations and side:")
+            wanted = ("author", "messages", "conversations", "side", "likely_operator")
+            cols = [c for c in wanted if c in table]
+            _echo_table(table[cols], 15)
+    for code, text in job.assumptions():
+        click.echo(f"Assumed ({code}): {text}")
 
 
 def _describe(mapping: Any) -> str:
@@ -270,18 +326,29 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
 @_file_arg
 @_mapping_opt
 @_sheet_opt
-def validate(file: Path, mapping_path: Path | None, **reading: Any) -> None:
+@click.option(
+    "--problems",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write every invalid or warned row (row, code, column, value, hint) to this .xlsx or .csv.",
+)
+def validate(file: Path, mapping_path: Path | None, problems: Path | None, **reading: Any) -> None:
     """Check FILE against the mapping and list invalid rows by code; nothing is sent."""
-    from .validation import validate as find_failures
+    from .reporting import check_report_path, write_problems
 
+    if problems is not None:
+        check_report_path(problems, option="--problems")
     job = _job(file, mapping_path, reading)
     frame, mapping = job.load()
     _show_mapping(job)
-    failures = find_failures(frame, mapping)
+    _show_assumptions(job)
+    failures = job.failures()
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
     click.echo(f"{len(frame)} rows: {len(frame) - invalid} valid, {invalid} invalid.")
     _show_failures(failures)
+    if problems is not None:
+        write_problems(failures, problems, mapping)
+        click.echo(f"Every problem, row by row ({len(failures)}): {problems}")
     sys.exit(EXIT_ROWS if invalid else EXIT_OK)
 
 
@@ -292,10 +359,14 @@ def validate(file: Path, mapping_path: Path | None, **reading: Any) -> None:
 @click.option(
     "--save",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Write the (guessed or loaded) mapping to this TOML file so you can edit it.",
+    help="Write the (guessed or loaded) mapping to this TOML file so you can edit it; with an author "
+    "column, an [operators] skeleton of the authors found.",
 )
-def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading: Any) -> None:
+@click.option("--force", is_flag=True, help="With --save: overwrite an existing file without asking.")
+def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: bool, **reading: Any) -> None:
     """Show the mapping of FILE's columns to message fields (guessed unless --mapping), optionally save it."""
+    if save is not None and save.exists() and not force and not _interactive():
+        raise _config(f"--save {save}: the file exists; pass --force to overwrite it, or another path")
     job = _job(file, mapping_path, reading)
     _, found = job.load(strict=False)
     _show_mapping(job)
@@ -303,8 +374,7 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading:
     if missing:
         click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
     if save is not None:
-        found.save(save)
-        click.echo(f"Saved to {save}; edit it and pass --mapping {shlex.quote(str(save))}.")
+        _save_mapping(job, found, save, force)
 
 
 @main.command()
@@ -386,6 +456,12 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, **reading:
     help="Local attachments above this size are reported, not sent [default: 100; the portal's own "
     "per-file limit is not documented].",
 )
+@click.option(
+    "--accept-guessed-mapping",
+    is_flag=True,
+    help="Send to a real portal on a mapping guessed from the headers without asking (for scripts; "
+    "check the guess with `bulkimport mapping FILE` first). A --sandbox rehearsal never needs it.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -409,6 +485,7 @@ def run(
     upload_files: bool,
     missing_files: str | None,
     max_file_mb: float | None,
+    accept_guessed_mapping: bool,
     **reading: Any,
 ) -> None:
     """Import FILE (xlsx, csv, a Telegram JSON export or a WhatsApp chat export): read, map,
@@ -435,6 +512,7 @@ def run(
         upload_files=upload_files,
         missing_files=missing_files,
         max_file_mb=max_file_mb,
+        accept_guess=accept_guessed_mapping,
         **_reading(reading),
     )
     job.check_options(dry_run=dry_run)
@@ -464,6 +542,7 @@ def _load_and_show(job: Any) -> Any:
     """Read and map the job's input, print the mapping, the plan, its invalid rows and the ETA."""
     job.load()
     _show_mapping(job)
+    _show_assumptions(job)
     plan = job.plan()
     c = plan.counts
     click.echo(
@@ -478,7 +557,8 @@ def _load_and_show(job: Any) -> Any:
     attachments = plan_line(job)
     if attachments:
         click.echo(attachments + ".")
-    click.echo(f"Estimate: {job.estimate()}.")
+    label = "Estimate for a real portal" if job.sandbox else "Estimate"  # the sandbox says its own below
+    click.echo(f"{label}: {job.estimate()}.")
     return plan
 
 
@@ -567,7 +647,13 @@ def auth(
             "2. Paste the code the portal shows, or the whole address the browser went on to (?code=…)."
         )
         click.echo("   The code is valid for 30 seconds.")
-        code = click.prompt("Code")
+        try:
+            code = click.prompt("Code", default="", show_default=False)
+        except click.Abort:
+            if sys.stdin.isatty():
+                raise  # Ctrl-C at the prompt
+            raise _config("no authorisation code on standard input: run `bulkimport auth` on a terminal, "
+                          "or pass the code with --code") from None
     path = token_file or default_token_file()
     oauth.exchange_code(
         _code_from(code), client_id, client_secret, oauth_url or DEFAULT_OAUTH_URL, path
@@ -590,9 +676,34 @@ def _code_from(text: str) -> str:
     return text
 
 
+def _save_mapping(job: Any, found: Any, save: Path, force: bool) -> None:
+    """Write the mapping (with an [operators] skeleton); an existing file is overwritten only when
+    the user says so (asked on a terminal, --force in scripts)."""
+    if save.exists() and not force:
+        if not _interactive():
+            raise _config(f"--save {save}: the file exists; pass --force to overwrite it, or another path")
+        if not click.confirm(f"{save} exists. Overwrite it?", default=False):
+            click.echo("Nothing was written.")
+            return
+    from .validation import authors
+
+    table = authors(*job.load()) if job.source_info is None or job.source_info.mapping is None else None
+    found.save(save, authors=table if table is not None and len(table) else None)
+    click.echo(f"Saved to {save}; edit it and pass --mapping {shlex.quote(str(save))}.")
+    if table is not None and bool(table.get("likely_operator", False).any()):
+        click.echo("Its [operators] lists the likely operators with id 0: put each one's employee id in.")
+
+
 @main.command()
 @click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
-def status(state: Path | None) -> None:
+@click.option(
+    "--rows",
+    "rows_of",
+    metavar="STATUSES",
+    help="List the rows of these statuses (unknown, failed, invalid, pending, sent; comma-separated): "
+    "row, status, code, chat, time and a text excerpt.",
+)
+def status(state: Path | None, rows_of: str | None) -> None:
     """Show what a journal holds: rows per status, last activity, how to resume."""
     path = state or _find_journal()
     if not path.is_file():
@@ -600,17 +711,19 @@ def status(state: Path | None) -> None:
             f"{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
         )
     from .journal import Journal
-    from .reporting import journal_lines
+    from .reporting import journal_lines, status_rows
 
     journal = Journal.open(path)
     try:
         summary = journal.summary()
+        listed = status_rows(journal, rows_of.split(",")) if rows_of is not None else None
     finally:
-        close = getattr(journal, "close", None)
-        if callable(close):
-            close()
+        journal.close()
     for text in journal_lines(summary, path):
         click.echo(text)
+    if listed is not None:
+        click.echo(f"Rows {rows_of} ({len(listed)}):" if len(listed) else f"No rows {rows_of}.")
+        _echo_table(listed.astype(object).where(listed.notna(), ""), 200)
 
 
 @main.command()

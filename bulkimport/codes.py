@@ -520,6 +520,38 @@ _add("attachment-missing", "warning", "read",
      "the note.")
 
 # --------------------------------------------------------------------------------------------------
+# A first run that cannot go wrong (#14): what a guess, a layout or a person's file only lets
+# bulkimport assume. Warnings: the row is sent; the user should look.
+# --------------------------------------------------------------------------------------------------
+_add("timezone-not-set", "warning", "validate",
+     "Dates without a time zone were read as {zone}: the mapping states no timezone.",
+     "Set timezone under [options] of the mapping (e.g. timezone = \"Europe/Moscow\") or pass "
+     "--timezone, naming the zone the export was written in.")
+_add("user-id-from-name", "warning", "validate",
+     "{field} was guessed from a column of names: customers who share a name become one person.",
+     "Map user.id to a column that tells customers apart (an id, phone or e-mail) in a mapping file, "
+     "or confirm that the names are unique.")
+_add("user-id-merged", "warning", "validate",
+     "One user.id has several different {field} values (listed in value): two people may share one id.",
+     "Check the customer id column; map user.id to a column that tells people apart (an id, phone or "
+     "e-mail).")
+_add("operator-unmapped", "warning", "validate",
+     "An author who is not in [operators] writes to several customers (most likely an operator): "
+     "their messages go as the customer's.",
+     "Add the author (value) under [operators] with their Bitrix24 employee id (`bulkimport mapping "
+     "--save` writes a skeleton), or leave them out if they are a customer.")
+_add("no-operators", "warning", "validate",
+     "The author column {column!r} is mapped but [operators] lists nobody: every row is sent as a "
+     "customer's message.",
+     "List the operators under [operators] (author = employee id); `bulkimport mapping --save` writes "
+     "a skeleton with the author values found.")
+_add("formula-without-value", "warning", "read",
+     "A formula cell has no computed value (the workbook was written by a program and never "
+     "recalculated); its formula text is used where it is the row's only content.",
+     "Open the workbook in Excel or LibreOffice and save it, so that the formulas are computed, then "
+     "read it again.")
+
+# --------------------------------------------------------------------------------------------------
 # Local attachments (bulkimport.attachments, bulkimport.sending.uploads) — issue #18
 # --------------------------------------------------------------------------------------------------
 _add("file-missing", "warning", "validate",

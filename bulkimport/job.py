@@ -44,6 +44,15 @@ def _silent(_text: str) -> None:
     """The default ``notify``: a library says nothing unless asked to."""
 
 
+def _sheet(sheet: Any) -> Any:
+    """``"2"`` means the third sheet; several sheets are a list; ``"*"`` is every sheet."""
+    if isinstance(sheet, str):
+        return int(sheet) if sheet.isdigit() else sheet
+    if isinstance(sheet, (list, tuple)):
+        return [_sheet(s) for s in sheet]
+    return sheet
+
+
 def _operators_of(mapping: Any) -> dict[str, int]:
     """The ``[operators]`` table of a mapping (object or TOML file) for a messenger export, whose
     own mapping has no author column for Mapping to check them against."""
@@ -174,7 +183,8 @@ class ImportJob:
 
     source: str | Path
     mapping: Mapping | str | Path | None = None  # a Mapping, a TOML file, or None: guessed
-    sheet: str | int | None = None
+    sheet: str | int | list[str] | None = None  # a name, a 0-based index, several names, or "*"
+    header_row: int | None = None  # the spreadsheet row of the header [default: found]
     encoding: str | None = None
     delimiter: str | None = None
     portal: str | None = None
@@ -198,6 +208,7 @@ class ImportJob:
     upload_files: bool = False  # stage local attachments on the portal's Drive (--upload-files)
     missing_files: str | None = None  # note | skip | fail (--missing-files) [default: the mapping's, note]
     max_file_mb: float | None = None  # attachments above this are reported, not sent (--max-file-size)
+    accept_guess: bool = False  # send to a real portal on a guessed mapping without asking
     source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
@@ -248,13 +259,14 @@ class ImportJob:
         if self._frame is None:
             from .sources import detect, load
 
-            sheet = int(self.sheet) if isinstance(self.sheet, str) and self.sheet.isdigit() else self.sheet
+            sheet = _sheet(self.sheet)
             given = self._given_mapping()
             kind = detect(self.source)
             messenger = kind not in ("xlsx", "csv")
             operators = {**(_operators_of(self.mapping) if messenger else {}), **self.operators}
             src = load(
-                self.source, sheet=sheet, encoding=self.encoding, delimiter=self.delimiter,
+                self.source, sheet=sheet, header_row=self.header_row, encoding=self.encoding,
+                delimiter=self.delimiter,
                 timezone=self.timezone, date_order=self.date_order, files_base_url=self.files_base_url,
                 operators=operators if messenger else None, strict=strict,
             )
@@ -279,16 +291,17 @@ class ImportJob:
         """``mapping`` with the job's --timezone, --operator and --files-base-url laid over it."""
         import dataclasses
 
-        options = dict(mapping.options)
+        options: dict[str, Any] = {}
         if self.timezone:
             options["timezone"] = self.timezone
         if self.files_base_url:
             options["files_base_url"] = self.files_base_url
         options = self._file_options(options, tabular=True)
-        operators = {**mapping.operators, **self.operators}
-        if options == mapping.options and operators == mapping.operators:
-            return mapping
-        return dataclasses.replace(mapping, options=options, operators=operators)
+        if options:
+            mapping = mapping.with_options(**options)
+        if self.operators:
+            mapping = dataclasses.replace(mapping, operators={**mapping.operators, **self.operators})
+        return mapping
 
     def _file_options(self, options: dict[str, Any], *, tabular: bool) -> dict[str, Any]:
         """``options`` with --upload-files, --missing-files and --max-file-size laid over them; a
@@ -318,6 +331,21 @@ class ImportJob:
         """Replace the mapping (e.g. a guess adjusted in a notebook); the plan is made anew."""
         self.load()
         self.mapping, self._mapping, self._plan, self.guessed = mapping, mapping, None, False
+
+    def failures(self) -> Any:
+        """Every problem of every row (validation's tidy frame, plus a messenger reader's warnings)."""
+        from .validation import validate
+
+        frame, mapping = self.load()
+        src = self.source_info
+        return validate(src if src is not None and src.mapping is mapping else frame, mapping)
+
+    def assumptions(self) -> list[tuple[str, str]]:
+        """What sending would only assume (unstated time zone, user.id from names, no operators)."""
+        from .validation import assumptions
+
+        frame, mapping = self.load()
+        return assumptions(frame, mapping)
 
     @property
     def needs_chat_group(self) -> bool:
@@ -472,6 +500,17 @@ class ImportJob:
         client = self._client
         target = ["--portal", str(self.portal), "--line", str(self.line), "--connector", self.connector]
         command = [*self.command(), *target]
+        if self.guessed and not self.accept_guess:
+            question = "Send with the mapping guessed from the headers above (and what it assumes)?"
+            if confirm is None:
+                check = shlex.join(["bulkimport", "mapping", str(self.source), "--save", "mapping.toml"])
+                raise ConfigError(
+                    f"the mapping of {self.source.name} was guessed from its headers and nobody "
+                    f"confirmed it: check it ({check}), then pass --mapping mapping.toml, or "
+                    "--accept-guessed-mapping to send on the guess"
+                )
+            if not confirm(question):
+                return JobResult(None, None, plan, Path(str(self.state)), command, declined=True)
         if confirm is not None:
             question = f"Send {plan.counts['messages']} messages to open line {self.line} of {self.portal}?"
             if not confirm(question):
@@ -516,7 +555,8 @@ class ImportJob:
         db = Path(self.sandbox_db or conn.default_sandbox_db(self.source))
         here, scale = self._sandbox_pace(plan)
         with self._start_sandbox(db, scale) as sb:
-            target = conn.sandbox_target(sb, limits=self.limits)
+            line = parse_line(self.line) if self.line not in (None, "") else None
+            target = conn.sandbox_target(sb, limits=self.limits, line=line)
             assert isinstance(self.limits, PortalLimits)
             self.notify(
                 f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "

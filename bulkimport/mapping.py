@@ -74,7 +74,8 @@ SECTIONS = ("columns", "constants", "options", "operators")
 
 def _norm(header: object) -> str:
     """Header → comparison key: lower case, ё→е, punctuation to spaces, spaces collapsed."""
-    text = str(header).strip().lower().replace("ё", "е")
+    text = re.sub(r"(?<=[a-zа-яё])(?=[A-ZА-ЯЁ])", " ", str(header).strip())  # customerEmail
+    text = text.lower().replace("ё", "е")
     text = re.sub(r"[_\-./:#№()\[\]]+", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -229,6 +230,119 @@ _AUTHOR = [
 ]
 
 
+#: Written into a saved mapping whose time zone was not stated, for the user to fill in.
+_TIMEZONE_COMMENT = (
+    '# timezone = "Europe/Moscow"   # the zone the dates were written in (dates without an offset);\n'
+    "#                              # unset, they are read as UTC and bulkimport says so\n"
+)
+
+#: Words people put before a field's own name in a header ("customer_email", "clientPhone").
+_QUALIFIERS = ("customer", "client", "user", "contact", "msg", "клиент", "клиента", "пользователь")
+
+#: A header word that makes a column an id rather than a name.
+_ID_WORD = re.compile(r"\b(id|ид|код|номер|number|no|login|логин)\b")
+
+
+def _unqualified(key: str) -> str:
+    """``"customer email"`` → ``"email"``: the header without a leading qualifier word."""
+    first, _, rest = key.partition(" ")
+    return rest if rest and first in _QUALIFIERS else key
+
+
+def _looks_like_names(values: pd.Series) -> bool:
+    """Whether most values are people's names (letters and spaces only), not ids, phones or e-mails."""
+    sample = values.dropna().astype(str).str.strip()
+    sample = sample[sample != ""].head(500)
+    if sample.empty:
+        return False
+    named = sample.str.fullmatch(r"[^\W\d_]+(?:[ .'’-]+[^\W\d_]+)*\.?")
+    return float(named.mean()) >= 0.8
+
+
+class _Guess:
+    """One guess in progress: header keys, the columns taken, and why each field got its column."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.df = df
+        self.keys = {c: _norm(c) for c in df.columns}
+        self.used: set[object] = set()
+        self.columns: dict[str, str | list[str]] = {}
+        self.options: dict[str, Any] = {}
+        self.why: dict[str, str] = {}
+
+    def find(self, synonyms: list[str], loose: bool = False) -> tuple[str, str] | None:
+        """(column, synonym) of the first free header equal to a synonym, in synonym order;
+        ``loose``: compared without a leading qualifier word (``customer_email`` → ``email``)."""
+        for syn in synonyms:
+            for col, key in self.keys.items():
+                if col not in self.used and (_unqualified(key) if loose else key) == syn:
+                    return str(col), syn
+        return None
+
+    def take(self, f: str, column: str | list[str], why: str) -> None:
+        self.columns[f] = column
+        self.used.update(column if isinstance(column, list) else [column])
+        self.why[f] = why
+
+    def date_pair(self) -> None:
+        """A date column and a time-of-day column (Дата + Время) → message.date of two columns."""
+        d, t = self.find(_DATE_ONLY), self.find(_TIME_ONLY)
+        if d is not None and t is not None and d[0] != t[0]:
+            why = f"headers {d[0]!r} + {t[0]!r} (a date column and a time-of-day column)"
+            self.take("message.date", [d[0], t[0]], why)
+
+    def author(self) -> None:
+        """An author-like column: message.user_id when it holds whole numbers, else option author."""
+        found = self.find(_AUTHOR)
+        if found is None:
+            return
+        col, syn = found
+        values = self.df[col].dropna().astype(str).str.strip()
+        if len(values) and values.str.fullmatch(r"\d+").all():
+            self.take(
+                "message.user_id", col, f"header {col!r} (matches {syn!r}; all whole numbers: employee ids)"
+            )
+            return
+        self.options["author"] = col
+        self.used.add(col)
+        self.why["option author"] = (
+            f"header {col!r} (matches {syn!r}; it names who wrote each row: operators go under [operators])"
+        )
+
+    def fields(self) -> None:
+        """Every other field: exact headers first, then headers with a qualifier word before them."""
+        for loose in (False, True):
+            for f in FIELDS:
+                if f in self.columns:
+                    continue
+                found = self.find(_SYNONYMS.get(f, []), loose=loose)
+                if found is not None:
+                    how = "read as" if loose else "matches"
+                    self.take(f, found[0], f"header {found[0]!r} ({how} {found[1]!r})")
+
+    def time_after_date(self) -> None:
+        """A lone date column (Дата) with a time column left (Время) becomes the pair."""
+        date = self.columns.get("message.date")
+        if isinstance(date, str) and _norm(date) in _DATE_ONLY:
+            t = self.find(_TIME_ONLY)
+            if t is not None:
+                self.take("message.date", [date, t[0]], f"headers {date!r} + {t[0]!r} (a date and a time)")
+
+    def notes(self) -> list[tuple[str, str, str]]:
+        """What the guess could only assume: a user.id column that holds names (people who share a
+        name would become one customer)."""
+        uid = self.columns.get("user.id")
+        if isinstance(uid, str) and not _ID_WORD.search(_norm(uid)) and _looks_like_names(self.df[uid]):
+            return [("user-id-from-name", "user.id", uid)]
+        return []
+
+
+def _reason(why: str) -> str:
+    """``"header 'Client' (matches 'client')"`` → ``"matches 'client'"``: why, without the header."""
+    _, sep, rest = why.partition(" (")
+    return rest[:-1] if sep and rest.endswith(")") else why
+
+
 def _quote(names: Iterable[object]) -> str:
     return ", ".join(repr(str(n)) for n in names)
 
@@ -242,10 +356,17 @@ class Mapping:
     options: dict[str, Any] = field(default_factory=dict)
     operators: dict[str, int] = field(default_factory=dict)
     source: str = "mapping"  # file name, or "guess"
+    #: field (or "option author") → which header it was guessed from and why (a guess only)
+    guessed_from: dict[str, str] = field(default_factory=dict, compare=False)
+    #: (code, field, column) of what a guess could only assume (e.g. user-id-from-name)
+    notes: list[tuple[str, str, str]] = field(default_factory=list, compare=False)
+    #: whether the time zone of naive dates was stated (file, dict, with_options) rather than assumed
+    timezone_given: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.timezone_given = self.options.get("timezone") is not None
         merged = {k: v[0] for k, v in OPTIONS.items()}
-        merged.update(self.options)
+        merged.update({k: v for k, v in self.options.items() if not (k == "timezone" and v is None)})
         self.options = merged
         self._validate(self.source)
 
@@ -362,6 +483,12 @@ class Mapping:
                 'author = "<column>" under [options]'
             )
         for name, emp in self.operators.items():
+            if emp == 0 and not isinstance(emp, bool):
+                raise MappingError(
+                    f"{source}: [operators] {name!r} = 0 is the placeholder the saved skeleton holds; "
+                    "replace 0 with the author's Bitrix24 employee id, or delete the line if they "
+                    "are a customer"
+                )
             if isinstance(emp, bool) or not isinstance(emp, int) or emp <= 0:
                 raise MappingError(
                     f"{source}: [operators] {name!r} must be a Bitrix24 employee id (a positive "
@@ -370,45 +497,53 @@ class Mapping:
 
     @classmethod
     def guess(cls, df: pd.DataFrame) -> Mapping:
-        """Guess the mapping from English or Russian headers (shown with :meth:`describe`)."""
-        keys = {c: _norm(c) for c in df.columns}
-        used: set[object] = set()
-        columns: dict[str, str | list[str]] = {}
-        options: dict[str, Any] = {}
+        """Guess the mapping from English or Russian headers; :attr:`guessed_from` says which header
+        each field came from and why, :attr:`notes` what the guess could only assume."""
+        g = _Guess(df)
+        g.date_pair()
+        g.author()
+        g.fields()
+        g.time_after_date()
+        notes = g.notes()
+        return cls(columns=g.columns, options=g.options, source="guess", guessed_from=g.why, notes=notes)
 
-        def find(synonyms: list[str]) -> str | None:
-            for syn in synonyms:
-                for col, key in keys.items():
-                    if col not in used and key == syn:
-                        return str(col)
-            return None
+    def with_options(self, **options: Any) -> Mapping:
+        """A copy with ``options`` set (checked like a file's); e.g. ``with_options(timezone=...)``
+        for a ``--timezone`` option: the zone is then stated, no longer assumed."""
+        given = {k: v for k, v in self.options.items() if k != "timezone" or self.timezone_given}
+        return Mapping(
+            columns=dict(self.columns),
+            constants=dict(self.constants),
+            options={**given, **options},
+            operators=dict(self.operators),
+            source=self.source,
+            guessed_from=dict(self.guessed_from),
+            notes=list(self.notes),
+        )
 
-        # date and time in two columns
-        d, t = find(_DATE_ONLY), find(_TIME_ONLY)
-        if d is not None and t is not None and d != t:
-            columns["message.date"] = [d, t]
-            used.update((d, t))
-        # an "operator" column holding numbers is message.user_id, otherwise it names the author
-        author = find(_AUTHOR)
-        if author is not None:
-            values = df[author].dropna().astype(str).str.strip()
-            if len(values) and values.str.fullmatch(r"\d+").all():
-                columns["message.user_id"] = author
-            else:
-                options["author"] = author
-            used.add(author)
-        for f in FIELDS:
-            if f in columns:
-                continue
-            col = find(_SYNONYMS.get(f, []))
-            if col is not None:
-                columns[f] = col
-                used.add(col)
-        if "message.date" in columns and isinstance(columns["message.date"], str):
-            t2 = find(_TIME_ONLY)
-            if t2 is not None and _norm(columns["message.date"]) in _DATE_ONLY:
-                columns["message.date"] = [columns["message.date"], t2]
-        return cls(columns=columns, options=options, source="guess")
+    @property
+    def guessed(self) -> bool:
+        """Whether this mapping is a guess from the headers (to be confirmed before sending)."""
+        return self.source == "guess"
+
+    @property
+    def timezone(self) -> str:
+        """The zone naive dates are read in: the stated one, or UTC (then :attr:`timezone_given` is False)."""
+        return str(self.options["timezone"])
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """(code, one-line message) of what this mapping only assumes: an unstated time zone, a
+        user.id taken from a name column, an author column without [operators]."""
+        from . import codes
+
+        out: list[tuple[str, str]] = []
+        if not self.timezone_given:
+            out.append(("timezone-not-set", codes.render("timezone-not-set", zone=self.timezone)))
+        for code, f, column in self.notes:
+            out.append((code, f"{codes.render(code, field=f)} (column {column!r})"))
+        if self.options.get("author") and not self.operators:
+            out.append(("no-operators", codes.render("no-operators", column=self.options["author"])))
+        return out
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
@@ -416,18 +551,58 @@ class Mapping:
         out: dict[str, Any] = {"columns": {f: self.columns[f] for f in FIELDS if f in self.columns}}
         if self.constants:
             out["constants"] = {f: self.constants[f] for f in FIELDS if f in self.constants}
-        out["options"] = {k: v for k, v in self.options.items() if v is not None}
+        out["options"] = {
+            k: v
+            for k, v in self.options.items()
+            if v is not None and (k != "timezone" or self.timezone_given)
+        }
         if self.operators:
             out["operators"] = dict(self.operators)
         return out
 
-    def save(self, path: str | Path) -> Path:
-        """Write the mapping as TOML (UTF-8); :meth:`load` reads it back unchanged."""
+    def save(self, path: str | Path, authors: pd.DataFrame | None = None) -> Path:
+        """Write the mapping as TOML (UTF-8); :meth:`load` reads it back unchanged. An unstated time
+        zone is written as a comment to fill in; ``authors`` (the table of
+        :func:`bulkimport.validation.authors`) adds an ``[operators]`` skeleton: the likely
+        operators with the placeholder id 0, which the loader refuses until each is replaced by
+        an employee id or deleted, and every other author as a comment to uncomment."""
         import tomli_w
 
         p = Path(path)
-        p.write_text(tomli_w.dumps(self.to_dict()), encoding="utf-8")
+        text = tomli_w.dumps(self.to_dict())
+        if not self.timezone_given:
+            text = text.replace("[options]\n", "[options]\n" + _TIMEZONE_COMMENT, 1)
+        if authors is not None and len(authors) and self.options.get("author"):
+            text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + self._skeleton(authors)
+        p.write_text(text, encoding="utf-8")
         return p
+
+    def _skeleton(self, authors: pd.DataFrame, limit: int = 500) -> str:
+        """The ``[operators]`` section: known operators, likely ones as ``= 0``, the rest commented."""
+        import tomli_w
+
+        known = {str(k).strip().casefold() for k in self.operators}
+        lines = [
+            "[operators]",
+            f"# author ({self.options['author']!r} column) = Bitrix24 employee id. Replace each 0 with the",
+            "# employee's id or delete the line (the file is refused while a 0 is left); uncomment the",
+            "# lines of other operators. Authors not listed here are customers.",
+        ]
+        lines += [tomli_w.dumps({str(k): v}).strip() for k, v in self.operators.items()]
+        shown = 0
+        for r in authors.itertuples(index=False):
+            if str(r.author).strip().casefold() in known or shown >= limit:
+                continue
+            shown += 1
+            line = tomli_w.dumps({str(r.author): 0}).strip()
+            note = f"{r.messages} messages, {r.conversations} conversations, {r.customers} customers"
+            if bool(r.likely_operator):
+                lines.append(f"{line}  # {note}: most likely an operator")
+            else:
+                lines.append(f"# {line}  # {note}")
+        if len(authors) - len(known) > shown:
+            lines.append(f"# … and {len(authors) - len(known) - shown} more authors")
+        return "\n".join(lines) + "\n"
 
     def describe(self) -> str:
         """A human-readable table of field ← column (what a guess found, what is missing)."""
@@ -446,9 +621,21 @@ class Mapping:
                 src = f"(via [operators] from author column {self.options['author']!r})"
             else:
                 src = "-"
-            lines.append(f"  {f:<17} ← {src}")
+            why = self.guessed_from.get(f, "")
+            lines.append(f"  {f:<17} ← {src}" + (f"  (guessed: {_reason(why)})" if why else ""))
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v is not None)
         lines.append(f"  options: {opts}")
+        if not self.timezone_given:
+            lines.append(
+                f"  time zone: {self.timezone} (not stated: dates without an offset are read as "
+                f"{self.timezone})"
+            )
+        for code, text in self.warnings():
+            if code == "user-id-from-name":
+                lines.append(f"  warning ({code}): {text}")
+        if "option author" in self.guessed_from:
+            why = _reason(self.guessed_from["option author"])
+            lines.append(f"  author column ← {self.options.get('author')!r}  (guessed: {why})")
         if self.operators:
             lines.append(
                 f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"
@@ -485,6 +672,12 @@ class Mapping:
         if self.options.get("author"):
             out["option author"] = [self.options["author"]]
         return out
+
+    def unused_columns(self, df: pd.DataFrame) -> list[str]:
+        """The columns of ``df`` this mapping does not read, in file order (what the plan lists as
+        left out, so that a column the guess missed is seen)."""
+        used = {c for cols in self.source_columns().values() for c in cols}
+        return [str(c) for c in df.columns if c not in used]
 
     def check(self, df: pd.DataFrame, require: bool = True) -> None:
         """Raise MappingError unless every mapped column exists in ``df`` (and required fields are mapped)."""

@@ -1,10 +1,13 @@
 """Outcome frame → a report a person can read (xlsx or csv), plus the summary tables behind it.
 
 The report is written from the frame :func:`bulkimport.send` returns (the input rows plus the
-``import_*``/``b24_*`` status columns). Everything users typed is data: a cell that a spreadsheet
-would read as a formula (text starting with ``=``, ``+``, ``-``, ``@``, tab or CR) is prefixed with
-``'`` in xlsx and csv alike, so opening a report can never run anything. No token or secret is
-ever written: the summary sheet is built from an allow-list of run figures, never from objects.
+``import_*``/``b24_*`` status columns). Everything users typed is data and no cell can become a
+formula: in xlsx every text is written as a string cell (an inline string is never evaluated, so
+it needs no prefix and ``+7 916 …`` reads as typed); in csv, which has no cell types, text that a
+spreadsheet would start a formula with (``=``, ``+``, ``-``, ``@``, tab or CR, other than a plain
+number such as ``-1``) is prefixed with ``'``. Times are wall times in the import's time zone, to
+the second. No token or secret is ever written: the summary sheet is built from an allow-list of
+run figures, never from objects.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import itertools
+import json
 import math
 import re
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ import pandas as pd
 
 from . import codes
 from .errors import ConfigError
+from .mapping import FIELDS
 
 #: The status columns the sender adds to the input rows, in report order.
 STATUS_COLUMNS = codes.STATUS_COLUMNS
@@ -62,15 +67,21 @@ _SUMMARY_FIELDS = [
 ]
 
 
+#: Text a spreadsheet reads as a number, not a formula, although it starts with ``+`` or ``-``.
+_PLAIN_NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
+
+
 def neutralise(value: object) -> object:
-    """``value`` unchanged unless it is text a spreadsheet would run as a formula; then ``'``-prefixed."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """``value`` unchanged unless it is text a spreadsheet would run as a formula when it opens a
+    CSV; then ``'``-prefixed. A plain number (``-1``, ``+79161234567``) starts no formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(value):
         return "'" + value
     return value
 
 
 def _cell(value: object, *, xlsx: bool) -> object:
-    """One value made safe and representable for a report cell (None for missing)."""
+    """One value made safe and representable for a report cell (None for missing); in xlsx text is
+    left as it is (:func:`_typed` writes it as a string cell), in csv it is :func:`neutralise`-d."""
     if value is None:
         return None
     if isinstance(value, float) and math.isnan(value):
@@ -80,8 +91,8 @@ def _cell(value: object, *, xlsx: bool) -> object:
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime(warn=False)
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        # Excel has no time zones: keep the offset visible as ISO text rather than silently drop it.
-        return value.isoformat()
+        # Excel has no time zones: keep the offset visible rather than silently drop it.
+        return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, (list, tuple, set, dict)):
         value = "; ".join(str(v) for v in value) if not isinstance(value, dict) else str(value)
     if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars → Python
@@ -89,12 +100,12 @@ def _cell(value: object, *, xlsx: bool) -> object:
             value = value.item()
         except (AttributeError, ValueError):
             value = str(value)
-    if isinstance(value, (bool, int, float, dt.datetime, dt.date)):
-        return value
+    if isinstance(value, (bool, int, float, dt.date)):
+        return value if xlsx or not isinstance(value, dt.datetime) else value.isoformat(sep=" ")
     text = str(value)
     if xlsx:
-        text = _ILLEGAL_XLSX.sub("\ufffd", text)
-    elif not text.isascii():
+        return _ILLEGAL_XLSX.sub("\ufffd", text)
+    if not text.isascii():
         text = _SURROGATES.sub("\ufffd", text)  # a lone surrogate would stop the CSV writer
         if len(text) > _XLSX_CELL_MAX:
             text = text[: _XLSX_CELL_MAX - 12] + " …[truncated]"
@@ -237,14 +248,11 @@ def error_rows(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
 
 
 def conversation_counts(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
-    """Rows per status for each conversation (from the plan, else the ``chat.id`` column)."""
+    """Rows per status for each conversation, invalid rows included (from the plan: its
+    conversations, and for rows in none of them the conversation key validation gave them;
+    else the ``chat.id`` column); in send order, then by first appearance."""
     status = _status(frame, plan)
-    key: pd.Series | None = None
-    if plan is not None and getattr(plan, "conversations", None):
-        pairs = {row: conv.key for conv in plan.conversations for row in conv.rows}
-        key = pd.Series([pairs.get(r) for r in frame.index], index=frame.index, dtype="object")
-    elif "chat.id" in frame.columns:
-        key = frame["chat.id"]
+    key, order = _conversation_keys(frame, plan)
     if key is None:
         return pd.DataFrame(columns=["conversation", "rows", *STATUS_ORDER])
     data = pd.DataFrame({"conversation": key, "status": status}).dropna(subset=["conversation"])
@@ -256,9 +264,23 @@ def conversation_counts(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
             table[s] = 0
     table = table[STATUS_ORDER + [c for c in table.columns if c not in STATUS_ORDER]]
     table.insert(0, "rows", table.sum(axis=1))
-    order = list(dict.fromkeys(key.dropna()))  # send order (plan) or first appearance
+    order = list(dict.fromkeys([*order, *key.dropna()]))
     table = table.reindex([k for k in order if k in table.index])
     return table.reset_index().rename(columns={"index": "conversation"}).rename_axis(columns=None)
+
+
+def _conversation_keys(frame: pd.DataFrame, plan: Any) -> tuple[pd.Series | None, list[Any]]:
+    """Each row's conversation key and the plan's send order of the keys."""
+    conversations = getattr(plan, "conversations", None) if plan is not None else None
+    canon = getattr(plan, "canonical", None) if plan is not None else None
+    if not conversations and canon is None:
+        return (frame["chat.id"], []) if "chat.id" in frame.columns else (None, [])
+    pairs = {row: conv.key for conv in conversations or () for row in conv.rows}
+    key = pd.Series([pairs.get(r) for r in frame.index], index=frame.index, dtype="object")
+    if canon is not None and "key" in canon.columns:  # invalid rows: the key validation gave them
+        rest = canon["key"].reindex(frame.index).astype(object)
+        key = key.where(key.notna(), rest)
+    return key, [conv.key for conv in conversations or ()]
 
 
 def _summary_value(summary: Any, name: str) -> Any:
@@ -286,19 +308,75 @@ def run_figures(summary: Any) -> list[tuple[str, object]]:
     return out
 
 
-def summary_tables(frame: pd.DataFrame, plan: Any = None, summary: Any = None) -> dict[str, pd.DataFrame]:
-    """The tables of the ``summary`` sheet: per status, per error code, per conversation, run figures."""
+def summary_tables(
+    frame: pd.DataFrame, plan: Any = None, summary: Any = None, runs: list[dict[str, Any]] | None = None
+) -> dict[str, pd.DataFrame]:
+    """The tables of the ``summary`` sheet: per status, per error code, per conversation, run
+    figures and every run of the journal (``runs``: ``Journal.summary()["runs"]``; by default read
+    from the journal the summary names)."""
     figures = run_figures(summary)
+    zone = report_zone(plan)
+    figures.append(("times are in", zone))
     return {
         "status": status_counts(frame, plan),
         "codes": code_counts(frame, plan),
         "conversations": conversation_counts(frame, plan),
         "run": pd.DataFrame(figures, columns=["figure", "value"]),
+        "runs": runs_table(journal_runs(summary) if runs is None else runs, zone),
     }
 
 
+def report_zone(plan: Any = None) -> str:
+    """The import's time zone (its mapping's), in which a report shows every time; else UTC."""
+    mapping = getattr(plan, "mapping", None) if plan is not None else None
+    options = getattr(mapping, "options", None) or {}
+    return str(options.get("timezone") or "UTC")
+
+
+def journal_runs(summary: Any) -> list[dict[str, Any]]:
+    """Every run the journal named by ``summary`` (its ``journal``) recorded; [] without one."""
+    from .journal import Journal
+
+    path = _summary_value(summary, "journal") or _summary_value(summary, "journal_path")
+    if not path or not Path(str(path)).is_file():
+        return []
+    try:
+        journal = Journal.open(str(path))
+    except (ConfigError, OSError):
+        return []
+    try:
+        return list(journal.summary().get("runs") or [])
+    finally:
+        journal.close()
+
+
+def runs_table(runs: list[dict[str, Any]], zone: str = "UTC") -> pd.DataFrame:
+    """One line per run: when it started and finished (in ``zone``, to the second), what it sent
+    and how it ended."""
+    lines = []
+    for r in runs:
+        if r.get("interrupted"):
+            ended = "interrupted"
+        elif r.get("stopped"):
+            ended = f"stopped by {r['stopped']}"
+        else:
+            ended = "finished" if r.get("finished_at") else "did not finish (killed or still running)"
+        started, finished = _local(r.get("started_at"), zone), _local(r.get("finished_at"), zone)
+        lines.append([r.get("id"), started, finished, r.get("sent") or 0, ended])
+    return pd.DataFrame(lines, columns=["run", "started", "finished", "sent", "ended"])
+
+
+def _local(stamp: Any, zone: str) -> str | None:
+    """Unix seconds → ``YYYY-MM-DD HH:MM:SS`` wall time in ``zone``."""
+    if stamp is None or _isna(stamp):
+        return None
+    return pd.Timestamp(float(stamp), unit="s", tz="UTC").tz_convert(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _rows_table(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
-    """Every input row with the status columns last (index ``row`` as the first column)."""
+    """Every input row with the status columns last (index ``row`` as the first column); from the
+    plan ``import_date`` (message.date as sent) and ``import_phone`` (E.164 as sent) before them;
+    every time a wall time in the import's zone, to the second."""
     out = frame.copy()
     if "import_status" not in out.columns:
         out["import_status"] = _status(frame, plan)
@@ -306,39 +384,77 @@ def _rows_table(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
             errs = plan.failures[plan.failures["level"] == "error"].drop_duplicates("row")
             first = dict(zip(errs["row"], errs["code"], strict=True))
             out["import_error_code"] = [first.get(r) for r in out.index]
+    canon = getattr(plan, "canonical", None) if plan is not None else None
+    if canon is not None and "message.date" in canon.columns:
+        seconds = pd.to_numeric(canon["message.date"].reindex(out.index), errors="coerce")
+        out["import_date"] = pd.to_datetime(seconds, unit="s", utc=True)
+        if "user.phone" in canon.columns:
+            out["import_phone"] = canon["user.phone"].reindex(out.index)
+    zone = report_zone(plan)
+    for c in out.columns:
+        if isinstance(out[c].dtype, pd.DatetimeTZDtype):
+            out[c] = out[c].dt.tz_convert(zone).dt.tz_localize(None).dt.floor("s")
     status_cols = [c for c in STATUS_COLUMNS if c in out.columns]
-    others = [c for c in out.columns if c not in status_cols]
-    out = out[others + status_cols]
+    added = [c for c in ADDED_COLUMNS if c in out.columns]
+    others = [c for c in out.columns if c not in status_cols and c not in added]
+    out = out[others + added + status_cols]
     out.index.name = out.index.name or "row"
     return out.reset_index()
 
 
-def check_report_path(path: str | Path) -> Path:
+#: Columns the report adds from the plan, before the status columns.
+ADDED_COLUMNS = ("import_date", "import_phone")
+
+
+def check_report_path(path: str | Path, option: str = "--report") -> Path:
     """``path`` as a Path if a report can be written there (.xlsx/.csv in an existing folder), else a
-    one-line ConfigError naming --report — checked before an import starts, not after it ends."""
+    one-line ConfigError naming ``option`` — checked before an import starts, not after it ends."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".xlsx", ".csv"):
         raise ConfigError(
-            f"--report {target}: unsupported report type {suffix or '(none)'!r}; use .xlsx or .csv"
+            f"{option} {target}: unsupported report type {suffix or '(none)'!r}; use .xlsx or .csv"
         )
     if not target.parent.exists():
         raise ConfigError(
-            f"--report {target}: folder {target.parent} does not exist; create it or pick another path"
+            f"{option} {target}: folder {target.parent} does not exist; create it or pick another path"
         )
     return target
 
 
-def write_report(frame: pd.DataFrame, path: str | Path, plan: Any = None, summary: Any = None) -> Path:
+def write_report(
+    frame: pd.DataFrame,
+    path: str | Path,
+    plan: Any = None,
+    summary: Any = None,
+    runs: list[dict[str, Any]] | None = None,
+) -> Path:
     """Write the report to ``path`` (``.xlsx``: sheets rows/errors/summary; ``.csv``: the rows with
-    a hint column) and return the path. Formula-like text is neutralised in both formats."""
+    a hint column) and return the path. No cell can become a formula in either format; ``runs``:
+    the journal's runs for the summary (default: read from the journal ``summary`` names)."""
     target = check_report_path(path)
     suffix = target.suffix.lower()
     rows = _rows_table(frame, plan)
     if suffix == ".csv":
         _write_csv(rows, target)
-    else:
-        _write_xlsx(rows, error_rows(frame, plan), summary_tables(frame, plan, summary), target)
+        return target
+    tables = summary_tables(frame, plan, summary, runs)
+    blocks = [
+        ("Rows per status", tables["status"]),
+        ("Rows per error code", tables["codes"]),
+        ("Rows per conversation", tables["conversations"]),
+        ("Run", tables["run"]),
+    ]
+    if len(tables["runs"]):
+        blocks.append(("Runs of this journal", tables["runs"]))
+    _write_xlsx(
+        [
+            ("rows", [(None, rows)], "B2"),
+            ("errors", [(None, error_rows(frame, plan))], "A2"),
+            ("summary", blocks, "A3"),
+        ],
+        target,
+    )
     return target
 
 
@@ -348,6 +464,11 @@ def _write_csv(rows: pd.DataFrame, target: Path) -> None:
         rows = rows.assign(
             import_hint=[codes.hint(c) if isinstance(c, str) and c else "" for c in rows["import_error_code"]]
         )
+    _write_csv_table(rows, target)
+
+
+def _write_csv_table(rows: pd.DataFrame, target: Path) -> None:
+    """A table as CSV (UTF-8 with BOM), every cell :func:`neutralise`-d; written beside, then moved."""
     tmp = target.with_name(target.name + ".tmp")
     with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
@@ -360,83 +481,202 @@ def _write_csv(rows: pd.DataFrame, target: Path) -> None:
 #: Rows an Excel sheet holds (header included): a longer table continues on "<name> 2", "<name> 3" …
 XLSX_MAX_ROWS = 1_048_576
 
+#: Text openpyxl would store as something other than a string: a formula (``=…``) or an error.
+_NOT_TEXT = frozenset(["#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A"])
 
-def _write_xlsx(
-    rows: pd.DataFrame, errors: pd.DataFrame, tables: dict[str, pd.DataFrame], target: Path
-) -> None:
-    """Three sheets (a table longer than a sheet continues on more sheets of the same name and
-    a number, each with the header), header frozen, widths fitted. Write-only mode and rows
-    streamed from the frame, so a report of millions of rows needs no copy of them in memory."""
-    from openpyxl import Workbook
+Blocks = list[tuple[str | None, pd.DataFrame]]
+
+
+def _typed(ws: Any, value: object, bold: Any = None) -> object:
+    """A value for ``ws.append``: text openpyxl would turn into a formula or an error becomes a
+    string cell (an inline string is never evaluated), so no user text is ever a formula."""
     from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Font
-    from openpyxl.utils import get_column_letter
+
+    is_odd = isinstance(value, str) and ((len(value) > 1 and value[0] == "=") or value in _NOT_TEXT)
+    if bold is None and not is_odd:
+        return value
+    cell = WriteOnlyCell(ws, value=value)
+    if is_odd:
+        cell.data_type = "s"
+    if bold is not None:
+        cell.font = bold
+    return cell
+
+
+def _records(blocks: Blocks) -> Iterator[tuple[str, list[object]]]:
+    """(kind, cells) for every line of a sheet: kind is title, columns, data or blank."""
+    for n, (title, table) in enumerate(blocks):
+        if title is not None:
+            if n:
+                yield "blank", []
+            yield "title", [title]
+        yield "columns", [_cell(str(c), xlsx=True) for c in table.columns]
+        for record in table.itertuples(index=False, name=None):
+            yield "data", [_cell(v, xlsx=True) for v in record]
+
+
+def _write_xlsx(sheets: list[tuple[str, Blocks, str]], target: Path) -> None:
+    """Sheets of (name, blocks of (title, table), frozen cell); written beside, then moved."""
+    from openpyxl import Workbook
 
     wb = Workbook(write_only=True)
-    bold = Font(bold=True)
-
-    def records(blocks: list[tuple[str | None, pd.DataFrame]]) -> Iterator[tuple[str, list[object]]]:
-        """(kind, cells) for every line of a sheet: kind is title, columns, data or blank."""
-        for n, (title, table) in enumerate(blocks):
-            if title is not None:
-                if n:
-                    yield "blank", []
-                yield "title", [title]
-            yield "columns", [_cell(str(c), xlsx=True) for c in table.columns]
-            for record in table.itertuples(index=False, name=None):
-                yield "data", [_cell(v, xlsx=True) for v in record]
-
-    def bold_cells(ws: Any, cells: list[object]) -> list[object]:
-        out = []
-        for v in cells:
-            c = WriteOnlyCell(ws, value=v)
-            c.font = bold
-            out.append(c)
-        return out
-
-    def sheet(name: str, blocks: list[tuple[str | None, pd.DataFrame]], freeze: str) -> None:
-        widths: dict[int, int] = {}
-        for _, cells in itertools.islice(records(blocks), 2000):  # a sample is enough to size columns
-            for i, v in enumerate(cells):
-                if v is not None:
-                    widths[i] = max(widths.get(i, 0), min(len(str(v)), 60))
-        lines = records(blocks)
-        line = next(lines, None)
-        columns: list[object] = []
-        part = 0
-        while part == 0 or line is not None:
-            part += 1
-            ws = wb.create_sheet(name if part == 1 else f"{name} {part}")
-            ws.freeze_panes = freeze
-            for i, w in widths.items():
-                ws.column_dimensions[get_column_letter(i + 1)].width = max(8, w + 2)
-            used = 0
-            if part > 1:  # a continuation sheet starts with its table's header again
-                ws.append(bold_cells(ws, columns))
-                used = 1
-            while line is not None and used < XLSX_MAX_ROWS:
-                kind, cells = line
-                if kind == "columns":
-                    columns = cells
-                ws.append(bold_cells(ws, cells) if kind in ("title", "columns") else cells)
-                used += 1
-                line = next(lines, None)
-
-    sheet("rows", [(None, rows)], "B2")
-    sheet("errors", [(None, errors)], "A2")
-    sheet(
-        "summary",
-        [
-            ("Rows per status", tables["status"]),
-            ("Rows per error code", tables["codes"]),
-            ("Rows per conversation", tables["conversations"]),
-            ("Run", tables["run"]),
-        ],
-        "A3",
-    )
+    for name, blocks, freeze in sheets:
+        _write_sheet(wb, name, blocks, freeze)
     tmp = target.with_name(target.name + ".tmp")
     wb.save(tmp)
     tmp.replace(target)
+
+
+def _write_sheet(wb: Any, name: str, blocks: Blocks, freeze: str) -> None:
+    """One table (or titled blocks) on a sheet; a table longer than a sheet continues on more sheets
+    of the same name and a number, each with the header; header frozen, widths fitted. Write-only
+    mode and rows streamed from the frame, so millions of rows need no copy of them in memory."""
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    bold = Font(bold=True)
+    widths: dict[int, int] = {}
+    for _, cells in itertools.islice(_records(blocks), 2000):  # a sample is enough to size columns
+        for i, v in enumerate(cells):
+            if v is not None:
+                widths[i] = max(widths.get(i, 0), min(len(str(v)), 60))
+    lines = _records(blocks)
+    line = next(lines, None)
+    columns: list[object] = []
+    part = 0
+    while part == 0 or line is not None:
+        part += 1
+        ws = wb.create_sheet(name if part == 1 else f"{name} {part}")
+        ws.freeze_panes = freeze
+        for i, w in widths.items():
+            ws.column_dimensions[get_column_letter(i + 1)].width = max(8, w + 2)
+        used = 0
+        if part > 1:  # a continuation sheet starts with its table's header again
+            ws.append([_typed(ws, v, bold) for v in columns])
+            used = 1
+        while line is not None and used < XLSX_MAX_ROWS:
+            kind, cells = line
+            if kind == "columns":
+                columns = cells
+            if kind in ("title", "columns"):
+                ws.append([_typed(ws, v, bold) for v in cells])
+            elif any(type(v) is str and (v[:1] == "=" or v[:1] == "#") for v in cells):
+                ws.append([_typed(ws, v) for v in cells])
+            else:  # the common row: nothing openpyxl would read as a formula or an error
+                ws.append(cells)
+            used += 1
+            line = next(lines, None)
+
+
+#: Columns of :func:`problems_table` (what ``validate --problems FILE`` writes).
+PROBLEM_COLUMNS = ["row", "level", "code", "field", "column", "value", "message", "hint"]
+
+
+def problems_table(failures: pd.DataFrame, mapping: Any = None) -> pd.DataFrame:
+    """Every problem of every invalid or warned row, in row order: the row number, level, code, the
+    field and the source column it came from (``mapping``), the value, the message and the hint."""
+    if failures is None or len(failures) == 0:
+        return pd.DataFrame(columns=PROBLEM_COLUMNS)
+    sources = mapping.source_columns() if mapping is not None and hasattr(mapping, "source_columns") else {}
+    table = failures.reset_index(drop=True)
+    column = [", ".join(sources.get(f, [])) or (f if f not in _FIELD_NAMES else "") for f in table["field"]]
+    return pd.DataFrame(
+        {
+            "row": table["row"],
+            "level": table["level"],
+            "code": table["code"],
+            "field": table["field"],
+            "column": column,
+            "value": table["value"],
+            "message": table["message"],
+            "hint": [codes.hint(c) for c in table["code"]],
+        }
+    )[PROBLEM_COLUMNS]
+
+
+#: The target fields (a failure's ``field``); anything else there is a source column already.
+_FIELD_NAMES = frozenset(FIELDS)
+
+
+def write_problems(failures: pd.DataFrame, path: str | Path, mapping: Any = None) -> Path:
+    """Write :func:`problems_table` to ``path`` (``.xlsx``: one sheet ``problems``; ``.csv``), the
+    whole list however long (for ``validate --problems FILE``); returns the path."""
+    target = check_report_path(path, option="--problems")
+    table = problems_table(failures, mapping)
+    if target.suffix.lower() == ".csv":
+        _write_csv_table(table, target)
+    else:
+        _write_xlsx([("problems", [(None, table)], "A2")], target)
+    return target
+
+
+#: Columns of :func:`status_rows` (what ``status --rows`` lists).
+STATUS_ROW_COLUMNS = ["row", "status", "code", "chat", "time", "text"]
+
+#: What ``status --rows`` accepts; ``inflight`` (a killed run's rows) is listed as unknown.
+ROW_STATUSES = ("unknown", "failed", "invalid", "pending", "sent")
+
+
+def status_rows(journal: Any, statuses: Iterable[str], plan: Any = None, excerpt: int = 60) -> pd.DataFrame:
+    """The journal's rows of ``statuses`` (unknown, failed, invalid, pending, sent), in row order:
+    row, status, code, chat, time and a text excerpt. Chat, time (the message's, in the import's
+    zone) and text come from ``plan`` (the same input and mapping) where given, else the chat
+    and the time the portal recorded. Reads the journal only (``Journal.rows``)."""
+    wanted = [str(s).strip().lower() for s in statuses]
+    bad = [s for s in wanted if s not in ROW_STATUSES]
+    if bad or not wanted:
+        raise ConfigError(
+            f"--rows {','.join(bad) or '(none)'}: not a row status; use one or more of "
+            f"{', '.join(ROW_STATUSES)}"
+        )
+    rows = journal.rows()
+    status = rows["status"].replace("inflight", "unknown")
+    rows = rows[status.isin(wanted).to_numpy()].assign(status=status)
+    zone = report_zone(plan)
+    ids = [json.loads(r) for r in rows["rid"]]
+    out = pd.DataFrame(
+        {
+            "row": ids,
+            "status": rows["status"].to_numpy(),
+            "code": rows["code"].astype(object).where(rows["code"].notna(), None).to_numpy(),
+            "chat": rows["chat_id"].to_numpy(),
+            "time": [_local(t, zone) for t in rows["sent_at"]],
+            "text": None,
+        },
+        columns=STATUS_ROW_COLUMNS,
+    )
+    canon = getattr(plan, "canonical", None) if plan is not None else None
+    if canon is not None and len(out):
+        _from_plan(out, canon, zone, excerpt)
+    out = out.sort_values("row", key=_row_order, kind="stable").reset_index(drop=True).astype(object)
+    return out.where(out.notna(), None)
+
+
+def _from_plan(out: pd.DataFrame, canon: pd.DataFrame, zone: str, excerpt: int) -> None:
+    """Chat, message time and text excerpt of ``out``'s rows from the plan's canonical frame."""
+    sub = canon.reindex(pd.Index(out["row"], dtype=object))
+    out["chat"] = sub["key"].where(sub["key"].notna(), out["chat"].to_numpy()).to_numpy()
+    out["time"] = [_local(t, zone) for t in sub["message.date"]]
+    texts = sub["message.text"] if "message.text" in sub.columns else pd.Series(None, index=sub.index)
+    out["text"] = [_excerpt(t, excerpt) for t in texts]
+
+
+def _excerpt(text: Any, width: int) -> str | None:
+    """The first ``width`` characters of ``text`` on one line (… when cut)."""
+    if text is None or _isna(text):
+        return None
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _row_order(rows: pd.Series) -> pd.Series:
+    """Row ids in file order: numbers by value, ``sheet!row`` by sheet then number."""
+    return rows.map(lambda r: (0, "", r) if isinstance(r, int) else (1, *_sheet_row(str(r))))
+
+
+def _sheet_row(r: str) -> tuple[str, int]:
+    sheet, _, number = r.rpartition("!")
+    return (sheet, int(number)) if number.isdigit() else (r, 0)
 
 
 def summary_lines(
@@ -532,6 +772,11 @@ def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
         lines.append(
             f"Runs: {len(runs)}; last activity {when}; the last run sent {last.get('sent') or 0} and {how}."
         )
+        if len(runs) > 1:  # every run, so that a resumed import's history is visible
+            for r in runs_table(runs).itertuples(index=False):
+                lines.append(
+                    f"  run {r.run}: {r.started} – {r.finished or '?'} UTC, sent {r.sent}, {r.ended}"
+                )
     requests = summary.get("requests")
     if requests is not None:
         lines.append(f"Requests made: {requests}")

@@ -61,7 +61,9 @@ class _Collector:
         self.parts: list[pd.DataFrame] = []
         self.error_mask = pd.Series(False, index=index)
 
-    def add(self, code: str, field: str, mask: pd.Series, raw: pd.Series | None) -> None:
+    def add(self, code: str, field: str, mask: pd.Series | np.ndarray, raw: pd.Series | None) -> None:
+        if not isinstance(mask, pd.Series):  # a boolean array aligned with the frame's rows
+            mask = pd.Series(mask, index=self.index)
         mask = mask.reindex(self.index, fill_value=False).fillna(False).astype(bool)
         if not bool(mask.any()):
             return
@@ -118,6 +120,47 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     """Map, clean and check every row; resolve conversations, customers, operators and ids."""
     if mapping is None:
         mapping = Mapping.guess(df)
+    _check_frame(df, mapping)
+    idx = df.index
+    out = pd.DataFrame(index=idx)
+    col = _Collector(idx)
+    raw = {f: s for f in _RAW_ORDER if (s := _source(df, mapping, f)) is not None}
+    _ids(out, raw, col)
+    op = _operators(df, mapping, raw, col)
+    out["message.user_id"] = op
+    out["operator"] = op.notna()
+    _dates(df, mapping, raw, col, out)
+    _content(mapping, raw, col, out)
+    _people(mapping, raw, col, out)
+    _surrogates(out, col)
+    _merged_people(out, col)  # before the user blocks make every row of a customer alike
+    has_key = _conversations(out, col)
+    _user_blocks(out, has_key)
+    _message_ids(out, raw, col)
+    _unmapped_authors(df, mapping, out, col)
+    _read_notes(df, col)
+    failures = col.frame()
+    invalid = col.error_mask.copy()
+    return Prepared(out, failures, invalid, mapping)
+
+
+#: Fields read from the source, in the order they are cleaned.
+_RAW_ORDER = (
+    "chat.id",
+    "chat.name",
+    "chat.url",
+    "user.id",
+    *USER_FIELDS,
+    "message.id",
+    "message.date",
+    "message.text",
+    "message.files",
+    "message.user_id",
+)
+
+
+def _check_frame(df: pd.DataFrame, mapping: Mapping) -> None:
+    """Mapped columns exist, required fields are mapped and the index can serve as row ids."""
     mapping.check(df)
     if not df.index.is_unique:
         raise InputError(
@@ -127,44 +170,28 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
         raise InputError(
             "the frame's index has missing values (it holds the row ids); use df.reset_index(drop=True)"
         )
-    opts = mapping.options
-    idx = df.index
-    n = len(df)
-    out = pd.DataFrame(index=idx)
-    col = _Collector(idx)
-    raw: dict[str, pd.Series] = {}
-    for f in (
-        "chat.id",
-        "chat.name",
-        "chat.url",
-        "user.id",
-        *USER_FIELDS,
-        "message.id",
-        "message.date",
-        "message.text",
-        "message.files",
-        "message.user_id",
-    ):
-        s = _source(df, mapping, f)
-        if s is not None:
-            raw[f] = s
 
-    # ids
+
+def _ids(out: pd.DataFrame, raw: dict[str, pd.Series], col: _Collector) -> None:
+    """chat.id, user.id and message.id as trimmed text (``bad-id`` beyond 255 characters)."""
     for f in ("chat.id", "user.id", "message.id"):
         if f in raw:
             out[f], issues = clean_ids(raw[f])
             for code, mask in issues:
                 col.add(code, f, mask, raw[f])
         else:
-            out[f] = pd.Series(np.nan, index=idx, dtype="str")
+            out[f] = pd.Series(np.nan, index=out.index, dtype="str")
 
-    # operators: message.user_id directly, or the author column through [operators]
+
+def _operators(df: pd.DataFrame, mapping: Mapping, raw: dict[str, pd.Series], col: _Collector) -> pd.Series:
+    """Employee id per row (NaN: a customer row): message.user_id, else the author via [operators]."""
+    idx = df.index
     op = pd.Series(np.nan, index=idx, dtype="float64")
     if "message.user_id" in raw:
         op, issues = clean_operator_ids(raw["message.user_id"])
         for code, mask in issues:
             col.add(code, "message.user_id", mask, raw["message.user_id"])
-    author_col = opts.get("author")
+    author_col = mapping.options.get("author")
     if author_col and mapping.operators:
         table = {str(k).strip().casefold(): v for k, v in mapping.operators.items()}
         # authors repeat (a few operators, a few customer spellings): look each distinct one up once
@@ -174,33 +201,84 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
         ids = pd.to_numeric(names.map(table), errors="coerce").to_numpy(dtype="float64")
         found = np.append(ids, np.nan)[codes_]  # code -1 (missing author) → NaN
         op = op.fillna(pd.Series(found, index=idx))
-    out["message.user_id"] = op
-    out["operator"] = op.notna()
+    return op
 
-    # dates
+
+def _dates(
+    df: pd.DataFrame, mapping: Mapping, raw: dict[str, pd.Series], col: _Collector, out: pd.DataFrame
+) -> None:
+    """message.date → unix seconds in the mapping's zone (one column, or a date and a time column)."""
+    opts = mapping.options
     time = None
     date_cols = mapping.columns.get("message.date")
     if isinstance(date_cols, list) and len(date_cols) > 1:
         time = df[date_cols[1]]
-    if "message.date" in raw:
-        res = parse_dates(
-            raw["message.date"],
-            timezone=opts["timezone"],
-            dayfirst=opts["dayfirst"],
-            date1904=bool(df.attrs.get("date1904", False)),
-            time=time,
-        )
-        out["message.date"] = res.seconds
-        date_raw = raw["message.date"]
-        if time is not None:
-            date_raw = as_text(date_raw).fillna("").str.cat(as_text(time).fillna(""), sep=" ").str.strip()
-        for code, mask in res.issues:
-            col.add(code, "message.date", mask, date_raw)
-    else:
+    if "message.date" not in raw:
         out["message.date"] = np.nan
-        col.add("missing-date", "message.date", pd.Series(True, index=idx), None)
+        col.add("missing-date", "message.date", pd.Series(True, index=df.index), None)
+        return
+    res = parse_dates(
+        raw["message.date"],
+        timezone=opts["timezone"],
+        dayfirst=opts["dayfirst"],
+        date1904=bool(df.attrs.get("date1904", False)),
+        time=time,
+    )
+    out["message.date"] = res.seconds
+    date_raw = raw["message.date"]
+    if time is not None:
+        date_raw = as_text(date_raw).fillna("").str.cat(as_text(time).fillna(""), sep=" ").str.strip()
+    for code, mask in res.issues:
+        col.add(code, "message.date", mask, date_raw)
 
-    # content
+
+def first_naive_date(df: pd.DataFrame, mapping: Mapping, head: int = 2000) -> Any:
+    """The first row (of the first ``head``) whose date has no offset, so that the mapping's time
+    zone decides when it was sent: parsed in two zones 14 hours apart it moves. None when every
+    date there is absolute (an offset, unix time) or no date is mapped."""
+    cols = mapping.columns.get("message.date")
+    if cols is None:
+        return None
+    date_col, time_col = (
+        (cols, None) if isinstance(cols, str) else (cols[0], cols[1] if len(cols) > 1 else None)
+    )
+    sample = df.iloc[:head]
+    seconds = [
+        parse_dates(
+            sample[date_col],
+            timezone=zone,
+            dayfirst=mapping.options["dayfirst"],
+            date1904=bool(df.attrs.get("date1904", False)),
+            time=None if time_col is None else sample[time_col],
+        ).seconds
+        for zone in ("Etc/GMT+12", "Etc/GMT-2")
+    ]
+    moved = (seconds[0] != seconds[1]) & seconds[0].notna()
+    return moved.index[moved.to_numpy()][0] if bool(moved.any()) else None
+
+
+def assumptions(df: pd.DataFrame, mapping: Mapping) -> list[tuple[str, str]]:
+    """What sending on this mapping would only assume, as (code, one-line message), for the CLI to
+    show before it asks for confirmation (a guess must be confirmed; ``[]``: nothing assumed):
+    the zone of dates without an offset when the mapping states none (``timezone-not-set``,
+    naming the zone used and the first such row), a user.id guessed from a column of names
+    (``user-id-from-name``), an author column without [operators] (``no-operators``)."""
+    out: list[tuple[str, str]] = []
+    for code, text in mapping.warnings():
+        if code == "timezone-not-set":
+            row = first_naive_date(df, mapping)
+            if row is None:
+                continue
+            where = df.attrs.get("source", "the data")
+            text = f"{text.rstrip('.')} (e.g. {where} row {row})."
+        out.append((code, text))
+    return out
+
+
+def _content(mapping: Mapping, raw: dict[str, pd.Series], col: _Collector, out: pd.DataFrame) -> None:
+    """message.text (kept exactly) and message.files; a row needs one of them."""
+    idx = out.index
+    opts = mapping.options
     if "message.text" in raw:
         text = as_text(raw["message.text"], strip=False)
         col.add("text-too-long", "message.text", too_long_text(text), None)
@@ -222,7 +300,10 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     out["message.files"] = files
     col.add("missing-content", "message.text", text.isna() & ~files_present, None)
 
-    # people and chat details
+
+def _people(mapping: Mapping, raw: dict[str, pd.Series], col: _Collector, out: pd.DataFrame) -> None:
+    """Names, e-mail, phone, gender, URLs and the chat name cleaned (dropped values are warnings)."""
+    opts = mapping.options
     cleaners: dict[str, Any] = {
         "user.name": clean_names,
         "user.last_name": clean_names,
@@ -238,13 +319,15 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
         if f in raw:
             values, issues = fn(raw[f])
             out[f] = values
-            warn_rows = ~out["operator"] if f.startswith("user.") else pd.Series(True, index=idx)
+            warn_rows = ~out["operator"] if f.startswith("user.") else pd.Series(True, index=out.index)
             for code, mask in issues:  # operator rows' user fields are not sent: no warnings for them
                 col.add(code, f, mask & warn_rows, raw[f])
 
-    # text no request can carry (lone surrogates, from a DataFrame built in Python or a lenient
-    # decoder): the row is refused, and the cell is made encodable so that ids, the fingerprint
-    # and the report still work for it (raw value left out of the failure: it cannot be printed)
+
+def _surrogates(out: pd.DataFrame, col: _Collector) -> None:
+    """Text no request can carry (lone surrogates, from a DataFrame built in Python or a lenient
+    decoder): the row is refused, and the cell is made encodable so that ids, the fingerprint
+    and the report still work for it (raw value left out of the failure: it cannot be printed)."""
     for f in ("chat.id", "user.id", "message.id", "message.text", *USER_FIELDS, *CHAT_FIELDS):
         if f in out.columns and (out[f].dtype == object or isinstance(out[f].dtype, pd.StringDtype)):
             bad = lone_surrogates(out[f])
@@ -252,18 +335,42 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
                 col.add("bad-characters", f, bad, None)
                 out[f] = replace_surrogates(out[f], bad)
 
-    # conversations: chat.id, defaulting to user.id (grouping works on integer codes: fast)
+
+def _merged_people(out: pd.DataFrame, col: _Collector) -> None:
+    """One user.id with several different phones or e-mails: two people merged under one id, most
+    likely (e.g. an id guessed from a name column). Warned on the first row of each value, whose
+    ``value`` lists them all."""
+    customer = ~out["operator"] & out["user.id"].notna()
+    for f in ("user.phone", "user.email"):
+        if f not in out.columns:
+            continue
+        sub = out.loc[(customer & out[f].notna()).to_numpy(), ["user.id", f]]
+        if sub.empty:
+            continue
+        same = sub[f].astype("str").str.casefold()
+        firsts = sub[~pd.DataFrame({"u": sub["user.id"], "v": same}).duplicated()]
+        many = firsts["user.id"].duplicated(keep=False)
+        if not bool(many.any()):
+            continue
+        flagged = firsts[many.to_numpy()]
+        listing = flagged.groupby("user.id", sort=False)[f].agg(lambda v: ", ".join(map(str, v)))
+        col.add("user-id-merged", f, out.index.isin(flagged.index), flagged["user.id"].map(listing))
+
+
+def _conversations(out: pd.DataFrame, col: _Collector) -> pd.Series:
+    """Conversation key (chat.id, defaulting to user.id) and customer per row; returns has-key.
+    Grouping works on integer codes; a row without user.id takes its conversation's primary
+    customer (its first customer row; operator rows only as a last resort)."""
     key = out["chat.id"].fillna(out["user.id"])
     has_key = key.notna()
     conv = pd.factorize(key)[0]  # -1: no conversation
     has_uid = out["user.id"].notna()
-    pos = np.arange(n)
+    pos = np.arange(len(out))
     out["pos"] = pos
     cand = pd.DataFrame(
         {"conv": conv, "op": out["operator"].to_numpy(), "date": out["message.date"].to_numpy(), "pos": pos}
     )[(has_uid & has_key).to_numpy()]
     cand = cand.sort_values(["op", "date", "pos"], na_position="last", kind="stable").drop_duplicates("conv")
-    # the conversation's primary customer: its first customer row (operator rows only as a last resort)
     primary = pd.Series(out["user.id"].to_numpy()[cand["pos"].to_numpy()], index=cand["conv"].to_numpy())
     fill = (~has_uid & has_key).to_numpy()
     if bool(fill.any()):
@@ -275,8 +382,12 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     out["key"] = key
     out["conv"] = conv
     out["cust"] = pd.factorize(out["user.id"])[0]
+    return has_key
 
-    # one user block per (conversation, customer): first value per field from the customer's own rows
+
+def _user_blocks(out: pd.DataFrame, has_key: pd.Series) -> None:
+    """One user block per (conversation, customer): per field the first value of the customer's own
+    rows in time order; one chat block per conversation."""
     present_user = [f for f in USER_FIELDS if f in out.columns]
     if present_user:
         src = out.loc[
@@ -296,9 +407,11 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
         for f in present_chat:
             out[f] = joined[f].where(has_key)
 
-    # message ids: given, or a stable hash of conversation, time, content and occurrence
-    mid = out["message.id"]
-    need = mid.isna() & key.notna()
+
+def _message_ids(out: pd.DataFrame, raw: dict[str, pd.Series], col: _Collector) -> None:
+    """message.id: given, or a stable hash of conversation, time, content and occurrence."""
+    key = out["key"]
+    need = out["message.id"].isna() & key.notna()
     if bool(need.all()):  # no ids in the input: no partial frame to copy
         out["message.id"] = _generated_ids(out)
     elif bool(need.any()):
@@ -307,9 +420,89 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
         dup = out["message.id"].notna() & key.notna() & out.duplicated(["conv", "message.id"], keep="first")
         col.add("duplicate-message-id", "message.id", dup & ~need, raw.get("message.id"))
 
-    failures = col.frame()
-    invalid = col.error_mask.copy()
-    return Prepared(out, failures, invalid, mapping)
+
+#: An author whose rows belong to at least this many customers is most likely an operator.
+MANY_CUSTOMERS = 3
+
+#: Columns of :func:`authors`.
+AUTHOR_COLUMNS = [
+    "author",
+    "messages",
+    "conversations",
+    "customers",
+    "side",
+    "operator_id",
+    "likely_operator",
+]
+
+
+def authors(df: pd.DataFrame, mapping: Mapping, prepared: Prepared | None = None) -> pd.DataFrame:
+    """Every value of the author column with its messages, conversations, customers and side
+    (``operator`` when it has an employee id from [operators] or message.user_id, else
+    ``customer``); ``likely_operator``: a customer-side author who writes to several customers.
+    Most messages first. Empty without an author column (option ``author``)."""
+    author_col = mapping.options.get("author")
+    if not author_col:
+        return pd.DataFrame(columns=AUTHOR_COLUMNS)
+    prep = prepared if prepared is not None else prepare(df, mapping)
+    return _author_table(df[author_col], prep.canonical)
+
+
+def _author_table(author: pd.Series, canon: pd.DataFrame) -> pd.DataFrame:
+    """:func:`authors` from the author column and the prepared frame (authors compared case-blind)."""
+    name = as_text(author)
+    data = pd.DataFrame(
+        {
+            "author": name,
+            "key": name.str.casefold(),
+            "conv": canon["conv"].where(canon["conv"] >= 0),
+            "cust": canon["cust"].where(canon["cust"] >= 0),
+            "op": canon["message.user_id"],
+        }
+    )
+    data = data[data["author"].notna()]
+    if data.empty:
+        return pd.DataFrame(columns=AUTHOR_COLUMNS)
+    g = data.groupby("key", sort=False)
+    table = pd.DataFrame(
+        {
+            "author": g["author"].first(),
+            "messages": g.size(),
+            "conversations": g["conv"].nunique(),
+            "customers": g["cust"].nunique(),
+            "operator_id": g["op"].max().astype("Int64"),
+        }
+    )
+    table["side"] = np.where(table["operator_id"].notna(), "operator", "customer")
+    table["likely_operator"] = (table["side"] == "customer") & (table["customers"] >= MANY_CUSTOMERS)
+    table = table.sort_values(["messages", "author"], ascending=[False, True], kind="stable")
+    return table.reset_index(drop=True)[AUTHOR_COLUMNS]
+
+
+def _unmapped_authors(df: pd.DataFrame, mapping: Mapping, out: pd.DataFrame, col: _Collector) -> None:
+    """``operator-unmapped`` on the first row of each author not in [operators] who writes to
+    several customers (value: the author)."""
+    author_col = mapping.options.get("author")
+    if not author_col:
+        return
+    table = _author_table(df[author_col], out)
+    likely = set(table.loc[table["likely_operator"], "author"].str.casefold())
+    if not likely:
+        return
+    key = as_text(df[author_col]).str.casefold()
+    first = key[key.isin(likely)].drop_duplicates()
+    col.add("operator-unmapped", "message.user_id", df.index.isin(first.index), as_text(df[author_col]))
+
+
+def _read_notes(df: pd.DataFrame, col: _Collector) -> None:
+    """What reading could only guess, as warnings on the rows they concern:
+    formula cells without a computed value (``df.attrs["formula_cells"]``: row → column → formula).
+    What the mapping assumes for the whole file is :func:`assumptions`, not a row's problem."""
+    cells = df.attrs.get("formula_cells") or {}
+    for column in dict.fromkeys(c for row in cells.values() for c in row):
+        rows = {r: formulas[column] for r, formulas in cells.items() if column in formulas}
+        mask = pd.Series(df.index.isin(list(rows)), index=df.index)
+        col.add("formula-without-value", str(column), mask, pd.Series(rows, dtype=object))
 
 
 def _generated_ids(sub: pd.DataFrame) -> pd.Series:
@@ -409,4 +602,3 @@ def validate(df: pd.DataFrame | Source, mapping: Mapping | None = None) -> pd.Da
     if isinstance(df, Source):
         return df.with_notes(prepare(df.frame, mapping if mapping is not None else df.mapping).failures)
     return prepare(df, mapping).failures
-

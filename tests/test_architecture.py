@@ -156,3 +156,30 @@ def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path):
     assert any("bulkimport.codes (floor 1) -> bulkimport.cli (floor 9)" in w for w in wrong), wrong
     assert any("bulkimport.sandbox -> bulkimport.errors (the sandbox stands apart)" in w for w in wrong)
     assert ["bulkimport.cli", "bulkimport.codes", "bulkimport.cli"] in cycles(tmp_path)
+
+
+#: Functions may run to 80 lines and classes to 400; a flat table that must stay whole would be
+#: listed here with the reason (none is today).
+LONGEST_FUNCTION, LONGEST_CLASS = 80, 400
+EXCEPTIONS: dict[str, str] = {}
+
+
+def test_functions_and_classes_stay_short_enough_to_hold_in_mind():
+    too_long: list[str] = []
+    for name, path in modules(ROOT).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            limit = (
+                LONGEST_CLASS
+                if isinstance(node, ast.ClassDef)
+                else LONGEST_FUNCTION
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                else None
+            )
+            if limit is None:
+                continue
+            lines = node.end_lineno - node.lineno + 1
+            where = f"{name}.{node.name}"
+            if lines > limit and where not in EXCEPTIONS:
+                place = f"{path.relative_to(ROOT)}:{node.lineno}"
+                too_long.append(f"{place} {node.name}: {lines} > {limit} lines")
+    assert not too_long, "\n".join(too_long)

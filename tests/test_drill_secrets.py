@@ -76,13 +76,24 @@ def _csv_cells(path: Path) -> list[str]:
         return [cell for row in csv.reader(f) for cell in row]
 
 
+REPORTED = ('=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-1+1", "@Ann", "=chat1")
+
+
 def _assert_neutral(cells: list[object], where: str) -> None:
+    """CSV: no cell starts a formula (the hostile values carry a leading apostrophe)."""
     texts = [c for c in cells if isinstance(c, str)]
     bad = [c for c in texts if c.startswith(FORMULA_START)]
     assert not bad, (where, bad[:5])
-    # the hostile values really are in the report, neutralised with a leading apostrophe
-    for value in ('=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-1+1", "@Ann", "=chat1"):
+    for value in REPORTED:
         assert "'" + value in texts, (where, value)
+
+
+def _assert_as_typed(cells: list[object], where: str) -> None:
+    """xlsx: the hostile values are there exactly as typed — as text cells (``_xlsx_cells`` has
+    already refused any formula cell), so Excel shows them and never evaluates them."""
+    texts = [c for c in cells if isinstance(c, str)]
+    for value in REPORTED:
+        assert value in texts, (where, value)
 
 
 @pytest.fixture
@@ -127,7 +138,7 @@ def test_no_secret_anywhere_but_the_token_file(portal, tmp_path):
         assert not _leaks(text, secrets), text[-3000:]
     xlsx_cells = _xlsx_cells(tmp_path / "report.xlsx")
     assert not _leaks("\n".join(map(str, xlsx_cells)), secrets)
-    _assert_neutral(xlsx_cells, "xlsx")
+    _assert_as_typed(xlsx_cells, "xlsx")
     csv_cells = _csv_cells(tmp_path / "report.csv")
     _assert_neutral(csv_cells, "csv")
     token_file = tmp_path / "tokens.json"

@@ -118,7 +118,7 @@ def test_a_portal_job_asks_first_and_a_no_sends_nothing(history, tmp_path, monke
     with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
         for name, value in _env(sb).items():
             monkeypatch.setenv(name, value)
-        job = ImportJob(history, portal=sb.url, line=1, progress=False)
+        job = ImportJob(history, portal=sb.url, line=1, progress=False, accept_guess=True)
         from bulkimport import connector
 
         connector.setup(connector.portal_client(sb.url), 1, "bulkimport")
@@ -140,7 +140,7 @@ def test_a_run_the_portal_stops_over_its_set_up_names_the_fix(history, tmp_path,
         from bulkimport import connector
 
         connector.setup(connector.portal_client(sb.url), 1, "bulkimport")
-        job = ImportJob(history, portal=sb.url, line=1, progress=False)
+        job = ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", portal=sb.url, line=1, progress=False)
         # the line is switched off behind the job's back, after its preflight passed
         real_preflight = job.preflight
 

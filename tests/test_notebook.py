@@ -68,3 +68,5 @@ def test_notebook_runs_top_to_bottom_from_another_folder(tmp_path, monkeypatch):
     assert (out / "sandbox.db").is_file()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "report written to" in text
+    png = out / "history.report.png"  # the plots, saved next to the report
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -100,8 +100,8 @@ def test_xlsx_read_by_openpyxl_fallback_gives_same_values(tmp_path):
     p = _xlsx(
         tmp_path / "h.xlsx", [["A", "B", "C"], ["007", 12345, "#N/A"], ["x", 1.5, dt.datetime(2026, 1, 1)]]
     )
-    cal = _frame_from_rows(_calamine_rows(p, None)[1], "h", 1)
-    opx = _frame_from_rows(_openpyxl_rows(p, None)[1], "h", 1)
+    cal = _frame_from_rows(_calamine_rows(p, None)[0][1], "h", 1)
+    opx = _frame_from_rows(_openpyxl_rows(p, None)[0][1], "h", 1)
     assert cal.equals(opx)
     assert pd.isna(cal.loc[2, "C"])  # a formula error cell is empty, not the text "#N/A"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,8 @@ def test_serve_prints_credentials_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["sandbox", "--db", str(db), "--show", "messages"])
     assert result.exit_code == 0, result.output
     assert "c1-m0" in result.output and "text 1" in result.output
+    first = result.output.splitlines()[0]  # one line per message: time, chat, side, text, id
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  chat ", first) and "customer" in first, first
     result = CliRunner().invoke(main, ["sandbox", "--db", str(db), "--show", "counts", "--format", "json"])
     assert json.loads(result.output)["messages"] == 2
     result = CliRunner().invoke(main, ["sandbox", "--db", str(db), "--show", "messages", "--chat", "zz"])

@@ -125,6 +125,14 @@ def _oauth_request(
         code = str(data["error"])
         desc = scrub(str(data.get("error_description") or ""))
         exc2 = error_for(code, desc, resp.status_code)
+        if code.lower() == "invalid_grant" and params.get("grant_type") == "authorization_code":
+            raise AuthError(
+                code,
+                "the portal did not accept the authorisation code: it is valid once and for 30 seconds, "
+                "so it was mistyped, had expired or was already used; run `bulkimport auth` again and "
+                "paste the new code (or the whole address) at once",
+                resp.status_code,
+            ) from None
         if code.lower() == "invalid_grant":
             raise AuthError(
                 code,

@@ -55,10 +55,32 @@ def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> N
             click.echo(frame.to_json(orient="records", force_ascii=False, indent=2))
         elif frame.empty:
             click.echo(f"(no {what})")
+        elif what == "messages":
+            click.echo(_readable_messages(frame))
         else:
             click.echo(frame.to_string(index=False, max_colwidth=60))
     finally:
         store.close()
+
+
+def _readable_messages(frame: Any) -> str:
+    """One line per message as a person reads a chat: time (UTC, to the second), chat, side and
+    author, a text excerpt and the message id (``--format csv|json`` gives every column)."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    lines = []
+    for row in frame.itertuples(index=False):
+        dated = not pd.isna(row.date)
+        when = datetime.fromtimestamp(int(row.date), UTC).strftime("%Y-%m-%d %H:%M:%S") if dated else "?"
+        operator = not pd.isna(row.author_id) and int(row.author_id) != 0
+        side = f"operator {int(row.author_id)}" if operator else f"customer {row.user_id}"
+        text = " ".join(str(row.text).split()) if isinstance(row.text, str) else ""
+        files = "" if str(row.files) in ("[]", "None", "nan") else " [files]"
+        excerpt = text if len(text) <= 70 else text[:69] + "…"
+        lines.append(f"{when}  chat {row.chat_id:<14} {side:<20} {excerpt}{files}  (id {row.message_id})")
+    return "\n".join(lines)
 
 
 def _lose(db: str, n: int, seed: int, chat: str | None, fmt: str) -> None:

@@ -123,7 +123,8 @@ def _detect_folder(p: Path) -> str:
 def load(
     path: str | Path,
     *,
-    sheet: str | int | None = None,
+    sheet: str | int | list[str] | None = None,
+    header_row: int | None = None,
     encoding: str | None = None,
     delimiter: str | None = None,
     timezone: str | None = None,
@@ -153,10 +154,10 @@ def load(
     p = Path(path)
     kind = detect(p)
     if kind in ("xlsx", "csv"):
-        frame = read(p, sheet=sheet, encoding=encoding, delimiter=delimiter)
+        frame = read(p, sheet=sheet, encoding=encoding, delimiter=delimiter, header_row=header_row)
         return Source(path=p, kind=kind, frame=frame, mapping=None)
-    if sheet is not None:
-        raise InputError(f"{p.name}: a {kind} export has no sheets; drop the sheet option")
+    if sheet is not None or header_row is not None:
+        raise InputError(f"{p.name}: a {kind} export has no sheets or header row; drop --sheet/--header-row")
     if date_order is not None and date_order not in ("dmy", "mdy", "ymd"):
         raise InputError(f"date order {date_order!r} is not one of dmy, mdy, ymd (--date-order)")
     from . import telegram, whatsapp

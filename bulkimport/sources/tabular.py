@@ -46,15 +46,42 @@ _EXCEL_ERRORS = frozenset(
 #: attrs keys set on every frame read
 ATTR_SOURCE = "source"
 ATTR_DATE1904 = "date1904"
+#: rows above the header (a title, an export note): [{"row": n, "text": ...}] (+ "sheet")
+ATTR_SKIPPED = "skipped_above_header"
+#: totals/footer rows below the data, left out: [{"row": n, "text": ...}] (+ "sheet")
+ATTR_FOOTER = "footer_rows"
+#: formula cells without a computed value, kept as their formula text: {row: {column: "=..."}}
+ATTR_FORMULAS = "formula_cells"
+#: what a CSV was read as: the encoding and the delimiter (detected or given)
+ATTR_ENCODING = "encoding"
+ATTR_DELIMITER = "delimiter"
+#: every key above, what the CLI may print after reading
+ATTRS = (
+    ATTR_SOURCE,
+    ATTR_DATE1904,
+    ATTR_SKIPPED,
+    ATTR_FOOTER,
+    ATTR_FORMULAS,
+    ATTR_ENCODING,
+    ATTR_DELIMITER,
+    "sheet",
+    "sheets",
+)
 
 
 def read(
     path: str | Path,
-    sheet: str | int | None = None,
+    sheet: str | int | Sequence[str | int] | None = None,
     encoding: str | None = None,
     delimiter: str | None = None,
+    header_row: int | None = None,
 ) -> pd.DataFrame:
-    """Read an xlsx/csv/tsv/txt export into a text DataFrame indexed by the spreadsheet row number."""
+    """Read an xlsx/csv/tsv/txt export into a text DataFrame indexed by the spreadsheet row number.
+
+    ``sheet``: a name or 0-based number, a list of them, or ``"*"`` for every sheet (rows are then
+    indexed ``"<sheet>!<row>"``). ``header_row``: the row number (as the spreadsheet shows it) of
+    the header, when the detection of the header below a title picks the wrong one. What reading
+    decided is in ``df.attrs`` (:data:`ATTRS`)."""
     p = Path(path)
     name = p.name
     if not p.exists():
@@ -73,23 +100,28 @@ def read(
         )
     if p.stat().st_size == 0:
         raise ReadError(f"{name}: the file is empty; export the history again")
+    if header_row is not None and (
+        isinstance(header_row, bool) or not isinstance(header_row, int) or header_row < 1
+    ):
+        raise ReadError(f"{name}: header_row (--header-row) must be a row number from 1, got {header_row!r}")
     if ext in EXCEL_EXTENSIONS:
-        if sheet is not None and (encoding is not None or delimiter is not None):
-            pass  # encoding/delimiter are CSV options; harmless for xlsx
-        df = _read_excel(p, sheet)
+        df = _read_excel(p, sheet, header_row)
     else:
         if sheet is not None:
             raise ReadError(f"{name}: a CSV file has no sheets; drop the sheet option")
-        df = _read_text(p, encoding, delimiter)
+        df = _read_text(p, encoding, delimiter, header_row)
     df.attrs[ATTR_SOURCE] = name
     df.attrs.setdefault(ATTR_DATE1904, False)
+    for key in (ATTR_SKIPPED, ATTR_FOOTER):
+        df.attrs.setdefault(key, [])
+    df.attrs.setdefault(ATTR_FORMULAS, {})
     return df
 
 
 # --------------------------------------------------------------------------------------------------
 # xlsx
 # --------------------------------------------------------------------------------------------------
-def _read_excel(p: Path, sheet: str | int | None) -> pd.DataFrame:
+def _read_excel(p: Path, sheet: Any, header_row: int | None) -> pd.DataFrame:
     name = p.name
     with p.open("rb") as fh:
         head = fh.read(8)
@@ -104,12 +136,12 @@ def _read_excel(p: Path, sheet: str | int | None) -> pd.DataFrame:
         )
     date1904 = _date1904(p)
     try:
-        names, rows = _calamine_rows(p, sheet)
+        sheets = _calamine_rows(p, sheet)
     except ReadError:
         raise
     except Exception:  # calamine refused the file: try openpyxl before calling it corrupt
         try:
-            names, rows = _openpyxl_rows(p, sheet)
+            sheets = _openpyxl_rows(p, sheet)
         except ReadError:
             raise
         except Exception as exc:
@@ -117,10 +149,45 @@ def _read_excel(p: Path, sheet: str | int | None) -> pd.DataFrame:
                 f"{name}: the workbook is corrupt and cannot be read ({type(exc).__name__}); "
                 "open it in Excel and save it again as .xlsx"
             ) from None
-    df = _frame_from_rows(rows, name, first_row_number=1)
+    every = _every_sheet(sheet)
+    frames: list[tuple[str, pd.DataFrame]] = []
+    for chosen, rows in sheets:
+        if every and not any(v is not None and v != "" for r in rows for v in r):
+            continue  # "*": an empty sheet (notes, a chart) is not an error
+        formulas = _formula_cells(p, chosen)
+        frames.append((chosen, _frame_from_rows(rows, name, 1, header_row, formulas)))
+    if not frames:
+        raise ReadError(f"{name}: every sheet is empty; export the history again")
+    df = frames[0][1] if len(frames) == 1 and not _several(sheet) else _combine(frames)
     df.attrs[ATTR_DATE1904] = date1904
-    df.attrs["sheet"] = names
+    df.attrs["sheet"] = ", ".join(n for n, _ in frames)
+    df.attrs["sheets"] = [n for n, _ in frames]
     return df
+
+
+def _every_sheet(sheet: Any) -> bool:
+    return isinstance(sheet, str) and sheet.strip() == "*"
+
+
+def _several(sheet: Any) -> bool:
+    """Whether ``sheet`` asks for several sheets (a list, or "*"): rows are then named by sheet."""
+    return _every_sheet(sheet) or (isinstance(sheet, (list, tuple)) and len(sheet) != 1)
+
+
+def _combine(frames: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Sheets' frames → one, in sheet order; each row indexed ``"<sheet>!<row>"``, the attrs merged."""
+    parts, skipped, footer, formulas = [], [], [], {}
+    for sheet, df in frames:
+        label = [f"{sheet}!{r}" for r in df.index]
+        parts.append(df.set_axis(pd.Index(label, dtype=object, name="row"), axis=0))
+        skipped += [{**e, "sheet": sheet} for e in df.attrs.get(ATTR_SKIPPED, [])]
+        footer += [{**e, "sheet": sheet} for e in df.attrs.get(ATTR_FOOTER, [])]
+        formulas.update({f"{sheet}!{r}": v for r, v in df.attrs.get(ATTR_FORMULAS, {}).items()})
+    out = pd.concat([p for p in parts], axis=0) if len(parts) > 1 else parts[0]
+    out = out.astype(object)
+    out.index.name = "row"
+    out.attrs = {ATTR_SKIPPED: skipped, ATTR_FOOTER: footer, ATTR_FORMULAS: formulas}
+    return out
 
 
 def _date1904(p: Path) -> bool:
@@ -132,6 +199,19 @@ def _date1904(p: Path) -> bool:
         return False
     m = re.search(r"<(?:\w+:)?workbookPr\b[^>]*\bdate1904\s*=\s*\"(1|true)\"", xml)
     return m is not None
+
+
+def _pick_sheets(name: str, sheets: Sequence[str], sheet: Any) -> list[str]:
+    """The sheet names asked for: one (name, case-insensitive, or 0-based number), a list, or "*"."""
+    if _every_sheet(sheet):
+        if not sheets:
+            raise ReadError(f"{name}: the workbook has no sheets; re-export it")
+        return list(sheets)
+    if isinstance(sheet, (list, tuple)):
+        return list(dict.fromkeys(_pick_sheet(name, sheets, s) for s in sheet)) or [
+            _pick_sheet(name, sheets, None)
+        ]
+    return [_pick_sheet(name, sheets, sheet)]
 
 
 def _pick_sheet(name: str, sheets: Sequence[str], sheet: str | int | None) -> str:
@@ -155,7 +235,7 @@ def _pick_sheet(name: str, sheets: Sequence[str], sheet: str | int | None) -> st
     raise ReadError(f"{name}: there is no sheet {text!r}; the sheets are {listing}")
 
 
-def _calamine_rows(p: Path, sheet: str | int | None) -> tuple[str, list[list[Any]]]:
+def _calamine_rows(p: Path, sheet: Any) -> list[tuple[str, list[list[Any]]]]:
     import python_calamine as pc
 
     try:
@@ -165,27 +245,90 @@ def _calamine_rows(p: Path, sheet: str | int | None) -> tuple[str, list[list[Any
             f"{p.name}: the workbook is password-protected; remove the password in Excel and save it again"
         ) from None
     try:
-        chosen = _pick_sheet(p.name, list(wb.sheet_names), sheet)
-        rows = wb.get_sheet_by_name(chosen).to_python(skip_empty_area=False)
+        chosen = _pick_sheets(p.name, list(wb.sheet_names), sheet)
+        return [(c, wb.get_sheet_by_name(c).to_python(skip_empty_area=False)) for c in chosen]
     finally:
         wb.close()
-    return chosen, rows
 
 
-def _openpyxl_rows(p: Path, sheet: str | int | None) -> tuple[str, list[list[Any]]]:
+def _openpyxl_rows(p: Path, sheet: Any) -> list[tuple[str, list[list[Any]]]]:
     import openpyxl
 
     wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
     try:
-        chosen = _pick_sheet(p.name, list(wb.sheetnames), sheet)
-        ws = wb[chosen]
-        # openpyxl gives formula errors as their text; calamine gives them as empty: match calamine
-        rows = [
-            [None if v in _EXCEL_ERRORS else v for v in r] for r in ws.iter_rows(min_row=1, values_only=True)
-        ]
+        out = []
+        for chosen in _pick_sheets(p.name, list(wb.sheetnames), sheet):
+            ws = wb[chosen]
+            # openpyxl gives formula errors as their text; calamine gives them as empty: match calamine
+            rows = [
+                [None if v in _EXCEL_ERRORS else v for v in r]
+                for r in ws.iter_rows(min_row=1, values_only=True)
+            ]
+            out.append((chosen, rows))
+        return out
     finally:
         wb.close()
-    return chosen, rows
+
+
+_NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+
+
+def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
+    """The zip member holding ``sheet``'s cells (workbook.xml → its relationship → the part)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        book = ET.fromstring(zf.read("xl/workbook.xml"))  # noqa: S314
+        rels = ET.fromstring(zf.read("xl/_rels/workbook.xml.rels"))  # noqa: S314
+    except (KeyError, ET.ParseError):
+        return None
+    rid = next((s.get(f"{_NS_REL}id") for s in book.iter(f"{_NS_MAIN}sheet") if s.get("name") == sheet), None)
+    for rel in rels:
+        if rel.get("Id") == rid:
+            target = str(rel.get("Target", ""))
+            return target.lstrip("/") if target.startswith("/") else "xl/" + target
+    return None
+
+
+def _formula_cells(p: Path, sheet: str) -> dict[tuple[int, int], str]:
+    """(0-based row, column) → ``"=formula"`` of every formula cell without a computed value (a
+    workbook written by a program and never opened in Excel: readers then see an empty cell)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            part = _sheet_part(zf, sheet)
+            data = zf.read(part) if part else b""
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return {}
+    if b"<f" not in data and b":f" not in data:  # no formula at all: the common case, no parse
+        return {}
+    out: dict[tuple[int, int], str] = {}
+    try:
+        for _, el in ET.iterparse(io.BytesIO(data)):  # noqa: S314
+            if el.tag != f"{_NS_MAIN}c":
+                continue
+            f, v = el.find(f"{_NS_MAIN}f"), el.find(f"{_NS_MAIN}v")
+            if f is not None and (v is None or not (v.text or "").strip()):
+                ref = _cell_ref(el.get("r", ""))
+                if ref is not None:
+                    out[ref] = "=" + (f.text or "(shared formula)")
+            el.clear()
+    except ET.ParseError:
+        return out
+    return out
+
+
+def _cell_ref(ref: str) -> tuple[int, int] | None:
+    """``"B5"`` → (4, 1), 0-based."""
+    m = re.fullmatch(r"([A-Z]{1,3})(\d+)", ref)
+    if m is None:
+        return None
+    col = 0
+    for ch in m.group(1):
+        col = col * 26 + ord(ch) - 64
+    return int(m.group(2)) - 1, col - 1
 
 
 def _cell_text(v: Any) -> Any:
@@ -216,22 +359,136 @@ def _cell_text(v: Any) -> Any:
     return str(v)
 
 
-def _frame_from_rows(rows: list[list[Any]], name: str, first_row_number: int) -> pd.DataFrame:
-    """Cells (first row = spreadsheet row ``first_row_number``) → frame indexed by row number."""
+def _frame_from_rows(
+    rows: list[list[Any]],
+    name: str,
+    first_row_number: int,
+    header_row: int | None = None,
+    formulas: dict[tuple[int, int], str] | None = None,
+) -> pd.DataFrame:
+    """Cells (first row = spreadsheet row ``first_row_number``) → frame indexed by row number; the
+    header found below any title (or given), formula cells without a value kept as their text."""
     cleaned = [[_cell_text(v) for v in r] for r in rows]
-    header_at = next((i for i, r in enumerate(cleaned) if any(v is not None for v in r)), None)
-    if header_at is None:
-        raise ReadError(f"{name}: the sheet is empty; choose the sheet with the history (sheet=...)")
+    kept: dict[tuple[int, int], str] = {}
+    for (i, j), text in (formulas or {}).items():
+        if i < len(cleaned) and cleaned[i][j : j + 1] in ([], [None]):
+            cleaned[i] = cleaned[i] + [None] * (j + 1 - len(cleaned[i]))
+            cleaned[i][j] = text
+            kept[(i, j)] = text
+    header_at = _header_index(cleaned, name, header_row, first_row_number)
     header = cleaned[header_at]
     width = max(len(r) for r in cleaned[header_at:])
     header = header + [None] * (width - len(header))
     columns = _header_names(header, name, header_at + first_row_number)
     body = cleaned[header_at + 1 :]
     data = [r + [None] * (width - len(r)) for r in body]
-    index = pd.RangeIndex(header_at + first_row_number + 1, header_at + first_row_number + 1 + len(data))
-    df = pd.DataFrame(data, columns=columns, index=index, dtype=object)
+    start = header_at + first_row_number + 1
+    df = pd.DataFrame(data, columns=columns, index=pd.RangeIndex(start, start + len(data)), dtype=object)
     df.index.name = "row"
-    return _drop_empty(df)
+    df = _drop_footer(_drop_empty(df))
+    df.attrs[ATTR_SKIPPED] = _described(cleaned[:header_at], first_row_number)
+    df.attrs[ATTR_FORMULAS] = _formulas_by_row(kept, columns, header_at, first_row_number, df.index)
+    return df
+
+
+def _header_index(cleaned: list[list[Any]], name: str, header_row: int | None, first_row_number: int) -> int:
+    """Index into ``cleaned`` of the header row: ``header_row`` if given, else :func:`_find_header`."""
+    if header_row is not None:
+        at = header_row - first_row_number
+        if not 0 <= at < len(cleaned) or all(v is None for v in cleaned[at]):
+            raise ReadError(
+                f"{name}: header_row {header_row} is empty or past the last row; give the row "
+                "number the column names are on"
+            )
+        return at
+    at = _find_header(cleaned)
+    if at is None:
+        raise ReadError(f"{name}: the sheet is empty; choose the sheet with the history (sheet=...)")
+    return at
+
+
+_HEADERISH = re.compile(r"^[\d\s.,:/+\-]+$")
+
+
+def _find_header(cleaned: Sequence[Sequence[Any]], look: int = 30) -> int | None:
+    """The header row below a title, an export note, merged cells or blank rows. The first non-empty
+    row when it is about as wide as the rows below it (80 %); else the first of the first ``look``
+    non-empty rows with at least two cells, all text that is not a number or a date, filling at
+    least 60 % of the widest of the 20 rows below it; else the first non-empty row."""
+    filled = [sum(v is not None for v in r) for r in cleaned]
+    present = [i for i, n in enumerate(filled) if n][:look]
+    if not present:
+        return None
+    first = present[0]
+    if filled[first] >= 0.8 * max(filled[first : first + 21]):
+        return first  # as wide as the table: the header, even with a number among its names
+    for i in present:
+        below = filled[i + 1 : i + 21]
+        cells = [v for v in cleaned[i] if v is not None]
+        texts = all(isinstance(v, str) and not _HEADERISH.match(v) and len(v) <= 200 for v in cells)
+        if filled[i] >= 2 and texts and filled[i] >= 0.6 * max([filled[i], *below]):
+            return i
+    return first
+
+
+def _described(rows: Sequence[Sequence[Any]], first_row_number: int) -> list[dict[str, Any]]:
+    """Non-empty rows as ``{"row": number, "text": "cell | cell"}`` (what was left out, said)."""
+    out = []
+    for i, r in enumerate(rows):
+        cells = [str(v) for v in r if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if cells:
+            out.append({"row": i + first_row_number, "text": " | ".join(cells)[:200]})
+    return out
+
+
+def _formulas_by_row(
+    kept: dict[tuple[int, int], str], columns: list[str], header_at: int, first: int, rows: pd.Index
+) -> dict[Any, dict[str, str]]:
+    """Formula cells kept in the data: spreadsheet row → column → formula text."""
+    out: dict[Any, dict[str, str]] = {}
+    present = set(rows)
+    for (i, j), text in sorted(kept.items()):
+        row = i + first
+        if i > header_at and row in present and j < len(columns):
+            out.setdefault(row, {})[columns[j]] = text
+    return out
+
+
+#: The first cell of a totals or footer row.
+_TOTAL = re.compile(
+    r"^\s*(итого|итог|всего|сумма|количество|кол-во|total|totals|grand total|subtotal|sum|count)\b",
+    re.IGNORECASE,
+)
+
+
+def _drop_footer(df: pd.DataFrame, look: int = 5) -> pd.DataFrame:
+    """Leave out the totals/footer rows at the bottom (kept in ``attrs["footer_rows"]``): from the
+    last row up, while a row fills fewer cells than most rows and starts with a totals word
+    (Итого, Total …) or holds numbers only."""
+    if len(df) < 2:
+        return df
+    filled = df.notna().sum(axis=1)
+    typical = float(filled.median())
+    footer: list[Any] = []
+    for row in reversed(df.index[-look:].tolist()):
+        cells = [
+            v for v in df.loc[row].tolist() if v is not None and not (isinstance(v, float) and math.isnan(v))
+        ]
+        total = bool(cells) and isinstance(cells[0], str) and bool(_TOTAL.match(cells[0]))
+        numbers = bool(cells) and all(isinstance(v, str) and _NUMBERISH.match(v) for v in cells)
+        if filled[row] < typical and (total or numbers):
+            footer.append(row)
+        else:
+            break
+    if not footer:
+        return df
+    notes = [
+        {"row": r, "text": " | ".join(str(v) for v in df.loc[r] if not pd.isna(v))[:200]}
+        for r in footer[::-1]
+    ]
+    out = df.drop(index=footer)
+    out.attrs[ATTR_FOOTER] = notes
+    return out
 
 
 _NUMBERISH = re.compile(r"^[\s+\-]*[\d.,:/\s]+$")
@@ -408,7 +665,9 @@ def _utf8_head(raw_head: bytes) -> bool:
     return True
 
 
-def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataFrame:
+def _read_text(
+    p: Path, encoding: str | None, delimiter: str | None, header_row: int | None = None
+) -> pd.DataFrame:
     if encoding is None:
         with p.open("rb") as fh:
             head = fh.read(1 << 20)
@@ -416,12 +675,12 @@ def _read_text(p: Path, encoding: str | None, delimiter: str | None) -> pd.DataF
             # any failure (bad bytes, a bad record, ...): the full path below, detection first,
             # decides and words the error exactly as it always has
             with contextlib.suppress(Exception):
-                return _read_text_as(p, None, delimiter, tentative_utf8=True)
-    return _read_text_as(p, encoding, delimiter)
+                return _read_text_as(p, None, delimiter, header_row, tentative_utf8=True)
+    return _read_text_as(p, encoding, delimiter, header_row)
 
 
 def _read_text_as(
-    p: Path, encoding: str | None, delimiter: str | None, tentative_utf8: bool = False
+    p: Path, encoding: str | None, delimiter: str | None, header_row: int | None, tentative_utf8: bool = False
 ) -> pd.DataFrame:
     name = p.name
     with p.open("rb") as fh:
@@ -452,19 +711,20 @@ def _read_text_as(
         sep = "\t" if p.suffix.lower() == ".tsv" else _sniff_delimiter(head_text)
     else:
         sep = "\t" if delimiter in ("\\t", "tab") else delimiter
+    skip = 0 if header_row is None else header_row - 1
     try:
-        df = pd.read_csv(
-            p,
-            sep=sep,
-            dtype=str,
-            encoding=enc,
-            encoding_errors="strict",
-            keep_default_na=False,
-            na_values=[""],
-            skip_blank_lines=False,
-            header=None,
-            engine="c",
-        )
+        df = _parse_csv(p, sep, enc, skip)
+    except pd.errors.ParserError as exc:
+        if header_row is not None:
+            raise _ragged(name, sep, exc) from None
+        m = re.search(r"line (\d+), saw (\d+)", str(exc))
+        skip = _header_line(head_text, sep, int(m.group(1)), int(m.group(2))) - 1 if m else -1
+        if skip < 1:  # not title lines above the header: a record wider than the header
+            raise _ragged(name, sep, exc) from None
+        try:  # title lines above the header: read from the header's line
+            df = _parse_csv(p, sep, enc, skip)
+        except pd.errors.ParserError as again:
+            raise _ragged(name, sep, again) from None
     except UnicodeDecodeError as exc:
         if tentative_utf8:
             raise _NotUtf8 from None
@@ -474,21 +734,41 @@ def _read_text_as(
         ) from None
     except pd.errors.EmptyDataError:
         raise ReadError(f"{name}: the file is empty; export the history again") from None
-    except pd.errors.ParserError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "malformed CSV"
-        m = re.search(r"line (\d+), saw (\d+)", detail)
-        header_at = _header_line(head_text, sep, int(m.group(1)), int(m.group(2))) if m else 0
-        if header_at > 1:
-            raise ReadError(
-                f"{name}: the column headers seem to be on line {header_at}, below title lines; delete "
-                f"the {header_at - 1} line(s) above them and save the file again"
-            ) from None
-        if m:
-            detail = f"record {m.group(1)} has {m.group(2)} fields but the header has fewer"
-        raise ReadError(
-            f"{name}: {detail}; check the delimiter (found {sep!r}; pass delimiter=) and quoting of cells"
-        ) from None
-    return _text_frame(df, name)
+    out = _text_frame(df, name, skip, explicit=header_row is not None)
+    if skip:
+        titles = list(csv.reader(io.StringIO("\n".join(head_text.splitlines()[:skip])), delimiter=sep))
+        out.attrs[ATTR_SKIPPED] = _described(titles, 1) + out.attrs.get(ATTR_SKIPPED, [])
+    out.attrs[ATTR_ENCODING] = enc
+    out.attrs[ATTR_DELIMITER] = sep
+    return out
+
+
+def _parse_csv(p: Path, sep: str, enc: str, skip: int) -> pd.DataFrame:
+    """The raw records (no header applied), from line ``skip + 1`` on; every cell text or missing."""
+    return pd.read_csv(
+        p,
+        sep=sep,
+        dtype=str,
+        encoding=enc,
+        encoding_errors="strict",
+        keep_default_na=False,
+        na_values=[""],
+        skip_blank_lines=False,
+        header=None,
+        engine="c",
+        skiprows=skip,
+    )
+
+
+def _ragged(name: str, sep: str, exc: Exception) -> ReadError:
+    """The one-line error for a record wider than the header."""
+    detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "malformed CSV"
+    m = re.search(r"line (\d+), saw (\d+)", detail)
+    if m:
+        detail = f"record {m.group(1)} has {m.group(2)} fields but the header has fewer"
+    return ReadError(
+        f"{name}: {detail}; check the delimiter (found {sep!r}; pass delimiter=) and quoting of cells"
+    )
 
 
 def _header_line(text: str, sep: str, first_wide: int, width: int) -> int:
@@ -509,12 +789,12 @@ def _header_line(text: str, sep: str, first_wide: int, width: int) -> int:
     return 0
 
 
-def _text_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Raw header=None frame → header row applied, index = record ordinal + 1."""
-    head = df.iloc[:100].notna().any(axis=1).to_numpy()
-    if head.any():
-        first = int(head.argmax())
-    else:
+def _text_frame(df: pd.DataFrame, name: str, skipped: int = 0, explicit: bool = False) -> pd.DataFrame:
+    """Raw header=None frame (its first record on line ``skipped + 1``) → header row applied (the
+    first record when given explicitly, else found below any title), index = record ordinal + 1."""
+    head = [[None if pd.isna(v) else str(v) for v in r] for r in df.iloc[:100].itertuples(index=False)]
+    first = 0 if explicit else _find_header(head)
+    if first is None:
         present = df.notna().any(axis=1).to_numpy()
         if not present.any():
             raise ReadError(f"{name}: the file has no rows; export the history again")
@@ -522,11 +802,17 @@ def _text_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:
     header_vals = [None if pd.isna(v) else str(v) for v in df.iloc[first].tolist()]
     if header_vals and isinstance(header_vals[0], str):
         header_vals[0] = header_vals[0].lstrip("\ufeff")
-    columns = _header_names(header_vals, name, first + 1)
+    if explicit and all(v is None for v in header_vals):
+        raise ReadError(
+            f"{name}: header_row {skipped + 1} is empty; give the row number the column names are on"
+        )
+    columns = _header_names(header_vals, name, skipped + first + 1)
     body = df.iloc[first + 1 :]
     body = body.set_axis(columns, axis=1)
-    body.index = pd.RangeIndex(first + 2, first + 2 + len(body), name="row")
-    return _drop_empty(body)
+    body.index = pd.RangeIndex(skipped + first + 2, skipped + first + 2 + len(body), name="row")
+    out = _drop_footer(_drop_empty(body))
+    out.attrs[ATTR_SKIPPED] = _described(head[:first], skipped + 1)
+    return out
 
 
 def read_text_sample(text: str, **kwargs: Any) -> pd.DataFrame:

@@ -90,7 +90,7 @@ def run_args(portal: Any, history: Path, tmp_path: Path, *more: str) -> list[str
     """``python -m bulkimport run HISTORY --portal URL --line 1 …`` with state and report in tmp_path."""
     return [
         sys.executable, "-m", "bulkimport", "run", str(history), "--portal", portal.url, "--line", "1",
-        "--yes", "--no-progress", "--state", str(tmp_path / "journal.db"),
+        "--yes", "--accept-guessed-mapping", "--no-progress", "--state", str(tmp_path / "journal.db"),
         "--report", str(tmp_path / "report.csv"), *more,
     ]
 
