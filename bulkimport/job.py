@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import connector as conn
+from . import staging
 from .errors import ConfigError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 from .limits import PortalLimits, preset
@@ -277,7 +278,8 @@ class ImportJob:
             else:
                 mapping, self.guessed = self._overlaid(Mapping.guess(src.frame)), True
             if src.mapping is not None:  # an export's own mapping: the attachment options go on it
-                src.mapping.options.update(self._file_options(dict(src.mapping.options), tabular=False))
+                own = staging.file_options(self, dict(src.mapping.options), tabular=False)
+                src.mapping.options.update(own)
             self.source_info, self._frame, self._mapping = src, src.frame, mapping
         assert self._mapping is not None
         return self._frame, self._mapping
@@ -296,36 +298,12 @@ class ImportJob:
             options["timezone"] = self.timezone
         if self.files_base_url:
             options["files_base_url"] = self.files_base_url
-        options = self._file_options(options, tabular=True)
+        options = staging.file_options(self, options, tabular=True)
         if options:
             mapping = mapping.with_options(**options)
         if self.operators:
             mapping = dataclasses.replace(mapping, operators={**mapping.operators, **self.operators})
         return mapping
-
-    def _file_options(self, options: dict[str, Any], *, tabular: bool) -> dict[str, Any]:
-        """``options`` with --upload-files, --missing-files and --max-file-size laid over them; a
-        spreadsheet's relative attachment paths are relative to its folder (``files_root``)."""
-        if self.upload_files:
-            options["files_upload"] = "disk"
-        if self.missing_files:
-            options["missing_files"] = self.missing_files
-        if self.max_file_mb is not None:
-            options["max_file_mb"] = float(self.max_file_mb)
-        if tabular and options.get("files_upload") == "disk" and not options.get("files_root"):
-            options["files_root"] = str(Path(self.source).resolve().parent)
-        return options
-
-    @property
-    def uploading(self) -> bool:
-        """Whether local attachments go to the portal's Drive (--upload-files or files_upload)."""
-        return self.load()[1].options.get("files_upload") == "disk"
-
-    def files(self) -> Any:
-        """The plan's local attachments (``sending.uploads.LocalFile`` by path) when uploading."""
-        from . import staging as attached
-
-        return attached.local_files(self)
 
     def use_mapping(self, mapping: Mapping) -> None:
         """Replace the mapping (e.g. a guess adjusted in a notebook); the plan is made anew."""
@@ -458,9 +436,7 @@ class ImportJob:
         write the report. ``confirm(question)`` is asked before a real portal gets anything."""
         self.check_options()
         plan = self.plan()
-        from . import staging as attached
-
-        attached.check_before_sending(self, plan)  # a wrong base URL, --missing-files fail: refused
+        staging.check_before_sending(self, plan)  # a wrong base URL, --missing-files fail: refused
         result = self._send_to_sandbox(plan) if self.sandbox else self._send_to_portal(plan, confirm)
         if not result.declined:
             self._write_report(result)
@@ -478,13 +454,11 @@ class ImportJob:
 
     def _send(self, plan: Plan, command: list[str], **target: Any) -> JobResult:
         """Run the sender; it saves the journal and reports Ctrl-C as ``interrupted``."""
-        from . import staging as attached
-
         started = time.monotonic()
         sender = Sender(plan, **target, **self._sender_options())
-        staged = attached.prepare_sender(self, plan, sender, target["client"])
+        staged = staging.prepare_sender(self, plan, sender, target["client"])
         outcome = sender.run()
-        attached.add_column(staged, outcome.frame)
+        staging.add_column(staged, outcome.frame)
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
         result.interrupted = bool(summary.interrupted)

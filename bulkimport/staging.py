@@ -22,6 +22,25 @@ from .sending import uploads
 MISSING_CODES = ("file-missing", "file-too-large", "attachment-missing")
 
 
+def file_options(job: Any, options: dict[str, Any], *, tabular: bool) -> dict[str, Any]:
+    """``options`` with the job's --upload-files, --missing-files and --max-file-size laid over
+    them; a spreadsheet's relative attachment paths are relative to its folder (``files_root``)."""
+    if job.upload_files:
+        options["files_upload"] = "disk"
+    if job.missing_files:
+        options["missing_files"] = job.missing_files
+    if job.max_file_mb is not None:
+        options["max_file_mb"] = float(job.max_file_mb)
+    if tabular and options.get("files_upload") == "disk" and not options.get("files_root"):
+        options["files_root"] = str(Path(job.source).resolve().parent)
+    return options
+
+
+def uploading(job: Any) -> bool:
+    """Whether the job's local attachments go to the portal's Drive (--upload-files, files_upload)."""
+    return job.load()[1].options.get("files_upload") == "disk"
+
+
 def access(job: Any) -> tuple[Callable[[str], BinaryIO], Callable[[str], int | None]]:
     """How to open a local attachment of ``job`` by its path, and its size (None: missing)."""
     src, options = job.source_info, job.load()[1].options
@@ -46,7 +65,7 @@ def access(job: Any) -> tuple[Callable[[str], BinaryIO], Callable[[str], int | N
 
 def local_files(job: Any) -> dict[str, uploads.LocalFile]:
     """The plan's local attachments to upload (empty when not uploading)."""
-    if not job.uploading:
+    if not uploading(job):
         return {}
     return uploads.local_files(job.plan(), access(job)[1])
 
@@ -75,7 +94,7 @@ def check_before_sending(job: Any, plan: Any) -> None:
                 "--missing-files note|skip"
             )
     base = job.load()[1].options.get("files_base_url")
-    if not base or job.uploading:
+    if not base or uploading(job):
         return
     if job.sandbox and not _loopback(base):
         job.notify(f"Files base URL {base} not checked: a sandbox rehearsal reaches only this machine.")
