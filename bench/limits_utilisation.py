@@ -10,13 +10,18 @@ sender's two requests in flight the last window's work can run faster and a rati
 total and after the first minute), p50/p95 request duration, lost/duplicated messages, and the
 plan's estimate against the measured duration.
 
+Finishing (issue 16): by default each run ends by finishing every conversation's session
+(``imopenlines.operator.another.finish``, 50 per ``batch`` through the governor), inside the
+measured time; the ceiling counts those batch requests in the bucket (F = ceil(C / 50)), and the
+report says how many sessions are left open (must be 0). ``--keep-open`` measures sending alone.
+
 The sandbox runs in its own process by default (``python -m bulkimport sandbox``), so its CPU
 and the client's do not share one interpreter lock — a real portal answers concurrent requests in
 parallel on other machines; ``--sandbox thread`` runs it in a thread of this process (the figures
 of bench/RESULTS.md before the sender's requests in flight).
 
 Usage: python bench/limits_utilisation.py [--full] [--only NAME[,NAME]] [--messages N]
-       [--sandbox process|thread] [--max-in-flight N]
+       [--sandbox process|thread] [--max-in-flight N] [--keep-open]
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ Ceiling (shortest possible duration T_ideal for the workload, from the sandbox's
   K      = calls = sum over conversations of ceil(n_i / m);  K_max = most calls of one conversation
   B      = calls per request = min(50, floor(cap / (c_call + m * c_msg)))
   R      = requests = max(ceil(K / B), K_max)      (one conversation in flight: its chunks are sequential)
+           + F, F = ceil(C / 50) batch requests finishing the C conversations' sessions (0 with --keep-open;
+           the finish method's operating time is budgeted apart from the send method's)
   W      = server work = K * c_call + N * c_msg    (virtual seconds, charged to the operating budget)
   T_bucket    = max(0, R - X) / Y                  (leaky bucket: X burst, Y per second)
   T_operating = W                       if W <= L
@@ -71,6 +78,7 @@ class Scenario:
     cost_per_message: float
     time_scale: float
     chunk_size: int = 50
+    finish: bool = True  # finish every session at the end of the run (inside the measured time)
 
 
 def scenarios(full: bool, messages: int | None) -> list[Scenario]:
@@ -106,7 +114,7 @@ def ideal(sizes: list[int], sc: Scenario, x: float, y: float, limit: float = 480
     calls = [math.ceil(s / m) for s in sizes]
     k, k_max = sum(calls), max(calls)
     b = min(50, int(cap // (c_call + m * c_msg)))
-    r = max(math.ceil(k / b), k_max)
+    r = max(math.ceil(k / b), k_max) + (math.ceil(len(sizes) / 50) if sc.finish else 0)
     n = sum(sizes)
     w = k * c_call + n * c_msg
 
@@ -208,8 +216,20 @@ def run(sc: Scenario, mode: str = "process", max_in_flight: int | None = None) -
     return _run_thread(sc, limits, sizes, plan, plan_seconds, want, max_in_flight)
 
 
+def _finish(client: Any, journal: Path) -> Any:
+    """Finish the sessions of every complete conversation, as ``ImportJob.run`` does by default."""
+    from bulkimport.after.finish import finish_sessions
+    from bulkimport.journal import Journal
+
+    j = Journal.open(journal)
+    try:
+        return finish_sessions(client, j)
+    finally:
+        j.close()
+
+
 def _send_timed(portal: Any, clock: Any, tmp: Path, limits: Any, plan: Any, max_in_flight: int | None,
-                settle: Any) -> tuple[Any, Any, float, float, float, float]:
+                settle: Any, finish: bool = True) -> tuple[Any, Any, float, float, float, float]:
     """Set the connector up, ``settle(recorder)`` the portal after it, then run the sender over
     ``plan``: (outcome, recorder, virtual start, virtual end, real start, real end)."""
     from bulkimport.sending.sender import Sender
@@ -224,6 +244,7 @@ def _send_timed(portal: Any, clock: Any, tmp: Path, limits: Any, plan: Any, max_
     v0, r0 = portal.now(), time.perf_counter()
     out = Sender(plan, line=1, connector=C.CONNECTOR, state=tmp / "journal.db", progress=False,
                  client=client, limits=limits, **kw).run()
+    out.finish = _finish(client, tmp / "journal.db") if finish else None
     return out, rec, v0, portal.now(), r0, time.perf_counter()
 
 
@@ -237,10 +258,11 @@ def _run_process(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_se
                 rec.server.clear()
 
             out, rec, v0, v1, r0, r1 = _send_timed(portal, portal.clock(), Path(tmp), limits, plan,
-                                                   max_in_flight, settle)
+                                                   max_in_flight, settle, sc.finish)
         finally:
             stopped = portal.stop()
         check = C.store_check(stopped, want)
+        check["open_sessions"] = int(stopped.store.sessions()["closed"].isna().sum())
         stopped.store.close()
     by_status = {503: sum(1 for e in rec.events if e[1] == 503), 429: sum(1 for e in rec.events if e[1] == 429)}
     return _result(sc, limits, sizes, plan, plan_seconds, out, rec, check, v0, v1, r0, r1, by_status,
@@ -261,9 +283,10 @@ def _run_thread(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_sec
             portal.reset_stats()
 
         out, rec, v0, v1, r0, r1 = _send_timed(portal, for_sandbox(portal), Path(tmp), limits, plan,
-                                               max_in_flight, settle)
+                                               max_in_flight, settle, sc.finish)
         stats = portal.stats()
         check = C.store_check(portal, want)
+        check["open_sessions"] = int(portal.store.sessions()["closed"].isna().sum())
     return _result(sc, limits, sizes, plan, plan_seconds, out, rec, check, v0, v1, r0, r1, stats["by_status"],
                    "thread", max_in_flight)
 
@@ -280,6 +303,10 @@ def _result(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_seconds
     spm = s.seconds_per_message or ceiling["W"] / sc.messages
     est = plan.estimate(limits, seconds_per_message=spm)
     est_prior = plan.estimate(limits, seconds_per_message=ceiling["W"] / sc.messages)
+    if sc.finish:  # the job's ETA counts finishing the same way
+        from bulkimport.after.finish import with_finishing
+
+        est, est_prior = with_finishing(est, len(sizes)), with_finishing(est_prior, len(sizes))
     after = rec.refusals(after=v0 + 60)
     p50, p95 = rec.percentiles()
     return {
@@ -292,7 +319,7 @@ def _result(sc: Scenario, limits: Any, sizes: list[int], plan: Any, plan_seconds
         "refusals_total": rec.refusals(), "refusals_after_1min": after,
         "requests": len(rec.durations), "p50": p50, "p95": p95, "check": check,
         "spm": spm, "estimate": est.seconds, "estimate_binding": est.binding,
-        "estimate_prior": est_prior.seconds,
+        "estimate_prior": est_prior.seconds, "finish": getattr(out, "finish", None),
     }
 
 
@@ -322,6 +349,9 @@ def report(sc: Scenario, r: dict[str, Any]) -> bool:
     ck = r["check"]
     print(f"  sandbox store: {ck['stored']} stored, lost {ck['lost']}, duplicated {ck['duplicated']}, "
           f"out-of-order chats {ck['out_of_order_chats']}, duplicate chats {ck['duplicate_chats']}")
+    fin = r["finish"]
+    if fin is not None:
+        print(f"  finishing: {fin} (inside the measured time); sessions left open: {ck['open_sessions']}")
     dev = r["estimate"] / r["measured"] - 1 if r["measured"] else math.inf
     dev0 = r["estimate_prior"] / r["measured"] - 1 if r["measured"] else math.inf
     print(f"  ETA: plan.estimate(seconds_per_message={r['spm']:.4f} measured) = {r['estimate']:.1f} s "
@@ -330,6 +360,7 @@ def report(sc: Scenario, r: dict[str, Any]) -> bool:
     util_ok = r["ratio"] >= 0.95
     refusal_ok = a503 == 0 and a429 == 0
     exact_ok = ck["lost"] == 0 and ck["duplicated"] == 0 and ck["out_of_order_chats"] == 0 and r["complete"]
+    exact_ok &= fin is None or (fin.complete and ck["open_sessions"] == 0)
     eta_ok = abs(dev) <= 0.15
     print(f"  {C.verdict(util_ok)} utilisation ≥ 0.95 | {C.verdict(refusal_ok)} no refusal after 1 min | "
           f"{C.verdict(exact_ok)} exactly once, in order | {C.verdict(eta_ok)} ETA within ±15 %")
@@ -346,6 +377,7 @@ def main() -> int:
                     help="run the sandbox in a subprocess (default) or in a thread of this process")
     ap.add_argument("--max-in-flight", type=int, default=None,
                     help="the sender's requests in flight (default: the sender's default)")
+    ap.add_argument("--keep-open", action="store_true", help="do not finish the sessions (sending alone)")
     args = ap.parse_args()
     C.header("bench/limits_utilisation.py — limit utilisation and ETA honesty (issue 6, parts 1 and 5)")
     print(FORMULA)
@@ -355,6 +387,7 @@ def main() -> int:
     for sc in scenarios(args.full, args.messages):
         if wanted and sc.name not in wanted:
             continue
+        sc.finish = not args.keep_open
         r = run(sc, args.sandbox, args.max_in_flight)
         ok &= report(sc, r)
         rows.append((sc, r))

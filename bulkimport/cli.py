@@ -143,6 +143,16 @@ def _sheet_opt(fn: Any) -> Any:
         "files_base_url; needed for exports that come without a mapping file).",
     )(fn)
     fn = click.option(
+        "--include-service",
+        is_flag=True,
+        help="Messenger exports: keep service messages (calls, pins, group changes) as system notes.",
+    )(fn)
+    fn = click.option(
+        "--include-groups",
+        is_flag=True,
+        help="Telegram full-account exports: import group chats too (each group is one conversation).",
+    )(fn)
+    fn = click.option(
         "--date-order",
         type=click.Choice(["dmy", "mdy", "ymd"]),
         help="WhatsApp exports: the order of day, month and year when the file cannot tell [default: decided "
@@ -462,6 +472,16 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
     help="Send to a real portal on a mapping guessed from the headers without asking (for scripts; "
     "check the guess with `bulkimport mapping FILE` first). A --sandbox rehearsal never needs it.",
 )
+@click.option(
+    "--keep-open", is_flag=True,
+    help="Leave the imported sessions open (default: finish each conversation's session after its "
+    "last message; `bulkimport finish` does it later).",
+)
+@click.option(
+    "--unmapped-operators", type=click.Choice(["refuse", "system"]), default="refuse", show_default=True,
+    help="Operator-side authors that map to no employee: refuse the run (listing them), or send "
+    "their messages as the portal's system user (message.user_id = 0).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -486,6 +506,8 @@ def run(
     missing_files: str | None,
     max_file_mb: float | None,
     accept_guessed_mapping: bool,
+    keep_open: bool,
+    unmapped_operators: str,
     **reading: Any,
 ) -> None:
     """Import FILE (xlsx, csv, a Telegram JSON export or a WhatsApp chat export): read, map,
@@ -513,12 +535,22 @@ def run(
         missing_files=missing_files,
         max_file_mb=max_file_mb,
         accept_guess=accept_guessed_mapping,
+        keep_open=keep_open,
+        unmapped_operators=unmapped_operators,
         **_reading(reading),
     )
     job.check_options(dry_run=dry_run)
     if portal and not sandbox:  # credentials, line and connector are checked before the file is read
         job.connect()
     plan = _load_and_show(job)
+    if job.needs_chat_group and not sandbox:
+        fix = shlex.join(["bulkimport", "setup", "--line", str(line), "--connector", connector])
+        fix += " --chat-group"
+        click.echo(
+            "Note: this export has group chats; the connector must be registered with CHAT_GROUP=Y or the "
+            f"portal splits each group by user: run {fix} once before sending (bulkimport cannot read "
+            "the flag back from the portal)."
+        )
     resumed = job.resume()
     if resumed is not None:
         click.echo(str(resumed) + ".")
@@ -587,14 +619,38 @@ def _print_result(result: Any) -> None:
 @_line_opt
 @_connector_opt
 @click.option("--name", default=None, help="Connector name shown in Contact Center.")
-def setup(portal: str | None, line: str | None, connector: str, name: str | None) -> None:
-    """Register the connector, activate it on the open line and check it is ready."""
+@click.option(
+    "--chat-group",
+    is_flag=True,
+    help="Register the connector with CHAT_GROUP=Y, so that messages of several users share one chat "
+    "(needed for group chats of messenger exports; without it the portal splits them by user).",
+)
+@click.option("--import-mode", is_flag=True,
+              help="Switch the line's message-producing settings off for the import (welcome message, "
+              "rating request, auto-close/no-answer texts), keeping their values to restore.")
+@click.option("--restore", is_flag=True, help="Put back the line settings an --import-mode saved.")
+@click.option("--state", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --import-mode/--restore: the import's journal; the settings are kept beside it "
+              "as <STATE>.line-settings.json.")
+@click.option("--settings-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --import-mode/--restore: where the line's previous settings are kept instead.")
+def setup(
+    portal: str | None, line: str | None, connector: str, name: str | None, chat_group: bool,
+    import_mode: bool, restore: bool, state: Path | None, settings_file: Path | None,
+) -> None:
+    """Register the connector, activate it on the open line and check it is ready (or switch the
+    line into import mode and back)."""
     from . import connector as conn
 
     line_id = parse_line(line)
     connector = conn.check_connector_id(connector)
     client = conn.portal_client(portal)
-    result = conn.setup(client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME)
+    if import_mode or restore:
+        _line_mode(client, line_id, portal, import_mode, restore, state, settings_file)
+        return
+    result = conn.setup(
+        client, line_id, connector, portal=portal, name=name or conn.DEFAULT_NAME, chat_group=chat_group
+    )
     click.echo(str(result))
     sys.exit(EXIT_OK if result.ready else EXIT_ROWS)
 
@@ -762,6 +818,123 @@ def resolve(state: Path | None, arrived: bool | None, rows_spec: str | None) -> 
     click.echo(f"{changed} unknown row{'s' if changed != 1 else ''} marked {what}.")
     for text in journal_lines(summary, path):
         click.echo(text)
+
+
+def _line_mode(
+    client: Any, line: int, portal: str | None, import_mode: bool, restore: bool,
+    state: Path | None, settings_file: Path | None,
+) -> None:
+    """``setup --import-mode`` / ``--restore``."""
+    from .after import linemode
+
+    if import_mode and restore:
+        raise click.UsageError("give --import-mode or --restore, not both")
+    path = linemode.settings_path(state, settings_file)
+    if import_mode:
+        changes = linemode.enter_import_mode(client, line, path, portal=portal)
+        what = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing (already quiet)"
+        click.echo(f"Line {line} in import mode: set {what}; previous values kept in {path}.")
+        restore = shlex.quote(str(path))
+        click.echo(f"When the import is done: bulkimport setup --restore --settings-file {restore}")
+        return
+    previous = linemode.restore(client, line, path)
+    what = ", ".join(f"{k}={v}" for k, v in previous.items()) or "nothing to put back"
+    click.echo(f"Line {line} restored: {what}.")
+
+
+_NO_JOURNAL = "{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
+
+
+def _journal_client(path: Path) -> tuple[Any, Any, dict[str, str]]:
+    """The journal at ``path`` (read-only until written), a client for its portal, and its meta."""
+    from . import connector as conn
+    from .journal import Journal
+
+    journal = Journal.open(path)
+    meta = journal.meta()
+    try:
+        client = conn.portal_client(meta.get("portal"))
+    except BaseException:
+        journal.close()
+        raise
+    return journal, client, meta
+
+
+@main.command()
+@click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
+def finish(state: Path | None) -> None:
+    """Finish the open-line sessions of a journal's completed conversations not finished yet."""
+    from .after.finish import finish_sessions
+
+    path = state or _find_journal()
+    if not path.is_file():
+        raise _config(_NO_JOURNAL.format(path=path))
+    journal, client, _ = _journal_client(path)
+    try:
+        journal.lock()
+        result = finish_sessions(client, journal)
+    finally:
+        journal.close()
+    for text in result.lines():
+        click.echo(text)
+    sys.exit(EXIT_INTERRUPTED if result.interrupted else EXIT_OK if result.complete else EXIT_ROWS)
+
+
+@main.command()
+@click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting.")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--chats", metavar="LIST", help="Only these conversations (chat.id as sent), comma-separated.")
+def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> None:
+    """Delete from the open line every message the journal says was sent (imconnector.delete.messages)."""
+    from .after import undo as undoing
+
+    path = state or _find_journal()
+    if not path.is_file():
+        raise _config(_NO_JOURNAL.format(path=path))
+    wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats is not None else None
+    from . import connector as conn
+    from .journal import Journal
+
+    journal = Journal.open(path)
+    try:
+        journal.lock()
+        todo = undoing.undo_plan(journal, wanted)
+        _show_undo(todo)
+        if dry_run or not todo.targets:  # a dry run needs no credentials
+            click.echo("Dry run: nothing was deleted." if dry_run else "Nothing to delete.")
+            sys.exit(EXIT_OK)
+        question = f"Delete {len(todo.targets)} messages in {len(todo.per_chat())} conversations?"
+        if not yes and not (_interactive() and click.confirm(question, default=False)):
+            why = "" if _interactive() else " (pass --yes to delete without asking)"
+            click.echo(f"Nothing was deleted{why}.")
+            sys.exit(EXIT_ROWS)
+        meta = journal.meta()
+        client = conn.portal_client(meta.get("portal"))
+        done = undoing.undo(client, journal, todo, line=int(meta["line"]), connector=meta["connector"])
+    finally:
+        journal.close()
+    click.echo(str(done))
+    for rid, why in list(done.failed.items())[:10]:
+        click.echo(f"  row {rid}: {why}")
+    sys.exit(EXIT_OK if done.complete else EXIT_ROWS)
+
+
+def _show_undo(todo: Any) -> None:
+    """Counts per conversation, and what the undo leaves alone."""
+    per = todo.per_chat()
+    click.echo(f"To delete: {len(todo.targets)} messages in {len(per)} conversations.")
+    for chat, n in list(per.most_common())[:20]:
+        click.echo(f"  {chat}: {n}")
+    if len(per) > 20:
+        click.echo(f"  … and {len(per) - 20} more conversations")
+    if todo.no_ids:
+        click.echo(f"{todo.no_ids} sent rows have no recorded ids (an older journal): not deleted.")
+    if todo.unknown_sends:
+        click.echo(f"{todo.unknown_sends} rows have an unknown outcome (maybe on the portal): not deleted.")
+    from .after.undo import CANNOT_REMOVE
+
+    click.echo(CANNOT_REMOVE)
 
 
 def _config(text: str) -> Exception:

@@ -28,12 +28,14 @@ FAILED = "failed"
 INVALID = "invalid"
 UNKNOWN = "unknown"
 PENDING = "pending"
+#: Sent, then taken back by ``bulkimport undo`` (imconnector.delete.messages confirmed it).
+DELETED = "deleted"
 #: The journal's state of a row whose request is on the wire; reported as ``unknown`` (the row is
 #: never shown in flight: a run that stopped there may or may not have delivered it).
 INFLIGHT = "inflight"
 
 #: Final and intermediate values of the ``import_status`` column, in the order reports list them.
-STATUS_ORDER: tuple[str, ...] = (SENT, FAILED, INVALID, UNKNOWN, PENDING)
+STATUS_ORDER: tuple[str, ...] = (SENT, FAILED, INVALID, UNKNOWN, PENDING, DELETED)
 
 #: What each ``import_status`` means (README, docs/codes.md, the report), in :data:`STATUS_ORDER`.
 STATUSES: dict[str, str] = {
@@ -45,6 +47,7 @@ STATUSES: dict[str, str] = {
         "stored it. Never re-sent automatically; check the open line, then use --retry-unknown."
     ),
     PENDING: "Not sent yet (the run stopped or the conversation is held); running again sends it.",
+    DELETED: "Sent, then deleted from the open line by `bulkimport undo` (the portal confirmed it).",
 }
 
 
@@ -550,6 +553,22 @@ _add("formula-without-value", "warning", "read",
      "recalculated); its formula text is used where it is the row's only content.",
      "Open the workbook in Excel or LibreOffice and save it, so that the formulas are computed, then "
      "read it again.")
+
+# --------------------------------------------------------------------------------------------------
+# After the import (bulkimport.after: finish, undo, import mode)
+# --------------------------------------------------------------------------------------------------
+_add("delete-refused", "error", "send", "The portal did not delete this message (undo).",
+     "The reason is in import_error; check that the line and the connector are still active "
+     "(`bulkimport setup`), then run `bulkimport undo` again.")
+_add("delete-confirmed-gone", "warning", "send",
+     "An earlier delete of this message was cut off; the portal no longer has it, so it was deleted.",
+     "Nothing to do.")
+_add("finish-failed", "error", "send", "The session of this conversation could not be finished.",
+     "Run `bulkimport finish STATE` again later, or finish the chat in the open line.")
+_add("unmapped-operator", "error", "validate",
+     "An operator-side author maps to no Bitrix24 employee.",
+     "Add the author to [operators] (or --operator AUTHOR=ID), or pass --unmapped-operators system "
+     "to send such messages as the portal's system user (message.user_id = 0).")
 
 # --------------------------------------------------------------------------------------------------
 # Local attachments (bulkimport.attachments, bulkimport.sending.uploads) — issue #18

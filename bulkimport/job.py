@@ -73,6 +73,22 @@ def _operators_of(mapping: Any) -> dict[str, int]:
     return dict(table)
 
 
+def _system_for_unmapped(src: Any, strict: bool) -> None:
+    """``--unmapped-operators system`` on a messenger export: business-side rows whose author maps
+    to no employee go with message.user_id = 0 (the portal's system user) instead of refusing."""
+    import dataclasses
+
+    frame = src.frame
+    unmapped = frame["side"].eq("operator") & frame["operator_id"].isna()
+    if bool(unmapped.any()):
+        frame.loc[unmapped, "operator_id"] = "0"
+    src.problems[:] = [p for p in src.problems if "map to no Bitrix24 employee" not in p]
+    options = {**src.mapping.options, "unmapped_operators": "system"}
+    src.mapping = dataclasses.replace(src.mapping, options=options)
+    if strict:
+        src.check()
+
+
 @dataclass
 class JobResult:
     """What a job's run produced: the per-row frame, the sender's summary and what follows."""
@@ -88,6 +104,8 @@ class JobResult:
     interrupted: bool = False
     declined: bool = False  # the confirmation was answered "no": nothing was sent
     fix: str | None = None  # the command that fixes what stopped the run (auth, setup)
+    finish: Any = None  # bulkimport.after.finish.FinishResult (None: --keep-open or not reached)
+    import_mode: Path | None = None  # the line's saved settings: it is in import mode
 
     @property
     def stopped(self) -> str | None:
@@ -132,6 +150,23 @@ class JobResult:
                 + f"`bulkimport resolve {shlex.quote(str(self.journal))} --arrived|--not-arrived"
                 + " [--rows 12,40-45]` (arrived rows are never re-sent), or re-send them all: "
                 + shlex.join([*self.command, "--retry-unknown"])
+            )
+        return lines + self._after_steps()
+
+    def _after_steps(self) -> list[str]:
+        """Unfinished sessions and import mode: what to do about them once the rows are done."""
+        lines: list[str] = []
+        journal = shlex.quote(str(self.journal))
+        if self.finish is not None and not self.finish.complete:
+            lines.append(f"{self.finish}; finish the rest with: bulkimport finish {journal}")
+        elif self.finish is None and "--keep-open" in self.command:
+            lines.append(f"The imported sessions are left open (--keep-open); finish them with: "
+                         f"bulkimport finish {journal}")
+        if self.import_mode is not None:
+            lines.append(
+                "The line is in import mode (welcome/rating messages off); when the import is done, "
+                "restore its settings: bulkimport setup --restore --settings-file "
+                f"{shlex.quote(str(self.import_mode))} --portal … --line …"
             )
         return lines
 
@@ -210,6 +245,11 @@ class ImportJob:
     missing_files: str | None = None  # note | skip | fail (--missing-files) [default: the mapping's, note]
     max_file_mb: float | None = None  # attachments above this are reported, not sent (--max-file-size)
     accept_guess: bool = False  # send to a real portal on a guessed mapping without asking
+    include_groups: bool = False  # Telegram full exports: group chats too (--include-groups)
+    include_service: bool = False  # messenger service messages as system notes (--include-service)
+    keep_open: bool = False  # leave the imported sessions open (--keep-open); default: finish them
+    unmapped_operators: str = "refuse"  # operator-side authors without an employee: refuse or system
+    line_warnings: list[str] = field(default_factory=list, init=False)  # the line's noisy settings
     source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
@@ -220,6 +260,10 @@ class ImportJob:
 
     def __post_init__(self) -> None:
         self.source = Path(self.source)
+        if self.unmapped_operators not in ("refuse", "system"):
+            raise ConfigError(
+                f"--unmapped-operators {self.unmapped_operators!r}: use refuse (the default) or system"
+            )
         if isinstance(self.limits, str):
             self.limits = preset(self.limits)
         self.connector = conn.check_connector_id(self.connector)
@@ -269,8 +313,13 @@ class ImportJob:
                 self.source, sheet=sheet, header_row=self.header_row, encoding=self.encoding,
                 delimiter=self.delimiter,
                 timezone=self.timezone, date_order=self.date_order, files_base_url=self.files_base_url,
-                operators=operators if messenger else None, strict=strict,
+                operators=operators if messenger else None,
+                strict=strict and self.unmapped_operators != "system",
+                **({"include_groups": self.include_groups, "include_service": self.include_service}
+                   if messenger else {}),
             )
+            if self.unmapped_operators == "system" and src.mapping is not None:
+                _system_for_unmapped(src, strict)
             if src.mapping is not None:
                 mapping = src.mapping
             elif given is not None:
@@ -299,6 +348,8 @@ class ImportJob:
         if self.files_base_url:
             options["files_base_url"] = self.files_base_url
         options = staging.file_options(self, options, tabular=True)
+        if self.unmapped_operators != "refuse":
+            options["unmapped_operators"] = self.unmapped_operators
         if options:
             mapping = mapping.with_options(**options)
         if self.operators:
@@ -343,7 +394,13 @@ class ImportJob:
     def estimate(self) -> Estimate:
         """The plan's ETA on this job's portal limits."""
         assert isinstance(self.limits, PortalLimits)
-        return self.plan().estimate(self.limits)
+        found = self.plan().estimate(self.limits)
+        if self.keep_open:
+            return found
+        from .after.finish import with_finishing
+
+        # finishing: one batch request per 50 conversations at the end of the run
+        return with_finishing(found, len(self.plan().conversations))
 
     def resume(self) -> Resume | None:
         """What an existing journal of this plan already holds (None: a fresh import, or a journal
@@ -392,7 +449,22 @@ class ImportJob:
             client, ready = self.preflight()
             self._client, self._ready = client, ready
             self.notify(str(ready))
+            self._check_line_settings(client)
         return self._ready
+
+    def _check_line_settings(self, client: Any) -> None:
+        """Warn about each line setting that would add messages, leads or work to imported chats."""
+        from .after import linemode
+        from .errors import PortalError
+
+        try:
+            config = linemode.line_config(client, parse_line(self.line))
+        except (PortalError, ConfigError) as exc:
+            self.notify(f"Could not read the line's settings (imopenlines.config.get): {exc}")
+            return
+        self.line_warnings = linemode.warnings(config)
+        for text in self.line_warnings:
+            self.notify(f"Warning: {text}")
 
     def preflight(self) -> tuple[Any, Any]:
         """A client for the real portal and its preflight checks (raises with the fix)."""
@@ -411,6 +483,8 @@ class ImportJob:
                 base += [option, str(value)]
         for author, employee in self.operators.items():
             base += ["--operator", f"{author}={employee}"]
+        base += ["--include-groups"] if self.include_groups else []
+        base += ["--include-service"] if self.include_service else []
         reading = (
             ("--timezone", self.timezone),
             ("--date-order", self.date_order),
@@ -429,6 +503,10 @@ class ImportJob:
             base += ["--plan", self.limits.name]
         if self.max_in_flight != 2:
             base += ["--max-in-flight", str(self.max_in_flight)]
+        if self.keep_open:
+            base += ["--keep-open"]
+        if self.unmapped_operators != "refuse":
+            base += ["--unmapped-operators", self.unmapped_operators]
         return base
 
     def run(self, confirm: Callable[[str], bool] | None = None) -> JobResult:
@@ -466,7 +544,31 @@ class ImportJob:
         if not result.interrupted:
             portal, line = target.get("portal"), target.get("line", "")
             result.fix = conn.fix_for(summary.stopped, portal, line, self.connector)
+        self._after_send(plan, result, target["client"])
         return result
+
+    def _after_send(self, plan: Plan, result: JobResult, client: Any) -> None:
+        """Record the sent external ids (for undo); finish the complete conversations' sessions."""
+        from .after import finish, linemode, undo
+        from .journal import Journal
+        from .sending.progress import collector
+
+        if linemode.settings_path(self.state).is_file():
+            result.import_mode = linemode.settings_path(self.state)
+        if not result.journal.is_file():
+            return
+        journal = Journal.open(result.journal)
+        try:
+            journal.lock()
+            undo.record_ids(journal, plan)
+            if self.keep_open or result.interrupted or result.fix:
+                return
+            # a collector the caller gave counts the finish calls too (no second bar on a terminal)
+            given = False if self.progress is None or isinstance(self.progress, bool) else self.progress
+            result.finish = finish.finish_sessions(client, journal, progress=collector(given))
+            self.notify(str(result.finish))
+        finally:
+            journal.close()
 
     def _send_to_portal(self, plan: Plan, confirm: Callable[[str], bool] | None) -> JobResult:
         """Preflight the real portal, ask for confirmation, send."""

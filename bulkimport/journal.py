@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from .codes import INFLIGHT, PENDING, SENT, STATUS_ORDER, UNKNOWN
+from .codes import DELETED, INFLIGHT, PENDING, SENT, STATUS_ORDER, UNKNOWN
 from .errors import ConfigError, JournalMismatchError
 
 SCHEMA_VERSION = "1"
@@ -302,6 +302,16 @@ class Journal:
         else:
             cur.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, for the modules that keep their own tables here (``after/``)."""
+        with self._tx() as cur:
+            yield cur
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only SELECT with bound ``params`` (never interpolated user text)."""
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
     def meta(self) -> dict[str, str]:
         """The journal's binding and bookkeeping values."""
         try:
@@ -511,7 +521,7 @@ class Journal:
     def summary(self) -> dict[str, Any]:
         """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
         meta = self.meta()
-        counts = dict.fromkeys(STATUS_ORDER, 0)
+        counts = dict.fromkeys((s for s in STATUS_ORDER if s != DELETED), 0)  # deleted: only after undo
         raw = self.counts()
         for status, n in raw.items():
             key = UNKNOWN if status == INFLIGHT else status  # a live or killed run's in-flight rows

@@ -67,6 +67,11 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
         (str,),
         "folder that relative attachment paths are relative to (default: the file's)",
     ),
+    "unmapped_operators": (
+        "refuse",
+        (str,),
+        "operator-side authors without an employee: refuse, or system (sent with message.user_id = 0)",
+    ),
 }
 
 SECTIONS = ("columns", "constants", "options", "operators")

@@ -32,7 +32,7 @@ from .mapping import FIELDS
 STATUS_COLUMNS = codes.STATUS_COLUMNS
 
 #: Statuses in the order people read them.
-STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]
+STATUS_ORDER = ["sent", "failed", "invalid", "unknown", "pending"]  # + "deleted" when there are any (undo)
 
 #: First characters that make a spreadsheet treat text as a formula (OWASP CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -116,6 +116,15 @@ def _source(df: pd.DataFrame, mapping: Mapping, f: str) -> pd.Series | None:
     return None
 
 
+def _system_operator(ops: pd.Series, opts: Any) -> tuple[pd.Series, pd.Series | None]:
+    """With ``unmapped_operators = "system"`` an operator id of 0 is the portal's system user
+    (message.user_id = 0): those cells are set aside from the employee-id check."""
+    if opts.get("unmapped_operators") != "system":
+        return ops, None
+    zero = as_text(ops).str.strip().eq("0").fillna(False).astype(bool)
+    return ops.mask(zero), zero
+
+
 def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     """Map, clean and check every row; resolve conversations, customers, operators and ids."""
     if mapping is None:
@@ -186,12 +195,16 @@ def _ids(out: pd.DataFrame, raw: dict[str, pd.Series], col: _Collector) -> None:
 def _operators(df: pd.DataFrame, mapping: Mapping, raw: dict[str, pd.Series], col: _Collector) -> pd.Series:
     """Employee id per row (NaN: a customer row): message.user_id, else the author via [operators]."""
     idx = df.index
+    opts = mapping.options
     op = pd.Series(np.nan, index=idx, dtype="float64")
     if "message.user_id" in raw:
-        op, issues = clean_operator_ids(raw["message.user_id"])
+        ops_raw, system = _system_operator(raw["message.user_id"], opts)
+        op, issues = clean_operator_ids(ops_raw)
         for code, mask in issues:
             col.add(code, "message.user_id", mask, raw["message.user_id"])
-    author_col = mapping.options.get("author")
+        if system is not None:
+            op = op.mask(system, 0.0)  # --unmapped-operators system: the portal's system user
+    author_col = opts.get("author")
     if author_col and mapping.operators:
         table = {str(k).strip().casefold(): v for k, v in mapping.operators.items()}
         # authors repeat (a few operators, a few customer spellings): look each distinct one up once

@@ -92,3 +92,43 @@ def test_a_whatsapp_zip_imports_with_the_zone_given(tmp_path):
     with Sandbox(db=tmp_path / f"sandbox-{export.stem}.db") as sb:
         stored, duplicates = sb.store.messages(), sb.store.duplicates()
     assert len(stored) == 6 and duplicates.empty
+
+
+def test_a_group_chat_export_sets_the_connector_up_with_chat_group(tmp_path):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from messengers import write_telegram_full
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    folder = tmp_path / "full"
+    write_telegram_full(folder)
+    args = ["--operator", "Northwind Support=12", "--files-base-url", "https://f.example", "--no-progress"]
+    without = _cli("mapping", str(folder), "--operator", "Northwind Support=12", cwd=tmp_path)
+    assert "Kettle owners" not in without.stdout  # groups only when asked
+    proc = _cli("run", str(folder), "--sandbox", "--include-groups", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "sandbox-full.db") as sb:
+        stored = sb.store.messages()
+        connectors = sb.store.connectors()
+    group = stored[stored["chat_id"].str.contains("7770001")]
+    assert len(group) == 3 and group["b24_chat_id"].nunique() == 1  # one chat for the whole group
+    assert bool(connectors.loc[connectors["connector"] == "bulkimport", "chat_group"].iloc[0])
+
+
+def test_first_run_notes_on_the_command_line(tmp_path):
+    csv = tmp_path / "export.csv"
+    csv.write_text(
+        "Support export\n\nChat;Client;Date;Message;Unused\n"
+        "c1;u1;2024-01-02 10:00;hello;x\nc1;u1;2024-01-02 10:01;again;y\n",
+        encoding="cp1251",
+    )
+    proc = _cli("run", str(csv), "--sandbox", "--line", "2", "--no-progress", cwd=tmp_path)
+    out = proc.stdout
+    assert proc.returncode in (0, 1), out + proc.stderr
+    assert "fields separated by 'semicolon'" in out  # what reading decided, said
+    assert "rows above the header" in out and "Columns not used: 'Unused'" in out
+    assert "Assumed (timezone-not-set)" in out
+    assert "Estimate for a real portal:" in out
+    assert "open line 2" in out  # --line is honoured in a sandbox run (not silently line 1)

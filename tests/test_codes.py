@@ -56,6 +56,6 @@ def test_duplicate_code_is_refused():
 
 
 def test_one_spelling_of_the_row_statuses():
-    assert codes.STATUS_ORDER == ("sent", "failed", "invalid", "unknown", "pending")
+    assert codes.STATUS_ORDER == ("sent", "failed", "invalid", "unknown", "pending", "deleted")
     assert tuple(codes.STATUSES) == codes.STATUS_ORDER  # meanings listed in report order
     assert codes.INFLIGHT not in codes.STATUS_ORDER  # the journal's own state, shown as unknown

@@ -270,7 +270,10 @@ def _assert_shut_down(code: int, err: str) -> None:
 def test_a_second_run_on_the_same_journal_is_refused_while_the_first_sends(tmp_path):
     """An overlapping cron job or a second terminal: the second run must not send anything."""
     history = write_history(tmp_path / "history.csv", conversations=30, per_conversation=12)
-    with _portal(7) as portal:
+    # A first run that lasts ~20 s (0.05 s of server time per message): the second must meet it
+    # still sending however slowly a busy machine starts an interpreter (it took 2-3 s before,
+    # and a second run started under load sometimes found it finished and exited 0).
+    with Sandbox(time_scale=1.0, seed=7, cost_per_call=0.2, cost_per_message=0.05) as portal:
         register(portal)
         env = cli_env(portal, tmp_path)
         args = run_args(portal, tmp_path / "history.csv", tmp_path)

@@ -74,7 +74,9 @@ def test_inspection_frames_have_columns_when_empty(sandbox: Sandbox) -> None:
 
 
 def test_parallel_requests_for_one_new_conversation_create_two_dialogs() -> None:
-    with Sandbox(time_scale=10, cost_per_call=0.1, cost_per_message=2.0) as portal:
+    # Each request spends 2 real seconds before it stores its message, so the two overlap however
+    # late a busy machine schedules the second thread (0.2 s was sometimes not enough).
+    with Sandbox(time_scale=10, cost_per_call=0.1, cost_per_message=20.0) as portal:
         register(portal)
         barrier = threading.Barrier(2)
         codes: list[int] = []

@@ -10,3 +10,10 @@ from __future__ import annotations
 SEND_METHOD = "imconnector.send.messages"
 #: Runs up to 50 commands in one HTTP request.
 BATCH_METHOD = "batch"
+#: Ends an open-line session (any user with dialog permissions; reference 2 §3b).
+FINISH_METHOD = "imopenlines.operator.another.finish"
+#: Deletes connector messages by the ids they were sent with (reference 2 §3c).
+DELETE_METHOD = "imconnector.delete.messages"
+#: Reads / changes an open line's settings (welcome message, vote, auto-close, CRM, queue).
+CONFIG_GET_METHOD = "imopenlines.config.get"
+CONFIG_UPDATE_METHOD = "imopenlines.config.update"

@@ -1143,7 +1143,8 @@ def _send(portal: Portal, caller: Caller, params: dict[str, Any], work: Work) ->
         author = None
         if operator is not None and operator != "":
             author = _int(operator)
-            if author is None or author <= 0:
+            # user_id 0 posts as the portal's system user (reference 2 §4 #4, estvita/separator#5)
+            if author is None or author < 0:
                 errors.append(ITEM_BAD_OPERATOR)
         # Older docs make message.id and message.date (unix seconds) required; whether today's
         # portal accepts an item without them is unknown, so the sandbox takes the strict reading
@@ -1260,10 +1261,10 @@ def _record_arrival(db: Any, line_row: Any, seq: int | None, chat: int, session:
     """
     assert seq is not None
     _record_downloads(db, seq, fetched, now)
-    chatlog.add_message(db, chat, session, operator or client, now, seq=seq)
+    chatlog.add_message(db, chat, session, client if operator is None else operator, now, seq=seq)
     if new_session:
         chatlog.session_started(db, line_row, chat, session, client, now)
-    if operator is not None:
+    if operator:  # the system user (0) is no member
         chatlog.add_member(db, chat, operator, now)
 
 

@@ -108,7 +108,7 @@ def build_schedule(
                 if st == "pending":
                     rest.append(pos)
                 continue
-            if st == "sent":
+            if st in ("sent", "deleted"):  # deleted: taken back by `bulkimport undo`, not re-sent
                 continue
             if key in waiting and st != "failed":
                 held = waiting[key]

@@ -159,7 +159,9 @@ def summarize(frame: pd.DataFrame, **figures: Any) -> SendSummary:
     bad = frame.loc[frame["import_status"] != "sent", "import_error_code"].dropna()
     elapsed = figures["elapsed"]
     return SendSummary(
-        counts={s: int(by_status.get(s, 0)) for s in codes.STATUSES},
+        counts={
+            s: int(by_status.get(s, 0)) for s in codes.STATUSES if s != codes.DELETED or by_status.get(s)
+        },
         top_errors=[(str(c), int(n)) for c, n in bad.value_counts().head(5).items()],
         messages_per_second=figures["sent_this_run"] / elapsed if elapsed > 0 else 0.0,
         **figures,

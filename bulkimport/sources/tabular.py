@@ -621,14 +621,22 @@ def _decode_whole(p: Path, enc: str) -> None:
 
 
 def _sniff_delimiter(text: str) -> str:
-    """The candidate that splits the header line most, confirmed by the next lines when possible."""
-    lines = text.splitlines()[:50]
+    """The candidate that splits the most lines the same number of times (a title or a blank line
+    above the header must not decide it), ties by the header's count, then by list order."""
+    lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
     if not lines:
         return ","
-    header = lines[0]
-    counts = {d: _count_outside_quotes(header, d) for d in _DELIMITERS}
-    best = max(_DELIMITERS, key=lambda d: (counts[d], -_DELIMITERS.index(d)))
-    if counts[best] == 0:
+
+    def agreement(d: str) -> tuple[int, int, int]:
+        counts = [_count_outside_quotes(ln, d) for ln in lines]
+        used = [n for n in counts if n]
+        if not used:
+            return (0, 0, -_DELIMITERS.index(d))
+        mode = max(set(used), key=used.count)
+        return (used.count(mode), mode, -_DELIMITERS.index(d))
+
+    best = max(_DELIMITERS, key=agreement)
+    if agreement(best)[0] == 0:
         try:
             return csv.Sniffer().sniff("\n".join(lines), delimiters="".join(_DELIMITERS)).delimiter
         except csv.Error:

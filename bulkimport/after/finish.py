@@ -1,0 +1,228 @@
+"""Finish the open-line sessions an import opened (``imopenlines.operator.another.finish``).
+
+Every imported conversation opens a session that lands in an operator's queue (at most 1,000 open
+per operator): a run finishes, by default, each conversation whose rows are all settled, and
+``bulkimport finish STATE`` does it later (after ``--keep-open``, or for what an earlier run left).
+
+* **Which**: a conversation is *complete* when none of its rows is pending, unknown, in flight or a
+  failure that holds the rest, and at least one was sent; its ``CHAT_ID`` is the portal chat the
+  journal recorded for its sent rows (never the external ``chat.id``).
+* **Once**: the journal's own table ``finished(chat_id, finished_at, code)`` records each finished
+  chat, so a resumed run or a second ``finish`` makes no call. The call is idempotent on the
+  portal (a finished chat answers ``true`` again), so a cut-off batch is simply tried again.
+* **Cost**: up to 50 finish commands per ``batch`` request, through the client's governor (bucket
+  and the finish method's own operating budget).
+* **Errors** are per chat (kept in :attr:`FinishResult.failed`), never fatal for the others; only
+  an answer that stops every call (credentials, set-up) ends the pass early, its chats reported.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import AmbiguousError, BulkImportError, FatalError
+from ..journal import Journal
+from ..portal.methods import FINISH_METHOD
+
+#: Commands per batch request (the portal's cap).
+PER_BATCH = 50
+#: Retries of a batch the portal refused before running it (503/429: the governor waits).
+RETRIES = 8
+
+FINISHED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS finished (
+    chat_id TEXT PRIMARY KEY,   -- the portal's CHAT_ID (rows.chat_id)
+    finished_at REAL NOT NULL,
+    code TEXT NOT NULL          -- 'finished' (the portal answered true)
+);
+"""
+
+#: Rows that keep a conversation from being complete (more may still be sent into its session).
+_COMPLETE_SQL = """
+SELECT conv, MAX(CASE WHEN status = 'sent' THEN chat_id END) AS chat
+FROM rows WHERE conv IS NOT NULL GROUP BY conv
+HAVING SUM(status IN ('pending', 'unknown', 'inflight') OR (status = 'failed' AND hold = 1)) = 0
+   AND SUM(status = 'sent') > 0
+ORDER BY conv
+"""
+
+
+@dataclass
+class FinishResult:
+    """What one finishing pass did: calls made, chats finished, already done, failed, unknowable."""
+
+    finished: int = 0  # chats closed by this pass
+    already: int = 0  # complete chats the journal had already finished: no call
+    no_chat: int = 0  # complete conversations without a known CHAT_ID (e.g. confirmed-arrived)
+    requests: int = 0  # batch requests made
+    failed: dict[str, str] = field(default_factory=dict)  # CHAT_ID → why it was not finished
+    interrupted: bool = False  # Ctrl-C while finishing: what finished is recorded, the rest is not
+
+    @property
+    def complete(self) -> bool:
+        """Every complete conversation's session is finished."""
+        return not self.failed and not self.no_chat and not self.interrupted
+
+    def __str__(self) -> str:
+        plural = "" if self.requests == 1 else "s"
+        text = f"Finished {self.finished} sessions ({self.requests} batch request{plural})"
+        if self.already:
+            text += f", {self.already} already finished"
+        if self.failed:
+            text += f", {len(self.failed)} not finished (errors)"
+        if self.interrupted:
+            text += ", interrupted (Ctrl-C)"
+        if self.no_chat:
+            text += f", {self.no_chat} without a known CHAT_ID (finish them in the open line)"
+        return text
+
+    def lines(self, limit: int = 10) -> list[str]:
+        """The summary line, then one line per failed chat (the first ``limit``)."""
+        out = [str(self)]
+        for chat, why in list(self.failed.items())[:limit]:
+            out.append(f"  chat {chat}: {why}")
+        if len(self.failed) > limit:
+            out.append(f"  … and {len(self.failed) - limit} more")
+        return out
+
+
+def ensure_table(journal: Journal) -> None:
+    """Create the ``finished`` table if this journal has none yet."""
+    with journal.transaction() as cur:
+        cur.execute(FINISHED_SCHEMA)
+
+
+def _has_table(journal: Journal, name: str) -> bool:
+    return bool(journal.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))
+
+
+def finished_chats(journal: Journal) -> set[str]:
+    """CHAT_IDs the journal records as finished."""
+    if not _has_table(journal, "finished"):
+        return set()
+    return {str(r[0]) for r in journal.query("SELECT chat_id FROM finished")}
+
+
+def to_finish(journal: Journal) -> tuple[list[str], int, int]:
+    """(CHAT_IDs of complete conversations not yet finished, how many already are, how many
+    complete conversations have no known CHAT_ID)."""
+    done = finished_chats(journal)
+    todo: list[str] = []
+    seen: set[str] = set()
+    already = no_chat = 0
+    for _conv, chat in journal.query(_COMPLETE_SQL):
+        if chat is None or str(chat) in ("", "None"):
+            no_chat += 1
+        elif str(chat) in done:
+            already += 1
+        elif str(chat) not in seen:
+            seen.add(str(chat))
+            todo.append(str(chat))
+    return todo, already, no_chat
+
+
+def finish_requests(conversations: int) -> int:
+    """Batch requests finishing ``conversations`` sessions takes (what the ETA adds)."""
+    return math.ceil(conversations / PER_BATCH) if conversations > 0 else 0
+
+
+def with_finishing(estimate: Any, conversations: int) -> Any:
+    """``estimate`` (a plan's :class:`~bulkimport.planning.Estimate`) plus finishing
+    ``conversations`` sessions: their batch requests share the bucket (drained at Y per second);
+    the finish method's server time is budgeted apart from the send method's."""
+    import dataclasses
+
+    extra = finish_requests(conversations)
+    limits = estimate.limits
+    requests = estimate.requests + extra
+    bucket = max(0.0, (requests - limits.bucket_size) / limits.drain_rate)
+    binding = "bucket" if bucket > estimate.seconds else estimate.binding
+    return dataclasses.replace(
+        estimate, requests=requests, seconds=max(estimate.seconds, bucket), binding=binding
+    )
+
+
+def finish_sessions(
+    client: Any,
+    journal: Journal,
+    *,
+    chats: Iterable[str] | None = None,
+    progress: Any = None,
+    now: Callable[[], float] = time.time,
+) -> FinishResult:
+    """Finish every complete, unfinished conversation's session (or only ``chats``) in batches;
+    ``progress``: a progress collector told the number of calls and how many are done. Ctrl-C
+    stops the pass (``interrupted``) with what finished recorded: finishing is idempotent."""
+    ensure_table(journal)
+    todo, already, no_chat = to_finish(journal)
+    if chats is not None:
+        wanted = {str(c) for c in chats}
+        todo = [c for c in todo if c in wanted]
+    result = FinishResult(already=already, no_chat=no_chat)
+    if progress is not None:
+        progress.start(len(todo), 0)
+    for start in range(0, len(todo), PER_BATCH):
+        part = todo[start : start + PER_BATCH]
+        try:
+            stop = _finish_batch(client, journal, part, result, now)
+        except KeyboardInterrupt:  # what finished is recorded; the rest waits for the next pass
+            result.interrupted = True
+            break
+        if progress is not None:
+            progress.update(len(part), {"finished": result.finished, "failed": len(result.failed)})
+        if stop is not None:
+            for chat in todo[start + PER_BATCH :]:
+                result.failed[chat] = f"not tried: {stop}"
+            break
+    if progress is not None:
+        progress.close()
+    return result
+
+
+def _finish_batch(
+    client: Any, journal: Journal, chats: list[str], result: FinishResult, now: Callable[[], float]
+) -> str | None:
+    """One batch of finish commands; records what finished; returns why to stop, if it must."""
+    commands = {f"f{i}": (FINISH_METHOD, {"CHAT_ID": int(chat)}) for i, chat in enumerate(chats)}
+    try:
+        answer = client.batch(commands, retries=RETRIES)
+    except (BulkImportError, AmbiguousError) as exc:
+        why = _why(exc)
+        for chat in chats:
+            result.failed[chat] = why
+        return why if isinstance(exc, FatalError) else None
+    finally:
+        result.requests += 1
+    done: list[tuple[str, float, str]] = []
+    for key, chat in zip(commands, chats, strict=True):
+        if key in answer.errors:
+            result.failed[chat] = _why(answer.errors[key])
+        elif answer.results.get(key) is True or answer.results.get(key) in ("true", 1):
+            done.append((chat, now(), "finished"))
+        elif key in answer.results:
+            result.failed[chat] = f"unexpected answer {answer.results[key]!r}"
+        else:
+            result.failed[chat] = "no answer for this command (try `bulkimport finish` again)"
+    if done:
+        with journal.transaction() as cur:
+            cur.executemany(
+                "INSERT OR IGNORE INTO finished (chat_id, finished_at, code) VALUES (?, ?, ?)", done
+            )
+    result.finished += len(done)
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    """A one-line reason from an error (codes and descriptions only: no secrets)."""
+    code = getattr(exc, "code", None) or type(exc).__name__
+    text = getattr(exc, "description", "") or ""
+    return f"{code}: {text}" if text else str(code)
+
+
+__all__ = [
+    "FINISHED_SCHEMA", "FinishResult", "finish_requests", "finish_sessions", "to_finish", "with_finishing",
+]
