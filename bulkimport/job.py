@@ -489,14 +489,11 @@ class ImportJob:
             ("--timezone", self.timezone),
             ("--date-order", self.date_order),
             ("--files-base-url", self.files_base_url),
-            ("--missing-files", self.missing_files),
-            ("--max-file-size", None if self.max_file_mb is None else f"{self.max_file_mb:g}"),
         )
         for option, value in reading:
             if value is not None:
                 base += [option, str(value)]
-        if self.upload_files:
-            base += ["--upload-files"]
+        base += staging.command_options(self)
         base += ["--state", str(self.state), "--report", str(self.report)]
         assert isinstance(self.limits, PortalLimits)
         if self.limits.name != "standard":

@@ -36,6 +36,16 @@ def file_options(job: Any, options: dict[str, Any], *, tabular: bool) -> dict[st
     return options
 
 
+def command_options(job: Any) -> list[str]:
+    """The job's attachment options as they go on the command line that resumes it."""
+    out = ["--upload-files"] if job.upload_files else []
+    if job.missing_files:
+        out += ["--missing-files", job.missing_files]
+    if job.max_file_mb is not None:
+        out += ["--max-file-size", f"{job.max_file_mb:g}"]
+    return out
+
+
 def uploading(job: Any) -> bool:
     """Whether the job's local attachments go to the portal's Drive (--upload-files, files_upload)."""
     return job.load()[1].options.get("files_upload") == "disk"

@@ -60,6 +60,8 @@ def test_skip_lets_the_row_wait_pending_until_the_file_is_back(tmp_path):
     assert rows.loc["the contract", "import_error_code"] == "file-missing"
     assert rows.loc["and later", "import_status"] == "pending"  # its conversation keeps its order
     assert rows.loc["a picture", "import_status"] == "sent"
+    resume = next(line for line in proc.stdout.splitlines() if line.startswith("Resume"))
+    assert "--upload-files --missing-files skip" in resume  # the command that resumes keeps the options
     (tmp_path / "media" / "gone.pdf").write_bytes(b"%PDF-1.4 contract")
     again = cli(*RUN, "--missing-files", "skip", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
