@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..attachments import is_local, local_rel
-from ..errors import BulkImportError, ConfigError, PortalError
+from ..errors import AmbiguousError, BulkImportError, ConfigError, FatalError, PortalError
 from ..journal import row_key
 from ..planning import Plan
 from ..portal.drive import NAME_TAKEN, Drive
@@ -218,9 +218,15 @@ def _stage_one(
     try:
         obj = drive.upload(folder, name, lambda: opener(f.rel), f.size, on_bytes)
         f.status, f.file_id = "uploaded", obj.id
-    except PortalError as exc:
-        if exc.code != NAME_TAKEN or not _reuse(drive, folder, f, name):
-            f.status, f.code = "failed", exc.code
+    except FatalError:  # credentials, a blocked app: the run stops (the file stays ``uploading``)
+        raise
+    except (PortalError, AmbiguousError) as exc:  # this file failed (or may be there); the rest go
+        code = str(getattr(exc, "code", None) or "upload-failed")
+        maybe_saved = code == NAME_TAKEN or isinstance(exc, AmbiguousError)
+        if not (maybe_saved and _reuse(drive, folder, f, name)):
+            f.status, f.code = "failed", code
+    except OSError:  # unreadable since it was measured
+        f.status, f.code = "failed", "file-missing"
     table.put(f, name, folder)
 
 
