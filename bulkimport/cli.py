@@ -457,6 +457,27 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before sending.")
 @click.option(
+    "--upload-files",
+    is_flag=True,
+    help="Upload the input's local attachments to the portal's Drive (the app's storage; needs an "
+    "administrator and the disk scope) and send their download links (the mapping's "
+    'files_upload = "disk").',
+)
+@click.option(
+    "--missing-files",
+    type=click.Choice(["note", "skip", "fail"]),
+    help="A local attachment that is missing: send the text with a note, let the row wait (pending), "
+    "or make the row invalid [default: the mapping's missing_files, note].",
+)
+@click.option(
+    "--max-file-size",
+    "max_file_mb",
+    type=click.FloatRange(min=0.001),
+    metavar="MB",
+    help="Local attachments above this size are reported, not sent [default: 100; the portal's own "
+    "per-file limit is not documented].",
+)
+@click.option(
     "--accept-guessed-mapping",
     is_flag=True,
     help="Send to a real portal on a mapping guessed from the headers without asking (for scripts; "
@@ -576,6 +597,11 @@ def _load_and_show(job: Any) -> Any:
     )
     if len(plan.failures):
         _show_failures(plan.failures)
+    from .staging import plan_line
+
+    attachments = plan_line(job)
+    if attachments:
+        click.echo(attachments + ".")
     label = "Estimate for a real portal" if job.sandbox else "Estimate"  # the sandbox says its own below
     click.echo(f"{label}: {job.estimate()}.")
     return plan

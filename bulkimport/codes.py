@@ -593,3 +593,22 @@ _add("updated-after-sent", "warning", "send",
 _add("dated-before-sent", "warning", "send",
      "A new row is dated before messages already sent in its chat: it will appear after them.",
      "Nothing to do if the order does not matter; otherwise import the chat again into a new one.")
+
+# --------------------------------------------------------------------------------------------------
+# Local attachments (bulkimport.attachments, bulkimport.sending.uploads) — issue #18
+# --------------------------------------------------------------------------------------------------
+_add("file-missing", "warning", "validate",
+     "A local attachment of the row is not there (the path is in the value).",
+     "Put the file where the path says and run again; --missing-files decides meanwhile: note (the text "
+     "is sent with a note), skip (the row waits, pending), fail (the row is invalid).")
+_add("file-missing-fail", "error", "validate",
+     "A local attachment of the row is missing or over --max-file-size, and --missing-files is fail.",
+     "Put the file back (the path is in the value) or choose --missing-files note or skip.")
+_add("file-too-large", "warning", "validate",
+     "A local attachment is larger than --max-file-size: it is reported, not sent.",
+     "Raise --max-file-size (the portal's own per-file limit is not documented; its Drive quota applies) "
+     "or send the file another way.")
+_add("upload-failed", "warning", "send",
+     "The row's attachment is not on the portal's Drive (its upload failed or was cut off): the row waits.",
+     "See import_files for the file's code; fix the cause (Drive quota, rights) and run again: only "
+     "what is not on Drive yet is uploaded.")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import connector as conn
+from . import staging
 from .errors import ConfigError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 from .limits import PortalLimits, preset
@@ -308,6 +309,9 @@ class ImportJob:
     timezone: str | None = None  # zone of dates without one (--timezone)
     date_order: str | None = None  # WhatsApp dates: dmy, mdy or ymd (--date-order)
     files_base_url: str | None = None  # where local attachments are published (--files-base-url)
+    upload_files: bool = False  # stage local attachments on the portal's Drive (--upload-files)
+    missing_files: str | None = None  # note | skip | fail (--missing-files) [default: the mapping's, note]
+    max_file_mb: float | None = None  # attachments above this are reported, not sent (--max-file-size)
     accept_guess: bool = False  # send to a real portal on a guessed mapping without asking
     include_groups: bool = False  # Telegram full exports: group chats too (--include-groups)
     include_service: bool = False  # messenger service messages as system notes (--include-service)
@@ -390,6 +394,9 @@ class ImportJob:
                 mapping = self._overlaid(given)
             else:
                 mapping, self.guessed = self._overlaid(Mapping.guess(src.frame)), True
+            if src.mapping is not None:  # an export's own mapping: the attachment options go on it
+                own = staging.file_options(self, dict(src.mapping.options), tabular=False)
+                src.mapping.options.update(own)
             self.source_info, self._frame, self._mapping = src, src.frame, mapping
         assert self._mapping is not None
         return self._frame, self._mapping
@@ -408,6 +415,7 @@ class ImportJob:
             options["timezone"] = self.timezone
         if self.files_base_url:
             options["files_base_url"] = self.files_base_url
+        options = staging.file_options(self, options, tabular=True)
         if self.unmapped_operators != "refuse":
             options["unmapped_operators"] = self.unmapped_operators
         if options:
@@ -532,6 +540,7 @@ class ImportJob:
         self.check_options()
         plan = self.plan()
         self.check_journal()
+        staging.check_before_sending(self, plan)  # a wrong base URL, --missing-files fail: refused
         result = self._send_to_sandbox(plan) if self.sandbox else self._send_to_portal(plan, confirm)
         if result.interrupted:  # exit now: the report of every row can be written later
             self._report_later(result)
@@ -564,7 +573,9 @@ class ImportJob:
         started = time.monotonic()
         sender = Sender(plan, **target, **self._sender_options())
         sender.lean_interrupt = True  # after Ctrl-C: exit at once, the report comes later
+        staged = staging.prepare_sender(self, plan, sender, target["client"])
         outcome = sender.run()
+        staging.add_column(staged, outcome.frame)
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
         result.changes, result.settled = sender.changes, sender.settled
@@ -700,6 +711,7 @@ def _command_line(self: ImportJob) -> list[str]:
     for option, value in reading:
         if value is not None:
             base += [option, str(value)]
+    base += staging.command_options(self)
     base += ["--state", str(self.state), "--report", str(self.report)]
     assert isinstance(self.limits, PortalLimits)
     if self.limits.name != "standard":

@@ -55,6 +55,18 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
         (str,),
         "local folder prefix stripped from attachment paths before files_base_url",
     ),
+    "files_upload": (None, (str,), 'set to "disk" to upload local attachments to the portal\'s Drive'),
+    "missing_files": (
+        "note",
+        (str,),
+        "a missing local attachment: note (text with a note), skip (row waits), fail",
+    ),
+    "max_file_mb": (100.0, (int, float), "local attachments above this size (MB) are reported, not sent"),
+    "files_root": (
+        None,
+        (str,),
+        "folder that relative attachment paths are relative to (default: the file's)",
+    ),
     "unmapped_operators": (
         "refuse",
         (str,),
@@ -400,6 +412,22 @@ class Mapping:
             source=source,
         )
 
+    def _check_file_options(self, source: str) -> None:
+        """files_base_url is http(s); files_upload is "disk" or unset; missing_files is note, skip
+        or fail (MappingError)."""
+        base = self.options.get("files_base_url")
+        if base is not None and not re.match(r"^https?://[^/\s]+", base):
+            raise MappingError(
+                f"{source}: option files_base_url {base!r} must start with http:// or https://"
+            )
+        upload = self.options.get("files_upload")
+        if upload is not None and upload != "disk":
+            raise MappingError(f'{source}: option files_upload {upload!r}: the only value is "disk"')
+        if self.options.get("missing_files", "note") not in ("note", "skip", "fail"):
+            raise MappingError(
+                f"{source}: option missing_files {self.options['missing_files']!r}: use note, skip or fail"
+            )
+
     def _validate(self, source: str) -> None:
         for sec, keys in (("columns", self.columns), ("constants", self.constants)):
             bad = [k for k in keys if k not in FIELDS]
@@ -458,11 +486,7 @@ class Mapping:
                 "known region; use a two-letter code such as 'RU', 'US' or 'DE'"
             )
         self.options["phone_region"] = region
-        base = self.options.get("files_base_url")
-        if base is not None and not re.match(r"^https?://[^/\s]+", base):
-            raise MappingError(
-                f"{source}: option files_base_url {base!r} must start with http:// or https://"
-            )
+        self._check_file_options(source)
         if self.operators and not self.options.get("author"):
             raise MappingError(
                 f"{source}: [operators] needs the column that names each row's author: add "

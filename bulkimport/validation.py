@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import codes
+from .attachments import apply_rules, files_base
 from .errors import InputError
 from .mapping import FIELDS, Mapping
 from .sources import Source
@@ -299,12 +300,14 @@ def _content(mapping: Mapping, raw: dict[str, pd.Series], col: _Collector, out: 
     out["message.text"] = text
     files = pd.Series(None, index=idx, dtype=object)
     if "message.files" in raw:
-        files, issues = parse_files(
-            raw["message.files"], opts.get("files_base_url"), opts.get("files_folder")
-        )
+        files, issues = parse_files(raw["message.files"], files_base(opts), opts.get("files_folder"))
         for code, mask in issues:
             col.add(code, "message.files", mask, raw["message.files"])
         files_present = files.notna() | issues[0][1]
+        files, text, masks, paths = apply_rules(files, text, opts)  # local files: missing, too large
+        for code, mask in masks.items():
+            col.add(code, "message.files", mask, pd.Series(paths, index=list(paths), dtype=object))
+        out["message.text"] = text
     else:
         files_present = pd.Series(False, index=idx)
     out["message.files"] = files

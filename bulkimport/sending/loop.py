@@ -70,12 +70,14 @@ class RunLoop:
         state: RunState,
         progress: ProgressCollector,
         warm_token: Callable[[Any], None],
+        resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.plan, self.connector, self.line = plan, connector, line
         self.client, self.governor, self.clock = client, client.governor, clock
         self.journal, self.run_id, self.keys = journal, run_id, keys
         self.schedule, self.state, self.progress = schedule, state, progress
         self.warm_token = warm_token
+        self.resolve = resolve  # fills in what a command needs at the last moment (Drive URLs)
         self.outcomes = Outcomes(journal, self.governor, keys)
         #: requests whose rows are journalled ``inflight`` and not yet settled, by sequence number
         self.active: dict[int, _Request] = {}
@@ -235,6 +237,13 @@ class RunLoop:
     def _send(self, chosen: list[tuple[_Conv, list[int]]], ticket: Any) -> None:
         """Journal the chosen rows ``inflight`` and put their request on the wire."""
         commands = commands_for(self.plan, chosen, self.connector, self.line)
+        if self.resolve is not None:
+            try:
+                commands = self.resolve(commands)
+            except BulkImportError as exc:  # nothing marked yet: the rows stay pending
+                self.governor.release(ticket)
+                self.state.stop(exc)
+                return
         keys = self.keys
         rids = [keys[conv.index][p] for conv, positions in chosen for p in positions]
         req = _Request(next(self.sequence), chosen, commands, rids, ticket)

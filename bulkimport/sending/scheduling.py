@@ -84,9 +84,13 @@ def build_schedule(
     state: pd.DataFrame,
     retry_failed: bool,
     retry_unknown: bool,
+    waiting: dict[str, tuple[str, str]] | None = None,
 ) -> dict[int, _Conv]:
     """What each conversation still has to send, from the journal's ``state`` (indexed by row key,
-    columns status/hold/code; an absent row is pending), honouring holds and the retry options."""
+    columns status/hold/code; an absent row is pending), honouring holds and the retry options.
+    ``waiting``: rows that may not go in this run (code, detail), e.g. their attachment is not on
+    Drive: each holds its conversation from that row on (order kept), the rows stay pending."""
+    waiting = waiting or {}
     # dict(zip(tolist)) instead of Series.to_dict(): the same values, without boxing each
     # element through pandas (~1 s per 100,000 rows, bench/client_overhead.py)
     rids = state.index.tolist()
@@ -105,6 +109,10 @@ def build_schedule(
                     rest.append(pos)
                 continue
             if st in ("sent", "deleted"):  # deleted: taken back by `bulkimport undo`, not re-sent
+                continue
+            if key in waiting and st != "failed":
+                held = waiting[key]
+                rest.append(pos)
                 continue
             if st == "failed":
                 if retry_failed:

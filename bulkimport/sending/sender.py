@@ -176,6 +176,10 @@ class Sender:
         #: after a Ctrl-C, end at once at any size: no per-row frame (``outcome.frame`` is None, the
         #: summary's counts come from the journal) and no ``not-reached`` note per pending row
         self.lean_interrupt = False
+        #: rows that wait in this run (journal key → code, detail) and the last-moment command
+        #: filler (placeholder attachment URLs → fresh Drive URLs); see sending/uploads.py
+        self.waiting: dict[str, tuple[str, str]] | None = None
+        self.resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -320,7 +324,9 @@ class Sender:
         rows = journal.rows(skip_pending=True).set_index("rid")  # absent: pending
         keys = self._conv_keys()
         schedule = Schedule(
-            build_schedule(plan.conversations, keys, rows, self.retry_failed, self.retry_unknown)
+            build_schedule(
+                plan.conversations, keys, rows, self.retry_failed, self.retry_unknown, self.waiting
+            )
         )
         if frozen:  # the run's schedule lives as long as the run: out of full GC passes too
             gc.freeze()
@@ -340,6 +346,7 @@ class Sender:
             state=state,
             progress=progress,
             warm_token=self._warm_token,
+            resolve=self.resolve,
         )
         progress.start(total, total - schedule.to_send())
         try:
