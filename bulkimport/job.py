@@ -507,22 +507,8 @@ class ImportJob:
             client, ready = self.preflight()
             self._client, self._ready = client, ready
             self.notify(str(ready))
-            self._check_line_settings(client)
+            _check_line_settings(self, client)
         return self._ready
-
-    def _check_line_settings(self, client: Any) -> None:
-        """Warn about each line setting that would add messages, leads or work to imported chats."""
-        from .after import linemode
-        from .errors import PortalError
-
-        try:
-            config = linemode.line_config(client, parse_line(self.line))
-        except (PortalError, ConfigError) as exc:
-            self.notify(f"Could not read the line's settings (imopenlines.config.get): {exc}")
-            return
-        self.line_warnings = linemode.warnings(config)
-        for text in self.line_warnings:
-            self.notify(f"Warning: {text}")
 
     def preflight(self) -> tuple[Any, Any]:
         """A client for the real portal and its preflight checks (raises with the fix)."""
@@ -688,6 +674,21 @@ class ImportJob:
             where = write_changes(result.changes, self.report)
             if where is not None:
                 self.notify(f"What the edit changed (rows no longer in the file, changed rows): {where}")
+
+
+def _check_line_settings(job: ImportJob, client: Any) -> None:
+    """Warn about each line setting that would add messages, leads or work to imported chats."""
+    from .after import linemode
+    from .errors import PortalError
+
+    try:
+        config = linemode.line_config(client, parse_line(job.line))
+    except (PortalError, ConfigError) as exc:
+        job.notify(f"Could not read the line's settings (imopenlines.config.get): {exc}")
+        return
+    job.line_warnings = linemode.warnings(config)
+    for text in job.line_warnings:
+        job.notify(f"Warning: {text}")
 
 
 def _command_line(self: ImportJob) -> list[str]:
