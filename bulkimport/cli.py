@@ -256,6 +256,13 @@ def _show_reading(frame: Any) -> None:
     """What reading decided on its own: encoding and delimiter, rows above the header, footers,
     formula cells without a value."""
     attrs = frame.attrs
+    every, read = list(attrs.get("workbook_sheets") or []), list(attrs.get("sheets") or [])
+    if len(every) > len(read):
+        others = ", ".join(repr(n) for n in every if n not in read)
+        click.echo(
+            f"Note: the workbook has {len(every)} sheets; read {', '.join(repr(n) for n in read)}, not "
+            f"{others} (--sheet NAME for another, repeated for several, --sheet '*' for all)."
+        )
     if attrs.get("encoding") or attrs.get("delimiter"):
         names = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
         sep = names.get(attrs.get("delimiter"), attrs.get("delimiter"))

@@ -549,6 +549,10 @@ def _dmy_dates(w: _DateWork) -> None:
     w.rest = w.rest[~is_dmy]
 
 
+#: A date that starts with a four-digit year and a separator: year-month-day, never year-day-month.
+_YEAR_FIRST_RE = re.compile(r"^\s*\d{4}[-./]\d{1,2}[-./]\d{1,2}(?!\d)")
+
+
 def _free_text_dates(w: _DateWork) -> None:
     """5. anything else: textual months and rarer layouts, parsed once per distinct value."""
     from dateutil import parser as du
@@ -559,8 +563,14 @@ def _free_text_dates(w: _DateWork) -> None:
         txt = _RU_MONTH_RE.sub(_ru_month, text)
         if not re.search(r"(?<!\d)\d{4}(?!\d)", txt):
             return None  # no year: dateutil would fill in today's date
+        # A date written year first (2024-05-06 7:00 PM) is year-month-day in every convention;
+        # dateutil's dayfirst would read it as 5 June, so it is never asked for one.
+        yearfirst = _YEAR_FIRST_RE.match(txt) is not None
         try:
-            got = du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
+            if yearfirst:
+                got = du.parse(txt, yearfirst=True, dayfirst=False)
+            else:
+                got = du.parse(txt, dayfirst=bool(decided) if decided is not None else True)
         except (ValueError, OverflowError):
             return None
         return got if _PARSE_YEARS[0] <= got.year <= _PARSE_YEARS[1] else None

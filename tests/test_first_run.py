@@ -430,3 +430,45 @@ def test_several_sheets_go_to_a_sandbox_and_come_back_by_sheet_and_row(tmp_path)
         journal.close()
     assert listed["row"].tolist() == ["Feb!3", "Feb!4", "Jan!2", "Jan!3"]
     assert listed.set_index("row").loc["Jan!2", "time"] == "2026-01-01 10:00:00"
+
+
+# ------------------------------------------------------------------ found by the new-user trial
+def test_a_year_first_date_is_never_read_day_first():
+    """2024-05-06 7:00 PM beside 06.05.2024 (a day-first column) is 6 May, not 5 June."""
+    from bulkimport.values import parse_dates
+
+    s = pd.Series(["2024-05-06 7:00 PM", "06.05.2024 7:10 PM", "2024-05-07T08:00:00"], dtype="str")
+    for dayfirst in (None, True):
+        got = pd.to_datetime(parse_dates(s, timezone="UTC", dayfirst=dayfirst).seconds, unit="s")
+        assert [d.strftime("%m-%d %H:%M") for d in got] == ["05-06 19:00", "05-06 19:10", "05-07 08:00"]
+
+
+def test_a_delimiter_of_more_than_one_character_is_a_one_line_error(tmp_path):
+    from bulkimport.errors import ReadError
+    from bulkimport.sources import read
+
+    path = tmp_path / "x.csv"
+    path.write_text("a;b\n1;2\n", encoding="utf-8")
+    with pytest.raises(ReadError, match=r"--delimiter 'xx' is not one character"):
+        read(path, delimiter="xx")
+
+
+def test_reading_one_sheet_of_several_says_which_were_left(tmp_path):
+    import openpyxl
+    from click.testing import CliRunner
+
+    from bulkimport.cli import main
+
+    path = tmp_path / "two.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.title = "Jan"
+    wb.active.append(["Chat", "Client", "Date", "Message"])
+    wb.active.append(["c1", "u1", "2024-01-02 10:00", "hello"])
+    feb = wb.create_sheet("Feb")
+    feb.append(["Chat", "Client", "Date", "Message"])
+    feb.append(["c2", "u2", "2024-02-02 10:00", "again"])
+    wb.save(path)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert "the workbook has 2 sheets; read 'Jan', not 'Feb'" in result.output, result.output
+    every = CliRunner().invoke(main, ["validate", str(path), "--sheet", "*"])
+    assert "not 'Feb'" not in every.output and "2 rows" in every.output, every.output

@@ -162,7 +162,22 @@ def _read_excel(p: Path, sheet: Any, header_row: int | None) -> pd.DataFrame:
     df.attrs[ATTR_DATE1904] = date1904
     df.attrs["sheet"] = ", ".join(n for n, _ in frames)
     df.attrs["sheets"] = [n for n, _ in frames]
+    df.attrs["workbook_sheets"] = _sheet_names(p) or [n for n, _ in frames]
     return df
+
+
+def _sheet_names(p: Path) -> list[str]:
+    """Every sheet name of the workbook (so a reader of one sheet can be told of the others)."""
+    try:
+        from python_calamine import CalamineWorkbook
+
+        wb = CalamineWorkbook.from_path(str(p))
+        try:
+            return list(wb.sheet_names)
+        finally:
+            wb.close()
+    except Exception:  # calamine refused it: the rows came from openpyxl, which says less cheaply
+        return []
 
 
 def _every_sheet(sheet: Any) -> bool:
@@ -719,6 +734,11 @@ def _read_text_as(
         sep = "\t" if p.suffix.lower() == ".tsv" else _sniff_delimiter(head_text)
     else:
         sep = "\t" if delimiter in ("\\t", "tab") else delimiter
+        if len(sep) != 1:
+            raise ReadError(
+                f"{p.name}: --delimiter {delimiter!r} is not one character; give the separator itself, "
+                "e.g. --delimiter ';' or --delimiter tab"
+            )
     skip = 0 if header_row is None else header_row - 1
     try:
         df = _parse_csv(p, sep, enc, skip)
