@@ -126,3 +126,26 @@ def test_removed_rows_are_listed_and_a_changed_identity_is_refused_before_set_up
     with pytest.raises(JournalMismatchError, match=r"chat 'chat1' now belongs to customer 'someone-else'"):
         job.run()
     assert not any(s.startswith("Sandbox portal at") for s in job.said)  # refused before any set-up
+
+
+def test_an_edited_text_without_a_message_id_column_is_said_to_go_as_a_new_message(tmp_path: Path) -> None:
+    """Without a message-id column the id is a hash of chat, time and content: a corrected text is a
+    new row to the journal. The run must say that the old message stays on the portal."""
+    src = tmp_path / "h.csv"
+    src.write_text("chat,user,date,text\nc1,u1,2024-05-06 10:00,hello\nc1,u1,2024-05-06 10:01,thanks\n",
+                   encoding="utf-8")
+    db, state = tmp_path / "sb.db", tmp_path / "j.db"
+    said: list[str] = []
+
+    def job() -> ImportJob:
+        return ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0, progress=False,
+                         notify=said.append)
+
+    assert job().run().summary.counts["sent"] == 2
+    src.write_text(src.read_text(encoding="utf-8").replace("thanks", "thanks!"), encoding="utf-8")
+    said.clear()
+    result = job().run()
+    text = "\n".join(said) + "\n" + "\n".join(result.changes.lines() if result.changes else [])
+    assert "a corrected text goes as a NEW message" in text and "chats c1" in text, text
+    with Sandbox(db=db) as sb:
+        assert sorted(sb.store.messages()["text"]) == ["hello", "thanks", "thanks!"]  # what the warning says

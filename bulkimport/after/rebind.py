@@ -41,6 +41,10 @@ _COLS = ["rid", "conv", "seq", "status", "hold", "code", "error", "attempts", "m
          "prev_hold"]
 
 
+#: The prefix of message ids bulkimport generates when the input has no message-id column.
+GENERATED = "bi-"
+
+
 @dataclass
 class Changes:
     """What an edited file changed against the journal, by row id of the new file."""
@@ -64,6 +68,17 @@ class Changes:
         if self.gone:
             out.append(f"rows no longer in the file (kept in the journal, listed in the report): "
                        f"{_few([g[0] for g in self.gone])}")
+        generated = sorted({g[1] for g in self.gone if g[3] == SENT and str(g[2]).startswith(GENERATED)})
+        if generated and self.added:
+            # Without a message-id column the id is a hash of the chat, time and content: an edited
+            # text is a new message to the journal, and the one sent before stays on the portal.
+            chats = ", ".join(generated[:5]) + (" …" if len(generated) > 5 else "")
+            out.append(
+                "Warning: the sent rows no longer in the file have generated message ids (the file has no "
+                "message-id column), so a corrected text goes as a NEW message and the one sent before "
+                f"stays on the portal (chats {chats}); to correct texts in place, map message.id to a "
+                "column of stable ids before the first import (--update-changed can only update those)"
+            )
         return out
 
     def frame(self) -> Any:
