@@ -291,6 +291,11 @@ def _show_assumptions(job: Any) -> None:
         from .validation import authors
 
         table = authors(frame, mapping)
+        known = {str(a).strip().casefold() for a in table["author"]} if len(table) else set()
+        for name in mapping.operators:
+            if known and str(name).strip().casefold() not in known:
+                click.echo(f"Warning: the operator {name!r} matches no author in the file: check the "
+                           "spelling (the authors are listed below)")
         if len(table):
             click.echo(f"Authors ({len(table)}): messages, conversations and side:")
             wanted = ("author", "messages", "conversations", "side", "likely_operator")

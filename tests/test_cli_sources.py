@@ -132,3 +132,12 @@ def test_first_run_notes_on_the_command_line(tmp_path):
     assert "Assumed (timezone-not-set)" in out
     assert "Estimate for a real portal:" in out
     assert "open line 2" in out  # --line is honoured in a sandbox run (not silently line 1)
+
+
+def test_a_misspelt_operator_is_said(tmp_path):
+    csv = tmp_path / "h.csv"
+    csv.write_text("Chat,Client,Date,Message,Author\nc1,u1,2024-01-02 10:00,hi,Olga Smirnova\n",
+                   encoding="utf-8")
+    proc = _cli("validate", str(csv), "--operator", "Olga Smirnovaa=4", cwd=tmp_path)
+    said = proc.stdout + proc.stderr
+    assert "the operator 'Olga Smirnovaa' matches no author in the file" in said, said

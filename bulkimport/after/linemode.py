@@ -69,7 +69,8 @@ def warnings(config: Mapping[str, Any]) -> list[str]:
     if _on(config.get("CRM")) and str(config.get("CRM_CREATE", "")) not in _OFF:
         out.append(
             f"CRM=Y, CRM_CREATE={config.get('CRM_CREATE')}: a CRM {config.get('CRM_CREATE')} may be "
-            "created for every imported customer (map the disable_crm option to avoid it)"
+            "created for every imported customer unless the messages carry disable_crm=Y (the mapping's "
+            "disable_crm option, on by default; the plan's mapping shows it)"
         )
     if str(config.get("AUTO_CLOSE_TIME", "0")) not in _OFF and _on(config.get("AUTO_CLOSE_RULE")):
         out.append(
