@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from drills.kit import (
     ROOT,
     check_store,
@@ -36,6 +37,7 @@ def _stored(portal: Sandbox) -> int:
     return len(portal.store.messages())
 
 
+@pytest.mark.slow  # a real-process Ctrl-C drill of ~20 s: run by .ci/run (pytest -m slow)
 def test_first_ctrl_c_waits_for_the_answers_in_flight_and_exits_130(tmp_path):
     history = write_history(tmp_path / "history.csv", conversations=200, per_conversation=4)
     with Sandbox(time_scale=1.0, seed=5, **COSTS) as portal:

@@ -270,6 +270,7 @@ def _assert_shut_down(code: int, err: str) -> None:
         assert err.lstrip().startswith("Exception ignored in") and "bulkimport" not in err, err
 
 
+@pytest.mark.slow  # an overlapping-run drill of ~25 s: run by .ci/run (pytest -m slow)
 def test_a_second_run_on_the_same_journal_is_refused_while_the_first_sends(tmp_path):
     """An overlapping cron job or a second terminal: the second run must not send anything."""
     history = write_history(tmp_path / "history.csv", conversations=30, per_conversation=12)

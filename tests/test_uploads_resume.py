@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from test_uploads_drive import ROOT, cli, received
 
 FILES = 24
@@ -28,6 +29,7 @@ def uploaded(journal: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # a kill -9 drill of ~70 s: run by .ci/run (pytest -m slow)
 def test_kill_during_uploads_then_resume_uploads_nothing_twice_and_loses_nothing(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
