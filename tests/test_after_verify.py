@@ -68,15 +68,21 @@ def test_verify_finds_lost_messages_by_row_and_the_next_run_sends_exactly_those(
         journal.close()
 
 
-def test_the_verify_command_on_a_sandbox_import(tmp_path: Path, monkeypatch) -> None:
+def _three_chats(tmp_path: Path, monkeypatch, text: str) -> Path:
+    """A CSV of 3 chats × 4 messages (ids c<chat>-m<i>) with ``text``, and no BITRIX24_* settings."""
     for name in [n for n in os.environ if n.startswith("BITRIX24_")]:
         monkeypatch.delenv(name)
     src = tmp_path / "history.csv"
     with src.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["Chat ID", "Client ID", "Client name", "Message ID", "Date", "Text"])
-        w.writerows([[f"chat{c}", f"client{c}", "Ann", f"c{c}-m{i}", f"2025-01-0{i + 1} 10:0{c}", "=1+1"]
+        w.writerows([[f"chat{c}", f"client{c}", "Ann", f"c{c}-m{i}", f"2025-01-0{i + 1} 10:0{c}", text]
                      for i in range(4) for c in range(3)])
+    return src
+
+
+def test_the_verify_command_on_a_sandbox_import(tmp_path: Path, monkeypatch) -> None:
+    src = _three_chats(tmp_path, monkeypatch, "=1+1")
     db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
 
     def job() -> ImportJob:
@@ -111,14 +117,7 @@ def test_the_verify_command_on_a_sandbox_import(tmp_path: Path, monkeypatch) -> 
 def test_verify_reads_finished_sessions_back_without_membership(tmp_path: Path, monkeypatch) -> None:
     """A default run finishes every session it opened; a finished session refuses
     imopenlines.session.join, so verify must read it with imopenlines.session.history.get."""
-    for name in [n for n in os.environ if n.startswith("BITRIX24_")]:
-        monkeypatch.delenv(name)
-    src = tmp_path / "history.csv"
-    with src.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["Chat ID", "Client ID", "Client name", "Message ID", "Date", "Text"])
-        w.writerows([[f"chat{c}", f"client{c}", "Ann", f"c{c}-m{i}", f"2025-01-0{i + 1} 10:0{c}", "hi"]
-                     for i in range(4) for c in range(3)])
+    src = _three_chats(tmp_path, monkeypatch, "hi")
     db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
     result = ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0, progress=False).run()
     assert result.summary.counts["sent"] == 12 and result.finish is not None
