@@ -126,7 +126,7 @@ def export_rules(prep: Any, frame: pd.DataFrame) -> Any:
         )
         failures = pd.concat([failures, extra], ignore_index=True) if len(extra) else failures
         invalid = invalid.copy()
-        invalid[rows] = True
+        invalid.loc[rows] = True
     hit = failures["code"].eq("file-missing-fail") & failures["value"].notna()
     if bool(hit.any()):
         failures = failures.copy()

@@ -1,7 +1,7 @@
 """What an :class:`~bulkimport.job.ImportJob` does with local attachments around the send: find
 and measure them (and what uploading them adds to the ETA), refuse a wrong ``--files-base-url``
-before anything is sent, stage them on the portal's Drive and hand the sender the rows that must wait and the
-last-moment URL filler, then add each row's file outcomes to the result frame (the report).
+before anything is sent, stage them on the portal's Drive and hand the sender the rows that must
+wait and the last-moment URL filler, then add each row's file outcomes to the result frame.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ def prepare_sender(job: Any, plan: Any, sender: Any, client: Any) -> uploads.Sta
     opener, _ = access(job)
     limit = _limit(job)
     folder = f"bulkimport {Path(job.source).name} {str(plan.fingerprint or '')[:12]}".strip()
-    total = sum(f.size or 0 for f in files.values())
+    done = uploads.done_paths(sender.state)  # a resumed run's bar counts only what goes up now
+    total = sum(f.size or 0 for f in files.values() if f.rel not in done and (f.size or 0) <= limit)
     bar = _bar(job, total)
     started = time.monotonic()
     try:

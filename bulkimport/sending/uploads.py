@@ -272,10 +272,9 @@ def stage(
     try:
         known = table.load()
         names = drive_names(files, known)
-        taken = {n.casefold() for n in names.values()}
+        one = _One(drive, table, folder, opener, max_bytes, on_bytes, {n.casefold() for n in names.values()})
         for f in files.values():
-            job = _One(drive, table, folder, opener, max_bytes, on_bytes, taken)
-            job.stage(f, names[f.rel], known.get(f.rel))
+            one.stage(f, names[f.rel], known.get(f.rel))
     finally:
         table.close()
     waiting: dict[str, tuple[str, str]] = {}
