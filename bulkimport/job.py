@@ -463,6 +463,7 @@ class ImportJob:
         """The plan's ETA on this job's portal limits."""
         assert isinstance(self.limits, PortalLimits)
         found = self.plan().estimate(self.limits)
+        found = staging.with_uploads(self, found)  # local attachments to upload: requests and bytes
         if self.keep_open:
             return found
         from .after.finish import with_finishing
@@ -489,6 +490,7 @@ class ImportJob:
         sent, left, waiting = _left_to_send(rows, plan, self.retry_failed, self.retry_unknown)
         total = sum(len(c) for c in plan.conversations)
         estimate = plan.estimate(self.limits, remaining=left)
+        estimate = staging.with_uploads(self, estimate, resumed=True)  # the files not on Drive yet
         return Resume(self.state, sent, total, sum(left), waiting, estimate)
 
     def check_journal(self) -> None:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .attachments import export_rules
 from .limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
 from .sources import Source
 from .validation import FAILURE_COLUMNS, prepare
@@ -215,6 +216,7 @@ class Estimate:
     binding: str  # "bucket" or "operating"
     limits: PortalLimits
     seconds_per_message: float
+    includes: tuple[str, ...] = ()  # what else the requests and time count, one phrase each (uploads)
 
     def __str__(self) -> str:
         from datetime import timedelta
@@ -224,7 +226,7 @@ class Estimate:
             f"{self.messages} messages in {self.calls} calls / {self.requests} requests; "
             f"about {eta} on the {self.limits.name} plan (bound by the {self.binding} limit, "
             f"assuming {self.seconds_per_message:g} s of server time per message)"
-        )
+        ) + "".join(f"; {part}" for part in self.includes)
 
 
 @dataclass
@@ -350,7 +352,7 @@ def plan(df: pd.DataFrame | Source, mapping: Mapping | None = None, chunk_size: 
     if mapping is None:
         mapping = _Mapping.guess(df)
     with _gc_paused():
-        prep = prepare(df, mapping)
+        prep = export_rules(prepare(df, mapping), df)  # attachments' original names, --missing-files fail
         canon = prep.canonical
         invalid = prep.invalid.to_numpy()
         valid = canon[~invalid] if invalid.any() else canon

@@ -1,12 +1,11 @@
 """What an :class:`~bulkimport.job.ImportJob` does with local attachments around the send: find
-and measure them, refuse a wrong ``--files-base-url`` or ``--missing-files fail`` before anything
-is sent, stage them on the portal's Drive and hand the sender the rows that must wait and the
-last-moment URL filler, then add each row's file outcomes to the result frame (the report).
+and measure them (and what uploading them adds to the ETA), refuse a wrong ``--files-base-url``
+before anything is sent, stage them on the portal's Drive and hand the sender the rows that must
+wait and the last-moment URL filler, then add each row's file outcomes to the result frame.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .attachments import DEFAULT_MAX_FILE_MB, rel_of, resolve
-from .errors import InputError
 from .journal import row_key
 from .sending import uploads
 
@@ -80,6 +78,24 @@ def local_files(job: Any) -> dict[str, uploads.LocalFile]:
     return uploads.local_files(job.plan(), access(job)[1])
 
 
+def _limit(job: Any) -> float:
+    """``--max-file-size`` in bytes."""
+    return float(job.load()[1].options.get("max_file_mb") or DEFAULT_MAX_FILE_MB) * 1024 * 1024
+
+
+def with_uploads(job: Any, estimate: Any, *, resumed: bool = False) -> Any:
+    """``estimate`` plus what uploading the job's local attachments takes (requests in the bucket,
+    bytes at the assumed upload speed); ``resumed``: only the files the journal has not on Drive."""
+    files = local_files(job)
+    if not files:
+        return estimate
+    done = uploads.done_paths(job.state) if resumed and job.state is not None else set()
+    limit = _limit(job)
+    sizes = [f.size for f in files.values() if f.rel not in done and f.size is not None and f.size <= limit]
+    rows = {rid for f in files.values() for rid in f.rows}  # each send request with one gets fresh links
+    return uploads.with_uploads(estimate, sizes, min(estimate.requests, len(rows)))
+
+
 def plan_line(job: Any) -> str | None:
     """The plan's attachments line for the CLI (files and bytes to upload), or None."""
     files = local_files(job)
@@ -91,18 +107,8 @@ def _policy(job: Any) -> str:
 
 
 def check_before_sending(job: Any, plan: Any) -> None:
-    """Refuse (one line, exit 2) an export with missing files under ``--missing-files fail`` and a
-    base URL that does not serve the local files; nothing has been sent yet."""
-    failures = plan.failures
-    if _policy(job) == "fail" and failures is not None and len(failures):
-        hit = failures[failures["code"].isin(["attachment-missing"])]
-        if len(hit):
-            first = hit.iloc[0]
-            raise InputError(
-                f"--missing-files fail: {len(hit)} row(s) name an attachment missing from the export, "
-                f"first {first['value']} (row {first['row']}); put the files back or use "
-                "--missing-files note|skip"
-            )
+    """Refuse (one line, exit 2) a base URL that does not serve the local files; nothing has been
+    sent yet. (Under ``--missing-files fail`` a row with a missing file is invalid, not the run.)"""
     base = job.load()[1].options.get("files_base_url")
     if not base or uploading(job):
         return
@@ -158,9 +164,10 @@ def prepare_sender(job: Any, plan: Any, sender: Any, client: Any) -> uploads.Sta
         return None
     sender._journal().close()  # a journal of another import is refused before anything is uploaded
     opener, _ = access(job)
-    limit = float(job.load()[1].options.get("max_file_mb") or DEFAULT_MAX_FILE_MB) * 1024 * 1024
+    limit = _limit(job)
     folder = f"bulkimport {Path(job.source).name} {str(plan.fingerprint or '')[:12]}".strip()
-    total = sum(f.size or 0 for f in files.values())
+    done = uploads.done_paths(sender.state)  # a resumed run's bar counts only what goes up now
+    total = sum(f.size or 0 for f in files.values() if f.rel not in done and (f.size or 0) <= limit)
     bar = _bar(job, total)
     started = time.monotonic()
     try:
@@ -184,8 +191,12 @@ def prepare_sender(job: Any, plan: Any, sender: Any, client: Any) -> uploads.Sta
 
 
 def _bar(job: Any, total: int) -> Any:
-    """A byte-counting tqdm bar when the job shows progress on a terminal, else None."""
-    if job.progress is not None or not sys.stderr.isatty():
+    """A byte-counting tqdm bar when the job shows progress (``progress=True``, or None on a terminal
+    or in Jupyter, as the sending bar), else None; a collector of the caller's gets no bar."""
+    from .sending.progress import terminal_or_notebook
+
+    wanted = terminal_or_notebook() if job.progress is None else job.progress is True
+    if not wanted or not total:
         return None
     from tqdm.auto import tqdm
 
@@ -209,4 +220,12 @@ def add_column(staged: uploads.Staged | None, frame: Any) -> None:
     frame["import_files"] = staged.column([row_key(r) for r in frame.index])
 
 
-__all__ = ["access", "add_column", "check_before_sending", "local_files", "plan_line", "prepare_sender"]
+__all__ = [
+    "access",
+    "add_column",
+    "check_before_sending",
+    "local_files",
+    "plan_line",
+    "prepare_sender",
+    "with_uploads",
+]

@@ -324,7 +324,7 @@ def test_end_to_end_ios_zip_with_media_into_the_sandbox(tmp_path):
     assert files == [
         {
             "url": "https://files.example.com/wa/00000005-invoice%202291.pdf",
-            "name": "00000005-invoice 2291.pdf",
+            "name": "invoice 2291.pdf",  # the name without iOS's counter (the URL keeps the path)
         }
     ]
 

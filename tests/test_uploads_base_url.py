@@ -83,3 +83,18 @@ def test_an_unreachable_base_url_is_refused(export, tmp_path):
     proc = cli("run", str(export), *ARGS, "--files-base-url", "http://127.0.0.1:9/x", cwd=tmp_path)
     assert proc.returncode == 2 and "is not reachable" in proc.stderr, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_a_base_url_sends_telegrams_file_name_with_the_published_path(tmp_path, serve):
+    from test_uploads_names import CONTRACT, renamed_export
+
+    export = renamed_export(tmp_path)
+    proc = cli("run", str(export), *ARGS, "--files-base-url", serve(export), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with Sandbox(db=tmp_path / "sandbox-ChatExport.db") as sb:
+        downloads = sb.store.downloads().set_index("name")
+    assert (downloads["status"] == "ok").all()
+    contract = downloads.loc[CONTRACT]  # the name sent is the original one, the URL the file's path
+    assert contract["url"].endswith("/files/abc_123.pdf")
+    assert contract["sha256"] == hashlib.sha256((export / "files" / "abc_123.pdf").read_bytes()).hexdigest()
+    assert "photo_1@04-03-2024_12-20-00.jpg" in downloads.index  # a photo keeps the path's name

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import pandas as pd
-from test_uploads_drive import EXAMPLES, cli, received
+from test_uploads_drive import EXAMPLES, WHATSAPP_ZIP, cli, received
+
+from bulkimport.job import ImportJob
 
 
 def history(tmp_path: Path) -> None:
@@ -70,14 +73,16 @@ def test_skip_lets_the_row_wait_pending_until_the_file_is_back(tmp_path):
     assert on_drive == 2 and sorted(downloads["name"]) == ["gone.pdf", "here.png"]
 
 
-def test_fail_makes_the_row_invalid(tmp_path):
+def test_fail_makes_the_row_invalid_naming_the_path(tmp_path):
     history(tmp_path)
     proc = cli(*RUN, "--missing-files", "fail", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = report(tmp_path).set_index("text")
     assert rows.loc["the contract", "import_status"] == "invalid"
     assert rows.loc["the contract", "import_error_code"] == "file-missing-fail"
+    assert rows.loc["the contract", "import_error"].endswith(": media/gone.pdf")
     assert rows.loc["a picture", "import_status"] == "sent"
+    assert rows.loc["and later", "import_status"] == "sent"  # an invalid row does not hold its chat
 
 
 def test_a_file_over_the_size_limit_is_reported_not_uploaded(tmp_path):
@@ -91,10 +96,11 @@ def test_a_file_over_the_size_limit_is_reported_not_uploaded(tmp_path):
     assert on_drive == 1 and downloads["name"].tolist() == ["gone.pdf"]
 
 
-def test_an_export_with_a_missing_file_under_fail_is_refused_in_one_line(tmp_path):
+def test_an_export_with_a_missing_file_under_fail_marks_that_row_and_sends_the_rest(tmp_path):
     export = tmp_path / "ChatExport"
     shutil.copytree(EXAMPLES / "telegram", export)
-    next((export / "photos").iterdir()).unlink()
+    photo = next((export / "photos").iterdir())
+    photo.unlink()
     proc = cli(
         "run",
         str(export),
@@ -105,7 +111,42 @@ def test_an_export_with_a_missing_file_under_fail_is_refused_in_one_line(tmp_pat
         "--upload-files",
         "--missing-files",
         "fail",
+        "--report",
+        "r.csv",
         cwd=tmp_path,
     )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stderr.count("\n") == 1 and "photos/" in proc.stderr and "--missing-files" in proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # rows are left: the exit status says so
+    rows = pd.read_csv(tmp_path / "r.csv").set_index("row")
+    bad = rows[rows["import_status"] == "invalid"]
+    assert len(bad) == 1 and bad["import_error_code"].tolist() == ["file-missing-fail"]
+    assert bad["import_error"].iloc[0].endswith(f": photos/{photo.name}")  # the code's message names the path
+    assert (rows.drop(bad.index)["import_status"] == "sent").all() and len(rows) == 9
+    _, stored, _, on_drive = received(tmp_path / "sandbox-ChatExport.db")
+    assert len(stored) == 8 and on_drive == 1  # the others went, with the file that is there
+
+
+def test_a_whatsapp_zip_missing_a_file_follows_the_same_three_choices(tmp_path):
+    """fail: the row is invalid (code, path); note: sent with the reader's note; skip: it waits."""
+    export = tmp_path / WHATSAPP_ZIP.name
+    with zipfile.ZipFile(WHATSAPP_ZIP) as zin, zipfile.ZipFile(export, "w") as zout:
+        for item in zin.infolist():
+            if not item.filename.endswith(".pdf"):
+                zout.writestr(item, zin.read(item))
+    kw = {"operators": {"Northwind Support": 7}, "timezone": "Europe/Berlin", "upload_files": True}
+    failed = ImportJob(export, missing_files="fail", **kw).plan()
+    errors = failed.failures[failed.failures["level"] == "error"]
+    assert errors[["code", "value"]].values.tolist() == [["file-missing-fail", "00000005-invoice 2291.pdf"]]
+    assert errors["message"].iloc[0].endswith(": 00000005-invoice 2291.pdf")
+    assert list(failed.invalid_rows) == errors["row"].tolist() and failed.counts["valid"] == 5
+    noted = ImportJob(export, missing_files="note", **kw).plan()
+    assert noted.counts["invalid"] == 0 and noted.counts["valid"] == 6
+    row = errors["row"].iloc[0]
+    text = noted.canonical.loc[row, "message.text"]
+    assert text.endswith("(attachment 00000005-invoice 2291.pdf is missing from the export)")
+    warned = noted.failures[noted.failures["row"] == row]
+    assert warned["code"].tolist() == ["attachment-missing"] and warned["level"].tolist() == ["warning"]
+    skipped = ImportJob(export, missing_files="skip", **kw)
+    from bulkimport.staging import waiting_rows
+
+    assert skipped.plan().counts["valid"] == 6
+    assert {code for code, _ in waiting_rows(skipped, skipped.plan()).values()} == {"attachment-missing"}

@@ -92,7 +92,7 @@ def test_a_file_saved_on_drive_but_journalled_uploading_is_reused_not_uploaded_a
         target = sandbox_target(sb)
         drive = Drive(target.client)
         folder = drive.folder(drive.storage_root(), "import")
-        name = uploads.drive_name(1, "a.jpg")
+        name = uploads.drive_name("a.jpg", set())  # the original name, as the first run chose it
         drive.upload(folder, name, lambda: (tmp_path / "a.jpg").open("rb"), len(data))
         table = uploads.UploadTable(tmp_path / "j.db")
         f = uploads.LocalFile("a.jpg", "a.jpg", len(data), ["1"], status="uploading")

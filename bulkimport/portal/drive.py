@@ -49,7 +49,14 @@ class _Multipart:
     """A ``multipart/form-data`` body with one file part, read from ``stream`` in 1 MB pieces (a
     file-like object with a length, so requests sends Content-Length and never loads the file)."""
 
-    def __init__(self, field: str, filename: str, stream: BinaryIO, size: int) -> None:
+    def __init__(
+        self,
+        field: str,
+        filename: str,
+        stream: BinaryIO,
+        size: int,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
         self.boundary = "bulkimport" + secrets.token_hex(12)
         quoted = filename.replace("\\", "_").replace('"', "%22").replace("\r", " ").replace("\n", " ")
         self._head = (
@@ -59,6 +66,16 @@ class _Multipart:
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()
         self._stream, self._left, self._stage = stream, size, 0
         self.length = len(self._head) + size + len(self._tail)
+        self._on_bytes, self._pending = on_bytes, 0
+        self.counted = 0  # file bytes told to ``on_bytes`` so far (a progress bar's bytes)
+
+    def _count(self, n: int, flush: bool) -> None:
+        """Tell ``on_bytes`` about the file's bytes read, about every 1 MB (and at the end)."""
+        self._pending += n
+        if self._on_bytes is not None and self._pending and (flush or self._pending >= _CHUNK):
+            self._on_bytes(self._pending)
+            self.counted += self._pending
+            self._pending = 0
 
     def __len__(self) -> int:
         return self.length
@@ -72,12 +89,30 @@ class _Multipart:
             self._left -= len(data)
             if self._left <= 0 or not data:
                 self._stage = 2
+            self._count(len(data), self._stage == 2)
             if data:
                 return data
         if self._stage == 2:
             self._stage = 3
             return self._tail
         return b""
+
+
+class _Tally:
+    """Passes byte counts on to ``on_bytes`` and can take them all back (an attempt that failed)."""
+
+    def __init__(self, on_bytes: Callable[[int], None] | None) -> None:
+        self.on_bytes, self.total = on_bytes, 0
+
+    def __call__(self, n: int) -> None:
+        self.total += n
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+
+    def take_back(self) -> None:
+        if self.on_bytes is not None and self.total:
+            self.on_bytes(-self.total)
+        self.total = 0
 
 
 class Drive:
@@ -147,30 +182,38 @@ class Drive:
         size: int,
         on_bytes: Callable[[int], None] | None,
     ) -> DriveFile:
-        """The two-step upload; an upload URL whose token expired meanwhile is asked for again once."""
+        """The two-step upload; an upload URL whose token expired meanwhile is asked for again once.
+        ``on_bytes`` hears the bytes as they are read for the POST (taken back when it is redone)."""
         for attempt in range(2):
             target = self.client.call(UPLOAD_FILE, {"id": folder, "data": {"NAME": name}}, retries=_RETRIES)
+            tally = _Tally(on_bytes)
             try:
                 with opener() as fh:
-                    obj = self._post(
-                        str(target["uploadUrl"]), str(target.get("field") or "file"), name, fh, size
-                    )
-            except TokenExpiredError:
-                if attempt:
+                    field = str(target.get("field") or "file")
+                    obj = self._post(str(target["uploadUrl"]), field, name, fh, size, tally)
+            except BaseException as exc:
+                tally.take_back()  # this attempt's bytes did not make a file
+                if attempt or not isinstance(exc, TokenExpiredError):
                     raise
                 self.client.auth.refresh()
                 continue
-            if on_bytes is not None:
-                on_bytes(size)
             return _file(obj)
         raise AssertionError("unreachable")
 
-    def _post(self, url: str, field: str, name: str, fh: BinaryIO, size: int) -> Any:
+    def _post(
+        self,
+        url: str,
+        field: str,
+        name: str,
+        fh: BinaryIO,
+        size: int,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Any:
         """POST the multipart body to ``url`` through the governor; the answer's ``result``."""
         import requests
 
         self.client.governor.acquire([UPLOAD_FILE])
-        body = _Multipart(field, name, fh, size)
+        body = _Multipart(field, name, fh, size, on_bytes)
         session = self._session or requests
         try:
             resp = session.post(

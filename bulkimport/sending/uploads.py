@@ -24,8 +24,8 @@ from typing import Any, BinaryIO
 from ..attachments import is_local, local_rel
 from ..errors import AmbiguousError, BulkImportError, ConfigError, FatalError, PortalError
 from ..journal import row_key
-from ..planning import Plan
-from ..portal.drive import NAME_TAKEN, Drive
+from ..planning import Estimate, Plan
+from ..portal.drive import NAME_TAKEN, SMALL_FILE, Drive
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -76,6 +76,79 @@ def describe(files: dict[str, LocalFile]) -> str:
     return f"Attachments: {len(files):,} local file(s), {total / 1e6:,.1f} MB to upload to the portal's Drive"
 
 
+#: The upload speed the ETA assumes, in bytes per second from this machine to the portal's Drive.
+#: An ASSUMPTION, neither measured nor documented: about a 16 Mbit/s uplink. The real figure is set
+#: by your line and the portal (bench/uploads.py measures the sandbox on this machine, not a portal).
+ASSUMED_UPLOAD_BYTES_PER_SECOND = 2_000_000
+#: Requests staging takes before any file: ``disk.storage.getForApp`` and ``disk.folder.addSubFolder``.
+SETUP_REQUESTS = 2
+
+
+def upload_requests(sizes: Sequence[int]) -> int:
+    """Requests that uploading files of ``sizes`` takes through the governor: the storage and the
+    folder, then one ``disk.folder.uploadFile`` per small file (base64) and two per large one (the
+    call answering an ``uploadUrl``, then the POST to it)."""
+    if not sizes:
+        return 0
+    return SETUP_REQUESTS + sum(1 if size <= SMALL_FILE else 2 for size in sizes)
+
+
+def wire_bytes(sizes: Sequence[int]) -> int:
+    """Bytes that go up for files of ``sizes``: base64 (4 per 3) for small ones, as they are for large."""
+    return sum(4 * -(-size // 3) if size <= SMALL_FILE else size for size in sizes)
+
+
+def with_uploads(estimate: Estimate, sizes: Sequence[int], url_requests: int) -> Estimate:
+    """``estimate`` (the messages') plus uploading files of ``sizes`` first and ``url_requests``
+    ``disk.file.get`` requests for fresh download links while sending: the requests share the
+    bucket (drained at Y per second); the bytes take their time at
+    :data:`ASSUMED_UPLOAD_BYTES_PER_SECOND` before the first message (uploads go one at a time)."""
+    import dataclasses
+    from datetime import timedelta
+
+    requests = upload_requests(sizes) + url_requests
+    if not requests:
+        return estimate
+    limits = estimate.limits
+    transfer = wire_bytes(sizes) / ASSUMED_UPLOAD_BYTES_PER_SECOND
+    total = estimate.requests + requests
+    bucket = max(0.0, (total - limits.bucket_size) / limits.drain_rate)
+    ahead = estimate.seconds + transfer
+    rate = f"{ASSUMED_UPLOAD_BYTES_PER_SECOND / 1e6:g} MB/s"
+    if sizes:
+        phrase = (
+            f"uploads first: {len(sizes):,} file(s), {sum(sizes) / 1e6:,.1f} MB, about "
+            f"{timedelta(seconds=round(transfer))} at an assumed upload speed of {rate}, and "
+            f"{requests:,} of the requests (uploads, fresh download links)"
+        )
+    else:
+        phrase = f"{requests:,} of the requests fetch fresh download links of files already on Drive"
+    return dataclasses.replace(
+        estimate,
+        requests=total,
+        seconds=max(ahead, bucket),
+        binding="bucket" if bucket > ahead else estimate.binding,
+        includes=(*estimate.includes, phrase),
+    )
+
+
+def done_paths(journal: str | Path) -> set[str]:
+    """Paths the journal's ``uploads`` table has on Drive already (empty: no journal, no table)."""
+    path = Path(journal)
+    if not path.is_file():
+        return set()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        rows = conn.execute(
+            "SELECT path FROM uploads WHERE status IN (?, ?) AND file_id IS NOT NULL", DONE
+        ).fetchall()
+    except sqlite3.OperationalError:  # a journal of an import without uploads
+        return set()
+    finally:
+        conn.close()
+    return {str(r[0]) for r in rows}
+
+
 class UploadTable:
     """The journal's ``uploads`` table (own connection; WAL lets it sit beside the journal's)."""
 
@@ -101,9 +174,34 @@ class UploadTable:
         self.conn.close()
 
 
-def drive_name(index: int, name: str) -> str:
-    """The file's name on Drive: unique in the folder, deterministic, extension kept."""
-    return f"{index:05d} {name}"
+#: Characters a file name on Drive is kept free of (the Drive UI refuses them; which ones the REST
+#: method refuses is not documented): replaced by "_" on Drive only, the name sent stays as it is.
+_NOT_ON_DRIVE = str.maketrans({c: "_" for c in '\\/:*?"<>|'})
+#: How many names (``name``, ``name (2)`` …) an upload tries when other files hold them.
+_NAME_TRIES = 20
+
+
+def drive_name(name: str, taken: set[str]) -> str:
+    """The file's name on Drive: its original name (extension kept), or ``stem (2).ext``, ``(3)`` …
+    when another file of the folder holds it (names compare case-insensitively there); reserved
+    in ``taken``. Deterministic: the same files in the same order get the same names."""
+    clean = name.translate(_NOT_ON_DRIVE).strip() or "file"
+    stem, dot, ext = clean.rpartition(".") if "." in clean.lstrip(".") else (clean, "", "")
+    candidate, n = clean, 1
+    while candidate.casefold() in taken:
+        n += 1
+        candidate = f"{stem} ({n}){dot}{ext}"
+    taken.add(candidate.casefold())
+    return candidate
+
+
+def drive_names(files: dict[str, LocalFile], known: dict[str, tuple[Any, ...]]) -> dict[str, str]:
+    """Each file's name on Drive: the journal's for a file it knows (a resumed run keeps them), else
+    a fresh one from :func:`drive_name`, unique among all of them."""
+    taken = {str(k[3]).casefold() for rel, k in known.items() if rel in files}
+    return {
+        rel: str(known[rel][3]) if rel in known else drive_name(f.name, taken) for rel, f in files.items()
+    }
 
 
 @dataclass
@@ -173,8 +271,10 @@ def stage(
     table = UploadTable(journal)
     try:
         known = table.load()
-        for index, f in enumerate(files.values(), 1):
-            _stage_one(drive, table, folder, f, index, known.get(f.rel), opener, max_bytes, on_bytes)
+        names = drive_names(files, known)
+        one = _One(drive, table, folder, opener, max_bytes, on_bytes, {n.casefold() for n in names.values()})
+        for f in files.values():
+            one.stage(f, names[f.rel], known.get(f.rel))
     finally:
         table.close()
     waiting: dict[str, tuple[str, str]] = {}
@@ -186,48 +286,60 @@ def stage(
     return Staged(drive, files, waiting)
 
 
-def _stage_one(
-    drive: Drive,
-    table: UploadTable,
-    folder: int,
-    f: LocalFile,
-    index: int,
-    known: tuple[str, str | None, int | None, str] | None,
-    opener: Callable[[str], BinaryIO],
-    max_bytes: float,
-    on_bytes: Callable[[int], None] | None,
-) -> None:
-    """Bring one file onto Drive (or record why not); every state change is journalled first."""
-    name = known[3] if known else drive_name(index, f.name)
-    if known and known[0] in DONE and known[2] is not None:
-        f.status, f.file_id = known[0], int(known[2])
-        return
-    if f.size is None:
-        f.status, f.code = "missing", "file-missing"
-        table.put(f, name, folder)
-        return
-    if f.size > max_bytes:
-        f.status, f.code = "too-large", "file-too-large"
-        table.put(f, name, folder)
-        return
-    if known and known[0] == "uploading" and _reuse(drive, folder, f, name):  # killed mid-upload
-        table.put(f, name, folder)
-        return
-    f.status, f.code = "uploading", None
-    table.put(f, name, folder)
-    try:
-        obj = drive.upload(folder, name, lambda: opener(f.rel), f.size, on_bytes)
-        f.status, f.file_id = "uploaded", obj.id
-    except FatalError:  # credentials, a blocked app: the run stops (the file stays ``uploading``)
-        raise
-    except (PortalError, AmbiguousError) as exc:  # this file failed (or may be there); the rest go
-        code = str(getattr(exc, "code", None) or "upload-failed")
-        maybe_saved = code == NAME_TAKEN or isinstance(exc, AmbiguousError)
-        if not (maybe_saved and _reuse(drive, folder, f, name)):
+@dataclass
+class _One:
+    """Brings one file onto Drive (or records why not); every state change is journalled first."""
+
+    drive: Drive
+    table: UploadTable
+    folder: int
+    opener: Callable[[str], BinaryIO]
+    max_bytes: float
+    on_bytes: Callable[[int], None] | None
+    taken: set[str]  # names of the folder's files (casefolded) this import holds or met
+
+    def stage(self, f: LocalFile, name: str, known: tuple[str, str | None, int | None, str] | None) -> None:
+        """Upload ``f`` as ``name`` unless the journal has it on Drive, it is missing or too large."""
+        if known and known[0] in DONE and known[2] is not None:
+            f.status, f.file_id = known[0], int(known[2])
+            return
+        if f.size is None or f.size > self.max_bytes:
+            missing = f.size is None
+            f.status, f.code = ("missing", "file-missing") if missing else ("too-large", "file-too-large")
+            self.table.put(f, name, self.folder)
+            return
+        if known and known[0] == "uploading" and _reuse(self.drive, self.folder, f, name):  # killed meanwhile
+            self.table.put(f, name, self.folder)
+            return
+        for _ in range(_NAME_TRIES):
+            taken_by_another = self._upload(f, name)
+            if not taken_by_another:
+                break
+            name = drive_name(f.name, self.taken)  # never overwrite that file: the next free name
+        else:
+            f.status, f.code = "failed", NAME_TAKEN
+        self.table.put(f, name, self.folder)
+
+    def _upload(self, f: LocalFile, name: str) -> bool:
+        """One upload of ``f`` as ``name``; True when another file of the folder holds that name."""
+        f.status, f.code = "uploading", None
+        self.table.put(f, name, self.folder)
+        try:
+            obj = self.drive.upload(self.folder, name, lambda: self.opener(f.rel), f.size or 0, self.on_bytes)
+            f.status, f.file_id = "uploaded", obj.id
+        except FatalError:  # credentials, a blocked app: the run stops (the file stays ``uploading``)
+            raise
+        except (PortalError, AmbiguousError) as exc:  # this file failed (or may be there); the rest go
+            code = str(getattr(exc, "code", None) or "upload-failed")
+            maybe_saved = code == NAME_TAKEN or isinstance(exc, AmbiguousError)
+            if maybe_saved and _reuse(self.drive, self.folder, f, name):
+                return False
+            if code == NAME_TAKEN:
+                return True
             f.status, f.code = "failed", code
-    except OSError:  # unreadable since it was measured
-        f.status, f.code = "failed", "file-missing"
-    table.put(f, name, folder)
+        except OSError:  # unreadable since it was measured
+            f.status, f.code = "failed", "file-missing"
+        return False
 
 
 def _reuse(drive: Drive, folder: int, f: LocalFile, name: str) -> bool:
@@ -298,4 +410,17 @@ def _fetch_differs(
     return None if remote.digest() == local.digest() else "is not the same file (different bytes)"
 
 
-__all__ = ["LocalFile", "Staged", "UploadTable", "check_published", "describe", "local_files", "stage"]
+__all__ = [
+    "ASSUMED_UPLOAD_BYTES_PER_SECOND",
+    "LocalFile",
+    "Staged",
+    "UploadTable",
+    "check_published",
+    "describe",
+    "done_paths",
+    "drive_name",
+    "local_files",
+    "stage",
+    "upload_requests",
+    "with_uploads",
+]

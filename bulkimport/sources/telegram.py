@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..attachments import mark_export, original_name
 from ..errors import ReadError
 from .common import (
     CUSTOMER,
@@ -213,6 +214,7 @@ class TelegramReader:
         self.full = False
         self.dialogs: list[_Dialog] = []
         self.problems: list[str] = []
+        self.names: dict[str, str] = {}  # attachment path → its original name (file_name), where it differs
 
     # ------------------------------------------------------------------ structure
     def read(self, fh: IO[bytes]) -> None:
@@ -398,7 +400,11 @@ class TelegramReader:
                 notes.append(f"({label}{' ' + shown if shown else ''} not included in the export)")
                 self.rows.note(key, "media-not-included", value)
             elif self.container.exists(value):
-                paths.append(value.replace("\\", "/"))
+                rel = value.replace("\\", "/")
+                paths.append(rel)
+                name = original_name(shown, rel)
+                if name != rel.rsplit("/", 1)[-1]:
+                    self.names[rel] = name
             else:
                 notes.append(f"({label} {value.rsplit('/', 1)[-1]} is missing from the export)")
                 self.rows.note(key, "attachment-missing", value)
@@ -540,7 +546,8 @@ def load_export(
             reader.read(fh)
     unmapped = reader.decide_sides()
     authors = [a for d in reader.dialogs for a in d.authors.values()]
-    return build(
+    notes = list(reader.rows.notes)
+    src = build(
         path=path,
         kind="telegram",
         rows=reader.rows,
@@ -553,6 +560,8 @@ def load_export(
         files_base_url=files_base_url,
         strict=strict,
     )
+    mark_export(src.frame, reader.names, notes)  # original file names; rows missing a file
+    return src
 
 
 class _PrefixedZip(Container):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..attachments import mark_export, original_name
 from ..errors import InputError, ReadError
 from .common import (
     CUSTOMER,
@@ -86,6 +87,7 @@ _EDITED = re.compile(
 )
 _IOS_ATTACHED = re.compile(r"<(?P<word>[^<>:\d][^<>:]{1,25}): (?P<name>[^<>]+?)>")
 _ANDROID_ATTACHED = re.compile(r"^(?P<name>[^\n]+?\.[\w]{0,6}) \((?P<word>[^()\n]{3,30})\)$")
+_IOS_COUNTER = re.compile(r"^\d{8}-(.+)$")
 _ATTACHED_WORDS = {
     "file attached",
     "файл добавлен",
@@ -181,6 +183,7 @@ class WhatsAppReader:
         self.conv: Conversation | None = None
         self.order: str | None = None
         self.prefix = ""  # folder of the chat text inside the zip (attachments sit beside it)
+        self.names: dict[str, str] = {}  # attachment path → its name without the iOS counter (00000013-)
         self.named: str | None = None  # the chat partner the file name names
         self._days: dict[str, str] = {}  # distinct date strings, in file order (shared objects)
 
@@ -307,6 +310,9 @@ class WhatsAppReader:
             rel = self._find(name)
             if rel is not None:
                 paths.append(rel)
+                counted = _IOS_COUNTER.match(rel.rsplit("/", 1)[-1])
+                if counted:  # iOS saves "Contract.pdf" as "00000013-Contract.pdf"
+                    self.names[rel] = original_name(counted.group(1), rel)
                 return True
             notes.append(f"(attachment {name} is missing from the export)")
             self.rows.note(row, "attachment-missing", name)
@@ -535,7 +541,8 @@ def load_export(
     reader.read(opener)
     unmapped = reader.decide_sides()
     assert reader.conv is not None
-    return build(
+    notes = list(reader.rows.notes)
+    src = build(
         path=path,
         kind="whatsapp",
         rows=reader.rows,
@@ -549,3 +556,5 @@ def load_export(
         strict=strict,
         date_order=reader.order,
     )
+    mark_export(src.frame, reader.names, notes)  # original file names; rows missing a file
+    return src
