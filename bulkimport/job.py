@@ -16,6 +16,7 @@ preflight checklist) goes to ``notify``; whether to go ahead is asked through ``
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from collections.abc import Callable
@@ -590,6 +591,7 @@ class ImportJob:
         journal = Journal.open(result.journal)
         try:
             journal.lock()
+            remember_command(journal, result.command)
             undo.record_ids(journal, plan)
             if self.keep_open or result.interrupted or result.fix:
                 return
@@ -691,6 +693,14 @@ def _check_line_settings(job: ImportJob, client: Any) -> None:
     job.line_warnings = linemode.warnings(config)
     for text in job.line_warnings:
         job.notify(f"Warning: {text}")
+
+
+def remember_command(journal: Any, command: list[str]) -> None:
+    """Keep the run's resume command in the journal: ``bulkimport status`` repeats it whole (the
+    options that shaped the rows — --operator, --timezone, --mapping — are not in the journal)."""
+    with journal.transaction() as cur:
+        cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('resume_command', ?)",
+                    (json.dumps(command),))
 
 
 def _command_line(self: ImportJob) -> list[str]:

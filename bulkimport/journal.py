@@ -574,6 +574,9 @@ def _summary(journal: Journal) -> dict[str, Any]:
         "connector": meta.get("connector"),
         "source": meta.get("source") or None,
         "fingerprint": meta.get("fingerprint"),
+        # the last run's own resume command (JSON list; bulkimport.job writes it): every option
+        # that shaped the import (--operator, --timezone, --mapping …), so status can repeat it
+        "resume_command": json.loads(meta["resume_command"]) if meta.get("resume_command") else None,
         "counts": counts,
         "total": sum(counts.values()),
         "top_codes": [(c, n) for c, n in codes],

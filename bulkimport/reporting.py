@@ -840,8 +840,12 @@ def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
                 "--connector",
                 str(connector),
             ]
-        command = shlex.join(["bulkimport", "run", str(source or "FILE"), *target])
-        lines.append(f"Resume (with the same --mapping as before, if any): {command}")
+        stored = summary.get("resume_command")
+        if stored:  # the last run's own command: every option it was given
+            lines.append(f"Resume: {shlex.join(stored)}")
+        else:  # a journal of an older version (or of the library): the target only
+            command = shlex.join(["bulkimport", "run", str(source or "FILE"), *target])
+            lines.append(f"Resume (with the same --mapping as before, if any): {command}")
         if int(counts.get("unknown", 0) or 0):
             lines.append(
                 "Rows with an unknown outcome are sent again only with --retry-unknown (check first)."

@@ -611,3 +611,42 @@ def test_auth_says_what_went_wrong_with_the_code(tmp_path, monkeypatch):
         closed = CliRunner().invoke(main, ["auth", "--token-file", token_file], input="")
         assert closed.exit_code == 2 and "no authorisation code on standard input" in closed.output
         assert "Interrupted" not in empty.output + closed.output
+
+
+def test_status_repeats_the_last_runs_own_resume_command_with_every_option(history, tmp_path):
+    """Found by a new-user trial: status printed a resume command without --operator / --timezone,
+    and following it sent the operators' replies as the customer's. It repeats the run's command."""
+    import shlex
+
+    from bulkimport import connector as conn
+    from bulkimport.sandbox import Sandbox
+
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        conn.setup(conn.sandbox_target(sb).client, 1, "bulkimport")
+        sb.faults.add("NO_AUTH_FOUND", methods=["batch", "imconnector.send.messages"])  # rows stay pending
+        env = {**_portal_env(sb), "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json")}
+        args = ["run", str(history), "--line", "1", "--yes", "--no-progress", "--accept-guessed-mapping",
+                "--operator", "Anna Operator=7", "--timezone", "Europe/Berlin"]
+        proc = _cli(*args, env=env)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        status = _cli("status", cwd=history.parent)
+    assert status.returncode == 0, status.stderr
+    line = next(t for t in status.stdout.splitlines() if t.startswith("Resume"))
+    command = shlex.split(line.split(": ", 1)[1])
+    assert command[:3] == ["bulkimport", "run", str(history)]
+    assert ["--operator", "Anna Operator=7"] == command[command.index("--operator"):][:2]
+    assert ["--timezone", "Europe/Berlin"] == command[command.index("--timezone"):][:2]
+    assert "--state" in command and "--portal" in command
+
+
+def test_status_of_an_older_journal_without_a_stored_command_still_says_the_target(tmp_path):
+    from bulkimport.journal import Journal
+    from bulkimport.reporting import journal_lines
+
+    with Journal.bind(tmp_path / "j.db", portal="https://x.example/rest/", line=1, connector="c",
+                      fingerprint="f", source="in.csv") as journal:
+        journal.add_rows([("1", 0, 0, "pending", None, None)])
+        summary = journal.summary()
+    assert summary["resume_command"] is None
+    text = "\n".join(journal_lines(summary, tmp_path / "j.db"))
+    assert "Resume (with the same --mapping as before, if any): bulkimport run in.csv" in text
