@@ -634,8 +634,8 @@ def test_status_repeats_the_last_runs_own_resume_command_with_every_option(histo
     line = next(t for t in status.stdout.splitlines() if t.startswith("Resume"))
     command = shlex.split(line.split(": ", 1)[1])
     assert command[:3] == ["bulkimport", "run", str(history)]
-    assert ["--operator", "Anna Operator=7"] == command[command.index("--operator"):][:2]
-    assert ["--timezone", "Europe/Berlin"] == command[command.index("--timezone"):][:2]
+    assert command[command.index("--operator"):][:2] == ["--operator", "Anna Operator=7"]
+    assert command[command.index("--timezone"):][:2] == ["--timezone", "Europe/Berlin"]
     assert "--state" in command and "--portal" in command
 
 
