@@ -128,24 +128,124 @@ def test_removed_rows_are_listed_and_a_changed_identity_is_refused_before_set_up
     assert not any(s.startswith("Sandbox portal at") for s in job.said)  # refused before any set-up
 
 
-def test_an_edited_text_without_a_message_id_column_is_said_to_go_as_a_new_message(tmp_path: Path) -> None:
-    """Without a message-id column the id is a hash of chat, time and content: a corrected text is a
-    new row to the journal. The run must say that the old message stays on the portal."""
-    src = tmp_path / "h.csv"
-    src.write_text("chat,user,date,text\nc1,u1,2024-05-06 10:00,hello\nc1,u1,2024-05-06 10:01,thanks\n",
-                   encoding="utf-8")
-    db, state = tmp_path / "sb.db", tmp_path / "j.db"
+NO_ID = ["Chat ID", "Client ID", "Client name", "Date", "Text"]
+
+
+def _plain(rows: list[list[str]]) -> list[list[str]]:
+    """The rows without their message-id column (the README's history.xlsx: most spreadsheets)."""
+    return [[r[0], r[1], r[2], r[4], r[5]] for r in rows]
+
+
+def _write_plain(path: Path, rows: list[list[str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(NO_ID)
+        w.writerows(_plain(rows))
+
+
+def test_fix_add_and_change_rows_of_a_file_without_message_ids(tmp_path: Path) -> None:
+    """The issue's scenario on a file WITHOUT a message-id column: its ids are generated from chat,
+    customer, time and occurrence, so a corrected text is the same row (changed-after-sent, updated
+    in place with --update-changed), and exactly the 3 fixed and 5 new rows are sent."""
+    src = tmp_path / "history.csv"
+    good = [_row(c, i) for i in range(4) for c in range(4)]
+    broken = [_row(c, 10, date="not a date") for c in (0, 1, 2)]
+    _write_plain(src, good + broken)
+    first = _job(src).run()
+    assert first.summary.counts["sent"] == 16 and first.summary.counts["invalid"] == 3
+    db = tmp_path / "sandbox-history.db"
+    before = _stored(db)
+    assert len(before) == 16 and all(m.startswith("bi2-") for m in before["message_id"])
+
+    fixed = [_row(c, 10) for c in (0, 1, 2)]
+    changed = {"c0-m1": _row(0, 1, text="message 0.1 (corrected)"),
+               "c3-m2": _row(3, 2, text="message 3.2 (corrected)")}
+    edited = [changed.get(r[3], r) for r in good]
+    early = _row(1, 0, date="2024-12-31 23:00", text="an early one")
+    added = [_row(5, 0), _row(5, 1), _row(2, 20), _row(3, 20), early]
+    _write_plain(src, added[:2] + edited + fixed + added[2:])  # two rows at the top: every row moves
+    job = _job(src)
+    second = job.run()
+    after = _stored(db)
+    new = after[~after["seq"].isin(before["seq"])]
+    want = {"message 0.10", "message 1.10", "message 2.10", "message 5.0", "message 5.1", "message 2.20",
+            "message 3.20", "an early one"}
+    assert sorted(new["text"]) == sorted(want)  # exactly the 8, each once
+    assert second.summary.sent_this_run == 8 and set(second.frame["import_status"]) == {"sent"}
+    codes = dict(zip(second.frame["Text"], second.frame["import_error_code"], strict=True))
+    assert {t for t, c in codes.items() if c == "changed-after-sent"} == {
+        "message 0.1 (corrected)", "message 3.2 (corrected)"}
+    assert second.changes.gone == [] and second.changes.retimed == []
+    assert any("dated-before-sent" in s for s in job.said)
+    assert not any("NEW message" in s for s in job.said)
+    assert "message 0.1" in set(after["text"])  # not updated yet
+
+    again = _job(src).run()
+    assert again.summary.sent_this_run == 0
+    assert (again.frame["import_error_code"] == "changed-after-sent").sum() == 2
+
+    updated = _job(src, update_changed=True).run()
+    assert updated.summary.sent_this_run == 0
+    final = _stored(db)  # asserts no duplicate
+    assert len(final) == 24 and final["message_id"].is_unique
+    texts = sorted(final["text"])
+    assert texts == sorted([r[5] for r in edited] + sorted(want))  # each message once, corrected
+    assert "message 0.1" not in texts and "message 3.2" not in texts
+    codes = dict(zip(updated.frame["Text"], updated.frame["import_error_code"], strict=True))
+    assert {t for t, c in codes.items() if c == "updated-after-sent"} == {
+        "message 0.1 (corrected)", "message 3.2 (corrected)"}
+    assert _job(src).run().summary.sent_this_run == 0
+
+
+def _same_minute(path: Path, texts: list[str], *, at: str = "2025-01-01 10:00") -> None:
+    path.write_text("chat,user,date,text\n" + "".join(f"c1,u1,{at},{t}\n" for t in texts), encoding="utf-8")
+
+
+def _plain_job(src: Path, **kw) -> ImportJob:
     said: list[str] = []
+    job = ImportJob(src, sandbox=True, sandbox_db=src.with_name("sb.db"), state=src.with_name("j.db"),
+                    time_scale=500.0, progress=False, notify=said.append, **kw)
+    job.said = said  # type: ignore[attr-defined]
+    return job
 
-    def job() -> ImportJob:
-        return ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0, progress=False,
-                         notify=said.append)
 
-    assert job().run().summary.counts["sent"] == 2
-    src.write_text(src.read_text(encoding="utf-8").replace("thanks", "thanks!"), encoding="utf-8")
-    said.clear()
-    result = job().run()
-    text = "\n".join(said) + "\n" + "\n".join(result.changes.lines() if result.changes else [])
-    assert "a corrected text goes as a NEW message" in text and "chats c1" in text, text
-    with Sandbox(db=db) as sb:
-        assert sorted(sb.store.messages()["text"]) == ["hello", "thanks", "thanks!"]  # what the warning says
+def test_a_row_inserted_between_rows_of_the_same_minute_is_sent_once_and_reuses_no_id(tmp_path: Path) -> None:
+    """Rows of one chat, customer and time are told apart by their order; a row inserted among them
+    takes the occurrence number of the one after it, yet the journal matches those by content and
+    the new row is sent with an id no sent message of the chat has."""
+    src = tmp_path / "h.csv"
+    _same_minute(src, ["first", "second", "third"])
+    assert _plain_job(src).run().summary.sent_this_run == 3
+    _same_minute(src, ["first", "inserted", "second", "third (edited)"])
+    result = _plain_job(src).run()
+    assert result.summary.sent_this_run == 1
+    edited = result.frame.index[result.frame["text"] == "third (edited)"]
+    assert result.changes.changed == [str(r) for r in edited]
+    with Sandbox(db=tmp_path / "sb.db") as sb:
+        stored = sb.store.messages()
+        assert sb.store.duplicates().empty and stored["message_id"].is_unique
+    assert sorted(stored["text"]) == ["first", "inserted", "second", "third"]
+    assert _plain_job(src).run().summary.sent_this_run == 0
+
+
+def test_a_sent_row_whose_time_is_edited_is_reported_as_gone_and_sent_anew(tmp_path: Path) -> None:
+    """Without a message-id column the time is part of a row's identity: an edited time makes the
+    row another one. It is sent (the portal cannot move a message), and the run says clearly that
+    the message sent before stays, pairing the two in the report."""
+    src = tmp_path / "h.csv"
+    src.write_text("chat,user,date,text\nc1,u1,2025-01-01 10:00,hello\nc1,u1,2025-01-01 10:01,thanks\n",
+                   encoding="utf-8")
+    assert _plain_job(src).run().summary.sent_this_run == 2
+    src.write_text(src.read_text(encoding="utf-8").replace("10:01", "10:05"), encoding="utf-8")
+    job = _plain_job(src, report=tmp_path / "report.csv")
+    result = job.run()
+    assert result.summary.sent_this_run == 1
+    assert result.changes.retimed == [("3", "3")] and [g[0] for g in result.changes.gone] == ["3"]
+    said = "\n".join(job.said)
+    assert "time-changed-after-sent: rows 3 (was 3)" in said and "stays on the portal" in said, said
+    listed = pd.read_csv(tmp_path / "report.changes.csv", dtype=str, keep_default_na=False,
+                         encoding="utf-8-sig")
+    assert set(listed["change"]) == {"time-changed-after-sent", "no-longer-in-file"}
+    with Sandbox(db=tmp_path / "sb.db") as sb:
+        assert sorted(sb.store.messages()["text"]) == ["hello", "thanks", "thanks"]  # as said
+    assert _plain_job(src).run().summary.sent_this_run == 0

@@ -4,12 +4,13 @@
 * A row whose id bulkimport generated (no message-id column) is known by its chat, customer and
   time (:data:`bulkimport.validation.ID_SCHEME`): among the journalled rows of the same chat,
   customer and time, first one with the same content (so a row inserted between messages of the
-  same second does not take another's place), then the rest in order (those are edits: a changed
-  text, files or operator). A row whose time was edited is another row: the old one is gone and the
-  new one is sent; :func:`retimed` pairs them by their body for the report.
+  same second does not take another's place), then the rows left between the same two matched
+  ones, in order, when both sides have as many (those are edits: a changed text, files or
+  operator; otherwise they stay a gone row and a new one). A row whose time was edited is another
+  row: the old one is gone and the new one is sent; :func:`retimed` pairs them for the report.
 * A journal written before that scheme (its generated ids hashed the content, and it kept no times)
-  is matched by content (the digest of text, files, time and operator), then a row left alone
-  between the same two matched neighbours on both sides is taken as its edit.
+  is matched by content (the digest of text, files, time and operator), then the rows left between
+  the same two matched rows of the chat, when both sides have as many, are taken as their edits.
 """
 
 from __future__ import annotations
@@ -88,9 +89,11 @@ def _by_time(old: list[Old], new: list[Planned], gen_new: list[int], dated: list
                 used.add(pairs[i])
             else:
                 left.append(i)
-        rest = [k for k in olds if k not in used]
-        for i, k in zip(left, rest, strict=False):  # the rest in order: edited content
-            pairs[i] = k
+        rest = {k for k in olds if k not in used}
+        if left and rest:  # the rest between the same matched rows: edited content
+            old_order = [("", k, k in used) for k in sorted(olds, key=lambda k: (old[k].conv, old[k].seq))]
+            new_order = [("", pairs.get(i, i), i in pairs) for i in ns]
+            _fill(_gaps(old_order), _gaps(new_order), pairs)
 
 
 def _by_digest(old: list[Old], new: list[Planned], rest: list[int], legacy: list[int],
@@ -128,8 +131,8 @@ def _gaps(order: Iterable[tuple[str, int | None, bool]]) -> dict[tuple[Any, ...]
 
 def _between_anchors(old: list[Old], new: list[Planned], pairs: dict[int, int], old_left: set[int],
                      new_left: list[int]) -> None:
-    """Pair a lone unmatched old row with a lone unmatched new row between the same two matched
-    rows of their chat (an edit the content-hashed ids of an old journal cannot follow)."""
+    """Pair the unmatched old and new rows between the same two matched rows of their chat (edits the
+    content-hashed ids of an old journal cannot follow)."""
     if not old_left or not new_left:
         return
     matched_old = set(pairs.values())
@@ -138,11 +141,17 @@ def _between_anchors(old: list[Old], new: list[Planned], pairs: dict[int, int], 
     wanted = set(new_left)
     new_order = [(new[i][3], pairs.get(i, i), i in pairs)
                  for i in range(len(new)) if i in pairs or i in wanted]
-    gaps_old, gaps_new = _gaps(old_order), _gaps(new_order)
+    _fill(_gaps(old_order), _gaps(new_order), pairs)
+
+
+def _fill(gaps_old: dict[tuple[Any, ...], list[int]], gaps_new: dict[tuple[Any, ...], list[int]],
+          pairs: dict[int, int]) -> None:
+    """Pair the unmatched rows of each gap between the same matched rows, in order, when both sides
+    have as many (otherwise which is which cannot be told: they stay a gone and a new row)."""
     for place, ns in gaps_new.items():
         olds = gaps_old.get(place)
-        if len(ns) == 1 and olds is not None and len(olds) == 1:
-            pairs[ns[0]] = olds[0]
+        if olds is not None and len(olds) == len(ns):
+            pairs.update(zip(ns, olds, strict=True))
 
 
 def retimed(old: list[Old], new: list[Planned], pairs: dict[int, int], sent: str) -> list[tuple[int, int]]:
