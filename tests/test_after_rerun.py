@@ -249,3 +249,70 @@ def test_a_sent_row_whose_time_is_edited_is_reported_as_gone_and_sent_anew(tmp_p
     with Sandbox(db=tmp_path / "sb.db") as sb:
         assert sorted(sb.store.messages()["text"]) == ["hello", "thanks", "thanks"]  # as said
     assert _plain_job(src).run().summary.sent_this_run == 0
+
+
+def _as_before_id_schemes(state: Path) -> None:
+    """Make a journal exactly what the version before id schemes wrote: no row_identity table and
+    no id_scheme in its meta (its generated ids are the content hashes made by the legacy function)."""
+    import sqlite3
+
+    with sqlite3.connect(state) as conn:
+        conn.execute("DROP TABLE row_identity")
+        conn.execute("DELETE FROM meta WHERE key = 'id_scheme'")
+
+
+def _journal(state: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(state) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_a_journal_of_content_hashed_ids_resumes_and_re_runs_without_sending_anything_twice(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Migration: a journal written with the old generated ids (bi-: hashes of the content) keeps
+    them — they are the ids on the portal, which update, undo and read-back name — while the
+    file's rows are matched by identity: its unknown rows are settled by read-back under their
+    old ids, nothing is sent twice, and an edited text is changed-after-sent, updated in place."""
+    from bulkimport import validation
+
+    src = tmp_path / "history.csv"
+    state = tmp_path / "history.csv.bulkimport.db"
+    good = [_row(c, i) for i in range(4) for c in range(3)]
+    _write_plain(src, [*good, _row(0, 10, date="not a date")])
+    with monkeypatch.context() as m:
+        m.setattr(validation, "_generated_ids", validation._legacy_generated_ids)
+        assert _job(src).run().summary.counts["sent"] == 12
+    _as_before_id_schemes(state)
+    old_ids = dict(_journal(state, "SELECT rid, mid FROM row_ids"))
+    assert all(v.startswith("bi-") and not v.startswith("bi2-") for v in old_ids.values())
+    db = tmp_path / "sandbox-history.db"
+    # a killed run: three sent rows left unknown, one of which the portal never stored
+    cut = [r for r, in _journal(state, "SELECT rid FROM rows WHERE status = 'sent' ORDER BY rid")[:3]]
+    _journal(state, "UPDATE rows SET status = 'unknown', code = 'interrupted', request = NULL WHERE rid IN "
+             "(?, ?, ?)", tuple(cut))
+    with Sandbox(db=db) as sb:
+        sb.store.lose_messages(message_ids=[old_ids[cut[0]]])
+
+    resumed = _job(src).run()  # the same file, today's id scheme
+    assert resumed.summary.sent_this_run == 1 and resumed.settled.found == 2
+    stored = _stored(db)
+    assert len(stored) == 12 and set(stored["message_id"]) == set(old_ids.values())
+    assert dict(_journal(state, "SELECT rid, mid FROM row_ids")) == old_ids  # the ids on the portal
+    assert _journal(state, "SELECT value FROM meta WHERE key = 'id_scheme'") == [(validation.ID_SCHEME,)]
+    assert _job(src).run().summary.sent_this_run == 0
+
+    # then an edit: a fixed row, a new one, two corrected texts
+    edited = [_row(0, 1, text="corrected 0.1") if r[5] == "message 0.1" else
+              _row(2, 3, text="corrected 2.3") if r[5] == "message 2.3" else r for r in good]
+    _write_plain(src, [*edited, _row(0, 10), _row(1, 30)])
+    second = _job(src).run()
+    assert second.summary.sent_this_run == 2
+    codes = dict(zip(second.frame["Text"], second.frame["import_error_code"], strict=True))
+    assert {t for t, c in codes.items() if c == "changed-after-sent"} == {"corrected 0.1", "corrected 2.3"}
+    assert _job(src, update_changed=True).run().summary.sent_this_run == 0
+    final = _stored(db)
+    assert len(final) == 14 and {"corrected 0.1", "corrected 2.3"} <= set(final["text"])
+    assert not {"message 0.1", "message 2.3"} & set(final["text"])
+    assert set(old_ids.values()) <= set(final["message_id"])
