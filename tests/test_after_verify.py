@@ -128,3 +128,26 @@ def test_verify_reads_finished_sessions_back_without_membership(tmp_path: Path, 
     assert done.exit_code == 1, done.output
     assert "chat0: sent 4, found 3, missing 1, unexpected 0" in done.output, done.output
     assert "chat1: sent 4, found 4, missing 0" in done.output
+
+
+def test_verify_chats_settles_only_the_unknown_rows_of_those_chats(tmp_path: Path, monkeypatch) -> None:
+    """`verify --chats chat0` reads chat0 back and settles its unknown rows; the unknown rows of the
+    other chats stay as they are (settling them is the next run's or a full verify's work)."""
+    import sqlite3
+
+    src = _three_chats(tmp_path, monkeypatch, "hi")
+    db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
+    assert ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0,
+                     progress=False).run().summary.counts["sent"] == 12
+    with sqlite3.connect(state) as conn:  # a killed run: two rows of chat0 and two of chat1 unknown
+        cut = {chat: [r for r, in conn.execute("SELECT rid FROM row_ids WHERE chat = ? ORDER BY seq LIMIT 2",
+                                              (chat,))] for chat in ("chat0", "chat1")}
+        conn.executemany("UPDATE rows SET status = 'unknown', code = 'interrupted', request = NULL "
+                         "WHERE rid = ?", [(r,) for rows in cut.values() for r in rows])
+    done = CliRunner().invoke(main, ["verify", str(state), "--sandbox-db", str(db), "--chats", "chat0"])
+    assert done.exit_code == 0, done.output
+    assert "chat0: sent 4, found 4, missing 0" in done.output and "chat1:" not in done.output, done.output
+    with sqlite3.connect(state) as conn:
+        status = dict(conn.execute("SELECT rid, status || ':' || COALESCE(code, '') FROM rows"))
+    assert {status[r] for r in cut["chat0"]} == {"sent:found-on-portal"}
+    assert {status[r] for r in cut["chat1"]} == {"unknown:interrupted"}

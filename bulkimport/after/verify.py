@@ -133,6 +133,7 @@ def verify(
     """Settle unknown rows, read every (or every ``chats``) conversation back, compare, mark missing."""
     meta = journal.meta()
     connector, line = meta.get("connector", ""), meta.get("line", "")
+    chats = [str(c) for c in chats] or None if chats is not None else None  # read twice below
     ids = JournalIds(journal)
     if not len(ids):
         raise ConfigError(
@@ -142,7 +143,7 @@ def verify(
     begun = time.monotonic()
     line_value: Any = int(line) if str(line).isdigit() else line
     settled = settle_unknown(journal, client, connector=connector, line=line_value, clock=clock,
-                             cap=cap, notify=notify)
+                             cap=cap, notify=notify, chats=chats)
     reader = ChatReader(client, sessions_of(journal))
     locator = ChatLocator(journal, ids, reader, connector, line_value)
     lines: list[dict[str, Any]] = []
