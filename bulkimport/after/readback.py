@@ -76,6 +76,7 @@ class ChatReader:
         self.client = client
         self.calls = 0
         self.sessions = dict(sessions or {})
+        self._admin: bool | None = None
 
     def _call(self, method: str, params: dict[str, Any]) -> Any:
         self.calls += 1
@@ -94,12 +95,33 @@ class ChatReader:
         try:
             result = self._call("imopenlines.dialog.get", {"USER_CODE": code})
         except PortalError as exc:
-            if exc.code == "ACCESS_ERROR":  # the documented answer for a dialog that does not exist
+            if exc.code != "ACCESS_ERROR":
+                raise
+            # ACCESS_ERROR answers both "no such dialog" and "you may not open it": only for a
+            # portal administrator, who may open every open-line dialog, does it mean the first
+            if self.is_admin():
                 return None
-            raise
+            raise ReadbackRefused(
+                f"imopenlines.dialog.get answered ACCESS_ERROR ({exc.description}) for chat {chat!r}, "
+                "and the application's user is not a portal administrator: a dialog that does not "
+                "exist cannot be told from one it may not open; authorise the application as a portal "
+                "administrator (`bulkimport auth`), or settle the rows with `bulkimport resolve`"
+            ) from None
         parts = str(result.get("entity_data_1") or "").split("|")
         session = parts[5] if len(parts) > 5 and parts[5] else None
         return int(result["id"]), session
+
+    def is_admin(self) -> bool:
+        """Whether the application's user is a portal administrator (``profile``'s ``ADMIN``; asked
+        once). A profile the portal will not give counts as not."""
+        if self._admin is None:
+            self.calls += 1
+            try:
+                answer = self.client.call("profile", {}, retries=RETRIES)
+            except PortalError:
+                answer = None
+            self._admin = isinstance(answer, Mapping) and answer.get("ADMIN") in (True, "true", "Y", 1, "1")
+        return self._admin
 
     def _join(self, chat_id: int) -> str:
         """Become a member of the chat (a finished session refuses: then we may be one already)."""

@@ -105,10 +105,27 @@ def _unknown(journal: Journal, convs: set[int] | None) -> list[tuple[str, int, i
     return rows if convs is None else [r for r in rows if int(r[1]) in convs]
 
 
+Place = tuple[int, str | None]
+
+
+def locate(locator: ChatLocator, convs: Any) -> tuple[dict[int, Place | None], dict[int, str]]:
+    """(CHAT_ID, SESSION_ID) or None (no such dialog) per conversation, and the conversations whose
+    dialog the portal would not say (refused: their rows stay as they are) with the reason."""
+    places: dict[int, Place | None] = {}
+    refused: dict[int, str] = {}
+    for conv in convs:
+        try:
+            places[conv] = locator.chat(conv)
+        except ReadbackRefused as exc:
+            refused[conv] = str(exc)
+    return places, refused
+
+
 def _one_pass(
     journal: Journal, locator: ChatLocator, horizon: float, clock: Any, convs: set[int] | None = None
-) -> tuple[list[RowUpdate], list[tuple[str, int, int, float | None]], list[str]]:
-    """Read the chats of the unknown rows once: updates, rows too young to judge, out-of-order ones."""
+) -> tuple[list[RowUpdate], list[tuple[str, int, int, float | None]], list[str], dict[int, str]]:
+    """Read the chats of the unknown rows once: updates, rows too young to judge, out-of-order ones,
+    and the conversations the portal refused to locate (their rows stay unknown) with the reason."""
     by_conv: dict[int, list[tuple[str, int, int, float | None]]] = {}
     for row in _unknown(journal, convs):
         by_conv.setdefault(int(row[1]), []).append(row)
@@ -116,7 +133,8 @@ def _one_pass(
     young: list[tuple[str, int, int, float | None]] = []
     late: list[str] = []
     contents: list[ChatContents] = []
-    places = {conv: locator.chat(conv) for conv in by_conv}
+    places, refused = locate(locator, by_conv)
+    by_conv = {conv: rows for conv, rows in by_conv.items() if conv not in refused}
     wanted: dict[int, set[str]] = {}
     for conv, rows in by_conv.items():
         if places[conv] is not None:
@@ -140,7 +158,14 @@ def _one_pass(
             else:
                 young.append((rid, conv, seq, started))
     check_mids(contents)
-    return updates, young, late
+    return updates, young, late, refused
+
+
+def _refused_reason(refused: dict[int, str]) -> str:
+    """One line for the conversations whose dialog the portal would not locate."""
+    first = next(iter(refused.values()))
+    more = f" (and {len(refused) - 1} more conversations)" if len(refused) > 1 else ""
+    return f"{first}{more}"
 
 
 def _convs_of(ids: JournalIds, chats: Iterable[str]) -> set[int]:
@@ -176,7 +201,9 @@ def settle_unknown(
     horizon = cap + MARGIN
     try:
         for attempt in range(2):
-            updates, young, late = _one_pass(journal, locator, horizon, clock, convs)
+            updates, young, late, refused = _one_pass(journal, locator, horizon, clock, convs)
+            if refused:
+                out.reason = _refused_reason(refused)
             if updates:
                 journal.settle(None, updates, time.time(), "readback")
             out.found += sum(u.status == SENT for u in updates)
@@ -199,4 +226,4 @@ def settle_unknown(
     return out
 
 
-__all__ = ["MARGIN", "ChatLocator", "NoConnectorMid", "Settled", "settle_unknown"]
+__all__ = ["MARGIN", "ChatLocator", "NoConnectorMid", "Settled", "locate", "settle_unknown"]

@@ -26,9 +26,9 @@ from ..journal import Journal
 from ..limits import STANDARD, PortalLimits
 from .identities import JournalIds
 from .readback import BATCH_CHATS, PAGE, ChatContents, ChatReader, ReadbackRefused, sessions_of
-from .settle import ChatLocator, Settled, check_mids, settle_unknown
+from .settle import ChatLocator, Settled, check_mids, locate, settle_unknown
 
-COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows"]
+COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows", "not_read"]
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Verification:
     def lines(self) -> list[str]:
         """What the CLI prints: one line per conversation and a total."""
         out = [
+            f"{r.chat}: sent {r.sent}, not read back (see below)" if r.not_read else
             f"{r.chat}: sent {r.sent}, found {r.found}, missing {r.missing}, unexpected {r.unexpected}"
             for r in self.table.itertuples()
         ]
@@ -117,8 +118,15 @@ def _compare(
         "missing": len(missing),
         "unexpected": len(set(read.found) - mine),
         "missing_rows": ",".join(missing),
+        "not_read": "",
     }
     return line, missing
+
+
+def _unread(ids: JournalIds, conv: int, rows: list[Any], reason: str) -> dict[str, Any]:
+    """The table line of a conversation whose dialog the portal would not locate."""
+    return {"chat": ids.of(conv, 0)[0], "portal_chat_id": None, "sent": sum(s == SENT for _, _, s in rows),
+            "found": 0, "missing": 0, "unexpected": 0, "missing_rows": "", "not_read": reason}
 
 
 def verify(
@@ -152,9 +160,12 @@ def verify(
     refused = settled.reason
     try:
         groups = _groups(journal, ids, chats)
-        places = {conv: locator.chat(conv) for conv in groups}
+        places, unread = locate(locator, groups)
         reads = reader.read_many(sorted({w[0] for w in places.values() if w is not None}))
         for conv, rows in groups.items():
+            if conv in unread:  # the portal would not say where its dialog is: nothing concluded
+                lines.append(_unread(ids, conv, rows, unread[conv]))
+                continue
             where = places[conv]
             read = reads[where[0]] if where is not None else ChatContents(0)
             contents.append(read)
@@ -162,6 +173,8 @@ def verify(
             lines.append(row)
             missing += gone
         check_mids(contents)
+        if unread and refused is None:
+            refused = f"{len(unread)} conversations not read back: {next(iter(unread.values()))}"
     except ReadbackRefused as exc:
         refused, missing = str(exc), []
     if missing and refused is None:
