@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..journal import Journal
 from ..limits import STANDARD, PortalLimits
 from .identities import JournalIds
-from .readback import BATCH_CHATS, PAGE, ChatContents, ChatReader, ReadbackRefused, sessions_of
+from .readback import BATCH_CHATS, BATCH_HISTORY, PAGE, ChatContents, ChatReader, ReadbackRefused, sessions_of
 from .settle import ChatLocator, Settled, check_mids, locate, settle_unknown
 
 COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows", "not_read"]
@@ -99,8 +99,24 @@ def estimate(journal: Journal, chats: Iterable[str] | None = None,
     known = journal.portal_chats()
     more = sum(max(0, math.ceil((len(rows) + 1) / PAGE) - 1) + (conv not in known)
                for conv, rows in groups.items())
-    calls = math.ceil(len(groups) / BATCH_CHATS) + more
+    calls = math.ceil(len(groups) / BATCH_CHATS) + more + _history_requests(journal, groups, known)
     return calls, max(0.0, calls - limits.bucket_size) / limits.drain_rate
+
+
+def _history_requests(journal: Journal, groups: dict[int, list[Any]],
+                      known: dict[int, tuple[str, str | None]]) -> int:
+    """Batches of ``session.history.get`` for the chats whose sessions were finished (they refuse the
+    join, and are read session by session, :data:`BATCH_HISTORY` calls per request)."""
+    import sqlite3
+
+    try:
+        finished = {str(r[0]) for r in journal.query("SELECT chat_id FROM finished")}
+    except sqlite3.Error:  # nothing finished yet
+        return 0
+    sessions = sessions_of(journal)
+    n = sum(len(sessions.get(int(known[c][0]), [])) or 1 for c in groups
+            if c in known and str(known[c][0]) in finished and str(known[c][0]).isdigit())
+    return math.ceil(n / BATCH_HISTORY)
 
 
 def _compare(
