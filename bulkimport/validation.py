@@ -543,7 +543,8 @@ def _generated_ids(sub: pd.DataFrame) -> pd.Series:
     conv = sub["conv"].to_numpy()
     d = sub["message.date"].fillna(-1).astype("int64").to_numpy()
     user = sub["user.id"].fillna("").astype("str")
-    ucode = pd.factorize(user)[0]
+    # the customer codes _conversations made (-1: no user.id, hashed as ""): no second factorize
+    ucode = sub["cust"].to_numpy().astype("int64") + 1 if "cust" in sub else pd.factorize(user)[0]
     n = np.zeros(len(sub), dtype="int64")
     cand = _repeated_pairs(conv, d)
     if cand.any():
