@@ -295,8 +295,12 @@ def test_a_journal_of_content_hashed_ids_resumes_and_re_runs_without_sending_any
     with Sandbox(db=db) as sb:
         sb.store.lose_messages(message_ids=[old_ids[cut[0]]])
 
-    resumed = _job(src).run()  # the same file, today's id scheme
+    job = _job(src)
+    resumed = job.run()  # the same file, today's id scheme
     assert resumed.summary.sent_this_run == 1 and resumed.settled.found == 2
+    said = "\n".join(job.said)
+    assert "written by an earlier version" in said and "its 12 rows keep the ids" in said, said
+    assert "The input changed" not in said
     stored = _stored(db)
     assert len(stored) == 12 and set(stored["message_id"]) == set(old_ids.values())
     assert dict(_journal(state, "SELECT rid, mid FROM row_ids")) == old_ids  # the ids on the portal
@@ -316,3 +320,22 @@ def test_a_journal_of_content_hashed_ids_resumes_and_re_runs_without_sending_any
     assert len(final) == 14 and {"corrected 0.1", "corrected 2.3"} <= set(final["text"])
     assert not {"message 0.1", "message 2.3"} & set(final["text"])
     assert set(old_ids.values()) <= set(final["message_id"])
+
+
+def test_dates_shifted_for_every_row_of_a_file_without_message_ids_are_refused_before_set_up(
+    tmp_path: Path,
+) -> None:
+    """Without message ids the time is part of the identity: a file whose every date moved (another
+    date column, another time zone) matches none of the sent rows, and would send everything again.
+    That is refused, naming it, before the sandbox is set up."""
+    src = tmp_path / "h.csv"
+    src.write_text("chat,user,date,text\nc1,u1,2025-01-01 10:00,hello\nc1,u1,2025-01-01 10:01,thanks\n",
+                   encoding="utf-8")
+    assert _plain_job(src).run().summary.sent_this_run == 2
+    src.write_text(src.read_text(encoding="utf-8").replace(" 10:", " 11:"), encoding="utf-8")
+    job = _plain_job(src)
+    with pytest.raises(JournalMismatchError, match=r"none of the 2 sent rows .* by chat, customer and time"):
+        job.run()
+    assert not any(s.startswith("Sandbox portal at") for s in job.said)
+    with Sandbox(db=tmp_path / "sb.db") as sb:
+        assert len(sb.store.messages()) == 2

@@ -62,12 +62,19 @@ class Changes:
     early: list[str] = field(default_factory=list)  # new rows dated before sent ones of their chat
     gone: list[tuple[str, str, str, str]] = field(default_factory=list)  # (old rid, chat, mid, status)
     retimed: list[tuple[str, str]] = field(default_factory=list)  # (new rid, old rid): sent, time edited
+    legacy: int = 0  # rows of a journal written with content-hashed ids (they keep those ids)
 
     def lines(self) -> list[str]:
         """What a run says about the edit."""
-        out = [f"The input changed since the journal was written: {len(self.added)} new or fixed rows "
-               f"to send, {len(self.changed)} sent rows changed, {len(self.gone)} rows no longer in the "
-               "file."]
+        out = []
+        if self.added or self.changed or self.gone or not self.legacy:
+            out.append(f"The input changed since the journal was written: {len(self.added)} new or fixed "
+                       f"rows to send, {len(self.changed)} sent rows changed, {len(self.gone)} rows no "
+                       "longer in the file.")
+        if self.legacy:
+            out.append(f"The journal was written by an earlier version, whose generated message ids hashed "
+                       f"the content: its {self.legacy} rows keep the ids they were sent with, and are known "
+                       "from now on by chat, customer and time (a corrected text is then changed-after-sent)")
         if self.changed:
             out.append(f"changed-after-sent: rows {_few(self.changed)} were sent before their content "
                        "changed; the portal keeps the old text (run with --update-changed to update them)")
@@ -235,6 +242,7 @@ def reconcile(journal: Journal, plan: Plan, invalid: dict[str, tuple[str, str]],
         if o.rid not in matched and rec is not None and rec[3] not in (PENDING, INVALID):
             changes.gone.append((o.rid, o.chat, o.mid, rec[3]))
     changes.retimed = [(new[i][0], old[k].rid) for i, k in retimed(old, new, pairs, SENT)]
+    changes.legacy = sum(o.date is None and is_generated(o.mid) for o in old)
     changes.early = _early(new, status_of, set(changes.added))
     _write(journal, out, ids, changes, fingerprint, time.time())
     journal.rebound = None
