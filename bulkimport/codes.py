@@ -597,8 +597,8 @@ _add("time-changed-after-sent", "warning", "send",
      "The row was sent, then its date or time changed in a file without a message-id column: a row "
      "is known by its chat, customer and time, so it is sent as a new message and the one sent "
      "before stays on the portal (the changes sheet of the report pairs them).",
-     "Put the original time back before running to keep one message; or let it be sent and remove "
-     "the old message in the open line.")
+     "Delete the old message in the open line if it is unwanted; to keep times editable, map "
+     "message.id to a column of stable ids before the first import.")
 
 # --------------------------------------------------------------------------------------------------
 # Local attachments (bulkimport.attachments, bulkimport.sending.uploads) — issue #18

@@ -89,7 +89,8 @@ class Changes:
                 f"{RETIMED}: rows {_few([f'{n} (was {o})' for n, o in self.retimed])} were sent, then "
                 "their time changed: without a message-id column a row is known by its chat, customer "
                 "and time, so the new time goes as a NEW message and the one sent before stays on the "
-                "portal; put the original time back to keep one message"
+                "portal (delete it in the open line if it is unwanted; restoring the time later makes "
+                "it a new row once more)"
             )
         return out
 
