@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from bulkimport.cli import main
 from bulkimport.errors import JournalMismatchError
 from bulkimport.job import ImportJob
 from bulkimport.sandbox import Sandbox
@@ -249,6 +251,10 @@ def test_a_sent_row_whose_time_is_edited_is_reported_as_gone_and_sent_anew(tmp_p
     with Sandbox(db=tmp_path / "sb.db") as sb:
         assert sorted(sb.store.messages()["text"]) == ["hello", "thanks", "thanks"]  # as said
     assert _plain_job(src).run().summary.sent_this_run == 0
+    # verify: the old message is the journal's (a row no longer in the file), not unexpected
+    args = ["verify", str(tmp_path / "j.db"), "--sandbox-db", str(tmp_path / "sb.db")]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0 and "c1: sent 2, found 2, missing 0, unexpected 0" in done.output, done.output
 
 
 def _as_before_id_schemes(state: Path) -> None:
