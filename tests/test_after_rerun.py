@@ -345,3 +345,30 @@ def test_dates_shifted_for_every_row_of_a_file_without_message_ids_are_refused_b
     assert not any(s.startswith("Sandbox portal at") for s in job.said)
     with Sandbox(db=tmp_path / "sb.db") as sb:
         assert len(sb.store.messages()) == 2
+
+
+def test_matching_pairs_only_what_it_can_tell_apart() -> None:
+    """bulkimport.after.matching on hand-made rows of one chat, customer and minute: same content
+    pairs first, whatever moved; rows left between the same matched neighbours pair in order only
+    when both sides have as many — an insert next to an edit is not guessed."""
+    from bulkimport.after.matching import Old, match
+
+    def old(k: int, dig: str, date: int | None = 60, mid: str | None = None) -> Old:
+        return Old(str(k), "c1", "u1", mid or f"bi2-{k:016x}", dig, date, "b" + dig, 0, k, "sent")
+
+    def new(k: int, dig: str, date: int = 60) -> tuple:
+        return (str(k), 0, k, "c1", "u1", f"bi2-n{k:015x}", dig, date, "b" + dig)
+
+    before = [old(0, "a"), old(1, "b"), old(2, "c")]
+    # b edited in place: paired (between a and c)
+    assert match(before, [new(0, "a"), new(1, "B"), new(2, "c")]) == {0: 0, 1: 1, 2: 2}
+    # x inserted before b: a, b, c found by content wherever they are now; x is new
+    assert match(before, [new(0, "a"), new(1, "x"), new(2, "b"), new(3, "c")]) == {0: 0, 2: 1, 3: 2}
+    # x inserted next to an edited b (two new rows, one old, in the same gap): not guessed
+    assert match(before, [new(0, "a"), new(1, "x"), new(2, "B"), new(3, "c")]) == {0: 0, 3: 2}
+    # another minute is another row
+    assert match(before, [new(0, "a"), new(1, "b", date=120), new(2, "c")]) == {0: 0, 2: 2}
+    # a journal of content-hashed ids (no times): by content, then a lone edit between anchors
+    legacy = [old(k, d, date=None, mid=f"bi-{k:016x}") for k, d in enumerate("abc")]
+    assert match(legacy, [new(0, "a"), new(1, "B"), new(2, "c")]) == {0: 0, 1: 1, 2: 2}
+    assert match(legacy, [new(0, "a"), new(1, "x"), new(2, "B"), new(3, "c")]) == {0: 0, 3: 2}
