@@ -132,10 +132,12 @@ def record(journal: Journal, plan: Plan, keep: frozenset[str] = frozenset()) -> 
         "(?, ?, ?, ?, ?, ?, COALESCE((SELECT digest FROM row_ids WHERE rid = ? AND ? = 1), ?))",
         [(*r[:6], r[0], int(r[0] in keep), r[6]) for r in rows],
     )
+    # an upsert that writes only what differs: a resumed run rewrites no page of an unchanged table
     journal.executemany(
-        "INSERT OR REPLACE INTO row_identity (rid, date, body) VALUES "
-        "(?, ?, COALESCE((SELECT body FROM row_identity WHERE rid = ? AND ? = 1), ?))",
-        [(r[0], r[7], r[0], int(r[0] in keep), r[8]) for r in rows],
+        "INSERT INTO row_identity (rid, date, body) VALUES (?, ?, ?) ON CONFLICT (rid) DO UPDATE SET "
+        "date = excluded.date, body = CASE WHEN ? THEN row_identity.body ELSE excluded.body END "
+        "WHERE row_identity.date IS NOT excluded.date OR (NOT ? AND row_identity.body IS NOT excluded.body)",
+        [(r[0], r[7], r[8], k, k) for r in rows for k in (int(r[0] in keep),)],
     )
     journal.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('id_scheme', ?)", (ID_SCHEME,))
     return len(rows)
