@@ -14,7 +14,10 @@ the standard plan's sustained bucket pace of 2 requests per second (what binds o
 the read methods' server time on a live portal is not known) and the real seconds here (client and
 sandbox CPU). Prints figures only.
 
-Usage: python bench/readback_cost.py [--conversations 1000] [--messages 3]
+``--finished`` finishes every session first (what a default run does at its end): a finished session
+refuses the join, so its chat is read with ``imopenlines.session.history.get``, 50 calls per batch.
+
+Usage: python bench/readback_cost.py [--conversations 1000] [--messages 3] [--finished]
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--conversations", type=int, default=1000)
     ap.add_argument("--messages", type=int, default=3)
+    ap.add_argument("--finished", action="store_true", help="finish every session before reading back")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Sandbox(time_scale=1000.0, cost_per_call=0.0,
                                                        cost_per_message=0.0) as sb:
@@ -105,6 +109,11 @@ def main() -> None:
         if sent.stopped:
             print(f"the import stopped: {sent.stopped} {sent.stopped_message}")
         print(f"{args.conversations} conversations x {args.messages} messages imported; standard plan")
+        if args.finished:
+            from bulkimport.after.finish import finish_sessions
+
+            with Journal.open(state) as journal:
+                print(f"finished: {finish_sessions(client, journal)}")
         journal = Journal.open(state)
         try:
             calls, eta = estimate(journal)

@@ -593,6 +593,12 @@ _add("updated-after-sent", "warning", "send",
 _add("dated-before-sent", "warning", "send",
      "A new row is dated before messages already sent in its chat: it will appear after them.",
      "Nothing to do if the order does not matter; otherwise import the chat again into a new one.")
+_add("time-changed-after-sent", "warning", "send",
+     "The row was sent, then its date or time changed in a file without a message-id column: a row "
+     "is known by its chat, customer and time, so it is sent as a new message and the one sent "
+     "before stays on the portal (the changes sheet of the report pairs them).",
+     "Delete the old message in the open line if it is unwanted; to keep times editable, map "
+     "message.id to a column of stable ids before the first import.")
 
 # --------------------------------------------------------------------------------------------------
 # Local attachments (bulkimport.attachments, bulkimport.sending.uploads) — issue #18

@@ -205,6 +205,20 @@ class Conversation:
             yield start, min(start + size, len(self.rows))
 
 
+def set_message_ids(conversation: Conversation, ids: dict[int, str]) -> None:
+    """Send the messages at positions ``ids`` (seq → id) of ``conversation`` with other message ids:
+    the ones a journal recorded for those rows (:mod:`bulkimport.after.identities`), so that a row
+    keeps the id it was sent with when the file's generated ids change. The fingerprint stays the
+    file's."""
+    msgs = conversation.messages
+    if isinstance(msgs, Messages):
+        for seq, mid in ids.items():
+            msgs._cols.mid[msgs._start + seq] = mid
+    else:  # items held as dicts (plans not built by plan())
+        for seq, mid in ids.items():
+            msgs[seq]["message"]["id"] = mid
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Requests and time a plan needs under given limits; ``binding`` names the limit that sets the pace."""

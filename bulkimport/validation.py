@@ -422,7 +422,7 @@ def _user_blocks(out: pd.DataFrame, has_key: pd.Series) -> None:
 
 
 def _message_ids(out: pd.DataFrame, raw: dict[str, pd.Series], col: _Collector) -> None:
-    """message.id: given, or a stable hash of conversation, time, content and occurrence."""
+    """message.id: given, or a stable hash of conversation, customer, time and occurrence."""
     key = out["key"]
     need = out["message.id"].isna() & key.notna()
     if bool(need.all()):  # no ids in the input: no partial frame to copy
@@ -518,8 +518,58 @@ def _read_notes(df: pd.DataFrame, col: _Collector) -> None:
         col.add("formula-without-value", str(column), mask, pd.Series(rows, dtype=object))
 
 
+#: How message ids are generated for rows without one (recorded in the journal's meta ``id_scheme``).
+ID_SCHEME = "chat-user-time-v2"
+#: The prefix of generated message ids, and that of the scheme before (content hashes, ``bi-``):
+#: journals written then keep those ids for the rows they hold (bulkimport.after.rebind).
+GENERATED_PREFIX = "bi2-"
+LEGACY_PREFIX = "bi-"
+
+
+def is_generated(mid: object) -> bool:
+    """True for a message id bulkimport made (either scheme), not one the input gave."""
+    return isinstance(mid, str) and mid.startswith((GENERATED_PREFIX, LEGACY_PREFIX))
+
+
 def _generated_ids(sub: pd.DataFrame) -> pd.Series:
-    """Deterministic ids for rows without one: same file → same ids (occurrence counts repeats).
+    """Deterministic ids for rows without one, from the row's identity and never its content.
+
+    64 bits of pandas' vectorised SipHash (key ``bulkimport-ids-2``) over the conversation, the
+    customer (``user.id``), the time and the occurrence number among rows of that conversation,
+    customer and time, in file order (two messages in the same second stay two). Editing a text,
+    the files or the operator of a row keeps its id — a re-run reports it as changed instead of
+    sending it as a new message; editing its time makes it another row.
+    """
+    conv = sub["conv"].to_numpy()
+    d = sub["message.date"].fillna(-1).astype("int64").to_numpy()
+    user = sub["user.id"].fillna("").astype("str")
+    # the customer codes _conversations made (-1: no user.id, hashed as ""): no second factorize
+    ucode = sub["cust"].to_numpy().astype("int64") + 1 if "cust" in sub else pd.factorize(user)[0]
+    n = np.zeros(len(sub), dtype="int64")
+    cand = _repeated_pairs(conv, d)
+    if cand.any():
+        same = pd.DataFrame({"c": conv[cand], "u": ucode[cand], "d": d[cand]})
+        n[cand] = same.groupby(["c", "u", "d"], sort=False).cumcount().to_numpy()
+    key = _IDS_KEY_2
+    hashed = _combine_hashes(
+        [
+            _hash_by_value(sub["key"].astype("str"), conv, key),
+            _hash_by_value(user, ucode, key),
+            pd.util.hash_array(d, hash_key=key, categorize=False),
+            pd.util.hash_array(n, hash_key=key, categorize=False),
+        ]
+    )
+    hexed = hashed.astype(">u8").tobytes().hex()
+    ids = [f"{GENERATED_PREFIX}{hexed[i : i + 16]}" for i in range(0, len(hexed), 16)]
+    return pd.Series(ids, index=sub.index, dtype="str")
+
+
+_IDS_KEY_2 = "bulkimport-ids-2"
+
+
+def _legacy_generated_ids(sub: pd.DataFrame) -> pd.Series:
+    """The ids of the scheme before :data:`ID_SCHEME` (``bi-``: content hashes), exactly as earlier
+    versions made them — journals written then hold them; tests make such journals with it.
 
     64 bits of pandas' vectorised SipHash (the values of ``hash_pandas_object`` with a fixed key)
     over the conversation, the time, the text, the file URLs and the occurrence number of
@@ -576,13 +626,13 @@ def _repeated_pairs(conv: np.ndarray, d: np.ndarray) -> np.ndarray:
     return pd.DataFrame({"c": conv, "d": d}).duplicated(keep=False).to_numpy()
 
 
-def _hash_by_value(s: pd.Series, codes: np.ndarray) -> np.ndarray:
+def _hash_by_value(s: pd.Series, codes: np.ndarray, key: str = _IDS_KEY) -> np.ndarray:
     """``hash_array`` of a column whose rows repeat (``codes``: equal code ⇔ equal value): each
     distinct value hashed once (what pandas' ``categorize=True`` does, without factorizing text)."""
     first = pd.Series(codes).drop_duplicates()
     uniq = s.array[first.index.to_numpy()]
     table = np.empty(int(codes.max()) + 1 if len(codes) else 0, dtype="uint64")
-    table[first.to_numpy()] = pd.util.hash_array(uniq, hash_key=_IDS_KEY, categorize=False)
+    table[first.to_numpy()] = pd.util.hash_array(uniq, hash_key=key, categorize=False)
     return table[codes]
 
 

@@ -109,3 +109,50 @@ def test_connections_dropped_after_the_portal_committed_are_settled_on_the_next_
         assert set(final.frame["import_status"]) == {"sent"}
         stored = assert_exactly_once_in_order(portal, plan, final.frame)
         assert sorted(stored["message_id"]) == sorted(f"m{r}" for r in final.frame.index)
+
+
+def test_a_dialog_the_portal_will_not_open_is_a_refused_read_back_not_a_missing_dialog(
+    tmp_path: Path, caplog
+) -> None:
+    """imopenlines.dialog.get answers ACCESS_ERROR both for a dialog that does not exist and for one
+    the caller may not open. For an application user who is no portal administrator that proves
+    nothing: the rows stay unknown, with the reason, and nothing is sent twice. For an administrator
+    it means no such dialog: the rows are sent (once)."""
+    with Sandbox(time_scale=100.0, seed=3) as portal:
+        client, _ = connect(portal, tmp_path)
+        setup_connector(client)
+        plan = make_plan([3, 3], chunk_size=3)
+        # the first request of both conversations: stored, but no answer (so no CHAT_ID is known)
+        portal.faults.add("drop-after", count=1, methods=["batch", "imconnector.send.messages"])
+        first = sender(plan, client, tmp_path).run()
+        assert set(first.frame["import_status"]) == {"unknown"}
+        portal.faults.clear()
+        employee = portal.portal.issue_tokens(portal.client_id, "imopenlines,imconnector,im", 7)
+        weak = Client(portal.url, employee["access_token"], clock=for_sandbox(portal))
+        with caplog.at_level(logging.WARNING, logger="bulkimport.after"):
+            s = sender(plan, weak, tmp_path, settle_unknown=True)
+            refused = s.run()
+        assert s.settled.found == 0 and s.settled.resent == 0 and s.settled.left == 6
+        assert "ACCESS_ERROR" in (s.settled.reason or "") and "not a portal administrator" in s.settled.reason
+        assert set(refused.frame["import_status"]) == {"unknown"}
+        assert "not a portal administrator" in caplog.text
+        assert portal.store.duplicates().empty and len(portal.store.messages()) == 6
+        # the administrator: both dialogs exist, every row is found on the portal
+        s = sender(plan, client, tmp_path, settle_unknown=True)
+        final = s.run()
+        assert s.settled.found == 6 and s.settled.left == 0
+        assert_exactly_once_in_order(portal, plan, final.frame)
+
+    with Sandbox(time_scale=100.0, seed=4) as portal:  # a dialog that does not exist
+        (tmp_path / "b").mkdir()
+        client, _ = connect(portal, tmp_path / "b")
+        setup_connector(client)
+        plan = make_plan([3], chunk_size=3)
+        portal.faults.add("drop-before", count=1, methods=["batch", "imconnector.send.messages"])
+        first = sender(plan, client, tmp_path / "b").run()
+        assert set(first.frame["import_status"]) == {"unknown"} and portal.store.messages().empty
+        portal.faults.clear()
+        s = sender(plan, client, tmp_path / "b", settle_unknown=True)
+        final = s.run()
+        assert s.settled.resent == 3 and s.settled.reason is None
+        assert_exactly_once_in_order(portal, plan, final.frame)

@@ -128,3 +128,51 @@ def test_verify_reads_finished_sessions_back_without_membership(tmp_path: Path, 
     assert done.exit_code == 1, done.output
     assert "chat0: sent 4, found 3, missing 1, unexpected 0" in done.output, done.output
     assert "chat1: sent 4, found 4, missing 0" in done.output
+
+
+def test_verify_chats_settles_only_the_unknown_rows_of_those_chats(tmp_path: Path, monkeypatch) -> None:
+    """`verify --chats chat0` reads chat0 back and settles its unknown rows; the unknown rows of the
+    other chats stay as they are (settling them is the next run's or a full verify's work)."""
+    import sqlite3
+
+    src = _three_chats(tmp_path, monkeypatch, "hi")
+    db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
+    assert ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0,
+                     progress=False).run().summary.counts["sent"] == 12
+    with sqlite3.connect(state) as conn:  # a killed run: two rows of chat0 and two of chat1 unknown
+        cut = {chat: [r for r, in conn.execute("SELECT rid FROM row_ids WHERE chat = ? ORDER BY seq LIMIT 2",
+                                              (chat,))] for chat in ("chat0", "chat1")}
+        conn.executemany("UPDATE rows SET status = 'unknown', code = 'interrupted', request = NULL "
+                         "WHERE rid = ?", [(r,) for rows in cut.values() for r in rows])
+    done = CliRunner().invoke(main, ["verify", str(state), "--sandbox-db", str(db), "--chats", "chat0"])
+    assert done.exit_code == 0, done.output
+    assert "chat0: sent 4, found 4, missing 0" in done.output and "chat1:" not in done.output, done.output
+    with sqlite3.connect(state) as conn:
+        status = dict(conn.execute("SELECT rid, status || ':' || COALESCE(code, '') FROM rows"))
+    assert {status[r] for r in cut["chat0"]} == {"sent:found-on-portal"}
+    assert {status[r] for r in cut["chat1"]} == {"unknown:interrupted"}
+
+
+def test_finished_sessions_are_read_back_fifty_history_calls_per_batch(tmp_path: Path, monkeypatch) -> None:
+    """30 chats whose sessions the run finished: the join + first page batch refuses them, and their
+    imopenlines.session.history.get calls go 50 per batch request — 3 requests in all (not 2 + 30),
+    and the estimate shown first says so."""
+    for name in [n for n in os.environ if n.startswith("BITRIX24_")]:
+        monkeypatch.delenv(name)
+    src = tmp_path / "history.csv"
+    with src.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Chat ID", "Client ID", "Message ID", "Date", "Text"])
+        w.writerows([[f"chat{c}", f"client{c}", f"c{c}-m{i}", f"2025-01-0{i + 1} 10:{c:02d}", "hi"]
+                     for i in range(2) for c in range(30)])
+    db, state = tmp_path / "sandbox.db", tmp_path / "j.db"
+    result = ImportJob(src, sandbox=True, sandbox_db=db, state=state, time_scale=500.0, progress=False).run()
+    assert result.summary.counts["sent"] == 60 and result.finish is not None
+    with Sandbox(db=db) as sb:
+        assert sb.store.sessions()["closed"].notna().all()
+        sb.store.lose_messages(message_ids=["c7-m1"])
+    done = CliRunner().invoke(main, ["verify", str(state), "--sandbox-db", str(db)])
+    assert done.exit_code == 1, done.output
+    assert "Verify reads 3 calls' worth of chats back" in done.output, done.output
+    assert "Total: 30 conversations, sent 60, found 59, missing 1, unexpected 0; 3 calls" in done.output
+    assert "chat7: sent 2, found 1, missing 1" in done.output

@@ -347,8 +347,9 @@ def test_disk_full_mid_run_is_one_line_and_resumable(tmp_path):
     def small_disk() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         # 300 kB until the journal recorded every row's external ids at the start of a run (table
-        # row_ids, ~170 kB more for these 2,000 rows): the limit still has to fall mid-run
-        resource.setrlimit(resource.RLIMIT_FSIZE, (480_000, 480_000))
+        # row_ids, ~170 kB more for these 2,000 rows, and row_identity, ~60 kB): the limit still
+        # has to fall mid-run
+        resource.setrlimit(resource.RLIMIT_FSIZE, (540_000, 540_000))
 
     with Sandbox(time_scale=1.0, seed=8, cost_per_call=0.001, cost_per_message=0.0005) as portal:
         register(portal)

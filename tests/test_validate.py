@@ -150,7 +150,7 @@ def test_generated_message_ids_are_stable_and_distinguish_repeats():
     df = _df(Client=["1", "1", "1"], Date=["2026-01-01 10:00"] * 3, Text=["ok", "ok", "other"])
     m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"})
     ids = prepare(df, m).canonical["message.id"].tolist()
-    assert len(set(ids)) == 3 and all(i.startswith("bi-") for i in ids)
+    assert len(set(ids)) == 3 and all(i.startswith("bi2-") for i in ids)
     again = prepare(df.copy(), Mapping(columns=m.columns)).canonical["message.id"].tolist()
     assert ids == again
     shifted = pd.concat([_df(Client=["2"], Date=["2026-01-01 09:00"], Text=["x"]), df.set_axis([3, 4, 5])])
@@ -158,13 +158,45 @@ def test_generated_message_ids_are_stable_and_distinguish_repeats():
     assert prepare(shifted, m).canonical["message.id"].tolist()[1:] == ids  # rows around don't matter
 
 
+def test_generated_ids_follow_identity_not_content():
+    """A row without a message id is known by chat, customer, time and occurrence: editing its text
+    keeps its id (a re-run reports it as changed), editing its time gives it another."""
+    df = _df(Client=["1", "1", "2"], Date=["2026-01-01 10:00", "2026-01-01 10:01", "2026-01-01 10:00"],
+             Text=["ok", "thanks", "ok"])
+    m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"})
+    ids = prepare(df, m).canonical["message.id"].tolist()
+    texts = df.assign(Text=["OK!", "thanks a lot", "ok"])
+    assert prepare(texts, m).canonical["message.id"].tolist() == ids
+    timed = df.assign(Date=["2026-01-01 10:00", "2026-01-01 10:05", "2026-01-01 10:00"])
+    moved = prepare(timed, m).canonical["message.id"].tolist()
+    assert moved[0] == ids[0] and moved[2] == ids[2] and moved[1] != ids[1]
+
+
 def test_generated_ids_keep_their_values_and_their_hash_scheme():
-    """The ids are pandas' SipHash of (chat, time, text, files, occurrence) with key
-    bulkimport-ids-1; hashing per column must give exactly hash_pandas_object's values (so ids
-    made by earlier versions still match), and repeats in other chats or times count apart."""
+    """The ids are pandas' SipHash of (chat, customer, time, occurrence) with key bulkimport-ids-2;
+    hashing per column gives exactly hash_pandas_object's values."""
+    ids_key = "bulkimport-ids-2"
+    df = _df(Client=["1", "1"], Date=["2026-01-01 10:00"] * 2, Text=["ok", "ok"])
+    m = Mapping(columns={"user.id": "Client", "message.date": "Date", "message.text": "Text"})
+    ids = prepare(df, m).canonical["message.id"].tolist()
+    when = int(pd.Timestamp("2026-01-01 10:00", tz="UTC").timestamp())
+    frame = pd.DataFrame({"k": pd.Series(["1", "1"], dtype="str"), "u": pd.Series(["1", "1"], dtype="str"),
+                          "d": [when, when], "n": [0, 1]})
+    want = pd.util.hash_pandas_object(frame, index=False, hash_key=ids_key).to_numpy()
+    assert ids == ["bi2-" + format(int(v), "016x") for v in want]
+
+
+def test_legacy_generated_ids_keep_their_values_and_their_hash_scheme(monkeypatch):
+    """The ids of journals written before id schemes (bulkimport.validation._legacy_generated_ids,
+    which tests use to make such journals) are pandas' SipHash of (chat, time, text, files,
+    occurrence) with key bulkimport-ids-1; hashing per column must give exactly
+    hash_pandas_object's values, and repeats in other chats or times count apart."""
     import numpy as np
 
+    from bulkimport import validation
     from bulkimport.validation import _IDS_KEY, _combine_hashes, _hash_by_value, _hash_files
+
+    monkeypatch.setattr(validation, "_generated_ids", validation._legacy_generated_ids)
 
     k = pd.Series(["a", "b", "a", "c", "a"], dtype="str")
     d = np.array([1, 2, 3, -1, 1])

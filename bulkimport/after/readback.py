@@ -20,6 +20,9 @@ from ..errors import BulkImportError, FatalError, PortalError
 PAGE = 50
 #: Chats read per ``batch`` request (two commands each: join and the first page; 50 at most).
 BATCH_CHATS = 25
+#: ``imopenlines.session.history.get`` calls per ``batch`` request (the batch maximum).
+BATCH_HISTORY = 50
+HISTORY = "imopenlines.session.history.get"
 #: Refusals before execution (rate limits) are waited out and repeated this many times per call.
 RETRIES = 8
 #: Codes that mean "this caller may not read this chat" rather than "there is no such chat".
@@ -76,6 +79,7 @@ class ChatReader:
         self.client = client
         self.calls = 0
         self.sessions = dict(sessions or {})
+        self._admin: bool | None = None
 
     def _call(self, method: str, params: dict[str, Any]) -> Any:
         self.calls += 1
@@ -94,12 +98,33 @@ class ChatReader:
         try:
             result = self._call("imopenlines.dialog.get", {"USER_CODE": code})
         except PortalError as exc:
-            if exc.code == "ACCESS_ERROR":  # the documented answer for a dialog that does not exist
+            if exc.code != "ACCESS_ERROR":
+                raise
+            # ACCESS_ERROR answers both "no such dialog" and "you may not open it": only for a
+            # portal administrator, who may open every open-line dialog, does it mean the first
+            if self.is_admin():
                 return None
-            raise
+            raise ReadbackRefused(
+                f"imopenlines.dialog.get answered ACCESS_ERROR ({exc.description}) for chat {chat!r}, "
+                "and the application's user is not a portal administrator: a dialog that does not "
+                "exist cannot be told from one it may not open; authorise the application as a portal "
+                "administrator (`bulkimport auth`), or settle the rows with `bulkimport resolve`"
+            ) from None
         parts = str(result.get("entity_data_1") or "").split("|")
         session = parts[5] if len(parts) > 5 and parts[5] else None
         return int(result["id"]), session
+
+    def is_admin(self) -> bool:
+        """Whether the application's user is a portal administrator (``profile``'s ``ADMIN``; asked
+        once). A profile the portal will not give counts as not."""
+        if self._admin is None:
+            self.calls += 1
+            try:
+                answer = self.client.call("profile", {}, retries=RETRIES)
+            except PortalError:
+                answer = None
+            self._admin = isinstance(answer, Mapping) and answer.get("ADMIN") in (True, "true", "Y", 1, "1")
+        return self._admin
 
     def _join(self, chat_id: int) -> str:
         """Become a member of the chat (a finished session refuses: then we may be one already)."""
@@ -133,23 +158,40 @@ class ChatReader:
         a session read this way that holds none of the wanted ids proves nothing by itself, so
         settling still waits out the request cap before it re-sends."""
         out = ChatContents(chat_id, want=want)
-        sessions: list[str | None] = list(self.sessions.get(chat_id) or []) or [None]
-        for session in sessions:
-            params: dict[str, Any] = {"SESSION_ID": session} if session else {"CHAT_ID": chat_id}
-            result = self._call("imopenlines.session.history.get", params)
-            messages = (result or {}).get("message") or {}
-            for m in messages.values() if isinstance(messages, Mapping) else messages:
-                if int(m.get("senderid") or m.get("author_id") or 0) == 0:
-                    out.system += 1
-                    continue
-                params_ = m.get("params") if isinstance(m.get("params"), Mapping) else {}
-                mids = _mids({"CONNECTOR_MID": params_.get("connectorMid", params_.get("CONNECTOR_MID"))})
-                if not mids:
-                    out.without_mid += 1
-                for mid in mids:
-                    out.found.setdefault(mid, str(m.get("id")))
+        for params in self._history_params(chat_id):
+            _consume_history(out, self._call(HISTORY, params))
             if out.done():
                 break
+        return out
+
+    def _history_params(self, chat_id: int) -> list[dict[str, Any]]:
+        """One ``session.history.get`` per session the journal knows of the chat (else its last)."""
+        sessions = list(self.sessions.get(chat_id) or [])
+        return [{"SESSION_ID": s} for s in sessions] or [{"CHAT_ID": chat_id}]
+
+    def _histories(self, chats: dict[int, frozenset[str]]) -> dict[int, ChatContents]:
+        """Finished-session chats read with ``session.history.get``, :data:`BATCH_HISTORY` calls per
+        ``batch`` request; a command refused for the rate (or not run) is read on its own."""
+        out = {chat: ChatContents(chat, want=want) for chat, want in chats.items()}
+        commands = [(chat, params) for chat in chats for params in self._history_params(chat)]
+        for start in range(0, len(commands), BATCH_HISTORY):
+            part = commands[start:start + BATCH_HISTORY]
+            self.calls += 1
+            try:
+                answer = self.client.batch({f"h{k}": (HISTORY, params) for k, (_, params) in enumerate(part)},
+                                           retries=RETRIES)
+            except PortalError as exc:
+                if isinstance(exc, FatalError) or exc.code in REFUSED:
+                    raise _refused("batch", exc) from None
+                raise
+            for k, (chat, params) in enumerate(part):
+                error = answer.errors.get(f"h{k}")
+                if isinstance(error, FatalError) or getattr(error, "code", None) in REFUSED:
+                    raise _refused(HISTORY, error)
+                if error is None and f"h{k}" in answer.results:
+                    _consume_history(out[chat], answer.results[f"h{k}"])
+                else:
+                    _consume_history(out[chat], self._call(HISTORY, params))
         return out
 
     def _walk(self, out: ChatContents, last: int | None, joined: str) -> None:
@@ -174,6 +216,7 @@ class ChatReader:
         """Like :meth:`read` for many chats, :data:`BATCH_CHATS` per ``batch`` request (a join and
         the first page each): a chat of fewer than 50 messages costs 1/25 of a request, not two."""
         out: dict[int, ChatContents] = {}
+        history: dict[int, frozenset[str]] = {}  # finished sessions: read in batches afterwards
         for start in range(0, len(chat_ids), BATCH_CHATS):
             part = chat_ids[start:start + BATCH_CHATS]
             commands: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -188,15 +231,21 @@ class ChatReader:
                     raise _refused("batch", exc) from None
                 raise
             for k, chat in enumerate(part):
-                out[chat] = self._from_batch(chat, answer, k, (want or {}).get(chat, frozenset()))
+                got = self._from_batch(chat, answer, k, (want or {}).get(chat, frozenset()))
+                if got is None:
+                    history[chat] = (want or {}).get(chat, frozenset())
+                else:
+                    out[chat] = got
+        out.update(self._histories(history))
         return out
 
-    def _from_batch(self, chat: int, answer: Any, k: int, want: frozenset[str]) -> ChatContents:
-        """One chat's contents from its two batch commands (walking on, or alone, when needed)."""
+    def _from_batch(self, chat: int, answer: Any, k: int, want: frozenset[str]) -> ChatContents | None:
+        """One chat's contents from its two batch commands (walking on, or alone, when needed); None:
+        a finished session, to be read without membership (:meth:`_histories`)."""
         join_error, page_error = answer.errors.get(f"j{k}"), answer.errors.get(f"p{k}")
         joined = "joined" if join_error is None else f"refused with {join_error.code}"
         if getattr(join_error, "code", None) == "ACCESS_DENIED" and page_error is not None:
-            return self._history(chat, want)  # a finished session: read it without membership
+            return None
         if isinstance(join_error, FatalError) or getattr(join_error, "code", None) in _JOIN_REFUSED:
             raise _refused("imopenlines.session.join", join_error)
         if page_error is not None or f"p{k}" not in answer.results:
@@ -242,6 +291,21 @@ def _unreadable(chat_id: int, joined: str) -> ReadbackRefused:
     )
 
 
+def _consume_history(out: ChatContents, result: Any) -> None:
+    """Add one ``session.history.get`` answer's messages to ``out`` (system ones counted apart)."""
+    messages = (result or {}).get("message") or {} if isinstance(result, Mapping) else {}
+    for m in messages.values() if isinstance(messages, Mapping) else messages:
+        if int(m.get("senderid") or m.get("author_id") or 0) == 0:
+            out.system += 1
+            continue
+        params = m.get("params") if isinstance(m.get("params"), Mapping) else {}
+        mids = _mids({"CONNECTOR_MID": params.get("connectorMid", params.get("CONNECTOR_MID"))})
+        if not mids:
+            out.without_mid += 1
+        for mid in mids:
+            out.found.setdefault(mid, str(m.get("id")))
+
+
 def _consume(out: ChatContents, page: list[Any]) -> int | None:
     """Add one page's messages to ``out``; the id to walk on from (None: the page was the last)."""
     for m in page:
@@ -258,4 +322,5 @@ def _consume(out: ChatContents, page: list[Any]) -> int | None:
     return min(int(m["id"]) for m in page)
 
 
-__all__ = ["BATCH_CHATS", "PAGE", "ChatContents", "ChatReader", "ReadbackRefused", "sessions_of"]
+__all__ = ["BATCH_CHATS", "BATCH_HISTORY", "PAGE", "ChatContents", "ChatReader", "ReadbackRefused",
+           "sessions_of"]

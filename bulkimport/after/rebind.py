@@ -1,9 +1,12 @@
-"""Re-run after editing the file: the journal knows rows by identity (chat id + message id), not by
-the file's fingerprint.
+"""Re-run after editing the file: the journal knows rows by identity, not by the file's fingerprint.
 
 When the plan's fingerprint changed (``Journal.bind(rebind=True)`` sets ``journal.rebound``), the
-journal's rows are matched to the new plan by external ``(chat.id, message.id)`` and rewritten
-under the new row ids, conversations and positions, in one transaction:
+journal's rows are matched to the new plan by identity — external ``(chat.id, message.id)``, or,
+without a message-id column, chat, customer and time (:mod:`bulkimport.after.matching`) — and
+rewritten under the new row ids, conversations and positions, in one transaction. A matched row
+keeps the message id it was sent with (``row_ids.mid``; :func:`~bulkimport.after.identities.adopt`
+sends it so); a new row whose generated id one of the journal's rows of its chat already has gets
+another (``<id>-<n>``), so no id is used twice in a chat:
 
 * a row whose identity is in the journal keeps its status (sent rows are not sent again);
 * a sent row whose content (text, files, date, operator) changed is reported with the code
@@ -11,15 +14,19 @@ under the new row ids, conversations and positions, in one transaction:
 * a row that is new, or was invalid and is fixed now, is ``pending``: the run sends it; one dated
   before messages already sent in its chat is reported (``dated-before-sent``: it will appear
   after them);
-* a journalled row the file no longer has is kept in the table ``gone_rows`` and listed.
+* a journalled row the file no longer has is kept in the table ``gone_rows`` and listed; a sent
+  row whose time was edited (no message-id column) is such a row plus a new one, and the report
+  pairs them (``time-changed-after-sent``): the new time goes as a new message, the old stays.
 
 Only a change of identity refuses (``JournalMismatchError`` naming it): a message now in another
-chat, a chat now of another customer, or none of the sent message ids left in the file (another
-message id column). :func:`check_identity` runs that check read-only, before any portal set-up.
+chat, a chat now of another customer, none of the sent message ids left in the file (another
+message id column), or none of the sent rows left by chat, customer and time (another date column
+or time zone). :func:`check_identity` runs that check read-only, before any portal set-up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +36,9 @@ from ..codes import INVALID, PENDING, SENT
 from ..errors import JournalMismatchError
 from ..journal import Journal
 from ..planning import Plan
-from .identities import ensure, planned
+from ..validation import is_generated
+from .identities import Planned, ensure, planned
+from .matching import Old, match, retimed
 
 _GONE = (
     "CREATE TABLE IF NOT EXISTS gone_rows (rid TEXT, chat TEXT, mid TEXT, status TEXT, code TEXT, "
@@ -40,9 +49,8 @@ _COLS = ["rid", "conv", "seq", "status", "hold", "code", "error", "attempts", "m
          "chat_id", "session_id", "sent_at", "request", "prev_status", "prev_code", "prev_error",
          "prev_hold"]
 
-
-#: The prefix of message ids bulkimport generates when the input has no message-id column.
-GENERATED = "bi-"
+#: The change kind (and code) of a sent row whose time was edited in a file without message ids.
+RETIMED = "time-changed-after-sent"
 
 
 @dataclass
@@ -53,12 +61,20 @@ class Changes:
     changed: list[str] = field(default_factory=list)  # sent rows whose content changed
     early: list[str] = field(default_factory=list)  # new rows dated before sent ones of their chat
     gone: list[tuple[str, str, str, str]] = field(default_factory=list)  # (old rid, chat, mid, status)
+    retimed: list[tuple[str, str]] = field(default_factory=list)  # (new rid, old rid): sent, time edited
+    legacy: int = 0  # rows of a journal written with content-hashed ids (they keep those ids)
 
     def lines(self) -> list[str]:
         """What a run says about the edit."""
-        out = [f"The input changed since the journal was written: {len(self.added)} new or fixed rows "
-               f"to send, {len(self.changed)} sent rows changed, {len(self.gone)} rows no longer in the "
-               "file."]
+        out = []
+        if self.added or self.changed or self.gone or not self.legacy:
+            out.append(f"The input changed since the journal was written: {len(self.added)} new or fixed "
+                       f"rows to send, {len(self.changed)} sent rows changed, {len(self.gone)} rows no "
+                       "longer in the file.")
+        if self.legacy:
+            out.append(f"The journal was written by an earlier version, whose generated message ids hashed "
+                       f"the content: its {self.legacy} rows keep the ids they were sent with, and are known "
+                       "from now on by chat, customer and time (a corrected text is then changed-after-sent)")
         if self.changed:
             out.append(f"changed-after-sent: rows {_few(self.changed)} were sent before their content "
                        "changed; the portal keeps the old text (run with --update-changed to update them)")
@@ -68,16 +84,13 @@ class Changes:
         if self.gone:
             out.append(f"rows no longer in the file (kept in the journal, listed in the report): "
                        f"{_few([g[0] for g in self.gone])}")
-        generated = sorted({g[1] for g in self.gone if g[3] == SENT and str(g[2]).startswith(GENERATED)})
-        if generated and self.added:
-            # Without a message-id column the id is a hash of the chat, time and content: an edited
-            # text is a new message to the journal, and the one sent before stays on the portal.
-            chats = ", ".join(generated[:5]) + (" …" if len(generated) > 5 else "")
+        if self.retimed:
             out.append(
-                "Warning: the sent rows no longer in the file have generated message ids (the file has no "
-                "message-id column), so a corrected text goes as a NEW message and the one sent before "
-                f"stays on the portal (chats {chats}); to correct texts in place, map message.id to a "
-                "column of stable ids before the first import (--update-changed can only update those)"
+                f"{RETIMED}: rows {_few([f'{n} (was {o})' for n, o in self.retimed])} were sent, then "
+                "their time changed: without a message-id column a row is known by its chat, customer "
+                "and time, so the new time goes as a NEW message and the one sent before stays on the "
+                "portal (delete it in the open line if it is unwanted; restoring the time later makes "
+                "it a new row once more)"
             )
         return out
 
@@ -87,6 +100,7 @@ class Changes:
 
         rows = [("changed-after-sent", r, "", "") for r in self.changed]
         rows += [("dated-before-sent", r, "", "") for r in self.early]
+        rows += [(RETIMED, n, "", o) for n, o in self.retimed]
         rows += [("no-longer-in-file", g[0], g[1], g[2]) for g in self.gone]
         return pd.DataFrame(rows, columns=["change", "row", "chat", "message_id"])
 
@@ -95,29 +109,45 @@ def _few(rids: list[str], n: int = 10) -> str:
     return ", ".join(rids[:n]) + (f" … (+{len(rids) - n})" if len(rids) > n else "")
 
 
-def _old_ids(journal: Journal) -> list[tuple[str, str, str, str, str | None]]:
-    """``(rid, chat, user, mid, digest)`` the journal recorded (none: written before rebinding)."""
+def _old_ids(journal: Journal) -> list[Old]:
+    """The rows the journal recorded, with their time and status (none: written before rebinding)."""
+    cols = "i.rid, i.chat, i.user, i.mid, i.digest, {t}, i.conv, i.seq, r.status"
+    join = "FROM row_ids i LEFT JOIN rows r ON r.rid = i.rid"
     try:
-        return journal.query("SELECT rid, chat, user, mid, digest FROM row_ids")
+        rows = journal.query(f"SELECT {cols.format(t='t.date, t.body')} {join} "
+                             "LEFT JOIN row_identity t ON t.rid = i.rid ORDER BY i.conv, i.seq")
     except sqlite3.Error:
-        return []
+        try:  # a journal written before row_identity
+            rows = journal.query(f"SELECT {cols.format(t='NULL, NULL')} {join} ORDER BY i.conv, i.seq")
+        except sqlite3.Error:
+            return []
+    return [Old(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], None if r[5] is None else int(r[5]),
+                r[6], int(r[7]), int(r[8]), r[9]) for r in rows]
 
 
-def _identity_problems(old: list[Any], new: list[Any], sent_mids: set[str]) -> list[str]:
+def _identity_problems(old: list[Old], new: list[Planned], pairs: dict[int, int]) -> list[str]:
     """What changed in the identity mapping, in words (empty: the same identities)."""
-    old_chat = {mid: chat for _, chat, _, mid, _ in old}
-    old_user = {chat: user for _, chat, user, _, _ in old}
+    old_chat = {o.mid: o.chat for o in old if not is_generated(o.mid)}
+    old_user = {o.chat: o.user for o in old}
     problems: list[str] = []
-    new_mids = {r[5] for r in new}
-    for _, _, _, chat, user, mid, _ in new:
+    for n in new:
+        chat, user, mid = n[3], n[4], n[5]
         if mid in old_chat and old_chat[mid] != chat and len(problems) < 3:
             problems.append(f"message id {mid!r} is now in chat {chat!r} (was {old_chat[mid]!r})")
         if chat in old_user and old_user[chat] != user and len(problems) < 3:
             problems.append(f"chat {chat!r} now belongs to customer {user!r} (was {old_user[chat]!r})")
             old_user[chat] = user  # said once per chat
-    if sent_mids and not sent_mids & new_mids:
-        problems.append(f"none of the {len(sent_mids)} message ids the journal sent is in the file "
+    matched = set(pairs.values())
+    sent = [k for k, o in enumerate(old) if o.status == SENT]
+    given = [k for k in sent if not is_generated(old[k].mid)]
+    made = [k for k in sent if is_generated(old[k].mid)]
+    if given and not matched.intersection(given):
+        problems.append(f"none of the {len(given)} message ids the journal sent is in the file "
                         "(another message id column?)")
+    if made and not matched.intersection(made):
+        problems.append(f"none of the {len(made)} sent rows (the file had no message-id column) is in the "
+                        "file by chat, customer and time (another date column or time zone, or a message "
+                        "id column mapped now?)")
     return problems
 
 
@@ -127,15 +157,6 @@ def _refuse(path: Path, problems: list[str]) -> JournalMismatchError:
         "original chat, customer and message id columns to resume, or pass a new --state for a "
         "separate import (rows already sent would be sent again)"
     )
-
-
-def _sent_mids(journal: Journal) -> set[str]:
-    try:
-        rows = journal.query("SELECT i.mid FROM row_ids i JOIN rows r ON r.rid = i.rid WHERE r.status = ?",
-                             (SENT,))
-    except sqlite3.Error:
-        return set()
-    return {str(r[0]) for r in rows}
 
 
 def check_identity(path: str | Path, plan: Plan) -> None:
@@ -150,7 +171,8 @@ def check_identity(path: str | Path, plan: Plan) -> None:
         old = _old_ids(journal)
         if not old:
             return  # a journal from before rebinding: the sender refuses it with the old reason
-        problems = _identity_problems(old, planned(plan), _sent_mids(journal))
+        new = planned(plan)
+        problems = _identity_problems(old, new, match(old, new))
     finally:
         journal.close()
     if problems:
@@ -187,37 +209,41 @@ def reconcile(journal: Journal, plan: Plan, invalid: dict[str, tuple[str, str]],
             "file and mapping, or pass a new --state to start a separate import"
         )
     new = planned(plan)
-    problems = _identity_problems(old, new, _sent_mids(journal))
+    pairs = match(old, new)
+    problems = _identity_problems(old, new, pairs)
     if problems:
         raise _refuse(journal.path, problems)
     records = {r[0]: list(r) for r in journal.query(f"SELECT {', '.join(_COLS)} FROM rows")}  # noqa: S608
-    by_identity = {(chat, mid): (rid, dig) for rid, chat, _, mid, dig in old}
     changes, out, keep, ids = Changes(), [], set(), []
     status_of: dict[int, list[str]] = {}
     matched: set[str] = set()
-    for rid, conv, seq, chat, _user, mid, dig in new:
-        was = by_identity.get((chat, mid))
-        rec = records.get(was[0]) if was else None
-        if rec is not None and rec[1] is not None:
-            matched.add(was[0])
-            rec = [rid, conv, seq, *rec[3:]]
-            if rec[3] == SENT and was[1] != dig:
+    fresh = _fresh_ids(journal, old, new, pairs)
+    for i, (rid, conv, seq, chat, user, mid, dig, date, body) in enumerate(new):
+        was = old[pairs[i]] if i in pairs else None
+        rec = records.get(was.rid) if was is not None else None
+        if was is not None and rec is not None and rec[1] is not None:
+            matched.add(was.rid)
+            rec, mid = [rid, conv, seq, *rec[3:]], was.mid  # the id it was sent with
+            if rec[3] == SENT and was.digest != dig:
                 changes.changed.append(rid)
                 keep.add(rid)
                 rec[5], rec[6] = "changed-after-sent", "the row's content changed after it was sent"
-                dig = was[1]  # the digest of what the portal holds, until it is updated
+                dig, body = was.digest or dig, was.body or body  # what the portal holds, until updated
         else:
             rec = [rid, conv, seq, PENDING, 0, None, None, 0, *[None] * 10]
             changes.added.append(rid)
+            mid = fresh.get(i, mid)
         status_of.setdefault(conv, []).append(rec[3])
         out.append(rec)
-        ids.append((rid, conv, seq, chat, _user, mid, dig))
+        ids.append((rid, conv, seq, chat, user, mid, dig, date, body))
     for rid, (code, message) in invalid.items():
         out.append([rid, None, None, INVALID, 0, code, message, 0, *[None] * 10])
-    for rid, chat, _, mid, _ in old:
-        rec = records.get(rid)
-        if rid not in matched and rec is not None and rec[3] not in (PENDING, INVALID):
-            changes.gone.append((rid, chat, mid, rec[3]))
+    for o in old:
+        rec = records.get(o.rid)
+        if o.rid not in matched and rec is not None and rec[3] not in (PENDING, INVALID):
+            changes.gone.append((o.rid, o.chat, o.mid, rec[3]))
+    changes.retimed = [(new[i][0], old[k].rid) for i, k in retimed(old, new, pairs, SENT)]
+    changes.legacy = sum(o.date is None and is_generated(o.mid) for o in old)
     changes.early = _early(new, status_of, set(changes.added))
     _write(journal, out, ids, changes, fingerprint, time.time())
     journal.rebound = None
@@ -225,10 +251,29 @@ def reconcile(journal: Journal, plan: Plan, invalid: dict[str, tuple[str, str]],
     return changes
 
 
+def _fresh_ids(journal: Journal, old: list[Old], new: list[Planned], pairs: dict[int, int]) -> dict[int, str]:
+    """New rows whose generated id a journalled (or gone) row of their chat already has → another id
+    (``<id>-<n>``): e.g. a row inserted between two sent rows of the same second takes the
+    occurrence number, hence the id, of the one after it."""
+    taken = {(o.chat, o.mid) for o in old}
+    with contextlib.suppress(sqlite3.Error):
+        taken.update((str(c), str(m)) for c, m in journal.query("SELECT chat, mid FROM gone_rows"))
+    out: dict[int, str] = {}
+    for i, n in enumerate(new):
+        if i in pairs or not is_generated(n[5]) or (n[3], n[5]) not in taken:
+            continue
+        k = 1
+        while (n[3], f"{n[5]}-{k}") in taken:
+            k += 1
+        out[i] = f"{n[5]}-{k}"
+        taken.add((n[3], out[i]))
+    return out
+
+
 def _write(journal: Journal, out: list[list[Any]], ids: list[tuple[Any, ...]], changes: Changes,
            fingerprint: str, now: float) -> None:
-    """Replace the rows and their identities, record the gone ones and the new fingerprint, in one
-    transaction."""
+    """Replace the rows and their identities (and the ids undo deletes by), record the gone ones and
+    the new fingerprint, in one transaction."""
     ensure(journal)
     with journal.transaction() as cur:
         cur.execute(_GONE)
@@ -242,10 +287,17 @@ def _write(journal: Journal, out: list[list[Any]], ids: list[tuple[Any, ...]], c
         cur.executemany(f"INSERT INTO rows ({', '.join(_COLS)}) VALUES ({marks})", out)  # noqa: S608
         cur.execute("DELETE FROM row_ids")
         cur.executemany("INSERT INTO row_ids (rid, conv, seq, chat, user, mid, digest) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?)", ids)
+                        "(?, ?, ?, ?, ?, ?, ?)", [r[:7] for r in ids])
+        cur.execute("DELETE FROM row_identity")
+        cur.executemany("INSERT INTO row_identity (rid, date, body) VALUES (?, ?, ?)",
+                        [(r[0], r[7], r[8]) for r in ids])
+        if cur.execute("SELECT 1 FROM sqlite_master WHERE name = 'external_ids'").fetchone():
+            # undo deletes by the ids a row was sent with, keyed by the row: follow the new keys
+            added = set(changes.added)
+            cur.execute("DELETE FROM external_ids")
+            cur.executemany("INSERT INTO external_ids (rid, chat, user, mid) VALUES (?, ?, ?, ?)",
+                            [r[:1] + r[3:6] for r in ids if r[0] not in added])
         cur.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (fingerprint,))
-
-
 
 
 def write_changes(changes: Changes, report: Path) -> Path | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,18 +99,42 @@ def _age(started: float | None, clock: Any) -> float:
     return (time.time() - started) * float(getattr(clock, "scale", 1.0))
 
 
+def _unknown(journal: Journal, convs: set[int] | None) -> list[tuple[str, int, int, float | None]]:
+    """The journal's unknown rows, of the conversations ``convs`` only (None: of all)."""
+    rows = journal.unknown_rows()
+    return rows if convs is None else [r for r in rows if int(r[1]) in convs]
+
+
+Place = tuple[int, str | None]
+
+
+def locate(locator: ChatLocator, convs: Any) -> tuple[dict[int, Place | None], dict[int, str]]:
+    """(CHAT_ID, SESSION_ID) or None (no such dialog) per conversation, and the conversations whose
+    dialog the portal would not say (refused: their rows stay as they are) with the reason."""
+    places: dict[int, Place | None] = {}
+    refused: dict[int, str] = {}
+    for conv in convs:
+        try:
+            places[conv] = locator.chat(conv)
+        except ReadbackRefused as exc:
+            refused[conv] = str(exc)
+    return places, refused
+
+
 def _one_pass(
-    journal: Journal, locator: ChatLocator, horizon: float, clock: Any
-) -> tuple[list[RowUpdate], list[tuple[str, int, int, float | None]], list[str]]:
-    """Read the chats of the unknown rows once: updates, rows too young to judge, out-of-order ones."""
+    journal: Journal, locator: ChatLocator, horizon: float, clock: Any, convs: set[int] | None = None
+) -> tuple[list[RowUpdate], list[tuple[str, int, int, float | None]], list[str], dict[int, str]]:
+    """Read the chats of the unknown rows once: updates, rows too young to judge, out-of-order ones,
+    and the conversations the portal refused to locate (their rows stay unknown) with the reason."""
     by_conv: dict[int, list[tuple[str, int, int, float | None]]] = {}
-    for row in journal.unknown_rows():
+    for row in _unknown(journal, convs):
         by_conv.setdefault(int(row[1]), []).append(row)
     updates: list[RowUpdate] = []
     young: list[tuple[str, int, int, float | None]] = []
     late: list[str] = []
     contents: list[ChatContents] = []
-    places = {conv: locator.chat(conv) for conv in by_conv}
+    places, refused = locate(locator, by_conv)
+    by_conv = {conv: rows for conv, rows in by_conv.items() if conv not in refused}
     wanted: dict[int, set[str]] = {}
     for conv, rows in by_conv.items():
         if places[conv] is not None:
@@ -134,7 +158,20 @@ def _one_pass(
             else:
                 young.append((rid, conv, seq, started))
     check_mids(contents)
-    return updates, young, late
+    return updates, young, late, refused
+
+
+def _refused_reason(refused: dict[int, str]) -> str:
+    """One line for the conversations whose dialog the portal would not locate."""
+    first = next(iter(refused.values()))
+    more = f" (and {len(refused) - 1} more conversations)" if len(refused) > 1 else ""
+    return f"{first}{more}"
+
+
+def _convs_of(ids: JournalIds, chats: Iterable[str]) -> set[int]:
+    """The conversations whose external chat id is one of ``chats``."""
+    wanted = {str(c) for c in chats}
+    return {conv for (conv, seq), (chat, _, _) in ids.ids.items() if seq == 0 and chat in wanted}
 
 
 def settle_unknown(
@@ -147,20 +184,26 @@ def settle_unknown(
     cap: float = 60.0,
     wait: bool = True,
     notify: Callable[[str], None] | None = None,
+    chats: Iterable[str] | None = None,
 ) -> Settled:
     """Settle the journal's unknown rows by reading their chats back (see the module docstring); needs the
-    journal's ``row_ids`` (:mod:`bulkimport.after.identities`)."""
+    journal's ``row_ids`` (:mod:`bulkimport.after.identities`). ``chats``: only the rows of these
+    conversations (external chat ids, as ``verify --chats``)."""
     say = notify or log.warning
     out = Settled()
-    if not journal.unknown_rows():
+    ids = JournalIds(journal)
+    convs = None if chats is None else _convs_of(ids, chats)
+    if not _unknown(journal, convs):
         return out
     begun = time.monotonic()
     reader = ChatReader(client, sessions_of(journal))
-    locator = ChatLocator(journal, JournalIds(journal), reader, connector, line)
+    locator = ChatLocator(journal, ids, reader, connector, line)
     horizon = cap + MARGIN
     try:
         for attempt in range(2):
-            updates, young, late = _one_pass(journal, locator, horizon, clock)
+            updates, young, late, refused = _one_pass(journal, locator, horizon, clock, convs)
+            if refused:
+                out.reason = _refused_reason(refused)
             if updates:
                 journal.settle(None, updates, time.time(), "readback")
             out.found += sum(u.status == SENT for u in updates)
@@ -172,9 +215,9 @@ def settle_unknown(
             say(f"{len(young)} unknown rows are not on the portal yet and their request started less "
                 f"than {horizon:g} s ago: waiting {rest:.0f} s before reading their chats again")
             (clock.sleep if clock is not None else time.sleep)(rest)
-        out.left = len(journal.unknown_rows())
+        out.left = len(_unknown(journal, convs))
     except ReadbackRefused as exc:
-        out.left, out.reason = len(journal.unknown_rows()), str(exc)
+        out.left, out.reason = len(_unknown(journal, convs)), str(exc)
     out.calls, out.seconds = reader.calls, time.monotonic() - begun
     if out.out_of_order:
         say(f"{len(out.out_of_order)} rows not on the portal are sent again after later messages of "
@@ -183,4 +226,4 @@ def settle_unknown(
     return out
 
 
-__all__ = ["MARGIN", "ChatLocator", "NoConnectorMid", "Settled", "settle_unknown"]
+__all__ = ["MARGIN", "ChatLocator", "NoConnectorMid", "Settled", "locate", "settle_unknown"]

@@ -17,7 +17,7 @@ from ..codes import SENT
 from ..errors import AmbiguousError, PortalError
 from ..journal import Journal, RowUpdate, row_key
 from ..planning import Plan
-from .identities import digest
+from .identities import body, digest
 
 log = logging.getLogger("bulkimport.after")
 
@@ -59,6 +59,8 @@ def update_changed(
             journal.settle(None, [RowUpdate(r, SENT, UPDATED, None, 0) for r in ok], time.time(), "update")
             journal.executemany("UPDATE row_ids SET digest = ? WHERE rid = ?",
                                 [(digest(m), rid) for rid, m in part if rid in done])
+            journal.executemany("UPDATE row_identity SET body = ? WHERE rid = ?",
+                                [(body(m), rid) for rid, m in part if rid in done])
             updated += len(ok)
             refused += len(part) - len(ok)
     return updated, refused

@@ -25,10 +25,10 @@ from ..errors import ConfigError
 from ..journal import Journal
 from ..limits import STANDARD, PortalLimits
 from .identities import JournalIds
-from .readback import BATCH_CHATS, PAGE, ChatContents, ChatReader, ReadbackRefused, sessions_of
-from .settle import ChatLocator, Settled, check_mids, settle_unknown
+from .readback import BATCH_CHATS, BATCH_HISTORY, PAGE, ChatContents, ChatReader, ReadbackRefused, sessions_of
+from .settle import ChatLocator, Settled, check_mids, locate, settle_unknown
 
-COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows"]
+COLUMNS = ["chat", "portal_chat_id", "sent", "found", "missing", "unexpected", "missing_rows", "not_read"]
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Verification:
     def lines(self) -> list[str]:
         """What the CLI prints: one line per conversation and a total."""
         out = [
+            f"{r.chat}: sent {r.sent}, not read back (see below)" if r.not_read else
             f"{r.chat}: sent {r.sent}, found {r.found}, missing {r.missing}, unexpected {r.unexpected}"
             for r in self.table.itertuples()
         ]
@@ -98,17 +99,47 @@ def estimate(journal: Journal, chats: Iterable[str] | None = None,
     known = journal.portal_chats()
     more = sum(max(0, math.ceil((len(rows) + 1) / PAGE) - 1) + (conv not in known)
                for conv, rows in groups.items())
-    calls = math.ceil(len(groups) / BATCH_CHATS) + more
+    calls = math.ceil(len(groups) / BATCH_CHATS) + more + _history_requests(journal, groups, known)
     return calls, max(0.0, calls - limits.bucket_size) / limits.drain_rate
 
 
+def _history_requests(journal: Journal, groups: dict[int, list[Any]],
+                      known: dict[int, tuple[str, str | None]]) -> int:
+    """Batches of ``session.history.get`` for the chats whose sessions were finished (they refuse the
+    join, and are read session by session, :data:`BATCH_HISTORY` calls per request)."""
+    import sqlite3
+
+    try:
+        finished = {str(r[0]) for r in journal.query("SELECT chat_id FROM finished")}
+    except sqlite3.Error:  # nothing finished yet
+        return 0
+    sessions = sessions_of(journal)
+    n = sum(len(sessions.get(int(known[c][0]), [])) or 1 for c in groups
+            if c in known and str(known[c][0]) in finished and str(known[c][0]).isdigit())
+    return math.ceil(n / BATCH_HISTORY)
+
+
+def _gone(journal: Journal) -> dict[str, set[str]]:
+    """External chat id → message ids of rows no longer in the file (``gone_rows``: a re-run after an
+    edit); those still on the portal are the journal's, not unexpected."""
+    import sqlite3
+
+    out: dict[str, set[str]] = {}
+    try:
+        for chat, mid in journal.query("SELECT chat, mid FROM gone_rows"):
+            out.setdefault(str(chat), set()).add(str(mid))
+    except sqlite3.Error:  # no re-run after an edit yet
+        pass
+    return out
+
+
 def _compare(
-    ids: JournalIds, conv: int, rows: list[Any], read: ChatContents
+    ids: JournalIds, conv: int, rows: list[Any], read: ChatContents, gone: frozenset[str] = frozenset()
 ) -> tuple[dict[str, Any], list[str]]:
     """One conversation's line of the table and its sent rows the chat does not hold."""
     sent = [(rid, ids.of(conv, seq)[2]) for rid, seq, status in rows if status == SENT]
     missing = [rid for rid, mid in sent if mid not in read.found]
-    mine = {ids.of(conv, seq)[2] for _, seq, _ in rows}
+    mine = {ids.of(conv, seq)[2] for _, seq, _ in rows} | gone
     line = {
         "chat": ids.of(conv, 0)[0],
         "portal_chat_id": read.chat_id or None,
@@ -117,8 +148,15 @@ def _compare(
         "missing": len(missing),
         "unexpected": len(set(read.found) - mine),
         "missing_rows": ",".join(missing),
+        "not_read": "",
     }
     return line, missing
+
+
+def _unread(ids: JournalIds, conv: int, rows: list[Any], reason: str) -> dict[str, Any]:
+    """The table line of a conversation whose dialog the portal would not locate."""
+    return {"chat": ids.of(conv, 0)[0], "portal_chat_id": None, "sent": sum(s == SENT for _, _, s in rows),
+            "found": 0, "missing": 0, "unexpected": 0, "missing_rows": "", "not_read": reason}
 
 
 def verify(
@@ -133,6 +171,7 @@ def verify(
     """Settle unknown rows, read every (or every ``chats``) conversation back, compare, mark missing."""
     meta = journal.meta()
     connector, line = meta.get("connector", ""), meta.get("line", "")
+    chats = [str(c) for c in chats] or None if chats is not None else None  # read twice below
     ids = JournalIds(journal)
     if not len(ids):
         raise ConfigError(
@@ -142,7 +181,7 @@ def verify(
     begun = time.monotonic()
     line_value: Any = int(line) if str(line).isdigit() else line
     settled = settle_unknown(journal, client, connector=connector, line=line_value, clock=clock,
-                             cap=cap, notify=notify)
+                             cap=cap, notify=notify, chats=chats)
     reader = ChatReader(client, sessions_of(journal))
     locator = ChatLocator(journal, ids, reader, connector, line_value)
     lines: list[dict[str, Any]] = []
@@ -151,16 +190,22 @@ def verify(
     refused = settled.reason
     try:
         groups = _groups(journal, ids, chats)
-        places = {conv: locator.chat(conv) for conv in groups}
+        gone = _gone(journal)
+        places, unread = locate(locator, groups)
         reads = reader.read_many(sorted({w[0] for w in places.values() if w is not None}))
         for conv, rows in groups.items():
+            if conv in unread:  # the portal would not say where its dialog is: nothing concluded
+                lines.append(_unread(ids, conv, rows, unread[conv]))
+                continue
             where = places[conv]
             read = reads[where[0]] if where is not None else ChatContents(0)
             contents.append(read)
-            row, gone = _compare(ids, conv, rows, read)
+            row, lost = _compare(ids, conv, rows, read, frozenset(gone.get(ids.of(conv, 0)[0], ())))
             lines.append(row)
-            missing += gone
+            missing += lost
         check_mids(contents)
+        if unread and refused is None:
+            refused = f"{len(unread)} conversations not read back: {next(iter(unread.values()))}"
     except ReadbackRefused as exc:
         refused, missing = str(exc), []
     if missing and refused is None:
