@@ -34,7 +34,7 @@ from .planning import Estimate, Plan
 from .planning import plan as build_plan
 from .reporting import check_report_path, count_lines, summary_lines, write_report
 from .sending import Sender
-from .settings import DEFAULT_CONNECTOR, ENV_PORTAL, parse_line
+from .settings import DEFAULT_CONNECTOR, ENV_LINE, ENV_PORTAL, parse_line
 
 #: Pending codes of rows that wait behind an unknown or failed row of their conversation.
 HELD_CODES = ("held-after-unknown", "held-after-failure")
@@ -646,7 +646,9 @@ class ImportJob:
                 f"{_duration(here.seconds / scale)} here (the estimate above is for a real portal)."
             )
             group = self.needs_chat_group
-            self.notify(str(conn.setup(target.client, target.line, self.connector, chat_group=group)))
+            ready = conn.setup(target.client, target.line, self.connector, chat_group=group)
+            self.notify(str(ready))
+            _refuse_unready_sandbox(ready)
             command = [*self.command(), "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
             if self.connector != DEFAULT_CONNECTOR:
                 command += ["--connector", self.connector]
@@ -693,6 +695,18 @@ def _check_line_settings(job: ImportJob, client: Any) -> None:
     job.line_warnings = linemode.warnings(config)
     for text in job.line_warnings:
         job.notify(f"Warning: {text}")
+
+
+def _refuse_unready_sandbox(ready: Any) -> None:
+    """A rehearsal whose set-up failed sends nothing (before, it sent and stopped on the first
+    request's NOT_ACTIVE_LINE, naming a fix for a sandbox that is gone once the run ends)."""
+    if ready.ready:
+        return
+    first = ready.problems[0]
+    hint = ""
+    if first.name == "open line":  # e.g. BITRIX24_LINE of the real portal left in the environment
+        hint = f" — {first.fix} ({ENV_LINE} set in the environment applies to --sandbox too)"
+    raise ConfigError(f"the sandbox is not ready to receive: {first.name}: {first.detail}{hint}")
 
 
 def remember_command(journal: Any, command: list[str]) -> None:

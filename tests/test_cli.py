@@ -650,3 +650,13 @@ def test_status_of_an_older_journal_without_a_stored_command_still_says_the_targ
     assert summary["resume_command"] is None
     text = "\n".join(journal_lines(summary, tmp_path / "j.db"))
     assert "Resume (with the same --mapping as before, if any): bulkimport run in.csv" in text
+
+
+def test_a_sandbox_rehearsal_on_a_line_the_sandbox_lacks_sends_nothing_and_names_the_env(history):
+    """Found by a new-user trial: BITRIX24_LINE=5 with --sandbox printed NOT READY, then sent and
+    stopped on NOT_ACTIVE_LINE with a fix for a sandbox that is gone after the run."""
+    proc = _cli("run", str(history), "--sandbox", "--no-progress", "--accept-guessed-mapping",
+                env={"BITRIX24_LINE": "5"}, cwd=history.parent)
+    _assert_one_line_error(proc, "open line 5 does not exist", "BITRIX24_LINE", "--line")
+    assert "Traceback" not in proc.stderr
+    assert not (history.parent / "history.xlsx.bulkimport.db").exists()  # nothing was sent
