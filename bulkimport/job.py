@@ -580,7 +580,7 @@ class ImportJob:
 
     def _after_send(self, plan: Plan, result: JobResult, client: Any) -> None:
         """Record the sent external ids (for undo); finish the complete conversations' sessions."""
-        from .after import finish, linemode, undo
+        from .after import finish, linemode
         from .journal import Journal
         from .sending.progress import collector
 
@@ -591,8 +591,7 @@ class ImportJob:
         journal = Journal.open(result.journal)
         try:
             journal.lock()
-            remember_command(journal, result.command)
-            undo.record_ids(journal, plan)
+            remember_command(journal, result.command)  # undo reads the ids from row_ids (no pass here)
             if self.keep_open or result.interrupted or result.fix:
                 return
             # a collector the caller gave counts the finish calls too (no second bar on a terminal)

@@ -566,7 +566,11 @@ def test_chaos_mixed_faults_over_several_resumed_runs(tmp_path):
             else:
                 assert status == "unknown"
         assert runs[-1].summary.counts["sent"] >= 100
-        assert all(r.summary.stopped in (None, "repeated-ambiguous") for r in runs)
+        # expired_token: the random expire-token fault can also hit the repeat that carries the
+        # token just refreshed, and a refreshed token refused again stops the run (the client's
+        # rule: never a refresh loop); the next run resumes — the invariants above still hold
+        stops = [r.summary.stopped for r in runs]
+        assert all(s in (None, "repeated-ambiguous", "expired_token") for s in stops), stops
         # The user checks the line and resends the unknown rows: everything arrives; the only
         # duplicates possible are unknown rows that had in fact arrived (the documented trade-off).
         unknown_arrived = {f"m{r}" for r in f.index[f["import_status"] == "unknown"]} & in_portal

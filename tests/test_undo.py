@@ -99,6 +99,10 @@ def test_a_killed_undo_leaves_inflight_rows_that_the_next_undo_settles(tmp_path,
         _env(sb, monkeypatch)
         result = _portal_job(csv, mapping, sb).run()
         # a kill between the write-ahead mark and the answer: rows inflight in the undo table
+        # (which that undo had created)
+        journal = Journal.open(result.journal)
+        undoing.ensure_tables(journal)
+        journal.close()
         with sqlite3.connect(result.journal) as db:
             db.execute("INSERT INTO undo (rid, state, at) SELECT rid, 'inflight', 0 FROM rows")
         journal = Journal.open(result.journal)
@@ -118,7 +122,7 @@ def test_a_refused_delete_is_reported_per_row_and_the_others_go(tmp_path, monkey
         _env(sb, monkeypatch)
         result = _portal_job(csv, mapping, sb).run()
         with sqlite3.connect(result.journal) as db:  # one id the portal never saw
-            db.execute("UPDATE external_ids SET mid='nope' WHERE rid=(SELECT MIN(rid) FROM external_ids)")
+            db.execute("UPDATE row_ids SET mid='nope' WHERE rid=(SELECT MIN(rid) FROM row_ids)")
         out = CliRunner().invoke(main, ["undo", str(result.journal), "--yes"])
         assert out.exit_code == 1, out.output
         assert "Deleted 3 messages" in out.output and "1 not deleted" in out.output

@@ -2,8 +2,9 @@
 
 * **Which ids**: a delete must name the message exactly as it was sent (``user.id``, ``chat.id``,
   ``message.id`` — external ids). The journal keys rows by their input row id; the external ids are
-  the plan's, so a run records them in the journal's own table ``external_ids`` (rid → chat, user,
-  message id) for every planned row (:func:`record_ids`). Undo then needs only the journal — not the
+  the plan's, recorded for every planned row at the start of each run, before anything is sent
+  (table ``row_ids``, :mod:`bulkimport.after.identities`; journals of earlier versions have them in
+  ``external_ids``, written at the end of a run). Undo then needs only the journal — not the
   input file, its mapping or reading options, which may have changed or gone since.
 * **Write-ahead**, like sending: the rows of a delete call are committed as ``inflight`` in the
   table ``undo`` before the call leaves; after the answer each row is ``deleted`` (``rows.status``)
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..codes import DELETED, SENT
 from ..errors import AmbiguousError, BulkImportError, FatalError, RetryableError
-from ..journal import Journal, row_key
+from ..journal import Journal
 from ..portal.methods import DELETE_METHOD
 
 #: Messages per delete call (no documented cap: well under the send's 50, so one call's server
@@ -67,22 +68,6 @@ def _statements() -> list[str]:
     return [s.strip() for s in SCHEMA.split(";") if s.strip()]
 
 
-def record_ids(journal: Journal, plan: Any) -> int:
-    """Record the external ids of every planned row (INSERT OR IGNORE); returns rows added."""
-    ensure_tables(journal)
-    values: list[tuple[str, str, str, str]] = []
-    for conv in plan.conversations:
-        for rid, item in zip(conv.rows, conv.messages, strict=True):
-            values.append((row_key(rid), str(item["chat"]["id"]), str(item["user"]["id"]),
-                           str(item["message"]["id"])))
-    with journal.transaction() as cur:
-        before = cur.connection.total_changes
-        cur.executemany(
-            "INSERT OR IGNORE INTO external_ids (rid, chat, user, mid) VALUES (?, ?, ?, ?)", values
-        )
-        return cur.connection.total_changes - before
-
-
 @dataclass
 class Target:
     """One message to delete: its row and the ids it was sent with."""
@@ -111,8 +96,14 @@ def undo_plan(journal: Journal, chats: Iterable[str] | None = None) -> UndoPlan:
     """The sent (or cut-off-deleted) rows with their external ids, limited to ``chats``."""
     ensure_tables(journal)
     recover(journal)
+    from .identities import ensure as ensure_row_ids
+
+    ensure_row_ids(journal)
+    # the ids a row was sent with: row_ids (recorded at the start of every run, before anything is
+    # sent); external_ids for journals of versions that recorded them at the end of a run instead
     found = journal.query(
-        "SELECT r.rid, e.chat, e.user, e.mid, u.state FROM rows r "
+        "SELECT r.rid, COALESCE(i.chat, e.chat), COALESCE(i.user, e.user), COALESCE(i.mid, e.mid), "
+        "u.state FROM rows r LEFT JOIN row_ids i ON i.rid = r.rid "
         "LEFT JOIN external_ids e ON e.rid = r.rid LEFT JOIN undo u ON u.rid = r.rid "
         "WHERE r.status = ? ORDER BY r.conv, r.seq",
         (SENT,),
@@ -258,4 +249,4 @@ def _why(exc: BaseException) -> str:
     return f"{code}: {text}" if text else str(code)
 
 
-__all__ = ["CANNOT_REMOVE", "UndoPlan", "UndoResult", "record_ids", "undo", "undo_plan"]
+__all__ = ["CANNOT_REMOVE", "UndoPlan", "UndoResult", "undo", "undo_plan"]
