@@ -38,6 +38,12 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _cli_words(exc: BaseException) -> str:
+    """An error as the command line says it: its ``cli`` wording when it has one (``--delimiter ';'``
+    rather than the Python API's ``delimiter=``)."""
+    return str(getattr(exc, "cli", None) or exc)
+
+
 class _Group(click.Group):
     """Maps errors to exit codes: usage/input/configuration/portal set-up problems → one line on
     stderr and exit 2 (a traceback only with --debug); Ctrl-C → exit 130."""
@@ -67,7 +73,7 @@ class _Group(click.Group):
         except BulkImportError as exc:  # InputError (file, column, option), FatalError (auth, setup) …
             if debug:
                 raise
-            click.echo(f"Error: {_one_line(exc)}", err=True)
+            click.echo(f"Error: {_one_line(_cli_words(exc))}", err=True)
             code = EXIT_INPUT
         except OSError as exc:  # e.g. a report or journal path that cannot be written
             if debug:
