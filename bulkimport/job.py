@@ -25,7 +25,7 @@ from typing import Any
 
 from . import connector as conn
 from . import staging
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 from .limits import PortalLimits, preset
 from .mapping import Mapping
@@ -404,7 +404,12 @@ class ImportJob:
     def _given_mapping(self) -> Mapping | None:
         if isinstance(self.mapping, Mapping) or self.mapping is None:
             return self.mapping
-        return Mapping.load(self.mapping)
+        try:
+            return Mapping.load(self.mapping)
+        except InputError as exc:  # the command that writes a guess names this job's input
+            if exc.cli:
+                exc.cli = exc.cli.replace("mapping FILE", f"mapping {shlex.quote(str(self.source))}")
+            raise
 
     def _overlaid(self, mapping: Mapping) -> Mapping:
         """``mapping`` with the job's --timezone, --operator and --files-base-url laid over it."""

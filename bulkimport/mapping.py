@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 import tomllib
 from collections.abc import Iterable
 from collections.abc import Mapping as ABCMapping
@@ -348,6 +349,27 @@ def _reason(why: str) -> str:
     return rest[:-1] if sep and rest.endswith(")") else why
 
 
+#: Mapping options a command-line flag sets, and the flag.
+_OPTION_FLAGS = {
+    "timezone": "--timezone",
+    "files_base_url": "--files-base-url",
+    "missing_files": "--missing-files",
+    "max_file_mb": "--max-file-size",
+    "unmapped_operators": "--unmapped-operators",
+}
+
+
+def _as_flag(message: str, options: ABCMapping[str, Any]) -> str | None:
+    """``"m.toml: option timezone 'X' is not …"`` → ``"--timezone 'X' is not …"`` when the
+    refused option was one of ``options`` and a flag sets it (None otherwise)."""
+    for key in options:
+        flag = _OPTION_FLAGS.get(key)
+        found = re.search(rf"^.*?: option {re.escape(key)} ", message)
+        if flag and found:
+            return flag + " " + message[found.end() :]
+    return None
+
+
 def _quote(names: Iterable[object]) -> str:
     return ", ".join(repr(str(n)) for n in names)
 
@@ -373,7 +395,7 @@ class Mapping:
         merged = {k: v[0] for k, v in OPTIONS.items()}
         merged.update({k: v for k, v in self.options.items() if not (k == "timezone" and v is None)})
         self.options = merged
-        self._validate(self.source)
+        self._validate("the mapping guessed from the headers" if self.source == "guess" else self.source)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -381,9 +403,10 @@ class Mapping:
         """Read a TOML mapping file; unknown sections, fields and options are MappingErrors."""
         p = Path(path)
         if not p.is_file():
+            head = f"mapping file {p} does not exist; write one (see docs/mapping.md) or let bulkimport "
             raise MappingError(
-                f"mapping file {p} does not exist; write one (see docs/mapping.md) or "
-                "let bulkimport guess and save it with Mapping.save"
+                head + "guess and save it with Mapping.guess(df).save(path)",
+                cli=head + f"guess it and write it there: bulkimport mapping FILE --save {shlex.quote(str(p))}",
             )
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8-sig"))
@@ -519,17 +542,27 @@ class Mapping:
 
     def with_options(self, **options: Any) -> Mapping:
         """A copy with ``options`` set (checked like a file's); e.g. ``with_options(timezone=...)``
-        for a ``--timezone`` option: the zone is then stated, no longer assumed."""
+        for a ``--timezone`` option: the zone is then stated, no longer assumed. A refused value
+        is a MappingError whose ``cli`` wording names the command-line option (``--timezone``)."""
         given = {k: v for k, v in self.options.items() if k != "timezone" or self.timezone_given}
-        return Mapping(
-            columns=dict(self.columns),
-            constants=dict(self.constants),
-            options={**given, **options},
-            operators=dict(self.operators),
-            source=self.source,
-            guessed_from=dict(self.guessed_from),
-            notes=list(self.notes),
-        )
+        try:
+            return Mapping(
+                columns=dict(self.columns),
+                constants=dict(self.constants),
+                options={**given, **options},
+                operators=dict(self.operators),
+                source=self.source,
+                guessed_from=dict(self.guessed_from),
+                notes=list(self.notes),
+            )
+        except MappingError as exc:
+            exc.cli = _as_flag(str(exc), options) or exc.cli
+            raise
+
+    @property
+    def label(self) -> str:
+        """How messages name this mapping: its file, or "the mapping guessed from the headers"."""
+        return "the mapping guessed from the headers" if self.guessed else self.source
 
     @property
     def guessed(self) -> bool:
@@ -699,21 +732,32 @@ class Mapping:
                     near = difflib.get_close_matches(c, existing, n=1, cutoff=0.6)
                     hint = f" (did you mean {near[0]!r}?)" if near else ""
                     raise MappingError(
-                        f"{self.source}: column {c!r} for {f} is not in {where}{hint}; the columns "
+                        f"{self.label}: column {c!r} for {f} is not in {where}{hint}; the columns "
                         f"are {_quote(existing)}"
                     )
         if require:
-            self.require(existing)
+            self.require(existing, where=df.attrs.get("source"))
 
-    def require(self, existing: Iterable[str] = ()) -> None:
-        """Raise MappingError naming each unmapped required field and how to map it."""
+    def require(self, existing: Iterable[str] = (), where: str | None = None) -> None:
+        """Raise MappingError naming each unmapped required field and how to map it (``where``: the
+        input's name, for the command that writes a guess to edit)."""
         missing = self.missing_required()
         if not missing:
             return
         cols = list(existing)
         listing = f"; the columns are {_quote(cols)}" if cols else ""
         first = missing[0].split(" or ")[0]
+        line = f'"{first}" = "<column>" under [columns]'
+        if not self.guessed:
+            raise MappingError(
+                f"{self.source}: required field(s) {', '.join(missing)} not mapped; add e.g. {line} "
+                f"of the mapping file{listing}"
+            )
+        head = f"{where + ': ' if where else ''}no column header was recognised as {', '.join(missing)}"
+        save = shlex.join(["bulkimport", "mapping", where or "FILE", "--save", "mapping.toml"])
         raise MappingError(
-            f"{self.source}: required field(s) {', '.join(missing)} not mapped; add e.g. "
-            f'"{first}" = "<column>" under [columns] of a mapping file (--mapping){listing}'
+            f"{head} (required); save the guess (Mapping.guess(df).save(path)), add e.g. {line} and "
+            f"load it with Mapping.load(path){listing}",
+            cli=f"{head} (required); write the guess with {save}, add e.g. {line}, then pass --mapping "
+            f"mapping.toml{listing}",
         )
