@@ -572,8 +572,10 @@ def run(
     plan = _load_and_show(job)
     _show_before_sending(job)
     if dry_run:
+        from .reporting import preview_table
+
         click.echo("First messages in send order:")
-        _echo_table(plan.preview(5).reset_index(), 5)
+        _echo_table(preview_table(plan, job.load()[0], 5), 5)
         if not portal and not sandbox:
             click.echo("Planned offline: no --portal given, so no portal was checked.")
         click.echo("Dry run: nothing was sent.")

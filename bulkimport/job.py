@@ -462,6 +462,10 @@ class ImportJob:
             src = self.source_info
             messenger = src is not None and src.mapping is not None and mapping is src.mapping
             self._plan = build_plan(src if messenger else frame, mapping)
+            if not messenger:  # operator rows without an employee: refused, as for an export
+                from .validation import check_side_operators
+
+                check_side_operators(self._plan.failures, mapping, self.source.name)
         return self._plan
 
     def estimate(self) -> Estimate:

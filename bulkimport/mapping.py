@@ -68,6 +68,17 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
         (str,),
         "folder that relative attachment paths are relative to (default: the file's)",
     ),
+    "side": (None, (str,), "column saying which side wrote each row (Agent? yes/no, Direction in/out)"),
+    "operator_values": (
+        None,
+        (list,),
+        "values of the side column meaning an operator wrote the row [default: yes, true, 1, agent, out …]",
+    ),
+    "customer_values": (
+        None,
+        (list,),
+        "values of the side column meaning the customer wrote it [default: no, false, 0, customer, in …]",
+    ),
     "unmapped_operators": (
         "refuse",
         (str,),
@@ -111,8 +122,25 @@ _SYNONYMS: dict[str, list[str]] = {
         "id диалога",
         "диалог",
         "thread id",
+        "thread",
         "ticket id",
+        "ticket number",
+        "ticket no",
+        "ticket",
+        "case id",
+        "case number",
+        "case",
+        "dialog",
+        "dialogue",
+        "session id",
         "обращение",
+        "id обращения",
+        "номер обращения",
+        "тикет",
+        "номер тикета",
+        "заявка",
+        "номер заявки",
+        "переписка",
     ],
     "chat.name": ["chat name", "chat title", "название чата", "conversation name", "subject", "тема"],
     "chat.url": ["chat url", "chat link", "ссылка на чат", "conversation url"],
@@ -236,6 +264,75 @@ _AUTHOR = [
 ]
 
 
+#: Side column values (compared case-blind): what a yes/no cell means depends on the header.
+_YES = ("yes", "y", "true", "t", "1", "да", "д", "+", "x", "✓")
+_NO = ("no", "n", "false", "f", "0", "нет", "н", "-", "")
+_OPERATOR_WORDS = (
+    "agent", "operator", "staff", "employee", "support", "manager", "admin", "out", "outgoing",
+    "outbound", "sent", "reply", "оператор", "сотрудник", "менеджер", "поддержка", "исходящее",
+    "исходящий", "исх",
+)
+_CUSTOMER_WORDS = (
+    "customer", "client", "user", "contact", "visitor", "guest", "in", "incoming", "inbound",
+    "received", "клиент", "покупатель", "пользователь", "посетитель", "входящее", "входящий", "вх",
+)
+#: Headers of a yes/no column that is true when an operator wrote the row ("Agent?", "Is agent").
+_OPERATOR_FLAG = [
+    f"{pre}{w}"
+    for w in ("agent", "operator", "staff", "employee", "support", "оператор", "сотрудник")
+    for pre in ("", "is ", "from ", "by ", "sent by ", "от ", "is an ", "from an ")
+] + ["agent reply", "is reply", "outgoing", "исходящее", "ответ оператора"]
+#: Headers of a yes/no column that is true when the customer wrote it ("Is customer").
+_CUSTOMER_FLAG = [
+    f"{pre}{w}"
+    for w in ("customer", "client", "клиент", "клиента")
+    for pre in ("", "is ", "from ", "by ", "sent by ", "от ", "is a ", "from a ")
+] + ["incoming", "входящее"]
+#: Headers of a column naming the side in words (agent/customer, in/out).
+_SIDE_WORDS = [
+    "direction", "направление", "side", "сторона", "sender type", "author type", "from type",
+    "sender role", "author role", "role", "роль", "user type", "message type", "type", "тип",
+    "тип отправителя", "тип автора", "who", "кто", "from", "sender", "author", "автор", "отправитель",
+    "от кого",
+]
+
+
+def side_values(column: str, values: pd.Series) -> tuple[list[str], list[str]] | None:
+    """(operator values, customer values) of a side column, as they are spelt in it, when its header
+    says what a yes/no means (``Agent?`` yes = operator, ``Is customer`` yes = customer) or its
+    values are words of one side or the other (agent/customer, in/out); None when it is not one."""
+    key = _norm(column).rstrip(" ?").strip()
+    polar = "operator" if key in _OPERATOR_FLAG else "customer" if key in _CUSTOMER_FLAG else None
+    if polar is not None and " " not in key and not str(column).strip().endswith("?"):
+        polar = None  # a bare "Client" or "Agent" names people; "Agent?" and "Is agent" ask yes/no
+    if polar is None and key not in _SIDE_WORDS:
+        return None
+    seen = values.dropna().astype(str).str.strip()
+    spelt = {v.casefold(): v for v in seen[seen != ""].drop_duplicates().head(20)}
+    if not spelt or len(spelt) > 6:
+        return None
+    ops, custs = [], []
+    for folded, v in spelt.items():
+        if folded in _OPERATOR_WORDS:
+            ops.append(v)
+        elif folded in _CUSTOMER_WORDS:
+            custs.append(v)
+        elif polar is not None and folded in _YES:
+            (ops if polar == "operator" else custs).append(v)
+        elif polar is not None and folded in _NO:
+            (custs if polar == "operator" else ops).append(v)
+        else:
+            return None  # a value that says neither: not a side column (or not one we can read)
+    return ops or _opposite(custs), custs or _opposite(ops)
+
+
+def _opposite(values: list[str]) -> list[str]:
+    """The other answer of a yes/no column whose file holds only one (``["no"]`` → ``["yes"]``)."""
+    pairs = dict(zip(_NO, _YES, strict=False)) | dict(zip(_YES, _NO, strict=False))
+    pairs |= {"in": "out", "out": "in", "incoming": "outgoing", "outgoing": "incoming"}
+    return [pairs[v.casefold()] for v in values if v.casefold() in pairs and pairs[v.casefold()]]
+
+
 #: Written into a saved mapping whose time zone was not stated, for the user to fill in.
 _TIMEZONE_COMMENT = (
     '# timezone = "Europe/Moscow"   # the zone the dates were written in (dates without an offset);\n'
@@ -297,6 +394,22 @@ class _Guess:
             why = f"headers {d[0]!r} + {t[0]!r} (a date column and a time-of-day column)"
             self.take("message.date", [d[0], t[0]], why)
 
+    def side(self) -> None:
+        """A column saying which side wrote each row (``Agent?`` yes/no, ``Direction`` in/out):
+        option side, with the values that mean each side as the file spells them."""
+        for col in self.df.columns:
+            if col in self.used:
+                continue
+            found = side_values(str(col), self.df[col])
+            if found is None:
+                continue
+            ops, custs = found
+            self.options.update(side=str(col), operator_values=ops, customer_values=custs)
+            self.used.add(col)
+            said = f"{_quote(ops)} = operator, {_quote(custs)} = customer"
+            self.why["option side"] = f"header {str(col)!r} ({said})"
+            return
+
     def author(self) -> None:
         """An author-like column: message.user_id when it holds whole numbers, else option author."""
         found = self.find(_AUTHOR)
@@ -325,6 +438,17 @@ class _Guess:
                 if found is not None:
                     how = "read as" if loose else "matches"
                     self.take(f, found[0], f"header {found[0]!r} ({how} {found[1]!r})")
+
+    def id_from_contact(self) -> None:
+        """No customer id column: the customer's e-mail (or phone) column tells customers apart."""
+        if "user.id" in self.columns:
+            return
+        for f in ("user.email", "user.phone"):
+            column = self.columns.get(f)
+            if isinstance(column, str):
+                why = f"header {column!r} (no customer id column: the {f.split('.')[1]} tells customers apart)"
+                self.columns["user.id"], self.why["user.id"] = column, why
+                return
 
     def time_after_date(self) -> None:
         """A lone date column (Дата) with a time column left (Время) becomes the pair."""
@@ -451,6 +575,40 @@ class Mapping:
                 f"{source}: option missing_files {self.options['missing_files']!r}: use note, skip or fail"
             )
 
+    def _check_side(self, source: str) -> None:
+        """operator_values and customer_values are lists of text, only beside a side column."""
+        for k in ("operator_values", "customer_values"):
+            v = self.options.get(k)
+            if v is None:
+                continue
+            if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+                raise MappingError(f'{source}: option {k} must be a list of values, e.g. ["yes"], got {v!r}')
+            if not self.options.get("side"):
+                raise MappingError(
+                    f'{source}: option {k} needs the column they are values of: add side = "<column>" '
+                    "under [options]"
+                )
+
+    def side_of(self, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """(operator, unreadable) masks of the side column's ``values``: an operator value, and a
+        cell that is neither side's value (empty included). Without operator_values and
+        customer_values the header and the values decide (:func:`side_values`), or MappingError."""
+        column = str(self.options["side"])
+        ops, custs = self.options.get("operator_values"), self.options.get("customer_values")
+        if ops is None or custs is None:
+            found = side_values(column, values)
+            if found is None:
+                raise MappingError(
+                    f"{self.label}: cannot tell which values of the side column {column!r} mean an "
+                    'operator; add operator_values = ["…"] and customer_values = ["…"] under [options]'
+                )
+            ops = found[0] if ops is None else ops
+            custs = found[1] if custs is None else custs
+        folded = values.astype("str").str.strip().str.casefold()
+        operator = folded.isin([str(v).strip().casefold() for v in ops]).fillna(False).astype(bool)
+        customer = folded.isin([str(v).strip().casefold() for v in custs]).fillna(False).astype(bool)
+        return operator, ~operator & ~customer
+
     def _validate(self, source: str) -> None:
         for sec, keys in (("columns", self.columns), ("constants", self.constants)):
             bad = [k for k in keys if k not in FIELDS]
@@ -510,6 +668,7 @@ class Mapping:
             )
         self.options["phone_region"] = region
         self._check_file_options(source)
+        self._check_side(source)
         if self.operators and not self.options.get("author"):
             raise MappingError(
                 f"{source}: [operators] needs the column that names each row's author: add "
@@ -534,8 +693,10 @@ class Mapping:
         each field came from and why, :attr:`notes` what the guess could only assume."""
         g = _Guess(df)
         g.date_pair()
+        g.side()
         g.author()
         g.fields()
+        g.id_from_contact()
         g.time_after_date()
         notes = g.notes()
         return cls(columns=g.columns, options=g.options, source="guess", guessed_from=g.why, notes=notes)
@@ -586,6 +747,10 @@ class Mapping:
             out.append((code, f"{codes.render(code, field=f)} (column {column!r})"))
         if self.options.get("author") and not self.operators:
             out.append(("no-operators", codes.render("no-operators", column=self.options["author"])))
+        if "option side" in self.guessed_from:
+            values = {"column": self.options["side"], "operators": _quote(self.options["operator_values"])}
+            values["customers"] = _quote(self.options["customer_values"])
+            out.append(("side-from-column", codes.render("side-from-column", **values)))
         return out
 
     # ------------------------------------------------------------------ output
@@ -662,6 +827,8 @@ class Mapping:
                 src = "(generated: stable hash of chat, time, content)"
             elif f == "message.user_id" and self.options.get("author"):
                 src = f"(via [operators] from author column {self.options['author']!r})"
+            elif f == "message.user_id" and self.options.get("side"):
+                src = "- (the side column's operator rows need an employee id)"
             else:
                 src = "-"
             why = self.guessed_from.get(f, "")
@@ -679,6 +846,8 @@ class Mapping:
         if "option author" in self.guessed_from:
             why = _reason(self.guessed_from["option author"])
             lines.append(f"  author column ← {self.options.get('author')!r}  (guessed: {why})")
+        if self.options.get("side"):
+            lines.append(self._side_line())
         if self.operators:
             lines.append(
                 f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"
@@ -693,6 +862,18 @@ class Mapping:
         if missing:
             lines.append(f"  MISSING (required): {', '.join(missing)}")
         return "\n".join(lines)
+
+    def _side_line(self) -> str:
+        """``side column ← 'Agent?' ('yes' = operator, 'no' = customer)`` (+ why, for a guess)."""
+        ops, custs = self.options.get("operator_values"), self.options.get("customer_values")
+        said = (
+            f"{_quote(ops)} = operator, {_quote(custs)} = customer"
+            if ops is not None and custs is not None
+            else "values read from the header and the cells"
+        )
+        line = f"  side column ← {self.options['side']!r} ({said})"
+        why = self.guessed_from.get("option side")
+        return line + ("  (guessed from the header and its values)" if why else "")
 
     def __str__(self) -> str:
         return self.describe()
@@ -714,6 +895,8 @@ class Mapping:
         out = {f: (c if isinstance(c, list) else [c]) for f, c in self.columns.items()}
         if self.options.get("author"):
             out["option author"] = [self.options["author"]]
+        if self.options.get("side"):
+            out["option side"] = [self.options["side"]]
         return out
 
     def unused_columns(self, df: pd.DataFrame) -> list[str]:
@@ -753,11 +936,12 @@ class Mapping:
                 f"{self.source}: required field(s) {', '.join(missing)} not mapped; add e.g. {line} "
                 f"of the mapping file{listing}"
             )
-        head = f"{where + ': ' if where else ''}no column header was recognised as {', '.join(missing)}"
+        head = f"{where + ': ' if where else ''}no column header was recognised as the required field(s) "
+        head += ", ".join(missing)
         save = shlex.join(["bulkimport", "mapping", where or "FILE", "--save", "mapping.toml"])
         raise MappingError(
-            f"{head} (required); save the guess (Mapping.guess(df).save(path)), add e.g. {line} and "
-            f"load it with Mapping.load(path){listing}",
-            cli=f"{head} (required); write the guess with {save}, add e.g. {line}, then pass --mapping "
+            f"{head}; save the guess (Mapping.guess(df).save(path)), add e.g. {line} and load it with "
+            f"Mapping.load(path){listing}",
+            cli=f"{head}; write the guess with {save}, add e.g. {line}, then pass --mapping "
             f"mapping.toml{listing}",
         )

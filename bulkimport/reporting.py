@@ -679,6 +679,20 @@ def _from_plan(out: pd.DataFrame, canon: pd.DataFrame, zone: str, excerpt: int) 
     out["text"] = [_excerpt(t, excerpt) for t in texts]
 
 
+def preview_table(plan: Any, frame: pd.DataFrame | None = None, n: int = 5) -> pd.DataFrame:
+    """The plan's first ``n`` messages in send order (:meth:`Plan.preview`) with who wrote each: the
+    ``side`` (operator or customer) and, with an author column, the ``author`` as the file has it,
+    so that a dry run shows whether the replies go as the operator's."""
+    table = plan.preview(n).reset_index()
+    side = table["operator"].notna().map({True: "operator", False: "customer"})
+    table.insert(table.columns.get_loc("user") + 1, "side", side)
+    author = plan.mapping.options.get("author") if plan.mapping is not None else None
+    if author and frame is not None and author in frame.columns:
+        names = frame[author].reindex(table["row"]).astype("str").str.slice(0, 30)
+        table.insert(table.columns.get_loc("side"), "author", names.to_numpy())
+    return table
+
+
 def _excerpt(text: Any, width: int) -> str | None:
     """The first ``width`` characters of ``text`` on one line (… when cut)."""
     if text is None or _isna(text):

@@ -449,8 +449,10 @@ def test_a_delimiter_of_more_than_one_character_is_a_one_line_error(tmp_path):
 
     path = tmp_path / "x.csv"
     path.write_text("a;b\n1;2\n", encoding="utf-8")
-    with pytest.raises(ReadError, match=r"--delimiter 'xx' is not one character"):
+    with pytest.raises(ReadError, match=r"delimiter 'xx' is not one character") as err:
         read(path, delimiter="xx")
+    assert "delimiter=';'" in str(err.value) and "--" not in str(err.value)  # the Python wording
+    assert "--delimiter 'xx' is not one character" in (err.value.cli or "")  # what the CLI prints
 
 
 def test_reading_one_sheet_of_several_says_which_were_left(tmp_path):
