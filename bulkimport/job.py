@@ -220,6 +220,8 @@ class Resume:
         text = f"Resuming {self.journal}: {self.sent} of {self.total} sent, {self.to_go} to go"
         if self.waiting:
             text += f", {self.waiting} waiting on failed or unknown rows"
+        if self.to_go == 0:
+            return text + "; nothing left to send"
         return text + f"; ETA for the {self.to_go}: {self.estimate}"
 
 
@@ -249,8 +251,11 @@ def _left_to_send(
     return int(rows["status"].eq("sent").sum()), left, waiting
 
 
-def _sandbox_pace(plan: Plan, limits: PortalLimits, time_scale: float | None) -> tuple[Estimate, float]:
-    """The sandbox's own ETA and the clock scale that makes the demo take about ten seconds."""
+def _sandbox_pace(
+    plan: Plan, limits: PortalLimits, time_scale: float | None, remaining: list[int] | None = None
+) -> tuple[Estimate, float]:
+    """The sandbox's own ETA (for the messages still to send, when resuming) and the clock scale
+    that makes the demo take about ten seconds."""
     from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
 
     # The sandbox charges COST_PER_CALL + COST_PER_MESSAGE per message of a call, so its server
@@ -258,8 +263,31 @@ def _sandbox_pace(plan: Plan, limits: PortalLimits, time_scale: float | None) ->
     # (1.2 s): pace the demo's clock and its promise on the sandbox's own cost.
     messages = max(1, plan.messages)
     per_message = (plan.calls() * COST_PER_CALL + messages * COST_PER_MESSAGE) / messages
-    here = plan.estimate(limits, seconds_per_message=per_message)
+    here = plan.estimate(limits, seconds_per_message=per_message, remaining=remaining)
     return here, time_scale or conn.demo_time_scale(here.seconds)
+
+
+def _sandbox_line(url: str, db: Path, scale: float, limits: PortalLimits, here: Estimate, to_go: int) -> str:
+    """What the sandbox is and how long it will take: its clock (real time, or N× faster) and its
+    own ETA, or that there is nothing left to send."""
+    from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
+
+    head = f"Sandbox portal at {url} (what it receives is kept in {db})."
+    if to_go == 0:
+        return f"{head} Nothing to send: no valid row is left to send, so it takes no sandbox time."
+    cost = f"At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s per message of server time"
+    if scale == 1:
+        return (
+            f"{head} Its clock runs in real time, paced by the {limits.name} plan's limits. {cost} it "
+            f"needs about {_duration(here.seconds)} for {to_go} message(s) (the estimate above is for a "
+            "real portal)."
+        )
+    return (
+        f"{head} Its clock runs {scale:g}× faster than real time: the {limits.name} plan's limits still "
+        f"pace the import, in sandbox time. {cost} it needs {_duration(here.seconds)} of sandbox time "
+        f"for {to_go} message(s), about {_duration(here.seconds / scale)} here (the estimate above is "
+        "for a real portal)."
+    )
 
 
 def _start_sandbox(db: Path, scale: float, state: Path) -> Any:
@@ -634,22 +662,16 @@ class ImportJob:
 
     def _send_to_sandbox(self, plan: Plan) -> JobResult:
         """Start a sandbox portal, set the connector up on its line, send to it, stop it (DB kept)."""
-        from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
-
         db = Path(self.sandbox_db or conn.default_sandbox_db(self.source))
         assert isinstance(self.limits, PortalLimits) and isinstance(self.state, Path)
-        here, scale = _sandbox_pace(plan, self.limits, self.time_scale)
+        resumed = self.resume()
+        left = _still_to_send(self, plan) if resumed is not None else None
+        to_go = plan.messages if left is None else sum(left)
+        here, scale = _sandbox_pace(plan, self.limits, self.time_scale, remaining=left)
         with _start_sandbox(db, scale, self.state) as sb:
             line = parse_line(self.line) if self.line not in (None, "") else None
             target = conn.sandbox_target(sb, limits=self.limits, line=line)
-            assert isinstance(self.limits, PortalLimits)
-            self.notify(
-                f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
-                f"faster than real time: the {self.limits.name} plan's limits still pace the import, "
-                f"in sandbox time. At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s "
-                f"per message of server time it needs {_duration(here.seconds)} of sandbox time, about "
-                f"{_duration(here.seconds / scale)} here (the estimate above is for a real portal)."
-            )
+            self.notify(_sandbox_line(sb.url, db, scale, self.limits, here, to_go))
             group = self.needs_chat_group
             self.notify(str(conn.setup(target.client, target.line, self.connector, chat_group=group)))
             command = [*self.command(), "--sandbox", "--sandbox-db", str(db), "--time-scale", f"{scale:g}"]
@@ -683,6 +705,19 @@ class ImportJob:
             where = write_changes(result.changes, self.report)
             if where is not None:
                 self.notify(f"What the edit changed (rows no longer in the file, changed rows): {where}")
+
+
+def _still_to_send(job: ImportJob, plan: Plan) -> list[int]:
+    """Messages still to send per conversation of a resumed job (as :meth:`ImportJob.resume`)."""
+    from .journal import Journal
+
+    assert isinstance(job.state, Path)
+    journal = Journal.open(job.state)
+    try:
+        rows = journal.rows(skip_pending=True)
+    finally:
+        journal.close()
+    return _left_to_send(rows, plan, job.retry_failed, job.retry_unknown)[1]
 
 
 def _check_line_settings(job: ImportJob, client: Any) -> None:
