@@ -397,13 +397,29 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
     if save is not None and save.exists() and not force and not _interactive():
         raise _config(f"--save {save}: the file exists; pass --force to overwrite it, or another path")
     job = _job(file, mapping_path, reading)
-    _, found = job.load(strict=False)
+    frame, found = job.load(strict=False)
     _show_mapping(job)
     missing = list(found.missing_required())
+    src = job.source_info
+    problems = list(src.problems) if src is not None and src.mapping is not None else []
     if missing:
-        click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
+        unused = found.unused_columns(frame)
+        if unused:
+            click.echo(f"Columns not used: {', '.join(repr(c) for c in unused)}.")
+        target = shlex.quote(str(save)) if save is not None else "mapping.toml"
+        how = "edit" if save is not None else f"write it with --save {target}, edit"
+        problems.append(
+            f"{file.name}: the mapping cannot be used: no column for the required field(s) "
+            f"{', '.join(missing)}; {how} it ([columns] \"{missing[0].split(' or ')[0]}\" = \"<column>\") "
+            f"and pass --mapping {target}"
+        )
+    elif not problems:
+        _show_assumptions(job)
     if save is not None:
         _save_mapping(job, found, save, force)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
+        raise _config(problems[0] + more)
 
 
 @main.command()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -612,3 +613,89 @@ def test_auth_says_what_went_wrong_with_the_code(tmp_path, monkeypatch):
         closed = CliRunner().invoke(main, ["auth", "--token-file", token_file], input="")
         assert closed.exit_code == 2 and "no authorisation code on standard input" in closed.output
         assert "Interrupted" not in empty.output + closed.output
+
+
+# ------------------------------------------------------------------ second new-user trial (#14)
+HELPDESK = (
+    "Ticket,Customer email,Customer name,Agent?,Created,Body\n"
+    "T-100,ann@example.com,Ann Lee,no,2024-03-01 09:00,My order did not arrive\n"
+    "T-100,ann@example.com,Ann Lee,yes,2024-03-01 09:05,Sorry to hear that. Checking now.\n"
+    "T-101,bob@example.com,Bob Ray,no,2024-03-02 10:00,How do I reset my password?\n"
+    "T-101,bob@example.com,Bob Ray,yes,2024-03-02 10:03,Use the link on the login page.\n"
+)
+
+
+def _invoke(*args: str) -> Any:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def _one_error_line(result: Any, *words: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_helpdesk_agent_column_is_the_side_shown_confirmed_saved_and_previewed(tmp_path):
+    csv = tmp_path / "helpdesk.csv"
+    csv.write_text(HELPDESK, encoding="utf-8")
+    shown = _invoke("mapping", str(csv), "--save", str(tmp_path / "m.toml"))
+    assert shown.exit_code == 0, shown.output
+    assert "side column ← 'Agent?' ('yes' = operator, 'no' = customer)" in shown.output
+    assert "chat.id           ← 'Ticket'" in shown.output and "(same as user.id)" not in shown.output
+    assert "Assumed (side-from-column): Rows whose 'Agent?' is 'yes' are sent as the operator's" in shown.output
+    saved = (tmp_path / "m.toml").read_text(encoding="utf-8")
+    assert 'side = "Agent?"' in saved and "operator_values" in saved and "customer_values" in saved
+    # operator rows with no employee: refused in one line that says each fix, in the CLI's words
+    refused = _invoke("run", str(csv), "--dry-run")
+    line = _one_error_line(refused, "helpdesk.csv", "'Agent?'", "--unmapped-operators system")
+    assert "unmapped_operators=" not in line
+    dry = _invoke("run", str(csv), "--dry-run", "--unmapped-operators", "system")
+    assert dry.exit_code == 0, dry.output
+    preview = dry.output.split("First messages in send order:")[1].splitlines()
+    assert "side" in preview[1]
+    assert "operator" in next(ln for ln in preview if "Sorry to hear that" in ln)
+    assert "customer" in next(ln for ln in preview if "did not arrive" in ln)
+
+
+def test_mapping_that_cannot_be_used_exits_2_with_the_problem_and_lists_unused_columns(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("Foo,Date,Text\n1,2024-01-01 10:00,hi\n", encoding="utf-8")
+    result = _invoke("mapping", str(csv))
+    _one_error_line(result, "x.csv", "user.id", "--mapping mapping.toml")
+    assert "Columns not used: 'Foo'." in result.stdout
+
+
+def test_command_line_errors_name_options_not_python_keywords(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("a;b\n1;2\n", encoding="utf-8")
+    line = _one_error_line(_invoke("validate", str(csv), "--delimiter", "xx"), "--delimiter 'xx'")
+    assert "delimiter=" not in line
+    missing = _one_error_line(_invoke("validate", str(csv), "-m", str(tmp_path / "none.toml")))
+    assert f"bulkimport mapping {csv} --save" in missing and "Mapping.save" not in missing
+    zone = _one_error_line(_invoke("validate", str(csv), "--timezone", "Mars/Base"), "--timezone 'Mars/Base'")
+    assert "guess:" not in zone and "option timezone" not in zone
+    guessed = _one_error_line(_invoke("validate", str(csv)), "x.csv", "--mapping mapping.toml")
+    assert "guess:" not in guessed and "Mapping." not in guessed
+
+
+def test_a_header_only_file_is_refused_naming_the_file(tmp_path):
+    csv = tmp_path / "empty_export.csv"
+    csv.write_text("Chat,Client,Date,Text\n,,,\n\n", encoding="utf-8")
+    for cmd in (["validate"], ["run", "--dry-run"], ["run", "--sandbox"], ["mapping"]):
+        _one_error_line(_invoke(*cmd, str(csv)), "empty_export.csv has no data rows")
+
+
+def test_the_sandbox_line_never_says_1x_faster_and_nothing_to_send_takes_no_time(tmp_path):
+    csv = tmp_path / "h.csv"
+    csv.write_text("Chat,Client ID,Date,Text\nc1,1,2024-01-01T10:00:00+00:00,hi\n", encoding="utf-8")
+    first = _invoke("run", str(csv), "--sandbox", "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert "Its clock runs in real time" in first.output and "1× faster" not in first.output
+    again = _invoke("run", str(csv), "--sandbox", "--no-progress")
+    assert "Nothing to send" in again.output and "of sandbox time" not in again.output, again.output
