@@ -31,7 +31,7 @@ from .limits import PortalLimits, preset
 from .mapping import Mapping
 from .planning import Estimate, Plan
 from .planning import plan as build_plan
-from .reporting import check_report_path, count_lines, summary_lines, write_report
+from .reporting import check_report_path, count_lines, record_rows, summary_lines, write_report
 from .sending import Sender
 from .settings import DEFAULT_CONNECTOR, ENV_PORTAL, parse_line
 
@@ -626,6 +626,7 @@ class ImportJob:
         try:
             journal.lock()
             undo.record_ids(journal, plan)
+            record_rows(journal, plan)  # chat, side, time, text of every row: for the journal's reports
             if self.keep_open or result.interrupted or result.fix:
                 return
             # a collector the caller gave counts the finish calls too (no second bar on a terminal)

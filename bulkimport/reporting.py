@@ -399,6 +399,10 @@ def _rows_table(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
         out["import_date"] = pd.to_datetime(seconds, unit="s", utc=True)
         if "user.phone" in canon.columns:
             out["import_phone"] = canon["user.phone"].reindex(out.index)
+    if canon is not None and "operator" in canon.columns and "b24_user_id" in out.columns:
+        # the portal answers an operator's reply with the conversation's customer: not the author
+        operator = canon["operator"].reindex(out.index).fillna(False).astype(bool).to_numpy()
+        out["b24_user_id"] = out["b24_user_id"].astype(object).where(~operator, None)
     zone = report_zone(plan)
     for c in out.columns:
         if isinstance(out[c].dtype, pd.DatetimeTZDtype):
@@ -628,6 +632,62 @@ def write_problems(failures: pd.DataFrame, path: str | Path, mapping: Any = None
     return target
 
 
+#: What the journal keeps of every row for the reports made from it alone (table owned here):
+#: the external chat id, the side, the message's time and a text excerpt; ``report_meta`` holds
+#: the import's time zone and the fingerprint of the plan they were recorded for.
+_ROWS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS report_rows (rid TEXT PRIMARY KEY, chat TEXT, side TEXT, date REAL, text TEXT)"
+)
+_META_SCHEMA = "CREATE TABLE IF NOT EXISTS report_meta (key TEXT PRIMARY KEY, value TEXT)"
+#: Characters of each row's text the journal keeps for ``status --rows`` (one line).
+KEPT_EXCERPT = 60
+
+
+def record_rows(journal: Any, plan: Any) -> int:
+    """Keep, in the journal, what its own reports show of every row of ``plan`` (invalid rows too):
+    external chat id, side, message time, text excerpt, and the import's zone. Once per plan
+    (a resumed run of the same plan writes nothing); returns the rows written."""
+    from .journal import row_key
+
+    canon = getattr(plan, "canonical", None)
+    if canon is None or not len(canon):
+        return 0
+    journal.execute(_ROWS_SCHEMA)
+    journal.execute(_META_SCHEMA)
+    done = dict(journal.query("SELECT key, value FROM report_meta"))
+    if done.get("fingerprint") == plan.fingerprint:
+        return 0
+    key = canon["key"].astype(object).where(canon["key"].notna(), None)
+    side = canon["operator"].map({True: "operator", False: "customer"}) if "operator" in canon else None
+    date = pd.to_numeric(canon["message.date"], errors="coerce") if "message.date" in canon else None
+    text = canon["message.text"] if "message.text" in canon else None
+    values = [
+        (
+            row_key(rid),
+            key.iloc[i],
+            None if side is None else side.iloc[i],
+            None if date is None or _isna(date.iloc[i]) else float(date.iloc[i]),
+            None if text is None else _excerpt(text.iloc[i], KEPT_EXCERPT),
+        )
+        for i, rid in enumerate(canon.index)
+    ]
+    journal.executemany("INSERT OR REPLACE INTO report_rows VALUES (?, ?, ?, ?, ?)", values)
+    meta = [("fingerprint", plan.fingerprint), ("zone", report_zone(plan))]
+    journal.executemany("INSERT OR REPLACE INTO report_meta VALUES (?, ?)", meta)
+    return len(values)
+
+
+def _kept(query: Any) -> tuple[dict[str, tuple[Any, ...]], str]:
+    """(rid → (chat, side, date, text), zone) of what :func:`record_rows` kept ({}, "UTC" if none);
+    ``query(sql)`` runs one SELECT on the journal."""
+    try:
+        rows = query("SELECT rid, chat, side, date, text FROM report_rows")
+        zone = dict(query("SELECT key, value FROM report_meta")).get("zone", "UTC")
+    except sqlite3.Error:
+        return {}, "UTC"
+    return {r[0]: r[1:] for r in rows}, zone
+
+
 #: Columns of :func:`status_rows` (what ``status --rows`` lists).
 STATUS_ROW_COLUMNS = ["row", "status", "code", "chat", "time", "text"]
 
@@ -666,8 +726,22 @@ def status_rows(journal: Any, statuses: Iterable[str], plan: Any = None, excerpt
     canon = getattr(plan, "canonical", None) if plan is not None else None
     if canon is not None and len(out):
         _from_plan(out, canon, zone, excerpt)
+    elif len(out):
+        _from_journal(out, rows["rid"].tolist(), journal)
     out = out.sort_values("row", key=_row_order, kind="stable").reset_index(drop=True).astype(object)
     return out.where(out.notna(), None)
+
+
+def _from_journal(out: pd.DataFrame, rids: list[str], journal: Any) -> None:
+    """Chat, message time and text excerpt of ``out``'s rows as the journal kept them
+    (:func:`record_rows`; a journal written before it keeps none: the portal's chat and time)."""
+    kept, zone = _kept(journal.query)
+    if not kept:
+        return
+    got = [kept.get(r) for r in rids]
+    out["chat"] = [g[0] if g else c for g, c in zip(got, out["chat"], strict=True)]
+    out["time"] = [_local(g[2], zone) if g else t for g, t in zip(got, out["time"], strict=True)]
+    out["text"] = [g[3] if g else None for g in got]
 
 
 def _from_plan(out: pd.DataFrame, canon: pd.DataFrame, zone: str, excerpt: int) -> None:
@@ -879,6 +953,7 @@ def _is_loopback(url: str) -> bool:
 #: The columns of a report built from a journal alone (``bulkimport report``), and what feeds them.
 JOURNAL_REPORT_COLUMNS = [
     ("row", "rid"),
+    ("chat", "chat"),
     ("conversation", "conv"),
     ("position", "seq"),
     ("import_status", "status"),
@@ -901,23 +976,53 @@ def default_journal_report(state: str | Path) -> Path:
 
 
 def _safe_sql(column: str) -> str:
-    """SQL for ``column`` with formula-like text ``'``-prefixed (as :func:`neutralise` does)."""
+    """SQL for ``column`` with formula-like text ``'``-prefixed: the cells that start like a formula
+    go through :func:`neutralise` (registered as ``neutralise``), so a plain number (``-1``)
+    stays as it is, exactly as in the frame report."""
     starts = "'=', '+', '-', '@', char(9), char(13)"
-    return f"CASE WHEN substr({column}, 1, 1) IN ({starts}) THEN char(39) || {column} ELSE {column} END"
+    return f"CASE WHEN substr({column}, 1, 1) IN ({starts}) THEN neutralise({column}) ELSE {column} END"
 
 
-#: The journal report's query: SQLite formats every cell, so the rows go to the CSV writer as
-#: they come (no Python per cell). A row id that is JSON text becomes its text; an in-flight row
-#: reads ``unknown`` (as the run's own report says); the time is ISO 8601 in UTC; the hint comes
-#: from the catalogue through a temporary table.
-_JOURNAL_REPORT_SQL = f"""
-SELECT {_safe_sql("CASE WHEN substr(rid, 1, 1) = char(34) THEN json_extract(rid, '$') ELSE rid END")},
-       conv, seq, CASE status WHEN 'inflight' THEN 'unknown' ELSE status END, rows.code,
-       {_safe_sql("error")}, attempts, {_safe_sql("message_id")}, {_safe_sql("user_id")},
-       {_safe_sql("chat_id")}, {_safe_sql("session_id")},
-       strftime('%Y-%m-%dT%H:%M:%f+00:00', sent_at, 'unixepoch'), coalesce(h.hint, '')
-FROM rows LEFT JOIN temp.hints AS h ON h.code = rows.code ORDER BY rows.rowid
-"""  # noqa: S608 (fixed column names, no user text)
+#: Where the journal report finds a row's external chat id: what the reports kept, else the ids
+#: read-back and undo record (tables of after/; a journal may have none of them).
+_CHAT_SOURCES = (("report_rows", "chat"), ("row_ids", "chat"), ("external_ids", "chat"))
+
+
+def _journal_report_sql(tables: set[str]) -> str:
+    """The journal report's query: SQLite formats every cell, so the rows go to the CSV writer as
+    they come (Python only for formula-like cells and the times). A row id that is JSON text
+    becomes its text; the chat is the external chat id where the journal knows it; an in-flight
+    row reads ``unknown`` (as the run's own report says); ``b24_user_id`` (the customer's portal
+    id) is left empty on operator rows; the time is the import's zone, to the second; the hint
+    comes from the catalogue through a temporary table."""
+    joins, chats = [], []
+    for i, (table, column) in enumerate(t for t in _CHAT_SOURCES if t[0] in tables):
+        joins.append(f"LEFT JOIN {table} AS c{i} ON c{i}.rid = rows.rid")
+        chats.append(f"c{i}.{column}")
+    chat = f"coalesce({', '.join(chats)})" if chats else "NULL"
+    side = "c0.side" if "report_rows" in tables else "NULL"
+    user = f"CASE WHEN {side} = 'operator' THEN NULL ELSE user_id END"
+    return f"""
+SELECT {_safe_sql("CASE WHEN substr(rows.rid, 1, 1) = char(34) THEN json_extract(rows.rid, '$') ELSE rows.rid END")},
+       {_safe_sql(chat)}, rows.conv, rows.seq, CASE status WHEN 'inflight' THEN 'unknown' ELSE status END,
+       rows.code, {_safe_sql("error")}, attempts, {_safe_sql("message_id")}, {_safe_sql(user)},
+       {_safe_sql("chat_id")}, {_safe_sql("session_id")}, local_time(sent_at), coalesce(h.hint, '')
+FROM rows {" ".join(joins)} LEFT JOIN temp.hints AS h ON h.code = rows.code ORDER BY rows.rowid
+"""  # noqa: S608 (fixed table and column names, no user text)
+
+
+def _time_in(zone: str) -> Any:
+    """``sent_at`` (unix seconds) → ``YYYY-MM-DD HH:MM:SS+HH:MM`` in ``zone``, for SQLite."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+
+    def local_time(stamp: float | None) -> str | None:
+        if stamp is None:
+            return None
+        return dt.datetime.fromtimestamp(float(stamp), tz).isoformat(sep=" ", timespec="seconds")
+
+    return local_time
 
 
 def write_journal_report(state: str | Path, path: str | Path | None = None) -> tuple[Path, int]:
@@ -937,7 +1042,12 @@ def write_journal_report(state: str | Path, path: str | Path | None = None) -> t
         con.execute("CREATE TEMP TABLE hints (code TEXT PRIMARY KEY, hint TEXT)")
         used = [c for (c,) in con.execute("SELECT DISTINCT code FROM rows WHERE code IS NOT NULL")]
         con.executemany("INSERT INTO temp.hints VALUES (?, ?)", [(c, codes.hint(c)) for c in used])
-        cur = con.execute(_JOURNAL_REPORT_SQL)
+        tables = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        meta = dict(con.execute("SELECT key, value FROM report_meta").fetchall()) if "report_meta" in tables else {}
+        zone = meta.get("zone", "UTC")
+        con.create_function("neutralise", 1, neutralise, deterministic=True)
+        con.create_function("local_time", 1, _time_in(zone), deterministic=True)
+        cur = con.execute(_journal_report_sql(tables))
         with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow([name for name, _ in JOURNAL_REPORT_COLUMNS] + ["import_hint"])
