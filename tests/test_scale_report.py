@@ -140,3 +140,38 @@ def test_after_ctrl_c_the_job_exits_without_the_per_row_report_and_says_how_to_w
     assert rows == sum(counts.values()) and statuses["sent"] == counts["sent"] and "unknown" not in statuses
     assert "not-reached" not in {line["import_error_code"] for line in _read(target)}  # no note per row
     assert result.summary_lines()[0].startswith(f"Rows: sent {counts['sent']}, invalid")
+
+
+def test_the_journal_report_shows_chat_ids_local_times_and_no_customer_id_on_replies(tmp_path):
+    """From the journal alone: the external chat id (not the conversation's index), every time to
+    the second in the import's zone, b24_user_id only where it is the author's (customer rows),
+    and a plain negative number as it is while a formula is still escaped; status --rows shows
+    chat, time and text without the input."""
+    from bulkimport.reporting import status_rows
+
+    history = tmp_path / "h.csv"
+    history.write_text(
+        "Chat,Client ID,Message ID,Date,Text,Author\n"
+        "T-1,c1,-1,2024-03-01 09:00,hello,Ann\n"
+        "T-1,c1,=2,2024-03-01 09:05,how can I help?,Olga\n"
+        "T-2,c2,3,2024-03-01 10:00,,Bob\n",
+        encoding="utf-8",
+    )
+    job = ImportJob(history, sandbox=True, progress=False, operators={"Olga": 5}, timezone="Europe/Moscow")
+    result = job.run()
+    assert result.summary.counts["sent"] == 2
+    target, rows = write_journal_report(result.journal)
+    by_row = {line["row"]: line for line in _read(target)}
+    assert rows == 3 and by_row["2"]["chat"] == by_row["3"]["chat"] == "T-1" and by_row["4"]["chat"] == "T-2"
+    assert by_row["2"]["import_message_id"] == "-1" and by_row["3"]["import_message_id"] == "'=2"
+    assert by_row["2"]["sent_at"].endswith("+03:00") and len(by_row["2"]["sent_at"]) == len("2024-03-01 12:00:00+03:00")
+    assert by_row["2"]["b24_user_id"] != "" and by_row["3"]["b24_user_id"] == ""  # a reply: not its author
+    journal = Journal.open(result.journal)
+    try:
+        listed = status_rows(journal, ["invalid", "sent"]).set_index("row")
+    finally:
+        journal.close()
+    assert listed.loc[4, "chat"] == "T-2" and listed.loc[4, "status"] == "invalid"
+    assert listed.loc[3, "text"] == "how can I help?" and listed.loc[2, "time"] == "2024-03-01 09:00:00"
+    report = pd.read_excel(result.report, sheet_name=0, dtype=str, engine="openpyxl").set_index("row")
+    assert pd.isna(report.loc["3", "b24_user_id"]) and not pd.isna(report.loc["2", "b24_user_id"])
