@@ -582,6 +582,10 @@ def run(
         unmapped_operators=unmapped_operators,
         **_reading(reading),
     )
+    if not sandbox and (portal or not dry_run):  # a real portal: everything seen offline, at once
+        from .job import check_before_portal
+
+        check_before_portal(job, dry_run=dry_run, confirmable=not yes and _interactive())
     job.check_options(dry_run=dry_run)
     if portal and not sandbox:  # credentials, line and connector are checked before the file is read
         job.connect()

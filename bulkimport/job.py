@@ -721,6 +721,85 @@ def _still_to_send(job: ImportJob, plan: Plan) -> list[int]:
     return _left_to_send(rows, plan, job.retry_failed, job.retry_unknown)[1]
 
 
+def offline_problems(job: ImportJob, *, dry_run: bool = False, confirmable: bool = False) -> list[str]:
+    """Everything that would stop a real-portal run and can be seen before the portal is contacted,
+    each with its fix: the options (line, report, journal folder), the portal's address, the
+    credentials, the input file, and a mapping that would be guessed with nobody to confirm it
+    (``confirmable``: a person answers the prompt)."""
+    from .portal.auth import Auth
+    from .portal.urls import rest_url
+    from .reporting import check_report_path
+
+    checks: list[Callable[[], Any]] = [
+        lambda: job.check_options(dry_run=dry_run) if job.sandbox_db or job.time_scale else None,
+        lambda: rest_url(job.portal or "") if job.portal else job.check_options(dry_run=False),
+        lambda: Auth.from_env(),
+        lambda: _line_given(job),
+        lambda: check_report_path(str(job.report)),
+        lambda: _state_folder(job),
+        lambda: _guess_unconfirmed(job, dry_run, confirmable),
+    ]
+    found: list[str] = []
+    for check in checks:
+        try:
+            check()
+        except InputError as exc:
+            text = " ".join(str(exc.cli or exc).split())
+            if text not in found:
+                found.append(text)
+    return found
+
+
+def check_before_portal(job: ImportJob, *, dry_run: bool = False, confirmable: bool = False) -> None:
+    """Raise one ConfigError listing every :func:`offline_problems` (numbered, each with its fix),
+    so that a first run against a real portal is not fixed one complaint at a time."""
+    found = offline_problems(job, dry_run=dry_run, confirmable=confirmable)
+    if len(found) == 1:
+        raise ConfigError(found[0])
+    if found:
+        listed = "; ".join(f"({i}) {text.rstrip('.')}" for i, text in enumerate(found, 1))
+        raise ConfigError(f"{len(found)} things to fix before anything is sent: {listed}")
+
+
+def _line_given(job: ImportJob) -> None:
+    from .settings import ENV_LINE
+
+    if job.line in (None, ""):
+        raise ConfigError(
+            f"--line is missing: pass the numeric id of the open line (Contact Center → Open Lines), "
+            f"e.g. --line 1, or set {ENV_LINE}"
+        )
+    parse_line(job.line)
+
+
+def _state_folder(job: ImportJob) -> None:
+    assert isinstance(job.state, Path)
+    if not job.state.parent.exists():
+        raise ConfigError(
+            f"--state {job.state}: folder {job.state.parent} does not exist; create it or pick another"
+        )
+
+
+def _guess_unconfirmed(job: ImportJob, dry_run: bool, confirmable: bool) -> None:
+    """The input file is there; a spreadsheet without --mapping would be sent on a guess that nobody
+    can confirm here (no terminal, or --yes) unless --accept-guessed-mapping says so."""
+    from .sources import detect
+
+    assert isinstance(job.source, Path)
+    if not job.source.exists():
+        raise InputError(f"{job.source}: no such file; check the path (current folder: {Path.cwd()})")
+    if dry_run or job.mapping is not None or job.accept_guess or confirmable:
+        return
+    if detect(job.source) not in ("xlsx", "csv"):
+        return  # a messenger export brings its own mapping
+    check = shlex.join(["bulkimport", "mapping", str(job.source), "--save", "mapping.toml"])
+    raise ConfigError(
+        f"the mapping of {job.source.name} would be guessed from its headers and nobody can confirm it "
+        f"here (no terminal, or --yes): check it ({check}), then pass --mapping mapping.toml, or "
+        "--accept-guessed-mapping to send on the guess"
+    )
+
+
 def _check_line_settings(job: ImportJob, client: Any) -> None:
     """Warn about each line setting that would add messages, leads or work to imported chats."""
     from .after import linemode
@@ -773,4 +852,4 @@ def _command_line(self: ImportJob) -> list[str]:
     return base
 
 
-__all__ = ["ImportJob", "JobResult", "Resume"]
+__all__ = ["ImportJob", "JobResult", "Resume", "check_before_portal", "offline_problems"]

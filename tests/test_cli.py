@@ -241,8 +241,12 @@ def test_setup_then_run_against_a_portal_given_by_the_environment(history, tmp_p
             monkeypatch.setenv(name, value)
         env = {**_portal_env(sb), "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json")}
 
-        # not set up yet: the preflight stops before the first message, naming the fix
+        # a guess nobody can confirm (--yes, no terminal) is refused before the portal is contacted
         proc = _cli("run", str(history), "--line", "1", "--yes", "--no-progress", env=env)
+        _assert_one_line_error(proc, "would be guessed from its headers", "--accept-guessed-mapping")
+        # not set up yet: the preflight stops before the first message, naming the fix
+        proc = _cli("run", str(history), "--line", "1", "--yes", "--accept-guessed-mapping", "--no-progress",
+                    env=env)
         _assert_one_line_error(proc, f"bulkimport setup --portal {sb.url} --line 1 --connector bulkimport")
         assert sb.store.messages().empty
 
@@ -530,11 +534,22 @@ def test_resolve_refuses_unclear_answers_with_one_line(tmp_path, args, message):
     assert _statuses(state)["2"] == "unknown"  # nothing changed
 
 
-def test_the_portal_credentials_are_checked_before_the_file_is_read(tmp_path):
+def test_everything_a_real_portal_run_lacks_offline_is_said_at_once(tmp_path):
+    """Missing credentials, a missing file, an http:// portal, a missing line, a bad report path and
+    a guess nobody can confirm: one line listing each with its fix, before the portal is contacted
+    (never "no OAuth tokens" now and the next problem after it is fixed)."""
     missing = tmp_path / "not-read-yet.xlsx"
     proc = _cli("run", str(missing), "--portal", "https://example.bitrix24.eu", "--line", "1")
-    _assert_one_line_error(proc)
-    assert "not-read-yet" not in proc.stderr and "no such file" not in proc.stderr, proc.stderr
+    _assert_one_line_error(proc, "2 things to fix", "(1) no OAuth tokens", "bulkimport auth",
+                           "(2) ", "not-read-yet.xlsx: no such file")
+    csv = tmp_path / "h.csv"
+    csv.write_text("Chat,Client ID,Date,Text\nc1,1,2024-01-01 10:00,hi\n", encoding="utf-8")
+    proc = _cli("run", str(csv), "--portal", "http://example.bitrix24.eu", "--report", "r.pdf", "--yes")
+    line = proc.stderr.strip()
+    _assert_one_line_error(proc, "5 things to fix", "uses http://; Bitrix24 requires https://",
+                           "no OAuth tokens", "--line is missing", "--report r.pdf",
+                           "would be guessed from its headers", "--accept-guessed-mapping")
+    assert line.index("http://") < line.index("no OAuth tokens")
 
 
 def test_an_offline_dry_run_says_no_portal_was_checked(history):
@@ -561,7 +576,7 @@ def test_a_real_portal_never_gets_a_guessed_mapping_nobody_confirmed(history, tm
         # a script (no terminal), even with --yes: refused with the way to confirm
         result = CliRunner().invoke(main, ["run", str(history), "--line", "1", "--yes", "--no-progress"])
         refused = result.output
-        assert result.exit_code == 2 and "was guessed from its headers" in refused, result.output
+        assert result.exit_code == 2 and "guessed from its headers" in refused, result.output
         assert "--accept-guessed-mapping" in refused and sb.store.messages().empty
         # on a terminal the guess is a question of its own; "no" sends nothing
         monkeypatch.setattr("bulkimport.cli._interactive", lambda: True)
