@@ -275,7 +275,9 @@ def _sandbox_line(url: str, db: Path, scale: float, limits: PortalLimits, here: 
     head = f"Sandbox portal at {url} (what it receives is kept in {db})."
     if to_go == 0:
         return f"{head} Nothing to send: no valid row is left to send, so it takes no sandbox time."
-    cost = f"At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s per message of server time"
+    cost = (
+        f"At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s per message of server time"
+    )
     if scale == 1:
         return (
             f"{head} Its clock runs in real time, paced by the {limits.name} plan's limits. {cost} it "

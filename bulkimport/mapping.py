@@ -446,7 +446,8 @@ class _Guess:
         for f in ("user.email", "user.phone"):
             column = self.columns.get(f)
             if isinstance(column, str):
-                why = f"header {column!r} (no customer id column: the {f.split('.')[1]} tells customers apart)"
+                what = f.split(".")[1]
+                why = f"header {column!r} (no customer id column: the {what} tells customers apart)"
                 self.columns["user.id"], self.why["user.id"] = column, why
                 return
 
@@ -528,9 +529,10 @@ class Mapping:
         p = Path(path)
         if not p.is_file():
             head = f"mapping file {p} does not exist; write one (see docs/mapping.md) or let bulkimport "
+            save = shlex.quote(str(p))
             raise MappingError(
                 head + "guess and save it with Mapping.guess(df).save(path)",
-                cli=head + f"guess it and write it there: bulkimport mapping FILE --save {shlex.quote(str(p))}",
+                cli=f"{head}guess it and write it there: bulkimport mapping FILE --save {save}",
             )
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8-sig"))
@@ -558,36 +560,6 @@ class Mapping:
             operators=dict(data.get("operators", {})),
             source=source,
         )
-
-    def _check_file_options(self, source: str) -> None:
-        """files_base_url is http(s); files_upload is "disk" or unset; missing_files is note, skip
-        or fail (MappingError)."""
-        base = self.options.get("files_base_url")
-        if base is not None and not re.match(r"^https?://[^/\s]+", base):
-            raise MappingError(
-                f"{source}: option files_base_url {base!r} must start with http:// or https://"
-            )
-        upload = self.options.get("files_upload")
-        if upload is not None and upload != "disk":
-            raise MappingError(f'{source}: option files_upload {upload!r}: the only value is "disk"')
-        if self.options.get("missing_files", "note") not in ("note", "skip", "fail"):
-            raise MappingError(
-                f"{source}: option missing_files {self.options['missing_files']!r}: use note, skip or fail"
-            )
-
-    def _check_side(self, source: str) -> None:
-        """operator_values and customer_values are lists of text, only beside a side column."""
-        for k in ("operator_values", "customer_values"):
-            v = self.options.get(k)
-            if v is None:
-                continue
-            if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
-                raise MappingError(f'{source}: option {k} must be a list of values, e.g. ["yes"], got {v!r}')
-            if not self.options.get("side"):
-                raise MappingError(
-                    f'{source}: option {k} needs the column they are values of: add side = "<column>" '
-                    "under [options]"
-                )
 
     def side_of(self, values: pd.Series) -> tuple[pd.Series, pd.Series]:
         """(operator, unreadable) masks of the side column's ``values``: an operator value, and a
@@ -667,8 +639,8 @@ class Mapping:
                 "known region; use a two-letter code such as 'RU', 'US' or 'DE'"
             )
         self.options["phone_region"] = region
-        self._check_file_options(source)
-        self._check_side(source)
+        _check_file_options(self, source)
+        _check_side(self, source)
         if self.operators and not self.options.get("author"):
             raise MappingError(
                 f"{source}: [operators] needs the column that names each row's author: add "
@@ -781,36 +753,9 @@ class Mapping:
         if not self.timezone_given:
             text = text.replace("[options]\n", "[options]\n" + _TIMEZONE_COMMENT, 1)
         if authors is not None and len(authors) and self.options.get("author"):
-            text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + self._skeleton(authors)
+            text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + _skeleton(self, authors)
         p.write_text(text, encoding="utf-8")
         return p
-
-    def _skeleton(self, authors: pd.DataFrame, limit: int = 500) -> str:
-        """The ``[operators]`` section: known operators, likely ones as ``= 0``, the rest commented."""
-        import tomli_w
-
-        known = {str(k).strip().casefold() for k in self.operators}
-        lines = [
-            "[operators]",
-            f"# author ({self.options['author']!r} column) = Bitrix24 employee id. Replace each 0 with the",
-            "# employee's id or delete the line (the file is refused while a 0 is left); uncomment the",
-            "# lines of other operators. Authors not listed here are customers.",
-        ]
-        lines += [tomli_w.dumps({str(k): v}).strip() for k, v in self.operators.items()]
-        shown = 0
-        for r in authors.itertuples(index=False):
-            if str(r.author).strip().casefold() in known or shown >= limit:
-                continue
-            shown += 1
-            line = tomli_w.dumps({str(r.author): 0}).strip()
-            note = f"{r.messages} messages, {r.conversations} conversations, {r.customers} customers"
-            if bool(r.likely_operator):
-                lines.append(f"{line}  # {note}: most likely an operator")
-            else:
-                lines.append(f"# {line}  # {note}")
-        if len(authors) - len(known) > shown:
-            lines.append(f"# … and {len(authors) - len(known) - shown} more authors")
-        return "\n".join(lines) + "\n"
 
     def describe(self) -> str:
         """A human-readable table of field ← column (what a guess found, what is missing)."""
@@ -847,7 +792,7 @@ class Mapping:
             why = _reason(self.guessed_from["option author"])
             lines.append(f"  author column ← {self.options.get('author')!r}  (guessed: {why})")
         if self.options.get("side"):
-            lines.append(self._side_line())
+            lines.append(_side_line(self))
         if self.operators:
             lines.append(
                 f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"
@@ -862,18 +807,6 @@ class Mapping:
         if missing:
             lines.append(f"  MISSING (required): {', '.join(missing)}")
         return "\n".join(lines)
-
-    def _side_line(self) -> str:
-        """``side column ← 'Agent?' ('yes' = operator, 'no' = customer)`` (+ why, for a guess)."""
-        ops, custs = self.options.get("operator_values"), self.options.get("customer_values")
-        said = (
-            f"{_quote(ops)} = operator, {_quote(custs)} = customer"
-            if ops is not None and custs is not None
-            else "values read from the header and the cells"
-        )
-        line = f"  side column ← {self.options['side']!r} ({said})"
-        why = self.guessed_from.get("option side")
-        return line + ("  (guessed from the header and its values)" if why else "")
 
     def __str__(self) -> str:
         return self.describe()
@@ -945,3 +878,75 @@ class Mapping:
             cli=f"{head}; write the guess with {save}, add e.g. {line}, then pass --mapping "
             f"mapping.toml{listing}",
         )
+
+def _check_file_options(self: Mapping, source: str) -> None:
+    """files_base_url is http(s); files_upload is "disk" or unset; missing_files is note, skip
+    or fail (MappingError)."""
+    base = self.options.get("files_base_url")
+    if base is not None and not re.match(r"^https?://[^/\s]+", base):
+        raise MappingError(
+            f"{source}: option files_base_url {base!r} must start with http:// or https://"
+        )
+    upload = self.options.get("files_upload")
+    if upload is not None and upload != "disk":
+        raise MappingError(f'{source}: option files_upload {upload!r}: the only value is "disk"')
+    if self.options.get("missing_files", "note") not in ("note", "skip", "fail"):
+        raise MappingError(
+            f"{source}: option missing_files {self.options['missing_files']!r}: use note, skip or fail"
+        )
+
+
+def _check_side(self: Mapping, source: str) -> None:
+    """operator_values and customer_values are lists of text, only beside a side column."""
+    for k in ("operator_values", "customer_values"):
+        v = self.options.get(k)
+        if v is None:
+            continue
+        if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+            raise MappingError(f'{source}: option {k} must be a list of values, e.g. ["yes"], got {v!r}')
+        if not self.options.get("side"):
+            raise MappingError(
+                f'{source}: option {k} needs the column they are values of: add side = "<column>" '
+                "under [options]"
+            )
+
+
+def _skeleton(self: Mapping, authors: pd.DataFrame, limit: int = 500) -> str:
+    """The ``[operators]`` section: known operators, likely ones as ``= 0``, the rest commented."""
+    import tomli_w
+
+    known = {str(k).strip().casefold() for k in self.operators}
+    lines = [
+        "[operators]",
+        f"# author ({self.options['author']!r} column) = Bitrix24 employee id. Replace each 0 with the",
+        "# employee's id or delete the line (the file is refused while a 0 is left); uncomment the",
+        "# lines of other operators. Authors not listed here are customers.",
+    ]
+    lines += [tomli_w.dumps({str(k): v}).strip() for k, v in self.operators.items()]
+    shown = 0
+    for r in authors.itertuples(index=False):
+        if str(r.author).strip().casefold() in known or shown >= limit:
+            continue
+        shown += 1
+        line = tomli_w.dumps({str(r.author): 0}).strip()
+        note = f"{r.messages} messages, {r.conversations} conversations, {r.customers} customers"
+        if bool(r.likely_operator):
+            lines.append(f"{line}  # {note}: most likely an operator")
+        else:
+            lines.append(f"# {line}  # {note}")
+    if len(authors) - len(known) > shown:
+        lines.append(f"# … and {len(authors) - len(known) - shown} more authors")
+    return "\n".join(lines) + "\n"
+
+
+def _side_line(self: Mapping) -> str:
+    """``side column ← 'Agent?' ('yes' = operator, 'no' = customer)`` (+ why, for a guess)."""
+    ops, custs = self.options.get("operator_values"), self.options.get("customer_values")
+    said = (
+        f"{_quote(ops)} = operator, {_quote(custs)} = customer"
+        if ops is not None and custs is not None
+        else "values read from the header and the cells"
+    )
+    line = f"  side column ← {self.options['side']!r} ({said})"
+    why = self.guessed_from.get("option side")
+    return line + ("  (guessed from the header and its values)" if why else "")

@@ -636,7 +636,8 @@ def write_problems(failures: pd.DataFrame, path: str | Path, mapping: Any = None
 #: the external chat id, the side, the message's time and a text excerpt; ``report_meta`` holds
 #: the import's time zone and the fingerprint of the plan they were recorded for.
 _ROWS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS report_rows (rid TEXT PRIMARY KEY, chat TEXT, side TEXT, date REAL, text TEXT)"
+    "CREATE TABLE IF NOT EXISTS report_rows "
+    "(rid TEXT PRIMARY KEY, chat TEXT, side TEXT, date REAL, text TEXT)"
 )
 _META_SCHEMA = "CREATE TABLE IF NOT EXISTS report_meta (key TEXT PRIMARY KEY, value TEXT)"
 #: Characters of each row's text the journal keeps for ``status --rows`` (one line).
@@ -660,7 +661,7 @@ def record_rows(journal: Any, plan: Any) -> int:
     key = canon["key"].astype(object).where(canon["key"].notna(), None)
     side = canon["operator"].map({True: "operator", False: "customer"}) if "operator" in canon else None
     date = pd.to_numeric(canon["message.date"], errors="coerce") if "message.date" in canon else None
-    text = canon["message.text"] if "message.text" in canon else None
+    text = canon.get("message.text")
     values = [
         (
             row_key(rid),
@@ -1002,8 +1003,9 @@ def _journal_report_sql(tables: set[str]) -> str:
     chat = f"coalesce({', '.join(chats)})" if chats else "NULL"
     side = "c0.side" if "report_rows" in tables else "NULL"
     user = f"CASE WHEN {side} = 'operator' THEN NULL ELSE user_id END"
+    rid = "CASE WHEN substr(rows.rid, 1, 1) = char(34) THEN json_extract(rows.rid, '$') ELSE rows.rid END"
     return f"""
-SELECT {_safe_sql("CASE WHEN substr(rows.rid, 1, 1) = char(34) THEN json_extract(rows.rid, '$') ELSE rows.rid END")},
+SELECT {_safe_sql(rid)},
        {_safe_sql(chat)}, rows.conv, rows.seq, CASE status WHEN 'inflight' THEN 'unknown' ELSE status END,
        rows.code, {_safe_sql("error")}, attempts, {_safe_sql("message_id")}, {_safe_sql(user)},
        {_safe_sql("chat_id")}, {_safe_sql("session_id")}, local_time(sent_at), coalesce(h.hint, '')
@@ -1043,8 +1045,8 @@ def write_journal_report(state: str | Path, path: str | Path | None = None) -> t
         used = [c for (c,) in con.execute("SELECT DISTINCT code FROM rows WHERE code IS NOT NULL")]
         con.executemany("INSERT INTO temp.hints VALUES (?, ?)", [(c, codes.hint(c)) for c in used])
         tables = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        meta = dict(con.execute("SELECT key, value FROM report_meta").fetchall()) if "report_meta" in tables else {}
-        zone = meta.get("zone", "UTC")
+        meta = con.execute("SELECT key, value FROM report_meta").fetchall() if "report_meta" in tables else []
+        zone = dict(meta).get("zone", "UTC")
         con.create_function("neutralise", 1, neutralise, deterministic=True)
         con.create_function("local_time", 1, _time_in(zone), deterministic=True)
         cur = con.execute(_journal_report_sql(tables))

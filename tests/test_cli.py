@@ -663,7 +663,8 @@ def test_a_helpdesk_agent_column_is_the_side_shown_confirmed_saved_and_previewed
     assert shown.exit_code == 0, shown.output
     assert "side column ← 'Agent?' ('yes' = operator, 'no' = customer)" in shown.output
     assert "chat.id           ← 'Ticket'" in shown.output and "(same as user.id)" not in shown.output
-    assert "Assumed (side-from-column): Rows whose 'Agent?' is 'yes' are sent as the operator's" in shown.output
+    assumed = "Assumed (side-from-column): Rows whose 'Agent?' is 'yes' are sent as the operator's"
+    assert assumed in shown.output
     saved = (tmp_path / "m.toml").read_text(encoding="utf-8")
     assert 'side = "Agent?"' in saved and "operator_values" in saved and "customer_values" in saved
     # operator rows with no employee: refused in one line that says each fix, in the CLI's words

@@ -515,7 +515,11 @@ def test_a_side_column_is_guessed_and_decides_who_wrote_each_row(header, yes, no
     assert f"side column ← {header!r} ({yes!r} = operator, {no!r} = customer)" in m.describe()
     system = m.with_options(unmapped_operators="system")
     plan = bulkimport.plan(df, system)
-    ops = {r: msg["message"].get("user_id") for c in plan.conversations for r, msg in zip(c.rows, c.messages, strict=True)}
+    ops = {
+        r: msg["message"].get("user_id")
+        for c in plan.conversations
+        for r, msg in zip(c.rows, c.messages, strict=True)
+    }
     assert ops == {2: None, 3: 0, 4: None, 5: 0}  # the replies go as the operator's, not the customer's
 
 
@@ -570,10 +574,13 @@ def test_an_agent_writing_to_two_customers_is_a_likely_operator():
         Author=["Ann", "Olga", "Bob", "Olga"],
     )
     table = authors(df, Mapping.guess(df)).set_index("author")
-    assert bool(table.loc["Olga", "likely_operator"]) and not table.loc[["Ann", "Bob"], "likely_operator"].any()
+    assert bool(table.loc["Olga", "likely_operator"])
+    assert not table.loc[["Ann", "Bob"], "likely_operator"].any()
 
 
-@pytest.mark.parametrize("header", ["Ticket", "Ticket ID", "Case", "Thread", "Conversation", "Dialog", "Ticket #"])
+@pytest.mark.parametrize(
+    "header", ["Ticket", "Ticket ID", "Case", "Thread", "Conversation", "Dialog", "Ticket #"]
+)
 def test_ticket_case_thread_and_dialog_headers_are_the_chat_id(header):
     df = _df(**{header: ["1", "2"], "Client ID": ["a", "b"], "Date": ["2024-01-01"] * 2, "Text": ["x", "y"]})
     m = Mapping.guess(df)

@@ -171,7 +171,8 @@ def test_required_fields_named_with_how_to_map():
     with pytest.raises(MappingError) as err:
         guess.check(frame)
     lib, cli = str(err.value), err.value.cli or ""
-    assert lib.startswith("h.csv: no column header was recognised as the required field(s) user.id, message.date;")
+    head = "h.csv: no column header was recognised as the required field(s) user.id, message.date;"
+    assert lib.startswith(head)
     assert "Mapping.guess(df).save(path)" in lib and "guess:" not in lib + cli
     assert "bulkimport mapping h.csv --save mapping.toml" in cli and "--mapping mapping.toml" in cli
     assert "Mapping." not in cli

