@@ -280,10 +280,21 @@ def _show_reading(frame: Any) -> None:
     ):
         found = attrs.get(key)
         if found:
-            items = list(found)
-            shown = ", ".join(str(x) for x in items[:8])
+            items = [_left_out(x) for x in found]
+            shown = ", ".join(items[:8])
             shown += f" … ({len(items)} in all)" if len(items) > 8 else ""
             click.echo(f"Note: {what}: {shown}.")
+
+
+def _left_out(entry: Any) -> str:
+    """A row reading left out (``{"row": 1, "text": "Report", "sheet": "S"}``) as ``row 1 'Report'``;
+    a formula cell's row as its number."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    where = f"{entry['sheet']}!" if entry.get("sheet") else ""
+    text = str(entry.get("text", ""))
+    text = text if len(text) <= 60 else text[:59] + "…"
+    return f"row {where}{entry.get('row')} {text!r}"
 
 
 def _show_assumptions(job: Any) -> None:
@@ -633,7 +644,7 @@ def _load_and_show(job: Any) -> Any:
     click.echo(
         f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
         f"({c['messages']} messages, {c.get('files', 0)} files), {c['invalid']} invalid, "
-        f"{c.get('warnings', 0)} warnings."
+        f"{c.get('warnings', 0)} warning{'' if c.get('warnings', 0) == 1 else 's'}."
     )
     if len(plan.failures):
         _show_failures(plan.failures)

@@ -251,6 +251,33 @@ def _left_to_send(
     return int(rows["status"].eq("sent").sum()), left, waiting
 
 
+def _load_mapping(path: str | Path, source: Any) -> Mapping:
+    """:meth:`Mapping.load`, the command that writes a guess in its CLI wording naming ``source``."""
+    try:
+        return Mapping.load(path)
+    except InputError as exc:
+        if exc.cli:
+            exc.cli = exc.cli.replace("mapping FILE", f"mapping {shlex.quote(str(source))}")
+        raise
+
+
+def _with_operators(mapping: Mapping, operators: dict[str, int], source: Any) -> Mapping:
+    """``mapping`` with the --operator authors added; without an author column to look them up in,
+    the refusal says (on the CLI) how to name one."""
+    import dataclasses
+
+    try:
+        return dataclasses.replace(mapping, operators={**mapping.operators, **operators})
+    except InputError as exc:
+        first = next(iter(operators))
+        exc.cli = (
+            f"--operator '{first}=…' needs the column that names each row's author, and {mapping.label} "
+            f"has none: write the mapping (bulkimport mapping {shlex.quote(str(source))} --save "
+            'mapping.toml), set author = "<column>" under [options] and pass --mapping mapping.toml'
+        )
+        raise
+
+
 def _sandbox_pace(
     plan: Plan, limits: PortalLimits, time_scale: float | None, remaining: list[int] | None = None
 ) -> tuple[Estimate, float]:
@@ -434,17 +461,10 @@ class ImportJob:
     def _given_mapping(self) -> Mapping | None:
         if isinstance(self.mapping, Mapping) or self.mapping is None:
             return self.mapping
-        try:
-            return Mapping.load(self.mapping)
-        except InputError as exc:  # the command that writes a guess names this job's input
-            if exc.cli:
-                exc.cli = exc.cli.replace("mapping FILE", f"mapping {shlex.quote(str(self.source))}")
-            raise
+        return _load_mapping(self.mapping, self.source)
 
     def _overlaid(self, mapping: Mapping) -> Mapping:
         """``mapping`` with the job's --timezone, --operator and --files-base-url laid over it."""
-        import dataclasses
-
         options: dict[str, Any] = {}
         if self.timezone:
             options["timezone"] = self.timezone
@@ -455,9 +475,7 @@ class ImportJob:
             options["unmapped_operators"] = self.unmapped_operators
         if options:
             mapping = mapping.with_options(**options)
-        if self.operators:
-            mapping = dataclasses.replace(mapping, operators={**mapping.operators, **self.operators})
-        return mapping
+        return _with_operators(mapping, self.operators, self.source) if self.operators else mapping
 
     def use_mapping(self, mapping: Mapping) -> None:
         """Replace the mapping (e.g. a guess adjusted in a notebook); the plan is made anew."""

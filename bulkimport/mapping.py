@@ -140,6 +140,8 @@ _SYNONYMS: dict[str, list[str]] = {
         "номер тикета",
         "заявка",
         "номер заявки",
+        "обращения",
+        "заявки",
         "переписка",
     ],
     "chat.name": ["chat name", "chat title", "название чата", "conversation name", "subject", "тема"],
@@ -216,7 +218,18 @@ _SYNONYMS: dict[str, list[str]] = {
         "дата сообщения",
         "message date",
         "sent at",
+        "sent date",
+        "date sent",
+        "send time",
+        "posted at",
         "created at",
+        "created date",
+        "created on",
+        "creation date",
+        "date created",
+        "дата создания",
+        "дата отправки",
+        "время отправки",
         "created",
         "date",
         "дата",
@@ -225,6 +238,9 @@ _SYNONYMS: dict[str, list[str]] = {
     ],
     "message.text": [
         "message text",
+        "message body",
+        "comment body",
+        "body text",
         "text",
         "message",
         "body",
@@ -250,6 +266,15 @@ _DATE_ONLY = ["date", "дата", "message date", "дата сообщения"]
 _TIME_ONLY = ["time", "время", "message time", "время сообщения"]
 _AUTHOR = [
     "author",
+    "author name",
+    "agent name",
+    "operator name",
+    "employee name",
+    "sender name",
+    "имя оператора",
+    "имя сотрудника",
+    "фио оператора",
+    "фио сотрудника",
     "sender",
     "from",
     "автор",
@@ -347,9 +372,13 @@ _ID_WORD = re.compile(r"\b(id|ид|код|номер|number|no|login|логин)
 
 
 def _unqualified(key: str) -> str:
-    """``"customer email"`` → ``"email"``: the header without a leading qualifier word."""
+    """``"customer email"`` → ``"email"``, ``"телефон клиента"`` → ``"телефон"``: the header
+    without a qualifier word before it (or after it, as Russian headers put it)."""
     first, _, rest = key.partition(" ")
-    return rest if rest and first in _QUALIFIERS else key
+    if rest and first in _QUALIFIERS:
+        return rest
+    head, _, last = key.rpartition(" ")
+    return head if head and last in _QUALIFIERS else key
 
 
 def _looks_like_names(values: pd.Series) -> bool:
@@ -440,7 +469,14 @@ class _Guess:
                     self.take(f, found[0], f"header {found[0]!r} ({how} {found[1]!r})")
 
     def id_from_contact(self) -> None:
-        """No customer id column: the customer's e-mail (or phone) column tells customers apart."""
+        """No customer id column, or one of people's names while a name column is free: the
+        customer's e-mail (or phone) column tells customers apart (the names become user.name)."""
+        uid = self.columns.get("user.id")
+        contact = any(isinstance(self.columns.get(f), str) for f in ("user.email", "user.phone"))
+        if isinstance(uid, str) and contact and "user.name" not in self.columns and self.notes():
+            self.columns["user.name"] = uid
+            self.why["user.name"] = self.why.pop("user.id")
+            del self.columns["user.id"]
         if "user.id" in self.columns:
             return
         for f in ("user.email", "user.phone"):
@@ -717,7 +753,7 @@ class Mapping:
             out.append(("timezone-not-set", codes.render("timezone-not-set", zone=self.timezone)))
         for code, f, column in self.notes:
             out.append((code, f"{codes.render(code, field=f)} (column {column!r})"))
-        if self.options.get("author") and not self.operators:
+        if self.options.get("author") and not self.operators and not self.options.get("side"):
             out.append(("no-operators", codes.render("no-operators", column=self.options["author"])))
         if "option side" in self.guessed_from:
             values = {"column": self.options["side"], "operators": _quote(self.options["operator_values"])}
@@ -798,7 +834,7 @@ class Mapping:
                 f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"
                 f"{' …' if len(self.operators) > 5 else ''})"
             )
-        if self.options.get("author") and not self.operators:
+        if self.options.get("author") and not self.operators and not self.options.get("side"):
             lines.append(
                 f"  note: author column {self.options['author']!r} but no [operators]: every row is "
                 'sent as a customer message; add [operators] "<author>" = <employee id>'
@@ -878,6 +914,7 @@ class Mapping:
             cli=f"{head}; write the guess with {save}, add e.g. {line}, then pass --mapping "
             f"mapping.toml{listing}",
         )
+
 
 def _check_file_options(self: Mapping, source: str) -> None:
     """files_base_url is http(s); files_upload is "disk" or unset; missing_files is note, skip

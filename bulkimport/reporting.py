@@ -763,7 +763,7 @@ def preview_table(plan: Any, frame: pd.DataFrame | None = None, n: int = 5) -> p
     table.insert(table.columns.get_loc("user") + 1, "side", side)
     author = plan.mapping.options.get("author") if plan.mapping is not None else None
     if author and frame is not None and author in frame.columns:
-        names = frame[author].reindex(table["row"]).astype("str").str.slice(0, 30)
+        names = frame[author].reindex(table["row"]).astype("str").str.slice(0, 30).fillna("")
         table.insert(table.columns.get_loc("side"), "author", names.to_numpy())
     return table
 
