@@ -715,3 +715,15 @@ def test_the_sandbox_line_never_says_1x_faster_and_nothing_to_send_takes_no_time
     assert "Its clock runs in real time" in first.output and "1× faster" not in first.output
     again = _invoke("run", str(csv), "--sandbox", "--no-progress")
     assert "Nothing to send" in again.output and "of sandbox time" not in again.output, again.output
+
+
+def test_operator_without_an_author_column_and_readable_layout_notes(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("Chat,Client ID,Date,Text\nc1,1,2024-01-01 10:00,hi\n", encoding="utf-8")
+    _one_error_line(_invoke("validate", str(csv), "--operator", "Kate=3"),
+                    "--operator 'Kate=…' needs the column that names each row's author", "author = ")
+    titled = tmp_path / "t.csv"
+    body = "Chat,Client ID,Date,Text\nc1,1,2024-01-01 10:00,hi\nc1,1,2024-01-01 10:01,ok\n"
+    titled.write_text("Chat export\n\n" + body, encoding="utf-8")
+    shown = _invoke("validate", str(titled)).output
+    assert "Note: rows above the header, not read as messages: row 1 'Chat export'." in shown, shown

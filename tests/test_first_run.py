@@ -586,3 +586,35 @@ def test_ticket_case_thread_and_dialog_headers_are_the_chat_id(header):
     m = Mapping.guess(df)
     assert m.columns["chat.id"] == header
     assert "(same as user.id)" not in m.describe()
+
+
+def test_a_russian_crm_export_is_guessed_whole():
+    """№ обращения = chat.id, Телефон клиента = the phone (and the customer id: Клиент holds names),
+    Направление входящее/исходящее = the side, Сотрудник = the author, Дата + Время = the date."""
+    df = _df(**{
+        "№ обращения": ["1001", "1001"], "Клиент": ["Иванов Иван", "Иванов Иван"],
+        "Телефон клиента": ["+7 916 123-45-67"] * 2, "Дата": ["01.03.2024"] * 2, "Время": ["09:00", "09:04"],
+        "Направление": ["входящее", "исходящее"], "Сотрудник": [None, "Ольга Петрова"],
+        "Текст сообщения": ["Здравствуйте", "Добрый день"],
+    })
+    m = Mapping.guess(df)
+    assert m.columns["chat.id"] == "№ обращения" and m.columns["user.phone"] == "Телефон клиента"
+    assert m.columns["user.id"] == "Телефон клиента" and m.columns["user.name"] == "Клиент"
+    assert m.columns["message.date"] == ["Дата", "Время"] and m.columns["message.text"] == "Текст сообщения"
+    assert (m.options["side"], m.options["operator_values"]) == ("Направление", ["исходящее"])
+    assert m.options["author"] == "Сотрудник"
+    assert "no-operators" not in dict(m.warnings())  # the side column says who is an operator
+    assert m.unused_columns(df) == []
+
+
+def test_helpdesk_headers_people_write():
+    df = _df(**{
+        "Case Number": ["5001"], "Contact Email": ["a@x.com"], "Is Agent": ["False"],
+        "Created Date": ["2024-05-06 19:00"], "Message Body": ["Need help"], "Agent Name": [None],
+    })
+    m = Mapping.guess(df)
+    assert m.columns == {
+        "chat.id": "Case Number", "user.id": "Contact Email", "user.email": "Contact Email",
+        "message.date": "Created Date", "message.text": "Message Body",
+    }
+    assert m.options["author"] == "Agent Name" and m.options["side"] == "Is Agent"
