@@ -364,6 +364,15 @@ _TIMEZONE_COMMENT = (
     "#                              # unset, they are read as UTC and bulkimport says so\n"
 )
 
+#: Written into a saved mapping whose side column's operator rows have no employee id yet.
+_SIDE_EMPLOYEE_COMMENT = (
+    "# The side column's operator rows need a Bitrix24 employee id: uncomment the two lines below\n"
+    "# (one employee for every reply) and put the id in, or map message.user_id to a column of ids,\n"
+    "# or run with --unmapped-operators system (the portal's system user).\n"
+    "# [constants]\n"
+    '# "message.user_id" = 12\n'
+)
+
 #: Words people put before a field's own name in a header ("customer_email", "clientPhone").
 _QUALIFIERS = ("customer", "client", "user", "contact", "msg", "клиент", "клиента", "пользователь")
 
@@ -790,6 +799,8 @@ class Mapping:
             text = text.replace("[options]\n", "[options]\n" + _TIMEZONE_COMMENT, 1)
         if authors is not None and len(authors) and self.options.get("author"):
             text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + _skeleton(self, authors)
+        if self.options.get("side") and not self.options.get("author") and not self.has("message.user_id"):
+            text = text.rstrip("\n") + "\n\n" + _SIDE_EMPLOYEE_COMMENT
         p.write_text(text, encoding="utf-8")
         return p
 

@@ -556,6 +556,13 @@ def test_a_side_value_of_neither_side_is_an_invalid_row_and_a_saved_mapping_keep
     assert saved.options["side"] == "Agent?"
     assert (saved.options["operator_values"], saved.options["customer_values"]) == (["yes"], ["no"])
     assert not saved.guessed and "side-from-column" not in dict(saved.warnings())
+    # no author column: the file says how to give the replies an employee; uncommented, it works
+    text = (tmp_path / "m.toml").read_text(encoding="utf-8")
+    assert '# [constants]\n# "message.user_id" = 12\n' in text
+    (tmp_path / "m.toml").write_text(text.replace("# [constants]\n# ", "[constants]\n"), encoding="utf-8")
+    plan = bulkimport.plan(_helpdesk(), Mapping.load(tmp_path / "m.toml"))
+    ops = [m["message"].get("user_id") for c in plan.conversations for m in c.messages]
+    assert ops == [None, 12, None, 12]
 
 
 def test_a_header_that_names_people_is_not_a_side_column():
