@@ -989,7 +989,7 @@ def _safe_sql(column: str) -> str:
 _CHAT_SOURCES = (("report_rows", "chat"), ("row_ids", "chat"), ("external_ids", "chat"))
 
 
-def _journal_report_sql(tables: set[str]) -> str:
+def _journal_report_sql(tables: set[str], local: str = "NULL") -> str:
     """The journal report's query: SQLite formats every cell, so the rows go to the CSV writer as
     they come (Python only for formula-like cells and the times). A row id that is JSON text
     becomes its text; the chat is the external chat id where the journal knows it; an in-flight
@@ -1008,23 +1008,55 @@ def _journal_report_sql(tables: set[str]) -> str:
 SELECT {_safe_sql(rid)},
        {_safe_sql(chat)}, rows.conv, rows.seq, CASE status WHEN 'inflight' THEN 'unknown' ELSE status END,
        rows.code, {_safe_sql("error")}, attempts, {_safe_sql("message_id")}, {_safe_sql(user)},
-       {_safe_sql("chat_id")}, {_safe_sql("session_id")}, local_time(sent_at), coalesce(h.hint, '')
+       {_safe_sql("chat_id")}, {_safe_sql("session_id")}, {local}, coalesce(h.hint, '')
 FROM rows {" ".join(joins)} LEFT JOIN temp.hints AS h ON h.code = rows.code ORDER BY rows.rowid
 """  # noqa: S608 (fixed table and column names, no user text)
 
 
-def _time_in(zone: str) -> Any:
-    """``sent_at`` (unix seconds) → ``YYYY-MM-DD HH:MM:SS+HH:MM`` in ``zone``, for SQLite."""
+def _offsets(zone: str, lo: float, hi: float) -> list[tuple[float, int]]:
+    """(from when, UTC offset in seconds) of ``zone`` over [lo, hi]: its offset at ``lo`` and each
+    change after it (found hour by hour, then to the second)."""
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo(zone)
 
-    def local_time(stamp: float | None) -> str | None:
-        if stamp is None:
-            return None
-        return dt.datetime.fromtimestamp(float(stamp), tz).isoformat(sep=" ", timespec="seconds")
+    def offset(t: float) -> int:
+        delta = dt.datetime.fromtimestamp(t, tz).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
 
-    return local_time
+    out = [(lo, offset(lo))]
+    t = lo
+    while t < hi:
+        step = min(3600.0, hi - t)
+        if offset(t + step) != out[-1][1]:
+            a, b = t, t + step  # the change is in (a, b]: halve to the second
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (mid, b) if offset(mid) == out[-1][1] else (a, mid)
+            out.append((b, offset(b)))
+        t += step
+    return out
+
+
+def _local_sql(con: Any, zone: str) -> str:
+    """SQL for ``sent_at`` as ``YYYY-MM-DD HH:MM:SS+HH:MM`` in ``zone``, to the second: the zone's
+    offsets over the journal's send times become a CASE of constants, so SQLite formats every row
+    with no Python call per row (the report's pace at 10M rows)."""
+    lo, hi = con.execute("SELECT min(sent_at), max(sent_at) FROM rows").fetchone()
+    if lo is None:
+        return "NULL"
+
+    def label(off: int) -> str:
+        sign = "+" if off >= 0 else "-"
+        return f"{sign}{abs(off) // 3600:02d}:{abs(off) % 3600 // 60:02d}"
+
+    def fmt(off: int) -> str:
+        return f"strftime('%Y-%m-%d %H:%M:%S', sent_at + {off}, 'unixepoch') || '{label(off)}'"
+
+    spans = _offsets(zone, float(lo), float(hi))
+    cases = [f"WHEN sent_at < {start!r} THEN {fmt(prev)}" for (start, _), (_, prev) in
+             zip(spans[1:], spans, strict=False)]
+    return f"CASE WHEN sent_at IS NULL THEN NULL {' '.join(cases)} ELSE {fmt(spans[-1][1])} END"
 
 
 def write_journal_report(state: str | Path, path: str | Path | None = None) -> tuple[Path, int]:
@@ -1048,8 +1080,7 @@ def write_journal_report(state: str | Path, path: str | Path | None = None) -> t
         meta = con.execute("SELECT key, value FROM report_meta").fetchall() if "report_meta" in tables else []
         zone = dict(meta).get("zone", "UTC")
         con.create_function("neutralise", 1, neutralise, deterministic=True)
-        con.create_function("local_time", 1, _time_in(zone), deterministic=True)
-        cur = con.execute(_journal_report_sql(tables))
+        cur = con.execute(_journal_report_sql(tables, _local_sql(con, zone)))
         with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow([name for name, _ in JOURNAL_REPORT_COLUMNS] + ["import_hint"])

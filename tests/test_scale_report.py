@@ -176,3 +176,28 @@ def test_the_journal_report_shows_chat_ids_local_times_and_no_customer_id_on_rep
     assert listed.loc[3, "text"] == "how can I help?" and listed.loc[2, "time"] == "2024-03-01 09:00:00"
     report = pd.read_excel(result.report, sheet_name=0, dtype=str, engine="openpyxl").set_index("row")
     assert pd.isna(report.loc["3", "b24_user_id"]) and not pd.isna(report.loc["2", "b24_user_id"])
+
+
+def test_journal_report_times_follow_the_zone_across_a_daylight_saving_change(tmp_path):
+    """Berlin moves from +01:00 to +02:00 at 2024-03-31 01:00 UTC: a row sent a second before and
+    one sent at the change show their own offsets (the zone's offsets become SQL, no Python per row)."""
+    import sqlite3
+
+    state = tmp_path / "j.db"
+    journal = Journal.bind(state, portal="https://acme.bitrix24.ru/rest/", line="1", connector="c",
+                           fingerprint="f")
+    journal.add_rows([("2", 0, 0, "pending", None, None), ("3", 0, 1, "pending", None, None)])
+    change = 1711846800.0  # 2024-03-31T01:00:00Z
+    run = journal.start_run(change)
+    request = journal.mark_inflight(["2", "3"], run, change)
+    updates = [RowUpdate("2", "sent", sent_at=change - 1.5), RowUpdate("3", "sent", sent_at=change)]
+    journal.settle(request, updates, change, "answered")
+    journal.close()
+    con = sqlite3.connect(state)
+    con.execute("CREATE TABLE report_meta (key TEXT PRIMARY KEY, value TEXT)")
+    con.execute("INSERT INTO report_meta VALUES ('zone', 'Europe/Berlin')")
+    con.commit()
+    con.close()
+    target, _ = write_journal_report(state)
+    sent = {line["row"]: line["sent_at"] for line in _read(target)}
+    assert sent == {"2": "2024-03-31 01:59:58+01:00", "3": "2024-03-31 03:00:00+02:00"}
