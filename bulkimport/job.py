@@ -646,7 +646,9 @@ class ImportJob:
         try:
             journal.lock()
             undo.record_ids(journal, plan)
-            record_rows(journal, plan)  # chat, side, time, text of every row: for the journal's reports
+            # chat, side, time, text of every row, for the journal's own reports (after Ctrl-C only
+            # the zone: the run exits at once, and the read-back ids give the chats meanwhile)
+            record_rows(journal, plan, rows=not result.interrupted)
             if self.keep_open or result.interrupted or result.fix:
                 return
             # a collector the caller gave counts the finish calls too (no second bar on a terminal)

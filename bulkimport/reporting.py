@@ -633,21 +633,24 @@ def write_problems(failures: pd.DataFrame, path: str | Path, mapping: Any = None
 
 
 #: What the journal keeps of every row for the reports made from it alone (table owned here):
-#: the external chat id, the side, the message's time and a text excerpt; ``report_meta`` holds
+#: the external chat id, the side (1: operator), the message's time and, for rows not sent, a text
+#: excerpt (:func:`record_rows`); ``report_meta`` holds
 #: the import's time zone and the fingerprint of the plan they were recorded for.
 _ROWS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS report_rows "
-    "(rid TEXT PRIMARY KEY, chat TEXT, side TEXT, date REAL, text TEXT)"
+    "(rid TEXT PRIMARY KEY, chat TEXT, side INTEGER, date REAL, text TEXT) WITHOUT ROWID"
 )
 _META_SCHEMA = "CREATE TABLE IF NOT EXISTS report_meta (key TEXT PRIMARY KEY, value TEXT)"
 #: Characters of each row's text the journal keeps for ``status --rows`` (one line).
 KEPT_EXCERPT = 60
 
 
-def record_rows(journal: Any, plan: Any) -> int:
-    """Keep, in the journal, what its own reports show of every row of ``plan`` (invalid rows too):
-    external chat id, side, message time, text excerpt, and the import's zone. Once per plan
-    (a resumed run of the same plan writes nothing); returns the rows written."""
+def record_rows(journal: Any, plan: Any, rows: bool = True) -> int:
+    """Keep, in the journal, what its own reports show of the rows of ``plan`` (invalid rows too):
+    external chat id, operator side (1/0), message time and, for the rows not sent (the ones
+    ``status --rows`` is for), a text excerpt; and the import's zone. Every row once per plan; a
+    later run of the same plan adds the excerpts of rows no longer sent. Returns the rows written.
+    ``rows=False`` keeps the zone only (after Ctrl-C: the run exits at once)."""
     from .journal import row_key
 
     canon = getattr(plan, "canonical", None)
@@ -655,26 +658,42 @@ def record_rows(journal: Any, plan: Any) -> int:
         return 0
     journal.execute(_ROWS_SCHEMA)
     journal.execute(_META_SCHEMA)
+    journal.execute("INSERT OR REPLACE INTO report_meta VALUES ('zone', ?)", (report_zone(plan),))
     done = dict(journal.query("SELECT key, value FROM report_meta"))
-    if done.get("fingerprint") == plan.fingerprint:
+    if not rows:
         return 0
-    key = canon["key"].astype(object).where(canon["key"].notna(), None)
-    side = canon["operator"].map({True: "operator", False: "customer"}) if "operator" in canon else None
-    date = pd.to_numeric(canon["message.date"], errors="coerce") if "message.date" in canon else None
     text = canon.get("message.text")
-    values = [
-        (
-            row_key(rid),
-            key.iloc[i],
-            None if side is None else side.iloc[i],
-            None if date is None or _isna(date.iloc[i]) else float(date.iloc[i]),
-            None if text is None else _excerpt(text.iloc[i], KEPT_EXCERPT),
-        )
-        for i, rid in enumerate(canon.index)
-    ]
+    if done.get("fingerprint") == plan.fingerprint:
+        return _kept_texts(journal, canon.index, text)
+    n = len(canon)
+    rids = [row_key(r) for r in canon.index]
+    key = canon["key"].astype(object).where(canon["key"].notna(), None).tolist()
+    side = canon["operator"].to_numpy(dtype=bool).astype(int).tolist() if "operator" in canon else [None] * n
+    date = pd.to_numeric(canon.get("message.date", pd.Series(index=canon.index, dtype=float)),
+                         errors="coerce")
+    dates = [None if d != d else float(d) for d in date.tolist()]  # NaN → None
+    waiting = {r for (r,) in journal.query("SELECT rid FROM rows WHERE status != 'sent'")}
+    texts = [None] * n if text is None else text.tolist()
+    texts = [_excerpt(t, KEPT_EXCERPT) if r in waiting else None for r, t in zip(rids, texts, strict=True)]
+    values = list(zip(rids, key, side, dates, texts, strict=True))
     journal.executemany("INSERT OR REPLACE INTO report_rows VALUES (?, ?, ?, ?, ?)", values)
-    meta = [("fingerprint", plan.fingerprint), ("zone", report_zone(plan))]
-    journal.executemany("INSERT OR REPLACE INTO report_meta VALUES (?, ?)", meta)
+    journal.execute("INSERT OR REPLACE INTO report_meta VALUES ('fingerprint', ?)", (plan.fingerprint,))
+    return len(values)
+
+
+def _kept_texts(journal: Any, index: pd.Index, text: pd.Series | None) -> int:
+    """The excerpts of rows kept without one that are no longer sent (a later run of the plan)."""
+    from .journal import row_key
+
+    need = [r for (r,) in journal.query(
+        "SELECT k.rid FROM report_rows AS k JOIN rows AS r ON r.rid = k.rid "
+        "WHERE r.status != 'sent' AND k.text IS NULL"
+    )]
+    if not need or text is None:
+        return 0
+    where = {row_key(r): i for i, r in enumerate(index)}
+    values = [(_excerpt(text.iloc[where[r]], KEPT_EXCERPT), r) for r in need if r in where]
+    journal.executemany("UPDATE report_rows SET text = ? WHERE rid = ?", values)
     return len(values)
 
 
@@ -1002,7 +1021,7 @@ def _journal_report_sql(tables: set[str], local: str = "NULL") -> str:
         chats.append(f"c{i}.{column}")
     chat = f"coalesce({', '.join(chats)})" if chats else "NULL"
     side = "c0.side" if "report_rows" in tables else "NULL"
-    user = f"CASE WHEN {side} = 'operator' THEN NULL ELSE user_id END"
+    user = f"CASE WHEN {side} = 1 THEN NULL ELSE user_id END"
     rid = "CASE WHEN substr(rows.rid, 1, 1) = char(34) THEN json_extract(rows.rid, '$') ELSE rows.rid END"
     return f"""
 SELECT {_safe_sql(rid)},

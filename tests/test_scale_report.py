@@ -154,7 +154,7 @@ def test_the_journal_report_shows_chat_ids_local_times_and_no_customer_id_on_rep
         "Chat,Client ID,Message ID,Date,Text,Author\n"
         "T-1,c1,-1,2024-03-01 09:00,hello,Ann\n"
         "T-1,c1,=2,2024-03-01 09:05,how can I help?,Olga\n"
-        "T-2,c2,3,2024-03-01 10:00,,Bob\n",
+        "T-2,c2,3,31.02.2024 10:00,a date that never was,Bob\n",
         encoding="utf-8",
     )
     job = ImportJob(history, sandbox=True, progress=False, operators={"Olga": 5}, timezone="Europe/Moscow")
@@ -173,7 +173,8 @@ def test_the_journal_report_shows_chat_ids_local_times_and_no_customer_id_on_rep
     finally:
         journal.close()
     assert listed.loc[4, "chat"] == "T-2" and listed.loc[4, "status"] == "invalid"
-    assert listed.loc[3, "text"] == "how can I help?" and listed.loc[2, "time"] == "2024-03-01 09:00:00"
+    assert listed.loc[4, "text"] == "a date that never was"  # kept for the rows not sent
+    assert listed.loc[3, "chat"] == "T-1" and listed.loc[2, "time"] == "2024-03-01 09:00:00"
     report = pd.read_excel(result.report, sheet_name=0, dtype=str, engine="openpyxl").set_index("row")
     assert pd.isna(report.loc["3", "b24_user_id"]) and not pd.isna(report.loc["2", "b24_user_id"])
 
