@@ -202,3 +202,30 @@ def test_journal_report_times_follow_the_zone_across_a_daylight_saving_change(tm
     target, _ = write_journal_report(state)
     sent = {line["row"]: line["sent_at"] for line in _read(target)}
     assert sent == {"2": "2024-03-31 01:59:58+01:00", "3": "2024-03-31 03:00:00+02:00"}
+
+
+def test_the_journal_keeps_the_text_of_rows_not_sent_and_adds_it_when_a_row_stops_being_sent(tmp_path):
+    import bulkimport
+    from bulkimport.reporting import record_rows, status_rows
+
+    df = pd.DataFrame(
+        {"Chat": ["a", "a"], "Client ID": ["1", "1"], "Date": ["2024-01-01 10:00", "2024-01-01 10:01"],
+         "Text": ["first message", "second message"]},
+        index=pd.RangeIndex(2, 4, name="row"),
+    )
+    plan = bulkimport.plan(df, bulkimport.Mapping.guess(df).with_options(timezone="Europe/Moscow"))
+    journal = Journal.bind(tmp_path / "j.db", portal="https://acme.bitrix24.ru/rest/", line="1",
+                           connector="c", fingerprint=plan.fingerprint)
+    try:
+        journal.add_rows([("2", 0, 0, "sent", None, None), ("3", 0, 1, "pending", None, None)])
+        assert record_rows(journal, plan) == 2
+        assert record_rows(journal, plan) == 0  # once per plan
+        kept = dict(journal.query("SELECT rid, text FROM report_rows"))
+        assert kept == {"2": None, "3": "second message"}
+        journal.execute("UPDATE rows SET status = 'failed' WHERE rid = '2'")
+        assert record_rows(journal, plan) == 1  # a row no longer sent gets its excerpt
+        listed = status_rows(journal, ["failed", "pending"]).set_index("row")
+    finally:
+        journal.close()
+    assert listed.loc[2, "text"] == "first message" and listed.loc[3, "chat"] == "a"
+    assert listed.loc[2, "time"] == "2024-01-01 10:00:00"  # the message's time, in the import's zone
