@@ -298,7 +298,8 @@ _OPERATOR_WORDS = (
     "исходящий", "исх",
 )
 _CUSTOMER_WORDS = (
-    "customer", "client", "user", "contact", "visitor", "guest", "in", "incoming", "inbound",
+    "customer", "client", "user", "end-user", "end user", "enduser", "requester", "lead", "contact",
+    "visitor", "guest", "in", "incoming", "inbound",
     "received", "клиент", "покупатель", "пользователь", "посетитель", "входящее", "входящий", "вх",
 )
 #: Headers of a yes/no column that is true when an operator wrote the row ("Agent?", "Is agent").
@@ -374,7 +375,11 @@ _SIDE_EMPLOYEE_COMMENT = (
 )
 
 #: Words people put before a field's own name in a header ("customer_email", "clientPhone").
-_QUALIFIERS = ("customer", "client", "user", "contact", "msg", "клиент", "клиента", "пользователь")
+_QUALIFIERS = (
+    "customer", "client", "user", "contact", "requester", "visitor", "guest", "msg", "клиент",
+    "клиента", "пользователь", "пользователя", "покупатель", "покупателя", "заказчик", "заказчика",
+    "абонент", "абонента",
+)
 
 #: A header word that makes a column an id rather than a name.
 _ID_WORD = re.compile(r"\b(id|ид|код|номер|number|no|login|логин)\b")

@@ -625,3 +625,17 @@ def test_helpdesk_headers_people_write():
         "message.date": "Created Date", "message.text": "Message Body",
     }
     assert m.options["author"] == "Agent Name" and m.options["side"] == "Is Agent"
+
+
+def test_a_zendesk_like_export_author_type_end_user_agent_and_requester_email():
+    df = _df(**{
+        "Ticket ID": ["101", "101"], "Requester email": ["x@y.com"] * 2,
+        "Author type": ["end-user", "agent"],
+        "Created at": ["2024-06-01T10:00:00Z", "2024-06-01T10:30:00Z"],
+        "Comment body": ["broken", "try again"],
+    })
+    m = Mapping.guess(df)
+    assert m.columns["user.id"] == m.columns["user.email"] == "Requester email"
+    assert (m.options["side"], m.options["operator_values"], m.options["customer_values"]) == (
+        "Author type", ["agent"], ["end-user"]
+    )
