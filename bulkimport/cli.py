@@ -38,6 +38,12 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _cli_words(exc: BaseException) -> str:
+    """An error as the command line says it: its ``cli`` wording when it has one (``--delimiter ';'``
+    rather than the Python API's ``delimiter=``)."""
+    return str(getattr(exc, "cli", None) or exc)
+
+
 class _Group(click.Group):
     """Maps errors to exit codes: usage/input/configuration/portal set-up problems → one line on
     stderr and exit 2 (a traceback only with --debug); Ctrl-C → exit 130."""
@@ -67,7 +73,7 @@ class _Group(click.Group):
         except BulkImportError as exc:  # InputError (file, column, option), FatalError (auth, setup) …
             if debug:
                 raise
-            click.echo(f"Error: {_one_line(exc)}", err=True)
+            click.echo(f"Error: {_one_line(_cli_words(exc))}", err=True)
             code = EXIT_INPUT
         except OSError as exc:  # e.g. a report or journal path that cannot be written
             if debug:
@@ -274,10 +280,21 @@ def _show_reading(frame: Any) -> None:
     ):
         found = attrs.get(key)
         if found:
-            items = list(found)
-            shown = ", ".join(str(x) for x in items[:8])
+            items = [_left_out(x) for x in found]
+            shown = ", ".join(items[:8])
             shown += f" … ({len(items)} in all)" if len(items) > 8 else ""
             click.echo(f"Note: {what}: {shown}.")
+
+
+def _left_out(entry: Any) -> str:
+    """A row reading left out (``{"row": 1, "text": "Report", "sheet": "S"}``) as ``row 1 'Report'``;
+    a formula cell's row as its number."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    where = f"{entry['sheet']}!" if entry.get("sheet") else ""
+    text = str(entry.get("text", ""))
+    text = text if len(text) <= 60 else text[:59] + "…"
+    return f"row {where}{entry.get('row')} {text!r}"
 
 
 def _show_assumptions(job: Any) -> None:
@@ -391,13 +408,29 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
     if save is not None and save.exists() and not force and not _interactive():
         raise _config(f"--save {save}: the file exists; pass --force to overwrite it, or another path")
     job = _job(file, mapping_path, reading)
-    _, found = job.load(strict=False)
+    frame, found = job.load(strict=False)
     _show_mapping(job)
     missing = list(found.missing_required())
+    src = job.source_info
+    problems = list(src.problems) if src is not None and src.mapping is not None else []
     if missing:
-        click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
+        unused = found.unused_columns(frame)
+        if unused:
+            click.echo(f"Columns not used: {', '.join(repr(c) for c in unused)}.")
+        target = shlex.quote(str(save)) if save is not None else "mapping.toml"
+        how = "edit" if save is not None else f"write it with --save {target}, edit"
+        problems.append(
+            f"{file.name}: the mapping cannot be used: no column for the required field(s) "
+            f"{', '.join(missing)}; {how} it ([columns] \"{missing[0].split(' or ')[0]}\" = \"<column>\") "
+            f"and pass --mapping {target}"
+        )
+    elif not problems:
+        _show_assumptions(job)
     if save is not None:
         _save_mapping(job, found, save, force)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
+        raise _config(problems[0] + more)
 
 
 @main.command()
@@ -560,14 +593,20 @@ def run(
         unmapped_operators=unmapped_operators,
         **_reading(reading),
     )
+    if not sandbox and (portal or not dry_run):  # a real portal: everything seen offline, at once
+        from .job import check_before_portal
+
+        check_before_portal(job, dry_run=dry_run, confirmable=not yes and _interactive())
     job.check_options(dry_run=dry_run)
     if portal and not sandbox:  # credentials, line and connector are checked before the file is read
         job.connect()
     plan = _load_and_show(job)
     _show_before_sending(job)
     if dry_run:
+        from .reporting import preview_table
+
         click.echo("First messages in send order:")
-        _echo_table(plan.preview(5).reset_index(), 5)
+        _echo_table(preview_table(plan, job.load()[0], 5), 5)
         if not portal and not sandbox:
             click.echo("Planned offline: no --portal given, so no portal was checked.")
         click.echo("Dry run: nothing was sent.")
@@ -605,7 +644,7 @@ def _load_and_show(job: Any) -> Any:
     click.echo(
         f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
         f"({c['messages']} messages, {c.get('files', 0)} files), {c['invalid']} invalid, "
-        f"{c.get('warnings', 0)} warnings."
+        f"{c.get('warnings', 0)} warning{'' if c.get('warnings', 0) == 1 else 's'}."
     )
     if len(plan.failures):
         _show_failures(plan.failures)

@@ -552,6 +552,16 @@ _add("no-operators", "warning", "validate",
      "customer's message.",
      "List the operators under [operators] (author = employee id); `bulkimport mapping --save` writes "
      "a skeleton with the author values found.")
+_add("side-from-column", "warning", "validate",
+     "Rows whose {column!r} is {operators} are sent as the operator's replies, {customers} as the "
+     "customer's.",
+     "Check the guess; if it is wrong, write the mapping (`bulkimport mapping FILE --save M.toml`) and "
+     "correct side, operator_values and customer_values under [options].")
+_add("bad-side", "error", "validate",
+     "The side column holds neither an operator value nor a customer value (value), so who wrote "
+     "the row is not known.",
+     "Fill the cell with one of the side's values, or list the value under operator_values or "
+     "customer_values in [options] of the mapping.")
 _add("formula-without-value", "warning", "read",
      "A formula cell has no computed value (the workbook was written by a program and never "
      "recalculated); its formula text is used where it is the row's only content.",

@@ -39,8 +39,14 @@ class BulkImportError(Exception):
 class InputError(BulkImportError):
     """Something the user can fix (a file, a column, an option); the CLI exits with code 2.
 
-    The message is one line that names the file/row/column/option and says how to fix it.
+    The message is one line that names the file/row/column/option and says how to fix it, in the
+    words of the Python API (``delimiter=``, ``Mapping.save``); ``cli``, when given, is the same
+    message in the command line's words (``--delimiter ';'``), which the CLI prints instead.
     """
+
+    def __init__(self, *args: object, cli: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli = cli
 
 
 class ReadError(InputError):

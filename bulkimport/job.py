@@ -26,13 +26,13 @@ from typing import Any
 
 from . import connector as conn
 from . import staging
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 from .limits import PortalLimits, preset
 from .mapping import Mapping
 from .planning import Estimate, Plan
 from .planning import plan as build_plan
-from .reporting import check_report_path, count_lines, summary_lines, write_report
+from .reporting import check_report_path, count_lines, record_rows, summary_lines, write_report
 from .sending import Sender
 from .settings import DEFAULT_CONNECTOR, ENV_LINE, ENV_PORTAL, parse_line
 
@@ -221,6 +221,8 @@ class Resume:
         text = f"Resuming {self.journal}: {self.sent} of {self.total} sent, {self.to_go} to go"
         if self.waiting:
             text += f", {self.waiting} waiting on failed or unknown rows"
+        if self.to_go == 0:
+            return text + "; nothing left to send"
         return text + f"; ETA for the {self.to_go}: {self.estimate}"
 
 
@@ -250,8 +252,38 @@ def _left_to_send(
     return int(rows["status"].eq("sent").sum()), left, waiting
 
 
-def _sandbox_pace(plan: Plan, limits: PortalLimits, time_scale: float | None) -> tuple[Estimate, float]:
-    """The sandbox's own ETA and the clock scale that makes the demo take about ten seconds."""
+def _load_mapping(path: str | Path, source: Any) -> Mapping:
+    """:meth:`Mapping.load`, the command that writes a guess in its CLI wording naming ``source``."""
+    try:
+        return Mapping.load(path)
+    except InputError as exc:
+        if exc.cli:
+            exc.cli = exc.cli.replace("mapping FILE", f"mapping {shlex.quote(str(source))}")
+        raise
+
+
+def _with_operators(mapping: Mapping, operators: dict[str, int], source: Any) -> Mapping:
+    """``mapping`` with the --operator authors added; without an author column to look them up in,
+    the refusal says (on the CLI) how to name one."""
+    import dataclasses
+
+    try:
+        return dataclasses.replace(mapping, operators={**mapping.operators, **operators})
+    except InputError as exc:
+        first = next(iter(operators))
+        exc.cli = (
+            f"--operator '{first}=…' needs the column that names each row's author, and {mapping.label} "
+            f"has none: write the mapping (bulkimport mapping {shlex.quote(str(source))} --save "
+            'mapping.toml), set author = "<column>" under [options] and pass --mapping mapping.toml'
+        )
+        raise
+
+
+def _sandbox_pace(
+    plan: Plan, limits: PortalLimits, time_scale: float | None, remaining: list[int] | None = None
+) -> tuple[Estimate, float]:
+    """The sandbox's own ETA (for the messages still to send, when resuming) and the clock scale
+    that makes the demo take about ten seconds."""
     from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
 
     # The sandbox charges COST_PER_CALL + COST_PER_MESSAGE per message of a call, so its server
@@ -259,8 +291,33 @@ def _sandbox_pace(plan: Plan, limits: PortalLimits, time_scale: float | None) ->
     # (1.2 s): pace the demo's clock and its promise on the sandbox's own cost.
     messages = max(1, plan.messages)
     per_message = (plan.calls() * COST_PER_CALL + messages * COST_PER_MESSAGE) / messages
-    here = plan.estimate(limits, seconds_per_message=per_message)
+    here = plan.estimate(limits, seconds_per_message=per_message, remaining=remaining)
     return here, time_scale or conn.demo_time_scale(here.seconds)
+
+
+def _sandbox_line(url: str, db: Path, scale: float, limits: PortalLimits, here: Estimate, to_go: int) -> str:
+    """What the sandbox is and how long it will take: its clock (real time, or N× faster) and its
+    own ETA, or that there is nothing left to send."""
+    from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
+
+    head = f"Sandbox portal at {url} (what it receives is kept in {db})."
+    if to_go == 0:
+        return f"{head} Nothing to send: no valid row is left to send, so it takes no sandbox time."
+    cost = (
+        f"At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s per message of server time"
+    )
+    if scale == 1:
+        return (
+            f"{head} Its clock runs in real time, paced by the {limits.name} plan's limits. {cost} it "
+            f"needs about {_duration(here.seconds)} for {to_go} message(s) (the estimate above is for a "
+            "real portal)."
+        )
+    return (
+        f"{head} Its clock runs {scale:g}× faster than real time: the {limits.name} plan's limits still "
+        f"pace the import, in sandbox time. {cost} it needs {_duration(here.seconds)} of sandbox time "
+        f"for {to_go} message(s), about {_duration(here.seconds / scale)} here (the estimate above is "
+        "for a real portal)."
+    )
 
 
 def _start_sandbox(db: Path, scale: float, state: Path) -> Any:
@@ -405,12 +462,10 @@ class ImportJob:
     def _given_mapping(self) -> Mapping | None:
         if isinstance(self.mapping, Mapping) or self.mapping is None:
             return self.mapping
-        return Mapping.load(self.mapping)
+        return _load_mapping(self.mapping, self.source)
 
     def _overlaid(self, mapping: Mapping) -> Mapping:
         """``mapping`` with the job's --timezone, --operator and --files-base-url laid over it."""
-        import dataclasses
-
         options: dict[str, Any] = {}
         if self.timezone:
             options["timezone"] = self.timezone
@@ -421,9 +476,7 @@ class ImportJob:
             options["unmapped_operators"] = self.unmapped_operators
         if options:
             mapping = mapping.with_options(**options)
-        if self.operators:
-            mapping = dataclasses.replace(mapping, operators={**mapping.operators, **self.operators})
-        return mapping
+        return _with_operators(mapping, self.operators, self.source) if self.operators else mapping
 
     def use_mapping(self, mapping: Mapping) -> None:
         """Replace the mapping (e.g. a guess adjusted in a notebook); the plan is made anew."""
@@ -458,6 +511,10 @@ class ImportJob:
             src = self.source_info
             messenger = src is not None and src.mapping is not None and mapping is src.mapping
             self._plan = build_plan(src if messenger else frame, mapping)
+            if not messenger:  # operator rows without an employee: refused, as for an export
+                from .validation import check_side_operators
+
+                check_side_operators(self._plan.failures, mapping, self.source.name)
         return self._plan
 
     def estimate(self) -> Estimate:
@@ -592,6 +649,9 @@ class ImportJob:
         try:
             journal.lock()
             remember_command(journal, result.command)  # undo reads the ids from row_ids (no pass here)
+            # chat, side, time, text of every row, for the journal's own reports (after Ctrl-C only
+            # the zone: the run exits at once, and the read-back ids give the chats meanwhile)
+            record_rows(journal, plan, rows=not result.interrupted)
             if self.keep_open or result.interrupted or result.fix:
                 return
             # a collector the caller gave counts the finish calls too (no second bar on a terminal)
@@ -628,22 +688,16 @@ class ImportJob:
 
     def _send_to_sandbox(self, plan: Plan) -> JobResult:
         """Start a sandbox portal, set the connector up on its line, send to it, stop it (DB kept)."""
-        from .sandbox import COST_PER_CALL, COST_PER_MESSAGE
-
         db = Path(self.sandbox_db or conn.default_sandbox_db(self.source))
         assert isinstance(self.limits, PortalLimits) and isinstance(self.state, Path)
-        here, scale = _sandbox_pace(plan, self.limits, self.time_scale)
+        resumed = self.resume()
+        left = _still_to_send(self, plan) if resumed is not None else None
+        to_go = plan.messages if left is None else sum(left)
+        here, scale = _sandbox_pace(plan, self.limits, self.time_scale, remaining=left)
         with _start_sandbox(db, scale, self.state) as sb:
             line = parse_line(self.line) if self.line not in (None, "") else None
             target = conn.sandbox_target(sb, limits=self.limits, line=line)
-            assert isinstance(self.limits, PortalLimits)
-            self.notify(
-                f"Sandbox portal at {sb.url} (what it receives is kept in {db}). Its clock runs {scale:g}× "
-                f"faster than real time: the {self.limits.name} plan's limits still pace the import, "
-                f"in sandbox time. At the sandbox's {COST_PER_CALL:g} s per call + {COST_PER_MESSAGE:g} s "
-                f"per message of server time it needs {_duration(here.seconds)} of sandbox time, about "
-                f"{_duration(here.seconds / scale)} here (the estimate above is for a real portal)."
-            )
+            self.notify(_sandbox_line(sb.url, db, scale, self.limits, here, to_go))
             group = self.needs_chat_group
             ready = conn.setup(target.client, target.line, self.connector, chat_group=group)
             self.notify(str(ready))
@@ -679,6 +733,98 @@ class ImportJob:
             where = write_changes(result.changes, self.report)
             if where is not None:
                 self.notify(f"What the edit changed (rows no longer in the file, changed rows): {where}")
+
+
+def _still_to_send(job: ImportJob, plan: Plan) -> list[int]:
+    """Messages still to send per conversation of a resumed job (as :meth:`ImportJob.resume`)."""
+    from .journal import Journal
+
+    assert isinstance(job.state, Path)
+    journal = Journal.open(job.state)
+    try:
+        rows = journal.rows(skip_pending=True)
+    finally:
+        journal.close()
+    return _left_to_send(rows, plan, job.retry_failed, job.retry_unknown)[1]
+
+
+def offline_problems(job: ImportJob, *, dry_run: bool = False, confirmable: bool = False) -> list[str]:
+    """Everything that would stop a real-portal run and can be seen before the portal is contacted,
+    each with its fix: the options (line, report, journal folder), the portal's address, the
+    credentials, the input file, and a mapping that would be guessed with nobody to confirm it
+    (``confirmable``: a person answers the prompt)."""
+    from .portal.auth import Auth
+    from .portal.urls import rest_url
+    from .reporting import check_report_path
+
+    checks: list[Callable[[], Any]] = [
+        lambda: job.check_options(dry_run=dry_run) if job.sandbox_db or job.time_scale else None,
+        lambda: rest_url(job.portal or "") if job.portal else job.check_options(dry_run=False),
+        lambda: Auth.from_env(),
+        lambda: _line_given(job),
+        lambda: check_report_path(str(job.report)),
+        lambda: _state_folder(job),
+        lambda: _guess_unconfirmed(job, dry_run, confirmable),
+    ]
+    found: list[str] = []
+    for check in checks:
+        try:
+            check()
+        except InputError as exc:
+            text = " ".join(str(exc.cli or exc).split())
+            if text not in found:
+                found.append(text)
+    return found
+
+
+def check_before_portal(job: ImportJob, *, dry_run: bool = False, confirmable: bool = False) -> None:
+    """Raise one ConfigError listing every :func:`offline_problems` (numbered, each with its fix),
+    so that a first run against a real portal is not fixed one complaint at a time."""
+    found = offline_problems(job, dry_run=dry_run, confirmable=confirmable)
+    if len(found) == 1:
+        raise ConfigError(found[0])
+    if found:
+        listed = "; ".join(f"({i}) {text.rstrip('.')}" for i, text in enumerate(found, 1))
+        raise ConfigError(f"{len(found)} things to fix before anything is sent: {listed}")
+
+
+def _line_given(job: ImportJob) -> None:
+    from .settings import ENV_LINE
+
+    if job.line in (None, ""):
+        raise ConfigError(
+            f"--line is missing: pass the numeric id of the open line (Contact Center → Open Lines), "
+            f"e.g. --line 1, or set {ENV_LINE}"
+        )
+    parse_line(job.line)
+
+
+def _state_folder(job: ImportJob) -> None:
+    assert isinstance(job.state, Path)
+    if not job.state.parent.exists():
+        raise ConfigError(
+            f"--state {job.state}: folder {job.state.parent} does not exist; create it or pick another"
+        )
+
+
+def _guess_unconfirmed(job: ImportJob, dry_run: bool, confirmable: bool) -> None:
+    """The input file is there; a spreadsheet without --mapping would be sent on a guess that nobody
+    can confirm here (no terminal, or --yes) unless --accept-guessed-mapping says so."""
+    from .sources import detect
+
+    assert isinstance(job.source, Path)
+    if not job.source.exists():
+        raise InputError(f"{job.source}: no such file; check the path (current folder: {Path.cwd()})")
+    if dry_run or job.mapping is not None or job.accept_guess or confirmable:
+        return
+    if detect(job.source) not in ("xlsx", "csv"):
+        return  # a messenger export brings its own mapping
+    check = shlex.join(["bulkimport", "mapping", str(job.source), "--save", "mapping.toml"])
+    raise ConfigError(
+        f"the mapping of {job.source.name} would be guessed from its headers and nobody can confirm it "
+        f"here (no terminal, or --yes): check it ({check}), then pass --mapping mapping.toml, or "
+        "--accept-guessed-mapping to send on the guess"
+    )
 
 
 def _check_line_settings(job: ImportJob, client: Any) -> None:
@@ -753,4 +899,4 @@ def _command_line(self: ImportJob) -> list[str]:
     return base
 
 
-__all__ = ["ImportJob", "JobResult", "Resume"]
+__all__ = ["ImportJob", "JobResult", "Resume", "check_before_portal", "offline_problems"]

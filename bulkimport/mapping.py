@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 import tomllib
 from collections.abc import Iterable
 from collections.abc import Mapping as ABCMapping
@@ -67,6 +68,17 @@ OPTIONS: dict[str, tuple[Any, tuple[type, ...], str]] = {
         (str,),
         "folder that relative attachment paths are relative to (default: the file's)",
     ),
+    "side": (None, (str,), "column saying which side wrote each row (Agent? yes/no, Direction in/out)"),
+    "operator_values": (
+        None,
+        (list,),
+        "values of the side column meaning an operator wrote the row [default: yes, true, 1, agent, out …]",
+    ),
+    "customer_values": (
+        None,
+        (list,),
+        "values of the side column meaning the customer wrote it [default: no, false, 0, customer, in …]",
+    ),
     "unmapped_operators": (
         "refuse",
         (str,),
@@ -110,8 +122,27 @@ _SYNONYMS: dict[str, list[str]] = {
         "id диалога",
         "диалог",
         "thread id",
+        "thread",
         "ticket id",
+        "ticket number",
+        "ticket no",
+        "ticket",
+        "case id",
+        "case number",
+        "case",
+        "dialog",
+        "dialogue",
+        "session id",
         "обращение",
+        "id обращения",
+        "номер обращения",
+        "тикет",
+        "номер тикета",
+        "заявка",
+        "номер заявки",
+        "обращения",
+        "заявки",
+        "переписка",
     ],
     "chat.name": ["chat name", "chat title", "название чата", "conversation name", "subject", "тема"],
     "chat.url": ["chat url", "chat link", "ссылка на чат", "conversation url"],
@@ -187,7 +218,18 @@ _SYNONYMS: dict[str, list[str]] = {
         "дата сообщения",
         "message date",
         "sent at",
+        "sent date",
+        "date sent",
+        "send time",
+        "posted at",
         "created at",
+        "created date",
+        "created on",
+        "creation date",
+        "date created",
+        "дата создания",
+        "дата отправки",
+        "время отправки",
         "created",
         "date",
         "дата",
@@ -196,6 +238,9 @@ _SYNONYMS: dict[str, list[str]] = {
     ],
     "message.text": [
         "message text",
+        "message body",
+        "comment body",
+        "body text",
         "text",
         "message",
         "body",
@@ -221,6 +266,15 @@ _DATE_ONLY = ["date", "дата", "message date", "дата сообщения"]
 _TIME_ONLY = ["time", "время", "message time", "время сообщения"]
 _AUTHOR = [
     "author",
+    "author name",
+    "agent name",
+    "operator name",
+    "employee name",
+    "sender name",
+    "имя оператора",
+    "имя сотрудника",
+    "фио оператора",
+    "фио сотрудника",
     "sender",
     "from",
     "автор",
@@ -235,23 +289,110 @@ _AUTHOR = [
 ]
 
 
+#: Side column values (compared case-blind): what a yes/no cell means depends on the header.
+_YES = ("yes", "y", "true", "t", "1", "да", "д", "+", "x", "✓")
+_NO = ("no", "n", "false", "f", "0", "нет", "н", "-", "")
+_OPERATOR_WORDS = (
+    "agent", "operator", "staff", "employee", "support", "manager", "admin", "out", "outgoing",
+    "outbound", "sent", "reply", "оператор", "сотрудник", "менеджер", "поддержка", "исходящее",
+    "исходящий", "исх",
+)
+_CUSTOMER_WORDS = (
+    "customer", "client", "user", "end-user", "end user", "enduser", "requester", "lead", "contact",
+    "visitor", "guest", "in", "incoming", "inbound",
+    "received", "клиент", "покупатель", "пользователь", "посетитель", "входящее", "входящий", "вх",
+)
+#: Headers of a yes/no column that is true when an operator wrote the row ("Agent?", "Is agent").
+_OPERATOR_FLAG = [
+    f"{pre}{w}"
+    for w in ("agent", "operator", "staff", "employee", "support", "оператор", "сотрудник")
+    for pre in ("", "is ", "from ", "by ", "sent by ", "от ", "is an ", "from an ")
+] + ["agent reply", "is reply", "outgoing", "исходящее", "ответ оператора"]
+#: Headers of a yes/no column that is true when the customer wrote it ("Is customer").
+_CUSTOMER_FLAG = [
+    f"{pre}{w}"
+    for w in ("customer", "client", "клиент", "клиента")
+    for pre in ("", "is ", "from ", "by ", "sent by ", "от ", "is a ", "from a ")
+] + ["incoming", "входящее"]
+#: Headers of a column naming the side in words (agent/customer, in/out).
+_SIDE_WORDS = [
+    "direction", "направление", "side", "сторона", "sender type", "author type", "from type",
+    "sender role", "author role", "role", "роль", "user type", "message type", "type", "тип",
+    "тип отправителя", "тип автора", "who", "кто", "from", "sender", "author", "автор", "отправитель",
+    "от кого",
+]
+
+
+def side_values(column: str, values: pd.Series) -> tuple[list[str], list[str]] | None:
+    """(operator values, customer values) of a side column, as they are spelt in it, when its header
+    says what a yes/no means (``Agent?`` yes = operator, ``Is customer`` yes = customer) or its
+    values are words of one side or the other (agent/customer, in/out); None when it is not one."""
+    key = _norm(column).rstrip(" ?").strip()
+    polar = "operator" if key in _OPERATOR_FLAG else "customer" if key in _CUSTOMER_FLAG else None
+    if polar is not None and " " not in key and not str(column).strip().endswith("?"):
+        polar = None  # a bare "Client" or "Agent" names people; "Agent?" and "Is agent" ask yes/no
+    if polar is None and key not in _SIDE_WORDS:
+        return None
+    seen = values.dropna().astype(str).str.strip()
+    spelt = {v.casefold(): v for v in seen[seen != ""].drop_duplicates().head(20)}
+    if not spelt or len(spelt) > 6:
+        return None
+    ops, custs = [], []
+    for folded, v in spelt.items():
+        if folded in _OPERATOR_WORDS:
+            ops.append(v)
+        elif folded in _CUSTOMER_WORDS:
+            custs.append(v)
+        elif polar is not None and folded in _YES:
+            (ops if polar == "operator" else custs).append(v)
+        elif polar is not None and folded in _NO:
+            (custs if polar == "operator" else ops).append(v)
+        else:
+            return None  # a value that says neither: not a side column (or not one we can read)
+    return ops or _opposite(custs), custs or _opposite(ops)
+
+
+def _opposite(values: list[str]) -> list[str]:
+    """The other answer of a yes/no column whose file holds only one (``["no"]`` → ``["yes"]``)."""
+    pairs = dict(zip(_NO, _YES, strict=False)) | dict(zip(_YES, _NO, strict=False))
+    pairs |= {"in": "out", "out": "in", "incoming": "outgoing", "outgoing": "incoming"}
+    return [pairs[v.casefold()] for v in values if v.casefold() in pairs and pairs[v.casefold()]]
+
+
 #: Written into a saved mapping whose time zone was not stated, for the user to fill in.
 _TIMEZONE_COMMENT = (
     '# timezone = "Europe/Moscow"   # the zone the dates were written in (dates without an offset);\n'
     "#                              # unset, they are read as UTC and bulkimport says so\n"
 )
 
+#: Written into a saved mapping whose side column's operator rows have no employee id yet.
+_SIDE_EMPLOYEE_COMMENT = (
+    "# The side column's operator rows need a Bitrix24 employee id: uncomment the two lines below\n"
+    "# (one employee for every reply) and put the id in, or map message.user_id to a column of ids,\n"
+    "# or run with --unmapped-operators system (the portal's system user).\n"
+    "# [constants]\n"
+    '# "message.user_id" = 12\n'
+)
+
 #: Words people put before a field's own name in a header ("customer_email", "clientPhone").
-_QUALIFIERS = ("customer", "client", "user", "contact", "msg", "клиент", "клиента", "пользователь")
+_QUALIFIERS = (
+    "customer", "client", "user", "contact", "requester", "visitor", "guest", "msg", "клиент",
+    "клиента", "пользователь", "пользователя", "покупатель", "покупателя", "заказчик", "заказчика",
+    "абонент", "абонента",
+)
 
 #: A header word that makes a column an id rather than a name.
 _ID_WORD = re.compile(r"\b(id|ид|код|номер|number|no|login|логин)\b")
 
 
 def _unqualified(key: str) -> str:
-    """``"customer email"`` → ``"email"``: the header without a leading qualifier word."""
+    """``"customer email"`` → ``"email"``, ``"телефон клиента"`` → ``"телефон"``: the header
+    without a qualifier word before it (or after it, as Russian headers put it)."""
     first, _, rest = key.partition(" ")
-    return rest if rest and first in _QUALIFIERS else key
+    if rest and first in _QUALIFIERS:
+        return rest
+    head, _, last = key.rpartition(" ")
+    return head if head and last in _QUALIFIERS else key
 
 
 def _looks_like_names(values: pd.Series) -> bool:
@@ -296,6 +437,22 @@ class _Guess:
             why = f"headers {d[0]!r} + {t[0]!r} (a date column and a time-of-day column)"
             self.take("message.date", [d[0], t[0]], why)
 
+    def side(self) -> None:
+        """A column saying which side wrote each row (``Agent?`` yes/no, ``Direction`` in/out):
+        option side, with the values that mean each side as the file spells them."""
+        for col in self.df.columns:
+            if col in self.used:
+                continue
+            found = side_values(str(col), self.df[col])
+            if found is None:
+                continue
+            ops, custs = found
+            self.options.update(side=str(col), operator_values=ops, customer_values=custs)
+            self.used.add(col)
+            said = f"{_quote(ops)} = operator, {_quote(custs)} = customer"
+            self.why["option side"] = f"header {str(col)!r} ({said})"
+            return
+
     def author(self) -> None:
         """An author-like column: message.user_id when it holds whole numbers, else option author."""
         found = self.find(_AUTHOR)
@@ -325,6 +482,25 @@ class _Guess:
                     how = "read as" if loose else "matches"
                     self.take(f, found[0], f"header {found[0]!r} ({how} {found[1]!r})")
 
+    def id_from_contact(self) -> None:
+        """No customer id column, or one of people's names while a name column is free: the
+        customer's e-mail (or phone) column tells customers apart (the names become user.name)."""
+        uid = self.columns.get("user.id")
+        contact = any(isinstance(self.columns.get(f), str) for f in ("user.email", "user.phone"))
+        if isinstance(uid, str) and contact and "user.name" not in self.columns and self.notes():
+            self.columns["user.name"] = uid
+            self.why["user.name"] = self.why.pop("user.id")
+            del self.columns["user.id"]
+        if "user.id" in self.columns:
+            return
+        for f in ("user.email", "user.phone"):
+            column = self.columns.get(f)
+            if isinstance(column, str):
+                what = f.split(".")[1]
+                why = f"header {column!r} (no customer id column: the {what} tells customers apart)"
+                self.columns["user.id"], self.why["user.id"] = column, why
+                return
+
     def time_after_date(self) -> None:
         """A lone date column (Дата) with a time column left (Время) becomes the pair."""
         date = self.columns.get("message.date")
@@ -346,6 +522,27 @@ def _reason(why: str) -> str:
     """``"header 'Client' (matches 'client')"`` → ``"matches 'client'"``: why, without the header."""
     _, sep, rest = why.partition(" (")
     return rest[:-1] if sep and rest.endswith(")") else why
+
+
+#: Mapping options a command-line flag sets, and the flag.
+_OPTION_FLAGS = {
+    "timezone": "--timezone",
+    "files_base_url": "--files-base-url",
+    "missing_files": "--missing-files",
+    "max_file_mb": "--max-file-size",
+    "unmapped_operators": "--unmapped-operators",
+}
+
+
+def _as_flag(message: str, options: ABCMapping[str, Any]) -> str | None:
+    """``"m.toml: option timezone 'X' is not …"`` → ``"--timezone 'X' is not …"`` when the
+    refused option was one of ``options`` and a flag sets it (None otherwise)."""
+    for key in options:
+        flag = _OPTION_FLAGS.get(key)
+        found = re.search(rf"^.*?: option {re.escape(key)} ", message)
+        if flag and found:
+            return flag + " " + message[found.end() :]
+    return None
 
 
 def _quote(names: Iterable[object]) -> str:
@@ -373,7 +570,7 @@ class Mapping:
         merged = {k: v[0] for k, v in OPTIONS.items()}
         merged.update({k: v for k, v in self.options.items() if not (k == "timezone" and v is None)})
         self.options = merged
-        self._validate(self.source)
+        self._validate("the mapping guessed from the headers" if self.source == "guess" else self.source)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -381,9 +578,11 @@ class Mapping:
         """Read a TOML mapping file; unknown sections, fields and options are MappingErrors."""
         p = Path(path)
         if not p.is_file():
+            head = f"mapping file {p} does not exist; write one (see docs/mapping.md) or let bulkimport "
+            save = shlex.quote(str(p))
             raise MappingError(
-                f"mapping file {p} does not exist; write one (see docs/mapping.md) or "
-                "let bulkimport guess and save it with Mapping.save"
+                head + "guess and save it with Mapping.guess(df).save(path)",
+                cli=f"{head}guess it and write it there: bulkimport mapping FILE --save {save}",
             )
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8-sig"))
@@ -412,21 +611,25 @@ class Mapping:
             source=source,
         )
 
-    def _check_file_options(self, source: str) -> None:
-        """files_base_url is http(s); files_upload is "disk" or unset; missing_files is note, skip
-        or fail (MappingError)."""
-        base = self.options.get("files_base_url")
-        if base is not None and not re.match(r"^https?://[^/\s]+", base):
-            raise MappingError(
-                f"{source}: option files_base_url {base!r} must start with http:// or https://"
-            )
-        upload = self.options.get("files_upload")
-        if upload is not None and upload != "disk":
-            raise MappingError(f'{source}: option files_upload {upload!r}: the only value is "disk"')
-        if self.options.get("missing_files", "note") not in ("note", "skip", "fail"):
-            raise MappingError(
-                f"{source}: option missing_files {self.options['missing_files']!r}: use note, skip or fail"
-            )
+    def side_of(self, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """(operator, unreadable) masks of the side column's ``values``: an operator value, and a
+        cell that is neither side's value (empty included). Without operator_values and
+        customer_values the header and the values decide (:func:`side_values`), or MappingError."""
+        column = str(self.options["side"])
+        ops, custs = self.options.get("operator_values"), self.options.get("customer_values")
+        if ops is None or custs is None:
+            found = side_values(column, values)
+            if found is None:
+                raise MappingError(
+                    f"{self.label}: cannot tell which values of the side column {column!r} mean an "
+                    'operator; add operator_values = ["…"] and customer_values = ["…"] under [options]'
+                )
+            ops = found[0] if ops is None else ops
+            custs = found[1] if custs is None else custs
+        folded = values.astype("str").str.strip().str.casefold()
+        operator = folded.isin([str(v).strip().casefold() for v in ops]).fillna(False).astype(bool)
+        customer = folded.isin([str(v).strip().casefold() for v in custs]).fillna(False).astype(bool)
+        return operator, ~operator & ~customer
 
     def _validate(self, source: str) -> None:
         for sec, keys in (("columns", self.columns), ("constants", self.constants)):
@@ -486,7 +689,8 @@ class Mapping:
                 "known region; use a two-letter code such as 'RU', 'US' or 'DE'"
             )
         self.options["phone_region"] = region
-        self._check_file_options(source)
+        _check_file_options(self, source)
+        _check_side(self, source)
         if self.operators and not self.options.get("author"):
             raise MappingError(
                 f"{source}: [operators] needs the column that names each row's author: add "
@@ -511,25 +715,37 @@ class Mapping:
         each field came from and why, :attr:`notes` what the guess could only assume."""
         g = _Guess(df)
         g.date_pair()
+        g.side()
         g.author()
         g.fields()
+        g.id_from_contact()
         g.time_after_date()
         notes = g.notes()
         return cls(columns=g.columns, options=g.options, source="guess", guessed_from=g.why, notes=notes)
 
     def with_options(self, **options: Any) -> Mapping:
         """A copy with ``options`` set (checked like a file's); e.g. ``with_options(timezone=...)``
-        for a ``--timezone`` option: the zone is then stated, no longer assumed."""
+        for a ``--timezone`` option: the zone is then stated, no longer assumed. A refused value
+        is a MappingError whose ``cli`` wording names the command-line option (``--timezone``)."""
         given = {k: v for k, v in self.options.items() if k != "timezone" or self.timezone_given}
-        return Mapping(
-            columns=dict(self.columns),
-            constants=dict(self.constants),
-            options={**given, **options},
-            operators=dict(self.operators),
-            source=self.source,
-            guessed_from=dict(self.guessed_from),
-            notes=list(self.notes),
-        )
+        try:
+            return Mapping(
+                columns=dict(self.columns),
+                constants=dict(self.constants),
+                options={**given, **options},
+                operators=dict(self.operators),
+                source=self.source,
+                guessed_from=dict(self.guessed_from),
+                notes=list(self.notes),
+            )
+        except MappingError as exc:
+            exc.cli = _as_flag(str(exc), options) or exc.cli
+            raise
+
+    @property
+    def label(self) -> str:
+        """How messages name this mapping: its file, or "the mapping guessed from the headers"."""
+        return "the mapping guessed from the headers" if self.guessed else self.source
 
     @property
     def guessed(self) -> bool:
@@ -551,8 +767,12 @@ class Mapping:
             out.append(("timezone-not-set", codes.render("timezone-not-set", zone=self.timezone)))
         for code, f, column in self.notes:
             out.append((code, f"{codes.render(code, field=f)} (column {column!r})"))
-        if self.options.get("author") and not self.operators:
+        if self.options.get("author") and not self.operators and not self.options.get("side"):
             out.append(("no-operators", codes.render("no-operators", column=self.options["author"])))
+        if "option side" in self.guessed_from:
+            values = {"column": self.options["side"], "operators": _quote(self.options["operator_values"])}
+            values["customers"] = _quote(self.options["customer_values"])
+            out.append(("side-from-column", codes.render("side-from-column", **values)))
         return out
 
     # ------------------------------------------------------------------ output
@@ -583,36 +803,11 @@ class Mapping:
         if not self.timezone_given:
             text = text.replace("[options]\n", "[options]\n" + _TIMEZONE_COMMENT, 1)
         if authors is not None and len(authors) and self.options.get("author"):
-            text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + self._skeleton(authors)
+            text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + _skeleton(self, authors)
+        if self.options.get("side") and not self.options.get("author") and not self.has("message.user_id"):
+            text = text.rstrip("\n") + "\n\n" + _SIDE_EMPLOYEE_COMMENT
         p.write_text(text, encoding="utf-8")
         return p
-
-    def _skeleton(self, authors: pd.DataFrame, limit: int = 500) -> str:
-        """The ``[operators]`` section: known operators, likely ones as ``= 0``, the rest commented."""
-        import tomli_w
-
-        known = {str(k).strip().casefold() for k in self.operators}
-        lines = [
-            "[operators]",
-            f"# author ({self.options['author']!r} column) = Bitrix24 employee id. Replace each 0 with the",
-            "# employee's id or delete the line (the file is refused while a 0 is left); uncomment the",
-            "# lines of other operators. Authors not listed here are customers.",
-        ]
-        lines += [tomli_w.dumps({str(k): v}).strip() for k, v in self.operators.items()]
-        shown = 0
-        for r in authors.itertuples(index=False):
-            if str(r.author).strip().casefold() in known or shown >= limit:
-                continue
-            shown += 1
-            line = tomli_w.dumps({str(r.author): 0}).strip()
-            note = f"{r.messages} messages, {r.conversations} conversations, {r.customers} customers"
-            if bool(r.likely_operator):
-                lines.append(f"{line}  # {note}: most likely an operator")
-            else:
-                lines.append(f"# {line}  # {note}")
-        if len(authors) - len(known) > shown:
-            lines.append(f"# … and {len(authors) - len(known) - shown} more authors")
-        return "\n".join(lines) + "\n"
 
     def describe(self) -> str:
         """A human-readable table of field ← column (what a guess found, what is missing)."""
@@ -629,6 +824,8 @@ class Mapping:
                 src = "(generated: stable hash of chat, time, content)"
             elif f == "message.user_id" and self.options.get("author"):
                 src = f"(via [operators] from author column {self.options['author']!r})"
+            elif f == "message.user_id" and self.options.get("side"):
+                src = "- (the side column's operator rows need an employee id)"
             else:
                 src = "-"
             why = self.guessed_from.get(f, "")
@@ -646,12 +843,14 @@ class Mapping:
         if "option author" in self.guessed_from:
             why = _reason(self.guessed_from["option author"])
             lines.append(f"  author column ← {self.options.get('author')!r}  (guessed: {why})")
+        if self.options.get("side"):
+            lines.append(_side_line(self))
         if self.operators:
             lines.append(
                 f"  operators: {len(self.operators)} ({_quote(list(self.operators)[:5])}"
                 f"{' …' if len(self.operators) > 5 else ''})"
             )
-        if self.options.get("author") and not self.operators:
+        if self.options.get("author") and not self.operators and not self.options.get("side"):
             lines.append(
                 f"  note: author column {self.options['author']!r} but no [operators]: every row is "
                 'sent as a customer message; add [operators] "<author>" = <employee id>'
@@ -681,6 +880,8 @@ class Mapping:
         out = {f: (c if isinstance(c, list) else [c]) for f, c in self.columns.items()}
         if self.options.get("author"):
             out["option author"] = [self.options["author"]]
+        if self.options.get("side"):
+            out["option side"] = [self.options["side"]]
         return out
 
     def unused_columns(self, df: pd.DataFrame) -> list[str]:
@@ -699,21 +900,106 @@ class Mapping:
                     near = difflib.get_close_matches(c, existing, n=1, cutoff=0.6)
                     hint = f" (did you mean {near[0]!r}?)" if near else ""
                     raise MappingError(
-                        f"{self.source}: column {c!r} for {f} is not in {where}{hint}; the columns "
+                        f"{self.label}: column {c!r} for {f} is not in {where}{hint}; the columns "
                         f"are {_quote(existing)}"
                     )
         if require:
-            self.require(existing)
+            self.require(existing, where=df.attrs.get("source"))
 
-    def require(self, existing: Iterable[str] = ()) -> None:
-        """Raise MappingError naming each unmapped required field and how to map it."""
+    def require(self, existing: Iterable[str] = (), where: str | None = None) -> None:
+        """Raise MappingError naming each unmapped required field and how to map it (``where``: the
+        input's name, for the command that writes a guess to edit)."""
         missing = self.missing_required()
         if not missing:
             return
         cols = list(existing)
         listing = f"; the columns are {_quote(cols)}" if cols else ""
         first = missing[0].split(" or ")[0]
+        line = f'"{first}" = "<column>" under [columns]'
+        if not self.guessed:
+            raise MappingError(
+                f"{self.source}: required field(s) {', '.join(missing)} not mapped; add e.g. {line} "
+                f"of the mapping file{listing}"
+            )
+        head = f"{where + ': ' if where else ''}no column header was recognised as the required field(s) "
+        head += ", ".join(missing)
+        save = shlex.join(["bulkimport", "mapping", where or "FILE", "--save", "mapping.toml"])
         raise MappingError(
-            f"{self.source}: required field(s) {', '.join(missing)} not mapped; add e.g. "
-            f'"{first}" = "<column>" under [columns] of a mapping file (--mapping){listing}'
+            f"{head}; save the guess (Mapping.guess(df).save(path)), add e.g. {line} and load it with "
+            f"Mapping.load(path){listing}",
+            cli=f"{head}; write the guess with {save}, add e.g. {line}, then pass --mapping "
+            f"mapping.toml{listing}",
         )
+
+
+def _check_file_options(self: Mapping, source: str) -> None:
+    """files_base_url is http(s); files_upload is "disk" or unset; missing_files is note, skip
+    or fail (MappingError)."""
+    base = self.options.get("files_base_url")
+    if base is not None and not re.match(r"^https?://[^/\s]+", base):
+        raise MappingError(
+            f"{source}: option files_base_url {base!r} must start with http:// or https://"
+        )
+    upload = self.options.get("files_upload")
+    if upload is not None and upload != "disk":
+        raise MappingError(f'{source}: option files_upload {upload!r}: the only value is "disk"')
+    if self.options.get("missing_files", "note") not in ("note", "skip", "fail"):
+        raise MappingError(
+            f"{source}: option missing_files {self.options['missing_files']!r}: use note, skip or fail"
+        )
+
+
+def _check_side(self: Mapping, source: str) -> None:
+    """operator_values and customer_values are lists of text, only beside a side column."""
+    for k in ("operator_values", "customer_values"):
+        v = self.options.get(k)
+        if v is None:
+            continue
+        if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+            raise MappingError(f'{source}: option {k} must be a list of values, e.g. ["yes"], got {v!r}')
+        if not self.options.get("side"):
+            raise MappingError(
+                f'{source}: option {k} needs the column they are values of: add side = "<column>" '
+                "under [options]"
+            )
+
+
+def _skeleton(self: Mapping, authors: pd.DataFrame, limit: int = 500) -> str:
+    """The ``[operators]`` section: known operators, likely ones as ``= 0``, the rest commented."""
+    import tomli_w
+
+    known = {str(k).strip().casefold() for k in self.operators}
+    lines = [
+        "[operators]",
+        f"# author ({self.options['author']!r} column) = Bitrix24 employee id. Replace each 0 with the",
+        "# employee's id or delete the line (the file is refused while a 0 is left); uncomment the",
+        "# lines of other operators. Authors not listed here are customers.",
+    ]
+    lines += [tomli_w.dumps({str(k): v}).strip() for k, v in self.operators.items()]
+    shown = 0
+    for r in authors.itertuples(index=False):
+        if str(r.author).strip().casefold() in known or shown >= limit:
+            continue
+        shown += 1
+        line = tomli_w.dumps({str(r.author): 0}).strip()
+        note = f"{r.messages} messages, {r.conversations} conversations, {r.customers} customers"
+        if bool(r.likely_operator):
+            lines.append(f"{line}  # {note}: most likely an operator")
+        else:
+            lines.append(f"# {line}  # {note}")
+    if len(authors) - len(known) > shown:
+        lines.append(f"# … and {len(authors) - len(known) - shown} more authors")
+    return "\n".join(lines) + "\n"
+
+
+def _side_line(self: Mapping) -> str:
+    """``side column ← 'Agent?' ('yes' = operator, 'no' = customer)`` (+ why, for a guess)."""
+    ops, custs = self.options.get("operator_values"), self.options.get("customer_values")
+    said = (
+        f"{_quote(ops)} = operator, {_quote(custs)} = customer"
+        if ops is not None and custs is not None
+        else "values read from the header and the cells"
+    )
+    line = f"  side column ← {self.options['side']!r} ({said})"
+    why = self.guessed_from.get("option side")
+    return line + ("  (guessed from the header and its values)" if why else "")

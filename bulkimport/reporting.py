@@ -399,6 +399,10 @@ def _rows_table(frame: pd.DataFrame, plan: Any = None) -> pd.DataFrame:
         out["import_date"] = pd.to_datetime(seconds, unit="s", utc=True)
         if "user.phone" in canon.columns:
             out["import_phone"] = canon["user.phone"].reindex(out.index)
+    if canon is not None and "operator" in canon.columns and "b24_user_id" in out.columns:
+        # the portal answers an operator's reply with the conversation's customer: not the author
+        operator = canon["operator"].reindex(out.index).fillna(False).astype(bool).to_numpy()
+        out["b24_user_id"] = out["b24_user_id"].astype(object).where(~operator, None)
     zone = report_zone(plan)
     for c in out.columns:
         if isinstance(out[c].dtype, pd.DatetimeTZDtype):
@@ -628,6 +632,82 @@ def write_problems(failures: pd.DataFrame, path: str | Path, mapping: Any = None
     return target
 
 
+#: What the journal keeps of every row for the reports made from it alone (table owned here):
+#: the external chat id, the side (1: operator), the message's time and, for rows not sent, a text
+#: excerpt (:func:`record_rows`); ``report_meta`` holds
+#: the import's time zone and the fingerprint of the plan they were recorded for.
+_ROWS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS report_rows "
+    "(rid TEXT PRIMARY KEY, chat TEXT, side INTEGER, date REAL, text TEXT) WITHOUT ROWID"
+)
+_META_SCHEMA = "CREATE TABLE IF NOT EXISTS report_meta (key TEXT PRIMARY KEY, value TEXT)"
+#: Characters of each row's text the journal keeps for ``status --rows`` (one line).
+KEPT_EXCERPT = 60
+
+
+def record_rows(journal: Any, plan: Any, rows: bool = True) -> int:
+    """Keep, in the journal, what its own reports show of the rows of ``plan`` (invalid rows too):
+    external chat id, operator side (1/0), message time and, for the rows not sent (the ones
+    ``status --rows`` is for), a text excerpt; and the import's zone. Every row once per plan; a
+    later run of the same plan adds the excerpts of rows no longer sent. Returns the rows written.
+    ``rows=False`` keeps the zone only (after Ctrl-C: the run exits at once)."""
+    from .journal import row_key
+
+    canon = getattr(plan, "canonical", None)
+    if canon is None or not len(canon):
+        return 0
+    journal.execute(_ROWS_SCHEMA)
+    journal.execute(_META_SCHEMA)
+    journal.execute("INSERT OR REPLACE INTO report_meta VALUES ('zone', ?)", (report_zone(plan),))
+    done = dict(journal.query("SELECT key, value FROM report_meta"))
+    if not rows:
+        return 0
+    text = canon.get("message.text")
+    if done.get("fingerprint") == plan.fingerprint:
+        return _kept_texts(journal, canon.index, text)
+    n = len(canon)
+    rids = [row_key(r) for r in canon.index]
+    key = canon["key"].astype(object).where(canon["key"].notna(), None).tolist()
+    side = canon["operator"].to_numpy(dtype=bool).astype(int).tolist() if "operator" in canon else [None] * n
+    date = pd.to_numeric(canon.get("message.date", pd.Series(index=canon.index, dtype=float)),
+                         errors="coerce")
+    dates = [None if d != d else float(d) for d in date.tolist()]  # NaN → None
+    waiting = {r for (r,) in journal.query("SELECT rid FROM rows WHERE status != 'sent'")}
+    texts = [None] * n if text is None else text.tolist()
+    texts = [_excerpt(t, KEPT_EXCERPT) if r in waiting else None for r, t in zip(rids, texts, strict=True)]
+    values = list(zip(rids, key, side, dates, texts, strict=True))
+    journal.executemany("INSERT OR REPLACE INTO report_rows VALUES (?, ?, ?, ?, ?)", values)
+    journal.execute("INSERT OR REPLACE INTO report_meta VALUES ('fingerprint', ?)", (plan.fingerprint,))
+    return len(values)
+
+
+def _kept_texts(journal: Any, index: pd.Index, text: pd.Series | None) -> int:
+    """The excerpts of rows kept without one that are no longer sent (a later run of the plan)."""
+    from .journal import row_key
+
+    need = [r for (r,) in journal.query(
+        "SELECT k.rid FROM report_rows AS k JOIN rows AS r ON r.rid = k.rid "
+        "WHERE r.status != 'sent' AND k.text IS NULL"
+    )]
+    if not need or text is None:
+        return 0
+    where = {row_key(r): i for i, r in enumerate(index)}
+    values = [(_excerpt(text.iloc[where[r]], KEPT_EXCERPT), r) for r in need if r in where]
+    journal.executemany("UPDATE report_rows SET text = ? WHERE rid = ?", values)
+    return len(values)
+
+
+def _kept(query: Any) -> tuple[dict[str, tuple[Any, ...]], str]:
+    """(rid → (chat, side, date, text), zone) of what :func:`record_rows` kept ({}, "UTC" if none);
+    ``query(sql)`` runs one SELECT on the journal."""
+    try:
+        rows = query("SELECT rid, chat, side, date, text FROM report_rows")
+        zone = dict(query("SELECT key, value FROM report_meta")).get("zone", "UTC")
+    except sqlite3.Error:
+        return {}, "UTC"
+    return {r[0]: r[1:] for r in rows}, zone
+
+
 #: Columns of :func:`status_rows` (what ``status --rows`` lists).
 STATUS_ROW_COLUMNS = ["row", "status", "code", "chat", "time", "text"]
 
@@ -666,8 +746,22 @@ def status_rows(journal: Any, statuses: Iterable[str], plan: Any = None, excerpt
     canon = getattr(plan, "canonical", None) if plan is not None else None
     if canon is not None and len(out):
         _from_plan(out, canon, zone, excerpt)
+    elif len(out):
+        _from_journal(out, rows["rid"].tolist(), journal)
     out = out.sort_values("row", key=_row_order, kind="stable").reset_index(drop=True).astype(object)
     return out.where(out.notna(), None)
+
+
+def _from_journal(out: pd.DataFrame, rids: list[str], journal: Any) -> None:
+    """Chat, message time and text excerpt of ``out``'s rows as the journal kept them
+    (:func:`record_rows`; a journal written before it keeps none: the portal's chat and time)."""
+    kept, zone = _kept(journal.query)
+    if not kept:
+        return
+    got = [kept.get(r) for r in rids]
+    out["chat"] = [g[0] if g else c for g, c in zip(got, out["chat"], strict=True)]
+    out["time"] = [_local(g[2], zone) if g else t for g, t in zip(got, out["time"], strict=True)]
+    out["text"] = [g[3] if g else None for g in got]
 
 
 def _from_plan(out: pd.DataFrame, canon: pd.DataFrame, zone: str, excerpt: int) -> None:
@@ -677,6 +771,20 @@ def _from_plan(out: pd.DataFrame, canon: pd.DataFrame, zone: str, excerpt: int) 
     out["time"] = [_local(t, zone) for t in sub["message.date"]]
     texts = sub["message.text"] if "message.text" in sub.columns else pd.Series(None, index=sub.index)
     out["text"] = [_excerpt(t, excerpt) for t in texts]
+
+
+def preview_table(plan: Any, frame: pd.DataFrame | None = None, n: int = 5) -> pd.DataFrame:
+    """The plan's first ``n`` messages in send order (:meth:`Plan.preview`) with who wrote each: the
+    ``side`` (operator or customer) and, with an author column, the ``author`` as the file has it,
+    so that a dry run shows whether the replies go as the operator's."""
+    table = plan.preview(n).reset_index()
+    side = table["operator"].notna().map({True: "operator", False: "customer"})
+    table.insert(table.columns.get_loc("user") + 1, "side", side)
+    author = plan.mapping.options.get("author") if plan.mapping is not None else None
+    if author and frame is not None and author in frame.columns:
+        names = frame[author].reindex(table["row"]).astype("str").str.slice(0, 30).fillna("")
+        table.insert(table.columns.get_loc("side"), "author", names.to_numpy())
+    return table
 
 
 def _excerpt(text: Any, width: int) -> str | None:
@@ -869,6 +977,7 @@ def _is_loopback(url: str) -> bool:
 #: The columns of a report built from a journal alone (``bulkimport report``), and what feeds them.
 JOURNAL_REPORT_COLUMNS = [
     ("row", "rid"),
+    ("chat", "chat"),
     ("conversation", "conv"),
     ("position", "seq"),
     ("import_status", "status"),
@@ -891,23 +1000,86 @@ def default_journal_report(state: str | Path) -> Path:
 
 
 def _safe_sql(column: str) -> str:
-    """SQL for ``column`` with formula-like text ``'``-prefixed (as :func:`neutralise` does)."""
+    """SQL for ``column`` with formula-like text ``'``-prefixed: the cells that start like a formula
+    go through :func:`neutralise` (registered as ``neutralise``), so a plain number (``-1``)
+    stays as it is, exactly as in the frame report."""
     starts = "'=', '+', '-', '@', char(9), char(13)"
-    return f"CASE WHEN substr({column}, 1, 1) IN ({starts}) THEN char(39) || {column} ELSE {column} END"
+    return f"CASE WHEN substr({column}, 1, 1) IN ({starts}) THEN neutralise({column}) ELSE {column} END"
 
 
-#: The journal report's query: SQLite formats every cell, so the rows go to the CSV writer as
-#: they come (no Python per cell). A row id that is JSON text becomes its text; an in-flight row
-#: reads ``unknown`` (as the run's own report says); the time is ISO 8601 in UTC; the hint comes
-#: from the catalogue through a temporary table.
-_JOURNAL_REPORT_SQL = f"""
-SELECT {_safe_sql("CASE WHEN substr(rid, 1, 1) = char(34) THEN json_extract(rid, '$') ELSE rid END")},
-       conv, seq, CASE status WHEN 'inflight' THEN 'unknown' ELSE status END, rows.code,
-       {_safe_sql("error")}, attempts, {_safe_sql("message_id")}, {_safe_sql("user_id")},
-       {_safe_sql("chat_id")}, {_safe_sql("session_id")},
-       strftime('%Y-%m-%dT%H:%M:%f+00:00', sent_at, 'unixepoch'), coalesce(h.hint, '')
-FROM rows LEFT JOIN temp.hints AS h ON h.code = rows.code ORDER BY rows.rowid
-"""  # noqa: S608 (fixed column names, no user text)
+#: Where the journal report finds a row's external chat id: what the reports kept, else the ids
+#: read-back and undo record (tables of after/; a journal may have none of them).
+_CHAT_SOURCES = (("report_rows", "chat"), ("row_ids", "chat"), ("external_ids", "chat"))
+
+
+def _journal_report_sql(tables: set[str], local: str = "NULL") -> str:
+    """The journal report's query: SQLite formats every cell, so the rows go to the CSV writer as
+    they come (Python only for formula-like cells and the times). A row id that is JSON text
+    becomes its text; the chat is the external chat id where the journal knows it; an in-flight
+    row reads ``unknown`` (as the run's own report says); ``b24_user_id`` (the customer's portal
+    id) is left empty on operator rows; the time is the import's zone, to the second; the hint
+    comes from the catalogue through a temporary table."""
+    joins, chats = [], []
+    for i, (table, column) in enumerate(t for t in _CHAT_SOURCES if t[0] in tables):
+        joins.append(f"LEFT JOIN {table} AS c{i} ON c{i}.rid = rows.rid")
+        chats.append(f"c{i}.{column}")
+    chat = f"coalesce({', '.join(chats)})" if chats else "NULL"
+    side = "c0.side" if "report_rows" in tables else "NULL"
+    user = f"CASE WHEN {side} = 1 THEN NULL ELSE user_id END"
+    rid = "CASE WHEN substr(rows.rid, 1, 1) = char(34) THEN json_extract(rows.rid, '$') ELSE rows.rid END"
+    return f"""
+SELECT {_safe_sql(rid)},
+       {_safe_sql(chat)}, rows.conv, rows.seq, CASE status WHEN 'inflight' THEN 'unknown' ELSE status END,
+       rows.code, {_safe_sql("error")}, attempts, {_safe_sql("message_id")}, {_safe_sql(user)},
+       {_safe_sql("chat_id")}, {_safe_sql("session_id")}, {local}, coalesce(h.hint, '')
+FROM rows {" ".join(joins)} LEFT JOIN temp.hints AS h ON h.code = rows.code ORDER BY rows.rowid
+"""  # noqa: S608 (fixed table and column names, no user text)
+
+
+def _offsets(zone: str, lo: float, hi: float) -> list[tuple[float, int]]:
+    """(from when, UTC offset in seconds) of ``zone`` over [lo, hi]: its offset at ``lo`` and each
+    change after it (found hour by hour, then to the second)."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+
+    def offset(t: float) -> int:
+        delta = dt.datetime.fromtimestamp(t, tz).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
+
+    out = [(lo, offset(lo))]
+    t = lo
+    while t < hi:
+        step = min(3600.0, hi - t)
+        if offset(t + step) != out[-1][1]:
+            a, b = t, t + step  # the change is in (a, b]: halve to the second
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (mid, b) if offset(mid) == out[-1][1] else (a, mid)
+            out.append((b, offset(b)))
+        t += step
+    return out
+
+
+def _local_sql(con: Any, zone: str) -> str:
+    """SQL for ``sent_at`` as ``YYYY-MM-DD HH:MM:SS+HH:MM`` in ``zone``, to the second: the zone's
+    offsets over the journal's send times become a CASE of constants, so SQLite formats every row
+    with no Python call per row (the report's pace at 10M rows)."""
+    lo, hi = con.execute("SELECT min(sent_at), max(sent_at) FROM rows").fetchone()
+    if lo is None:
+        return "NULL"
+
+    def label(off: int) -> str:
+        sign = "+" if off >= 0 else "-"
+        return f"{sign}{abs(off) // 3600:02d}:{abs(off) % 3600 // 60:02d}"
+
+    def fmt(off: int) -> str:
+        return f"strftime('%Y-%m-%d %H:%M:%S', sent_at + {off}, 'unixepoch') || '{label(off)}'"
+
+    spans = _offsets(zone, float(lo), float(hi))
+    cases = [f"WHEN sent_at < {start!r} THEN {fmt(prev)}" for (start, _), (_, prev) in
+             zip(spans[1:], spans, strict=False)]
+    return f"CASE WHEN sent_at IS NULL THEN NULL {' '.join(cases)} ELSE {fmt(spans[-1][1])} END"
 
 
 def write_journal_report(state: str | Path, path: str | Path | None = None) -> tuple[Path, int]:
@@ -927,7 +1099,11 @@ def write_journal_report(state: str | Path, path: str | Path | None = None) -> t
         con.execute("CREATE TEMP TABLE hints (code TEXT PRIMARY KEY, hint TEXT)")
         used = [c for (c,) in con.execute("SELECT DISTINCT code FROM rows WHERE code IS NOT NULL")]
         con.executemany("INSERT INTO temp.hints VALUES (?, ?)", [(c, codes.hint(c)) for c in used])
-        cur = con.execute(_JOURNAL_REPORT_SQL)
+        tables = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        meta = con.execute("SELECT key, value FROM report_meta").fetchall() if "report_meta" in tables else []
+        zone = dict(meta).get("zone", "UTC")
+        con.create_function("neutralise", 1, neutralise, deterministic=True)
+        cur = con.execute(_journal_report_sql(tables, _local_sql(con, zone)))
         with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow([name for name, _ in JOURNAL_REPORT_COLUMNS] + ["import_hint"])

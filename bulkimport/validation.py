@@ -135,9 +135,9 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     col = _Collector(idx)
     raw = {f: s for f in _RAW_ORDER if (s := _source(df, mapping, f)) is not None}
     _ids(out, raw, col)
-    op = _operators(df, mapping, raw, col)
+    op, operator = _sides(df, mapping, _operators(df, mapping, raw, col), col)
     out["message.user_id"] = op
-    out["operator"] = op.notna()
+    out["operator"] = operator
     _dates(df, mapping, raw, col, out)
     _content(mapping, raw, col, out)
     _people(mapping, raw, col, out)
@@ -215,6 +215,56 @@ def _operators(df: pd.DataFrame, mapping: Mapping, raw: dict[str, pd.Series], co
         found = np.append(ids, np.nan)[codes_]  # code -1 (missing author) → NaN
         op = op.fillna(pd.Series(found, index=idx))
     return op
+
+
+def _sides(df: pd.DataFrame, mapping: Mapping, op: pd.Series, col: _Collector) -> tuple[pd.Series, pd.Series]:
+    """(employee id, operator-side mask) per row. Without a side column a row is the operator's
+    when it has an employee id; with one (option side: Agent? yes/no, Direction in/out) the column
+    decides, the employee ids apply to its operator rows only, a cell of neither side is
+    ``bad-side`` and an operator row without an employee id is ``unmapped-operator`` (or the
+    portal's system user, id 0, with unmapped_operators = "system")."""
+    side_col = mapping.options.get("side")
+    if not side_col:
+        return op, op.notna()
+    operator, bad = mapping.side_of(df[side_col])
+    col.add("bad-side", str(side_col), bad, as_text(df[side_col]))
+    op = op.where(operator)
+    unmapped = operator & op.isna()
+    if mapping.options.get("unmapped_operators") == "system":
+        return op.mask(unmapped, 0.0), operator
+    who = mapping.options.get("author")
+    col.add("unmapped-operator", "message.user_id", unmapped, as_text(df[who] if who else df[side_col]))
+    return op, operator
+
+
+def check_side_operators(failures: pd.DataFrame, mapping: Mapping, where: str) -> None:
+    """Refuse (InputError, one line) a plan whose side column marks rows as the operator's that map
+    to no employee: sending the customers' half of each conversation now and the replies later
+    would put them out of order. Names the authors (or rows) and each way to fix it."""
+    bad = failures[failures["code"].eq("unmapped-operator")] if len(failures) else failures
+    if bad.empty:
+        return
+    side = mapping.options.get("side")
+    if mapping.options.get("author"):
+        counts = bad["value"].fillna("(no author)").value_counts()
+        who = ", ".join(f"{a!r} ({n} rows)" for a, n in counts.head(8).items())
+        who = f"authors {who}" + (f" and {len(counts) - 8} more" if len(counts) > 8 else "")
+        first = str(counts.index[0])
+        lib = f'operators={{"{first}": <employee id>}} ([operators] of the mapping)'
+        cli = f"--operator '{first}=<employee id>' (repeatable; or [operators] in the mapping file)"
+    else:
+        rows = ", ".join(str(r) for r in bad["row"].head(5)) + (" …" if len(bad) > 5 else "")
+        who = f"rows {rows} (no author column names them)"
+        lib = cli = '"message.user_id" = <employee id> under [constants] (one employee for all replies)'
+    head = (
+        f"{where}: {len(bad)} row(s) the side column {side!r} marks as the operator's map to no "
+        f"Bitrix24 employee: {who}; give their employee id with "
+    )
+    tail = " or map message.user_id to a column of employee ids, or send them as the portal's system user"
+    raise InputError(
+        head + lib + tail + ' (unmapped_operators="system")',
+        cli=head + cli + tail + " (--unmapped-operators system)",
+    )
 
 
 def _dates(
@@ -434,8 +484,9 @@ def _message_ids(out: pd.DataFrame, raw: dict[str, pd.Series], col: _Collector) 
         col.add("duplicate-message-id", "message.id", dup & ~need, raw.get("message.id"))
 
 
-#: An author whose rows belong to at least this many customers is most likely an operator.
-MANY_CUSTOMERS = 3
+#: An author whose rows belong to at least this many customers is most likely an operator: a
+#: customer writes in their own conversations only, so two customers are already one too many.
+MANY_CUSTOMERS = 2
 
 #: Columns of :func:`authors`.
 AUTHOR_COLUMNS = [
@@ -471,6 +522,7 @@ def _author_table(author: pd.Series, canon: pd.DataFrame) -> pd.DataFrame:
             "conv": canon["conv"].where(canon["conv"] >= 0),
             "cust": canon["cust"].where(canon["cust"] >= 0),
             "op": canon["message.user_id"],
+            "side": canon["operator"],
         }
     )
     data = data[data["author"].notna()]
@@ -484,9 +536,11 @@ def _author_table(author: pd.Series, canon: pd.DataFrame) -> pd.DataFrame:
             "conversations": g["conv"].nunique(),
             "customers": g["cust"].nunique(),
             "operator_id": g["op"].max().astype("Int64"),
+            "operator_rows": g["side"].sum(),
         }
     )
-    table["side"] = np.where(table["operator_id"].notna(), "operator", "customer")
+    operator = table["operator_id"].notna() | (table["operator_rows"] > 0)
+    table["side"] = np.where(operator, "operator", "customer")
     table["likely_operator"] = (table["side"] == "customer") & (table["customers"] >= MANY_CUSTOMERS)
     table = table.sort_values(["messages", "author"], ascending=[False, True], kind="stable")
     return table.reset_index(drop=True)[AUTHOR_COLUMNS]
@@ -496,7 +550,7 @@ def _unmapped_authors(df: pd.DataFrame, mapping: Mapping, out: pd.DataFrame, col
     """``operator-unmapped`` on the first row of each author not in [operators] who writes to
     several customers (value: the author)."""
     author_col = mapping.options.get("author")
-    if not author_col:
+    if not author_col or mapping.options.get("side"):  # a side column says who is an operator
         return
     table = _author_table(df[author_col], out)
     likely = set(table.loc[table["likely_operator"], "author"].str.casefold())

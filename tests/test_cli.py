@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -240,8 +241,12 @@ def test_setup_then_run_against_a_portal_given_by_the_environment(history, tmp_p
             monkeypatch.setenv(name, value)
         env = {**_portal_env(sb), "BITRIX24_TOKEN_FILE": str(tmp_path / "tokens.json")}
 
-        # not set up yet: the preflight stops before the first message, naming the fix
+        # a guess nobody can confirm (--yes, no terminal) is refused before the portal is contacted
         proc = _cli("run", str(history), "--line", "1", "--yes", "--no-progress", env=env)
+        _assert_one_line_error(proc, "would be guessed from its headers", "--accept-guessed-mapping")
+        # not set up yet: the preflight stops before the first message, naming the fix
+        proc = _cli("run", str(history), "--line", "1", "--yes", "--accept-guessed-mapping", "--no-progress",
+                    env=env)
         _assert_one_line_error(proc, f"bulkimport setup --portal {sb.url} --line 1 --connector bulkimport")
         assert sb.store.messages().empty
 
@@ -529,11 +534,22 @@ def test_resolve_refuses_unclear_answers_with_one_line(tmp_path, args, message):
     assert _statuses(state)["2"] == "unknown"  # nothing changed
 
 
-def test_the_portal_credentials_are_checked_before_the_file_is_read(tmp_path):
+def test_everything_a_real_portal_run_lacks_offline_is_said_at_once(tmp_path):
+    """Missing credentials, a missing file, an http:// portal, a missing line, a bad report path and
+    a guess nobody can confirm: one line listing each with its fix, before the portal is contacted
+    (never "no OAuth tokens" now and the next problem after it is fixed)."""
     missing = tmp_path / "not-read-yet.xlsx"
     proc = _cli("run", str(missing), "--portal", "https://example.bitrix24.eu", "--line", "1")
-    _assert_one_line_error(proc)
-    assert "not-read-yet" not in proc.stderr and "no such file" not in proc.stderr, proc.stderr
+    _assert_one_line_error(proc, "2 things to fix", "(1) no OAuth tokens", "bulkimport auth",
+                           "(2) ", "not-read-yet.xlsx: no such file")
+    csv = tmp_path / "h.csv"
+    csv.write_text("Chat,Client ID,Date,Text\nc1,1,2024-01-01 10:00,hi\n", encoding="utf-8")
+    proc = _cli("run", str(csv), "--portal", "http://example.bitrix24.eu", "--report", "r.pdf", "--yes")
+    line = proc.stderr.strip()
+    _assert_one_line_error(proc, "5 things to fix", "uses http://; Bitrix24 requires https://",
+                           "no OAuth tokens", "--line is missing", "--report r.pdf",
+                           "would be guessed from its headers", "--accept-guessed-mapping")
+    assert line.index("http://") < line.index("no OAuth tokens")
 
 
 def test_an_offline_dry_run_says_no_portal_was_checked(history):
@@ -546,7 +562,8 @@ def test_a_rerun_says_what_it_resumes(history):
     first = _cli("run", str(history), "--sandbox", "--no-progress")
     assert "Resuming" not in first.stdout
     again = _cli("run", str(history), "--sandbox", "--no-progress", "--dry-run")
-    assert "Resuming " in again.stdout and " to go; ETA for the 0: 0 messages" in again.stdout, again.stdout
+    assert "Resuming " in again.stdout and " to go; nothing left to send." in again.stdout, again.stdout
+    assert "ETA for the 0" not in again.stdout
 
 
 def test_a_real_portal_never_gets_a_guessed_mapping_nobody_confirmed(history, tmp_path, monkeypatch):
@@ -559,7 +576,7 @@ def test_a_real_portal_never_gets_a_guessed_mapping_nobody_confirmed(history, tm
         # a script (no terminal), even with --yes: refused with the way to confirm
         result = CliRunner().invoke(main, ["run", str(history), "--line", "1", "--yes", "--no-progress"])
         refused = result.output
-        assert result.exit_code == 2 and "was guessed from its headers" in refused, result.output
+        assert result.exit_code == 2 and "guessed from its headers" in refused, result.output
         assert "--accept-guessed-mapping" in refused and sb.store.messages().empty
         # on a terminal the guess is a question of its own; "no" sends nothing
         monkeypatch.setattr("bulkimport.cli._interactive", lambda: True)
@@ -660,3 +677,102 @@ def test_a_sandbox_rehearsal_on_a_line_the_sandbox_lacks_sends_nothing_and_names
     _assert_one_line_error(proc, "open line 5 does not exist", "BITRIX24_LINE", "--line")
     assert "Traceback" not in proc.stderr
     assert not (history.parent / "history.xlsx.bulkimport.db").exists()  # nothing was sent
+
+
+# ------------------------------------------------------------------ second new-user trial (#14)
+HELPDESK = (
+    "Ticket,Customer email,Customer name,Agent?,Created,Body\n"
+    "T-100,ann@example.com,Ann Lee,no,2024-03-01 09:00,My order did not arrive\n"
+    "T-100,ann@example.com,Ann Lee,yes,2024-03-01 09:05,Sorry to hear that. Checking now.\n"
+    "T-101,bob@example.com,Bob Ray,no,2024-03-02 10:00,How do I reset my password?\n"
+    "T-101,bob@example.com,Bob Ray,yes,2024-03-02 10:03,Use the link on the login page.\n"
+)
+
+
+def _invoke(*args: str) -> Any:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def _one_error_line(result: Any, *words: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_helpdesk_agent_column_is_the_side_shown_confirmed_saved_and_previewed(tmp_path):
+    csv = tmp_path / "helpdesk.csv"
+    csv.write_text(HELPDESK, encoding="utf-8")
+    shown = _invoke("mapping", str(csv), "--save", str(tmp_path / "m.toml"))
+    assert shown.exit_code == 0, shown.output
+    assert "side column ← 'Agent?' ('yes' = operator, 'no' = customer)" in shown.output
+    assert "chat.id           ← 'Ticket'" in shown.output and "(same as user.id)" not in shown.output
+    assumed = "Assumed (side-from-column): Rows whose 'Agent?' is 'yes' are sent as the operator's"
+    assert assumed in shown.output
+    saved = (tmp_path / "m.toml").read_text(encoding="utf-8")
+    assert 'side = "Agent?"' in saved and "operator_values" in saved and "customer_values" in saved
+    # operator rows with no employee: refused in one line that says each fix, in the CLI's words
+    refused = _invoke("run", str(csv), "--dry-run")
+    line = _one_error_line(refused, "helpdesk.csv", "'Agent?'", "--unmapped-operators system")
+    assert "unmapped_operators=" not in line
+    dry = _invoke("run", str(csv), "--dry-run", "--unmapped-operators", "system")
+    assert dry.exit_code == 0, dry.output
+    preview = dry.output.split("First messages in send order:")[1].splitlines()
+    assert "side" in preview[1]
+    assert "operator" in next(ln for ln in preview if "Sorry to hear that" in ln)
+    assert "customer" in next(ln for ln in preview if "did not arrive" in ln)
+
+
+def test_mapping_that_cannot_be_used_exits_2_with_the_problem_and_lists_unused_columns(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("Foo,Date,Text\n1,2024-01-01 10:00,hi\n", encoding="utf-8")
+    result = _invoke("mapping", str(csv))
+    _one_error_line(result, "x.csv", "user.id", "--mapping mapping.toml")
+    assert "Columns not used: 'Foo'." in result.stdout
+
+
+def test_command_line_errors_name_options_not_python_keywords(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("a;b\n1;2\n", encoding="utf-8")
+    line = _one_error_line(_invoke("validate", str(csv), "--delimiter", "xx"), "--delimiter 'xx'")
+    assert "delimiter=" not in line
+    missing = _one_error_line(_invoke("validate", str(csv), "-m", str(tmp_path / "none.toml")))
+    assert f"bulkimport mapping {csv} --save" in missing and "Mapping.save" not in missing
+    zone = _one_error_line(_invoke("validate", str(csv), "--timezone", "Mars/Base"), "--timezone 'Mars/Base'")
+    assert "guess:" not in zone and "option timezone" not in zone
+    guessed = _one_error_line(_invoke("validate", str(csv)), "x.csv", "--mapping mapping.toml")
+    assert "guess:" not in guessed and "Mapping." not in guessed
+
+
+def test_a_header_only_file_is_refused_naming_the_file(tmp_path):
+    csv = tmp_path / "empty_export.csv"
+    csv.write_text("Chat,Client,Date,Text\n,,,\n\n", encoding="utf-8")
+    for cmd in (["validate"], ["run", "--dry-run"], ["run", "--sandbox"], ["mapping"]):
+        _one_error_line(_invoke(*cmd, str(csv)), "empty_export.csv has no data rows")
+
+
+def test_the_sandbox_line_never_says_1x_faster_and_nothing_to_send_takes_no_time(tmp_path):
+    csv = tmp_path / "h.csv"
+    csv.write_text("Chat,Client ID,Date,Text\nc1,1,2024-01-01T10:00:00+00:00,hi\n", encoding="utf-8")
+    first = _invoke("run", str(csv), "--sandbox", "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert "Its clock runs in real time" in first.output and "1× faster" not in first.output
+    again = _invoke("run", str(csv), "--sandbox", "--no-progress")
+    assert "Nothing to send" in again.output and "of sandbox time" not in again.output, again.output
+
+
+def test_operator_without_an_author_column_and_readable_layout_notes(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("Chat,Client ID,Date,Text\nc1,1,2024-01-01 10:00,hi\n", encoding="utf-8")
+    _one_error_line(_invoke("validate", str(csv), "--operator", "Kate=3"),
+                    "--operator 'Kate=…' needs the column that names each row's author", "author = ")
+    titled = tmp_path / "t.csv"
+    body = "Chat,Client ID,Date,Text\nc1,1,2024-01-01 10:00,hi\nc1,1,2024-01-01 10:01,ok\n"
+    titled.write_text("Chat export\n\n" + body, encoding="utf-8")
+    shown = _invoke("validate", str(titled)).output
+    assert "Note: rows above the header, not read as messages: row 1 'Chat export'." in shown, shown

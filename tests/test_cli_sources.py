@@ -35,13 +35,17 @@ def telegram(tmp_path) -> Path:
 
 def test_mapping_of_an_export_lists_authors_with_counts_and_sides(telegram, tmp_path):
     proc = _cli("mapping", str(telegram), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    # the export cannot be imported as it is: exit 2, the problem on one line (and listed above)
+    assert proc.returncode == 2, proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: ") and "Northwind Support" in errors[0]
     assert "telegram export, 9 message(s)" in proc.stdout
     assert "Olga Smirnova [user5550001]: 5 message(s), customer" in proc.stdout
     assert "Northwind Support [user5550100]: 4 message(s), operator → NO EMPLOYEE" in proc.stdout
     assert "--operator 'Northwind Support=<employee id>'" in proc.stdout
     named = _cli("mapping", str(telegram), "--operator", "Northwind Support=12", cwd=tmp_path)
     assert "operator → employee 12" in named.stdout and "PROBLEM" not in named.stdout
+    assert named.returncode == 0, named.stderr
 
 
 def test_run_refuses_an_export_whose_operators_map_to_no_employee(telegram, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import bulkimport
 from bulkimport.errors import MappingError
 from bulkimport.mapping import Mapping
 from bulkimport.validation import assumptions, authors, first_naive_date, validate
@@ -449,8 +450,10 @@ def test_a_delimiter_of_more_than_one_character_is_a_one_line_error(tmp_path):
 
     path = tmp_path / "x.csv"
     path.write_text("a;b\n1;2\n", encoding="utf-8")
-    with pytest.raises(ReadError, match=r"--delimiter 'xx' is not one character"):
+    with pytest.raises(ReadError, match=r"delimiter 'xx' is not one character") as err:
         read(path, delimiter="xx")
+    assert "delimiter=';'" in str(err.value) and "--" not in str(err.value)  # the Python wording
+    assert "--delimiter 'xx' is not one character" in (err.value.cli or "")  # what the CLI prints
 
 
 def test_reading_one_sheet_of_several_says_which_were_left(tmp_path):
@@ -472,3 +475,167 @@ def test_reading_one_sheet_of_several_says_which_were_left(tmp_path):
     assert "the workbook has 2 sheets; read 'Jan', not 'Feb'" in result.output, result.output
     every = CliRunner().invoke(main, ["validate", str(path), "--sheet", "*"])
     assert "not 'Feb'" not in every.output and "2 rows" in every.output, every.output
+
+
+# ------------------------------------------------------------------ second new-user trial
+def _helpdesk(side: str = "Agent?", yes: str = "yes", no: str = "no", author: bool = False) -> pd.DataFrame:
+    """A helpdesk export: a ticket column, the customer's e-mail on every row, a yes/no side column."""
+    rows = [
+        ("T-1", "ann@example.com", no, "2024-03-01 09:00", "my order is late", "Ann"),
+        ("T-1", "ann@example.com", yes, "2024-03-01 09:05", "checking it now", "Olga"),
+        ("T-2", "bob@example.com", no, "2024-03-02 10:00", "reset my password?", "Bob"),
+        ("T-2", "bob@example.com", yes, "2024-03-02 10:03", "use the link", "Olga"),
+    ]
+    cols = ["Ticket", "Customer email", side, "Created", "Body", "Author"]
+    data = {k: [r[i] for r in rows] for i, k in enumerate(cols)}
+    if not author:
+        del data["Author"]
+    return _df(**data)
+
+
+@pytest.mark.parametrize(
+    ("header", "yes", "no"),
+    [
+        ("Agent?", "yes", "no"),
+        ("Is agent", "TRUE", "FALSE"),
+        ("From operator", "1", "0"),
+        ("Direction", "out", "in"),
+        ("Sender type", "agent", "customer"),
+        ("Is customer", "no", "yes"),  # the header says what "yes" means
+    ],
+)
+def test_a_side_column_is_guessed_and_decides_who_wrote_each_row(header, yes, no):
+    df = _helpdesk(header, yes, no)
+    m = Mapping.guess(df)
+    assert m.options["side"] == header
+    assert m.options["operator_values"] == [yes] and m.options["customer_values"] == [no]
+    assert m.columns["chat.id"] == "Ticket" and m.columns["user.id"] == "Customer email"
+    found = dict(assumptions(df, m))
+    assert f"Rows whose {header!r} is {yes!r} are sent as the operator's replies" in found["side-from-column"]
+    assert f"side column ← {header!r} ({yes!r} = operator, {no!r} = customer)" in m.describe()
+    system = m.with_options(unmapped_operators="system")
+    plan = bulkimport.plan(df, system)
+    ops = {
+        r: msg["message"].get("user_id")
+        for c in plan.conversations
+        for r, msg in zip(c.rows, c.messages, strict=True)
+    }
+    assert ops == {2: None, 3: 0, 4: None, 5: 0}  # the replies go as the operator's, not the customer's
+
+
+def test_side_column_operator_rows_take_the_employee_of_their_author_and_unmapped_ones_are_refused(tmp_path):
+    from bulkimport.errors import InputError
+    from bulkimport.job import ImportJob
+
+    df = _helpdesk(author=True)
+    m = Mapping.guess(df)
+    assert m.options["side"] == "Agent?" and m.options["author"] == "Author"
+    table = authors(df, m)
+    olga = table[table["author"] == "Olga"].iloc[0]
+    assert olga.side == "operator"  # the side column says so, without [operators]
+    path = tmp_path / "helpdesk.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(InputError) as err:
+        ImportJob(path).plan()
+    assert "'Olga' (2 rows)" in str(err.value) and "unmapped_operators=\"system\"" in str(err.value)
+    assert "--operator 'Olga=<employee id>'" in (err.value.cli or "")
+    assert "--unmapped-operators system" in (err.value.cli or "")
+    plan = ImportJob(path, operators={"Olga": 7}).plan()
+    ops = [msg["message"].get("user_id") for c in plan.conversations for msg in c.messages]
+    assert ops == [None, 7, None, 7]
+
+
+def test_a_side_value_of_neither_side_is_an_invalid_row_and_a_saved_mapping_keeps_the_side(tmp_path):
+    df = _helpdesk()
+    df.loc[4, "Agent?"] = "maybe"
+    m = Mapping.guess(_helpdesk())
+    failures = validate(df, m.with_options(unmapped_operators="system"))
+    bad = failures[failures["code"] == "bad-side"]
+    assert list(bad["row"]) == [4] and list(bad["value"]) == ["maybe"] and set(bad["level"]) == {"error"}
+    saved = Mapping.load(m.save(tmp_path / "m.toml"))
+    assert saved.options["side"] == "Agent?"
+    assert (saved.options["operator_values"], saved.options["customer_values"]) == (["yes"], ["no"])
+    assert not saved.guessed and "side-from-column" not in dict(saved.warnings())
+    # no author column: the file says how to give the replies an employee; uncommented, it works
+    text = (tmp_path / "m.toml").read_text(encoding="utf-8")
+    assert '# [constants]\n# "message.user_id" = 12\n' in text
+    (tmp_path / "m.toml").write_text(text.replace("# [constants]\n# ", "[constants]\n"), encoding="utf-8")
+    plan = bulkimport.plan(_helpdesk(), Mapping.load(tmp_path / "m.toml"))
+    ops = [m["message"].get("user_id") for c in plan.conversations for m in c.messages]
+    assert ops == [None, 12, None, 12]
+
+
+def test_a_header_that_names_people_is_not_a_side_column():
+    people = _df(Agent=["Olga", None], Client=["1", "0"], Date=["2024-01-01 10:00"] * 2, Text=["a", "b"])
+    m = Mapping.guess(people)
+    assert "side" not in {k for k, v in m.options.items() if v is not None}
+    assert m.options["author"] == "Agent" and m.columns["user.id"] == "Client"
+
+
+def test_an_agent_writing_to_two_customers_is_a_likely_operator():
+    df = _df(
+        Chat=["c1", "c1", "c2", "c2"],
+        Client=["1", "1", "2", "2"],
+        Date=["2024-01-01 10:00", "2024-01-01 10:01", "2024-01-02 10:00", "2024-01-02 10:01"],
+        Text=["hi", "hello", "hey", "hello"],
+        Author=["Ann", "Olga", "Bob", "Olga"],
+    )
+    table = authors(df, Mapping.guess(df)).set_index("author")
+    assert bool(table.loc["Olga", "likely_operator"])
+    assert not table.loc[["Ann", "Bob"], "likely_operator"].any()
+
+
+@pytest.mark.parametrize(
+    "header", ["Ticket", "Ticket ID", "Case", "Thread", "Conversation", "Dialog", "Ticket #"]
+)
+def test_ticket_case_thread_and_dialog_headers_are_the_chat_id(header):
+    df = _df(**{header: ["1", "2"], "Client ID": ["a", "b"], "Date": ["2024-01-01"] * 2, "Text": ["x", "y"]})
+    m = Mapping.guess(df)
+    assert m.columns["chat.id"] == header
+    assert "(same as user.id)" not in m.describe()
+
+
+def test_a_russian_crm_export_is_guessed_whole():
+    """№ обращения = chat.id, Телефон клиента = the phone (and the customer id: Клиент holds names),
+    Направление входящее/исходящее = the side, Сотрудник = the author, Дата + Время = the date."""
+    df = _df(**{
+        "№ обращения": ["1001", "1001"], "Клиент": ["Иванов Иван", "Иванов Иван"],
+        "Телефон клиента": ["+7 916 123-45-67"] * 2, "Дата": ["01.03.2024"] * 2, "Время": ["09:00", "09:04"],
+        "Направление": ["входящее", "исходящее"], "Сотрудник": [None, "Ольга Петрова"],
+        "Текст сообщения": ["Здравствуйте", "Добрый день"],
+    })
+    m = Mapping.guess(df)
+    assert m.columns["chat.id"] == "№ обращения" and m.columns["user.phone"] == "Телефон клиента"
+    assert m.columns["user.id"] == "Телефон клиента" and m.columns["user.name"] == "Клиент"
+    assert m.columns["message.date"] == ["Дата", "Время"] and m.columns["message.text"] == "Текст сообщения"
+    assert (m.options["side"], m.options["operator_values"]) == ("Направление", ["исходящее"])
+    assert m.options["author"] == "Сотрудник"
+    assert "no-operators" not in dict(m.warnings())  # the side column says who is an operator
+    assert m.unused_columns(df) == []
+
+
+def test_helpdesk_headers_people_write():
+    df = _df(**{
+        "Case Number": ["5001"], "Contact Email": ["a@x.com"], "Is Agent": ["False"],
+        "Created Date": ["2024-05-06 19:00"], "Message Body": ["Need help"], "Agent Name": [None],
+    })
+    m = Mapping.guess(df)
+    assert m.columns == {
+        "chat.id": "Case Number", "user.id": "Contact Email", "user.email": "Contact Email",
+        "message.date": "Created Date", "message.text": "Message Body",
+    }
+    assert m.options["author"] == "Agent Name" and m.options["side"] == "Is Agent"
+
+
+def test_a_zendesk_like_export_author_type_end_user_agent_and_requester_email():
+    df = _df(**{
+        "Ticket ID": ["101", "101"], "Requester email": ["x@y.com"] * 2,
+        "Author type": ["end-user", "agent"],
+        "Created at": ["2024-06-01T10:00:00Z", "2024-06-01T10:30:00Z"],
+        "Comment body": ["broken", "try again"],
+    })
+    m = Mapping.guess(df)
+    assert m.columns["user.id"] == m.columns["user.email"] == "Requester email"
+    assert (m.options["side"], m.options["operator_values"], m.options["customer_values"]) == (
+        "Author type", ["agent"], ["end-user"]
+    )

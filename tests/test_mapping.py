@@ -156,14 +156,26 @@ def test_check_author_column_must_exist():
 
 
 def test_required_fields_named_with_how_to_map():
-    m = Mapping(columns={"message.text": "Text"}, source="guess")
+    m = Mapping(columns={"message.text": "Text"}, source="m.toml")
     assert m.missing_required() == ["user.id", "message.date"]
     with pytest.raises(
         MappingError,
-        match=r"required field\(s\) user.id, message.date not mapped; add e.g. "
-        r'"user.id" = "<column>" under \[columns\]',
+        match=r"^m.toml: required field\(s\) user.id, message.date not mapped; add e.g. "
+        r'"user.id" = "<column>" under \[columns\] of the mapping file',
     ):
         m.check(_frame(["Text", "Other"]))
+    # a guess names the input, never "guess:"; the CLI wording has the command that writes it
+    guess = Mapping(columns={"message.text": "Text"}, source="guess")
+    frame = _frame(["Text", "Other"])
+    frame.attrs["source"] = "h.csv"
+    with pytest.raises(MappingError) as err:
+        guess.check(frame)
+    lib, cli = str(err.value), err.value.cli or ""
+    head = "h.csv: no column header was recognised as the required field(s) user.id, message.date;"
+    assert lib.startswith(head)
+    assert "Mapping.guess(df).save(path)" in lib and "guess:" not in lib + cli
+    assert "bulkimport mapping h.csv --save mapping.toml" in cli and "--mapping mapping.toml" in cli
+    assert "Mapping." not in cli
     assert Mapping(columns={"user.id": "a", "message.date": "b"}).missing_required() == [
         "message.text or message.files"
     ]

@@ -72,8 +72,11 @@ def test_xlsx_row_numbers_match_the_sheet_with_leading_and_blank_rows(tmp_path):
 def test_xlsx_sheet_by_name_and_index_and_unknown_sheet_lists_them(tmp_path):
     p = _xlsx(tmp_path / "h.xlsx", [["A"], ["main"]], title="Chats", extra_sheets=("Notes",))
     assert read(p, sheet="Chats")["A"].tolist() == ["main"]
-    assert read(p, sheet=1)["other"].empty
-    assert read(p, sheet="notes").columns.tolist() == ["other"]  # case-insensitive
+    # the Notes sheet holds a header and no rows: refused with the file, the sheet and the reason
+    with pytest.raises(ReadError, match=r"sheet 'Notes', has no data rows: only the header \(row 1\)"):
+        read(p, sheet=1)
+    with pytest.raises(ReadError, match="sheet 'Notes', has no data rows"):
+        read(p, sheet="notes")  # case-insensitive
     with pytest.raises(ReadError, match=r"no sheet 'Missing'; the sheets are 'Chats', 'Notes'"):
         read(p, sheet="Missing")
     with pytest.raises(ReadError, match="no sheet number 5"):
@@ -300,11 +303,22 @@ def test_duplicate_and_blank_headers_get_unique_names(tmp_path):
     assert read(p).columns.tolist() == ["a", "a.1", "Unnamed: 2", "b"]
 
 
-def test_header_only_file_gives_an_empty_frame_with_columns(tmp_path):
+def test_a_header_without_data_rows_is_a_one_line_error_naming_the_file(tmp_path):
+    """A header-only export (or one whose rows are all blank) is not "0 rows, nothing to do": it is
+    refused, naming the file, the header row and that it has no data rows."""
     p = tmp_path / "h.csv"
     p.write_text("Date;Client;Text\n", encoding="utf-8")
-    df = read(p)
-    assert df.empty and df.columns.tolist() == ["Date", "Client", "Text"] and df.index.name == "row"
+    with pytest.raises(ReadError, match=r"^h.csv has no data rows: only the header \(row 1\)"):
+        read(p)
+    p.write_text("Date;Client;Text\n;;\n\n;;\n", encoding="utf-8")
+    with pytest.raises(ReadError, match=r"^h.csv has no data rows"):
+        read(p)
+    x = _xlsx(tmp_path / "h.xlsx", [["Report"], [None], ["Date", "Client", "Text"], [None] * 3], title="Hist")
+    with pytest.raises(ReadError, match=r"^h.xlsx, sheet 'Hist', has no data rows: only the header \(row 3"):
+        read(x)
+    with pytest.raises(ReadError) as err:
+        read(x)
+    assert "sheet=" in str(err.value) and "--sheet NAME" in (err.value.cli or "")
 
 
 def test_csv_utf8_head_with_bad_bytes_after_the_first_megabyte(tmp_path):

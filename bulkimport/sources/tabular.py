@@ -52,6 +52,8 @@ ATTR_SKIPPED = "skipped_above_header"
 ATTR_FOOTER = "footer_rows"
 #: formula cells without a computed value, kept as their formula text: {row: {column: "=..."}}
 ATTR_FORMULAS = "formula_cells"
+#: the spreadsheet row number of the header (found or given; one sheet)
+ATTR_HEADER_ROW = "header_row"
 #: what a CSV was read as: the encoding and the delimiter (detected or given)
 ATTR_ENCODING = "encoding"
 ATTR_DELIMITER = "delimiter"
@@ -103,19 +105,41 @@ def read(
     if header_row is not None and (
         isinstance(header_row, bool) or not isinstance(header_row, int) or header_row < 1
     ):
-        raise ReadError(f"{name}: header_row (--header-row) must be a row number from 1, got {header_row!r}")
+        raise ReadError(
+            f"{name}: header_row must be a row number from 1, got {header_row!r}",
+            cli=f"{name}: --header-row must be a row number from 1, got {header_row!r}",
+        )
     if ext in EXCEL_EXTENSIONS:
         df = _read_excel(p, sheet, header_row)
     else:
         if sheet is not None:
-            raise ReadError(f"{name}: a CSV file has no sheets; drop the sheet option")
+            raise ReadError(
+                f"{name}: a CSV file has no sheets; drop the sheet argument",
+                cli=f"{name}: a CSV file has no sheets; drop --sheet",
+            )
         df = _read_text(p, encoding, delimiter, header_row)
     df.attrs[ATTR_SOURCE] = name
     df.attrs.setdefault(ATTR_DATE1904, False)
     for key in (ATTR_SKIPPED, ATTR_FOOTER):
         df.attrs.setdefault(key, [])
     df.attrs.setdefault(ATTR_FORMULAS, {})
+    if df.empty:
+        raise _no_data_rows(name, df)
     return df
+
+
+def _no_data_rows(name: str, df: pd.DataFrame) -> ReadError:
+    """The one-line error for a file (or sheet) whose header has nothing but blank rows below it."""
+    where = f" (row {df.attrs[ATTR_HEADER_ROW]})" if df.attrs.get(ATTR_HEADER_ROW) else ""
+    sheet = f", sheet {df.attrs['sheet']!r}," if df.attrs.get("sheet") else ""
+    footer = " (only totals rows)" if df.attrs.get(ATTR_FOOTER) else ""
+    head = f"{name}{sheet} has no data rows: only the header{where}{footer}, nothing to import; export "
+    if not sheet:
+        return ReadError(head + "the history again with its messages")
+    return ReadError(
+        head + "the history with its messages, or pick the sheet that holds them (sheet=)",
+        cli=head + "the history with its messages, or pick the sheet that holds them (--sheet NAME)",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,9 +179,12 @@ def _read_excel(p: Path, sheet: Any, header_row: int | None) -> pd.DataFrame:
         if every and not any(v is not None and v != "" for r in rows for v in r):
             continue  # "*": an empty sheet (notes, a chart) is not an error
         formulas = _formula_cells(p, chosen)
-        frames.append((chosen, _frame_from_rows(rows, name, 1, header_row, formulas)))
+        frame = _frame_from_rows(rows, name, 1, header_row, formulas)
+        if every and frame.empty:
+            continue  # "*": a sheet with only a header (a template) holds no messages either
+        frames.append((chosen, frame))
     if not frames:
-        raise ReadError(f"{name}: every sheet is empty; export the history again")
+        raise ReadError(f"{name}: every sheet is empty (no data rows); export the history again")
     df = frames[0][1] if len(frames) == 1 and not _several(sheet) else _combine(frames)
     df.attrs[ATTR_DATE1904] = date1904
     df.attrs["sheet"] = ", ".join(n for n, _ in frames)
@@ -403,6 +430,7 @@ def _frame_from_rows(
     df = _drop_footer(_drop_empty(df))
     df.attrs[ATTR_SKIPPED] = _described(cleaned[:header_at], first_row_number)
     df.attrs[ATTR_FORMULAS] = _formulas_by_row(kept, columns, header_at, first_row_number, df.index)
+    df.attrs[ATTR_HEADER_ROW] = header_at + first_row_number
     return df
 
 
@@ -411,14 +439,18 @@ def _header_index(cleaned: list[list[Any]], name: str, header_row: int | None, f
     if header_row is not None:
         at = header_row - first_row_number
         if not 0 <= at < len(cleaned) or all(v is None for v in cleaned[at]):
+            fix = "give the row number the column names are on"
             raise ReadError(
-                f"{name}: header_row {header_row} is empty or past the last row; give the row "
-                "number the column names are on"
+                f"{name}: header_row {header_row} is empty or past the last row; {fix}",
+                cli=f"{name}: --header-row {header_row} is empty or past the last row; {fix}",
             )
         return at
     at = _find_header(cleaned)
     if at is None:
-        raise ReadError(f"{name}: the sheet is empty; choose the sheet with the history (sheet=...)")
+        raise ReadError(
+            f"{name}: the sheet is empty; choose the sheet with the history (sheet=...)",
+            cli=f"{name}: the sheet is empty; choose the sheet with the history (--sheet NAME)",
+        )
     return at
 
 
@@ -586,7 +618,10 @@ def _detect_encoding(p: Path, raw_head: bytes) -> str:
 
     best = from_bytes(raw_head[: 1 << 20]).best()
     if best is None:
-        raise ReadError(f"{p.name}: cannot tell the text encoding; pass encoding= (e.g. 'cp1251' or 'utf-8')")
+        raise ReadError(
+            f"{p.name}: cannot tell the text encoding; pass encoding= (e.g. 'cp1251' or 'utf-8')",
+            cli=f"{p.name}: cannot tell the text encoding; pass --encoding (e.g. --encoding cp1251)",
+        )
     enc = best.encoding
     if enc in ("cp1251", "windows_1251", "koi8_r", "mac_cyrillic", "cp866", "iso8859_5"):
         # Russian exports from Windows are cp1251 far more often than the look-alikes the detector
@@ -727,7 +762,9 @@ def _read_text_as(
     except UnicodeDecodeError as exc:
         raise ReadError(
             f"{name}: byte {exc.start} is not valid {enc}; pass the right encoding= "
-            "(e.g. 'cp1251' or 'utf-8')"
+            "(e.g. 'cp1251' or 'utf-8')",
+            cli=f"{name}: byte {exc.start} is not valid {enc}; pass the right --encoding "
+            "(e.g. --encoding cp1251)",
         ) from None
     head_text = head_text.lstrip("\ufeff")
     if delimiter is None:
@@ -736,8 +773,10 @@ def _read_text_as(
         sep = "\t" if delimiter in ("\\t", "tab") else delimiter
         if len(sep) != 1:
             raise ReadError(
-                f"{p.name}: --delimiter {delimiter!r} is not one character; give the separator itself, "
-                "e.g. --delimiter ';' or --delimiter tab"
+                f"{p.name}: delimiter {delimiter!r} is not one character; give the separator itself, "
+                "e.g. delimiter=';' or delimiter='tab'",
+                cli=f"{p.name}: --delimiter {delimiter!r} is not one character; give the separator "
+                "itself, e.g. --delimiter ';' or --delimiter tab",
             )
     skip = 0 if header_row is None else header_row - 1
     try:
@@ -758,7 +797,9 @@ def _read_text_as(
             raise _NotUtf8 from None
         raise ReadError(
             f"{name}: the file is not valid {enc} (byte {exc.start}); pass the right encoding= "
-            "(e.g. 'cp1251', 'utf-8' or 'utf-16')"
+            "(e.g. 'cp1251', 'utf-8' or 'utf-16')",
+            cli=f"{name}: the file is not valid {enc} (byte {exc.start}); pass the right --encoding "
+            "(e.g. --encoding cp1251, utf-8 or utf-16)",
         ) from None
     except pd.errors.EmptyDataError:
         raise ReadError(f"{name}: the file is empty; export the history again") from None
@@ -794,8 +835,11 @@ def _ragged(name: str, sep: str, exc: Exception) -> ReadError:
     m = re.search(r"line (\d+), saw (\d+)", detail)
     if m:
         detail = f"record {m.group(1)} has {m.group(2)} fields but the header has fewer"
+    shown = "tab" if sep == "\t" else repr(sep)
     return ReadError(
-        f"{name}: {detail}; check the delimiter (found {sep!r}; pass delimiter=) and quoting of cells"
+        f"{name}: {detail}; check the delimiter (found {sep!r}; pass delimiter=) and quoting of cells",
+        cli=f"{name}: {detail}; check the delimiter (found {shown}; pass e.g. --delimiter ';' or "
+        "--delimiter tab) and quoting of cells",
     )
 
 
@@ -831,8 +875,10 @@ def _text_frame(df: pd.DataFrame, name: str, skipped: int = 0, explicit: bool = 
     if header_vals and isinstance(header_vals[0], str):
         header_vals[0] = header_vals[0].lstrip("\ufeff")
     if explicit and all(v is None for v in header_vals):
+        fix = "give the row number the column names are on"
         raise ReadError(
-            f"{name}: header_row {skipped + 1} is empty; give the row number the column names are on"
+            f"{name}: header_row {skipped + 1} is empty; {fix}",
+            cli=f"{name}: --header-row {skipped + 1} is empty; {fix}",
         )
     columns = _header_names(header_vals, name, skipped + first + 1)
     body = df.iloc[first + 1 :]
@@ -840,6 +886,7 @@ def _text_frame(df: pd.DataFrame, name: str, skipped: int = 0, explicit: bool = 
     body.index = pd.RangeIndex(skipped + first + 2, skipped + first + 2 + len(body), name="row")
     out = _drop_footer(_drop_empty(body))
     out.attrs[ATTR_SKIPPED] = _described(head[:first], skipped + 1)
+    out.attrs[ATTR_HEADER_ROW] = skipped + first + 1
     return out
 
 
