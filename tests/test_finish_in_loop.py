@@ -103,7 +103,7 @@ def _finished(journal: Path) -> set[str]:
 
 class Watch:
     """A progress collector that looks at the sandbox's store after every settled request; ``then``
-    (if given) runs at the ``at``-th update (a Ctrl-C, a crash)."""
+    (if given) runs at the ``at``-th update (a Ctrl-C, a crash), or at every one when ``at`` is None."""
 
     def __init__(self, sb: Sandbox, at: int | None = None, then: Any = None) -> None:
         self.sb, self.at, self.then = sb, at, then
@@ -119,7 +119,7 @@ class Watch:
         self.updates += 1
         closed = int(self.sb.store.sessions()["closed"].notna().sum())
         self.seen.append((closed, len(self.sb.store.messages()), counts.get("finished")))
-        if self.at is not None and self.updates == self.at and self.then is not None:
+        if self.then is not None and (self.at is None or self.updates == self.at):
             self.then()
 
     def waiting(self, seconds: float | None, reason: str | None) -> None:
@@ -279,3 +279,30 @@ def test_a_resumed_run_finishes_nothing_twice(tmp_path, monkeypatch, finish_call
         assert len(sessions) == CHATS and sessions["closed"].notna().all()
         assert len(_finished(result.journal)) == CHATS and _refusals(sb) == 0
         assert result.finish.finished == CHATS - len(before) and result.finish.complete
+
+
+def test_a_cut_off_finish_batch_is_tried_again_and_the_sends_are_untouched(
+    tmp_path, monkeypatch, finish_calls
+):
+    csv, mapping = _csv(tmp_path, chats=6, per_chat=2)
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        _env(sb, monkeypatch)
+
+        armed: list[int] = []
+
+        def cut_the_next_request() -> None:  # every message is stored: what follows only finishes
+            if watch.seen[-1][1] == 12 and not armed:
+                armed.append(1)
+                sb.faults.add("drop-after", count=1, methods=["batch", FINISH_METHOD])
+
+        watch = Watch(sb, then=cut_the_next_request)
+        result = _job(csv, mapping, sb, progress=watch, max_in_flight=1).run()
+        assert armed, watch.seen
+        assert result.exit_code == EXIT_OK and result.summary.counts["sent"] == 12, result.summary
+        assert sb.stats()["faults"].get("drop-after") == 1
+        sessions = sb.store.sessions()
+        assert len(sessions) == 6 and sessions["closed"].notna().all()
+        assert set(finish_calls) == {int(c) for c in sessions["chat"]}
+        assert sum(finish_calls.values()) > 6  # the cut-off ones were called again …
+        assert result.finish.finished == 6 and result.finish.complete  # … and recorded once
+        assert len(_finished(result.journal)) == 6 and sb.store.duplicates().empty

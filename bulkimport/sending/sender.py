@@ -41,7 +41,7 @@ import pandas as pd
 
 from .. import codes
 from ..clock import Clock, SystemClock
-from ..errors import ConfigError, FatalError, InputError
+from ..errors import ConfigError, InputError
 from ..journal import Journal, default_path, row_key
 from ..limits import STANDARD, PortalLimits
 from ..planning import Plan
@@ -373,10 +373,12 @@ class Sender:
 
     def _finish_the_rest(self, client: Any, journal: Journal, finishing: Finishing, state: RunState) -> Any:
         """After the loop: finish what it did not (e.g. a per-chat error to try once more); not
-        after a Ctrl-C or a fatal stop (the next run or ``bulkimport finish`` does it)."""
+        after a Ctrl-C, nor after a stop other than repeated rejections of the data (a portal
+        that refuses or does not answer would only be asked again): the next run or ``bulkimport
+        finish`` does it."""
         from ..after import finish
 
-        if state.interrupted or isinstance(state.stopped, FatalError):
+        if state.interrupted or stop_code(state.stopped) not in (None, "repeated-rejection"):
             return finishing.result
         # a collector the caller gave counts these calls too (no second bar on a terminal)
         given = False if self.progress is None or isinstance(self.progress, bool) else self.progress
