@@ -306,3 +306,26 @@ def test_a_cut_off_finish_batch_is_tried_again_and_the_sends_are_untouched(
         assert sum(finish_calls.values()) > 6  # the cut-off ones were called again …
         assert result.finish.finished == 6 and result.finish.complete  # … and recorded once
         assert len(_finished(result.journal)) == 6 and sb.store.duplicates().empty
+
+
+def test_a_conversation_sharing_a_customer_waits_for_the_other_before_its_session_is_finished(
+    tmp_path, monkeypatch, finish_calls
+):
+    """A portal may put one customer's conversations in one chat (Bitrix24 groups chats by
+    ``user.id`` by default; the sandbox keeps them apart): the first one's session is finished only
+    once the other has nothing left to send, while unrelated ones are finished at once."""
+    csv, mapping = _csv(tmp_path, chats=8, per_chat=2)
+    text = csv.read_text(encoding="utf-8").replace(",u7,", ",u0,")  # c0 and c7: one customer
+    csv.write_text(text, encoding="utf-8")
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        _env(sb, monkeypatch)
+        moments: list[tuple[set[int], int]] = []  # (chats finished so far, c7's messages stored)
+        watch = Watch(sb, then=lambda: moments.append(
+            (set(finish_calls), len(sb.store.messages(chat_id="c7")))))
+        result = _job(csv, mapping, sb, progress=watch, max_in_flight=1).run()
+        assert result.exit_code == EXIT_OK, result.summary
+        c0 = int(sb.store.messages(chat_id="c0")["b24_chat_id"].iloc[0])  # the portal's CHAT_ID
+        early = [finished for finished, c7 in moments if c7 < 2]
+        assert any(finished - {c0} for finished in early)  # unrelated sessions went early …
+        assert all(c0 not in finished for finished in early)  # … c0's waited for c7's last row
+        assert sorted(finish_calls.values()) == [1] * 8 and sb.store.sessions()["closed"].notna().all()
