@@ -10,10 +10,12 @@ sender's two requests in flight the last window's work can run faster and a rati
 total and after the first minute), p50/p95 request duration, lost/duplicated messages, and the
 plan's estimate against the measured duration.
 
-Finishing (issue 16): by default each run ends by finishing every conversation's session
-(``imopenlines.operator.another.finish``, 50 per ``batch`` through the governor), inside the
-measured time; the ceiling counts those batch requests in the bucket (F = ceil(C / 50)), and the
-report says how many sessions are left open (must be 0). ``--keep-open`` measures sending alone.
+Finishing (issue 16): by default the sender finishes every conversation's session
+(``imopenlines.operator.another.finish``) inside the send loop, as soon as the conversation's rows
+are settled: the finish commands ride in send batches that have room, or go in batches of their
+own (50 per ``batch``), through the governor, inside the measured time; the ceiling counts them
+(a request holds at most 50 commands of either kind), and the report says how many sessions are
+left open (must be 0) and how the finish commands went. ``--keep-open`` measures sending alone.
 
 The sandbox runs in its own process by default (``python -m bulkimport sandbox``), so its CPU
 and the client's do not share one interpreter lock — a real portal answers concurrent requests in
@@ -48,9 +50,10 @@ Ceiling (shortest possible duration T_ideal for the workload, from the sandbox's
   m      = messages per call = min(chunk_size, max_messages, floor((cap - c_call) / c_msg))
   K      = calls = sum over conversations of ceil(n_i / m);  K_max = most calls of one conversation
   B      = calls per request = min(50, floor(cap / (c_call + m * c_msg)))
-  R      = requests = max(ceil(K / B), K_max)      (one conversation in flight: its chunks are sequential)
-           + F, F = ceil(C / 50) batch requests finishing the C conversations' sessions (0 with --keep-open;
-           the finish method's operating time is budgeted apart from the send method's)
+  R      = requests = max(ceil(K / B), K_max, ceil((K + F) / 50))
+           (one conversation in flight: its chunks are sequential; F = C finish commands, one per
+           conversation, 0 with --keep-open: a request holds at most 50 commands, and B of them may be
+           sends; the finish method's operating time is budgeted apart from the send method's)
   W      = server work = K * c_call + N * c_msg    (virtual seconds, charged to the operating budget)
   T_bucket    = max(0, R - X) / Y                  (leaky bucket: X burst, Y per second)
   T_operating = W                       if W <= L
@@ -114,7 +117,8 @@ def ideal(sizes: list[int], sc: Scenario, x: float, y: float, limit: float = 480
     calls = [math.ceil(s / m) for s in sizes]
     k, k_max = sum(calls), max(calls)
     b = min(50, int(cap // (c_call + m * c_msg)))
-    r = max(math.ceil(k / b), k_max) + (math.ceil(len(sizes) / 50) if sc.finish else 0)
+    f = len(sizes) if sc.finish else 0
+    r = max(math.ceil(k / b), k_max, math.ceil((k + f) / 50))
     n = sum(sizes)
     w = k * c_call + n * c_msg
 
@@ -216,18 +220,6 @@ def run(sc: Scenario, mode: str = "process", max_in_flight: int | None = None) -
     return _run_thread(sc, limits, sizes, plan, plan_seconds, want, max_in_flight)
 
 
-def _finish(client: Any, journal: Path) -> Any:
-    """Finish the sessions of every complete conversation, as ``ImportJob.run`` does by default."""
-    from bulkimport.after.finish import finish_sessions
-    from bulkimport.journal import Journal
-
-    j = Journal.open(journal)
-    try:
-        return finish_sessions(client, j)
-    finally:
-        j.close()
-
-
 def _send_timed(portal: Any, clock: Any, tmp: Path, limits: Any, plan: Any, max_in_flight: int | None,
                 settle: Any, finish: bool = True) -> tuple[Any, Any, float, float, float, float]:
     """Set the connector up, ``settle(recorder)`` the portal after it, then run the sender over
@@ -242,9 +234,11 @@ def _send_timed(portal: Any, clock: Any, tmp: Path, limits: Any, plan: Any, max_
     rec.durations.clear()
     rec.events.clear()
     v0, r0 = portal.now(), time.perf_counter()
-    out = Sender(plan, line=1, connector=C.CONNECTOR, state=tmp / "journal.db", progress=False,
-                 client=client, limits=limits, **kw).run()
-    out.finish = _finish(client, tmp / "journal.db") if finish else None
+    # as ``bulkimport run`` does by default: sessions finished in the send loop, then what is left
+    sender = Sender(plan, line=1, connector=C.CONNECTOR, state=tmp / "journal.db", progress=False,
+                    client=client, limits=limits, finish_sessions=finish, **kw)
+    out = sender.run()
+    out.finish = sender.finished
     return out, rec, v0, portal.now(), r0, time.perf_counter()
 
 
@@ -351,7 +345,8 @@ def report(sc: Scenario, r: dict[str, Any]) -> bool:
           f"out-of-order chats {ck['out_of_order_chats']}, duplicate chats {ck['duplicate_chats']}")
     fin = r["finish"]
     if fin is not None:
-        print(f"  finishing: {fin} (inside the measured time); sessions left open: {ck['open_sessions']}")
+        print(f"  finishing: {fin} (in the send loop, inside the measured time); sessions left open: "
+              f"{ck['open_sessions']}")
     dev = r["estimate"] / r["measured"] - 1 if r["measured"] else math.inf
     dev0 = r["estimate_prior"] / r["measured"] - 1 if r["measured"] else math.inf
     print(f"  ETA: plan.estimate(seconds_per_message={r['spm']:.4f} measured) = {r['estimate']:.1f} s "

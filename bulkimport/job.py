@@ -215,14 +215,17 @@ class Resume:
     total: int  # valid rows of the plan
     to_go: int  # rows this run will send (pending, plus failed/unknown when retried)
     waiting: int  # failed or unknown rows (and those held behind them) this run leaves alone
-    estimate: Estimate  # for the rows to go
+    estimate: Estimate  # for the rows to go (and the finish calls still to make)
+    to_finish: int = 0  # sessions not finished yet that the run finishes (0 with --keep-open)
 
     def __str__(self) -> str:
         text = f"Resuming {self.journal}: {self.sent} of {self.total} sent, {self.to_go} to go"
         if self.waiting:
             text += f", {self.waiting} waiting on failed or unknown rows"
-        if self.to_go == 0:
+        if self.to_go == 0 and not self.to_finish:
             return text + "; nothing left to send"
+        if self.to_finish:
+            return text + f"; ETA for the {self.to_go} and {self.to_finish} session finishes: {self.estimate}"
         return text + f"; ETA for the {self.to_go}: {self.estimate}"
 
 
@@ -543,13 +546,18 @@ class ImportJob:
             if journal.meta().get("fingerprint") != plan.fingerprint:
                 return None
             rows = journal.rows(skip_pending=True)
+            unfinished = _unfinished(self, journal, len(plan.conversations))
         finally:
             journal.close()
         sent, left, waiting = _left_to_send(rows, plan, self.retry_failed, self.retry_unknown)
         total = sum(len(c) for c in plan.conversations)
         estimate = plan.estimate(self.limits, remaining=left)
         estimate = staging.with_uploads(self, estimate, resumed=True)  # the files not on Drive yet
-        return Resume(self.state, sent, total, sum(left), waiting, estimate)
+        if unfinished:  # the finish calls still to make (one batch request per 50 at most)
+            from .after.finish import with_finishing
+
+            estimate = with_finishing(estimate, unfinished)
+        return Resume(self.state, sent, total, sum(left), waiting, estimate, unfinished)
 
     def check_journal(self) -> None:
         """Refuse, before any portal set-up, an edited input whose identity mapping (chat, customer or
@@ -612,6 +620,7 @@ class ImportJob:
             "max_in_flight": self.max_in_flight,
             "settle_unknown": self.settle_unknown,
             "update_changed": self.update_changed,
+            "finish_sessions": not self.keep_open,  # in the send loop, then what is left at its end
         }
 
     def _send(self, plan: Plan, command: list[str], **target: Any) -> JobResult:
@@ -625,6 +634,7 @@ class ImportJob:
         summary = outcome.summary
         result = JobResult(outcome.frame, summary, plan, Path(summary.journal), command)
         result.changes, result.settled = sender.changes, sender.settled
+        result.finish = sender.finished  # None with --keep-open
         for text in sender.changes.lines() if sender.changes else []:  # settling logs its own lines
             self.notify(text)
         result.interrupted = bool(summary.interrupted)
@@ -636,10 +646,9 @@ class ImportJob:
         return result
 
     def _after_send(self, plan: Plan, result: JobResult, client: Any) -> None:
-        """Record the sent external ids (for undo); finish the complete conversations' sessions."""
-        from .after import finish, linemode
+        """Record the run's command and rows for the journal's reports; say what finishing did."""
+        from .after import linemode
         from .journal import Journal
-        from .sending.progress import collector
 
         if linemode.settings_path(self.state).is_file():
             result.import_mode = linemode.settings_path(self.state)
@@ -652,12 +661,8 @@ class ImportJob:
             # chat, side, time, text of every row, for the journal's own reports (after Ctrl-C only
             # the zone: the run exits at once, and the read-back ids give the chats meanwhile)
             record_rows(journal, plan, rows=not result.interrupted)
-            if self.keep_open or result.interrupted or result.fix:
-                return
-            # a collector the caller gave counts the finish calls too (no second bar on a terminal)
-            given = False if self.progress is None or isinstance(self.progress, bool) else self.progress
-            result.finish = finish.finish_sessions(client, journal, progress=collector(given))
-            self.notify(str(result.finish))
+            if result.finish is not None and not result.interrupted:
+                self.notify(str(result.finish))
         finally:
             journal.close()
 
@@ -825,6 +830,13 @@ def _guess_unconfirmed(job: ImportJob, dry_run: bool, confirmable: bool) -> None
         f"here (no terminal, or --yes): check it ({check}), then pass --mapping mapping.toml, or "
         "--accept-guessed-mapping to send on the guess"
     )
+
+
+def _unfinished(job: ImportJob, journal: Any, conversations: int) -> int:
+    """Sessions a resumed run of ``job`` still has to finish (0 with --keep-open)."""
+    from .after.finish import unfinished_conversations
+
+    return 0 if job.keep_open else unfinished_conversations(journal, conversations)
 
 
 def _check_line_settings(job: ImportJob, client: Any) -> None:

@@ -1,8 +1,11 @@
 """Finish the open-line sessions an import opened (``imopenlines.operator.another.finish``).
 
 Every imported conversation opens a session that lands in an operator's queue (at most 1,000 open
-per operator): a run finishes, by default, each conversation whose rows are all settled, and
-``bulkimport finish STATE`` does it later (after ``--keep-open``, or for what an earlier run left).
+per operator): a run finishes, by default, each conversation's session as soon as its rows are all
+settled — inside the send loop (:mod:`bulkimport.sending.finishing`: the finish commands ride in the
+send batches, or go in batches of their own) — then, at the end of the run, whatever the loop did
+not finish (:func:`finish_sessions`, the safety net); ``bulkimport finish STATE`` does it later
+(after ``--keep-open``, or for what an earlier run left).
 
 * **Which**: a conversation is *complete* when none of its rows is pending, unknown, in flight or a
   failure that holds the rest, and at least one was sent; its ``CHAT_ID`` is the portal chat the
@@ -10,8 +13,8 @@ per operator): a run finishes, by default, each conversation whose rows are all 
 * **Once**: the journal's own table ``finished(chat_id, finished_at, code)`` records each finished
   chat, so a resumed run or a second ``finish`` makes no call. The call is idempotent on the
   portal (a finished chat answers ``true`` again), so a cut-off batch is simply tried again.
-* **Cost**: up to 50 finish commands per ``batch`` request, through the client's governor (bucket
-  and the finish method's own operating budget).
+* **Cost**: up to 50 finish commands per ``batch`` request (in the loop: the room a send batch
+  leaves), through the client's governor (bucket and the finish method's own operating budget).
 * **Errors** are per chat (kept in :attr:`FinishResult.failed`), never fatal for the others; only
   an answer that stops every call (credentials, set-up) ends the pass early, its chats reported.
 """
@@ -50,6 +53,16 @@ HAVING SUM(status IN ('pending', 'unknown', 'inflight') OR (status = 'failed' AN
 ORDER BY conv
 """
 
+#: The same rule for some conversations (``{marks}``: one ``?`` per conversation index).
+_COMPLETE_OF_SQL = """
+SELECT conv, MAX(CASE WHEN status = 'sent' THEN chat_id END) AS chat
+FROM rows WHERE conv IN ({marks}) GROUP BY conv
+HAVING SUM(status IN ('pending', 'unknown', 'inflight') OR (status = 'failed' AND hold = 1)) = 0
+   AND SUM(status = 'sent') > 0
+"""
+#: Conversations per ``conv IN (…)`` query (well under SQLite's bound-parameter limit).
+_PER_QUERY = 500
+
 
 @dataclass
 class FinishResult:
@@ -58,7 +71,8 @@ class FinishResult:
     finished: int = 0  # chats closed by this pass
     already: int = 0  # complete chats the journal had already finished: no call
     no_chat: int = 0  # complete conversations without a known CHAT_ID (e.g. confirmed-arrived)
-    requests: int = 0  # batch requests made
+    requests: int = 0  # batch requests made (in the send loop: requests of finish commands only)
+    carried: int = 0  # finish commands that rode in the send loop's send batches (no request of their own)
     failed: dict[str, str] = field(default_factory=dict)  # CHAT_ID → why it was not finished
     interrupted: bool = False  # Ctrl-C while finishing: what finished is recorded, the rest is not
 
@@ -69,7 +83,8 @@ class FinishResult:
 
     def __str__(self) -> str:
         plural = "" if self.requests == 1 else "s"
-        text = f"Finished {self.finished} sessions ({self.requests} batch request{plural})"
+        text = f"Finished {self.finished} sessions ({self.requests} batch request{plural}"
+        text += f", {self.carried} finish commands in send batches)" if self.carried else ")"
         if self.already:
             text += f", {self.already} already finished"
         if self.failed:
@@ -125,6 +140,47 @@ def to_finish(journal: Journal) -> tuple[list[str], int, int]:
     return todo, already, no_chat
 
 
+def complete_chats(journal: Journal, convs: Iterable[int]) -> dict[int, str | None]:
+    """Of the conversations ``convs`` (plan indices), the complete ones → their CHAT_ID (None when
+    the journal knows none): the rule of :func:`to_finish`, asked for a few at a time by the loop."""
+    wanted = sorted({int(c) for c in convs})
+    out: dict[int, str | None] = {}
+    for start in range(0, len(wanted), _PER_QUERY):
+        part = wanted[start : start + _PER_QUERY]
+        sql = _COMPLETE_OF_SQL.format(marks=",".join("?" * len(part)))
+        for conv, chat in journal.query(sql, part):
+            out[int(conv)] = None if chat is None or str(chat) in ("", "None") else str(chat)
+    return out
+
+
+def unfinished_conversations(journal: Journal, conversations: int) -> int:
+    """How many of a plan's ``conversations`` the journal does not record as finished (what a
+    resumed run still has to finish: its ETA counts their finish calls)."""
+    if not _has_table(journal, "finished"):
+        return conversations
+    done = journal.query(
+        "SELECT COUNT(DISTINCT conv) FROM rows WHERE conv IS NOT NULL AND status = 'sent' "
+        "AND chat_id IN (SELECT chat_id FROM finished)"
+    )
+    return max(0, conversations - int(done[0][0] or 0))
+
+
+def merged(in_loop: FinishResult | None, at_end: FinishResult | None) -> FinishResult | None:
+    """One run's finishing: what the send loop did, then the end-of-run pass (which retried what
+    the loop could not finish, so its failures are the last word)."""
+    if in_loop is None or at_end is None:
+        return at_end if in_loop is None else in_loop
+    return FinishResult(
+        finished=in_loop.finished + at_end.finished,
+        already=max(0, at_end.already - in_loop.finished),  # finished before this run
+        no_chat=at_end.no_chat,
+        requests=in_loop.requests + at_end.requests,
+        carried=in_loop.carried,
+        failed=dict(at_end.failed),
+        interrupted=at_end.interrupted,
+    )
+
+
 def finish_requests(conversations: int) -> int:
     """Batch requests finishing ``conversations`` sessions takes (what the ETA adds)."""
     return math.ceil(conversations / PER_BATCH) if conversations > 0 else 0
@@ -132,13 +188,18 @@ def finish_requests(conversations: int) -> int:
 
 def with_finishing(estimate: Any, conversations: int) -> Any:
     """``estimate`` (a plan's :class:`~bulkimport.planning.Estimate`) plus finishing
-    ``conversations`` sessions: their batch requests share the bucket (drained at Y per second);
-    the finish method's server time is budgeted apart from the send method's."""
+    ``conversations`` sessions. The finish commands ride in the send batches' room (a request holds
+    at most ``batch_max`` commands of either kind) or go in batches of their own, so the requests
+    become ``max(the sends' requests, ceil((calls + conversations) / batch_max))`` — one more per 50
+    sessions when the send batches are full — sharing the bucket (drained at Y per second); the
+    finish method's server time is budgeted apart from the send method's."""
     import dataclasses
 
-    extra = finish_requests(conversations)
+    if conversations <= 0:
+        return estimate
     limits = estimate.limits
-    requests = estimate.requests + extra
+    packed = math.ceil((estimate.calls + conversations) / max(1, limits.batch_max))
+    requests = max(estimate.requests, packed)
     bucket = max(0.0, (requests - limits.bucket_size) / limits.drain_rate)
     binding = "bucket" if bucket > estimate.seconds else estimate.binding
     return dataclasses.replace(
@@ -191,32 +252,44 @@ def _finish_batch(
     try:
         answer = client.batch(commands, retries=RETRIES)
     except (BulkImportError, AmbiguousError) as exc:
-        why = _why(exc)
+        reason = why(exc)
         for chat in chats:
-            result.failed[chat] = why
-        return why if isinstance(exc, FatalError) else None
+            result.failed[chat] = reason
+        return reason if isinstance(exc, FatalError) else None
     finally:
         result.requests += 1
-    done: list[tuple[str, float, str]] = []
+    done: list[str] = []
     for key, chat in zip(commands, chats, strict=True):
         if key in answer.errors:
-            result.failed[chat] = _why(answer.errors[key])
-        elif answer.results.get(key) is True or answer.results.get(key) in ("true", 1):
-            done.append((chat, now(), "finished"))
+            result.failed[chat] = why(answer.errors[key])
+        elif finished_answer(answer.results.get(key)):
+            done.append(chat)
         elif key in answer.results:
             result.failed[chat] = f"unexpected answer {answer.results[key]!r}"
         else:
             result.failed[chat] = "no answer for this command (try `bulkimport finish` again)"
-    if done:
-        with journal.transaction() as cur:
-            cur.executemany(
-                "INSERT OR IGNORE INTO finished (chat_id, finished_at, code) VALUES (?, ?, ?)", done
-            )
+    record(journal, done, now())
     result.finished += len(done)
     return None
 
 
-def _why(exc: BaseException) -> str:
+def finished_answer(value: Any) -> bool:
+    """Whether a finish command's result says the session is finished (``true``; also when it
+    already was)."""
+    return value is True or value in ("true", 1)
+
+
+def record(journal: Journal, chats: Iterable[str], when: float) -> None:
+    """Record ``chats`` as finished, in one transaction (a chat recorded already stays as it was)."""
+    rows = [(str(chat), when, "finished") for chat in chats]
+    if rows:
+        with journal.transaction() as cur:
+            cur.executemany(
+                "INSERT OR IGNORE INTO finished (chat_id, finished_at, code) VALUES (?, ?, ?)", rows
+            )
+
+
+def why(exc: BaseException) -> str:
     """A one-line reason from an error (codes and descriptions only: no secrets)."""
     code = getattr(exc, "code", None) or type(exc).__name__
     text = getattr(exc, "description", "") or ""
@@ -224,5 +297,6 @@ def _why(exc: BaseException) -> str:
 
 
 __all__ = [
-    "FINISHED_SCHEMA", "FinishResult", "finish_requests", "finish_sessions", "to_finish", "with_finishing",
+    "FINISHED_SCHEMA", "FinishResult", "complete_chats", "finish_requests", "finish_sessions", "merged",
+    "to_finish", "unfinished_conversations", "with_finishing",
 ]

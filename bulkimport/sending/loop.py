@@ -8,6 +8,12 @@ Ctrl-C (in the main thread, where the default handler would raise KeyboardInterr
 launches nothing new and waits for the answers in flight (at most the request cap away), settles them
 and ends the run ``interrupted`` — no row left ``unknown``; the second one ends it at once, the rows
 still on the wire become ``unknown`` (``interrupted``) to be settled later.
+
+Finishing (:mod:`.finishing`, unless the run keeps the sessions open): as each conversation's last
+answer settles, its session's finish command is queued; queued finish commands ride in the next
+send batches that have room, and go in a batch of their own when nothing is left to send beside
+them, when they waited long enough, or when the send requests still to come have no room for them
+(:meth:`.Finishing.go_alone`). Their answers are settled with the request's rows.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from ..clock import Clock, interrupts_deferred
 from ..errors import BulkImportError
 from ..journal import Journal
 from ..planning import Plan
+from ..portal.methods import FINISH_METHOD
+from .finishing import PER_BATCH, Finishing
 from .outcome import Outcomes, _wall
 from .progress import ProgressCollector
 from .scheduling import METHOD, Schedule, _Conv, _Request, commands_for, locks_in_flight
@@ -71,6 +79,7 @@ class RunLoop:
         progress: ProgressCollector,
         warm_token: Callable[[Any], None],
         resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        finishing: Finishing | None = None,
     ) -> None:
         self.plan, self.connector, self.line = plan, connector, line
         self.client, self.governor, self.clock = client, client.governor, clock
@@ -79,6 +88,7 @@ class RunLoop:
         self.warm_token = warm_token
         self.resolve = resolve  # fills in what a command needs at the last moment (Drive URLs)
         self.outcomes = Outcomes(journal, self.governor, keys)
+        self.finishing = finishing  # None: the sessions are left open (--keep-open)
         #: requests whose rows are journalled ``inflight`` and not yet settled, by sequence number
         self.active: dict[int, _Request] = {}
         self.done: SimpleQueue[_Request] = SimpleQueue()
@@ -209,12 +219,14 @@ class RunLoop:
         governor wants to wait."""
         governor, schedule = self.governor, self.schedule
         if schedule.exhausted():
-            return None
+            return self._launch_finishes()
         wait, _ = governor.wait_needed([METHOD])  # pace before choosing sizes and marking rows
         if wait > 0:
             return wait
         mpc = governor.messages_per_call(max(1, self.plan.chunk_size))
         cpb = governor.calls_per_batch(mpc)
+        if self._finishes_go_alone(mpc, cpb) and self._launch_finishes() == 0.0:
+            return 0.0
         # The lock keys of the requests in flight are taken: a conversation in flight (its own
         # chat key) and any conversation sharing a customer with one wait for its answer.
         taken = locks_in_flight(self.active.values())
@@ -228,29 +240,77 @@ class RunLoop:
         except BulkImportError as exc:
             self.state.stop(exc)
             return None
-        ticket, wait, _ = governor.try_acquire([METHOD] * len(chosen))
+        riders = self._riders(len(chosen))
+        ticket, wait, _ = governor.try_acquire([METHOD] * len(chosen) + [FINISH_METHOD] * riders)
         if ticket is None:
             return max(wait, 1e-3)
-        self._send(chosen, ticket)
+        self._send(chosen, ticket, riders)
         return 0.0
 
-    def _send(self, chosen: list[tuple[_Conv, list[int]]], ticket: Any) -> None:
-        """Journal the chosen rows ``inflight`` and put their request on the wire."""
+    def _finishes_go_alone(self, mpc: int, cpb: int) -> bool:
+        """Whether the queued finish commands take a request of their own now (see
+        :meth:`.Finishing.go_alone`) rather than wait for send batches with room."""
+        if self.finishing is None or not self.finishing.queued():
+            return False
+        convs, room = self.schedule.room_ahead(mpc, cpb, self.governor.limits.batch_max)
+        return self.finishing.go_alone(convs, room)
+
+    def _riders(self, sends: int) -> int:
+        """How many queued finish commands ride in a batch of ``sends`` send commands: the room
+        left under the batch cap, at most half the request's target server time, and only while
+        the finish method's operating budget lets them go now (a send never waits for them)."""
+        finishing = self.finishing
+        if finishing is None or not finishing.queued():
+            return 0
+        room = self.governor.limits.batch_max - sends
+        n = min(room, finishing.queued(), finishing.fits(self.governor.target_seconds / 2))
+        if n <= 0:
+            return 0
+        wait, _ = self.governor.wait_needed([FINISH_METHOD] * n)
+        return n if wait <= 0 else 0
+
+    def _launch_finishes(self) -> float | None:
+        """Send a batch of queued finish commands alone (nothing to send beside them, or a full
+        batch of them): 0 when it left, the governor's wait, or None when none is queued."""
+        finishing = self.finishing
+        if finishing is None or not finishing.queued():
+            return None
+        n = min(PER_BATCH, finishing.queued(), self.governor.limits.batch_max)
+        wait, _ = self.governor.wait_needed([FINISH_METHOD] * n)
+        if wait > 0:
+            return wait
+        try:
+            self.warm_token(self.client)
+        except BulkImportError as exc:
+            self.state.stop(exc)
+            return None
+        ticket, wait, _ = self.governor.try_acquire([FINISH_METHOD] * n)
+        if ticket is None:
+            return max(wait, 1e-3)
+        self._send([], ticket, n)
+        return 0.0
+
+    def _send(self, chosen: list[tuple[_Conv, list[int]]], ticket: Any, riders: int = 0) -> None:
+        """Journal the chosen rows ``inflight`` and put their request on the wire (with ``riders``
+        queued finish commands)."""
         commands = commands_for(self.plan, chosen, self.connector, self.line)
-        if self.resolve is not None:
+        if self.resolve is not None and chosen:
             try:
                 commands = self.resolve(commands)
             except BulkImportError as exc:  # nothing marked yet: the rows stay pending
                 self.governor.release(ticket)
                 self.state.stop(exc)
                 return
+        finishes = self.finishing.take(riders) if self.finishing is not None and riders else []
+        commands.update(Finishing.commands(finishes))
         keys = self.keys
         rids = [keys[conv.index][p] for conv, positions in chosen for p in positions]
-        req = _Request(next(self.sequence), chosen, commands, rids, ticket)
+        req = _Request(next(self.sequence), chosen, commands, rids, ticket, finishes=finishes)
         # Ctrl-C between the commit and the bookkeeping would leave the rows ``inflight`` in the
         # journal of a run that says it saved everything.
         with interrupts_deferred():
-            req.request_id = self.journal.mark_inflight(rids, self.run_id, _wall())
+            if rids:
+                req.request_id = self.journal.mark_inflight(rids, self.run_id, _wall())
             self.active[req.seq] = req
             assert self.workers is not None
             self.workers.submit(req)
@@ -260,15 +320,29 @@ class RunLoop:
         """Journal one request's outcome and move its conversations on (this thread only)."""
         self.governor.release(req.ticket)
         exc = req.error
-        self.state.answer_arrived(exc, req.errors.values())
+        sends = [err for key, err in req.errors.items() if key.startswith("c")]
+        self.state.answer_arrived(exc, sends)
         if exc is not None and not isinstance(exc, BulkImportError):
             raise exc  # a bug in a transport (Ctrl-C never reaches a worker): the caller handles it
+        finishing = self.finishing
+        if not req.chosen:  # finish commands only
+            assert finishing is not None
+            with interrupts_deferred():
+                finishing.settle(req)
+                del self.active[req.seq]
+            self.state.finishes_settled(exc)
+            self._tell(0)
+            return
         queued = req.queued()
         with interrupts_deferred():  # the outcome is known: journal it whatever happens
             settlement = self.outcomes.settle(req)
+            if finishing is not None:
+                finishing.settle(req)
             del self.active[req.seq]
         self.schedule.settled(queued, req.queued())
         self.state.settled(exc, settlement.updates, settlement.verdicts, req.fatal, len(req.chosen))
+        if finishing is not None:  # conversations with nothing left in this run: finish them next
+            finishing.done(conv for conv, _ in req.chosen if not conv.queue)
         self._tell(len(settlement.updates))
 
     # ------------------------------------------------------------------ progress
@@ -281,7 +355,10 @@ class RunLoop:
         if reason != self._reason:
             self._reason = reason
             self.progress.waiting(None, reason)
-        self.progress.update(n, dict(self.state.tally))
+        counts = dict(self.state.tally)
+        if self.finishing is not None:  # sessions finished so far in this run
+            counts["finished"] = self.finishing.result.finished
+        self.progress.update(n, counts)
 
     def _tell_wait(self, seconds: float | None) -> None:
         """Tell the collector the run is pacing itself (before a sleep or a governor's wait)."""

@@ -25,7 +25,8 @@ class ProgressCollector(Protocol):
         """A run begins: ``total`` rows in the plan's conversations, ``done`` of them settled before."""
 
     def update(self, n: int, counts: Mapping[str, int]) -> None:
-        """``n`` more rows were settled; ``counts`` are this run's rows per status so far."""
+        """``n`` more rows were settled; ``counts`` are this run's rows per status so far (and
+        ``finished``: sessions finished so far, when the run finishes them)."""
 
     def waiting(self, seconds: float | None, reason: str | None) -> None:
         """The sender is pacing itself for ``reason`` (``seconds`` when known); None: no longer."""
@@ -74,6 +75,8 @@ class TqdmProgress:
 
     def _postfix(self, refresh: bool) -> None:
         post: dict[str, Any] = {k: self._counts.get(k, 0) for k in ("sent", "failed", "unknown")}
+        if "finished" in self._counts:  # sessions finished in the send loop
+            post["finished"] = self._counts["finished"]
         if self._reason:
             post["wait"] = self._reason
         self._bar.set_postfix(post, refresh=refresh)
@@ -83,6 +86,8 @@ class TqdmProgress:
         if self._bar is None:
             return
         self._counts = {k: counts.get(k, 0) for k in ("sent", "failed", "unknown")}
+        if "finished" in counts:
+            self._counts["finished"] = counts["finished"]
         self._postfix(refresh=False)
         if n:
             self._bar.update(n)

@@ -65,6 +65,8 @@ class _Request:
     times: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: BaseException | None = None
     fatal: BulkImportError | None = None  # a nested command's fatal error (stops the run)
+    #: CHAT_IDs whose session this request finishes (commands ``f<i>``, beside or instead of sends)
+    finishes: list[str] = field(default_factory=list)
 
     def queued(self) -> int:
         """Messages its conversations still have queued (what settling it changes)."""
@@ -186,6 +188,20 @@ class Schedule:
         chunks = -(-len(critical.queue) // min(mpc, critical.cap or mpc))
         calls_left = max(len(self.order) - self.head, self.left / mpc)  # a lower bound
         return bool(critical.locks & taken) and chunks * cpb >= calls_left
+
+    def room_ahead(self, mpc: int, cpb: int, batch_max: int) -> tuple[int, int]:
+        """(Conversations with rows still queued, command slots the send requests still to come
+        leave beside their sends): at least max(the longest conversation's chunks, calls / ``cpb``)
+        requests of ``batch_max`` commands carry the calls left (a rough figure: the calls are
+        counted from the messages, at least one per conversation)."""
+        convs = max(0, len(self.order) - self.head)
+        if not self.longest or not convs:
+            return convs, 0
+        critical = max(self.longest, key=lambda c: len(c.queue))
+        chunks = -(-len(critical.queue) // min(mpc, critical.cap or mpc))
+        calls = max(-(-self.left // max(1, mpc)), convs)
+        requests = max(chunks, -(-calls // max(1, cpb)))
+        return convs, max(0, requests * batch_max - calls)
 
     def choose(self, taken: set[str], mpc: int, cpb: int) -> list[tuple[_Conv, list[int]]]:
         """Up to ``cpb`` conversations free of ``taken`` lock keys (and of each other's), each with

@@ -18,6 +18,9 @@ Rules the sender keeps (see docs/sending.md):
   stored some messages first) → ``unknown``. Either way its conversation is held.
   A rejected item (``SUCCESS: false``) → that row ``failed``; its conversation goes on.
 * A fatal error (auth, line, connector, block) stops the run; untouched rows stay ``pending``.
+* ``finish_sessions=True`` (what ``bulkimport run`` does unless ``--keep-open``): each conversation's
+  open-line session is finished as soon as its rows are settled, inside the loop (``finishing``),
+  and the run ends with a pass over what the loop did not finish (``bulkimport.after.finish``).
 
 The parts (each imports only the ones listed after it): ``sender`` (set-up, journal binding, the
 result) → ``loop`` (launch, settle, wait) → ``outcome`` (what one answer means for its rows),
@@ -43,6 +46,7 @@ from ..journal import Journal, default_path, row_key
 from ..limits import STANDARD, PortalLimits
 from ..planning import Plan
 from ..settings import ENV_CONNECTOR, ENV_LINE, ENV_PORTAL
+from .finishing import Finishing
 from .loop import RunLoop
 from .outcome import _wall
 from .progress import ProgressCollector, collector
@@ -130,8 +134,13 @@ class Sender:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         settle_unknown: bool = False,
         update_changed: bool = False,
+        finish_sessions: bool = False,
     ) -> None:
         env = os.environ if env is None else env
+        #: finish each complete conversation's session during the run, then what is left at its
+        #: end (bulkimport.after.finish); the result: ``finished`` (None when not asked or not run)
+        self.finish_sessions = finish_sessions
+        self.finished: Any = None
         #: read the chats of unknown rows back before sending (bulkimport.after.settle)
         self.settle_unknown = settle_unknown
         self.settled: Any = None
@@ -333,6 +342,7 @@ class Sender:
         total = sum(len(c) for c in plan.conversations)
         progress = collector(self.progress, self.on_progress)
         state = RunState(self.max_in_flight)
+        finishing = Finishing(journal, schedule.convs, self.clock.now) if self.finish_sessions else None
         loop = RunLoop(
             plan=plan,
             connector=self.connector,
@@ -347,13 +357,33 @@ class Sender:
             progress=progress,
             warm_token=self._warm_token,
             resolve=self.resolve,
+            finishing=finishing,
         )
         progress.start(total, total - schedule.to_send())
         try:
             loop.run()
         finally:
             progress.close()
-        return self._finish(journal, run_id, schedule, state, started, governor, requests_before, recovered)
+        outcome = self._finish(
+            journal, run_id, schedule, state, started, governor, requests_before, recovered
+        )
+        if finishing is not None:
+            self.finished = self._finish_the_rest(client, journal, finishing, state)
+        return outcome
+
+    def _finish_the_rest(self, client: Any, journal: Journal, finishing: Finishing, state: RunState) -> Any:
+        """After the loop: finish what it did not (e.g. a per-chat error to try once more); not
+        after a Ctrl-C, nor after a stop other than repeated rejections of the data (a portal
+        that refuses or does not answer would only be asked again): the next run or ``bulkimport
+        finish`` does it."""
+        from ..after import finish
+
+        if state.interrupted or stop_code(state.stopped) not in (None, "repeated-rejection"):
+            return finishing.result
+        # a collector the caller gave counts these calls too (no second bar on a terminal)
+        given = False if self.progress is None or isinstance(self.progress, bool) else self.progress
+        at_end = finish.finish_sessions(client, journal, progress=collector(given))
+        return finish.merged(finishing.result, at_end)
 
     def _finish(
         self,
@@ -437,11 +467,14 @@ def send(
     clock: Clock | None = None,
     client: Any = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    finish_sessions: bool = False,
 ) -> pd.DataFrame:
     """Send ``plan`` and return ``plan.frame`` with per-row status columns (see docs/sending.md).
 
     Re-running with the same plan and journal resumes. On Ctrl-C the journal is saved, every row
-    keeps an honest status, and KeyboardInterrupt is re-raised.
+    keeps an honest status, and KeyboardInterrupt is re-raised. ``finish_sessions=True`` finishes
+    each conversation's open-line session once its rows are settled (``bulkimport run`` does so
+    unless ``--keep-open``; the library leaves them open unless asked).
     """
     outcome = Sender(
         plan,
@@ -457,6 +490,7 @@ def send(
         clock=clock,
         client=client,
         max_in_flight=max_in_flight,
+        finish_sessions=finish_sessions,
     ).run()
     if outcome.summary.interrupted:
         raise KeyboardInterrupt

@@ -121,6 +121,22 @@ class RunState:
         for u in updates:
             self.tally[u.status] += 1
 
+    def finishes_settled(self, exc: BaseException | None) -> None:
+        """A request of finish commands only came back: the same counters as for sends (refusals,
+        unusable answers, a fatal error stops the run), without rows to count."""
+        if isinstance(exc, RetryableError):
+            self.refused(exc)
+        elif isinstance(exc, AmbiguousError):
+            self.ambiguous_in_a_row += 1
+            log.warning("no usable answer for a request finishing sessions (%s): they are tried again", exc)
+            if self.ambiguous_in_a_row >= MAX_AMBIGUOUS_IN_A_ROW:
+                self.stop(PortalError("repeated-ambiguous", f"{self.ambiguous_in_a_row} requests in a "
+                                      f"row got no usable answer ({exc})"))
+        elif isinstance(exc, FatalError):
+            self.stop(exc)
+        else:  # answered, or a request-level rejection: the portal did answer
+            self.answered()
+
     def verdict(self, code: str | None) -> None:
         """One conversation's answer: clean (None) or refused at request level with ``code``."""
         if code is None:
