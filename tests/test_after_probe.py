@@ -52,6 +52,8 @@ def test_the_probe_finds_the_sent_id_in_connector_mid(sandbox: Sandbox, tmp_path
     assert "OK" in str(found) and found.calls == 3  # send, join, one page
     stored = sandbox.store.messages()
     assert list(stored["chat_id"]) == [PROBE_CHAT] and list(stored["message_id"]) == [found.sent_id]
+    # the probe's session does not stay in an operator's queue (found by a new-user trial)
+    assert sandbox.store.sessions()["closed"].notna().all()
 
 
 def test_setup_check_readback_from_the_command_line(tmp_path: Path) -> None:

@@ -329,3 +329,23 @@ def test_a_conversation_sharing_a_customer_waits_for_the_other_before_its_sessio
         assert any(finished - {c0} for finished in early)  # unrelated sessions went early …
         assert all(c0 not in finished for finished in early)  # … c0's waited for c7's last row
         assert sorted(finish_calls.values()) == [1] * 8 and sb.store.sessions()["closed"].notna().all()
+
+
+def test_a_row_sent_into_a_finished_chat_reopens_it_and_the_run_finishes_it_again(tmp_path, monkeypatch):
+    """Found by a new-user trial: a fixed or appended row (or one verify found missing) sent into a
+    chat finished by an earlier run opens a new session, and the journal said "already finished"."""
+    csv, mapping = _csv(tmp_path, chats=3, per_chat=2)
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        _env(sb, monkeypatch)
+        first = _job(csv, mapping, sb).run()
+        assert first.exit_code == 0 and sb.store.sessions()["closed"].notna().all()
+        with csv.open("a", encoding="utf-8") as fh:  # a later message of chat c1
+            fh.write("c1,u1,2024-01-02T11:00:00+00:00,one more\n")
+        second = _job(csv, mapping, sb).run()
+        assert second.exit_code == 0
+        sessions = sb.store.sessions()
+        assert len(sessions) == 4, sessions  # c1 got a second session …
+        assert sessions["closed"].notna().all(), sessions  # … and it was finished
+        assert second.finish is not None and second.finish.finished == 1
+        third = _job(csv, mapping, sb).run()  # nothing new: nothing finished again
+        assert third.finish is None or third.finish.finished == 0

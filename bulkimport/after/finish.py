@@ -115,11 +115,24 @@ def _has_table(journal: Journal, name: str) -> bool:
     return bool(journal.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))
 
 
+#: Chats finished after the last message sent into them. A message sent into a finished chat (a
+#: row verify found missing, a fixed or new row of a re-run, a resolved one) opens a new session on
+#: the portal, so the chat is to be finished again (found by a new-user trial: those sessions were
+#: left open, the journal saying "already finished"). Both times are wall-clock (``time.time()``).
+_FRESH_FINISHED_SQL = """
+SELECT f.chat_id FROM finished f
+LEFT JOIN (SELECT chat_id, MAX(sent_at) AS last FROM rows
+           WHERE status = 'sent' AND chat_id IN (SELECT chat_id FROM finished) GROUP BY chat_id) s
+       ON s.chat_id = f.chat_id
+WHERE s.last IS NULL OR f.finished_at >= s.last
+"""
+
+
 def finished_chats(journal: Journal) -> set[str]:
-    """CHAT_IDs the journal records as finished."""
+    """CHAT_IDs the journal records as finished after their last sent message."""
     if not _has_table(journal, "finished"):
         return set()
-    return {str(r[0]) for r in journal.query("SELECT chat_id FROM finished")}
+    return {str(r[0]) for r in journal.query(_FRESH_FINISHED_SQL)}
 
 
 def to_finish(journal: Journal) -> tuple[list[str], int, int]:
@@ -160,7 +173,7 @@ def unfinished_conversations(journal: Journal, conversations: int) -> int:
         return conversations
     done = journal.query(
         "SELECT COUNT(DISTINCT conv) FROM rows WHERE conv IS NOT NULL AND status = 'sent' "
-        "AND chat_id IN (SELECT chat_id FROM finished)"
+        f"AND chat_id IN ({_FRESH_FINISHED_SQL})"
     )
     return max(0, conversations - int(done[0][0] or 0))
 
@@ -280,12 +293,13 @@ def finished_answer(value: Any) -> bool:
 
 
 def record(journal: Journal, chats: Iterable[str], when: float) -> None:
-    """Record ``chats`` as finished, in one transaction (a chat recorded already stays as it was)."""
+    """Record ``chats`` as finished at ``when``, in one transaction (a chat finished again after a
+    message reopened it gets the new time)."""
     rows = [(str(chat), when, "finished") for chat in chats]
     if rows:
         with journal.transaction() as cur:
             cur.executemany(
-                "INSERT OR IGNORE INTO finished (chat_id, finished_at, code) VALUES (?, ?, ?)", rows
+                "INSERT OR REPLACE INTO finished (chat_id, finished_at, code) VALUES (?, ?, ?)", rows
             )
 
 

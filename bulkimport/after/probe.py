@@ -9,6 +9,7 @@ messages carry no ``CONNECTOR_MID`` at all they refuse to conclude anything.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 
 from ..portal.methods import SEND_METHOD
 from .readback import ChatReader
+
+log = logging.getLogger("bulkimport.after")
 
 PROBE_CHAT = "bulkimport-readback-probe"
 PROBE_USER = "bulkimport-probe"
@@ -67,7 +70,20 @@ def check_readback(client: Any, connector: str, line: int | str) -> ProbeResult:
         return ProbeResult(sent_id, None, False, (), 0, 1)
     contents = reader.read(chat)
     mids = tuple(contents.found)
+    _finish_probe_session(client, chat)
     return ProbeResult(sent_id, chat, sent_id in contents.found, mids, contents.without_mid, 1 + reader.calls)
+
+
+def _finish_probe_session(client: Any, chat: int) -> None:
+    """Finish the session the probe opened, so that it does not wait in an operator's queue (a
+    failure is logged, never fatal: the check's answer is what matters)."""
+    from ..errors import BulkImportError
+    from ..portal.methods import FINISH_METHOD
+
+    try:
+        client.call(FINISH_METHOD, {"CHAT_ID": chat}, retries=8)
+    except BulkImportError as exc:
+        log.warning("could not finish the probe's session (chat %s): %s", chat, exc)
 
 
 __all__ = ["PROBE_CHAT", "PROBE_USER", "ProbeResult", "check_readback"]
