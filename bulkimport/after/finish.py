@@ -172,8 +172,8 @@ def unfinished_conversations(journal: Journal, conversations: int) -> int:
     if not _has_table(journal, "finished"):
         return conversations
     done = journal.query(
-        "SELECT COUNT(DISTINCT conv) FROM rows WHERE conv IS NOT NULL AND status = 'sent' "
-        f"AND chat_id IN ({_FRESH_FINISHED_SQL})"  # noqa: S608 — a constant of this module, no user text
+        "SELECT COUNT(DISTINCT conv) FROM rows WHERE conv IS NOT NULL AND status = 'sent' "  # noqa: S608
+        f"AND chat_id IN ({_FRESH_FINISHED_SQL})"  # a constant of this module: no user text
     )
     return max(0, conversations - int(done[0][0] or 0))
 
