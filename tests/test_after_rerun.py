@@ -372,3 +372,33 @@ def test_matching_pairs_only_what_it_can_tell_apart() -> None:
     legacy = [old(k, d, date=None, mid=f"bi-{k:016x}") for k, d in enumerate("abc")]
     assert match(legacy, [new(0, "a"), new(1, "B"), new(2, "c")]) == {0: 0, 1: 1, 2: 2}
     assert match(legacy, [new(0, "a"), new(1, "x"), new(2, "B"), new(3, "c")]) == {0: 0, 3: 2}
+
+
+def test_update_changed_says_a_changed_date_cannot_be_updated(tmp_path: Path, caplog) -> None:
+    """Found by a new-user trial: --update-changed said "updated" for rows whose date changed, and
+    the portal kept the old date (imconnector.update.messages changes text and files only)."""
+    import logging
+
+    src = tmp_path / "history.csv"
+    rows = [_row(c, i) for i in range(3) for c in range(2)]
+    _write(src, rows)
+    assert _job(src).run().summary.counts["sent"] == 6
+    db = tmp_path / "sandbox-history.db"
+    sent_date = dict(zip(_stored(db)["message_id"], _stored(db)["date"], strict=True))["c0-m2"]
+    redated = [_row(0, 2, date="2025-01-01 02:30") if r[3] == "c0-m2" else r for r in rows]
+    retexted = [_row(1, 1, text="message 1.1 (corrected)") if r[3] == "c1-m1" else r for r in redated]
+    _write(src, retexted)
+    with caplog.at_level(logging.WARNING, logger="bulkimport"):
+        done = _job(src, update_changed=True).run()
+    assert done.summary.sent_this_run == 0
+    final = _stored(db)
+    date = dict(zip(final["message_id"], final["date"], strict=True))
+    text = dict(zip(final["message_id"], final["text"], strict=True))
+    assert date["c0-m2"] == sent_date and text["c1-m1"] == "message 1.1 (corrected)"
+    frame = done.frame.set_index("Message ID")
+    assert frame.loc["c1-m1", "import_error_code"] == "updated-after-sent"
+    assert frame.loc["c0-m2", "import_error_code"] == "changed-after-sent"
+    assert "only the date changed" in frame.loc["c0-m2", "import_error"]
+    said = caplog.text
+    assert "1 changed rows updated" in said and "keeps the date and author" in said
+    assert "1 changed rows differ only in their date" in said

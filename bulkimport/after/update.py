@@ -1,7 +1,9 @@
 """``--update-changed``: sent rows whose content changed in the file are updated on the portal.
 
 ``imconnector.update.messages`` locates a message by the same ``chat.id`` + ``message.id`` it was
-sent with and replaces its text (and files). One call per conversation, at most 50 messages each,
+sent with and replaces its text (and files) — not its date or author: a row whose time alone
+changed is told so (undo and send again to re-date it), and the run says the rest keep theirs.
+One call per conversation, at most 50 messages each,
 through the client (so through the governor). A row updated is recorded with the new content's
 digest and the code ``updated-after-sent``; one the portal refuses keeps ``changed-after-sent``
 with the portal's reason.
@@ -31,17 +33,44 @@ def _changed(journal: Journal) -> set[str]:
                                              (CHANGED, SENT))}
 
 
+#: What a changed row that only changed its time is told (the method has no date: reference §3).
+DATE_ONLY = (
+    "only the date changed: imconnector.update.messages changes a message's text and files, not its "
+    "date or author; to re-date it, delete it (bulkimport undo --chats CHAT) and send it again"
+)
+
+
+def _sent_dates(journal: Journal, rids: set[str]) -> dict[str, tuple[Any, Any]]:
+    """The time and body digest row_identity holds for each changed row (the body as sent; empty
+    for journals that predate the table)."""
+    try:
+        found = journal.query("SELECT rid, date, body FROM row_identity")
+    except Exception:
+        return {}
+    return {str(r): (d, b) for r, d, b in found if str(r) in rids}
+
+
 def update_changed(
     journal: Journal, plan: Plan, client: Any, *, connector: str, line: Any
-) -> tuple[int, int]:
-    """Update every sent row marked ``changed-after-sent``; returns (updated, refused)."""
+) -> tuple[int, int, int]:
+    """Update every sent row marked ``changed-after-sent``; returns (updated, refused, date_only):
+    a row whose text and files are as sent and only its time changed is not sent to the method
+    (it cannot change a date) but told so, and counted in ``date_only``."""
     todo = _changed(journal)
     if not todo:
-        return 0, 0
-    updated = refused = 0
+        return 0, 0, 0
+    sent = _sent_dates(journal, todo)
+    updated = refused = date_only = 0
     for conv in plan.conversations:
         keys = [row_key(r) for r in conv.rows]
         picked = [(k, conv.messages[j]) for j, k in enumerate(keys) if k in todo]
+        # changed, yet its body (text, files, author — kept as sent for a changed row) is the
+        # same: what changed is the date (row_identity.date already holds the new one)
+        dated = [k for k, m in picked if k in sent and sent[k][1] == body(m)]
+        if dated:
+            journal.executemany("UPDATE rows SET error = ? WHERE rid = ?", [(DATE_ONLY, k) for k in dated])
+            date_only += len(dated)
+            picked = [(k, m) for k, m in picked if k not in set(dated)]
         for start in range(0, len(picked), 50):
             part = picked[start:start + 50]
             items = [{"user": {"id": m["user"]["id"]}, "chat": m["chat"], "message": dict(m["message"])}
@@ -63,7 +92,7 @@ def update_changed(
                                 [(body(m), rid) for rid, m in part if rid in done])
             updated += len(ok)
             refused += len(part) - len(ok)
-    return updated, refused
+    return updated, refused, date_only
 
 
 __all__ = ["CHANGED", "UPDATED", "update_changed"]

@@ -315,11 +315,16 @@ class Sender:
         if self.update_changed:
             from ..after.update import update_changed
 
-            done, refused = update_changed(journal, self.plan, client, connector=self.connector,
-                                           line=self._line_value())
+            done, refused, dated = update_changed(journal, self.plan, client, connector=self.connector,
+                                                  line=self._line_value())
             if done or refused:
-                log.warning("--update-changed: %d changed rows updated on the portal, %d refused",
+                log.warning("--update-changed: %d changed rows updated on the portal (their text and "
+                            "files; a message keeps the date and author it was sent with), %d refused",
                             done, refused)
+            if dated:
+                log.warning("--update-changed: %d changed rows differ only in their date, which the "
+                            "portal cannot update: delete them (bulkimport undo --chats) and send them "
+                            "again to re-date them", dated)
 
     def _run(self, journal: Journal, frozen: bool = False) -> SendOutcome:
         plan = self.plan
