@@ -156,8 +156,14 @@ def _sheet_opt(fn: Any) -> Any:
     fn = click.option(
         "--date-order",
         type=click.Choice(["dmy", "mdy", "ymd"]),
-        help="WhatsApp exports: the order of day, month and year when the file cannot tell [default: decided "
-        "from the whole file].",
+        help="The order of day, month and year when the dates cannot tell: WhatsApp exports, and spreadsheets "
+        "(dmy = day first, mdy = month first; the mapping's dayfirst) [default: decided from the whole file].",
+    )(fn)
+    fn = click.option(
+        "--phone-region",
+        metavar="CC",
+        help="Country of phones written without +country code, as an ISO 3166 two-letter code, e.g. US "
+        "[default: the mapping's phone_region, else RU].",
     )(fn)
     fn = click.option(
         "--timezone",
@@ -291,11 +297,8 @@ def _show_assumptions(job: Any) -> None:
         from .validation import authors
 
         table = authors(frame, mapping)
-        known = {str(a).strip().casefold() for a in table["author"]} if len(table) else set()
-        for name in mapping.operators:
-            if known and str(name).strip().casefold() not in known:
-                click.echo(f"Warning: the operator {name!r} matches no author in the file: check the "
-                           "spelling (the authors are listed below)")
+        for line in _unmatched_operators(mapping, table):
+            click.echo(line)
         if len(table):
             click.echo(f"Authors ({len(table)}): messages, conversations and side:")
             wanted = ("author", "messages", "conversations", "side", "likely_operator")
@@ -303,6 +306,29 @@ def _show_assumptions(job: Any) -> None:
             _echo_table(table[cols], 15)
     for code, text in job.assumptions():
         click.echo(f"Assumed ({code}): {text}")
+
+
+def _unmatched_operators(mapping: Any, table: Any) -> list[str]:
+    """A warning per --operator / [operators] name that matches no author value of the file,
+    naming the closest author values (run, validate and mapping say it alike)."""
+    import difflib
+
+    values = [str(a) for a in table["author"]] if len(table) else []
+    known = {v.strip().casefold() for v in values}
+    out = []
+    for name in mapping.operators:
+        if not known or str(name).strip().casefold() in known:
+            continue
+        close = difflib.get_close_matches(str(name), values, n=3, cutoff=0.5)
+        if not close:
+            folded = {v.casefold(): v for v in values}
+            close = [folded[c] for c in difflib.get_close_matches(str(name).casefold(), folded, n=3, cutoff=0.5)]
+        shown = close or values[:5]
+        near = f"the closest author values: {', '.join(repr(c) for c in shown)}" if close else (
+            f"the author values: {', '.join(repr(c) for c in shown)}{' …' if len(values) > 5 else ''}")
+        out.append(f"Warning: the operator {name!r} matches no author in the file: check the spelling "
+                   f"({near}); an author not in the operators is sent as a customer")
+    return out
 
 
 def _describe(mapping: Any) -> str:
@@ -332,9 +358,11 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
     if counts.empty:
         click.echo("No invalid rows.")
         return
+    from .codes import CLI_HINTS
+
     click.echo("Problems by code:")
     for r in counts.itertuples():
-        click.echo(f"  {r.code} ({r.level}) ×{r.rows}: {r.message} — {r.hint}")
+        click.echo(f"  {r.code} ({r.level}) ×{r.rows}: {r.message} — {CLI_HINTS.get(r.code, r.hint)}")
     errors = failures[failures["level"] == "error"]
     if len(errors):
         click.echo(f"First invalid rows (of {errors['row'].nunique()}):")
@@ -391,8 +419,13 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
     if save is not None and save.exists() and not force and not _interactive():
         raise _config(f"--save {save}: the file exists; pass --force to overwrite it, or another path")
     job = _job(file, mapping_path, reading)
-    _, found = job.load(strict=False)
+    frame, found = job.load(strict=False)
     _show_mapping(job)
+    if job.source_info is None or job.source_info.mapping is None:
+        from .validation import authors
+
+        for line in _unmatched_operators(found, authors(frame, found)):
+            click.echo(line)
     missing = list(found.missing_required())
     if missing:
         click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
@@ -709,7 +742,8 @@ def setup(
 @click.option(
     "--token-file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to store the tokens [default: see `bulkimport auth --help` in the README].",
+    help="Where to store the tokens [default: $BITRIX24_TOKEN_FILE, else "
+    "$XDG_CONFIG_HOME/bulkimport/tokens.json, i.e. ~/.config/bulkimport/tokens.json].",
 )
 def auth(
     portal: str | None,
@@ -813,6 +847,9 @@ def status(state: Path | None, rows_of: str | None) -> None:
     finally:
         journal.close()
     for text in journal_lines(summary, path):
+        if text.startswith("Requests made: "):  # the journal records the send requests only
+            text = (f"Send requests made: {summary.get('requests')} (imconnector.send.messages; "
+                    "--update-changed updates, finishing and read-back calls are not counted)")
         click.echo(text)
     if listed is not None:
         click.echo(f"Rows {rows_of} ({len(listed)}):" if len(listed) else f"No rows {rows_of}.")
@@ -976,9 +1013,11 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
     wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats else None
     journal = Journal.open(path)
     try:
+        _check_chats(journal, wanted)
         calls, seconds = estimate(journal, wanted, limits)
-        click.echo(f"Verify reads {calls} calls' worth of chats back; about {seconds:.0f} s on the "
-                   f"{limits.name} plan (one call per 50 messages per chat, plus one join per chat).")
+        click.echo(f"Verify makes about {_n(calls, 'call')} to read the chats back; about {seconds:.0f} s on "
+                   f"the {limits.name} plan (a batch per 25 chats, one call per further 50 messages of a chat, "
+                   "one per session of a finished chat).")
         with _verify_target(journal, portal, sandbox_db, limits) as (client, clock):
             result = verify_journal(journal, client, chats=wanted, clock=clock, cap=limits.request_timeout,
                                     notify=lambda t: click.echo(t, err=True))
@@ -989,6 +1028,34 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
     if report_path is not None:
         click.echo(f"Comparison written to {write_comparison(result, report_path)}")
     sys.exit(result.exit_code)
+
+
+def _n(count: int, noun: str, plural: str | None = None) -> str:
+    """``"1 call"``, ``"4 calls"``: a count with its noun in the right number."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
+def _check_chats(journal: Any, wanted: list[str] | None) -> None:
+    """``--chats``: every chat id must be one the journal knows (a typo would silently select
+    nothing); a one-line error listing a few known ones."""
+    import sqlite3
+
+    if not wanted:
+        return
+    known: set[str] = set()
+    for table in ("row_ids", "external_ids"):
+        try:
+            known |= {str(r[0]) for r in journal.query(f"SELECT DISTINCT chat FROM {table}")}  # noqa: S608
+        except sqlite3.Error:  # a journal written before the table existed
+            continue
+    unknown = [c for c in wanted if c not in known]
+    if known and unknown:
+        some = ", ".join(sorted(known, key=lambda c: (len(c), c))[:5])
+        raise _config(
+            f"--chats: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a chat id of "
+            f"journal {journal.path.name} (it knows {_n(len(known), 'chat')}: {some}"
+            f"{' …' if len(known) > 5 else ''}); use chat.id as in the input"
+        )
 
 
 @contextlib.contextmanager
@@ -1029,6 +1096,7 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
     journal = Journal.open(path)
     try:
         journal.lock()
+        _check_chats(journal, wanted)
         todo = undoing.undo_plan(journal, wanted)
         _show_undo(todo)
         if dry_run or not todo.targets:  # a dry run needs no credentials

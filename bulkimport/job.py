@@ -73,18 +73,42 @@ def _operators_of(mapping: Any) -> dict[str, int]:
     return dict(table)
 
 
+def _default_report(source: Path, state: Any, beside: Callable[[str], Path]) -> Path:
+    """``<source>.report.xlsx``, or with a ``--state`` given ``<state without .db>.report.xlsx``
+    (two imports of one file with their own journals keep their own reports)."""
+    default_state = beside(source.name + ".bulkimport.db")
+    if Path(state) == default_state:
+        return beside(source.name + ".report.xlsx")
+    base = Path(state)
+    if base.suffix == ".db":
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".report.xlsx")
+
+
+def _checked_region(region: str | None) -> str | None:
+    """``--phone-region`` upper-cased, or a one-line ConfigError naming the option and the fix."""
+    if region is None:
+        return None
+    import phonenumbers
+
+    code = str(region).strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"--phone-region {region!r} is not a known region: use a two-letter ISO 3166 code such as "
+            "RU, US, GB or DE (the country of phones written without +country code)"
+        )
+    return code
+
+
 def _system_for_unmapped(src: Any, strict: bool) -> None:
     """``--unmapped-operators system`` on a messenger export: business-side rows whose author maps
     to no employee go with message.user_id = 0 (the portal's system user) instead of refusing."""
-    import dataclasses
-
     frame = src.frame
     unmapped = frame["side"].eq("operator") & frame["operator_id"].isna()
     if bool(unmapped.any()):
         frame.loc[unmapped, "operator_id"] = "0"
     src.problems[:] = [p for p in src.problems if "map to no Bitrix24 employee" not in p]
-    options = {**src.mapping.options, "unmapped_operators": "system"}
-    src.mapping = dataclasses.replace(src.mapping, options=options)
+    src.mapping = src.mapping.with_options(unmapped_operators="system")  # keeps what was assumed
     if strict:
         src.check()
 
@@ -307,7 +331,8 @@ class ImportJob:
     notify: Callable[[str], None] = _silent
     operators: dict[str, int] = field(default_factory=dict)  # author → employee id (--operator)
     timezone: str | None = None  # zone of dates without one (--timezone)
-    date_order: str | None = None  # WhatsApp dates: dmy, mdy or ymd (--date-order)
+    date_order: str | None = None  # dmy, mdy or ymd (--date-order); spreadsheets: dmy/mdy set dayfirst
+    phone_region: str | None = None  # region of phones without +country code (--phone-region)
     files_base_url: str | None = None  # where local attachments are published (--files-base-url)
     upload_files: bool = False  # stage local attachments on the portal's Drive (--upload-files)
     missing_files: str | None = None  # note | skip | fail (--missing-files) [default: the mapping's, note]
@@ -337,7 +362,8 @@ class ImportJob:
         self.connector = conn.check_connector_id(self.connector)
         beside = self.source.with_name
         self.state = Path(self.state) if self.state else beside(self.source.name + ".bulkimport.db")
-        self.report = Path(self.report) if self.report else beside(self.source.name + ".report.xlsx")
+        self.report = Path(self.report) if self.report else _default_report(self.source, self.state, beside)
+        self.phone_region = _checked_region(self.phone_region)
         if self.sandbox_db is not None:
             self.sandbox_db = Path(self.sandbox_db)
 
@@ -415,13 +441,18 @@ class ImportJob:
             options["timezone"] = self.timezone
         if self.files_base_url:
             options["files_base_url"] = self.files_base_url
+        if self.phone_region:
+            options["phone_region"] = self.phone_region
+        if self.date_order in ("dmy", "mdy"):  # ymd: year-first dates are read year-month-day anyway
+            options["dayfirst"] = self.date_order == "dmy"
         options = staging.file_options(self, options, tabular=True)
         if self.unmapped_operators != "refuse":
             options["unmapped_operators"] = self.unmapped_operators
         if options:
             mapping = mapping.with_options(**options)
         if self.operators:
-            mapping = dataclasses.replace(mapping, operators={**mapping.operators, **self.operators})
+            operators = {**mapping.operators, **self.operators}
+            mapping = dataclasses.replace(mapping, operators=operators, options=mapping.stated_options())
         return mapping
 
     def use_mapping(self, mapping: Mapping) -> None:
@@ -439,10 +470,13 @@ class ImportJob:
 
     def assumptions(self) -> list[tuple[str, str]]:
         """What sending would only assume (unstated time zone, user.id from names, no operators)."""
-        from .validation import assumptions
+        from .validation import assumptions, phone_region_assumption
 
         frame, mapping = self.load()
-        return assumptions(frame, mapping)
+        found = assumptions(frame, mapping)
+        if self.source_info is None or self.source_info.mapping is not mapping:  # a spreadsheet's phones
+            found += phone_region_assumption(frame, mapping)
+        return found
 
     @property
     def needs_chat_group(self) -> bool:

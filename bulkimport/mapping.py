@@ -352,6 +352,12 @@ def _quote(names: Iterable[object]) -> str:
     return ", ".join(repr(str(n)) for n in names)
 
 
+class _Options(dict):  # type: ignore[type-arg]
+    """A mapping's options; :attr:`assumed` names those filled in with their default, not stated."""
+
+    assumed: frozenset[str] = frozenset()
+
+
 @dataclass
 class Mapping:
     """field → column(s), constants, options and operator ids; see docs/mapping.md."""
@@ -369,11 +375,39 @@ class Mapping:
     timezone_given: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.timezone_given = self.options.get("timezone") is not None
-        merged = {k: v[0] for k, v in OPTIONS.items()}
-        merged.update({k: v for k, v in self.options.items() if not (k == "timezone" and v is None)})
+        # options a copy inherits (dataclasses.replace passes the same _Options) stay assumed while
+        # they hold their default: a derived mapping keeps what was given and what was filled in
+        inherited = getattr(self.options, "assumed", frozenset())
+        given = {
+            k: v
+            for k, v in self.options.items()
+            if not (k == "timezone" and v is None)
+            and not (k in inherited and k in OPTIONS and v == OPTIONS[k][0])
+        }
+        self.timezone_given = given.get("timezone") is not None
+        merged = _Options({k: v[0] for k, v in OPTIONS.items()})
+        merged.update(given)
+        merged.assumed = frozenset(k for k in OPTIONS if k not in given)
         self.options = merged
         self._validate(self.source)
+
+    def stated_options(self) -> dict[str, Any]:
+        """The options stated (file, dict, with_options, or changed since), without the defaults
+        filled in: what a copy of this mapping is built from so it assumes what this one assumes."""
+        assumed = getattr(self.options, "assumed", frozenset())
+        out = {
+            k: v
+            for k, v in self.options.items()
+            if k not in assumed or k not in OPTIONS or v != OPTIONS[k][0]
+        }
+        if not self.timezone_given:
+            out.pop("timezone", None)
+        return out
+
+    @property
+    def phone_region_given(self) -> bool:
+        """Whether phone_region was stated (file, dict, --phone-region) rather than the default."""
+        return "phone_region" in self.stated_options()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -520,11 +554,10 @@ class Mapping:
     def with_options(self, **options: Any) -> Mapping:
         """A copy with ``options`` set (checked like a file's); e.g. ``with_options(timezone=...)``
         for a ``--timezone`` option: the zone is then stated, no longer assumed."""
-        given = {k: v for k, v in self.options.items() if k != "timezone" or self.timezone_given}
         return Mapping(
             columns=dict(self.columns),
             constants=dict(self.constants),
-            options={**given, **options},
+            options={**self.stated_options(), **options},
             operators=dict(self.operators),
             source=self.source,
             guessed_from=dict(self.guessed_from),

@@ -12,6 +12,7 @@ the journal has no CHAT_ID for), all through the governor.
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -98,8 +99,20 @@ def estimate(journal: Journal, chats: Iterable[str] | None = None,
     known = journal.portal_chats()
     more = sum(max(0, math.ceil((len(rows) + 1) / PAGE) - 1) + (conv not in known)
                for conv, rows in groups.items())
-    calls = math.ceil(len(groups) / BATCH_CHATS) + more
+    calls = math.ceil(len(groups) / BATCH_CHATS) + more + _history_reads(journal, groups, known)
     return calls, max(0.0, calls - limits.bucket_size) / limits.drain_rate
+
+
+def _history_reads(journal: Journal, groups: dict[int, list[Any]], known: dict[int, Any]) -> int:
+    """Calls of the chats whose session was finished: the join is refused, so each of their
+    sessions is read with one ``imopenlines.session.history.get`` (what :meth:`ChatReader._history` does)."""
+    try:
+        finished = {str(r[0]) for r in journal.query("SELECT chat_id FROM finished")}
+    except sqlite3.Error:  # no finishing recorded in this journal
+        return 0
+    sessions = sessions_of(journal)
+    chats = [str(known[conv][0]) for conv in groups if conv in known]
+    return sum(len(sessions.get(int(c), [])) or 1 for c in chats if c in finished and c.isdigit())
 
 
 def _compare(

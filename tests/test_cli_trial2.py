@@ -1,0 +1,147 @@
+"""#14, a second new-user trial: what the command line assumed without saying, options that were
+ignored, typos that were silent, hints that named the wrong place, and docs that drifted."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bulkimport.cli import main
+from bulkimport.mapping import Mapping
+
+# the trial's files (cp1251 with ';', and a CSV of exact duplicate rows), as the user had them
+CP1251 = (
+    "ID клиента;Имя;Отправитель;Дата;Сообщение\n"
+    "77001;Мария;Мария;03.04.2026 09:00;Добрый день, где мой заказ?\n"
+    "77001;Мария;Оператор Денис;03.04.2026 09:05;Уточняю, минуту\n"
+    "77002;Олег;Олег;04/03/2026 10:00;Здравствуйте\n"
+    "77002;Олег;Оператор Денис;04/03/2026 10:10;Добрый день\n"
+)
+DUPES = (
+    "Chat ID,Client ID,Author,Date,Time,Message\n"
+    "500,c500,c500,2026-08-01,9:00 AM,Hello\n"
+    "500,c500,c500,2026-08-01,9:00 AM,Hello\n"
+    "500,c500,agent1,2026-08-01,9:05 AM,Hi! How can I help?\n"
+    "500,c500,agent1,2026-08-01,9:05 AM,Hi! How can I help?\n"
+    "501,c501,c501,2026-08-01,9:10 AM,Hello\n"
+)
+US_PHONES = (
+    "Chat ID,Customer ID,Phone,Date,Message\n"
+    "1,c1,(415) 555-2671,2026-01-05 10:00,hi\n"
+    "2,c2,+1 347 555 0134,2026-01-05 11:00,hi\n"
+)
+
+
+def _cli(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+
+
+@pytest.fixture
+def cp1251(tmp_path: Path) -> Path:
+    path = tmp_path / "cp1251_export.csv"
+    path.write_bytes(CP1251.encode("cp1251"))
+    return path
+
+
+@pytest.fixture
+def dupes(tmp_path: Path) -> Path:
+    path = tmp_path / "dupes.csv"
+    path.write_text(DUPES, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def phones(tmp_path: Path) -> Path:
+    path = tmp_path / "us_phones.csv"
+    path.write_text(US_PHONES, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ A: --operator keeps the assumed zone
+def test_operator_option_keeps_the_time_zone_an_assumption(cp1251, tmp_path):
+    code, out = _cli("validate", cp1251, "--operator", "Оператор Денис=5")
+    assert "time zone: UTC (not stated" in out
+    assert "Assumed (timezone-not-set)" in out
+    saved = tmp_path / "m.toml"
+    code, out = _cli("mapping", cp1251, "--operator", "Оператор Денис=5", "--save", saved)
+    assert code == 0, out
+    data = tomllib.loads(saved.read_text(encoding="utf-8"))
+    assert "timezone" not in data["options"]  # the commented placeholder, not a setting
+    assert '# timezone = "' in saved.read_text(encoding="utf-8")
+    assert data["operators"]["Оператор Денис"] == 5
+
+
+def test_every_derived_mapping_keeps_what_was_given_and_what_was_assumed():
+    guess = Mapping(columns={"chat.id": "c", "message.date": "d", "message.text": "t"}, options={"author": "a"})
+    assert not guess.timezone_given and not guess.phone_region_given
+    for copy in (
+        dataclasses.replace(guess, operators={"Ann": 3}),
+        guess.with_options(unmapped_operators="system"),
+        guess.with_options(files_base_url="https://files.example.com"),
+    ):
+        assert not copy.timezone_given and not copy.phone_region_given
+        assert copy.options["author"] == "a"
+    stated = guess.with_options(timezone="Europe/Berlin", phone_region="us")
+    again = dataclasses.replace(stated, operators={"Ann": 3}).with_options(missing_files="skip")
+    assert again.timezone_given and again.phone_region_given
+    assert (again.timezone, again.options["phone_region"]) == ("Europe/Berlin", "US")
+    # a stated value equal to the default is still stated
+    assert Mapping(columns={"chat.id": "c"}, options={"phone_region": "RU"}).phone_region_given
+
+
+# ------------------------------------------------------------------ B: a misspelt operator is said everywhere
+@pytest.mark.parametrize("command", ["validate", "mapping"])
+def test_an_operator_matching_no_author_is_said_with_the_closest_values(dupes, command):
+    code, out = _cli(command, dupes, "--operator", "agent_1=9")
+    assert "Warning: the operator 'agent_1' matches no author in the file" in out
+    assert "closest author values: 'agent1'" in out
+
+
+def test_a_mapping_operator_matching_no_author_is_said_by_mapping_too(tmp_path):
+    data = tmp_path / "roles.csv"
+    data.write_text("dialog_id,client_name,manager,sent_at,message\n"
+                    "d1,Ann,Ann,2026-01-01 10:00,hi\nd1,Ann,Sarah,2026-01-01 10:05,hello\n", encoding="utf-8")
+    toml = tmp_path / "roles.toml"
+    toml.write_text('[columns]\n"chat.id" = "dialog_id"\n"user.id" = "dialog_id"\n"user.name" = "client_name"\n'
+                    '"message.date" = "sent_at"\n"message.text" = "message"\n[options]\nauthor = "manager"\n'
+                    'timezone = "Europe/London"\n[operators]\n"Sara" = 7\n', encoding="utf-8")
+    for command in ("validate", "mapping"):
+        _, out = _cli(command, data, "--mapping", toml)
+        assert "the operator 'Sara' matches no author" in out and "'Sarah'" in out, command
+
+
+# ------------------------------------------------------------------ C: the phone region is an assumption
+def test_national_phones_without_a_stated_region_are_an_assumption(phones):
+    _, out = _cli("validate", phones)
+    line = next(x for x in out.splitlines() if x.startswith("Assumed (phone-region-not-set)"))
+    assert "RU" in line and "'(415) 555-2671' → +74155552671" in line and "row 2" in line
+    assert "--phone-region" in line
+    _, out = _cli("validate", phones, "--phone-region", "US")
+    assert "phone-region-not-set" not in out
+
+
+def test_phone_region_option_is_checked_and_saved(phones, tmp_path):
+    code, out = _cli("validate", phones, "--phone-region", "XX")
+    assert code == 2 and "--phone-region 'XX' is not a known region" in out and "Traceback" not in out
+    saved = tmp_path / "m.toml"
+    code, out = _cli("mapping", phones, "--phone-region", "us", "--save", saved)
+    assert code == 0, out
+    assert tomllib.loads(saved.read_text(encoding="utf-8"))["options"]["phone_region"] == "US"
+    m = Mapping.load(saved)
+    assert m.phone_region_given
+
+
+def test_phone_region_reaches_the_plan(phones):
+    from bulkimport.job import ImportJob
+
+    def sent(**kw: object) -> list[object]:
+        plan = ImportJob(phones, sandbox=True, progress=False, **kw).plan()
+        return [m["user"].get("phone") for c in plan.conversations for m in c.messages]
+
+    assert sent(phone_region="US") == ["+14155552671", "+13475550134"]
+    assert sent()[0] == "+74155552671"  # the default, now said (above)
