@@ -156,8 +156,9 @@ def _sheet_opt(fn: Any) -> Any:
     fn = click.option(
         "--date-order",
         type=click.Choice(["dmy", "mdy", "ymd"]),
-        help="The order of day, month and year when the dates cannot tell: WhatsApp exports, and spreadsheets "
-        "(dmy = day first, mdy = month first; the mapping's dayfirst) [default: decided from the whole file].",
+        help="The order of day, month and year when the dates cannot tell: WhatsApp exports, and "
+        "spreadsheets (dmy = day first, mdy = month first; the mapping's dayfirst) [default: decided "
+        "from the whole file].",
     )(fn)
     fn = click.option(
         "--phone-region",
@@ -246,7 +247,11 @@ def _show_mapping(job: Any) -> None:
     mapping, file = job._mapping, job.source
     src = job.source_info
     if src is not None and src.mapping is not None:
-        click.echo(src.describe())
+        text = src.describe()
+        if not job.timezone and src.timezone:  # the machine's zone was taken: say so, as for spreadsheets
+            text = text.replace(f"dates: time zone {src.timezone}", f"dates: time zone {src.timezone} (not "
+                                "stated: this machine's zone; --timezone ZONE sets it)", 1)
+        click.echo(text)
     else:
         _show_reading(job._frame)
     if job.guessed:
@@ -322,7 +327,8 @@ def _unmatched_operators(mapping: Any, table: Any) -> list[str]:
         close = difflib.get_close_matches(str(name), values, n=3, cutoff=0.5)
         if not close:
             folded = {v.casefold(): v for v in values}
-            close = [folded[c] for c in difflib.get_close_matches(str(name).casefold(), folded, n=3, cutoff=0.5)]
+            near_folded = difflib.get_close_matches(str(name).casefold(), folded, n=3, cutoff=0.5)
+            close = [folded[c] for c in near_folded]
         shown = close or values[:5]
         near = f"the closest author values: {', '.join(repr(c) for c in shown)}" if close else (
             f"the author values: {', '.join(repr(c) for c in shown)}{' …' if len(values) > 5 else ''}")
@@ -1016,8 +1022,8 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
         _check_chats(journal, wanted)
         calls, seconds = estimate(journal, wanted, limits)
         click.echo(f"Verify makes about {_n(calls, 'call')} to read the chats back; about {seconds:.0f} s on "
-                   f"the {limits.name} plan (a batch per 25 chats, one call per further 50 messages of a chat, "
-                   "one per session of a finished chat).")
+                   f"the {limits.name} plan (a batch per 25 chats, one call per further 50 messages of a "
+                   "chat, one per session of a finished chat).")
         with _verify_target(journal, portal, sandbox_db, limits) as (client, clock):
             result = verify_journal(journal, client, chats=wanted, clock=clock, cap=limits.request_timeout,
                                     notify=lambda t: click.echo(t, err=True))

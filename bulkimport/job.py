@@ -474,8 +474,15 @@ class ImportJob:
 
         frame, mapping = self.load()
         found = assumptions(frame, mapping)
-        if self.source_info is None or self.source_info.mapping is not mapping:  # a spreadsheet's phones
+        src = self.source_info
+        if src is None or src.mapping is not mapping:  # a spreadsheet's phones
             found += phone_region_assumption(frame, mapping)
+        elif not self.timezone and getattr(src, "timezone", None):  # an export: this machine's zone
+            from .codes import render
+
+            text = render("timezone-not-set", zone=src.timezone).split(":")[0]
+            found.append(("timezone-not-set", f"{text}: this machine's zone, as --timezone was not given; "
+                          "pass --timezone ZONE (the zone the export was written in) if it differs."))
         return found
 
     @property

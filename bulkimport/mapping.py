@@ -112,6 +112,10 @@ _SYNONYMS: dict[str, list[str]] = {
         "thread id",
         "ticket id",
         "обращение",
+        "сделки",  # "№ сделки"
+        "номер сделки",
+        "id сделки",
+        "deal id",
     ],
     "chat.name": ["chat name", "chat title", "название чата", "conversation name", "subject", "тема"],
     "chat.url": ["chat url", "chat link", "ссылка на чат", "conversation url"],
@@ -187,6 +191,7 @@ _SYNONYMS: dict[str, list[str]] = {
         "дата сообщения",
         "message date",
         "sent at",
+        "sent",
         "created at",
         "created",
         "date",

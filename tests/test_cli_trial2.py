@@ -64,7 +64,7 @@ def phones(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------ A: --operator keeps the assumed zone
 def test_operator_option_keeps_the_time_zone_an_assumption(cp1251, tmp_path):
-    code, out = _cli("validate", cp1251, "--operator", "Оператор Денис=5")
+    _, out = _cli("validate", cp1251, "--operator", "Оператор Денис=5")
     assert "time zone: UTC (not stated" in out
     assert "Assumed (timezone-not-set)" in out
     saved = tmp_path / "m.toml"
@@ -77,7 +77,8 @@ def test_operator_option_keeps_the_time_zone_an_assumption(cp1251, tmp_path):
 
 
 def test_every_derived_mapping_keeps_what_was_given_and_what_was_assumed():
-    guess = Mapping(columns={"chat.id": "c", "message.date": "d", "message.text": "t"}, options={"author": "a"})
+    columns = {"chat.id": "c", "message.date": "d", "message.text": "t"}
+    guess = Mapping(columns=columns, options={"author": "a"})
     assert not guess.timezone_given and not guess.phone_region_given
     for copy in (
         dataclasses.replace(guess, operators={"Ann": 3}),
@@ -97,7 +98,7 @@ def test_every_derived_mapping_keeps_what_was_given_and_what_was_assumed():
 # ------------------------------------------------------------------ B: a misspelt operator is said everywhere
 @pytest.mark.parametrize("command", ["validate", "mapping"])
 def test_an_operator_matching_no_author_is_said_with_the_closest_values(dupes, command):
-    code, out = _cli(command, dupes, "--operator", "agent_1=9")
+    _, out = _cli(command, dupes, "--operator", "agent_1=9")
     assert "Warning: the operator 'agent_1' matches no author in the file" in out
     assert "closest author values: 'agent1'" in out
 
@@ -107,9 +108,10 @@ def test_a_mapping_operator_matching_no_author_is_said_by_mapping_too(tmp_path):
     data.write_text("dialog_id,client_name,manager,sent_at,message\n"
                     "d1,Ann,Ann,2026-01-01 10:00,hi\nd1,Ann,Sarah,2026-01-01 10:05,hello\n", encoding="utf-8")
     toml = tmp_path / "roles.toml"
-    toml.write_text('[columns]\n"chat.id" = "dialog_id"\n"user.id" = "dialog_id"\n"user.name" = "client_name"\n'
-                    '"message.date" = "sent_at"\n"message.text" = "message"\n[options]\nauthor = "manager"\n'
-                    'timezone = "Europe/London"\n[operators]\n"Sara" = 7\n', encoding="utf-8")
+    toml.write_text('[columns]\n"chat.id" = "dialog_id"\n"user.id" = "dialog_id"\n'
+                    '"user.name" = "client_name"\n"message.date" = "sent_at"\n"message.text" = "message"\n'
+                    '[options]\nauthor = "manager"\ntimezone = "Europe/London"\n[operators]\n"Sara" = 7\n',
+                    encoding="utf-8")
     for command in ("validate", "mapping"):
         _, out = _cli(command, data, "--mapping", toml)
         assert "the operator 'Sara' matches no author" in out and "'Sarah'" in out, command
@@ -145,3 +147,114 @@ def test_phone_region_reaches_the_plan(phones):
 
     assert sent(phone_region="US") == ["+14155552671", "+13475550134"]
     assert sent()[0] == "+74155552671"  # the default, now said (above)
+
+
+# ------------------------------------------------------------------ D: --date-order for spreadsheets
+def test_date_order_decides_ambiguous_spreadsheet_dates(cp1251):
+    code, out = _cli("validate", cp1251)
+    assert code == 1 and "ambiguous-date" in out and "--date-order dmy" in out  # the CLI's own option
+    for order in ("dmy", "mdy"):
+        code, out = _cli("validate", cp1251, "--date-order", order)
+        assert code == 0 and "ambiguous-date" not in out, out
+    from bulkimport.job import ImportJob
+
+    def dates(order: str) -> list[int]:
+        plan = ImportJob(cp1251, date_order=order, sandbox=True, progress=False).plan()
+        return sorted(m["message"]["date"] for c in plan.conversations for m in c.messages)
+
+    # 04/03/2026 10:00 is 4 March day-first, 3 April month-first (then the latest row, at 10:10)
+    assert dates("mdy")[-1] - dates("dmy")[0] == 30 * 86400 + 600
+
+
+# ------------------------------------------------------------------ E: exact duplicate rows
+def test_exact_duplicate_rows_are_a_warning_naming_the_earlier_row(dupes, tmp_path):
+    from bulkimport.validation import validate
+
+    problems = tmp_path / "p.csv"
+    code, out = _cli("validate", dupes, "--problems", problems)
+    assert "duplicate-row (warning) ×2" in out and "delete one of them" in out
+    text = problems.read_text(encoding="utf-8-sig")
+    assert "same as row 2" in text and "same as row 4" in text
+    import pandas as pd
+
+    df = pd.read_csv(dupes, dtype=str)
+    df.index = pd.RangeIndex(2, 2 + len(df))
+    failures = validate(df, Mapping.guess(df))
+    dup = failures[failures["code"] == "duplicate-row"]
+    assert list(dup["row"]) == [3, 5] and list(dup["level"]) == ["warning", "warning"]
+    from bulkimport.job import ImportJob
+
+    plan = ImportJob(dupes, sandbox=True, progress=False).plan()
+    assert sum(len(c.messages) for c in plan.conversations) == 5  # both copies are still sent
+
+
+# ------------------------------------------------------------------ F: messenger exports
+def test_telegram_hints_name_the_cli_options_and_the_zone_is_flagged(tmp_path):
+    import shutil
+
+    export = tmp_path / "ChatExport"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "data_examples" / "telegram", export)
+    _, out = _cli("validate", export, "--operator", "Northwind Support=3")
+    hint = next(x for x in out.splitlines() if x.strip().startswith("bad-file-url"))
+    assert "--files-base-url URL" in hint and "--upload-files" in hint
+    assert "(not stated: this machine's zone" in out and "Assumed (timezone-not-set)" in out
+    _, out = _cli("validate", export, "--operator", "Northwind Support=3", "--timezone", "Europe/Berlin")
+    assert "not stated" not in out and "timezone-not-set" not in out
+
+
+# ------------------------------------------------------------------ G: --chats typos
+def test_chats_unknown_to_the_journal_are_an_error_and_verify_counts_its_calls(dupes, tmp_path):
+    state, db = tmp_path / "j.db", tmp_path / "sb.db"
+    code, out = _cli("run", dupes, "--sandbox", "--sandbox-db", db, "--state", state, "--yes", "--no-progress")
+    assert code == 0, out
+    for args in (["verify", state, "--sandbox-db", db, "--chats", "500,99999"],
+                 ["undo", state, "--dry-run", "--chats", "nope"]):
+        code, out = _cli(*args)
+        assert code == 2 and "not a chat id of journal" in out and "500, 501" in out, out
+    code, out = _cli("verify", state, "--sandbox-db", db)
+    assert code == 0, out
+    planned = int(out.split("Verify makes about ")[1].split(" call")[0])
+    made = int(out.split("unexpected 0; ")[1].split(" call")[0])
+    assert planned == made, out
+    code, out = _cli("undo", state, "--dry-run", "--chats", "501")
+    assert code == 0 and "Dry run" in out
+
+
+# ------------------------------------------------------------------ I: auth without an OAuth server
+def test_auth_without_an_answer_names_the_url_and_the_option(tmp_path):
+    code, out = _cli("auth", "--portal", "https://example.bitrix24.eu", "--client-id", "local.x",
+                     "--client-secret", "s3cr3t-value", "--code", "abc123",
+                     "--oauth-url", "http://127.0.0.1:9/oauth/token/", "--token-file", tmp_path / "t.json")
+    assert code != 0
+    assert "http://127.0.0.1:9/oauth/token/" in out and "--oauth-url" in out and "BITRIX24_OAUTH_URL" in out
+    assert "s3cr3t-value" not in out and "abc123" not in out
+
+
+# ------------------------------------------------------------------ J/K: docs and defaults
+def test_report_defaults_beside_the_state(tmp_path, dupes):
+    from bulkimport.job import ImportJob
+
+    assert ImportJob(dupes).report == dupes.with_name("dupes.csv.report.xlsx")
+    assert ImportJob(dupes, state=tmp_path / "second.db").report == tmp_path / "second.report.xlsx"
+
+
+def test_headers_of_the_trial_are_guessed():
+    import pandas as pd
+
+    df = pd.DataFrame({"№ сделки": ["1"], "Клиент": ["Ann"], "Sent": ["2026-01-01 10:00"], "Text": ["hi"]})
+    m = Mapping.guess(df)
+    assert m.columns["chat.id"] == "№ сделки" and m.columns["message.date"] == "Sent"
+
+
+def test_status_names_what_its_request_count_counts(dupes, tmp_path):
+    state = tmp_path / "j.db"
+    code, out = _cli("run", dupes, "--sandbox", "--sandbox-db", tmp_path / "sb.db", "--state", state, "--yes",
+                     "--no-progress")
+    assert code == 0, out
+    _, out = _cli("status", state)
+    assert "Send requests made: " in out and "not counted" in out
+
+
+def test_auth_token_file_help_names_the_default():
+    _, out = _cli("auth", "--help")
+    assert "tokens.json" in out and "see `bulkimport auth --help`" not in out
