@@ -171,7 +171,7 @@ def test_exact_duplicate_rows_are_a_warning_naming_the_earlier_row(dupes, tmp_pa
     from bulkimport.validation import validate
 
     problems = tmp_path / "p.csv"
-    code, out = _cli("validate", dupes, "--problems", problems)
+    _, out = _cli("validate", dupes, "--problems", problems)
     assert "duplicate-row (warning) ×2" in out and "delete one of them" in out
     text = problems.read_text(encoding="utf-8-sig")
     assert "same as row 2" in text and "same as row 4" in text
@@ -205,7 +205,8 @@ def test_telegram_hints_name_the_cli_options_and_the_zone_is_flagged(tmp_path):
 # ------------------------------------------------------------------ G: --chats typos
 def test_chats_unknown_to_the_journal_are_an_error_and_verify_counts_its_calls(dupes, tmp_path):
     state, db = tmp_path / "j.db", tmp_path / "sb.db"
-    code, out = _cli("run", dupes, "--sandbox", "--sandbox-db", db, "--state", state, "--yes", "--no-progress")
+    code, out = _cli("run", dupes, "--sandbox", "--sandbox-db", db, "--state", state, "--yes",
+                     "--no-progress")
     assert code == 0, out
     for args in (["verify", state, "--sandbox-db", db, "--chats", "500,99999"],
                  ["undo", state, "--dry-run", "--chats", "nope"]):
@@ -258,3 +259,22 @@ def test_status_names_what_its_request_count_counts(dupes, tmp_path):
 def test_auth_token_file_help_names_the_default():
     _, out = _cli("auth", "--help")
     assert "tokens.json" in out and "see `bulkimport auth --help`" not in out
+
+
+# ------------------------------------------------------------------ H: sandbox --show
+def test_sandbox_show_says_utc_marks_deleted_and_shows_times(dupes, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "sb.db"
+    code, out = _cli("run", dupes, "--sandbox", "--sandbox-db", db, "--state", tmp_path / "j.db", "--yes",
+                     "--no-progress")
+    assert code == 0, out
+    with sqlite3.connect(db) as conn:  # as undo leaves it: imconnector.delete.messages marks the row
+        conn.execute("UPDATE messages SET deleted = received WHERE chat_id = '501'")
+    _, out = _cli("sandbox", "--db", db, "--show", "messages")
+    lines = out.splitlines()
+    assert "UTC" in lines[0]
+    assert all("[deleted]" in x for x in lines if "chat 501" in x)
+    assert not any("[deleted]" in x for x in lines if "chat 500" in x)
+    _, out = _cli("sandbox", "--db", db, "--show", "users")
+    assert "e+09" not in out and " UTC" in out

@@ -58,7 +58,7 @@ def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> N
         elif what == "messages":
             click.echo(_readable_messages(frame))
         else:
-            click.echo(frame.to_string(index=False, max_colwidth=60))
+            click.echo(_with_times(frame).to_string(index=False, max_colwidth=60))
     finally:
         store.close()
 
@@ -70,7 +70,7 @@ def _readable_messages(frame: Any) -> str:
 
     import pandas as pd
 
-    lines = []
+    lines = ["time (UTC)           chat                side                 text  (id)"]
     for row in frame.itertuples(index=False):
         dated = not pd.isna(row.date)
         when = datetime.fromtimestamp(int(row.date), UTC).strftime("%Y-%m-%d %H:%M:%S") if dated else "?"
@@ -79,8 +79,26 @@ def _readable_messages(frame: Any) -> str:
         text = " ".join(str(row.text).split()) if isinstance(row.text, str) else ""
         files = "" if str(row.files) in ("[]", "None", "nan") else " [files]"
         excerpt = text if len(text) <= 70 else text[:69] + "…"
-        lines.append(f"{when}  chat {row.chat_id:<14} {side:<20} {excerpt}{files}  (id {row.message_id})")
+        gone = "[deleted] " if not pd.isna(getattr(row, "deleted", None)) else ""
+        shown = f"{gone}{excerpt}{files}"
+        lines.append(f"{when}  chat {row.chat_id:<14} {side:<20} {shown}  (id {row.message_id})")
     return "\n".join(lines)
+
+
+#: columns of the sandbox's tables that hold unix times (shown as UTC times in the table format)
+_TIME_COLUMNS = ("created", "received", "updated", "deleted", "finished", "started", "lost_at", "at")
+
+
+def _with_times(frame: Any) -> Any:
+    """``frame`` with its unix-time columns as ``YYYY-MM-DD HH:MM:SS UTC`` text (table format only)."""
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        if column in _TIME_COLUMNS and pd.api.types.is_numeric_dtype(out[column]):
+            when = pd.to_datetime(out[column], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+            out[column] = when.where(out[column].notna(), "")
+    return out
 
 
 def _lose(db: str, n: int, seed: int, chat: str | None, fmt: str) -> None:
