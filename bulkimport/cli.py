@@ -401,7 +401,7 @@ def validate(file: Path, mapping_path: Path | None, problems: Path | None, **rea
     failures = job.failures()
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
-    click.echo(f"{len(frame)} rows: {len(frame) - invalid} valid, {invalid} invalid.")
+    click.echo(f"{_n(len(frame), 'row')}: {len(frame) - invalid} valid, {invalid} invalid.")
     _show_failures(failures)
     if problems is not None:
         write_problems(failures, problems, mapping)
@@ -432,6 +432,10 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
 
         for line in _unmatched_operators(found, authors(frame, found)):
             click.echo(line)
+        from .validation import phone_region_assumption
+
+        for code, text in phone_region_assumption(frame, found):  # the time zone is in the table above
+            click.echo(f"Assumed ({code}): {text}")
     missing = list(found.missing_required())
     if missing:
         click.echo(f"Required fields without a column: {', '.join(missing)} (map them in the mapping file).")
@@ -642,8 +646,8 @@ def _load_and_show(job: Any) -> Any:
     plan = job.plan()
     c = plan.counts
     click.echo(
-        f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
-        f"({c['messages']} messages, {c.get('files', 0)} files), {c['invalid']} invalid, "
+        f"Plan: {_n(c['rows'], 'row')} → {c['valid']} valid in {_n(c['conversations'], 'conversation')} "
+        f"({_n(c['messages'], 'message')}, {_n(c.get('files', 0), 'file')}), {c['invalid']} invalid, "
         f"{c.get('warnings', 0)} warnings."
     )
     if len(plan.failures):
@@ -882,7 +886,7 @@ def report(state: Path | None, report_path: Path | None) -> None:
 
     path = state or _find_journal()
     target, rows = write_journal_report(path, report_path)
-    click.echo(f"Report: {target} ({rows:,} rows)")
+    click.echo(f"Report: {target} ({_n(rows, 'row')})")
 
 
 @main.command()
@@ -1021,7 +1025,7 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
     try:
         _check_chats(journal, wanted)
         calls, seconds = estimate(journal, wanted, limits)
-        click.echo(f"Verify makes about {_n(calls, 'call')} to read the chats back; about {seconds:.0f} s on "
+        click.echo(f"Verify reads the chats back in about {_n(calls, 'call')}; about {seconds:.0f} s on "
                    f"the {limits.name} plan (a batch per 25 chats, one call per further 50 messages of a "
                    "chat, one per session of a finished chat).")
         with _verify_target(journal, portal, sandbox_db, limits) as (client, clock):
@@ -1037,8 +1041,10 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
 
 
 def _n(count: int, noun: str, plural: str | None = None) -> str:
-    """``"1 call"``, ``"4 calls"``: a count with its noun in the right number."""
-    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+    """``"1 call"``, ``"4 calls"``: a count with its noun in the right number (codes.count_of)."""
+    from .codes import count_of
+
+    return count_of(count, noun, plural)
 
 
 def _check_chats(journal: Any, wanted: list[str] | None) -> None:
@@ -1108,7 +1114,8 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
         if dry_run or not todo.targets:  # a dry run needs no credentials
             click.echo("Dry run: nothing was deleted." if dry_run else "Nothing to delete.")
             sys.exit(EXIT_OK)
-        question = f"Delete {len(todo.targets)} messages in {len(todo.per_chat())} conversations?"
+        question = (f"Delete {_n(len(todo.targets), 'message')} in "
+                    f"{_n(len(todo.per_chat()), 'conversation')}?")
         if not yes and not (_interactive() and click.confirm(question, default=False)):
             why = "" if _interactive() else " (pass --yes to delete without asking)"
             click.echo(f"Nothing was deleted{why}.")
@@ -1127,7 +1134,7 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
 def _show_undo(todo: Any) -> None:
     """Counts per conversation, and what the undo leaves alone."""
     per = todo.per_chat()
-    click.echo(f"To delete: {len(todo.targets)} messages in {len(per)} conversations.")
+    click.echo(f"To delete: {_n(len(todo.targets), 'message')} in {_n(len(per), 'conversation')}.")
     for chat, n in list(per.most_common())[:20]:
         click.echo(f"  {chat}: {n}")
     if len(per) > 20:

@@ -639,3 +639,9 @@ CLI_HINTS: dict[str, str] = {
 def cli_hint(code: str) -> str:
     """The hint of ``code`` as the command line says it: its options, not only the mapping's."""
     return CLI_HINTS.get(str(code), get(code).hint)
+
+
+def count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """``"1 call"``, ``"4 calls"``, ``"1,200 messages"``: a count with its noun in the right number
+    (every line that prints a count says it through this)."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import connector as conn
 from . import staging
+from .codes import count_of
 from .errors import ConfigError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 from .limits import PortalLimits, preset
@@ -71,6 +72,40 @@ def _operators_of(mapping: Any) -> dict[str, int]:
     if not isinstance(table, dict):
         raise ConfigError(f"--mapping {path}: [operators] must be a table of author = employee id lines")
     return dict(table)
+
+
+def _stated_options(job: Any) -> dict[str, Any]:
+    """The mapping options a job's command line states: --timezone, --files-base-url,
+    --phone-region, and --date-order dmy/mdy as dayfirst (ymd: year-first dates are read
+    year-month-day anyway)."""
+    options: dict[str, Any] = {}
+    if job.timezone:
+        options["timezone"] = job.timezone
+    if job.files_base_url:
+        options["files_base_url"] = job.files_base_url
+    if job.phone_region:
+        options["phone_region"] = job.phone_region
+    if job.date_order in ("dmy", "mdy"):
+        options["dayfirst"] = job.date_order == "dmy"
+    return options
+
+
+def _assumptions(job: Any) -> list[tuple[str, str]]:
+    """What sending would only assume (validation.assumptions), plus a spreadsheet's phone region,
+    or an export's time zone taken from this machine when --timezone was not given."""
+    from .codes import render
+    from .validation import assumptions, phone_region_assumption
+
+    frame, mapping = job.load()
+    found = assumptions(frame, mapping)
+    src = job.source_info
+    if src is None or src.mapping is not mapping:
+        found += phone_region_assumption(frame, mapping)
+    elif not job.timezone and getattr(src, "timezone", None):
+        text = render("timezone-not-set", zone=src.timezone).split(":")[0]
+        found.append(("timezone-not-set", f"{text}: this machine's zone, as --timezone was not given; "
+                      "pass --timezone ZONE (the zone the export was written in) if it differs."))
+    return found
 
 
 def _default_report(source: Path, state: Any, beside: Callable[[str], Path]) -> Path:
@@ -436,16 +471,7 @@ class ImportJob:
         """``mapping`` with the job's --timezone, --operator and --files-base-url laid over it."""
         import dataclasses
 
-        options: dict[str, Any] = {}
-        if self.timezone:
-            options["timezone"] = self.timezone
-        if self.files_base_url:
-            options["files_base_url"] = self.files_base_url
-        if self.phone_region:
-            options["phone_region"] = self.phone_region
-        if self.date_order in ("dmy", "mdy"):  # ymd: year-first dates are read year-month-day anyway
-            options["dayfirst"] = self.date_order == "dmy"
-        options = staging.file_options(self, options, tabular=True)
+        options = staging.file_options(self, _stated_options(self), tabular=True)
         if self.unmapped_operators != "refuse":
             options["unmapped_operators"] = self.unmapped_operators
         if options:
@@ -470,20 +496,7 @@ class ImportJob:
 
     def assumptions(self) -> list[tuple[str, str]]:
         """What sending would only assume (unstated time zone, user.id from names, no operators)."""
-        from .validation import assumptions, phone_region_assumption
-
-        frame, mapping = self.load()
-        found = assumptions(frame, mapping)
-        src = self.source_info
-        if src is None or src.mapping is not mapping:  # a spreadsheet's phones
-            found += phone_region_assumption(frame, mapping)
-        elif not self.timezone and getattr(src, "timezone", None):  # an export: this machine's zone
-            from .codes import render
-
-            text = render("timezone-not-set", zone=src.timezone).split(":")[0]
-            found.append(("timezone-not-set", f"{text}: this machine's zone, as --timezone was not given; "
-                          "pass --timezone ZONE (the zone the export was written in) if it differs."))
-        return found
+        return _assumptions(self)
 
     @property
     def needs_chat_group(self) -> bool:
@@ -657,7 +670,8 @@ class ImportJob:
             if not confirm(question):
                 return JobResult(None, None, plan, Path(str(self.state)), command, declined=True)
         if confirm is not None:
-            question = f"Send {plan.counts['messages']} messages to open line {self.line} of {self.portal}?"
+            question = (f"Send {count_of(plan.counts['messages'], 'message')} to open line {self.line} of "
+                        f"{self.portal}?")
             if not confirm(question):
                 return JobResult(None, None, plan, Path(str(self.state)), command, declined=True)
         line = int(str(self.line))
@@ -707,7 +721,7 @@ class ImportJob:
         """Write the per-row report (saying so first when it is big enough to take a while)."""
         assert isinstance(self.report, Path)
         if len(result.frame) >= BIG_REPORT_ROWS:  # ~20 s per 100,000 rows as xlsx
-            self.notify(f"Writing the report ({len(result.frame):,} rows) to {self.report} …")
+            self.notify(f"Writing the report ({count_of(len(result.frame), 'row')}) to {self.report} …")
         result.report = write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
         if result.changes is not None:
             from .after.rebind import write_changes

@@ -295,7 +295,7 @@ def _content(mapping: Mapping, raw: dict[str, pd.Series], col: _Collector, out: 
     opts = mapping.options
     if "message.text" in raw:
         text = as_text(raw["message.text"], strip=False)
-        col.add("text-too-long", "message.text", too_long_text(text), None)
+        col.add("text-too-long", "message.text", too_long_text(text), _length_and_excerpt(text))
     else:
         text = pd.Series(np.nan, index=idx, dtype="str")
     out["message.text"] = text
@@ -528,6 +528,14 @@ def _duplicate_rows(df: pd.DataFrame, mapping: Mapping, out: pd.DataFrame, col: 
     first = labels.groupby([frame[c] for c in frame.columns], sort=False).transform("first")
     earlier = "same as row " + first[dup].astype(str)
     col.add("duplicate-row", "message.text", dup, earlier)
+
+
+def _length_and_excerpt(text: pd.Series, keep: int = 60) -> pd.Series:
+    """``"12,345 characters: Hello, this is…"`` per text: the value a text-too-long row shows
+    (the whole text would make the problems list unreadable)."""
+    lengths = text.str.len()
+    head = text.str.slice(0, keep).str.replace(r"\s+", " ", regex=True) + "…"
+    return lengths.map(lambda n: f"{int(n):,} characters: " if n == n else "") + head.fillna("")
 
 
 def phone_region_assumption(df: pd.DataFrame, mapping: Mapping) -> list[tuple[str, str]]:

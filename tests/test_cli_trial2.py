@@ -123,8 +123,11 @@ def test_national_phones_without_a_stated_region_are_an_assumption(phones):
     line = next(x for x in out.splitlines() if x.startswith("Assumed (phone-region-not-set)"))
     assert "RU" in line and "'(415) 555-2671' → +74155552671" in line and "row 2" in line
     assert "--phone-region" in line
-    _, out = _cli("validate", phones, "--phone-region", "US")
-    assert "phone-region-not-set" not in out
+    _, out = _cli("mapping", phones)
+    assert "Assumed (phone-region-not-set)" in out
+    for command in ("validate", "mapping"):
+        _, out = _cli(command, phones, "--phone-region", "US")
+        assert "phone-region-not-set" not in out
 
 
 def test_phone_region_option_is_checked_and_saved(phones, tmp_path):
@@ -214,7 +217,7 @@ def test_chats_unknown_to_the_journal_are_an_error_and_verify_counts_its_calls(d
         assert code == 2 and "not a chat id of journal" in out and "500, 501" in out, out
     code, out = _cli("verify", state, "--sandbox-db", db)
     assert code == 0, out
-    planned = int(out.split("Verify makes about ")[1].split(" call")[0])
+    planned = int(out.split("Verify reads the chats back in about ")[1].split(" call")[0])
     made = int(out.split("unexpected 0; ")[1].split(" call")[0])
     assert planned == made, out
     code, out = _cli("undo", state, "--dry-run", "--chats", "501")
@@ -278,3 +281,30 @@ def test_sandbox_show_says_utc_marks_deleted_and_shows_times(dupes, tmp_path):
     assert not any("[deleted]" in x for x in lines if "chat 500" in x)
     _, out = _cli("sandbox", "--db", db, "--show", "users")
     assert "e+09" not in out and " UTC" in out
+
+
+# ------------------------------------------------------------------ K: small ones
+def test_text_too_long_shows_the_length_and_an_excerpt():
+    import pandas as pd
+
+    from bulkimport.validation import validate
+    from bulkimport.values import MAX_TEXT
+
+    long = "Hello there " + "x" * MAX_TEXT
+    df = pd.DataFrame({"chat_id": ["1", "1"], "user_id": ["u", "u"], "date": ["2026-01-01 10:00"] * 2,
+                       "text": ["short", long]}, index=pd.RangeIndex(2, 4))
+    failures = validate(df, Mapping.guess(df))
+    value = failures.loc[failures["code"] == "text-too-long", "value"].tolist()
+    assert value == [f"{len(long):,} characters: Hello there " + "x" * 48 + "…"]
+
+
+def test_a_missing_line_says_it_is_missing(dupes):
+    code, out = _cli("run", dupes, "--portal", "https://example.bitrix24.eu", "--dry-run")
+    assert code == 2 and "--line is missing" in out and "None" not in out
+
+
+def test_counts_are_said_in_the_right_number():
+    from bulkimport.cli import _n
+
+    assert (_n(1, "call"), _n(4, "call"), _n(1, "session"), _n(2, "reply", "replies")) == (
+        "1 call", "4 calls", "1 session", "2 replies")

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..codes import MISSING, SENT
+from ..codes import MISSING, SENT, count_of
 from ..errors import ConfigError
 from ..journal import Journal
 from ..limits import STANDARD, PortalLimits
@@ -63,7 +63,7 @@ class Verification:
         out.append(
             f"Total: {len(self.table)} conversations, sent {int(t['sent'])}, found {int(t['found'])}, "
             f"missing {int(t['missing'])}, unexpected {int(t['unexpected'])}; "
-            f"{self.calls} calls in {self.seconds:.1f} s"
+            f"{count_of(self.calls, 'call')} in {self.seconds:.1f} s"
         )
         if self.refused:
             out.append(f"Nothing concluded: {self.refused}")

@@ -85,6 +85,11 @@ def _readable_messages(frame: Any) -> str:
     return "\n".join(lines)
 
 
+def _count(count: int, noun: str) -> str:
+    """``"1 message"``, ``"3 messages"`` (the sandbox shares no code with the client)."""
+    return f"{count:,} {noun if count == 1 else noun + 's'}"
+
+
 #: columns of the sandbox's tables that hold unix times (shown as UTC times in the table format)
 _TIME_COLUMNS = ("created", "received", "updated", "deleted", "finished", "started", "lost_at", "at")
 
@@ -118,7 +123,7 @@ def _lose(db: str, n: int, seed: int, chat: str | None, fmt: str) -> None:
     elif fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     else:
-        click.echo(f"Lost {len(frame)} messages silently (see --show lost):")
+        click.echo(f"Lost {_count(len(frame), 'message')} silently (see --show lost):")
         if not frame.empty:
             click.echo(frame[["seq", "chat_id", "message_id", "b24_chat_id"]].to_string(index=False))
 
@@ -244,4 +249,5 @@ def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifet
         signal.signal(signal.SIGTERM, previous)
         counts = portal.store.counts()
         portal.stop()
-        click.echo(f"Stopped. Received {counts['messages']} messages in {counts['chats']} chats.")
+        got = f"{_count(counts['messages'], 'message')} in {_count(counts['chats'], 'chat')}"
+        click.echo(f"Stopped. Received {got}.")
