@@ -369,6 +369,10 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
     click.echo("Problems by code:")
     for r in counts.itertuples():
         click.echo(f"  {r.code} ({r.level}) ×{r.rows}: {r.message} — {CLI_HINTS.get(r.code, r.hint)}")
+    dupes = failures[failures["code"] == "duplicate-row"]
+    if len(dupes):  # the earlier row is the value: say it here, not only in --problems
+        pairs = [f"{r.row} ({r.value})" for r in dupes.head(limit).itertuples()]
+        click.echo(f"Duplicate rows: {', '.join(pairs)}{' …' if len(dupes) > limit else ''}.")
     errors = failures[failures["level"] == "error"]
     if len(errors):
         click.echo(f"First invalid rows (of {errors['row'].nunique()}):")

@@ -241,6 +241,10 @@ _AUTHOR = [
 
 
 #: Written into a saved mapping whose time zone was not stated, for the user to fill in.
+_PHONE_REGION_COMMENT = (
+    '# phone_region = "RU"          # country of phones written without +country code (e.g. "US");\n'
+    "#                              # unset, they are read as RU numbers and bulkimport says so\n"
+)
 _TIMEZONE_COMMENT = (
     '# timezone = "Europe/Moscow"   # the zone the dates were written in (dates without an offset);\n'
     "#                              # unset, they are read as UTC and bulkimport says so\n"
@@ -603,6 +607,7 @@ class Mapping:
             k: v
             for k, v in self.options.items()
             if v is not None and (k != "timezone" or self.timezone_given)
+            and (k != "phone_region" or self.phone_region_given)
         }
         if self.operators:
             out["operators"] = dict(self.operators)
@@ -620,6 +625,8 @@ class Mapping:
         text = tomli_w.dumps(self.to_dict())
         if not self.timezone_given:
             text = text.replace("[options]\n", "[options]\n" + _TIMEZONE_COMMENT, 1)
+        if not self.phone_region_given:  # kept an assumption when the file is loaded back
+            text = text.replace("[options]\n", "[options]\n" + _PHONE_REGION_COMMENT, 1)
         if authors is not None and len(authors) and self.options.get("author"):
             text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + self._skeleton(authors)
         p.write_text(text, encoding="utf-8")

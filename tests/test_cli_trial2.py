@@ -139,6 +139,10 @@ def test_phone_region_option_is_checked_and_saved(phones, tmp_path):
     assert tomllib.loads(saved.read_text(encoding="utf-8"))["options"]["phone_region"] == "US"
     m = Mapping.load(saved)
     assert m.phone_region_given
+    # not stated: saved as a commented placeholder, so the loaded file still says it is assumed
+    _cli("mapping", phones, "--save", saved, "--force")
+    assert '# phone_region = "RU"' in saved.read_text(encoding="utf-8")
+    assert not Mapping.load(saved).phone_region_given
 
 
 def test_phone_region_reaches_the_plan(phones):
@@ -176,6 +180,7 @@ def test_exact_duplicate_rows_are_a_warning_naming_the_earlier_row(dupes, tmp_pa
     problems = tmp_path / "p.csv"
     _, out = _cli("validate", dupes, "--problems", problems)
     assert "duplicate-row (warning) ×2" in out and "delete one of them" in out
+    assert "Duplicate rows: 3 (same as row 2), 5 (same as row 4)." in out
     text = problems.read_text(encoding="utf-8-sig")
     assert "same as row 2" in text and "same as row 4" in text
     import pandas as pd
