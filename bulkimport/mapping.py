@@ -625,7 +625,7 @@ class Mapping:
         text = tomli_w.dumps(self.to_dict())
         if not self.timezone_given:
             text = text.replace("[options]\n", "[options]\n" + _TIMEZONE_COMMENT, 1)
-        if not self.phone_region_given:  # kept an assumption when the file is loaded back
+        if not self.phone_region_given and "user.phone" in self.columns:  # stays assumed when loaded back
             text = text.replace("[options]\n", "[options]\n" + _PHONE_REGION_COMMENT, 1)
         if authors is not None and len(authors) and self.options.get("author"):
             text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + self._skeleton(authors)
