@@ -162,8 +162,15 @@ def _sheet_opt(fn: Any) -> Any:
     fn = click.option(
         "--date-order",
         type=click.Choice(["dmy", "mdy", "ymd"]),
-        help="WhatsApp exports: the order of day, month and year when the file cannot tell [default: decided "
+        help="The order of day, month and year when the dates cannot tell: WhatsApp exports, and "
+        "spreadsheets (dmy = day first, mdy = month first; the mapping's dayfirst) [default: decided "
         "from the whole file].",
+    )(fn)
+    fn = click.option(
+        "--phone-region",
+        metavar="CC",
+        help="Country of phones written without +country code, as an ISO 3166 two-letter code, e.g. US "
+        "[default: the mapping's phone_region, else RU].",
     )(fn)
     fn = click.option(
         "--timezone",
@@ -246,7 +253,11 @@ def _show_mapping(job: Any) -> None:
     mapping, file = job._mapping, job.source
     src = job.source_info
     if src is not None and src.mapping is not None:
-        click.echo(src.describe())
+        text = src.describe()
+        if not job.timezone and src.timezone:  # the machine's zone was taken: say so, as for spreadsheets
+            text = text.replace(f"dates: time zone {src.timezone}", f"dates: time zone {src.timezone} (not "
+                                "stated: this machine's zone; --timezone ZONE sets it)", 1)
+        click.echo(text)
     else:
         _show_reading(job._frame)
     if job.guessed:
@@ -308,11 +319,8 @@ def _show_assumptions(job: Any) -> None:
         from .validation import authors
 
         table = authors(frame, mapping)
-        known = {str(a).strip().casefold() for a in table["author"]} if len(table) else set()
-        for name in mapping.operators:
-            if known and str(name).strip().casefold() not in known:
-                click.echo(f"Warning: the operator {name!r} matches no author in the file: check the "
-                           "spelling (the authors are listed below)")
+        for line in _unmatched_operators(mapping, table):
+            click.echo(line)
         if len(table):
             click.echo(f"Authors ({len(table)}): messages, conversations and side:")
             wanted = ("author", "messages", "conversations", "side", "likely_operator")
@@ -320,6 +328,30 @@ def _show_assumptions(job: Any) -> None:
             _echo_table(table[cols], 15)
     for code, text in job.assumptions():
         click.echo(f"Assumed ({code}): {text}")
+
+
+def _unmatched_operators(mapping: Any, table: Any) -> list[str]:
+    """A warning per --operator / [operators] name that matches no author value of the file,
+    naming the closest author values (run, validate and mapping say it alike)."""
+    import difflib
+
+    values = [str(a) for a in table["author"]] if len(table) else []
+    known = {v.strip().casefold() for v in values}
+    out = []
+    for name in mapping.operators:
+        if not known or str(name).strip().casefold() in known:
+            continue
+        close = difflib.get_close_matches(str(name), values, n=3, cutoff=0.5)
+        if not close:
+            folded = {v.casefold(): v for v in values}
+            near_folded = difflib.get_close_matches(str(name).casefold(), folded, n=3, cutoff=0.5)
+            close = [folded[c] for c in near_folded]
+        shown = close or values[:5]
+        near = f"the closest author values: {', '.join(repr(c) for c in shown)}" if close else (
+            f"the author values: {', '.join(repr(c) for c in shown)}{' …' if len(values) > 5 else ''}")
+        out.append(f"Warning: the operator {name!r} matches no author in the file: check the spelling "
+                   f"({near}); an author not in the operators is sent as a customer")
+    return out
 
 
 def _describe(mapping: Any) -> str:
@@ -349,9 +381,15 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
     if counts.empty:
         click.echo("No invalid rows.")
         return
+    from .codes import CLI_HINTS
+
     click.echo("Problems by code:")
     for r in counts.itertuples():
-        click.echo(f"  {r.code} ({r.level}) ×{r.rows}: {r.message} — {r.hint}")
+        click.echo(f"  {r.code} ({r.level}) ×{r.rows}: {r.message} — {CLI_HINTS.get(r.code, r.hint)}")
+    dupes = failures[failures["code"] == "duplicate-row"]
+    if len(dupes):  # the earlier row is the value: say it here, not only in --problems
+        pairs = [f"{r.row} ({r.value})" for r in dupes.head(limit).itertuples()]
+        click.echo(f"Duplicate rows: {', '.join(pairs)}{' …' if len(dupes) > limit else ''}.")
     errors = failures[failures["level"] == "error"]
     if len(errors):
         click.echo(f"First invalid rows (of {errors['row'].nunique()}):")
@@ -384,7 +422,7 @@ def validate(file: Path, mapping_path: Path | None, problems: Path | None, **rea
     failures = job.failures()
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
-    click.echo(f"{len(frame)} rows: {len(frame) - invalid} valid, {invalid} invalid.")
+    click.echo(f"{_n(len(frame), 'row')}: {len(frame) - invalid} valid, {invalid} invalid.")
     _show_failures(failures)
     if problems is not None:
         write_problems(failures, problems, mapping)
@@ -410,6 +448,15 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
     job = _job(file, mapping_path, reading)
     frame, found = job.load(strict=False)
     _show_mapping(job)
+    if job.source_info is None or job.source_info.mapping is None:
+        from .validation import authors
+
+        for line in _unmatched_operators(found, authors(frame, found)):
+            click.echo(line)
+        from .validation import phone_region_assumption
+
+        for code, text in phone_region_assumption(frame, found):  # the time zone is in the table above
+            click.echo(f"Assumed ({code}): {text}")
     missing = list(found.missing_required())
     src = job.source_info
     problems = list(src.problems) if src is not None and src.mapping is not None else []
@@ -642,9 +689,9 @@ def _load_and_show(job: Any) -> Any:
     plan = job.plan()
     c = plan.counts
     click.echo(
-        f"Plan: {c['rows']} rows → {c['valid']} valid in {c['conversations']} conversations "
-        f"({c['messages']} messages, {c.get('files', 0)} files), {c['invalid']} invalid, "
-        f"{c.get('warnings', 0)} warning{'' if c.get('warnings', 0) == 1 else 's'}."
+        f"Plan: {_n(c['rows'], 'row')} → {c['valid']} valid in {_n(c['conversations'], 'conversation')} "
+        f"({_n(c['messages'], 'message')}, {_n(c.get('files', 0), 'file')}), {c['invalid']} invalid, "
+        f"{_n(c.get('warnings', 0), 'warning')}."
     )
     if len(plan.failures):
         _show_failures(plan.failures)
@@ -748,7 +795,8 @@ def setup(
 @click.option(
     "--token-file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to store the tokens [default: see `bulkimport auth --help` in the README].",
+    help="Where to store the tokens [default: $BITRIX24_TOKEN_FILE, else "
+    "$XDG_CONFIG_HOME/bulkimport/tokens.json, i.e. ~/.config/bulkimport/tokens.json].",
 )
 def auth(
     portal: str | None,
@@ -852,6 +900,9 @@ def status(state: Path | None, rows_of: str | None) -> None:
     finally:
         journal.close()
     for text in journal_lines(summary, path):
+        if text.startswith("Requests made: "):  # the journal records the send requests only
+            text = (f"Send requests made: {summary.get('requests')} (imconnector.send.messages; "
+                    "--update-changed updates, finishing and read-back calls are not counted)")
         click.echo(text)
     if listed is not None:
         click.echo(f"Rows {rows_of} ({len(listed)}):" if len(listed) else f"No rows {rows_of}.")
@@ -878,7 +929,7 @@ def report(state: Path | None, report_path: Path | None) -> None:
 
     path = state or _find_journal()
     target, rows = write_journal_report(path, report_path)
-    click.echo(f"Report: {target} ({rows:,} rows)")
+    click.echo(f"Report: {target} ({_n(rows, 'row')})")
 
 
 @main.command()
@@ -1015,9 +1066,11 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
     wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats else None
     journal = Journal.open(path)
     try:
+        _check_chats(journal, wanted)
         calls, seconds = estimate(journal, wanted, limits)
-        click.echo(f"Verify reads {calls} calls' worth of chats back; about {seconds:.0f} s on the "
-                   f"{limits.name} plan (one call per 50 messages per chat, plus one join per chat).")
+        click.echo(f"Verify reads the chats back in about {_n(calls, 'call')}; about {seconds:.0f} s on "
+                   f"the {limits.name} plan (a batch per 25 chats, one call per further 50 messages of a "
+                   "chat, one per session of a finished chat).")
         with _verify_target(journal, portal, sandbox_db, limits) as (client, clock):
             result = verify_journal(journal, client, chats=wanted, clock=clock, cap=limits.request_timeout,
                                     notify=lambda t: click.echo(t, err=True))
@@ -1028,6 +1081,36 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
     if report_path is not None:
         click.echo(f"Comparison written to {write_comparison(result, report_path)}")
     sys.exit(result.exit_code)
+
+
+def _n(count: int, noun: str, plural: str | None = None) -> str:
+    """``"1 call"``, ``"4 calls"``: a count with its noun in the right number (codes.count_of)."""
+    from .codes import count_of
+
+    return count_of(count, noun, plural)
+
+
+def _check_chats(journal: Any, wanted: list[str] | None) -> None:
+    """``--chats``: every chat id must be one the journal knows (a typo would silently select
+    nothing); a one-line error listing a few known ones."""
+    import sqlite3
+
+    if not wanted:
+        return
+    known: set[str] = set()
+    for table in ("row_ids", "external_ids"):
+        try:
+            known |= {str(r[0]) for r in journal.query(f"SELECT DISTINCT chat FROM {table}")}  # noqa: S608
+        except sqlite3.Error:  # a journal written before the table existed
+            continue
+    unknown = [c for c in wanted if c not in known]
+    if known and unknown:
+        some = ", ".join(sorted(known, key=lambda c: (len(c), c))[:5])
+        raise _config(
+            f"--chats: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a chat id of "
+            f"journal {journal.path.name} (it knows {_n(len(known), 'chat')}: {some}"
+            f"{' …' if len(known) > 5 else ''}); use chat.id as in the input"
+        )
 
 
 @contextlib.contextmanager
@@ -1068,12 +1151,14 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
     journal = Journal.open(path)
     try:
         journal.lock()
+        _check_chats(journal, wanted)
         todo = undoing.undo_plan(journal, wanted)
         _show_undo(todo)
         if dry_run or not todo.targets:  # a dry run needs no credentials
             click.echo("Dry run: nothing was deleted." if dry_run else "Nothing to delete.")
             sys.exit(EXIT_OK)
-        question = f"Delete {len(todo.targets)} messages in {len(todo.per_chat())} conversations?"
+        question = (f"Delete {_n(len(todo.targets), 'message')} in "
+                    f"{_n(len(todo.per_chat()), 'conversation')}?")
         if not yes and not (_interactive() and click.confirm(question, default=False)):
             why = "" if _interactive() else " (pass --yes to delete without asking)"
             click.echo(f"Nothing was deleted{why}.")
@@ -1092,7 +1177,7 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
 def _show_undo(todo: Any) -> None:
     """Counts per conversation, and what the undo leaves alone."""
     per = todo.per_chat()
-    click.echo(f"To delete: {len(todo.targets)} messages in {len(per)} conversations.")
+    click.echo(f"To delete: {_n(len(todo.targets), 'message')} in {_n(len(per), 'conversation')}.")
     for chat, n in list(per.most_common())[:20]:
         click.echo(f"  {chat}: {n}")
     if len(per) > 20:

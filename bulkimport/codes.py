@@ -628,3 +628,36 @@ _add("upload-failed", "warning", "send",
      "The row's attachment is not on the portal's Drive (its upload failed or was cut off): the row waits.",
      "See import_files for the file's code; fix the cause (Drive quota, rights) and run again: only "
      "what is not on Drive yet is uploaded.")
+
+# --------------------------------------------------------------------------------------------------
+# A second new-user trial (issue #14, h14b): duplicate rows, the assumed phone region, CLI hints
+# --------------------------------------------------------------------------------------------------
+_add("duplicate-row", "warning", "validate",
+     "The row repeats an earlier row exactly (same chat, customer, time, text and author; the value "
+     "names the earlier row).",
+     "Both rows are sent as two messages: delete one of them from the file if the repetition is a "
+     "copy-paste or export slip, then run again.")
+_add("phone-region-not-set", "warning", "validate",
+     "Phones without +country code were read as {region} numbers: the mapping states no phone_region.",
+     "Pass --phone-region CC (e.g. US) or set phone_region under [options] of the mapping, naming the "
+     "country the national numbers belong to.")
+
+#: code → the hint as the command line says it (the catalogue's hint names the mapping's options)
+CLI_HINTS: dict[str, str] = {
+    "ambiguous-date": "Pass --date-order dmy (23/11 style) or --date-order mdy (11/23 style), or set "
+    "dayfirst = true / false under [options] of the mapping.",
+    "bad-file-url": "Use full http(s) URLs the portal can reach, or pass --files-base-url URL (where the "
+    "files are published) or --upload-files (upload them to the portal's Drive); in a mapping file: "
+    "files_base_url (and files_folder) under [options].",
+}
+
+
+def cli_hint(code: str) -> str:
+    """The hint of ``code`` as the command line says it: its options, not only the mapping's."""
+    return CLI_HINTS.get(str(code), get(code).hint)
+
+
+def count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """``"1 call"``, ``"4 calls"``, ``"1,200 messages"``: a count with its noun in the right number
+    (every line that prints a count says it through this)."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import connector as conn
 from . import staging
+from .codes import count_of
 from .errors import ConfigError, InputError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
 from .limits import PortalLimits, preset
@@ -74,18 +75,76 @@ def _operators_of(mapping: Any) -> dict[str, int]:
     return dict(table)
 
 
+def _stated_options(job: Any) -> dict[str, Any]:
+    """The mapping options a job's command line states: --timezone, --files-base-url,
+    --phone-region, and --date-order dmy/mdy as dayfirst (ymd: year-first dates are read
+    year-month-day anyway)."""
+    options: dict[str, Any] = {}
+    if job.timezone:
+        options["timezone"] = job.timezone
+    if job.files_base_url:
+        options["files_base_url"] = job.files_base_url
+    if job.phone_region:
+        options["phone_region"] = job.phone_region
+    if job.date_order in ("dmy", "mdy"):
+        options["dayfirst"] = job.date_order == "dmy"
+    return options
+
+
+def _assumptions(job: Any) -> list[tuple[str, str]]:
+    """What sending would only assume (validation.assumptions), plus a spreadsheet's phone region,
+    or an export's time zone taken from this machine when --timezone was not given."""
+    from .codes import render
+    from .validation import assumptions, phone_region_assumption
+
+    frame, mapping = job.load()
+    found = assumptions(frame, mapping)
+    src = job.source_info
+    if src is None or src.mapping is not mapping:
+        found += phone_region_assumption(frame, mapping)
+    elif not job.timezone and getattr(src, "timezone", None):
+        text = render("timezone-not-set", zone=src.timezone).split(":")[0]
+        found.append(("timezone-not-set", f"{text}: this machine's zone, as --timezone was not given; "
+                      "pass --timezone ZONE (the zone the export was written in) if it differs."))
+    return found
+
+
+def _default_report(source: Path, state: Any, beside: Callable[[str], Path]) -> Path:
+    """``<source>.report.xlsx``, or with a ``--state`` given ``<state without .db>.report.xlsx``
+    (two imports of one file with their own journals keep their own reports)."""
+    default_state = beside(source.name + ".bulkimport.db")
+    if Path(state) == default_state:
+        return beside(source.name + ".report.xlsx")
+    base = Path(state)
+    if base.suffix == ".db":
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".report.xlsx")
+
+
+def _checked_region(region: str | None) -> str | None:
+    """``--phone-region`` upper-cased, or a one-line ConfigError naming the option and the fix."""
+    if region is None:
+        return None
+    import phonenumbers
+
+    code = str(region).strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"--phone-region {region!r} is not a known region: use a two-letter ISO 3166 code such as "
+            "RU, US, GB or DE (the country of phones written without +country code)"
+        )
+    return code
+
+
 def _system_for_unmapped(src: Any, strict: bool) -> None:
     """``--unmapped-operators system`` on a messenger export: business-side rows whose author maps
     to no employee go with message.user_id = 0 (the portal's system user) instead of refusing."""
-    import dataclasses
-
     frame = src.frame
     unmapped = frame["side"].eq("operator") & frame["operator_id"].isna()
     if bool(unmapped.any()):
         frame.loc[unmapped, "operator_id"] = "0"
     src.problems[:] = [p for p in src.problems if "map to no Bitrix24 employee" not in p]
-    options = {**src.mapping.options, "unmapped_operators": "system"}
-    src.mapping = dataclasses.replace(src.mapping, options=options)
+    src.mapping = src.mapping.with_options(unmapped_operators="system")  # keeps what was assumed
     if strict:
         src.check()
 
@@ -271,7 +330,8 @@ def _with_operators(mapping: Mapping, operators: dict[str, int], source: Any) ->
     import dataclasses
 
     try:
-        return dataclasses.replace(mapping, operators={**mapping.operators, **operators})
+        return dataclasses.replace(mapping, operators={**mapping.operators, **operators},
+                                   options=mapping.stated_options())
     except InputError as exc:
         first = next(iter(operators))
         exc.cli = (
@@ -368,7 +428,8 @@ class ImportJob:
     notify: Callable[[str], None] = _silent
     operators: dict[str, int] = field(default_factory=dict)  # author → employee id (--operator)
     timezone: str | None = None  # zone of dates without one (--timezone)
-    date_order: str | None = None  # WhatsApp dates: dmy, mdy or ymd (--date-order)
+    date_order: str | None = None  # dmy, mdy or ymd (--date-order); spreadsheets: dmy/mdy set dayfirst
+    phone_region: str | None = None  # region of phones without +country code (--phone-region)
     files_base_url: str | None = None  # where local attachments are published (--files-base-url)
     upload_files: bool = False  # stage local attachments on the portal's Drive (--upload-files)
     missing_files: str | None = None  # note | skip | fail (--missing-files) [default: the mapping's, note]
@@ -398,7 +459,8 @@ class ImportJob:
         self.connector = conn.check_connector_id(self.connector)
         beside = self.source.with_name
         self.state = Path(self.state) if self.state else beside(self.source.name + ".bulkimport.db")
-        self.report = Path(self.report) if self.report else beside(self.source.name + ".report.xlsx")
+        self.report = Path(self.report) if self.report else _default_report(self.source, self.state, beside)
+        self.phone_region = _checked_region(self.phone_region)
         if self.sandbox_db is not None:
             self.sandbox_db = Path(self.sandbox_db)
 
@@ -469,12 +531,7 @@ class ImportJob:
 
     def _overlaid(self, mapping: Mapping) -> Mapping:
         """``mapping`` with the job's --timezone, --operator and --files-base-url laid over it."""
-        options: dict[str, Any] = {}
-        if self.timezone:
-            options["timezone"] = self.timezone
-        if self.files_base_url:
-            options["files_base_url"] = self.files_base_url
-        options = staging.file_options(self, options, tabular=True)
+        options = staging.file_options(self, _stated_options(self), tabular=True)
         if self.unmapped_operators != "refuse":
             options["unmapped_operators"] = self.unmapped_operators
         if options:
@@ -496,10 +553,7 @@ class ImportJob:
 
     def assumptions(self) -> list[tuple[str, str]]:
         """What sending would only assume (unstated time zone, user.id from names, no operators)."""
-        from .validation import assumptions
-
-        frame, mapping = self.load()
-        return assumptions(frame, mapping)
+        return _assumptions(self)
 
     @property
     def needs_chat_group(self) -> bool:
@@ -684,7 +738,8 @@ class ImportJob:
             if not confirm(question):
                 return JobResult(None, None, plan, Path(str(self.state)), command, declined=True)
         if confirm is not None:
-            question = f"Send {plan.counts['messages']} messages to open line {self.line} of {self.portal}?"
+            question = (f"Send {count_of(plan.counts['messages'], 'message')} to open line {self.line} of "
+                        f"{self.portal}?")
             if not confirm(question):
                 return JobResult(None, None, plan, Path(str(self.state)), command, declined=True)
         line = int(str(self.line))
@@ -730,7 +785,7 @@ class ImportJob:
         """Write the per-row report (saying so first when it is big enough to take a while)."""
         assert isinstance(self.report, Path)
         if len(result.frame) >= BIG_REPORT_ROWS:  # ~20 s per 100,000 rows as xlsx
-            self.notify(f"Writing the report ({len(result.frame):,} rows) to {self.report} …")
+            self.notify(f"Writing the report ({count_of(len(result.frame), 'row')}) to {self.report} …")
         result.report = write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
         if result.changes is not None:
             from .after.rebind import write_changes

@@ -143,6 +143,10 @@ _SYNONYMS: dict[str, list[str]] = {
         "обращения",
         "заявки",
         "переписка",
+        "сделки",  # "№ сделки"
+        "номер сделки",
+        "id сделки",
+        "deal id",
     ],
     "chat.name": ["chat name", "chat title", "название чата", "conversation name", "subject", "тема"],
     "chat.url": ["chat url", "chat link", "ссылка на чат", "conversation url"],
@@ -222,6 +226,7 @@ _SYNONYMS: dict[str, list[str]] = {
         "date sent",
         "send time",
         "posted at",
+        "sent",
         "created at",
         "created date",
         "created on",
@@ -360,6 +365,10 @@ def _opposite(values: list[str]) -> list[str]:
 
 
 #: Written into a saved mapping whose time zone was not stated, for the user to fill in.
+_PHONE_REGION_COMMENT = (
+    '# phone_region = "RU"          # country of phones written without +country code (e.g. "US");\n'
+    "#                              # unset, they are read as RU numbers and bulkimport says so\n"
+)
 _TIMEZONE_COMMENT = (
     '# timezone = "Europe/Moscow"   # the zone the dates were written in (dates without an offset);\n'
     "#                              # unset, they are read as UTC and bulkimport says so\n"
@@ -549,6 +558,12 @@ def _quote(names: Iterable[object]) -> str:
     return ", ".join(repr(str(n)) for n in names)
 
 
+class _Options(dict):  # type: ignore[type-arg]
+    """A mapping's options; :attr:`assumed` names those filled in with their default, not stated."""
+
+    assumed: frozenset[str] = frozenset()
+
+
 @dataclass
 class Mapping:
     """field → column(s), constants, options and operator ids; see docs/mapping.md."""
@@ -566,11 +581,39 @@ class Mapping:
     timezone_given: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.timezone_given = self.options.get("timezone") is not None
-        merged = {k: v[0] for k, v in OPTIONS.items()}
-        merged.update({k: v for k, v in self.options.items() if not (k == "timezone" and v is None)})
+        # options a copy inherits (dataclasses.replace passes the same _Options) stay assumed while
+        # they hold their default: a derived mapping keeps what was given and what was filled in
+        inherited = getattr(self.options, "assumed", frozenset())
+        given = {
+            k: v
+            for k, v in self.options.items()
+            if not (k == "timezone" and v is None)
+            and not (k in inherited and k in OPTIONS and v == OPTIONS[k][0])
+        }
+        self.timezone_given = given.get("timezone") is not None
+        merged = _Options({k: v[0] for k, v in OPTIONS.items()})
+        merged.update(given)
+        merged.assumed = frozenset(k for k in OPTIONS if k not in given)
         self.options = merged
         self._validate("the mapping guessed from the headers" if self.source == "guess" else self.source)
+
+    def stated_options(self) -> dict[str, Any]:
+        """The options stated (file, dict, with_options, or changed since), without the defaults
+        filled in: what a copy of this mapping is built from so it assumes what this one assumes."""
+        assumed = getattr(self.options, "assumed", frozenset())
+        out = {
+            k: v
+            for k, v in self.options.items()
+            if k not in assumed or k not in OPTIONS or v != OPTIONS[k][0]
+        }
+        if not self.timezone_given:
+            out.pop("timezone", None)
+        return out
+
+    @property
+    def phone_region_given(self) -> bool:
+        """Whether phone_region was stated (file, dict, --phone-region) rather than the default."""
+        return "phone_region" in self.stated_options()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -727,12 +770,11 @@ class Mapping:
         """A copy with ``options`` set (checked like a file's); e.g. ``with_options(timezone=...)``
         for a ``--timezone`` option: the zone is then stated, no longer assumed. A refused value
         is a MappingError whose ``cli`` wording names the command-line option (``--timezone``)."""
-        given = {k: v for k, v in self.options.items() if k != "timezone" or self.timezone_given}
         try:
             return Mapping(
                 columns=dict(self.columns),
                 constants=dict(self.constants),
-                options={**given, **options},
+                options={**self.stated_options(), **options},
                 operators=dict(self.operators),
                 source=self.source,
                 guessed_from=dict(self.guessed_from),
@@ -785,6 +827,7 @@ class Mapping:
             k: v
             for k, v in self.options.items()
             if v is not None and (k != "timezone" or self.timezone_given)
+            and (k != "phone_region" or self.phone_region_given)
         }
         if self.operators:
             out["operators"] = dict(self.operators)
@@ -802,6 +845,8 @@ class Mapping:
         text = tomli_w.dumps(self.to_dict())
         if not self.timezone_given:
             text = text.replace("[options]\n", "[options]\n" + _TIMEZONE_COMMENT, 1)
+        if not self.phone_region_given and "user.phone" in self.columns:  # stays assumed when loaded back
+            text = text.replace("[options]\n", "[options]\n" + _PHONE_REGION_COMMENT, 1)
         if authors is not None and len(authors) and self.options.get("author"):
             text = text.split("[operators]\n")[0].rstrip("\n") + "\n\n" + _skeleton(self, authors)
         if self.options.get("side") and not self.options.get("author") and not self.has("message.user_id"):

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .attachments import export_rules
+from .codes import count_of
 from .limits import ASSUMED_SECONDS_PER_MESSAGE, STANDARD, PortalLimits
 from .sources import Source
 from .validation import FAILURE_COLUMNS, prepare
@@ -237,7 +238,8 @@ class Estimate:
 
         eta = timedelta(seconds=round(self.seconds))
         return (
-            f"{self.messages} messages in {self.calls} calls / {self.requests} requests; "
+            f"{count_of(self.messages, 'message')} in {count_of(self.calls, 'call')} / "
+            f"{count_of(self.requests, 'request')}; "
             f"about {eta} on the {self.limits.name} plan (bound by the {self.binding} limit, "
             f"assuming {self.seconds_per_message:g} s of server time per message)"
         ) + "".join(f"; {part}" for part in self.includes)

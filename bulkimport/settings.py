@@ -39,6 +39,11 @@ def parse_line(line: int | str | None) -> int:
         value = int(str(line).strip())
     except (TypeError, ValueError):
         value = 0
+    if line is None or not str(line).strip():
+        raise ConfigError(
+            f"--line is missing: pass the numeric id of the open line (Contact Center → Open Lines), "
+            f"e.g. --line 1, or set {ENV_LINE}"
+        )
     if value <= 0:
         raise ConfigError(
             f"--line {line!r}: pass the numeric id of the open line (Contact Center → Open Lines), "

@@ -147,6 +147,7 @@ def prepare(df: pd.DataFrame, mapping: Mapping | None = None) -> Prepared:
     _user_blocks(out, has_key)
     _message_ids(out, raw, col)
     _unmapped_authors(df, mapping, out, col)
+    _duplicate_rows(df, mapping, out, col)
     _read_notes(df, col)
     failures = col.frame()
     invalid = col.error_mask.copy()
@@ -344,7 +345,7 @@ def _content(mapping: Mapping, raw: dict[str, pd.Series], col: _Collector, out: 
     opts = mapping.options
     if "message.text" in raw:
         text = as_text(raw["message.text"], strip=False)
-        col.add("text-too-long", "message.text", too_long_text(text), None)
+        col.add("text-too-long", "message.text", too_long_text(text), _length_and_excerpt(text))
     else:
         text = pd.Series(np.nan, index=idx, dtype="str")
     out["message.text"] = text
@@ -559,6 +560,58 @@ def _unmapped_authors(df: pd.DataFrame, mapping: Mapping, out: pd.DataFrame, col
     key = as_text(df[author_col]).str.casefold()
     first = key[key.isin(likely)].drop_duplicates()
     col.add("operator-unmapped", "message.user_id", df.index.isin(first.index), as_text(df[author_col]))
+
+
+def _duplicate_rows(df: pd.DataFrame, mapping: Mapping, out: pd.DataFrame, col: _Collector) -> None:
+    """``duplicate-row`` on a row that repeats an earlier one exactly — chat, customer, time, text,
+    files, author (and message.id when the file has one) — value ``same as row N``; both are sent."""
+    keys = [c for c in ("chat.id", "user.id", "message.date", "message.text", "message.files") if c in out]
+    frame = out[keys].astype(object).where(out[keys].notna(), "")
+    if "message.files" in frame:
+        frame["message.files"] = frame["message.files"].map(str)
+    extra = {"author": mapping.options.get("author"), "id": mapping.columns.get("message.id")}
+    for name, column in extra.items():
+        if isinstance(column, str) and column in df.columns:
+            frame[f"raw {name}"] = as_text(df[column]).astype(object).fillna("")
+    if frame.empty:
+        return
+    dup = frame.duplicated(keep="first")
+    if not bool(dup.any()):
+        return
+    labels = pd.Series(frame.index, index=frame.index)
+    first = labels.groupby([frame[c] for c in frame.columns], sort=False).transform("first")
+    earlier = "same as row " + first[dup].astype(str)
+    col.add("duplicate-row", "message.text", dup, earlier)
+
+
+def _length_and_excerpt(text: pd.Series, keep: int = 60) -> pd.Series:
+    """``"12,345 characters: Hello, this is…"`` per text: the value a text-too-long row shows
+    (the whole text would make the problems list unreadable)."""
+    lengths = text.str.len()
+    head = text.str.slice(0, keep).str.replace(r"\s+", " ", regex=True) + "…"
+    return lengths.map(lambda n: f"{int(n):,} characters: " if n == n else "") + head.fillna("")
+
+
+def phone_region_assumption(df: pd.DataFrame, mapping: Mapping) -> list[tuple[str, str]]:
+    """``phone-region-not-set`` when the mapping states no phone_region and a phone is written
+    without +country code: naming the region used, an example as read and its row."""
+    column = mapping.columns.get("user.phone")
+    if mapping.phone_region_given or not isinstance(column, str) or column not in df.columns:
+        return []
+    phones = as_text(df[column]).dropna()
+    national = phones[~phones.str.match(r"^\s*(\+|00)") & phones.str.contains(r"\d")]
+    if national.empty:
+        return []
+    region = str(mapping.options["phone_region"])
+    row, raw = national.index[0], str(national.iloc[0])
+    read, _ = clean_phones(pd.Series([raw]), region)
+    became = f" → {read.iloc[0]}" if read.notna().iloc[0] else " (not a valid number there)"
+    where = df.attrs.get("source", "the data")
+    text = (
+        f"{codes.render('phone-region-not-set', region=region).rstrip('.')}: e.g. {raw!r}{became} "
+        f"({where} row {row}); {len(national)} such phone(s); set --phone-region or phone_region."
+    )
+    return [("phone-region-not-set", text)]
 
 
 def _read_notes(df: pd.DataFrame, col: _Collector) -> None:

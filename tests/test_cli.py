@@ -155,7 +155,7 @@ def test_csv_encoding_and_delimiter_can_be_given(tmp_path):
     source.write_text("Чат|Клиент|Дата|Текст\nc1|u1|2025-01-02 10:00|Привет\n", encoding="cp1251")
     result = CliRunner().invoke(main, ["validate", str(source), "--encoding", "cp1251", "--delimiter", "|"])
     assert result.exit_code == 0, result.output
-    assert "1 rows: 1 valid, 0 invalid." in result.output and "'Текст'" in result.output
+    assert "1 row: 1 valid, 0 invalid." in result.output and "'Текст'" in result.output
     _assert_one_line_error(_cli("validate", str(source), "--encoding", "klingon"), "klingon")
 
 

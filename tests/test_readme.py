@@ -88,3 +88,44 @@ def test_relative_links_point_at_files_that_exist():
 def test_quick_start_example_files_exist():
     assert (ROOT / "data_examples" / "history.xlsx").exists()
     assert (ROOT / "data_examples" / "history_xlsx.toml").exists()
+
+
+def _table_options() -> list[tuple[str, str]]:
+    """(table, option) for every ``--option`` in the first cell of a README options table row;
+    the table is ``sandbox`` for "option of `bulkimport sandbox`", else the commands' table."""
+    out: list[tuple[str, str]] = []
+    table = None
+    for line in README.splitlines():
+        if line.startswith("| option"):
+            table = "sandbox" if "bulkimport sandbox" in line else "commands"
+            continue
+        if not line.startswith("|"):
+            table = None
+            continue
+        if table is None or line.startswith("|---"):
+            continue
+        first = line.split("|")[1]
+        out += [(table, opt) for opt in re.findall(r"`(--[a-z][a-z0-9-]*)", first)]
+    return out
+
+
+TABLE_OPTIONS = _table_options()
+
+
+def test_the_readme_has_option_tables():
+    assert {t for t, _ in TABLE_OPTIONS} == {"sandbox", "commands"}
+
+
+@pytest.mark.parametrize(("table", "option"), TABLE_OPTIONS, ids=[f"{t} {o}" for t, o in TABLE_OPTIONS])
+def test_every_option_of_the_readme_tables_exists(table, option):
+    on = {path for path, opt in OPTIONS if opt == option}
+    if table == "sandbox":
+        assert "bulkimport sandbox" in on, f"the README's sandbox table lists {option}: no such option"
+    else:
+        assert on, f"the README's options table lists {option}: no command has it"
+
+
+def test_no_option_is_listed_twice_in_the_commands_table():
+    seen = [(t, o) for t, o in TABLE_OPTIONS if t == "commands"]
+    twice = sorted({x for x in seen if seen.count(x) > 1})
+    assert not twice, f"listed twice in the README's tables: {twice}"

@@ -97,12 +97,13 @@ def test_serve_prints_credentials_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert oct(os.stat(creds).st_mode & 0o777) == "0o600"
     finally:
         out = _stop(proc)
-    assert "Received 2 messages in 1 chats" in out
+    assert "Received 2 messages in 1 chat." in out
 
     result = CliRunner().invoke(main, ["sandbox", "--db", str(db), "--show", "messages"])
     assert result.exit_code == 0, result.output
     assert "c1-m0" in result.output and "text 1" in result.output
-    first = result.output.splitlines()[0]  # one line per message: time, chat, side, text, id
+    header, first = result.output.splitlines()[:2]  # a header, then one line per message
+    assert header.startswith("time (UTC)")
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  chat ", first) and "customer" in first, first
     result = CliRunner().invoke(main, ["sandbox", "--db", str(db), "--show", "counts", "--format", "json"])
     assert json.loads(result.output)["messages"] == 2

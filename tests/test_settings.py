@@ -20,7 +20,9 @@ def test_anything_else_is_a_one_line_config_error_naming_the_option_and_the_vari
         settings.parse_line(given)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"--line {given!r}: ") and "e.g. --line 1" in message
+    missing = given is None or not str(given).strip()  # said as missing, not as "--line None"
+    assert message.startswith("--line is missing: " if missing else f"--line {given!r}: ")
+    assert "e.g. --line 1" in message
     assert message.endswith("or set BITRIX24_LINE")
 
 

@@ -12,6 +12,7 @@ the journal has no CHAT_ID for), all through the governor.
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..codes import MISSING, SENT
+from ..codes import MISSING, SENT, count_of
 from ..errors import ConfigError
 from ..journal import Journal
 from ..limits import STANDARD, PortalLimits
@@ -63,7 +64,7 @@ class Verification:
         out.append(
             f"Total: {len(self.table)} conversations, sent {int(t['sent'])}, found {int(t['found'])}, "
             f"missing {int(t['missing'])}, unexpected {int(t['unexpected'])}; "
-            f"{self.calls} calls in {self.seconds:.1f} s"
+            f"{count_of(self.calls, 'call')} in {self.seconds:.1f} s"
         )
         if self.refused:
             out.append(f"Nothing concluded: {self.refused}")
@@ -107,7 +108,6 @@ def _history_requests(journal: Journal, groups: dict[int, list[Any]],
                       known: dict[int, tuple[str, str | None]]) -> int:
     """Batches of ``session.history.get`` for the chats whose sessions were finished (they refuse the
     join, and are read session by session, :data:`BATCH_HISTORY` calls per request)."""
-    import sqlite3
 
     try:
         finished = {str(r[0]) for r in journal.query("SELECT chat_id FROM finished")}
@@ -122,7 +122,6 @@ def _history_requests(journal: Journal, groups: dict[int, list[Any]],
 def _gone(journal: Journal) -> dict[str, set[str]]:
     """External chat id → message ids of rows no longer in the file (``gone_rows``: a re-run after an
     edit); those still on the portal are the journal's, not unexpected."""
-    import sqlite3
 
     out: dict[str, set[str]] = {}
     try:

@@ -96,6 +96,16 @@ OAUTH_RETRY_PAUSES = (2.0, 5.0, 15.0, 30.0, 60.0)
 # --------------------------------------------------------------------------------------------------
 # The OAuth server
 # --------------------------------------------------------------------------------------------------
+def _shown_url(url: str) -> str:
+    """The OAuth address as it may be shown: scheme, host, port and path (no user info or query)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def _oauth_request(
     oauth_url: str,
     params: dict[str, str],
@@ -116,7 +126,10 @@ def _oauth_request(
         )
     except requests.RequestException as exc:
         # Never chain the requests exception: its text holds the URL with the secret.
-        raise AmbiguousError(f"the OAuth server did not answer ({type(exc).__name__})") from None
+        raise AmbiguousError(
+            f"the OAuth server {_shown_url(url)} did not answer ({type(exc).__name__}): check the "
+            f"network, or name the server with --oauth-url URL of bulkimport auth (env {ENV_OAUTH_URL})"
+        ) from None
     try:
         data = resp.json()
     except ValueError:

@@ -200,8 +200,8 @@ class RequestsTransport:
                 raise TlsError(
                     "tls-failed",
                     f"the TLS handshake with {urlsplit(url).netloc} failed "
-                    f"({getattr(tls, 'reason', None) or type(tls).__name__}); nothing was sent. Check "
-                    "the portal address (https:// on the right port) and the certificate",
+                    f"({getattr(tls, 'reason', None) or type(tls).__name__}); nothing was sent",  # the
+                    # code's hint says what to check (it was said twice)
                     None,
                 ) from None
             if _not_sent(exc):

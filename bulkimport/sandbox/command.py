@@ -58,7 +58,7 @@ def _show(db: str, what: str, chat: str | None, line: int | None, fmt: str) -> N
         elif what == "messages":
             click.echo(_readable_messages(frame))
         else:
-            click.echo(frame.to_string(index=False, max_colwidth=60))
+            click.echo(_with_times(frame).to_string(index=False, max_colwidth=60))
     finally:
         store.close()
 
@@ -70,7 +70,7 @@ def _readable_messages(frame: Any) -> str:
 
     import pandas as pd
 
-    lines = []
+    lines = ["time (UTC)           chat                side                 text  (id)"]
     for row in frame.itertuples(index=False):
         dated = not pd.isna(row.date)
         when = datetime.fromtimestamp(int(row.date), UTC).strftime("%Y-%m-%d %H:%M:%S") if dated else "?"
@@ -79,8 +79,31 @@ def _readable_messages(frame: Any) -> str:
         text = " ".join(str(row.text).split()) if isinstance(row.text, str) else ""
         files = "" if str(row.files) in ("[]", "None", "nan") else " [files]"
         excerpt = text if len(text) <= 70 else text[:69] + "…"
-        lines.append(f"{when}  chat {row.chat_id:<14} {side:<20} {excerpt}{files}  (id {row.message_id})")
+        gone = "[deleted] " if not pd.isna(getattr(row, "deleted", None)) else ""
+        shown = f"{gone}{excerpt}{files}"
+        lines.append(f"{when}  chat {row.chat_id:<14} {side:<20} {shown}  (id {row.message_id})")
     return "\n".join(lines)
+
+
+def _count(count: int, noun: str) -> str:
+    """``"1 message"``, ``"3 messages"`` (the sandbox shares no code with the client)."""
+    return f"{count:,} {noun if count == 1 else noun + 's'}"
+
+
+#: columns of the sandbox's tables that hold unix times (shown as UTC times in the table format)
+_TIME_COLUMNS = ("created", "received", "updated", "deleted", "finished", "started", "lost_at", "at")
+
+
+def _with_times(frame: Any) -> Any:
+    """``frame`` with its unix-time columns as ``YYYY-MM-DD HH:MM:SS UTC`` text (table format only)."""
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        if column in _TIME_COLUMNS and pd.api.types.is_numeric_dtype(out[column]):
+            when = pd.to_datetime(out[column], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+            out[column] = when.where(out[column].notna(), "")
+    return out
 
 
 def _lose(db: str, n: int, seed: int, chat: str | None, fmt: str) -> None:
@@ -100,7 +123,7 @@ def _lose(db: str, n: int, seed: int, chat: str | None, fmt: str) -> None:
     elif fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     else:
-        click.echo(f"Lost {len(frame)} messages silently (see --show lost):")
+        click.echo(f"Lost {_count(len(frame), 'message')} silently (see --show lost):")
         if not frame.empty:
             click.echo(frame[["seq", "chat_id", "message_id", "b24_chat_id"]].to_string(index=False))
 
@@ -226,4 +249,5 @@ def sandbox(host: str, port: int, db: str | None, time_scale: float, token_lifet
         signal.signal(signal.SIGTERM, previous)
         counts = portal.store.counts()
         portal.stop()
-        click.echo(f"Stopped. Received {counts['messages']} messages in {counts['chats']} chats.")
+        got = f"{_count(counts['messages'], 'message')} in {_count(counts['chats'], 'chat')}"
+        click.echo(f"Stopped. Received {got}.")
