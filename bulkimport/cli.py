@@ -1070,7 +1070,7 @@ def verify(state: Path | None, portal: str | None, sandbox_db: Path | None, chat
         calls, seconds = estimate(journal, wanted, limits)
         click.echo(f"Verify reads the chats back in about {_n(calls, 'call')}; about {seconds:.0f} s on "
                    f"the {limits.name} plan (a batch per 25 chats, one call per further 50 messages of a "
-                   "chat, one per session of a finished chat).")
+                   "chat; a finished chat's sessions one call each, 50 to a batch request).")
         with _verify_target(journal, portal, sandbox_db, limits) as (client, clock):
             result = verify_journal(journal, client, chats=wanted, clock=clock, cap=limits.request_timeout,
                                     notify=lambda t: click.echo(t, err=True))
