@@ -331,20 +331,41 @@ def test_second_ctrl_c_with_two_requests_in_flight_makes_exactly_their_rows_unkn
     clock = ManualClock()
     fake = FakePortal(clock)
 
+    import logging
+    import threading
+
+    second, heard = threading.Event(), threading.Event()
+
+    class Heard(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "stopping:" in record.getMessage():
+                heard.set()
+
     def interrupt_twice_then_answer(url: str, body: dict[str, Any]) -> RawResponse:
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.1)
+        # the second signal only once the first was handled: two SIGINTs that arrive before the
+        # main thread runs its handler are one signal to Python (a busy machine made it so)
+        heard.wait(10)
         os.kill(os.getpid(), signal.SIGINT)  # … and again: exit at once
-        time.sleep(0.3)
+        second.set()
+        time.sleep(1.0)
         return fake.handler(url, body)
 
     def slow(url: str, body: dict[str, Any]) -> RawResponse:
-        time.sleep(0.3)
+        # on the wire until well after the second Ctrl-C, however busy the machine (a fixed 0.3 s
+        # let it answer first when request 3 started late, and its rows were then sent, not cut)
+        second.wait(10)
+        time.sleep(1.0)
         return fake.handler(url, body)
 
     wire = Wire(fake, hold=(2, 3), answers={2: slow, 3: interrupt_twice_then_answer})
     plan = make_plan([6] * 30)
-    out = _sender(plan, wire, clock, tmp_path).run()
+    listener = Heard()
+    logging.getLogger("bulkimport").addHandler(listener)
+    try:
+        out = _sender(plan, wire, clock, tmp_path).run()
+    finally:
+        logging.getLogger("bulkimport").removeHandler(listener)
     assert out.summary.interrupted
     f = out.frame
     cut = {int(m[1:]) for n in (2, 3) for m in wire.carried[n]}
@@ -352,7 +373,7 @@ def test_second_ctrl_c_with_two_requests_in_flight_makes_exactly_their_rows_unkn
     assert (f.loc[sorted(cut), "import_error_code"] == "interrupted").all()
     assert set(f["import_status"]) <= {"sent", "unknown", "pending"}
     assert "inflight" not in set(journal_statuses(tmp_path / "j.db").values())
-    time.sleep(0.5)  # the cut requests were answered after all: the user checks the line …
+    time.sleep(1.5)  # the cut requests were answered after all: the user checks the line …
     stored = {int(str(m["message"]["id"])[1:]) for m in fake.stored}
     journal = Journal.open(tmp_path / "j.db")
     try:
