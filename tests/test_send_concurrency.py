@@ -135,7 +135,9 @@ def _stored_in_order(fake: FakePortal, plan: Plan) -> dict[str, int]:
 def test_overlapping_requests_never_share_a_lock_key_and_keep_order(tmp_path):
     clock = ManualClock()
     fake = FakePortal(clock)
-    wire = Wire(fake, delay=0.003)
+    # requests 2 and 3 wait for each other (provably together on the wire, however busy the
+    # machine: a delay alone let them miss each other under load)
+    wire = Wire(fake, hold=(2, 3), delay=0.003)
     # 80 chats (more than one batch of 50 commands holds); chats 2k and 2k+1 share customer u<k>
     plan = _paired_plan(pairs=40, size=23)
     out = _sender(plan, wire, clock, tmp_path, max_in_flight=2).run()
