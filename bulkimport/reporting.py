@@ -821,7 +821,7 @@ def summary_lines(
     if len(top_codes):
         lines.append("Top problems:")
         for r in top_codes.itertuples():
-            lines.append(f"  {r.code} ×{r.rows} ({r.status}): {r.message} — {r.hint}")
+            lines.append(f"  {r.code} ×{r.rows} ({r.status}): {r.message} — {codes.cli_hint(r.code)}")
     lines += _figure_lines(summary, wall)
     return lines
 
@@ -858,7 +858,7 @@ def count_lines(counts: Mapping[str, int], top_errors: Any, summary: Any = None,
     if top_errors:
         lines.append("Top problems:")
         for code, n in top_errors:
-            lines.append(f"  {code} ×{n}: {codes.get(str(code)).render()} — {codes.hint(str(code))}")
+            lines.append(f"  {code} ×{n}: {codes.get(str(code)).render()} — {codes.cli_hint(str(code))}")
     return lines + _figure_lines(summary, wall)
 
 

@@ -58,6 +58,9 @@ def test_a_sandbox_import_through_the_job_then_a_resume_sends_nothing_twice(hist
     db = history.with_name("sandbox-history.db")
     messages, duplicates = _stored(db)
     assert len(messages) == valid and duplicates.empty
+    # the summary's hints name the command line's options (the example has a local file path)
+    hint = next(t for t in result.summary_lines() if t.strip().startswith("bad-file-url"))
+    assert "--files-base-url URL" in hint and "--upload-files" in hint
 
     again = ImportJob(history, mapping=EXAMPLE / "history_xlsx.toml", sandbox=True, progress=False).run()
     assert again.summary.sent_this_run == 0 and again.exit_code == EXIT_ROWS
