@@ -316,9 +316,10 @@ def _show_assumptions(job: Any) -> None:
     if unused:
         click.echo(f"Columns not used: {', '.join(repr(c) for c in unused)}.")
     if tabular:
+        from .job import prepared_of
         from .validation import authors
 
-        table = authors(frame, mapping)
+        table = authors(frame, mapping, prepared=prepared_of(job))
         for line in _unmatched_operators(mapping, table):
             click.echo(line)
         if len(table):

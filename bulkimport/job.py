@@ -444,6 +444,7 @@ class ImportJob:
     _frame: Any = field(default=None, init=False, repr=False)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
     _plan: Plan | None = field(default=None, init=False, repr=False)
+    _prepared: Any = field(default=None, init=False, repr=False)  # validation.Prepared, see prepared_of
     _client: Any = field(default=None, init=False, repr=False)
     _ready: Any = field(default=None, init=False, repr=False)
     guessed: bool = field(default=False, init=False)  # the mapping was guessed from the headers
@@ -547,9 +548,11 @@ class ImportJob:
         """Every problem of every row (validation's tidy frame, plus a messenger reader's warnings)."""
         from .validation import validate
 
-        frame, mapping = self.load()
+        _, mapping = self.load()
         src = self.source_info
-        return validate(src if src is not None and src.mapping is mapping else frame, mapping)
+        if src is not None and src.mapping is mapping:
+            return validate(src, mapping)
+        return prepared_of(self).failures  # the same pass the plan and the authors table use
 
     def assumptions(self) -> list[tuple[str, str]]:
         """What sending would only assume (unstated time zone, user.id from names, no operators)."""
@@ -567,7 +570,8 @@ class ImportJob:
             frame, mapping = self.load()
             src = self.source_info
             messenger = src is not None and src.mapping is not None and mapping is src.mapping
-            self._plan = build_plan(src if messenger else frame, mapping)
+            self._plan = build_plan(src, mapping) if messenger else build_plan(
+                frame, mapping, prepared=prepared_of(self))
             if not messenger:  # operator rows without an employee: refused, as for an export
                 from .validation import check_side_operators
 
@@ -919,6 +923,17 @@ def _refuse_unready_sandbox(ready: Any) -> None:
     if first.name == "open line":  # e.g. BITRIX24_LINE of the real portal left in the environment
         hint = f" — {first.fix} ({ENV_LINE} set in the environment applies to --sandbox too)"
     raise ConfigError(f"the sandbox is not ready to receive: {first.name}: {first.detail}{hint}")
+
+
+def prepared_of(job: ImportJob) -> Any:
+    """The job's input validated once (:func:`bulkimport.validation.prepare`): the authors table,
+    ``validate``'s problems and the plan share it — at a million rows each pass costs seconds."""
+    if job._prepared is None:
+        from .validation import prepare
+
+        frame, mapping = job.load()
+        job._prepared = prepare(frame, mapping)
+    return job._prepared
 
 
 def remember_command(journal: Any, command: list[str]) -> None:

@@ -349,11 +349,15 @@ class Plan:
         return Estimate(messages, calls, requests, max(bucket, operating), binding, limits, spm)
 
 
-def plan(df: pd.DataFrame | Source, mapping: Mapping | None = None, chunk_size: int = 50) -> Plan:
+def plan(
+    df: pd.DataFrame | Source, mapping: Mapping | None = None, chunk_size: int = 50, *,
+    prepared: Any = None,
+) -> Plan:
     """Rows → validated, grouped, time-ordered and chunked MESSAGES (the contract above).
 
     ``df`` may be a :class:`~bulkimport.sources.Source` (``bulkimport.load(path)``): its frame is
     planned with its own mapping (or ``mapping``), and the reader's warnings join the failures.
+    ``prepared``: :func:`bulkimport.validation.prepare` of ``df`` and ``mapping``, if the caller has it.
     """
     from .mapping import Mapping as _Mapping
 
@@ -368,7 +372,10 @@ def plan(df: pd.DataFrame | Source, mapping: Mapping | None = None, chunk_size: 
     if mapping is None:
         mapping = _Mapping.guess(df)
     with _gc_paused():
-        prep = export_rules(prepare(df, mapping), df)  # attachments' original names, --missing-files fail
+        # ``prepared``: validation.prepare(df, mapping) run already by the caller (ImportJob shares one
+        # pass with the authors table and validate), taken only when made from this frame and mapping
+        ok = prepared is not None and prepared.mapping is mapping and len(prepared.canonical) == len(df)
+        prep = export_rules(prepared if ok else prepare(df, mapping), df)  # original names, missing files
         canon = prep.canonical
         invalid = prep.invalid.to_numpy()
         valid = canon[~invalid] if invalid.any() else canon

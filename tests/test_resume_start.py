@@ -76,3 +76,29 @@ def test_the_plans_rows_are_journalled_once_and_a_new_invalid_row_still_is(tmp_p
         _journal_rows_once(journal, lambda: [("9", None, None, "invalid", "bad-date", "x")],
                            {"9": ("bad-date", "x")})
         assert journal.counts() == {"pending": 2, "invalid": 1}
+
+
+def test_a_job_validates_its_input_once_for_the_authors_table_validate_and_the_plan(tmp_path, monkeypatch):
+    """Each validation pass costs seconds per million rows: the CLI's authors table, validate's
+    problems and the plan share one (a run did it twice, start-up at scale paid for both)."""
+    from bulkimport import planning, validation
+    from bulkimport.job import ImportJob, prepared_of
+
+    _plan(tmp_path, ["a", "b", "c"])  # writes in.csv
+    mapping = tmp_path / "m.toml"
+    Mapping.from_dict(MAPPING).save(mapping)
+    calls: list[int] = []
+    real = validation.prepare
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "prepare", counted)
+    monkeypatch.setattr(planning, "prepare", counted)
+    job = ImportJob(tmp_path / "in.csv", mapping=mapping, sandbox=True, progress=False)
+    frame, m = job.load()
+    validation.authors(frame, m, prepared=prepared_of(job))
+    assert job.failures().empty
+    assert job.plan().counts["valid"] == 3
+    assert len(calls) == 1

@@ -191,6 +191,8 @@ def settle_unknown(
     conversations (external chat ids, as ``verify --chats``)."""
     say = notify or log.warning
     out = Settled()
+    if not _unknown(journal, None):  # before loading every row's ids (at 10M rows, gigabytes)
+        return out
     ids = JournalIds(journal)
     convs = None if chats is None else _convs_of(ids, chats)
     if not _unknown(journal, convs):
