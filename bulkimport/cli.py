@@ -286,7 +286,7 @@ def _show_reading(frame: Any) -> None:
         click.echo(f"Read as {attrs.get('encoding') or '?'} text, fields separated by {sep!r}.")
     for key, what in (
         ("skipped_above_header", "rows above the header, not read as messages"),
-        ("footer_rows", "totals/footer rows at the bottom, not read as messages"),
+        ("footer_rows", "rows below the data (totals, notes), not read as messages"),
         ("formula_cells", "formula cells without a computed value (formula text kept)"),
     ):
         found = attrs.get(key)

@@ -401,7 +401,8 @@ _add(
 # Validation (bulkimport.validation / planning) — errors make a row `invalid`, warnings travel with it
 # --------------------------------------------------------------------------------------------------
 _add("missing-user-id", "error", "validate", "No customer id (user.id) in the row or its conversation.",
-     "Fill the customer id column for this row, or map chat.id so the row joins a conversation that has one.")
+     "Fill the customer id (user.id) column in this row or in another row of the same chat.id: "
+     "no row of this conversation names its customer.")
 _add("no-conversation", "error", "validate",
      "Neither chat.id nor user.id: the row belongs to no conversation.",
      "Fill the chat or customer id column for this row (map chat.id or user.id in [columns]).")

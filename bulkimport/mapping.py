@@ -300,12 +300,13 @@ _NO = ("no", "n", "false", "f", "0", "нет", "н", "-", "")
 _OPERATOR_WORDS = (
     "agent", "operator", "staff", "employee", "support", "manager", "admin", "out", "outgoing",
     "outbound", "sent", "reply", "оператор", "сотрудник", "менеджер", "поддержка", "исходящее",
-    "исходящий", "исх",
+    "исходящий", "исх", "consultant", "specialist", "консультант", "специалист", "техподдержка",
 )
 _CUSTOMER_WORDS = (
     "customer", "client", "user", "end-user", "end user", "enduser", "requester", "lead", "contact",
     "visitor", "guest", "in", "incoming", "inbound",
     "received", "клиент", "покупатель", "пользователь", "посетитель", "входящее", "входящий", "вх",
+    "buyer", "заказчик", "абонент",
 )
 #: Headers of a yes/no column that is true when an operator wrote the row ("Agent?", "Is agent").
 _OPERATOR_FLAG = [
@@ -322,7 +323,8 @@ _CUSTOMER_FLAG = [
 #: Headers of a column naming the side in words (agent/customer, in/out).
 _SIDE_WORDS = [
     "direction", "направление", "side", "сторона", "sender type", "author type", "from type",
-    "sender role", "author role", "role", "роль", "user type", "message type", "type", "тип",
+    "sender role", "author role", "role", "роль", "user role", "participant role", "роль отправителя",
+    "роль автора", "роль участника", "user type", "message type", "type", "тип",
     "тип отправителя", "тип автора", "who", "кто", "from", "sender", "author", "автор", "отправитель",
     "от кого",
 ]

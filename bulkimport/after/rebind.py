@@ -251,6 +251,28 @@ def reconcile(journal: Journal, plan: Plan, invalid: dict[str, tuple[str, str]],
     return changes
 
 
+def forget_gone_invalid(journal: Journal, invalid: dict[str, tuple[str, str]]) -> Changes | None:
+    """Invalid rows of the journal that the file no longer has (a bad row deleted; the plan, hence
+    the fingerprint, unchanged) leave the journal's rows for ``gone_rows``, listed like gone sent
+    rows, so that status and the report stop counting them; None when there are none. Invalid rows
+    have no conversation, so the ``rows_conv`` index finds them without a scan."""
+    import time
+
+    stale = [str(r[0]) for r in journal.query("SELECT rid, status FROM rows WHERE conv IS NULL")
+             if r[1] == INVALID and str(r[0]) not in invalid]
+    if not stale:
+        return None
+    with journal.transaction() as cur:
+        cur.execute(_GONE)
+        cur.executemany(
+            "INSERT INTO gone_rows (rid, chat, mid, status, code, message_id, gone_at) "
+            "SELECT rid, '', '', status, code, message_id, ? FROM rows WHERE rid = ?",
+            [(time.time(), rid) for rid in stale],
+        )
+        cur.executemany("DELETE FROM rows WHERE rid = ?", [(rid,) for rid in stale])
+    return Changes(gone=[(rid, "", "", INVALID) for rid in stale], legacy=0)
+
+
 def _fresh_ids(journal: Journal, old: list[Old], new: list[Planned], pairs: dict[int, int]) -> dict[int, str]:
     """New rows whose generated id a journalled (or gone) row of their chat already has → another id
     (``<id>-<n>``): e.g. a row inserted between two sent rows of the same second takes the
@@ -320,4 +342,4 @@ def write_changes(changes: Changes, report: Path) -> Path | None:
     return report
 
 
-__all__ = ["Changes", "check_identity", "reconcile", "write_changes"]
+__all__ = ["Changes", "check_identity", "forget_gone_invalid", "reconcile", "write_changes"]

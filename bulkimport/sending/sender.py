@@ -239,6 +239,10 @@ class Sender:
                 self.changes = reconcile(journal, self.plan, self._invalid(), fingerprint)
                 for text in self.changes.lines():  # ImportJob shows them (notify); here for the log
                     log.info("%s", text)
+            else:  # the same plan; an invalid row deleted from the file leaves the counts
+                from ..after.rebind import forget_gone_invalid
+
+                self.changes = forget_gone_invalid(journal, self._invalid())
         except BaseException:
             journal.close()
             raise

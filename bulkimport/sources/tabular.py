@@ -185,6 +185,7 @@ def _read_excel(p: Path, sheet: Any, header_row: int | None) -> pd.DataFrame:
         frames.append((chosen, frame))
     if not frames:
         raise ReadError(f"{name}: every sheet is empty (no data rows); export the history again")
+    _same_headers(name, frames)
     df = frames[0][1] if len(frames) == 1 and not _several(sheet) else _combine(frames)
     df.attrs[ATTR_DATE1904] = date1904
     df.attrs["sheet"] = ", ".join(n for n, _ in frames)
@@ -214,6 +215,27 @@ def _every_sheet(sheet: Any) -> bool:
 def _several(sheet: Any) -> bool:
     """Whether ``sheet`` asks for several sheets (a list, or "*"): rows are then named by sheet."""
     return _every_sheet(sheet) or (isinstance(sheet, (list, tuple)) and len(sheet) != 1)
+
+
+def _same_headers(name: str, frames: list[tuple[str, pd.DataFrame]]) -> None:
+    """Refuse sheets read together whose column names differ (as sets; the order may differ): one
+    mapping for all of them would read one sheet's columns as the other's fields."""
+    first, ours = frames[0][0], [str(c) for c in frames[0][1].columns]
+    for other, df in frames[1:]:
+        theirs = [str(c) for c in df.columns]
+        if set(theirs) == set(ours):
+            continue
+        only = ", ".join(c for c in ours if c not in theirs) or "nothing"
+        extra = ", ".join(c for c in theirs if c not in ours) or "nothing"
+        head = (
+            f"{name}: sheets {first!r} and {other!r} have different column headers ({first!r} has "
+            f"{only} that {other!r} lacks; {other!r} has {extra}), and one mapping cannot read both; "
+        )
+        raise ReadError(
+            head + "read each sheet on its own (sheet=NAME) with its own mapping and journal",
+            cli=head + f"run each sheet on its own: --sheet {first!r} with its own --mapping and --state, "
+            f"then --sheet {other!r} with its own",
+        )
 
 
 def _combine(frames: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
@@ -511,11 +533,13 @@ _TOTAL = re.compile(
 def _drop_footer(df: pd.DataFrame, look: int = 5) -> pd.DataFrame:
     """Leave out the totals/footer rows at the bottom (kept in ``attrs["footer_rows"]``): from the
     last row up, while a row fills fewer cells than most rows and starts with a totals word
-    (Итого, Total …) or holds numbers only."""
+    (Итого, Total …) or holds numbers only, or is a note (:func:`_note_row`: text in one or two
+    cells, none of them a date column's or a text column's)."""
     if len(df) < 2:
         return df
     filled = df.notna().sum(axis=1)
     typical = float(filled.median())
+    dated = _date_columns(df)
     footer: list[Any] = []
     for row in reversed(df.index[-look:].tolist()):
         cells = [
@@ -523,7 +547,7 @@ def _drop_footer(df: pd.DataFrame, look: int = 5) -> pd.DataFrame:
         ]
         total = bool(cells) and isinstance(cells[0], str) and bool(_TOTAL.match(cells[0]))
         numbers = bool(cells) and all(isinstance(v, str) and _NUMBERISH.match(v) for v in cells)
-        if filled[row] < typical and (total or numbers):
+        if filled[row] < typical and (total or numbers or _note_row(df.loc[row], typical, dated)):
             footer.append(row)
         else:
             break
@@ -536,6 +560,37 @@ def _drop_footer(df: pd.DataFrame, look: int = 5) -> pd.DataFrame:
     out = df.drop(index=footer)
     out.attrs[ATTR_FOOTER] = notes
     return out
+
+
+#: Headers of a column that holds a message's content (a row with a value there is a message).
+_CONTENT_HEADER = re.compile(
+    r"(text|message|body|content|comment|attachment|file|текст|сообщени|вложени|файл|коммент)",
+    re.IGNORECASE,
+)
+_DATEISH = re.compile(r"^\s*\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}([ T].*)?$")
+
+
+def _date_columns(df: pd.DataFrame) -> set[Any]:
+    """Columns whose cells are mostly dates (Excel dates or text like ``2026-10-01 10:00``)."""
+    out: set[Any] = set()
+    for col in df.columns:
+        values = df[col].dropna().head(200).tolist()
+        dates = sum(isinstance(v, (dt.date, dt.datetime)) or bool(_DATEISH.match(str(v))) for v in values)
+        if values and dates >= 0.6 * len(values):
+            out.add(col)
+    return out
+
+
+def _note_row(row: pd.Series, typical: float, dated: set[Any]) -> bool:
+    """A note below the data ("Exported by admin on …", "Notes: …"): text in one or two cells of a
+    table whose rows fill four or more, no cell in a date column or a message-content column — so it
+    holds nothing a message needs (a message row missing its chat or author still has those)."""
+    present = [c for c, v in row.items() if not pd.isna(v)]
+    if not 1 <= len(present) <= 2 or typical < 4:
+        return False
+    if not all(isinstance(row[c], str) for c in present):
+        return False
+    return not any(c in dated or _CONTENT_HEADER.search(str(c)) for c in present)
 
 
 _NUMBERISH = re.compile(r"^[\s+\-]*[\d.,:/\s]+$")
