@@ -754,6 +754,10 @@ class ImportJob:
             # chat, side, time, text of every row, for the journal's own reports (after Ctrl-C only
             # the zone: the run exits at once, and the read-back ids give the chats meanwhile)
             record_rows(journal, plan, rows=not result.interrupted)
+            if not result.interrupted:  # each customer's details as first sent (after.rebind)
+                from .after.rebind import record_customers
+
+                record_customers(journal, plan)
             if result.finish is not None and not result.interrupted:
                 self.notify(str(result.finish))
         finally:
