@@ -179,7 +179,8 @@ def test_the_changes_sheet_names_chat_and_message_and_a_customer_edit_is_said(ch
                      encoding="utf-8")
     code, out = _cli("run", chats, *RUN, "--report", report)
     assert code == 0, out
-    assert "0 new or fixed rows to send, 1 sent rows changed, 3 with other customer details" in out, out
+    assert ("0 new or fixed rows to send, 1 sent row changed, 3 with other customer details, 0 rows no "
+            "longer in the file") in out, out
     assert ("customer-changed-after-sent: the customer's name changed for 3 sent rows (rows 2, 3, 4): the "
             "portal keeps the customer as it was first sent") in out, out
     listed = pd.read_csv(tmp_path / "r.changes.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")

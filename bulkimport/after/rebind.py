@@ -88,8 +88,8 @@ class Changes:
         if self.added or self.changed or self.gone or self.customer or not self.legacy:
             details = f", {len(self.customer)} with other customer details" if self.customer else ""
             out.append(f"The input changed since the journal was written: {len(self.added)} new or fixed "
-                       f"rows to send, {len(self.changed)} sent rows changed{details}, {len(self.gone)} "
-                       "rows no longer in the file.")
+                       f"{_rows(len(self.added))} to send, {count_of(len(self.changed), 'sent row')} "
+                       f"changed{details}, {count_of(len(self.gone), 'row')} no longer in the file.")
         if self.legacy:
             out.append(f"The journal was written by an earlier version, whose generated message ids hashed "
                        f"the content: its {self.legacy} rows keep the ids they were sent with, and are known "
@@ -132,6 +132,10 @@ class Changes:
                  for n, o in self.retimed]
         rows += [("no-longer-in-file", g[0], g[1], g[2], f"kept in the journal ({g[3]})") for g in self.gone]
         return pd.DataFrame(rows, columns=["change", "row", "chat", "message_id", "detail"])
+
+
+def _rows(n: int) -> str:
+    return "row" if n == 1 else "rows"
 
 
 def _customer_line(customer: list[tuple[str, str]], fields: set[str]) -> str:
