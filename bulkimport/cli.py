@@ -993,37 +993,29 @@ def _line_mode(
     click.echo(f"Line {line} restored: {what}.")
 
 
+_SANDBOX_DB_HELP = ("A --sandbox import: the sandbox database it kept [default: found beside the input "
+                    "when the journal was written against the embedded sandbox].")
+
+
 _NO_JOURNAL = "{path}: no such journal; pass the --state file of a run (default <FILE>.bulkimport.db)"
-
-
-def _journal_client(path: Path) -> tuple[Any, Any, dict[str, str]]:
-    """The journal at ``path`` (read-only until written), a client for its portal, and its meta."""
-    from . import connector as conn
-    from .journal import Journal
-
-    journal = Journal.open(path)
-    meta = journal.meta()
-    try:
-        client = conn.portal_client(meta.get("portal"))
-    except BaseException:
-        journal.close()
-        raise
-    return journal, client, meta
 
 
 @main.command()
 @click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
-def finish(state: Path | None) -> None:
+@click.option("--sandbox-db", type=click.Path(path_type=Path, dir_okay=False), help=_SANDBOX_DB_HELP)
+def finish(state: Path | None, sandbox_db: Path | None) -> None:
     """Finish the open-line sessions of a journal's completed conversations not finished yet."""
     from .after.finish import finish_sessions
+    from .journal import Journal
 
     path = state or _find_journal()
     if not path.is_file():
         raise _config(_NO_JOURNAL.format(path=path))
-    journal, client, _ = _journal_client(path)
+    journal = Journal.open(path)
     try:
         journal.lock()
-        result = finish_sessions(client, journal)
+        with _verify_target(journal, None, sandbox_db, None) as (client, _):
+            result = finish_sessions(client, journal)
     finally:
         journal.close()
     for text in result.lines():
@@ -1034,8 +1026,7 @@ def finish(state: Path | None) -> None:
 @main.command()
 @click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--portal", help="Portal address (default: the one the journal is bound to).")
-@click.option("--sandbox-db", type=click.Path(path_type=Path, dir_okay=False),
-              help="Verify a --sandbox import: the sandbox database it kept.")
+@click.option("--sandbox-db", type=click.Path(path_type=Path, dir_okay=False), help=_SANDBOX_DB_HELP)
 @click.option("--chats", metavar="LIST", help="Only these chat ids (comma-separated), as in the input.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the comparison to this .csv or .xlsx file.")
@@ -1116,11 +1107,14 @@ def _check_chats(journal: Any, wanted: list[str] | None) -> None:
 
 @contextlib.contextmanager
 def _verify_target(journal: Any, portal: str | None, sandbox_db: Path | None, limits: Any) -> Iterator[Any]:
-    """(client, clock) for the journal's portal, or for the sandbox kept in ``sandbox_db``."""
+    """(client, clock) for the journal's portal, or for the sandbox kept in ``sandbox_db`` — found
+    by itself for a journal of ``run --sandbox`` whose sandbox database is still there."""
     from . import connector as conn
 
+    if sandbox_db is None and portal is None:
+        sandbox_db = _sandbox_db_of(journal)
     if sandbox_db is None:
-        client = conn.portal_client(portal or journal.meta().get("portal"), limits=limits)
+        client = _portal_client(journal, portal, limits)
         yield client, client.clock
         return
     from .sandbox import Sandbox
@@ -1133,12 +1127,45 @@ def _verify_target(journal: Any, portal: str | None, sandbox_db: Path | None, li
         target = conn.sandbox_target(sb, limits=limits)
         yield target.client, target.clock
 
+def _sandbox_db_of(journal: Any) -> Path | None:
+    """The sandbox database of a ``run --sandbox`` journal, said in one line, or None."""
+    from .reporting import sandbox_db_of
+
+    db = sandbox_db_of(journal.summary(), journal.path)
+    if db is not None:
+        click.echo(f"This journal was written against the embedded sandbox: using its database {db} "
+                   "(--sandbox-db).")
+    return db
+
+
+def _portal_client(journal: Any, portal: str | None, limits: Any) -> Any:
+    """A client for ``portal`` or the journal's; a loopback portal without credentials was most
+    likely a ``run --sandbox`` whose database moved: the error says to pass --sandbox-db."""
+    from . import connector as conn
+    from .errors import ConfigError
+    from .reporting import _is_loopback
+
+    address = portal or journal.meta().get("portal")
+    try:
+        return conn.portal_client(address, limits=limits)
+    except ConfigError as exc:
+        if portal is not None or not _is_loopback(str(address or "")):
+            raise
+        raise _config(
+            f"this journal was written against a portal on this machine ({address}), the embedded "
+            f"sandbox of `bulkimport run FILE --sandbox` most likely, and its database is not beside "
+            f"the input: pass --sandbox-db PATH (the sandbox database of the run); or, for a portal "
+            f"of your own on this machine: {exc}"
+        ) from None
+
+
 @main.command()
 @click.argument("state", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.option("--chats", metavar="LIST", help="Only these conversations (chat.id as sent), comma-separated.")
-def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> None:
+@click.option("--sandbox-db", type=click.Path(path_type=Path, dir_okay=False), help=_SANDBOX_DB_HELP)
+def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None, sandbox_db: Path | None) -> None:
     """Delete from the open line every message the journal says was sent (imconnector.delete.messages)."""
     from .after import undo as undoing
 
@@ -1146,7 +1173,6 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
     if not path.is_file():
         raise _config(_NO_JOURNAL.format(path=path))
     wanted = [c.strip() for c in chats.split(",") if c.strip()] if chats is not None else None
-    from . import connector as conn
     from .journal import Journal
 
     journal = Journal.open(path)
@@ -1165,8 +1191,8 @@ def undo(state: Path | None, yes: bool, dry_run: bool, chats: str | None) -> Non
             click.echo(f"Nothing was deleted{why}.")
             sys.exit(EXIT_ROWS)
         meta = journal.meta()
-        client = conn.portal_client(meta.get("portal"))
-        done = undoing.undo(client, journal, todo, line=int(meta["line"]), connector=meta["connector"])
+        with _verify_target(journal, None, sandbox_db, None) as (client, _):
+            done = undoing.undo(client, journal, todo, line=int(meta["line"]), connector=meta["connector"])
     finally:
         journal.close()
     click.echo(str(done))

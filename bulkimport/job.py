@@ -277,10 +277,15 @@ class Resume:
     estimate: Estimate  # for the rows to go (and the finish calls still to make)
     to_finish: int = 0  # sessions not finished yet that the run finishes (0 with --keep-open)
 
+    missing: int = 0  # of the rows to go: sent before, not found on the portal by verify
+    alone: dict[str, int] = field(default_factory=dict)  # ``waiting`` by why: failed, unknown, held
+
     def __str__(self) -> str:
         text = f"Resuming {self.journal}: {self.sent} of {self.total} sent, {self.to_go} to go"
+        if self.missing:
+            text += f" (with {self.missing} sent before that verify did not find on the portal)"
         if self.waiting:
-            text += f", {self.waiting} waiting on failed or unknown rows"
+            text += ", " + _left_alone(self.alone) if self.alone else f", {self.waiting} left alone"
         if self.to_go == 0 and not self.to_finish:
             return text + "; nothing left to send"
         if self.to_finish:
@@ -288,30 +293,60 @@ class Resume:
         return text + f"; ETA for the {self.to_go}: {self.estimate}"
 
 
+def _left_alone(alone: dict[str, int]) -> str:
+    """``"1 failed (sent again only with --retry-failed), 2 unknown (…) and 3 held behind them"``."""
+    parts = []
+    if alone.get("failed"):
+        parts.append(f"{alone['failed']} failed (sent again only with --retry-failed)")
+    if alone.get("unknown"):
+        parts.append(f"{alone['unknown']} unknown (check the open line: `bulkimport resolve`, or "
+                     "--retry-unknown)")
+    if alone.get("held"):
+        parts.append(f"{count_of(alone['held'], 'row')} held behind them in their conversations")
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _left_to_send(
     rows: Any, plan: Plan, retry_failed: bool, retry_unknown: bool
-) -> tuple[int, list[int], int]:
-    """From a journal's non-pending rows: (rows sent, messages still to send per conversation, rows
-    waiting on failed or unknown ones), holding conversations exactly as the sender does."""
+) -> tuple[int, list[int], dict[str, int]]:
+    """From a journal's non-pending rows: (rows sent, messages still to send per conversation — rows
+    verify found missing among them —, what this run leaves alone: ``failed``, ``unknown`` and
+    ``held`` behind those in their conversation), holding conversations exactly as the sender does
+    (sending/scheduling.py: a conversation goes on up to its first unknown or holding failure)."""
     rows = rows[rows["conv"].notna()]
     retried = {"failed"} if retry_failed else set()
     retried |= {"unknown", "inflight"} if retry_unknown else set()
+    convs = rows["conv"].astype(int).tolist()
+    seqs = rows["seq"].astype(int).tolist()
+    states = list(zip(convs, seqs, rows["status"].tolist(), rows["hold"].tolist(), strict=True))
+    stops = [status in ("unknown", "inflight") or (status == "failed" and bool(hold))
+             for _, _, status, hold in states]
+    hold_at: dict[int, int] = {}  # conversation → position of its first row that holds it
+    for (conv, seq, status, _), stop in zip(states, stops, strict=True):
+        if stop and status not in retried and seq < hold_at.get(conv, len(plan.conversations[conv])):
+            hold_at[conv] = seq
     left = [len(c) for c in plan.conversations]
-    blocked = [0] * len(left)
-    waiting = 0
-    for conv, status, hold in zip(rows["conv"].astype(int), rows["status"], rows["hold"], strict=True):
-        if status == "sent":
+    alone = {"failed": 0, "unknown": 0, "held": 0}
+    after = dict.fromkeys(hold_at, 0)  # journalled rows past the hold, per held conversation
+    for conv, seq, status, _ in states:
+        past = conv in hold_at and seq > hold_at[conv]
+        after[conv] = after.get(conv, 0) + past
+        if status in ("sent", "deleted"):  # deleted: taken back by `bulkimport undo`, not re-sent
             left[conv] -= 1
-        elif status in retried:
-            continue
-        elif status == "failed" and not hold:  # a rejected item: its conversation went on
+        elif status == "failed" and status not in retried:
             left[conv] -= 1
-            waiting += 1
-        else:
-            blocked[conv] = 1  # the conversation waits behind this row (as the sender holds it)
-    waiting += sum(n for n, b in zip(left, blocked, strict=True) if b)
-    left = [0 if b else n for n, b in zip(left, blocked, strict=True)]
-    return int(rows["status"].eq("sent").sum()), left, waiting
+            alone["failed"] += 1
+        elif status in ("unknown", "inflight") and status not in retried:
+            left[conv] -= 1
+            alone["unknown"] += 1
+        elif past:  # pending, missing or retried, but behind the hold: not sent in this run
+            left[conv] -= 1
+            alone["held"] += 1
+    for conv, at in hold_at.items():  # the pending rows (not journalled) past the hold wait too
+        pending_after = len(plan.conversations[conv]) - at - 1 - after[conv]
+        left[conv] -= pending_after
+        alone["held"] += pending_after
+    return int(rows["status"].eq("sent").sum()), left, alone
 
 
 def _load_mapping(path: str | Path, source: Any) -> Mapping:
@@ -607,7 +642,8 @@ class ImportJob:
             unfinished = _unfinished(self, journal, len(plan.conversations))
         finally:
             journal.close()
-        sent, left, waiting = _left_to_send(rows, plan, self.retry_failed, self.retry_unknown)
+        sent, left, alone = _left_to_send(rows, plan, self.retry_failed, self.retry_unknown)
+        missing = int(rows["status"].eq("missing").sum())
         total = sum(len(c) for c in plan.conversations)
         estimate = plan.estimate(self.limits, remaining=left)
         estimate = staging.with_uploads(self, estimate, resumed=True)  # the files not on Drive yet
@@ -615,7 +651,8 @@ class ImportJob:
             from .after.finish import with_finishing
 
             estimate = with_finishing(estimate, unfinished)
-        return Resume(self.state, sent, total, sum(left), waiting, estimate, unfinished)
+        return Resume(self.state, sent, total, sum(left), sum(alone.values()), estimate, unfinished,
+                      missing=missing, alone=alone)
 
     def check_journal(self) -> None:
         """Refuse, before any portal set-up, an edited input whose identity mapping (chat, customer or
@@ -623,6 +660,7 @@ class ImportJob:
         from .after.rebind import check_identity
 
         assert isinstance(self.state, Path)
+        check_target(self)  # another portal, line or connector: refused before the identity
         check_identity(self.state, self.plan())
 
     def connect(self) -> Any:
@@ -630,6 +668,7 @@ class ImportJob:
         connector — before the input is read (raises with the fixing command); once per job.
         The checklist goes to ``notify``; returns the preflight result."""
         if self._client is None:
+            check_target(self)  # a journal of another target: said before any set-up advice
             client, ready = self.preflight()
             self._client, self._ready = client, ready
             self.notify(str(ready))
@@ -719,6 +758,10 @@ class ImportJob:
             # chat, side, time, text of every row, for the journal's own reports (after Ctrl-C only
             # the zone: the run exits at once, and the read-back ids give the chats meanwhile)
             record_rows(journal, plan, rows=not result.interrupted)
+            if not result.interrupted:  # each customer's details as first sent (after.rebind)
+                from .after.rebind import record_customers
+
+                record_customers(journal, plan)
             if result.finish is not None and not result.interrupted:
                 self.notify(str(result.finish))
         finally:
@@ -829,6 +872,8 @@ def offline_problems(job: ImportJob, *, dry_run: bool = False, confirmable: bool
         lambda: check_report_path(str(job.report)),
         lambda: _state_folder(job),
         lambda: _guess_unconfirmed(job, dry_run, confirmable),
+        lambda: check_target(job),  # a journal of another line: not the preflight's setup advice
+        lambda: job.load() if Path(job.source).is_file() else None,  # a ragged CSV before the portal
     ]
     found: list[str] = []
     for check in checks:
@@ -850,6 +895,21 @@ def check_before_portal(job: ImportJob, *, dry_run: bool = False, confirmable: b
     if found:
         listed = "; ".join(f"({i}) {text.rstrip('.')}" for i, text in enumerate(found, 1))
         raise ConfigError(f"{len(found)} things to fix before anything is sent: {listed}")
+
+
+def check_target(job: ImportJob) -> None:
+    """Refuse a journal bound to another portal, line or connector than ``job`` before the portal
+    is checked or set up (its preflight would advise a set-up of the wrong line first)."""
+    from .journal import check_target as check_bound
+    from .portal.urls import rest_url
+
+    want: dict[str, Any] = {"connector": job.connector}
+    if job.line not in (None, ""):
+        want["line"] = parse_line(job.line)
+    if job.portal and not job.sandbox:  # a sandbox's address is the journal's own port
+        want["portal"] = rest_url(job.portal)
+    assert isinstance(job.state, Path)
+    check_bound(job.state, **want)
 
 
 def _line_given(job: ImportJob) -> None:
@@ -981,4 +1041,4 @@ def _command_line(self: ImportJob) -> list[str]:
     return base
 
 
-__all__ = ["ImportJob", "JobResult", "Resume", "check_before_portal", "offline_problems"]
+__all__ = ["ImportJob", "JobResult", "Resume", "check_before_portal", "check_target", "offline_problems"]

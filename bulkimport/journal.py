@@ -23,7 +23,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,14 +226,10 @@ class Journal:
                     ],
                 )
             return journal
-        changed = [k for k in ("portal", "line", "connector") if have.get(k) != want[k]]
-        if changed:
-            what = ", ".join(f"{k} {have.get(k)!r} (now {want[k]!r})" for k in changed)
+        mismatch = target_mismatch(path, have, want)
+        if mismatch:
             journal.close()
-            raise JournalMismatchError(
-                f"journal {path} belongs to another target: {what}; keep the original "
-                "--portal/--line/--connector to resume, or pass a new --state for a new import"
-            )
+            raise JournalMismatchError(mismatch)
         if have.get("fingerprint") != fingerprint and rebind:
             journal.rebound = have.get("fingerprint")
         elif have.get("fingerprint") != fingerprint:
@@ -548,6 +544,39 @@ class Journal:
     def summary(self) -> dict[str, Any]:
         """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
         return _summary(self)
+
+
+def target_mismatch(path: str | Path, have: Mapping[str, str], want: Mapping[str, Any]) -> str | None:
+    """The error of a journal bound (``have``) to another portal, line or connector than ``want``
+    (keys left out of ``want`` are not compared), or None."""
+    changed = [k for k in ("portal", "line", "connector") if k in want and have.get(k) != str(want[k])]
+    if not changed:
+        return None
+    what = ", ".join(f"{k} {have.get(k)!r} (now {str(want[k])!r})" for k in changed)
+    return (
+        f"journal {path} belongs to another target: {what}; keep the original "
+        "--portal/--line/--connector to resume, or pass a new --state for a new import"
+    )
+
+
+def check_target(path: str | Path, **want: Any) -> None:
+    """Refuse, before any portal set-up or preflight, a journal at ``path`` bound to another
+    portal, line or connector (``want``: the ones known; JournalMismatchError as :meth:`Journal.bind`
+    raises it); no journal there, or a file that is not one, is left to the run."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        journal = Journal.open(path)
+    except ConfigError:  # not a journal: Journal.bind says so with its fix
+        return
+    try:
+        have = journal.meta()
+    finally:
+        journal.close()
+    mismatch = target_mismatch(path, have, want) if have else None
+    if mismatch:
+        raise JournalMismatchError(mismatch)
 
 
 def _summary(journal: Journal) -> dict[str, Any]:

@@ -932,11 +932,7 @@ def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
     else:
         target = ["--state", str(path)]
         # A loopback portal with the --sandbox database beside the input was a `run --sandbox`.
-        from .connector import default_sandbox_db
-
-        sandbox = (
-            _is_loopback(str(portal or "")) and bool(source) and default_sandbox_db(str(source)).exists()
-        )
+        sandbox = sandbox_db_of({**summary, "source": source}, path) is not None
         if sandbox:
             target += ["--sandbox"]
         else:
@@ -966,6 +962,29 @@ def journal_lines(summary: Mapping[str, Any], path: str | Path) -> list[str]:
 def _when(stamp: float) -> str:
     """A unix time as ISO text (UTC)."""
     return dt.datetime.fromtimestamp(float(stamp), tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def sandbox_db_of(summary: Mapping[str, Any], path: str | Path) -> Path | None:
+    """The sandbox database a ``run --sandbox`` journal (``summary``: its :meth:`Journal.summary`
+    or meta, at ``path``) was written against, if it is still there: the ``--sandbox-db`` of its
+    resume command, else ``sandbox-<input stem>.db`` beside the input — each as the run spelled it,
+    then beside the journal. None for a journal of a portal that is not on this machine."""
+    from .connector import default_sandbox_db
+
+    if not _is_loopback(str(summary.get("portal") or "")):
+        return None
+    found: list[Path] = []
+    stored = list(summary.get("resume_command") or [])
+    if "--sandbox-db" in stored[:-1]:
+        found.append(Path(stored[stored.index("--sandbox-db") + 1]))
+    if summary.get("source"):
+        found.append(default_sandbox_db(str(summary["source"])))
+    beside = Path(path).parent
+    for db in found:
+        for where in (db,) if db.is_absolute() else (db, beside / db.name):
+            if where.is_file():
+                return where
+    return None
 
 
 def _is_loopback(url: str) -> bool:

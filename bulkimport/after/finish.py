@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..codes import count_of
 from ..errors import AmbiguousError, BulkImportError, FatalError
 from ..journal import Journal
 from ..portal.methods import FINISH_METHOD
@@ -82,9 +83,8 @@ class FinishResult:
         return not self.failed and not self.no_chat and not self.interrupted
 
     def __str__(self) -> str:
-        plural = "" if self.requests == 1 else "s"
-        text = f"Finished {self.finished} sessions ({self.requests} batch request{plural}"
-        text += f", {self.carried} finish commands in send batches)" if self.carried else ")"
+        text = f"Finished {count_of(self.finished, 'session')} ({count_of(self.requests, 'batch request')}"
+        text += f", {count_of(self.carried, 'finish command')} in send batches)" if self.carried else ")"
         if self.already:
             text += f", {self.already} already finished"
         if self.failed:

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..codes import count_of
 from ..portal.methods import SEND_METHOD
 from .readback import ChatReader
 
@@ -40,7 +41,8 @@ class ProbeResult:
             return "Read-back check: the portal gave no CHAT_ID for the probe message; nothing to read."
         where = f"probe message {self.sent_id} in chat {self.chat_id} (external chat {PROBE_CHAT})"
         if self.carries_id:
-            return f"Read-back check: OK — CONNECTOR_MID carries the sent id ({where}); {self.calls} calls."
+            calls = count_of(self.calls, "call")
+            return f"Read-back check: OK — CONNECTOR_MID carries the sent id ({where}); {calls}."
         if not self.mids:
             return (
                 f"Read-back check: FAILED — the portal's messages carry no CONNECTOR_MID ({where}); "

@@ -11,6 +11,11 @@ another (``<id>-<n>``), so no id is used twice in a chat:
 * a row whose identity is in the journal keeps its status (sent rows are not sent again);
 * a sent row whose content (text, files, date, operator) changed is reported with the code
   ``changed-after-sent`` (and updated with ``--update-changed``: :mod:`bulkimport.after.update`);
+* a sent row whose customer details (name, phone, e-mail … — the message's user block) differ from
+  what the customer was first sent with is said and listed (``customer-changed-after-sent``): the
+  portal keeps the customer it made, and ``imconnector.update.messages`` has no user block. The
+  table ``sent_customers`` (owned here; :func:`record_customers` after every run) keeps, per chat
+  and customer, the details of their first sent row;
 * a row that is new, or was invalid and is fixed now, is ``pending``: the run sends it; one dated
   before messages already sent in its chat is reported (``dated-before-sent``: it will appear
   after them);
@@ -32,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..codes import INVALID, PENDING, SENT
+from ..codes import INVALID, PENDING, SENT, count_of
 from ..errors import JournalMismatchError
-from ..journal import Journal
+from ..journal import Journal, row_key
 from ..planning import Plan
 from ..validation import is_generated
 from .identities import Planned, ensure, planned
@@ -51,6 +56,16 @@ _COLS = ["rid", "conv", "seq", "status", "hold", "code", "error", "attempts", "m
 
 #: The change kind (and code) of a sent row whose time was edited in a file without message ids.
 RETIMED = "time-changed-after-sent"
+#: The change kind of a sent row whose customer details (the user block) are not what was sent.
+CUSTOMER = "customer-changed-after-sent"
+
+#: Per chat and customer: the details (user block without the id) of their first sent row, as JSON.
+_CUSTOMERS = ("CREATE TABLE IF NOT EXISTS sent_customers (chat TEXT NOT NULL, user TEXT NOT NULL, "
+              "details TEXT NOT NULL, PRIMARY KEY (chat, user)) WITHOUT ROWID")
+#: user-block keys that are no detail of the customer (the identity; a flag for the portal)
+_NOT_DETAILS = ("id", "skip_phone_validate")
+_LABELS = {"name": "name", "last_name": "last name", "email": "e-mail", "phone": "phone",
+           "picture": "picture", "url": "profile link", "gender": "gender"}
 
 
 @dataclass
@@ -63,14 +78,18 @@ class Changes:
     gone: list[tuple[str, str, str, str]] = field(default_factory=list)  # (old rid, chat, mid, status)
     retimed: list[tuple[str, str]] = field(default_factory=list)  # (new rid, old rid): sent, time edited
     legacy: int = 0  # rows of a journal written with content-hashed ids (they keep those ids)
+    customer: list[tuple[str, str]] = field(default_factory=list)  # (rid, what): sent, customer edited
+    customer_fields: set[str] = field(default_factory=set)  # the user-block keys those edits changed
+    where: dict[str, tuple[str, str]] = field(default_factory=dict)  # listed rid → (chat.id, message.id)
 
     def lines(self) -> list[str]:
         """What a run says about the edit."""
         out = []
-        if self.added or self.changed or self.gone or not self.legacy:
+        if self.added or self.changed or self.gone or self.customer or not self.legacy:
+            details = f", {len(self.customer)} with other customer details" if self.customer else ""
             out.append(f"The input changed since the journal was written: {len(self.added)} new or fixed "
-                       f"rows to send, {len(self.changed)} sent rows changed, {len(self.gone)} rows no "
-                       "longer in the file.")
+                       f"{_rows(len(self.added))} to send, {count_of(len(self.changed), 'sent row')} "
+                       f"changed{details}, {count_of(len(self.gone), 'row')} no longer in the file.")
         if self.legacy:
             out.append(f"The journal was written by an earlier version, whose generated message ids hashed "
                        f"the content: its {self.legacy} rows keep the ids they were sent with, and are known "
@@ -78,6 +97,8 @@ class Changes:
         if self.changed:
             out.append(f"changed-after-sent: rows {_few(self.changed)} were sent before their content "
                        "changed; the portal keeps the old text (run with --update-changed to update them)")
+        if self.customer:
+            out.append(_customer_line(self.customer, self.customer_fields))
         if self.early:
             out.append(f"dated-before-sent: new rows {_few(self.early)} are dated before messages already "
                        "sent in their chats; they will appear after them")
@@ -95,14 +116,91 @@ class Changes:
         return out
 
     def frame(self) -> Any:
-        """The changes as a table for the report (kind, row, chat, message id)."""
+        """The changes as a table for the report: kind, row, its chat and message ids, and what."""
         import pandas as pd
 
-        rows = [("changed-after-sent", r, "", "") for r in self.changed]
-        rows += [("dated-before-sent", r, "", "") for r in self.early]
-        rows += [(RETIMED, n, "", o) for n, o in self.retimed]
-        rows += [("no-longer-in-file", g[0], g[1], g[2]) for g in self.gone]
-        return pd.DataFrame(rows, columns=["change", "row", "chat", "message_id"])
+        def at(rid: str) -> tuple[str, str]:
+            return self.where.get(rid, ("", ""))
+
+        rows = [("changed-after-sent", r, *at(r), "text, files or operator changed; the portal keeps what "
+                 "was sent (--update-changed updates it)") for r in self.changed]
+        rows += [(CUSTOMER, r, *at(r), f"{what}; the portal keeps the customer as sent")
+                 for r, what in self.customer]
+        rows += [("dated-before-sent", r, *at(r), "new, dated before messages already sent in its chat")
+                 for r in self.early]
+        rows += [(RETIMED, n, *at(n), f"sent anew; row {o} as sent before stays on the portal")
+                 for n, o in self.retimed]
+        rows += [("no-longer-in-file", g[0], g[1], g[2], f"kept in the journal ({g[3]})") for g in self.gone]
+        return pd.DataFrame(rows, columns=["change", "row", "chat", "message_id", "detail"])
+
+
+def _rows(n: int) -> str:
+    return "row" if n == 1 else "rows"
+
+
+def _customer_line(customer: list[tuple[str, str]], fields: set[str]) -> str:
+    """What an edit of sent rows' customer details means: nothing is sent for it."""
+    named = ", ".join(_LABELS.get(f, f) for f in sorted(fields))
+    return (f"{CUSTOMER}: the customer's {named} changed for {count_of(len(customer), 'sent row')} "
+            f"(rows {_few([r for r, _ in customer])}): the portal keeps the customer as it was first sent "
+            "(imconnector.update.messages changes a message's text and files, not its customer, so "
+            "--update-changed does not either); edit the contact in Bitrix24 if it matters")
+
+
+def _details(item: Any) -> dict[str, str]:
+    """A message's customer details: its user block without the id (empty values left out)."""
+    user = item.get("user") if isinstance(item, dict) else None
+    if not isinstance(user, dict):
+        return {}
+    return {str(k): str(v) for k, v in user.items() if k not in _NOT_DETAILS and v not in (None, "")}
+
+
+def _customer_diff(changes: Changes, rid: str, was: dict[str, str] | None, item: Any) -> None:
+    """Note a sent row whose customer details are not the ones ``was`` first sent: ``"name 'Anna K'
+    → 'Anna Kowalski'; phone …"``."""
+    if was is None:
+        return
+    now = _details(item)
+    keys = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+    if keys:
+        what = "; ".join(f"{k} {was.get(k, '')!r} → {now.get(k, '')!r}" for k in keys)
+        changes.customer.append((rid, what))
+        changes.customer_fields.update(keys)
+
+
+def record_customers(journal: Journal, plan: Plan) -> int:
+    """Keep, once per chat and customer, the details their first sent row carried (what the portal
+    made the customer from): an edited file's details are compared with them. Returns how many new."""
+    import json
+
+    journal.execute(_CUSTOMERS)
+    known = {(str(c), str(u)) for c, u in journal.query("SELECT chat, user FROM sent_customers")}
+    sent = {str(r) for (r,) in journal.query("SELECT rid FROM rows WHERE status = ?", (SENT,))}
+    new: list[tuple[str, str, str]] = []
+    for conv in plan.conversations:
+        for rid, item in zip(conv.rows, conv.messages, strict=True):
+            key = (_block_id(item, "chat"), _block_id(item, "user"))
+            if key not in known and row_key(rid) in sent:
+                known.add(key)
+                new.append((*key, json.dumps(_details(item), sort_keys=True, ensure_ascii=False)))
+    journal.executemany("INSERT OR IGNORE INTO sent_customers (chat, user, details) VALUES (?, ?, ?)", new)
+    return len(new)
+
+
+def _block_id(item: Any, block: str) -> str:
+    value = item.get(block) if isinstance(item, dict) else None
+    return str(value.get("id")) if isinstance(value, dict) else str(value)
+
+
+def _sent_customers(journal: Journal) -> dict[tuple[str, str], dict[str, str]]:
+    """What :func:`record_customers` kept (empty for a journal written before it)."""
+    import json
+
+    try:
+        rows = journal.query("SELECT chat, user, details FROM sent_customers")
+    except sqlite3.Error:
+        return {}
+    return {(str(c), str(u)): json.loads(d) for c, u, d in rows}
 
 
 def _few(rids: list[str], n: int = 10) -> str:
@@ -218,12 +316,16 @@ def reconcile(journal: Journal, plan: Plan, invalid: dict[str, tuple[str, str]],
     status_of: dict[int, list[str]] = {}
     matched: set[str] = set()
     fresh = _fresh_ids(journal, old, new, pairs)
+    customers = _sent_customers(journal)
     for i, (rid, conv, seq, chat, user, mid, dig, date, body) in enumerate(new):
         was = old[pairs[i]] if i in pairs else None
         rec = records.get(was.rid) if was is not None else None
         if was is not None and rec is not None and rec[1] is not None:
             matched.add(was.rid)
             rec, mid = [rid, conv, seq, *rec[3:]], was.mid  # the id it was sent with
+            if rec[3] == SENT:
+                item = plan.conversations[conv].messages[seq]
+                _customer_diff(changes, rid, customers.get((chat, user)), item)
             if rec[3] == SENT and was.digest != dig:
                 changes.changed.append(rid)
                 keep.add(rid)
@@ -245,6 +347,9 @@ def reconcile(journal: Journal, plan: Plan, invalid: dict[str, tuple[str, str]],
     changes.retimed = [(new[i][0], old[k].rid) for i, k in retimed(old, new, pairs, SENT)]
     changes.legacy = sum(o.date is None and is_generated(o.mid) for o in old)
     changes.early = _early(new, status_of, set(changes.added))
+    listed = {*changes.changed, *changes.early, *(n for n, _ in changes.retimed),
+              *(r for r, _ in changes.customer)}
+    changes.where = {r[0]: (str(r[3]), str(r[5])) for r in ids if r[0] in listed}
     _write(journal, out, ids, changes, fingerprint, time.time())
     journal.rebound = None
     journal.keep_digest = frozenset(keep)  # type: ignore[attr-defined]
@@ -342,4 +447,7 @@ def write_changes(changes: Changes, report: Path) -> Path | None:
     return report
 
 
-__all__ = ["Changes", "check_identity", "forget_gone_invalid", "reconcile", "write_changes"]
+__all__ = [
+    "CUSTOMER", "Changes", "check_identity", "forget_gone_invalid", "reconcile", "record_customers",
+    "write_changes",
+]

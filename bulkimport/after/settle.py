@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..codes import PENDING, SENT
+from ..codes import PENDING, SENT, count_of
 from ..journal import Journal, RowUpdate
 from .identities import JournalIds
 from .readback import ChatContents, ChatReader, ReadbackRefused, sessions_of
@@ -56,7 +56,7 @@ class Settled:
         )
         if self.reason:
             text += f" ({self.reason})"
-        return text + f"; {self.calls} calls"
+        return text + f"; {count_of(self.calls, 'call')}"
 
 
 def check_mids(contents: list[ChatContents]) -> None:
@@ -164,8 +164,12 @@ def _one_pass(
 def _refused_reason(refused: dict[int, str]) -> str:
     """One line for the conversations whose dialog the portal would not locate."""
     first = next(iter(refused.values()))
-    more = f" (and {len(refused) - 1} more conversations)" if len(refused) > 1 else ""
+    more = f" (and {count_of(len(refused) - 1, 'more conversation')})" if len(refused) > 1 else ""
     return f"{first}{more}"
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
 
 
 def _convs_of(ids: JournalIds, chats: Iterable[str]) -> set[int]:
@@ -214,7 +218,7 @@ def settle_unknown(
             if not young or not wait or attempt:
                 break
             rest = max(horizon - _age(r[3], clock) for r in young) + 0.5
-            say(f"{len(young)} unknown rows are not on the portal yet and their request started less "
+            say(f"{count_of(len(young), 'unknown row')} not on the portal yet whose request started less "
                 f"than {horizon:g} s ago: waiting {rest:.0f} s before reading their chats again")
             (clock.sleep if clock is not None else time.sleep)(rest)
         out.left = len(_unknown(journal, convs))
@@ -222,8 +226,8 @@ def settle_unknown(
         out.left, out.reason = len(_unknown(journal, convs)), str(exc)
     out.calls, out.seconds = reader.calls, time.monotonic() - begun
     if out.out_of_order:
-        say(f"{len(out.out_of_order)} rows not on the portal are sent again after later messages of "
-            "their chat that are: they will appear after them")
+        say(f"{count_of(len(out.out_of_order), 'row')} not on the portal {_are(len(out.out_of_order))} sent "
+            "again after later messages of their chat that are: they will appear after them")
     say(str(out))
     return out
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..codes import DELETED, SENT
+from ..codes import DELETED, SENT, count_of
 from ..errors import AmbiguousError, BulkImportError, FatalError, RetryableError
 from ..journal import Journal
 from ..portal.methods import DELETE_METHOD
@@ -142,7 +142,7 @@ class UndoResult:
         return not self.failed and not self.unknown
 
     def __str__(self) -> str:
-        text = f"Deleted {self.deleted} messages ({self.requests} requests)"
+        text = f"Deleted {count_of(self.deleted, 'message')} ({count_of(self.requests, 'request')})"
         if self.failed:
             text += f", {len(self.failed)} not deleted (the portal refused)"
         if self.unknown:

@@ -62,7 +62,8 @@ class Verification:
         ]
         t = self.table[["sent", "found", "missing", "unexpected"]].sum()
         out.append(
-            f"Total: {len(self.table)} conversations, sent {int(t['sent'])}, found {int(t['found'])}, "
+            f"Total: {count_of(len(self.table), 'conversation')}, sent {int(t['sent'])}, "
+            f"found {int(t['found'])}, "
             f"missing {int(t['missing'])}, unexpected {int(t['unexpected'])}; "
             f"{count_of(self.calls, 'call')} in {self.seconds:.1f} s"
         )
@@ -70,8 +71,9 @@ class Verification:
             out.append(f"Nothing concluded: {self.refused}")
         elif self.missing_rows:
             out.append(
-                f"{len(self.missing_rows)} rows are marked missing: the next run sends them again "
-                "(they will appear after newer messages of their chats)"
+                f"{count_of(len(self.missing_rows), 'row')} {'is' if len(self.missing_rows) == 1 else 'are'} "
+                "marked missing: the next run sends them again (they will appear after newer messages of "
+                "their chats)"
             )
         return out
 
@@ -204,7 +206,7 @@ def verify(
             missing += lost
         check_mids(contents)
         if unread and refused is None:
-            refused = f"{len(unread)} conversations not read back: {next(iter(unread.values()))}"
+            refused = f"{count_of(len(unread), 'conversation')} not read back: {next(iter(unread.values()))}"
     except ReadbackRefused as exc:
         refused, missing = str(exc), []
     if missing and refused is None:
