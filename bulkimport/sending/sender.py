@@ -307,9 +307,11 @@ class Sender:
         identities.record(journal, self.plan)
         missing = identities.missing_count(journal)
         if missing:
+            from ..codes import count_of
+
             log.warning(
-                "%d rows that verify did not find on the portal are sent again: they arrive after "
-                "newer messages of their chats", missing,
+                "%s that verify did not find on the portal: sent again, after newer messages of "
+                "their chats", count_of(missing, "row"),
             )
         if self.settle_unknown:
             self.settled = settle_unknown(
