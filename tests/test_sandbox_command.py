@@ -149,3 +149,21 @@ def test_help_documents_serve_and_show() -> None:
     assert result.exit_code == 0
     for word in ("--show", "--fault", "--time-scale", "--db", "--no-limits", "drop-after", "--cost-per-call"):
         assert word in result.output
+
+
+def test_show_messages_names_the_side_of_a_system_user_reply():
+    """Found by new-user trials: a reply sent as the system user (message.user_id 0, from
+    --unmapped-operators system) was listed as the customer's."""
+    import pandas as pd
+
+    from bulkimport.sandbox.command import _readable_messages
+
+    frame = pd.DataFrame({
+        "date": [1_700_000_000] * 3, "chat_id": ["c1"] * 3, "user_id": ["u1"] * 3,
+        "author_id": [None, 0, 7], "text": ["hi", "hello", "bye"], "files": ["[]"] * 3,
+        "message_id": ["m1", "m2", "m3"], "deleted": [None] * 3,
+    })
+    lines = _readable_messages(frame).splitlines()[1:]
+    assert "customer u1" in lines[0]
+    assert "operator (system)" in lines[1] and "customer" not in lines[1]
+    assert "operator 7" in lines[2]

@@ -74,8 +74,12 @@ def _readable_messages(frame: Any) -> str:
     for row in frame.itertuples(index=False):
         dated = not pd.isna(row.date)
         when = datetime.fromtimestamp(int(row.date), UTC).strftime("%Y-%m-%d %H:%M:%S") if dated else "?"
-        operator = not pd.isna(row.author_id) and int(row.author_id) != 0
-        side = f"operator {int(row.author_id)}" if operator else f"customer {row.user_id}"
+        if pd.isna(row.author_id):  # no message.user_id: the customer wrote it
+            side = f"customer {row.user_id}"
+        elif int(row.author_id) == 0:  # message.user_id 0: an operator's reply as the system user
+            side = "operator (system)"
+        else:
+            side = f"operator {int(row.author_id)}"
         text = " ".join(str(row.text).split()) if isinstance(row.text, str) else ""
         files = "" if str(row.files) in ("[]", "None", "nan") else " [files]"
         excerpt = text if len(text) <= 70 else text[:69] + "…"
