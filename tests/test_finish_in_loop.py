@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from test_finish import _csv as _finish_csv  # the same CSV, mapping and portal env
+from test_finish import _env, _refusals
 
 from bulkimport.cli import main
 from bulkimport.exits import EXIT_OK
@@ -57,30 +59,7 @@ def finish_calls(monkeypatch) -> collections.Counter[int]:
 
 
 def _csv(tmp_path: Path, chats: int = CHATS, per_chat: int = PER_CHAT) -> tuple[Path, Path]:
-    lines = ["chat,user,date,text"]
-    for c in range(chats):
-        for i in range(per_chat):
-            lines.append(f"c{c},u{c},2024-01-02T10:{i:02d}:00+00:00,hello {c}-{i}")
-    csv = tmp_path / "history.csv"
-    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    mapping = tmp_path / "m.toml"
-    mapping.write_text(
-        '[columns]\n"chat.id" = "chat"\n"user.id" = "user"\n"message.date" = "date"\n'
-        '"message.text" = "text"\n',
-        encoding="utf-8",
-    )
-    return csv, mapping
-
-
-def _env(sb: Sandbox, monkeypatch) -> None:
-    for name, value in {
-        "BITRIX24_CLIENT_ID": sb.client_id,
-        "BITRIX24_CLIENT_SECRET": sb.client_secret,
-        "BITRIX24_ACCESS_TOKEN": sb.access_token,
-        "BITRIX24_REFRESH_TOKEN": sb.refresh_token,
-        "BITRIX24_OAUTH_URL": sb.oauth_url,
-    }.items():
-        monkeypatch.setenv(name, value)
+    return _finish_csv(tmp_path, chats, per_chat)
 
 
 def _job(csv: Path, mapping: Path, sb: Sandbox, **kw: Any) -> ImportJob:
@@ -89,11 +68,6 @@ def _job(csv: Path, mapping: Path, sb: Sandbox, **kw: Any) -> ImportJob:
     connector.setup(connector.portal_client(sb.url), 1, "bulkimport")
     kw.setdefault("progress", False)
     return ImportJob(csv, mapping=mapping, portal=sb.url, line=1, **kw)
-
-
-def _refusals(sb: Sandbox) -> int:
-    by_status = sb.stats()["by_status"]
-    return by_status.get(503, 0) + by_status.get(429, 0)
 
 
 def _finished(journal: Path) -> set[str]:

@@ -146,7 +146,7 @@ def record(journal: Journal, plan: Plan, keep: frozenset[str] = frozenset()) -> 
     journal.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('id_scheme', ?)", (ID_SCHEME,))
     adopted = sum(1 for r, b in zip(rows, base, strict=True) if r[5] != b[5])  # ids the file did not give
     journal.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                        [("ids_fingerprint", journal.meta().get("fingerprint", "")),
+                        [("ids_fingerprint", meta.get("fingerprint", "")),
                          ("ids_adopted", str(adopted))])
     return len(rows)
 

@@ -43,11 +43,19 @@ DATE_ONLY = (
 def _sent_dates(journal: Journal, rids: set[str]) -> dict[str, tuple[Any, Any]]:
     """The time and body digest row_identity holds for each changed row (the body as sent; empty
     for journals that predate the table)."""
-    try:
-        found = journal.query("SELECT rid, date, body FROM row_identity")
-    except Exception:
+    import sqlite3
+
+    wanted = sorted(rids)
+    out: dict[str, tuple[Any, Any]] = {}
+    try:  # the changed rows only, by key (not the whole table of a large journal)
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT rid, date, body FROM row_identity WHERE rid IN ({marks})"  # noqa: S608
+            out.update({str(r): (d, b) for r, d, b in journal.query(sql, part)})
+    except sqlite3.Error:  # no table in an older journal: nothing known
         return {}
-    return {str(r): (d, b) for r, d, b in found if str(r) in rids}
+    return out
 
 
 def update_changed(
@@ -70,7 +78,8 @@ def update_changed(
         if dated:
             journal.executemany("UPDATE rows SET error = ? WHERE rid = ?", [(DATE_ONLY, k) for k in dated])
             date_only += len(dated)
-            picked = [(k, m) for k, m in picked if k not in set(dated)]
+            skip = set(dated)
+            picked = [(k, m) for k, m in picked if k not in skip]
         for start in range(0, len(picked), 50):
             part = picked[start:start + 50]
             items = [{"user": {"id": m["user"]["id"]}, "chat": m["chat"], "message": dict(m["message"])}
