@@ -9,13 +9,16 @@ Rules kept here (see docs/sending.md, *Ordering rules* and *Requests in flight*)
 * when one conversation's chunks outnumber the requests everything else needs, nothing goes
   without it while it is on the wire (it sets the run's length).
 
-No journal, no HTTP, no clock: what a run knows of its rows comes in as the journal's state frame.
+No journal, no HTTP, no clock: what a run knows of its rows comes in as the journal's state frame
+(:func:`build_schedule`) or as its non-pending rows streamed in (conv, seq) order
+(:func:`build_schedule_sorted`, for plans too big for row keys in memory); both apply the rules
+through :func:`_decide`.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +31,7 @@ from ..portal.methods import SEND_METHOD
 METHOD = SEND_METHOD  # one spelling: bulkimport.portal.methods
 
 
-@dataclass
+@dataclass(slots=True)
 class _Conv:
     """One conversation's place in a run: what it still has to send, and why it stopped if held."""
 
@@ -80,6 +83,71 @@ def _held_reason(status: str, code: Any) -> tuple[str, str]:
     return "held-after-unknown", f"held: an earlier row of this conversation is unknown ({code})"
 
 
+#: One journalled row that is not plain pending, as the journal gives it: (conv, seq, status,
+#: hold, code); ``seq`` is the row's position in its conversation.
+Mark = tuple[int, int, str, Any, Any]
+
+
+def _decide(
+    rows: int,
+    marks: Iterable[Mark],
+    retry_failed: bool,
+    retry_unknown: bool,
+    waiting: dict[int, tuple[str, str]] | None = None,
+) -> tuple[list[int], tuple[str, str] | None, list[int]]:
+    """(queue, hold reason or None, rest) of one conversation of ``rows`` rows, from the ``marks``
+    of its rows that are not plain pending, in position order (an absent position is pending):
+    the ordering rules of both builders live here. ``waiting``: position → (code, detail) of the
+    rows that may not go in this run (they must be among ``marks``, as ``pending`` if they are).
+    A mark repeating the last position, or outside ``range(rows)``, is ignored."""
+    queue: list[int] = []
+    rest: list[int] = []
+    held: tuple[str, str] | None = None
+    done = 0  # positions below this are decided
+    for _, pos, st, flag, code in marks:
+        if pos < done or pos >= rows:
+            if 0 <= pos < done - 1:
+                raise ValueError(f"marks out of position order: {pos} after {done - 1}")
+            continue
+        (queue if held is None else rest).extend(range(done, pos))  # pending rows between marks
+        done = pos + 1
+        if held is not None:
+            if st == "pending":
+                rest.append(pos)
+            continue
+        if st in ("sent", "deleted"):  # deleted: taken back by `bulkimport undo`, not re-sent
+            continue
+        if waiting and pos in waiting and st != "failed":
+            held = waiting[pos]
+            rest.append(pos)
+            continue
+        if st == "failed":
+            if retry_failed:
+                queue.append(pos)
+            elif flag:
+                held = _held_reason(st, code)
+            continue
+        if st == "unknown":
+            if retry_unknown:
+                queue.append(pos)
+            else:
+                held = _held_reason(st, code)
+            continue
+        queue.append(pos)  # pending (or a state no rule names: sent again, as before)
+    (queue if held is None else rest).extend(range(done, rows))
+    return queue, held, rest
+
+
+def _conv(index: int, key: str, lock_keys: Iterable[str], decided: tuple[list[int], Any, list[int]]) -> _Conv:
+    """The ``_Conv`` of conversation ``index`` from what :func:`_decide` gave for it."""
+    queue, held, rest = decided
+    c = _Conv(index, key, frozenset(lock_keys) | {f"chat:{key}"}, queue)
+    if held is not None:
+        c.held, c.held_detail = held
+        c.rest = rest
+    return c
+
+
 def build_schedule(
     conversations: Sequence[Conversation],
     keys: Sequence[Sequence[str]],
@@ -96,44 +164,63 @@ def build_schedule(
     # dict(zip(tolist)) instead of Series.to_dict(): the same values, without boxing each
     # element through pandas (~1 s per 100,000 rows, bench/client_overhead.py)
     rids = state.index.tolist()
-    status = dict(zip(rids, state["status"].tolist(), strict=True))
-    hold_flags = dict(zip(rids, state["hold"].tolist(), strict=True))
-    code = dict(zip(rids, state["code"].tolist(), strict=True))
+    columns = zip(state["status"].tolist(), state["hold"].tolist(), state["code"].tolist(), strict=True)
+    marks = dict(zip(rids, columns, strict=True))  # row key -> (status, hold, code)
     convs: dict[int, _Conv] = {}
     for ci, (conv, conv_keys) in enumerate(zip(conversations, keys, strict=True)):
-        queue: list[int] = []
-        held: tuple[str, str] | None = None
-        rest: list[int] = []
-        for pos, key in enumerate(conv_keys):
-            st = status.get(key, "pending")
-            if held is not None:
-                if st == "pending":
-                    rest.append(pos)
-                continue
-            if st in ("sent", "deleted"):  # deleted: taken back by `bulkimport undo`, not re-sent
-                continue
-            if key in waiting and st != "failed":
-                held = waiting[key]
-                rest.append(pos)
-                continue
-            if st == "failed":
-                if retry_failed:
-                    queue.append(pos)
-                elif hold_flags.get(key):
-                    held = _held_reason(st, code.get(key))
-                continue
-            if st == "unknown":
-                if retry_unknown:
-                    queue.append(pos)
-                else:
-                    held = _held_reason(st, code.get(key))
-                continue
-            queue.append(pos)  # pending
-        c = _Conv(ci, conv.key, frozenset(conv.lock_keys) | {f"chat:{conv.key}"}, queue)
-        if held is not None:
-            c.held, c.held_detail = held
-            c.rest = rest
-        convs[ci] = c
+        mine: list[Mark] = []
+        waits: dict[int, tuple[str, str]] = {}
+        if marks or waiting:
+            for pos, key in enumerate(conv_keys):
+                mark = marks.get(key)
+                if key in waiting:
+                    waits[pos] = waiting[key]
+                    mark = mark or ("pending", None, None)
+                if mark is not None:
+                    mine.append((ci, pos, *mark))
+        decided = _decide(len(conv_keys), mine, retry_failed, retry_unknown, waits)
+        convs[ci] = _conv(ci, conv.key, conv.lock_keys, decided)
+    return convs
+
+
+class _Cursor:
+    """The sorted marks, handed out one conversation at a time with one mark read ahead: at 10M
+    rows they come from a journal cursor, never all in memory."""
+
+    def __init__(self, marks: Iterable[Mark]) -> None:
+        self._it = iter(marks)
+        self._ahead: Mark | None = None
+        self._started = False
+
+    def of(self, ci: int) -> Iterator[Mark]:
+        """The marks of conversation ``ci`` (after those of ``ci - 1``), dropping any of a
+        negative conv; a mark of an earlier conversation here means the stream is not sorted."""
+        if not self._started:
+            self._started = True
+            self._ahead = next(self._it, None)
+        while self._ahead is not None and self._ahead[0] <= ci:
+            mark, self._ahead = self._ahead, next(self._it, None)
+            if mark[0] == ci:
+                yield mark
+            elif ci:  # only a mark of a negative conv may come before conversation 0's
+                raise ValueError(f"marks out of (conv, seq) order: conv {mark[0]} after conv {ci}")
+
+
+def build_schedule_sorted(
+    conversations: Iterable[tuple[str, frozenset[str], int]],
+    marks: Iterable[Mark],
+    retry_failed: bool,
+    retry_unknown: bool,
+) -> dict[int, _Conv]:
+    """:func:`build_schedule` (without ``waiting``) from streams: ``conversations`` are
+    (key, lock keys, rows) in plan order, ``marks`` the journal's rows that are not pending as
+    (conv, seq, status, hold, code) sorted by (conv, seq); a row with no mark is pending, a mark of
+    a conversation the plan lacks is ignored. Both are read once, in step, without a row key."""
+    cursor = _Cursor(marks)
+    convs: dict[int, _Conv] = {}
+    for ci, (key, lock_keys, rows) in enumerate(conversations):
+        decided = _decide(rows, cursor.of(ci), retry_failed, retry_unknown)
+        convs[ci] = _conv(ci, key, lock_keys, decided)
     return convs
 
 
