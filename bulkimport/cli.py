@@ -316,10 +316,13 @@ def _show_assumptions(job: Any) -> None:
     if unused:
         click.echo(f"Columns not used: {', '.join(repr(c) for c in unused)}.")
     if tabular:
+        from .bigfile import authors_of
         from .job import prepared_of
         from .validation import authors
 
-        table = authors(frame, mapping, prepared=prepared_of(job))
+        table = authors_of(job.plan()) if job.planned_on_disk else None  # added up from its parts
+        if table is None:
+            table = authors(frame, mapping, prepared=prepared_of(job))
         for line in _unmatched_operators(mapping, table):
             click.echo(line)
         if len(table):

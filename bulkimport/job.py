@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import bigfile, staging
 from . import connector as conn
-from . import staging
 from .codes import count_of
 from .errors import ConfigError, InputError
 from .exits import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS
@@ -33,6 +33,7 @@ from .limits import PortalLimits, preset
 from .mapping import Mapping
 from .planning import Estimate, Plan
 from .planning import plan as build_plan
+from .planstore import is_stored
 from .reporting import check_report_path, count_lines, record_rows, summary_lines, write_report
 from .sending import Sender
 from .settings import DEFAULT_CONNECTOR, ENV_LINE, ENV_PORTAL, parse_line
@@ -477,6 +478,7 @@ class ImportJob:
     line_warnings: list[str] = field(default_factory=list, init=False)  # the line's noisy settings
     source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)
+    _chunks: Any = field(default=None, init=False, repr=False)  # a big CSV read in chunks (bigfile)
     _mapping: Mapping | None = field(default=None, init=False, repr=False)
     _plan: Plan | None = field(default=None, init=False, repr=False)
     _prepared: Any = field(default=None, init=False, repr=False)  # validation.Prepared, see prepared_of
@@ -536,7 +538,7 @@ class ImportJob:
             kind = detect(self.source)
             messenger = kind not in ("xlsx", "csv")
             operators = {**(_operators_of(self.mapping) if messenger else {}), **self.operators}
-            src = load(
+            src = bigfile.source_for(self, kind) or load(
                 self.source, sheet=sheet, header_row=self.header_row, encoding=self.encoding,
                 delimiter=self.delimiter,
                 timezone=self.timezone, date_order=self.date_order, files_base_url=self.files_base_url,
@@ -594,6 +596,12 @@ class ImportJob:
         return _assumptions(self)
 
     @property
+    def planned_on_disk(self) -> bool:
+        """A big CSV, read in chunks and planned in parts into a stored plan (bulkimport.bigfile)."""
+        self.load()
+        return self._chunks is not None
+
+    @property
     def needs_chat_group(self) -> bool:
         """The input has group chats: the connector must be registered with CHAT_GROUP=Y."""
         self.load()
@@ -605,8 +613,11 @@ class ImportJob:
             frame, mapping = self.load()
             src = self.source_info
             messenger = src is not None and src.mapping is not None and mapping is src.mapping
-            self._plan = build_plan(src, mapping) if messenger else build_plan(
-                frame, mapping, prepared=prepared_of(self))
+            if self._chunks is not None:  # a big CSV: planned on disk, in parts
+                self._plan = bigfile.plan_for(self, mapping)
+            else:
+                self._plan = build_plan(src, mapping) if messenger else build_plan(
+                    frame, mapping, prepared=prepared_of(self))
             if not messenger:  # operator rows without an employee: refused, as for an export
                 from .validation import check_side_operators
 
@@ -620,31 +631,7 @@ class ImportJob:
     def resume(self) -> Resume | None:
         """What an existing journal of this plan already holds (None: a fresh import, or a journal
         of another plan, which the send refuses with the reason)."""
-        assert isinstance(self.state, Path) and isinstance(self.limits, PortalLimits)
-        if not self.state.is_file():
-            return None
-        from .journal import Journal
-
-        plan = self.plan()
-        journal = Journal.open(self.state)
-        try:
-            if journal.meta().get("fingerprint") != plan.fingerprint:
-                return None
-            rows = journal.rows(skip_pending=True)
-            unfinished = _unfinished(self, journal, len(plan.conversations))
-        finally:
-            journal.close()
-        sent, left, alone = _left_to_send(rows, plan, self.retry_failed, self.retry_unknown)
-        missing = int(rows["status"].eq("missing").sum())
-        total = sum(len(c) for c in plan.conversations)
-        estimate = plan.estimate(self.limits, remaining=left)
-        estimate = staging.with_uploads(self, estimate, resumed=True)  # the files not on Drive yet
-        if unfinished:  # the finish calls still to make (one batch request per 50 at most)
-            from .after.finish import with_finishing
-
-            estimate = with_finishing(estimate, unfinished)
-        return Resume(self.state, sent, total, sum(left), sum(alone.values()), estimate, unfinished,
-                      missing=missing, alone=alone)
+        return _resume(self)
 
     def check_journal(self) -> None:
         """Refuse, before any portal set-up, an edited input whose identity mapping (chat, customer or
@@ -653,7 +640,11 @@ class ImportJob:
 
         assert isinstance(self.state, Path)
         check_target(self)  # another portal, line or connector: refused before the identity
-        check_identity(self.state, self.plan())
+        plan = self.plan()
+        if is_stored(plan):
+            bigfile.check_journal(self, plan)  # type: ignore[arg-type]
+        else:
+            check_identity(self.state, plan)
 
     def connect(self) -> Any:
         """Check, without changing anything, that the real portal is ready — credentials, line,
@@ -750,7 +741,7 @@ class ImportJob:
             # chat, side, time, text of every row, for the journal's own reports (after Ctrl-C only
             # the zone: the run exits at once, and the read-back ids give the chats meanwhile)
             record_rows(journal, plan, rows=not result.interrupted)
-            if not result.interrupted:  # each customer's details as first sent (after.rebind)
+            if not result.interrupted and not is_stored(plan):  # each customer's first details
                 from .after.rebind import record_customers
 
                 record_customers(journal, plan)
@@ -823,6 +814,9 @@ class ImportJob:
     def _write_report(self, result: JobResult) -> None:
         """Write the per-row report (saying so first when it is big enough to take a while)."""
         assert isinstance(self.report, Path)
+        if result.frame is None:  # a stored plan: the report comes from the journal, as CSV
+            _journal_report(self, result)
+            return
         if len(result.frame) >= BIG_REPORT_ROWS:  # ~20 s per 100,000 rows as xlsx
             self.notify(f"Writing the report ({count_of(len(result.frame), 'row')}) to {self.report} …")
         result.report = write_report(result.frame, self.report, plan=result.plan, summary=result.summary)
@@ -841,10 +835,56 @@ def _still_to_send(job: ImportJob, plan: Plan) -> list[int]:
     assert isinstance(job.state, Path)
     journal = Journal.open(job.state)
     try:
-        rows = journal.rows(skip_pending=True)
+        return _left(job, journal, plan)[1]
     finally:
         journal.close()
-    return _left_to_send(rows, plan, job.retry_failed, job.retry_unknown)[1]
+
+
+def _left(job: ImportJob, journal: Any, plan: Plan) -> tuple[int, list[int], dict[str, int]]:
+    """(sent, left per conversation, left alone) of ``plan`` in ``journal`` (see _left_to_send)."""
+    if is_stored(plan):
+        return bigfile.left_to_send(journal, plan, job.retry_failed, job.retry_unknown)  # type: ignore[arg-type]
+    return _left_to_send(journal.rows(skip_pending=True), plan, job.retry_failed, job.retry_unknown)
+
+
+def _resume(job: ImportJob) -> Resume | None:
+    """The body of :meth:`ImportJob.resume`."""
+    assert isinstance(job.state, Path) and isinstance(job.limits, PortalLimits)
+    if not job.state.is_file():
+        return None
+    from .journal import Journal
+
+    plan = job.plan()
+    journal = Journal.open(job.state)
+    try:
+        if journal.meta().get("fingerprint") != plan.fingerprint:
+            return None
+        sent, left, alone = _left(job, journal, plan)
+        missing = int(journal.query("SELECT COUNT(*) FROM rows WHERE status = 'missing'")[0][0])
+        unfinished = _unfinished(job, journal, len(plan.conversations))
+    finally:
+        journal.close()
+    total = plan.messages
+    estimate = plan.estimate(job.limits, remaining=left)
+    estimate = staging.with_uploads(job, estimate, resumed=True)  # the files not on Drive yet
+    if unfinished:  # the finish calls still to make (one batch request per 50 at most)
+        from .after.finish import with_finishing
+
+        estimate = with_finishing(estimate, unfinished)
+    return Resume(job.state, sent, total, sum(left), sum(alone.values()), estimate, unfinished,
+                  missing=missing, alone=alone)
+
+
+def _journal_report(job: ImportJob, result: JobResult) -> None:
+    """The per-row report of a run whose plan is on disk, from the journal, as CSV beside the
+    report asked for (a per-row frame of millions of rows is what the stored plan avoids)."""
+    from .reporting import write_journal_report
+
+    assert isinstance(job.report, Path)
+    target = job.report if job.report.suffix.lower() == ".csv" else job.report.with_suffix(".csv")
+    if target != job.report:
+        job.notify(f"The report of a file planned on disk is CSV: {target}.")
+    result.report, _ = write_journal_report(result.journal, target)
 
 
 def offline_problems(job: ImportJob, *, dry_run: bool = False, confirmable: bool = False) -> list[str]:

@@ -300,6 +300,10 @@ class Journal:
         with self._tx() as cur:
             yield cur
 
+    def cursor(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of one read-only SELECT, streamed (for results too big to fetch at once)."""
+        yield from self._conn.execute(sql, tuple(params))
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one read-only SELECT with bound ``params`` (never interpolated user text)."""
         return self._conn.execute(sql, tuple(params)).fetchall()
@@ -544,6 +548,21 @@ class Journal:
     def summary(self) -> dict[str, Any]:
         """What ``bulkimport status`` prints: binding, counts per status, top codes, runs."""
         return _summary(self)
+
+
+@contextlib.contextmanager
+def attached(journal: Journal, path: Path, name: str) -> Iterator[sqlite3.Cursor]:
+    """One write transaction of ``journal`` with the SQLite file ``path`` attached as ``name`` (a
+    fixed identifier of the caller's, never user text): copying a stored plan's rows in SQL."""
+    if not name.isidentifier():
+        raise ValueError(f"not an SQL identifier: {name!r}")
+    journal._writable()
+    journal._conn.execute(f"ATTACH DATABASE ? AS {name}", (str(path),))
+    try:
+        with journal._tx() as cur:
+            yield cur
+    finally:
+        journal._conn.execute(f"DETACH DATABASE {name}")
 
 
 def target_mismatch(path: str | Path, have: Mapping[str, str], want: Mapping[str, Any]) -> str | None:

@@ -654,11 +654,13 @@ def record_rows(journal: Any, plan: Any, rows: bool = True) -> int:
     from .journal import row_key
 
     canon = getattr(plan, "canonical", None)
-    if canon is None or not len(canon):
+    if (canon is None or not len(canon)) and getattr(plan, "store", None) is None:
         return 0
     journal.execute(_ROWS_SCHEMA)
     journal.execute(_META_SCHEMA)
     journal.execute("INSERT OR REPLACE INTO report_meta VALUES ('zone', ?)", (report_zone(plan),))
+    if canon is None:  # a plan stored on disk: the zone only (the chats come from row_ids)
+        return 0
     done = dict(journal.query("SELECT key, value FROM report_meta"))
     if not rows:
         return 0

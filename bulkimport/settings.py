@@ -28,6 +28,8 @@ ENV_REFRESH_TOKEN = "BITRIX24_REFRESH_TOKEN"  # noqa: S105 - a variable name, no
 ENV_OAUTH_URL = "BITRIX24_OAUTH_URL"
 #: Where the token file lives (``bulkimport auth --token-file``).
 ENV_TOKEN_FILE = "BITRIX24_TOKEN_FILE"  # noqa: S105 - a variable name, not a secret
+#: inputs of at least this many rows are planned on disk, in parts (bulkimport.bigfile)
+ENV_STORED_PLAN_ROWS = "BULKIMPORT_STORED_PLAN_ROWS"
 
 #: The connector id used when ``--connector`` / ``BITRIX24_CONNECTOR`` is not given.
 DEFAULT_CONNECTOR = "bulkimport"

@@ -116,6 +116,17 @@ def _source(df: pd.DataFrame, mapping: Mapping, f: str) -> pd.Series | None:
     return None
 
 
+def conversation_keys(df: pd.DataFrame, mapping: Mapping) -> pd.Series:
+    """Each row's conversation key as :func:`prepare` finds it (chat.id, else user.id; missing:
+    none), without the rest of the checks: what splits a big file into parts of whole
+    conversations (:mod:`bulkimport.bigfile`)."""
+    keys = []
+    for f in ("chat.id", "user.id"):
+        raw = _source(df, mapping, f)
+        keys.append(clean_ids(raw)[0] if raw is not None else pd.Series(np.nan, index=df.index, dtype="str"))
+    return keys[0].fillna(keys[1])
+
+
 def _system_operator(ops: pd.Series, opts: Any) -> tuple[pd.Series, pd.Series | None]:
     """With ``unmapped_operators = "system"`` an operator id of 0 is the portal's system user
     (message.user_id = 0): those cells are set aside from the employee-id check."""

@@ -20,7 +20,7 @@ import sqlite3
 from typing import Any
 
 from ..codes import MISSING
-from ..journal import Journal
+from ..journal import Journal, attached
 from ..planning import Plan
 
 _SCHEMA = (
@@ -151,6 +151,30 @@ def record(journal: Journal, plan: Plan, keep: frozenset[str] = frozenset()) -> 
     return len(rows)
 
 
+def record_stored(journal: Journal, plan: Any) -> int:
+    """:func:`record` for a plan stored on disk (:mod:`bulkimport.planstore`): the same tables,
+    copied in SQL from the identities the store kept per row. Such a plan is never matched to an
+    edited file (the sender refuses that), so every row keeps the id the store gives it."""
+    from ..validation import ID_SCHEME
+
+    ensure(journal)
+    meta = journal.meta()
+    if _unchanged_since_recorded(meta, ID_SCHEME):
+        return 0
+    with attached(journal, plan.store.path, "plan") as cur:
+        join = ("FROM plan.convs c JOIN plan.msgs m ON m.bucket = c.bucket AND m.bconv = c.bconv "
+                "ORDER BY c.conv, m.seq")
+        cur.execute("INSERT OR REPLACE INTO row_ids (rid, conv, seq, chat, user, mid, digest) SELECT "
+                    f"CAST(m.rid AS TEXT), c.conv, m.seq, c.key, m.uid, m.mid, m.digest {join}")
+        done = cur.rowcount
+        cur.execute("INSERT OR REPLACE INTO row_identity (rid, date, body) SELECT CAST(m.rid AS TEXT), "
+                    f"m.date, m.body {join}")
+        cur.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        [("id_scheme", ID_SCHEME), ("ids_fingerprint", meta.get("fingerprint", "")),
+                         ("ids_adopted", "0")])
+    return int(done)
+
+
 def _unchanged_since_recorded(meta: dict[str, str], scheme: str) -> bool:
     """True when the tables already hold exactly this plan's rows: the journal is bound to the same
     plan (fingerprint) they were recorded for, under the same id scheme, and no row's id differs
@@ -187,4 +211,7 @@ def missing_count(journal: Journal) -> int:
     return int(journal.query("SELECT COUNT(*) FROM rows WHERE status = ?", (MISSING,))[0][0])
 
 
-__all__ = ["JournalIds", "Planned", "adopt", "body", "digest", "ensure", "missing_count", "planned", "record"]
+__all__ = [
+    "JournalIds", "Planned", "adopt", "body", "digest", "ensure", "missing_count", "planned", "record",
+    "record_stored",
+]

@@ -41,19 +41,28 @@ import pandas as pd
 
 from .. import codes
 from ..clock import Clock, SystemClock
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, JournalMismatchError
 from ..journal import Journal, default_path, row_key
 from ..limits import STANDARD, PortalLimits
 from ..planning import Plan
+from ..planstore import is_stored, marks
 from ..settings import ENV_CONNECTOR, ENV_LINE, ENV_PORTAL
 from .finishing import Finishing
 from .loop import RunLoop
 from .outcome import _wall
 from .progress import ProgressCollector, collector
 from .progress import check as check_progress
-from .scheduling import Schedule, build_schedule
+from .scheduling import Schedule, build_schedule, build_schedule_sorted
 from .state import DEFAULT_MAX_IN_FLIGHT, MOST_IN_FLIGHT, RunState, stop_code
 from .summary import STATUS_COLUMNS, SendOutcome, SendSummary, result_frame, summarize
+
+#: Why a journal of another version of a file planned on disk is refused (bulkimport.bigfile too).
+STORED_REBIND = (
+    "the journal {state} was written for another version of this file (it was edited, or planned "
+    "with other options): matching an edited file row by row is not done for inputs planned on disk "
+    "(past BULKIMPORT_STORED_PLAN_ROWS rows) yet; run the file as it was, or start a new journal "
+    "with --state NEW.db after checking what the old one sent (bulkimport status {state})"
+)
 
 #: The statuses of a summary's counts, in the order of ``codes.STATUSES``.
 STATUS_ORDER = tuple(codes.STATUSES)
@@ -162,6 +171,11 @@ class Sender:
                 "plan.frame's index must be unique (it holds the row ids the journal is keyed by); "
                 "build the plan from a frame with unique row ids (df.reset_index(drop=True))"
             )
+        if update_changed and is_stored(plan):
+            raise ConfigError(
+                "--update-changed is not available for an input planned on disk (past "
+                "BULKIMPORT_STORED_PLAN_ROWS rows) yet: it compares every row with the journal in memory"
+            )
         self.plan = plan
         # One clock for pacing, tokens and time stamps: given, else the client's, else the auth's.
         self.clock: Clock = (
@@ -233,6 +247,8 @@ class Sender:
         )
         try:
             journal.lock()
+            if journal.rebound is not None and is_stored(self.plan):
+                raise JournalMismatchError(STORED_REBIND.format(state=self.state))
             if journal.rebound is not None:  # an edited input: match the rows by identity
                 from ..after.rebind import reconcile
 
@@ -252,7 +268,9 @@ class Sender:
         """The journal keys of every conversation's rows, computed once per run (each is read by
         the journal set-up, the schedule and every request)."""
         if self._keys is None:
-            self._keys = [[row_key(r) for r in c.rows] for c in self.plan.conversations]
+            plan = self.plan
+            self._keys = plan.keys() if is_stored(plan) else [  # type: ignore[attr-defined]
+                [row_key(r) for r in c.rows] for c in plan.conversations]
         return self._keys
 
     def _initial_rows(self) -> list[tuple[str, int | None, int | None, str, str | None, str | None]]:
@@ -265,6 +283,8 @@ class Sender:
         return rows
 
     def _invalid(self) -> dict[str, tuple[str, str]]:
+        if is_stored(self.plan):
+            return self.plan.store.invalid()  # type: ignore[attr-defined]
         failures = self.plan.failures
         out: dict[str, tuple[str, str]] = {}
         if failures is None or failures.empty:
@@ -289,7 +309,10 @@ class Sender:
 
     def _recover(self, journal: Journal) -> int:
         """Journal the plan's rows; rows a previous run left in flight become ``unknown``."""
-        _journal_rows_once(journal, self._initial_rows, self._invalid())
+        plan = self.plan
+        fill = (lambda: plan.journal_rows(journal)) if is_stored(plan) else (  # type: ignore[attr-defined]
+            lambda: journal.add_rows(self._initial_rows()))
+        _journal_rows_once(journal, fill, self._invalid())
         recovered = journal.recover()
         if recovered:
             log.warning(
@@ -304,7 +327,10 @@ class Sender:
         from ..after import identities
         from ..after.settle import settle_unknown
 
-        identities.record(journal, self.plan)
+        if is_stored(self.plan):
+            identities.record_stored(journal, self.plan)
+        else:
+            identities.record(journal, self.plan)
         missing = identities.missing_count(journal)
         if missing:
             from ..codes import count_of
@@ -341,16 +367,11 @@ class Sender:
         started = self.clock.now()  # elapsed and msg/s are measured on the (portal) clock …
         requests_before = governor.requests
         run_id = journal.start_run(_wall())  # … while the journal records real time
-        rows = journal.rows(skip_pending=True).set_index("rid")  # absent: pending
         keys = self._conv_keys()
-        schedule = Schedule(
-            build_schedule(
-                plan.conversations, keys, rows, self.retry_failed, self.retry_unknown, self.waiting
-            )
-        )
+        schedule = Schedule(self._schedule(journal, keys))
         if frozen:  # the run's schedule lives as long as the run: out of full GC passes too
             gc.freeze()
-        total = sum(len(c) for c in plan.conversations)
+        total = plan.messages
         progress = collector(self.progress, self.on_progress)
         state = RunState(self.max_in_flight)
         finishing = Finishing(journal, schedule.convs, self.clock.now) if self.finish_sessions else None
@@ -382,6 +403,19 @@ class Sender:
             self.finished = self._finish_the_rest(client, journal, finishing, state)
         return outcome
 
+    def _schedule(self, journal: Journal, keys: Any) -> Any:
+        """Each conversation's queue from the journal: a stored plan's from its rows streamed in
+        (conv, seq) order, the rest from the frame of rows that are not pending."""
+        plan = self.plan
+        if is_stored(plan):
+            if self.waiting:
+                raise ConfigError("rows waiting for their attachments cannot be sent from a stored plan")
+            return build_schedule_sorted(plan.store.heads(), marks(journal),  # type: ignore[attr-defined]
+                                         self.retry_failed, self.retry_unknown)
+        rows = journal.rows(skip_pending=True).set_index("rid")  # absent: pending
+        return build_schedule(plan.conversations, keys, rows, self.retry_failed, self.retry_unknown,
+                              self.waiting)
+
     def _finish_the_rest(self, client: Any, journal: Journal, finishing: Finishing, state: RunState) -> Any:
         """After the loop: finish what it did not (e.g. a per-chat error to try once more); not
         after a Ctrl-C, nor after a stop other than repeated rejections of the data (a portal
@@ -408,7 +442,7 @@ class Sender:
         recovered: int,
     ) -> SendOutcome:
         """Note why pending rows are pending, close the run in the journal, build the outcome."""
-        lean = state.interrupted and self.lean_interrupt
+        lean = (state.interrupted and self.lean_interrupt) or is_stored(self.plan)  # no per-row frame
         notes = schedule.pending_notes(self._conv_keys(), None if lean else state.pending_reason())
         if notes:
             journal.note_pending(notes)
@@ -435,7 +469,9 @@ class Sender:
         return SendOutcome(frame, summary)  # type: ignore[arg-type]  # None: lean_interrupt
 
 
-def _journal_rows_once(journal: Journal, rows: Any, invalid: dict[str, tuple[str, str]]) -> None:
+def _journal_rows_once(
+    journal: Journal, fill: Callable[[], Any], invalid: dict[str, tuple[str, str]]
+) -> None:
     """Insert the plan's rows unless the journal already holds exactly them: bound to the same
     plan (fingerprint) with the same invalid rows. A resumed run of a 10M-row journal then
     skips 10M ``INSERT OR IGNORE`` (~40 s); an edited file rebinds to a new fingerprint."""
@@ -447,7 +483,7 @@ def _journal_rows_once(journal: Journal, rows: Any, invalid: dict[str, tuple[str
     key = f"{meta.get('fingerprint', '')}:{seen}"
     if meta.get("fingerprint") and meta.get("rows_journalled") == key:
         return
-    journal.add_rows(rows())
+    fill()
     journal.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rows_journalled', ?)", (key,))
 
 

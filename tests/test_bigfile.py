@@ -1,0 +1,162 @@
+"""A big CSV planned on disk, in parts (bulkimport.bigfile, bulkimport.planstore): the same plan as
+in memory, sent, resumed from the stored plan, reported from the journal; options it cannot honour
+refused. Small files stand in for big ones: BULKIMPORT_STORED_PLAN_ROWS and the part size are
+lowered, so every code path of a ten-million-row run is taken in a second."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import tomli_w
+from click.testing import CliRunner
+
+from bulkimport import bigfile, planstore
+from bulkimport.cli import main
+from bulkimport.errors import ConfigError, JournalMismatchError
+from bulkimport.job import ImportJob
+from bulkimport.journal import Journal
+from bulkimport.planning import plan as build_plan
+from bulkimport.sandbox import Sandbox
+from bulkimport.sources import load
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "data_examples"))
+from generate import BIG_MAPPING, big_csv  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("BITRIX24_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+    monkeypatch.setenv("BULKIMPORT_STORED_PLAN_ROWS", "100")  # every test file here is "big"
+    monkeypatch.setattr(bigfile, "PART_ROWS", 400)  # several parts
+    monkeypatch.setattr(bigfile, "CHUNK_ROWS", 250)  # several chunks, cut across conversations
+
+
+def _history(tmp_path: Path, rows: int = 2000, conversations: int = 120) -> tuple[Path, Path]:
+    """A generated history with a few broken rows, and its mapping file."""
+    src = big_csv(tmp_path / "big.csv", rows, seed=3, conversations=conversations)
+    frame = pd.read_csv(src, sep=";", dtype=str, keep_default_na=False)
+    frame.loc[[5, rows // 3, rows - 10], "Date"] = "not a date"  # three invalid rows, in different parts
+    frame.to_csv(src, sep=";", index=False)
+    mapping = tmp_path / "big.toml"
+    mapping.write_text(tomli_w.dumps(BIG_MAPPING), encoding="utf-8")
+    return src, mapping
+
+
+def _job(src: Path, mapping: Path, **options) -> ImportJob:
+    options.setdefault("progress", False)
+    return ImportJob(src, mapping=mapping, sandbox=True, time_scale=500.0, **options)
+
+
+def test_a_big_csv_is_planned_on_disk_exactly_as_in_memory(tmp_path):
+    src, mapping = _history(tmp_path)
+    said: list[str] = []
+    job = _job(src, mapping, notify=said.append)
+    stored = job.plan()
+    assert planstore.is_stored(stored) and job.planned_on_disk
+    assert any(" parts of whole conversations" in s for s in said)  # ~2,000 rows / 400 a part
+    assert stored.store.meta()["fingerprint"].startswith("stored-v1:")
+    from bulkimport.mapping import Mapping
+
+    whole = build_plan(load(src).frame, Mapping.load(mapping))
+    assert stored.counts == whole.counts
+    assert [c.key for c in stored.conversations] == [c.key for c in whole.conversations]
+    for a, b in zip(stored.conversations, whole.conversations, strict=True):
+        assert list(a.rows) == list(b.rows) and a.lock_keys == b.lock_keys
+        assert list(a.messages) == list(b.messages)  # every MESSAGES item, wire-ready, the same
+    assert set(stored.invalid_rows) == set(whole.invalid_rows) and len(stored.invalid_rows) == 3
+    codes = lambda f: sorted(f["code"].value_counts().items())  # noqa: E731
+    assert codes(stored.failures) == codes(whole.failures)
+    assert stored.estimate().requests == whole.estimate().requests
+    authors = stored.authors  # added up from the parts
+    assert authors["messages"].sum() == len(load(src).frame) and set(authors["side"]) == {"operator", "customer"}
+
+
+def test_sent_from_the_stored_plan_every_message_once_in_order_then_resumed_from_it(tmp_path):
+    src, mapping = _history(tmp_path)
+    result = _job(src, mapping).run()
+    plan = result.plan
+    assert result.summary.counts["sent"] == plan.counts["valid"] and result.summary.counts["invalid"] == 3
+    assert result.frame is None and result.report == src.with_name("big.csv.report.csv")
+    report = pd.read_csv(result.report, dtype=str)
+    assert len(report) == plan.counts["rows"] and (report["import_status"] == "sent").sum() == plan.counts["valid"]
+    with Sandbox(db=src.with_name("sandbox-big.db")) as sb:
+        assert len(sb.store.messages()) == plan.counts["valid"]
+        assert sb.store.duplicates().empty and sb.store.out_of_order().empty
+    with Journal.open(result.journal) as journal:  # what verify, undo and settling read
+        assert journal.query("SELECT COUNT(*) FROM row_ids")[0][0] == plan.counts["valid"]
+        assert journal.query("SELECT COUNT(*) FROM rows WHERE status = 'invalid'")[0][0] == 3
+
+    said: list[str] = []
+    again = _job(src, mapping, notify=said.append)
+    assert any(s.startswith("Plan read back from") for s in [*said, *_notes(again)])
+    resumed = again.resume()
+    assert resumed is not None and resumed.sent == plan.counts["valid"] and resumed.to_go == 0
+    second = again.run()
+    assert second.summary.sent_this_run == 0
+    with Sandbox(db=src.with_name("sandbox-big.db")) as sb:
+        assert len(sb.store.messages()) == plan.counts["valid"] and sb.store.duplicates().empty
+
+
+def _notes(job: ImportJob) -> list[str]:
+    said: list[str] = []
+    job.notify = said.append
+    job.plan()
+    return said
+
+
+def test_a_run_stopped_half_way_resumes_from_the_journal_and_sends_the_rest(tmp_path):
+    src, mapping = _history(tmp_path, rows=1500, conversations=90)
+    job = _job(src, mapping)
+    plan = job.plan()
+    keys = [str(r) for c in list(plan.conversations)[:40] for r in c.rows]
+    state = Path(str(job.state))
+    with Journal.bind(state, portal="http://127.0.0.1:1/rest/", line="1", connector="bulkimport",
+                      fingerprint=plan.fingerprint) as journal:
+        plan.journal_rows(journal)
+        journal.executemany("UPDATE rows SET status = 'sent' WHERE rid = ?", [(k,) for k in keys])
+    resumed = _job(src, mapping).resume()
+    assert resumed is not None and resumed.sent == len(keys)
+    assert resumed.to_go == plan.counts["valid"] - len(keys)
+
+
+def test_options_a_stored_plan_cannot_honour_are_refused_before_anything_is_read(tmp_path):
+    src, mapping = _history(tmp_path, rows=300, conversations=20)
+    with pytest.raises(ConfigError, match="--update-changed is not available for big.csv"):
+        _job(src, mapping, update_changed=True).plan()
+    with pytest.raises(ConfigError, match="--upload-files is not available"):
+        _job(src, mapping, upload_files=True).plan()
+
+
+def test_an_edited_file_against_its_journal_is_refused_with_the_way_out(tmp_path):
+    src, mapping = _history(tmp_path, rows=300, conversations=20)
+    first = _job(src, mapping).run()
+    assert first.summary.counts["sent"] > 0
+    with src.open("a", encoding="utf-8") as fh:
+        fh.write("wa-0000001;000000001;Иван Петров;+79160000001;client;01.03.2025 10:00:00;new row;\n")
+    with pytest.raises(JournalMismatchError, match="another version of this file"):
+        _job(src, mapping).check_journal()
+
+
+def test_the_cli_plans_a_big_file_on_disk_and_says_so(tmp_path):
+    src, mapping = _history(tmp_path, rows=600, conversations=40)
+    runner = CliRunner()
+    out = runner.invoke(main, ["run", str(src), "--mapping", str(mapping), "--dry-run"])
+    assert out.exit_code == 1, out.output  # three invalid rows: exit 1, as for any file
+    assert "parts of whole conversations" in out.output
+    assert "Plan: 600 rows" in out.output and "Dry run: nothing was sent." in out.output
+    assert planstore.path_for(src.with_name("big.csv.bulkimport.db")).is_file()
+    run = runner.invoke(main, ["run", str(src), "--mapping", str(mapping), "--sandbox", "--time-scale", "500",
+                               "--no-progress"])
+    assert run.exit_code == 1, run.output
+    assert "Plan read back from" in run.output and "big.csv.report.csv" in run.output
+    refused = runner.invoke(main, ["run", str(src), "--mapping", str(mapping), "--sandbox", "--update-changed"])
+    assert refused.exit_code == 2 and "--update-changed is not available" in refused.output
+    assert "Traceback" not in refused.output
