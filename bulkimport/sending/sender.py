@@ -310,9 +310,9 @@ class Sender:
     def _recover(self, journal: Journal) -> int:
         """Journal the plan's rows; rows a previous run left in flight become ``unknown``."""
         plan = self.plan
-        fill = (lambda: plan.journal_rows(journal)) if is_stored(plan) else (  # type: ignore[attr-defined]
-            lambda: journal.add_rows(self._initial_rows()))
-        _journal_rows_once(journal, fill, self._invalid())
+        # a stored plan's rows go from its file to the journal in SQL (nothing left for add_rows)
+        rows = (lambda: [plan.journal_rows(journal)][:0]) if is_stored(plan) else self._initial_rows
+        _journal_rows_once(journal, rows, self._invalid())
         recovered = journal.recover()
         if recovered:
             log.warning(
@@ -469,9 +469,8 @@ class Sender:
         return SendOutcome(frame, summary)  # type: ignore[arg-type]  # None: lean_interrupt
 
 
-def _journal_rows_once(
-    journal: Journal, fill: Callable[[], Any], invalid: dict[str, tuple[str, str]]
-) -> None:
+def _journal_rows_once(journal: Journal, rows: Callable[[], Any], invalid: dict[str, tuple[str, str]]
+                       ) -> None:
     """Insert the plan's rows unless the journal already holds exactly them: bound to the same
     plan (fingerprint) with the same invalid rows. A resumed run of a 10M-row journal then
     skips 10M ``INSERT OR IGNORE`` (~40 s); an edited file rebinds to a new fingerprint."""
@@ -483,7 +482,7 @@ def _journal_rows_once(
     key = f"{meta.get('fingerprint', '')}:{seen}"
     if meta.get("fingerprint") and meta.get("rows_journalled") == key:
         return
-    fill()
+    journal.add_rows(rows())
     journal.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rows_journalled', ?)", (key,))
 
 
