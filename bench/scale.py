@@ -138,14 +138,19 @@ def bench_size(rows: int, tmp: Path, sending: float, prepare_only: bool = False)
     print(f"\n{rows:,} rows ({source.stat().st_size / 2**20:.0f} MiB CSV, generated in "
           f"{time.perf_counter() - t:.0f} s)")
     cli = [sys.executable, "-m", "bulkimport", "run", str(source), "--mapping", str(mapping), "--no-progress"]
+    state = tmp / f"journal-{rows}.db"
     t = time.monotonic()
-    dry = _run_cli([*cli, "--dry-run"], dict(os.environ, PYTHONPATH=str(ROOT)))
+    # the dry run beside the journal of the run: a stored plan (a big CSV) is read back by the run
+    dry = _run_cli([*cli, "--dry-run", "--state", str(state)], dict(os.environ, PYTHONPATH=str(ROOT)))
     _, dry_peak = _watch(dry, lambda: False, 3600)
     dry.wait()
     print(f"  prepare (dry-run, offline)      : {time.monotonic() - t:7.1f} s   peak {dry_peak:6.0f} MiB")
+    stored = state.with_name(state.name + ".plan")
+    if stored.is_file():
+        print(f"  stored plan (planned on disk)   : {stored.stat().st_size / 2**20:7.0f} MiB "
+              f"({stored.stat().st_size / rows:.0f} bytes per row)")
     if prepare_only:
         return
-    state = tmp / f"journal-{rows}.db"
     with Sandbox(time_scale=1.0, seed=1, **COSTS) as portal:
         _register(portal)
         env = _env(portal, tmp)
@@ -164,7 +169,7 @@ def bench_size(rows: int, tmp: Path, sending: float, prepare_only: bool = False)
                   f"Ctrl-C → exit {stop['exit']:5.1f} s ({stop['after_last_answer']:4.1f} s after the last "
                   f"answer, exit {stop['code']:.0f})")
         unknown = _count(state, "unknown")
-    size = sum(p.stat().st_size for p in tmp.glob(state.name + "*") if p.is_file())
+    size = sum(p.stat().st_size for p in tmp.glob(state.name + "*") if p.is_file() and p != stored)
     print(f"  journal                         : {size / 2**20:7.0f} MiB ({size / rows:.0f} bytes per row), "
           f"{unknown} rows unknown after two Ctrl-C")
     t = time.monotonic()
@@ -267,7 +272,11 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="only the report writers")
     ap.add_argument("--prepare-only", action="store_true", help="per size only the dry-run (no sending)")
     ap.add_argument("--skip-reports", action="store_true", help="not the report writers side by side")
+    ap.add_argument("--stored-rows", type=int, default=None,
+                    help="BULKIMPORT_STORED_PLAN_ROWS for the runs (default: bulkimport's, 2,000,000)")
     args = ap.parse_args()
+    if args.stored_rows is not None:
+        os.environ["BULKIMPORT_STORED_PLAN_ROWS"] = str(args.stored_rows)
     header("bench/scale.py — one import at scale (issue #19)")
     print("Goals: 10M rows in <= 2 GiB peak; first request <= 60 s (10M); resume <= 30 s to its first "
           "request (10M);\n       Ctrl-C: no row unknown, exit <= 5 s after the last answer; "

@@ -31,9 +31,13 @@ def test_environment_names_are_the_documented_ones():
     assert names == {
         "BITRIX24_PORTAL", "BITRIX24_LINE", "BITRIX24_CONNECTOR", "BITRIX24_CLIENT_ID",
         "BITRIX24_CLIENT_SECRET", "BITRIX24_ACCESS_TOKEN", "BITRIX24_REFRESH_TOKEN",
-        "BITRIX24_OAUTH_URL", "BITRIX24_TOKEN_FILE",
+        "BITRIX24_OAUTH_URL", "BITRIX24_TOKEN_FILE", "BULKIMPORT_STORED_PLAN_ROWS",
     }
     assert set(auth.ENV.values()) <= names
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert [n for n in sorted(names) if f"`{n}" not in readme] == []  # each one documented
 
 
 def test_auth_reads_the_names_from_settings(tmp_path):
