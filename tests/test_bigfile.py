@@ -182,3 +182,25 @@ def test_verify_and_undo_read_a_stored_runs_journal_alone(tmp_path):
     assert f"Deleted {sent} messages" in undone.output
     with Sandbox(db=db) as sb:
         assert sb.store.counts()["deleted_messages"] == sent == sb.store.counts()["messages"]
+
+
+def test_the_identities_read_from_the_plans_columns_are_those_of_the_items(tmp_path):
+    from bulkimport.after import identities
+    from bulkimport.journal import row_key
+    from bulkimport.mapping import Mapping
+
+    src, mapping = _history(tmp_path, rows=600, conversations=30)
+    frame = load(src).frame
+    frame.loc[frame.index[:40:3], "Text"] = None  # messages with files only, and no text at all
+    plan = build_plan(frame, Mapping.load(mapping))
+    slow = [
+        (row_key(rid), ci, seq, identities._id(item, "chat"), identities._id(item, "user"),
+         identities._id(item, "message"), identities.digest(item), identities._date(item),
+         identities.body(item))
+        for ci, conv in enumerate(plan.conversations)
+        for seq, (rid, item) in enumerate(zip(conv.rows, conv.messages, strict=True))
+    ]
+    fast = identities.planned(plan)
+    assert fast == slow
+    assert any(item["message"].get("files") for c in plan.conversations for item in c.messages)
+    assert any("user_id" in item["message"] for c in plan.conversations for item in c.messages)

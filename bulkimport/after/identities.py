@@ -77,12 +77,56 @@ Planned = tuple[str, int, int, str, str, str, str, int | None, str]
 def planned(plan: Plan) -> list[Planned]:
     """``(rid, conv, seq, chat, user, mid, digest, date, body)`` of every planned row, in plan order."""
     from ..journal import row_key
+    from ..planning import Messages
 
     out: list[Planned] = []
     for ci, conv in enumerate(plan.conversations):
+        if isinstance(conv.messages, Messages):  # from the plan's columns: the same values, faster
+            out.extend(_from_columns(conv, ci))
+            continue
         for seq, (rid, item) in enumerate(zip(conv.rows, conv.messages, strict=True)):
             out.append((row_key(rid), ci, seq, _id(item, "chat"), _id(item, "user"), _id(item, "message"),
                         digest(item), _date(item), body(item)))
+    return out
+
+
+def _from_columns(conv: Any, ci: int) -> list[Planned]:
+    """:func:`planned` of one conversation read from its Messages' columns instead of building each
+    item: the JSON :func:`digest` and :func:`body` hash is spelled as ``json.dumps`` spells the
+    same dict (sorted keys, default separators) — tests/test_bigfile.py compares the two."""
+    import hashlib
+    import json
+
+    from ..journal import row_key
+
+    msgs = conv.messages
+    cols, a = msgs._cols, msgs._start
+    chat = str(cols.chats[cols.kcodes[a]].get("id"))
+    files, ops = cols.files, cols.ops
+
+    encode = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False).encode
+    string = json.encoder.encode_basestring  # what the encoder writes a str as (ensure_ascii=False)
+
+    def text_of(v: Any) -> str:
+        if v is None:
+            return "null"
+        if type(v) is str:
+            return string(v)
+        return str(v) if type(v) is int else encode(v)
+
+    out: list[Planned] = []
+    for seq, rid in enumerate(conv.rows):
+        j = a + seq
+        f = text_of(None if files is None else files[j])
+        t = text_of(cols.text[j])
+        u = text_of(None if ops is None else ops[j])
+        date = cols.date[j]
+        tail = f'"files": {f}, "text": {t}, "user_id": {u}}}'
+        whole = f'{{"date": {text_of(date)}, {tail}'
+        out.append((row_key(rid), ci, seq, chat, str(cols.users[cols.ucodes[j]].get("id")), str(cols.mid[j]),
+                    hashlib.sha256(whole.encode()).hexdigest()[:20],
+                    date if isinstance(date, int) else None,
+                    hashlib.sha256(("{" + tail).encode()).hexdigest()[:12]))
     return out
 
 
