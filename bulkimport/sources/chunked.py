@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import inspect
 import io
 import math
@@ -155,11 +156,14 @@ class TextChunks:
         with _errors(plan), plan.reader(read_rows) as reader:
             for raw in reader:
                 body = self._body(raw)
+                del raw  # held no longer than needed: at most about two chunks live at once
                 if body.empty:
                     continue
                 stats.add(body)
                 both = body if carry is None else pd.concat([carry, body])
+                del body
                 carry, out = both.iloc[-_LOOK:], both.iloc[:-_LOOK]
+                del both
                 for start in range(0, len(out), piece):
                     chunk = out.iloc[start : start + piece]
                     chunk.attrs = dict(self.attrs)
@@ -177,7 +181,8 @@ class TextChunks:
     def _body(self, raw: pd.DataFrame) -> pd.DataFrame:
         """A raw chunk → the data records below the header, named, numbered, empty rows dropped."""
         plan = self._plan
-        body = raw.iloc[max(0, plan.first + 1 - int(raw.index[0])) :, plan.positions] if len(raw) else raw
+        below = max(0, plan.first + 1 - int(raw.index[0])) if len(raw) else 0
+        body = raw.iloc[below:, plan.positions]
         body = body.set_axis([str(i) for i in range(len(plan.positions))], axis=1)  # no "Unnamed: ":
         body.index = pd.Index(body.index + plan.skip + 1, name="row")  # _drop_empty drops rows only
         return _drop_empty(body).set_axis(plan.columns, axis=1)
@@ -190,6 +195,7 @@ class TextChunks:
             self.attrs[ATTR_FOOTER] = []
             return carry
         found = _drop_footer(_stand_in(carry, stats)).attrs.get(ATTR_FOOTER, [])
+        found = [e for e in found if e["row"] in carry.index]  # never a made-up row (see _stand_in)
         self.attrs[ATTR_FOOTER] = found
         return carry.drop(index=[e["row"] for e in found]) if found else carry
 
@@ -403,7 +409,8 @@ def _decide_columns(plan: _Plan, window: pd.DataFrame) -> None:
         values[0] = values[0].lstrip("\ufeff")
     names = _header_names(values, plan.name, plan.skip + plan.first + 1)
     blank = pd.DataFrame([[None] * len(names)], columns=names, dtype=object)
-    droppable = [i for i, c in enumerate(names) if c not in set(_drop_empty(blank).columns)]
+    kept = set(_drop_empty(blank).columns)  # what _drop_empty would keep were the column empty
+    droppable = [i for i, c in enumerate(names) if c not in kept]
     filled = _filled_columns(plan, droppable) if droppable else set()
     plan.positions = [i for i in range(len(names)) if i not in droppable or i in filled]
     plan.columns = [names[i] for i in plan.positions]
@@ -446,8 +453,8 @@ def _confirm_utf8(plan: _Plan) -> None:
     enc = _detect_encoding(plan.path, plan.raw_head)
     if enc == "utf-8":
         return
-    plan.enc, plan.tentative = enc, False
-    with _errors(plan), plan.reader(_SCAN_READ) as reader:
+    again = dataclasses.replace(plan, enc=enc, tentative=False)
+    with _errors(again), again.reader(_SCAN_READ) as reader:
         for _ in reader:
             pass
     fix = "read it again with encoding=" + repr(enc)
