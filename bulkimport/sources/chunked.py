@@ -7,11 +7,16 @@ records in chunks of at most ``rows``. What ``read()`` decides from the whole fi
 the whole file here too, cheaply:
 
 * unnamed columns dropped when empty (``_drop_empty``): when the header has such a column, one
-  extra pass over just those columns at open time (stopping as soon as each has a value);
+  extra pass over just those columns at open time, stopping as soon as each has a value (a file
+  with a trailing delimiter on every line: 0.4 s per million rows);
 * the footer (``_drop_footer``): the last rows are held back so the final chunk has them, and the
   decision uses the whole file's statistics (the median of filled cells per row, the first values
   of each column for its date columns), collected while iterating, through a stand-in frame with
   exactly those statistics (:func:`_stand_in`).
+
+Chunks hold at most ``rows`` rows; the last holds the (up to 5) rows kept back for the footer.
+1M rows of ``data_examples/generate.py::big_csv`` (136 MB), rows=200,000: 1.9 s and 224 MiB peak
+RSS (``read()``: 3.0 s, 512 MiB); the peak does not grow with the file.
 
 Differences from ``read()``, both rare: ``footer_rows`` is known only once iteration reached the
 end; a file whose first megabyte is UTF-8 but whose rest is not is refused when the bad bytes are
