@@ -127,6 +127,7 @@ class TextChunks:
         self.attrs: dict[str, Any] = plan.attrs
         self.columns: list[str] = list(plan.columns)
         self.size: int = plan.path.stat().st_size
+        self.path: Path = plan.path
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         """The chunks in file order; ``attrs["footer_rows"]`` is filled once the end is reached."""
