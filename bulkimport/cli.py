@@ -377,11 +377,13 @@ def _echo_table(table: Any, max_rows: int = 20) -> None:
         click.echo(f"  … and {len(table) - max_rows} more")
 
 
-def _show_failures(failures: Any, limit: int = 10) -> None:
-    """Invalid rows by code (with hints), then the first few problems row by row."""
+def _show_failures(failures: Any, limit: int = 10, plan: Any = None) -> None:
+    """Invalid rows by code (with hints), then the first few problems row by row (``plan``: a plan
+    stored on disk lists examples of each code, and knows the exact counts)."""
     from .reporting import failure_counts
 
-    counts = failure_counts(failures)
+    store = getattr(plan, "store", None)
+    counts = failure_counts(failures, store.code_counts() if store is not None else None)
     if counts.empty:
         click.echo("No invalid rows.")
         return
@@ -396,7 +398,8 @@ def _show_failures(failures: Any, limit: int = 10) -> None:
         click.echo(f"Duplicate rows: {', '.join(pairs)}{' …' if len(dupes) > limit else ''}.")
     errors = failures[failures["level"] == "error"]
     if len(errors):
-        click.echo(f"First invalid rows (of {errors['row'].nunique()}):")
+        of = plan.counts["invalid"] if store is not None else errors["row"].nunique()
+        click.echo(f"First invalid rows (of {of}):")
         table = errors[["row", "field", "code", "value"]].astype(object)
         _echo_table(table.where(table.notna(), ""), limit)
 
@@ -698,7 +701,7 @@ def _load_and_show(job: Any) -> Any:
         f"{_n(c.get('warnings', 0), 'warning')}."
     )
     if len(plan.failures):
-        _show_failures(plan.failures)
+        _show_failures(plan.failures, plan=plan)
     from .staging import plan_line
 
     attachments = plan_line(job)

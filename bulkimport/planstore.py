@@ -62,6 +62,10 @@ CREATE TABLE codes (code TEXT NOT NULL, level TEXT NOT NULL, n INTEGER NOT NULL,
 """
 
 
+#: A conversation read back: row ids, MESSAGES, chat key, lock keys, journal keys.
+_Loaded = tuple[list[int], Messages, str, frozenset[str], list[str]]
+
+
 def path_for(journal: Path) -> Path:
     """Where the stored plan of the journal ``journal`` lives."""
     return journal.with_name(journal.name + ".plan")
@@ -77,7 +81,7 @@ class PlanStore:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
-        self._cache: OrderedDict[int, tuple[list[int], Messages, str, frozenset[str]]] = OrderedDict()
+        self._cache: OrderedDict[int, _Loaded] = OrderedDict()
 
     # ------------------------------------------------------------------ writing
     @classmethod
@@ -132,7 +136,7 @@ class PlanStore:
             return
         cur = self._conn.cursor()
         cur.execute("BEGIN")
-        counts = failures.groupby(["code", "level"], sort=False).size()
+        counts = failures.groupby(["code", "level"], sort=False)["row"].nunique()  # rows, as the CLI counts
         cur.executemany(
             "INSERT INTO codes VALUES (?, ?, ?) ON CONFLICT (code, level) DO UPDATE SET n = n + excluded.n",
             [(str(c), str(lv), int(n)) for (c, lv), n in counts.items()],
@@ -204,8 +208,9 @@ class PlanStore:
         for key, locks, n in self._conn.execute("SELECT key, locks, n FROM convs ORDER BY conv"):
             yield key, frozenset(json.loads(locks)), n
 
-    def conversation(self, ci: int) -> tuple[list[int], Messages, str, frozenset[str]]:
-        """Row ids, MESSAGES, chat key and lock keys of conversation ``ci`` (the last CACHE kept)."""
+    def conversation(self, ci: int) -> _Loaded:
+        """Row ids, MESSAGES, chat key, lock keys and journal keys of conversation ``ci`` (the
+        last CACHE kept)."""
         hit = self._cache.get(ci)
         if hit is not None:
             self._cache.move_to_end(ci)
@@ -228,7 +233,8 @@ class PlanStore:
                 None if f is None else json.loads(f) for f in files],
             ops=None if all(o is None for o in ops) else ops, crm=self.crm,
         )
-        found = (rids, Messages(cols, 0, len(rids)), key, frozenset(json.loads(locks)))
+        found = (rids, Messages(cols, 0, len(rids)), key, frozenset(json.loads(locks)),
+                 [str(r) for r in rids])
         self._cache[ci] = found
         if len(self._cache) > CACHE:
             self._cache.popitem(last=False)
@@ -252,7 +258,7 @@ class PlanStore:
         return pd.DataFrame(got, columns=FAILURE_COLUMNS).astype({"row": "int64"})
 
     def code_counts(self) -> dict[tuple[str, str], int]:
-        """(code, level) → exact number of problems."""
+        """(code, level) → exact number of rows with that problem."""
         return {(c, lv): n for c, lv, n in self._conn.execute("SELECT code, level, n FROM codes")}
 
 
@@ -327,7 +333,7 @@ class StoredKeys(Sequence[list[str]]):
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self._n))]
-        return [str(r) for r in self._store.conversation(i)[0]]
+        return self._store.conversation(i)[4]
 
 
 @dataclass

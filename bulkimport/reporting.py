@@ -864,13 +864,19 @@ def count_lines(counts: Mapping[str, int], top_errors: Any, summary: Any = None,
     return lines + _figure_lines(summary, wall)
 
 
-def failure_counts(failures: pd.DataFrame) -> pd.DataFrame:
+def failure_counts(
+    failures: pd.DataFrame, exact: Mapping[tuple[str, str], int] | None = None
+) -> pd.DataFrame:
     """Validation failures (``row, field, code, level, message, value``) counted per code: rows,
-    level, the catalogue's message and hint; errors first, most frequent first."""
+    level, the catalogue's message and hint; errors first, most frequent first. ``exact``: the rows
+    per (code, level) when ``failures`` lists only examples of each (a plan stored on disk)."""
     columns = ["code", "level", "rows", "message", "hint"]
     if failures is None or len(failures) == 0:
         return pd.DataFrame(columns=columns)
     grouped = failures.groupby(["code", "level"], sort=False)["row"].nunique().reset_index(name="rows")
+    if exact:
+        keyed = grouped[["code", "level", "rows"]].itertuples(index=False)
+        grouped["rows"] = [int(exact.get((c, lv), n)) for c, lv, n in keyed]
     grouped["_err"] = grouped["level"] != "error"
     grouped = grouped.sort_values(["_err", "rows", "code"], ascending=[True, False, True], kind="stable")
     # The failures carry their own rendered message ("user.name was longer …"); show the first one.

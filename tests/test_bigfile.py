@@ -147,12 +147,14 @@ def test_an_edited_file_against_its_journal_is_refused_with_the_way_out(tmp_path
         _job(src, mapping).check_journal()
 
 
-def test_the_cli_plans_a_big_file_on_disk_and_says_so(tmp_path):
+def test_the_cli_plans_a_big_file_on_disk_and_says_so(tmp_path, monkeypatch):
     src, mapping = _history(tmp_path, rows=600, conversations=40)
+    monkeypatch.setattr(planstore, "EXAMPLES", 1)  # the store lists one problem of each code
     runner = CliRunner()
     out = runner.invoke(main, ["run", str(src), "--mapping", str(mapping), "--dry-run"])
     assert out.exit_code == 1, out.output  # three invalid rows: exit 1, as for any file
     assert "parts of whole conversations" in out.output
+    assert "(error) ×3:" in out.output and "First invalid rows (of 3):" in out.output  # exact counts
     assert "Plan: 600 rows" in out.output and "Dry run: nothing was sent." in out.output
     assert planstore.path_for(src.with_name("big.csv.bulkimport.db")).is_file()
     run = runner.invoke(main, ["run", str(src), "--mapping", str(mapping), "--sandbox",
@@ -204,3 +206,21 @@ def test_the_identities_read_from_the_plans_columns_are_those_of_the_items(tmp_p
     assert fast == slow
     assert any(item["message"].get("files") for c in plan.conversations for item in c.messages)
     assert any("user_id" in item["message"] for c in plan.conversations for item in c.messages)
+
+
+def test_a_stored_run_the_portal_stops_says_why_each_row_is_still_pending(tmp_path):
+    from bulkimport import connector as conn
+    from bulkimport.sending.sender import Sender
+
+    src, mapping = _history(tmp_path, rows=300, conversations=20)
+    plan = _job(src, mapping).plan()
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        target = conn.sandbox_target(sb)
+        conn.setup(target.client, 1, "bulkimport")
+        sb.faults.add("NO_AUTH_FOUND", methods=["batch", "imconnector.send.messages"])
+        outcome = Sender(plan, client=target.client, clock=target.clock, line=1, connector="bulkimport",
+                         state=tmp_path / "s.db").run()
+    assert outcome.frame is None and outcome.summary.stopped == "NO_AUTH_FOUND"
+    with Journal.open(tmp_path / "s.db") as journal:
+        got = dict(journal.query("SELECT code, COUNT(*) FROM rows WHERE status = 'pending' GROUP BY code"))
+    assert got == {"not-reached": plan.counts["valid"]}
