@@ -186,7 +186,26 @@ class JobResult:
             return EXIT_ROWS
         if self.fix:
             return EXIT_INPUT
-        return EXIT_OK if bool((self.frame["import_status"] == "sent").all()) else EXIT_ROWS
+        tallies = self.tallies()
+        return EXIT_OK if set(s for s, _ in tallies) <= {"sent"} else EXIT_ROWS
+
+    def tallies(self) -> dict[tuple[str, str | None], int]:
+        """Rows per (status, code): from the per-row frame, or from the journal when the run kept
+        none (a plan stored on disk)."""
+        if self.frame is not None:
+            code = self.frame.get("import_error_code")
+            pairs = zip(self.frame["import_status"].tolist(),
+                        [None] * len(self.frame) if code is None else code.tolist(), strict=True)
+            out: dict[tuple[str, str | None], int] = {}
+            for status, c in pairs:
+                key = (str(status), c if isinstance(c, str) else None)
+                out[key] = out.get(key, 0) + 1
+            return out
+        from .journal import Journal
+
+        with Journal.open(self.journal) as journal:
+            return {(str(s), c): int(n) for s, c, n in
+                    journal.query("SELECT status, code, COUNT(*) FROM rows GROUP BY status, code")}
 
     def next_steps(self) -> list[str]:
         """What to do next, one line each: resume, retry the rejected rows, settle unknown ones."""
@@ -198,22 +217,21 @@ class JobResult:
             return lines
         if self.declined:
             return []
-        status = self.frame["import_status"]
-        code = self.frame.get("import_error_code")
-        held = (status == "pending") & (code.isin(HELD_CODES) if code is not None else False)
+        tallies = self.tallies()
+        has = {s for s, _ in tallies}
         lines: list[str] = []
-        if ((status == "pending") & ~held).any():
+        if any(s == "pending" and c not in HELD_CODES for s, c in tallies):
             lines.append(f"Resume (sends the pending rows): {shlex.join(self.command)}")
-        if (status == "failed").any():
+        if "failed" in has:
             lines.append(
                 "After fixing the cause, retry the rejected rows"
-                + _held_note(held, code, "held-after-failure")
+                + _held_note(tallies, "held-after-failure")
                 + f": {shlex.join([*self.command, '--retry-failed'])}"
             )
-        if (status == "unknown").any():
+        if "unknown" in has:
             lines.append(
                 "Rows with an unknown outcome may have reached the portal"
-                + _held_note(held, code, "held-after-unknown")
+                + _held_note(tallies, "held-after-unknown")
                 + "; check the open line, then say what you found: "
                 + f"`bulkimport resolve {shlex.quote(str(self.journal))} --arrived|--not-arrived"
                 + " [--rows 12,40-45]` (arrived rows are never re-sent), or re-send them all: "
@@ -254,9 +272,9 @@ class JobResult:
         return summary_lines(self.frame, plan=self.plan, summary=self.summary, wall=self.wall)
 
 
-def _held_note(held: Any, code: Any, which: str) -> str:
+def _held_note(tallies: dict[tuple[str, str | None], int], which: str) -> str:
     """ " (N later rows of their conversations wait behind them)" for the rows held by ``which``."""
-    n = int((held & (code == which)).sum()) if code is not None else 0
+    n = tallies.get(("pending", which), 0)
     return f" ({n} later rows of their conversations wait behind them)" if n else ""
 
 

@@ -86,6 +86,7 @@ def test_sent_from_the_stored_plan_every_message_once_in_order_then_resumed_from
     plan = result.plan
     assert result.summary.counts["sent"] == plan.counts["valid"] and result.summary.counts["invalid"] == 3
     assert result.frame is None and result.report == src.with_name("big.csv.report.csv")
+    assert result.exit_code == 1 and result.next_steps() == []  # three invalid rows, nothing to resume
     report = pd.read_csv(result.report, dtype=str)
     assert len(report) == plan.counts["rows"]
     assert (report["import_status"] == "sent").sum() == plan.counts["valid"]
@@ -159,8 +160,9 @@ def test_the_cli_plans_a_big_file_on_disk_and_says_so(tmp_path, monkeypatch):
     assert planstore.path_for(src.with_name("big.csv.bulkimport.db")).is_file()
     run = runner.invoke(main, ["run", str(src), "--mapping", str(mapping), "--sandbox",
                                "--time-scale", "500", "--no-progress"])
-    assert run.exit_code == 1, run.output
+    assert run.exit_code == 1 and isinstance(run.exception, SystemExit), (run.output, run.exception)
     assert "Plan read back from" in run.output and "big.csv.report.csv" in run.output
+    assert "Resume (sends the pending rows)" not in run.output
     refused = runner.invoke(main, ["run", str(src), "--mapping", str(mapping), "--sandbox",
                                    "--update-changed"])
     assert refused.exit_code == 2 and "--update-changed is not available" in refused.output
