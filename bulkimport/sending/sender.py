@@ -525,7 +525,9 @@ def send(
     Re-running with the same plan and journal resumes. On Ctrl-C the journal is saved, every row
     keeps an honest status, and KeyboardInterrupt is re-raised. ``finish_sessions=True`` finishes
     each conversation's open-line session once its rows are settled (``bulkimport run`` does so
-    unless ``--keep-open``; the library leaves them open unless asked).
+    unless ``--keep-open``; the library leaves them open unless asked). A plan stored on disk
+    (a big CSV, :mod:`bulkimport.planstore`) keeps no per-row frame: ``None`` is returned, and
+    every row's outcome is in the journal (``bulkimport.reporting.write_journal_report``).
     """
     outcome = Sender(
         plan,
