@@ -20,6 +20,7 @@ after a ``--dry-run``) read it back in seconds instead of planning again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -117,11 +118,19 @@ def build(
     started = time.monotonic()
     notify(f"Planning {chunks.attrs.get('source')} (about {count_of(rows, 'row')}) in "
            f"{count_of(parts, 'part')} of whole conversations, on disk beside the journal …")
+    new = store_path.with_name(store_path.name + ".new")
+    store: planstore.PlanStore | None = None
     try:
         read = _split(chunks, mapping, spool, parts, _bar(progress, rows, "reading"))
-        store = planstore.PlanStore.create(store_path.with_name(store_path.name + ".new"))
+        store = planstore.PlanStore.create(new)
         totals = _plan_parts(store, spool, parts, chunks.attrs, mapping, chunk_size,
                              _bar(progress, read, "planning"))
+    except BaseException:  # a bad row's refusal, Ctrl-C, a full disk: no half-written plan is left
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.close()
+        new.unlink(missing_ok=True)
+        raise
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     totals["authors"] = _authors_json(totals.pop("authors_parts"))
@@ -253,10 +262,18 @@ def _authors_json(tables: list[pd.DataFrame]) -> str:
 
 # ---------------------------------------------------------------------- an ImportJob's side
 def source_for(job: Any, kind: str) -> Any | None:
-    """For a big CSV: a Source holding the file's first rows only (what the mapping is guessed
-    from and shown with), the chunked reader kept on ``job._chunks``; None: read it whole."""
-    if job.sheet is not None or not wanted(Path(job.source), kind):
+    """For a big CSV (or ``job.plan_on_disk``): a Source holding the file's first rows only (what
+    the mapping is guessed from and shown with), the chunked reader kept on ``job._chunks``;
+    None: read it whole."""
+    path = Path(job.source)
+    if job.plan_on_disk is False or job.sheet is not None:
         return None
+    if job.plan_on_disk is None and not wanted(path, kind):
+        return None
+    if kind != "csv" or path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{path.name}: only a CSV, TSV or TXT file is planned on disk (plan_on_disk=True)")
     from .sources import Source
     from .sources.chunked import open_chunks
 
@@ -312,6 +329,11 @@ def check_journal(job: Any, plan: planstore.StoredPlan) -> None:
         bound = journal.meta().get("fingerprint")
     finally:
         journal.close()
+    if bound and not bound.startswith("stored-"):  # written by a run that planned the file in memory
+        raise JournalMismatchError(
+            f"the journal {state} was written by a run that planned {Path(job.source).name} in memory; "
+            f"continue it that way: BULKIMPORT_STORED_PLAN_ROWS={plan.counts.get('rows', 0) + 1} "
+            "bulkimport run … (the same command), or start a new journal with --state NEW.db")
     if bound and bound != plan.fingerprint:
         raise JournalMismatchError(STORED_REBIND.format(state=state))
 

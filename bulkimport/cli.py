@@ -244,7 +244,9 @@ def _job(file: Path, mapping_path: Path | None, reading: dict[str, Any]) -> Any:
     """An ImportJob for the commands that only read FILE (validate, mapping)."""
     from .job import ImportJob
 
-    return ImportJob(file, mapping=mapping_path, **_reading(reading))
+    # read whole, as always: validate lists every problem, mapping counts every author (a big file
+    # is planned on disk by run only)
+    return ImportJob(file, mapping=mapping_path, plan_on_disk=False, **_reading(reading))
 
 
 def _show_mapping(job: Any) -> None:

@@ -493,6 +493,7 @@ class ImportJob:
     include_service: bool = False  # messenger service messages as system notes (--include-service)
     keep_open: bool = False  # leave the imported sessions open (--keep-open); default: finish them
     unmapped_operators: str = "refuse"  # operator-side authors without an employee: refuse or system
+    plan_on_disk: bool | None = None  # a big CSV planned in parts into a stored plan; None: by size
     line_warnings: list[str] = field(default_factory=list, init=False)  # the line's noisy settings
     source_info: Any = field(default=None, init=False, repr=False)  # the Source that was read
     _frame: Any = field(default=None, init=False, repr=False)

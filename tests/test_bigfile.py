@@ -226,3 +226,32 @@ def test_a_stored_run_the_portal_stops_says_why_each_row_is_still_pending(tmp_pa
     with Journal.open(tmp_path / "s.db") as journal:
         got = dict(journal.query("SELECT code, COUNT(*) FROM rows WHERE status = 'pending' GROUP BY code"))
     assert got == {"not-reached": plan.counts["valid"]}
+
+
+def test_validate_and_mapping_read_a_big_file_whole_and_a_job_can_choose(tmp_path):
+    src, mapping = _history(tmp_path, rows=300, conversations=20)
+    out = CliRunner().invoke(main, ["validate", str(src), "--mapping", str(mapping)])
+    assert "300 rows: 297 valid, 3 invalid." in out.output  # every row, not the first 10,000
+    assert not list(tmp_path.glob("*.plan"))
+    assert not planstore.is_stored(_job(src, mapping, plan_on_disk=False).plan())
+    with pytest.raises(ConfigError, match="only a CSV, TSV or TXT file is planned on disk"):
+        ImportJob(ROOT / "data_examples" / "history.xlsx", plan_on_disk=True).plan()
+
+
+def test_a_plan_cut_short_leaves_no_half_plan_and_a_journal_planned_in_memory_is_not_taken(
+        tmp_path, monkeypatch):
+    src, mapping = _history(tmp_path, rows=300, conversations=20)
+    real = bigfile._plan_parts
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bigfile, "_plan_parts", cut)
+    with pytest.raises(KeyboardInterrupt):
+        _job(src, mapping).plan()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv", "big.toml"]  # no .new, no spool
+    monkeypatch.setattr(bigfile, "_plan_parts", real)
+    first = _job(src, mapping, plan_on_disk=False).run()  # an earlier run, in memory
+    assert first.summary.counts["sent"] == 297
+    with pytest.raises(JournalMismatchError, match="BULKIMPORT_STORED_PLAN_ROWS=301"):
+        _job(src, mapping).check_journal()
