@@ -121,7 +121,9 @@ def build(
     new = store_path.with_name(store_path.name + ".new")
     store: planstore.PlanStore | None = None
     try:
-        read = _split(chunks, mapping, spool, parts, _bar(progress, rows, "reading"))
+        read, dayfirst = _split(chunks, mapping, spool, parts, _bar(progress, rows, "reading"))
+        if dayfirst is not None:  # what planning the file whole would decide, for every part
+            mapping = mapping.with_options(dayfirst=dayfirst)
         store = planstore.PlanStore.create(new)
         totals = _plan_parts(store, spool, parts, chunks.attrs, mapping, chunk_size,
                              _bar(progress, read, "planning"))
@@ -134,8 +136,7 @@ def build(
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     totals["authors"] = _authors_json(totals.pop("authors_parts"))
-    fingerprint = "stored-v1:" + made_by[:40]
-    store.finish({"recipe": made_by, "fingerprint": fingerprint,
+    store.finish({"recipe": made_by,
                   "counts": json.dumps(totals["counts"]), "authors": totals["authors"],
                   "crm": "1" if mapping.options.get("disable_crm", True) else "0"})
     store.close()
@@ -155,15 +156,18 @@ def _bar(progress: Any, total: int, what: str) -> Any:
     return tqdm(total=total, desc=what, unit="row", unit_scale=True, disable=None, leave=False)
 
 
-def _split(chunks: Any, mapping: Any, spool: Path, parts: int, bar: Any) -> int:
+def _split(chunks: Any, mapping: Any, spool: Path, parts: int, bar: Any) -> tuple[int, bool | None]:
     """Rows of ``chunks`` into ``parts`` spool files by a hash of their conversation key (pickled
-    frames: written and read back by this process only, then deleted). Returns the rows read."""
+    frames: written and read back by this process only, then deleted). Returns the rows read and
+    the date order the whole file decides (see _DateOrder)."""
     from .validation import conversation_keys
 
     files = [(spool / f"{b}.pkl").open("wb") for b in range(parts)]
     read = 0
+    evidence = _DateOrder(chunks, mapping)
     try:
         for chunk in chunks:
+            evidence.add(chunk)
             keys = conversation_keys(chunk, mapping).fillna("")
             part = pd.util.hash_pandas_object(keys, index=False).to_numpy() % np.uint64(parts)
             for b in np.unique(part).tolist():
@@ -176,7 +180,30 @@ def _split(chunks: Any, mapping: Any, spool: Path, parts: int, bar: Any) -> int:
             fh.close()
         if bar is not None:
             bar.close()
-    return read
+    return read, evidence.decided()
+
+
+class _DateOrder:
+    """Whether D/M/Y dates are day-first, decided from the whole file as planning it whole would
+    (:func:`bulkimport.values.dmy_evidence`), for a mapping that does not say: each part must
+    read ``03/04/2024`` alike, whatever dates it happens to hold."""
+
+    def __init__(self, chunks: Any, mapping: Any) -> None:
+        column = mapping.columns.get("message.date")
+        column = column[0] if isinstance(column, list) else column
+        self.column = column if mapping.options.get("dayfirst") is None else None
+        self.day = self.month = False
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        if self.column is not None and self.column in chunk and not (self.day and self.month):
+            from .values import dmy_evidence
+
+            day, month = dmy_evidence(chunk[self.column])
+            self.day, self.month = self.day or day, self.month or month
+
+    def decided(self) -> bool | None:
+        """True: day-first, False: month-first, None: nothing decides (or the mapping did)."""
+        return None if self.day == self.month else self.day
 
 
 def _pieces(path: Path) -> Iterator[pd.DataFrame]:
@@ -309,10 +336,34 @@ def plan_for(job: Any, mapping: Any) -> planstore.StoredPlan:
     made_by = recipe(source, mapping, reading, 50, file_digest(source))
     store = cached(store_path, made_by)
     if store is None:
-        store = build(job._chunks, mapping, store_path, made_by, notify=job.notify, progress=job.progress)
+        with _planning(store_path):  # one planner at a time; it may have finished meanwhile
+            store = cached(store_path, made_by) or build(
+                job._chunks, mapping, store_path, made_by, notify=job.notify, progress=job.progress)
     else:
         job.notify(f"Plan read back from {store_path} (made before from the same file and options).")
     return planstore.stored_plan(store, mapping, source.name, 50)
+
+
+@contextlib.contextmanager
+def _planning(store_path: Path) -> Iterator[None]:
+    """Hold ``<plan>.lock`` while planning: a second process planning the same file into the same
+    place (a dry run started while a run plans) is refused instead of sharing its spool files."""
+    from .errors import ConfigError
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    with open(f"{store_path}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(
+                f"another bulkimport is planning into {store_path} (the same file and journal); wait for "
+                "it to finish (or stop it), then run again: it reads the plan back"
+            ) from None
+        yield
 
 
 def check_journal(job: Any, plan: planstore.StoredPlan) -> None:
@@ -327,15 +378,11 @@ def check_journal(job: Any, plan: planstore.StoredPlan) -> None:
     journal = Journal.open(state)
     try:
         bound = journal.meta().get("fingerprint")
+        if not bound or bound == plan.fingerprint or plan.matches(journal):
+            return  # new, the same plan, or the same rows planned before (the sender rebinds it)
     finally:
         journal.close()
-    if bound and not bound.startswith("stored-"):  # written by a run that planned the file in memory
-        raise JournalMismatchError(
-            f"the journal {state} was written by a run that planned {Path(job.source).name} in memory; "
-            f"continue it that way: BULKIMPORT_STORED_PLAN_ROWS={plan.counts.get('rows', 0) + 1} "
-            "bulkimport run … (the same command), or start a new journal with --state NEW.db")
-    if bound and bound != plan.fingerprint:
-        raise JournalMismatchError(STORED_REBIND.format(state=state))
+    raise JournalMismatchError(STORED_REBIND.format(state=state, rows=int(plan.counts.get("rows", 0)) + 1))
 
 
 def left_to_send(journal: Any, plan: planstore.StoredPlan, retry_failed: bool, retry_unknown: bool

@@ -512,6 +512,19 @@ def _iso_dates(w: _DateWork) -> None:
     w.rest = w.rest[~is_iso]
 
 
+def dmy_evidence(s: pd.Series) -> tuple[bool, bool]:
+    """(a value only day-first reads, a value only month-first reads) among the D/M/Y texts of
+    ``s``: what :func:`parse_dates` decides the order from when ``dayfirst`` is not given — a
+    file read in parts (bulkimport.bigfile) adds up this evidence to decide once for all parts."""
+    text = as_text(s).dropna().str.strip()
+    dmy = pd.Series(pd.unique(text.to_numpy()), dtype="str").str.extract(_DMY)
+    g = dmy[dmy["a"].notna()]
+    if g.empty:
+        return False, False
+    a, b = _to_num(g, "a"), _to_num(g, "b")
+    return bool(((a > 12) & (b <= 12)).any()), bool(((b > 12) & (a <= 12)).any())
+
+
 def _dmy_dates(w: _DateWork) -> None:
     """4. day/month/year with '.', '/' or '-' (and an optional time, 12- or 24-hour); decides
     day-first or month-first from the values when ``dayfirst`` did not."""

@@ -62,7 +62,7 @@ def test_a_big_csv_is_planned_on_disk_exactly_as_in_memory(tmp_path):
     stored = job.plan()
     assert planstore.is_stored(stored) and job.planned_on_disk
     assert any(" parts of whole conversations" in s for s in said)  # ~2,000 rows / 400 a part
-    assert stored.store.meta()["fingerprint"].startswith("stored-v1:")
+    assert stored.store.meta()["fingerprint"].startswith("stored-v2:")
     from bulkimport.mapping import Mapping
 
     whole = build_plan(load(src).frame, Mapping.load(mapping))
@@ -249,9 +249,17 @@ def test_a_plan_cut_short_leaves_no_half_plan_and_a_journal_planned_in_memory_is
     monkeypatch.setattr(bigfile, "_plan_parts", cut)
     with pytest.raises(KeyboardInterrupt):
         _job(src, mapping).plan()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv", "big.toml"]  # no .new, no spool
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["big.csv", "big.csv.bulkimport.db.plan.lock", "big.toml"]  # no .new, no spool
     monkeypatch.setattr(bigfile, "_plan_parts", real)
     first = _job(src, mapping, plan_on_disk=False).run()  # an earlier run, in memory
     assert first.summary.counts["sent"] == 297
-    with pytest.raises(JournalMismatchError, match="BULKIMPORT_STORED_PLAN_ROWS=301"):
+    again = _job(src, mapping)  # the same rows planned on disk: the journal is taken, nothing resent
+    again.check_journal()
+    assert again.run().summary.sent_this_run == 0
+    with Sandbox(db=src.with_name("sandbox-big.db")) as sb:
+        assert len(sb.store.messages()) == 297 and sb.store.duplicates().empty
+    with src.open("a", encoding="utf-8") as fh:  # now edited: the in-memory way is the way out
+        fh.write("wa-0000001;000000001;Иван Петров;+79160000001;client;01.03.2025 10:00:00;new row;\n")
+    with pytest.raises(JournalMismatchError, match="BULKIMPORT_STORED_PLAN_ROWS=302"):
         _job(src, mapping).check_journal()

@@ -58,10 +58,11 @@ from .summary import STATUS_COLUMNS, SendOutcome, SendSummary, result_frame, sum
 
 #: Why a journal of another version of a file planned on disk is refused (bulkimport.bigfile too).
 STORED_REBIND = (
-    "the journal {state} was written for another version of this file (it was edited, or planned "
-    "with other options): matching an edited file row by row is not done for inputs planned on disk "
-    "(past BULKIMPORT_STORED_PLAN_ROWS rows) yet; run the file as it was, or start a new journal "
-    "with --state NEW.db after checking what the old one sent (bulkimport status {state})"
+    "the journal {state} was written for another version of this file (edited, or read with other "
+    "options): its rows differ from this plan's, and a file planned on disk is not matched to its "
+    "journal row by row yet; run the file and options as they were, or let the run match the edit "
+    "in memory (~1.2 KiB per row): BULKIMPORT_STORED_PLAN_ROWS={rows} bulkimport run … (the same "
+    "command); a new journal would send every row again"
 )
 
 #: The statuses of a summary's counts, in the order of ``codes.STATUSES``.
@@ -247,8 +248,12 @@ class Sender:
         )
         try:
             journal.lock()
-            if journal.rebound is not None and is_stored(self.plan):
-                raise JournalMismatchError(STORED_REBIND.format(state=self.state))
+            if journal.rebound is not None and is_stored(self.plan):  # the same rows planned anew?
+                if not self.plan.matches(journal):  # type: ignore[attr-defined]
+                    rows = int(self.plan.counts.get("rows", 0)) + 1
+                    raise JournalMismatchError(STORED_REBIND.format(state=self.state, rows=rows))
+                journal.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (fingerprint,))
+                journal.rebound = None
             if journal.rebound is not None:  # an edited input: match the rows by identity
                 from ..after.rebind import reconcile
 
