@@ -71,16 +71,28 @@ def wanted(path: Path, kind: str) -> bool:
         return False
     from .sources.chunked import estimated_rows
 
-    return estimated_rows(path) >= threshold()
+    rows, size = estimated_rows(path), path.stat().st_size
+    if rows >= threshold():
+        return True
+    # an estimate from long first rows can be far under: count a big file's lines (~1 s per GB)
+    return size >= 64 << 20 and _digest_and_lines(path)[1] >= threshold()
 
 
 def file_digest(path: Path, block: int = 8 << 20) -> str:
     """SHA-256 of the file's bytes (~1–3 s per GB): a resumed run proves the input is the same."""
+    return _digest_and_lines(path, block)[0]
+
+
+def _digest_and_lines(path: Path, block: int = 8 << 20) -> tuple[str, int]:
+    """SHA-256 of the file and its number of lines (what the parts are counted from, exactly: an
+    estimate from the first MiB can be ten times off when the first rows are long)."""
     h = hashlib.sha256()
+    lines = 0
     with path.open("rb") as fh:
         while chunk := fh.read(block):
             h.update(chunk)
-    return h.hexdigest()
+            lines += chunk.count(b"\n")
+    return h.hexdigest(), lines
 
 
 def recipe(source: Path, mapping: Any, reading: dict[str, Any], chunk_size: int, digest: str) -> str:
@@ -104,13 +116,13 @@ def cached(store_path: Path, made_by: str) -> planstore.PlanStore | None:
 
 def build(
     chunks: Any, mapping: Any, store_path: Path, made_by: str, *, chunk_size: int = 50,
-    notify: Callable[[str], None] = lambda _t: None, progress: Any = None,
+    notify: Callable[[str], None] = lambda _t: None, progress: Any = None, lines: int | None = None,
 ) -> planstore.PlanStore:
     """Plan every row of ``chunks`` (a :class:`~bulkimport.sources.chunked.TextChunks`) into a new
     stored plan at ``store_path``: split into parts of whole conversations, plan each part."""
     from .sources.chunked import estimated_rows
 
-    rows = estimated_rows(Path(chunks.path))
+    rows = estimated_rows(Path(chunks.path)) if lines is None else max(0, lines - 1)  # less the header
     parts = max(1, math.ceil(rows / PART_ROWS))
     spool = store_path.with_name(store_path.name + ".spool")
     shutil.rmtree(spool, ignore_errors=True)
@@ -310,11 +322,18 @@ def source_for(job: Any, kind: str) -> Any | None:
     return Source(path=Path(job.source), kind="csv", frame=chunks.head(), mapping=None)
 
 
-def _refuse_options(job: Any) -> None:
-    """The options a stored plan cannot honour yet, refused before anything is read (exit 2)."""
+def _refuse_options(job: Any, mapping: Any) -> None:
+    """The options a stored plan cannot honour yet (given on the command line or in the mapping),
+    refused before anything is read (exit 2)."""
     from .errors import ConfigError
 
     why = "past BULKIMPORT_STORED_PLAN_ROWS rows, an input is planned on disk, in parts"
+    if mapping.options.get("files_upload") == "disk" and not job.upload_files:
+        raise ConfigError(f"files_upload = \"disk\" (the mapping's) is not available for "
+                          f"{Path(job.source).name} yet ({why}); publish the files, set files_base_url")
+    if mapping.options.get("missing_files") == "skip" and job.missing_files != "skip":
+        raise ConfigError(f"missing_files = \"skip\" (the mapping's) is not available for "
+                          f"{Path(job.source).name} yet ({why}); use \"note\" or \"fail\"")
     if job.update_changed:
         raise ConfigError(f"--update-changed is not available for {Path(job.source).name} yet ({why}); "
                           "it compares every row with the journal in memory")
@@ -329,16 +348,18 @@ def _refuse_options(job: Any) -> None:
 def plan_for(job: Any, mapping: Any) -> planstore.StoredPlan:
     """The job's stored plan: read back when made before from the same bytes and options (a resume,
     the run after a dry run), else planned now into ``<journal>.plan``."""
-    _refuse_options(job)
+    _refuse_options(job, mapping)
     source = Path(job.source)
     store_path = planstore.path_for(Path(job.state))
     reading = {"encoding": job.encoding, "delimiter": job.delimiter, "header_row": job.header_row}
-    made_by = recipe(source, mapping, reading, 50, file_digest(source))
+    digest, lines = _digest_and_lines(source)
+    made_by = recipe(source, mapping, reading, 50, digest)
     store = cached(store_path, made_by)
     if store is None:
         with _planning(store_path):  # one planner at a time; it may have finished meanwhile
             store = cached(store_path, made_by) or build(
-                job._chunks, mapping, store_path, made_by, notify=job.notify, progress=job.progress)
+                job._chunks, mapping, store_path, made_by, notify=job.notify, progress=job.progress,
+                lines=lines)
     else:
         job.notify(f"Plan read back from {store_path} (made before from the same file and options).")
     return planstore.stored_plan(store, mapping, source.name, 50)

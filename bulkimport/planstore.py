@@ -43,8 +43,9 @@ from .validation import FAILURE_COLUMNS
 SCHEMA_VERSION = "2"
 #: Problems kept per code for the listing (the counts are exact).
 EXAMPLES = 1000
-#: Conversations kept decoded in memory (the sender reads those at the front of its queue).
-CACHE = 4096
+#: Messages kept decoded in memory, in whole conversations (the sender reads those at the front
+#: of its queue): ~0.4 KiB each, so ~80 MiB; the last conversation read is kept whatever its size.
+CACHE_ROWS = 200_000
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +96,7 @@ class PlanStore:
         self.path = path
         self._conn = conn
         self._cache: OrderedDict[int, _Loaded] = OrderedDict()
+        self._cached_rows = 0
 
     # ------------------------------------------------------------------ writing
     @classmethod
@@ -224,7 +226,7 @@ class PlanStore:
 
     def conversation(self, ci: int) -> _Loaded:
         """Row ids, MESSAGES, chat key, lock keys and journal keys of conversation ``ci`` (the
-        last CACHE kept)."""
+        last CACHE_ROWS messages' conversations kept)."""
         hit = self._cache.get(ci)
         if hit is not None:
             self._cache.move_to_end(ci)
@@ -250,8 +252,10 @@ class PlanStore:
         found = (rids, Messages(cols, 0, len(rids)), key, frozenset(json.loads(locks)),
                  [str(r) for r in rids])
         self._cache[ci] = found
-        if len(self._cache) > CACHE:
-            self._cache.popitem(last=False)
+        self._cached_rows += len(rids)
+        while self._cached_rows > CACHE_ROWS and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_rows -= len(old[0])
         return found
 
     @property

@@ -263,3 +263,39 @@ def test_a_plan_cut_short_leaves_no_half_plan_and_a_journal_planned_in_memory_is
         fh.write("wa-0000001;000000001;Иван Петров;+79160000001;client;01.03.2025 10:00:00;new row;\n")
     with pytest.raises(JournalMismatchError, match="BULKIMPORT_STORED_PLAN_ROWS=302"):
         _job(src, mapping).check_journal()
+
+
+def test_the_mappings_own_upload_and_skip_options_are_refused_too(tmp_path):
+    src, _ = _history(tmp_path, rows=300, conversations=20)
+    for option, value in (("files_upload", "disk"), ("missing_files", "skip")):
+        given = tmp_path / f"{option}.toml"
+        given.write_text(tomli_w.dumps({**BIG_MAPPING, "options": {**BIG_MAPPING["options"], option: value}}),
+                         encoding="utf-8")
+        with pytest.raises(ConfigError, match=f'{option} = "{value}" .the mapping.s. is not available'):
+            _job(src, given).plan()
+
+
+def test_a_stopped_stored_run_notes_its_queued_rows_not_reached_even_if_once_held(tmp_path):
+    from bulkimport import connector as conn
+    from bulkimport.portal.urls import rest_url
+    from bulkimport.sending.sender import Sender
+
+    src, mapping = _history(tmp_path, rows=300, conversations=20)
+    plan = _job(src, mapping).plan()
+    state = tmp_path / "s.db"
+    first = next(iter(plan.conversations))
+    with Sandbox(db=tmp_path / "portal.db", time_scale=200.0) as sb:
+        target = conn.sandbox_target(sb)
+        conn.setup(target.client, 1, "bulkimport")
+        with Journal.bind(state, portal=rest_url(target.client.portal), line="1", connector="bulkimport",
+                          fingerprint=plan.fingerprint) as journal:
+            plan.journal_rows(journal)  # the first row failed (held), the rest of its chat behind it
+            journal.execute("UPDATE rows SET status = 'failed', hold = 1, code = 'x' "
+                            "WHERE conv = 0 AND seq = 0")
+            journal.execute("UPDATE rows SET code = 'held-after-failure' WHERE conv = 0 AND seq > 0")
+        sb.faults.add("NO_AUTH_FOUND", methods=["batch", "imconnector.send.messages"])
+        Sender(plan, client=target.client, clock=target.clock, line=1, connector="bulkimport", state=state,
+               retry_failed=True).run()
+    with Journal.open(state) as journal:
+        codes = dict(journal.query("SELECT code, COUNT(*) FROM rows WHERE status = 'pending' GROUP BY code"))
+    assert codes == {"not-reached": plan.counts["valid"] - 1} and len(first) > 1

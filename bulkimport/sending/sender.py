@@ -195,6 +195,7 @@ class Sender:
         self._auth = auth
         self._client = client
         self._keys: list[list[str]] | None = None  # see _conv_keys
+        self._stored_invalid: dict[str, tuple[str, str]] | None = None  # see _invalid
         #: also called with this run's counts and ``waiting_for`` (see progress.CallbackProgress)
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
         #: after a Ctrl-C, end at once at any size: no per-row frame (``outcome.frame`` is None, the
@@ -288,8 +289,10 @@ class Sender:
         return rows
 
     def _invalid(self) -> dict[str, tuple[str, str]]:
-        if is_stored(self.plan):
-            return self.plan.store.invalid()  # type: ignore[attr-defined]
+        if is_stored(self.plan):  # read once per run (millions of invalid rows are possible)
+            if self._stored_invalid is None:
+                self._stored_invalid = self.plan.store.invalid()  # type: ignore[attr-defined]
+            return self._stored_invalid
         failures = self.plan.failures
         out: dict[str, tuple[str, str]] = {}
         if failures is None or failures.empty:
@@ -453,9 +456,11 @@ class Sender:
         notes = schedule.pending_notes(self._conv_keys(), None if stored else reason)
         if notes:
             journal.note_pending(notes)
-        if stored and reason:  # the rows not reached, in one statement instead of one per row
-            journal.execute("UPDATE rows SET code = 'not-reached', error = ? WHERE status = 'pending' "
-                            "AND conv IS NOT NULL AND (code IS NULL OR code = 'not-reached')", (reason,))
+        if stored and reason:  # the rows still queued, a range per conversation instead of a key per row
+            journal.executemany(
+                "UPDATE rows SET code = 'not-reached', error = ? WHERE conv = ? AND seq BETWEEN ? AND ? "
+                "AND status = 'pending'",
+                [(reason, c.index, c.queue[0], c.queue[-1]) for c in schedule.convs.values() if c.queue])
         finished = self.clock.now()
         stopped = state.stopped
         journal.finish_run(run_id, _wall(), stop_code(stopped), state.interrupted, state.tally["sent"])
