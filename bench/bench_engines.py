@@ -22,7 +22,7 @@ int64): a result equals ours when the digests are equal.
 1. **ours** — what bulkimport.bigfile/planstore do: pandas reads Chat and Date in chunks of
    200,000, rows go by a hash of the key to parts of ~400,000 rows (pickled spool files), each
    part is sorted in pandas, SQLite orders the conversations (ROW_NUMBER() OVER (ORDER BY
-   first_date, first_pos)); the per-row result lands in a memory-mapped int32 file by row.
+   first_date, first_pos)); the per-row result is written per part, sorted by row, and merged when read back.
 2. **sqlite** — pandas reads the chunks, SQLite holds every row (key, date, row), ``CREATE INDEX``
    on (key, date, row) and two window queries; ``temp_store=FILE``, a 64 MiB page cache.
 3. **duckdb** — ``read_csv`` into a table of an on-disk database, window functions, the result
@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = ("ours", "sqlite", "duckdb", "polars")
+ENGINES = ("read", "ours", "sqlite", "duckdb", "polars")
 #: Records read at once (bulkimport.bigfile.CHUNK_ROWS) and rows of one part (PART_ROWS).
 CHUNK_ROWS = 200_000
 PART_ROWS = 400_000
@@ -110,6 +110,14 @@ def _chunks(csv: Path) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray]]:
         yield chunk["Chat"].reset_index(drop=True), secs, rows
 
 
+# ------------------------------------------------------------------------------------ 0. the read alone
+def engine_read(csv: Path, work: Path, rows: int) -> Callable[[], Batches]:
+    """The baseline: pandas' chunked read and date parse that engines 1-2 start with, nothing else."""
+    for _chunk in _chunks(csv):
+        pass
+    return lambda: iter(())
+
+
 # ------------------------------------------------------------------------------------ 1. ours
 def engine_ours(csv: Path, work: Path, rows: int) -> Callable[[], Batches]:
     """Hash-split into pickled parts, sort each part in pandas, order the conversations in SQLite."""
@@ -137,24 +145,39 @@ def engine_ours(csv: Path, work: Path, rows: int) -> Callable[[], Batches]:
                 "FROM bconvs")
     con.execute("CREATE UNIQUE INDEX convs_bucket ON convs (bucket, bconv)")
     con.commit()
-    out = np.lib.format.open_memmap(work / "result.npy", mode="w+", dtype="int32", shape=(total, 2))
-    for b in range(parts):
+    for b in range(parts):  # each part's rows with their conversation index, sorted by row
         conv_of = np.array([c for (c,) in con.execute(
-            "SELECT conv FROM convs WHERE bucket = ? ORDER BY bconv", (b,))], dtype="int32")
+            "SELECT conv FROM convs WHERE bucket = ? ORDER BY bconv", (b,))], dtype="int64")
         res = np.load(spool / f"{b}.res.npy")
-        out[res[:, 0]] = np.column_stack([conv_of[res[:, 1]], res[:, 2]])
+        (spool / f"{b}.res.npy").unlink()
+        res[:, 1] = conv_of[res[:, 1]]
+        res[np.argsort(res[:, 0], kind="stable")].astype("<i8").tofile(spool / f"{b}.out")
         del res
-    out.flush()
     con.close()
-    del out
+    return lambda: _merge_parts([spool / f"{b}.out" for b in range(parts)], total)
 
-    def read() -> Batches:
-        result = np.load(work / "result.npy", mmap_mode="r")
-        for a in range(0, len(result), VERIFY_ROWS):
-            block = np.asarray(result[a:a + VERIFY_ROWS])
-            yield np.arange(a, a + len(block)), block[:, 0], block[:, 1]
 
-    return read
+def _merge_parts(paths: list[Path], total: int, read_rows: int = 65_536) -> Batches:
+    """ours read back in row order: the parts' files (each sorted by row) merged block by block,
+    read with plain reads (a memory map's pages would count in the peak)."""
+    files = [p.open("rb") for p in paths]
+    ahead = [np.empty((0, 3), dtype="<i8") for _ in paths]
+    for a in range(0, total, VERIFY_ROWS):
+        end, block = a + VERIFY_ROWS, []
+        for i, fh in enumerate(files):
+            while not len(ahead[i]) or ahead[i][-1, 0] < end:
+                more = np.fromfile(fh, dtype="<i8", count=3 * read_rows).reshape(-1, 3)
+                if not len(more):
+                    break
+                ahead[i] = np.concatenate([ahead[i], more])
+            cut = int(np.searchsorted(ahead[i][:, 0], end))
+            block.append(ahead[i][:cut])
+            ahead[i] = ahead[i][cut:]
+        got = np.concatenate(block)
+        got = got[np.argsort(got[:, 0], kind="stable")]
+        yield got[:, 0], got[:, 1], got[:, 2]
+    for fh in files:
+        fh.close()
 
 
 def _ours_part(con: sqlite3.Connection, spool: Path, b: int) -> None:
@@ -277,17 +300,17 @@ def child(engine: str, csv: Path, work: Path, rows: int, memory_limit: str) -> N
     """Run one engine, then read its result back in row order for the digest; print one JSON line."""
     run: Callable[..., Callable[[], Batches]] = globals()[f"engine_{engine}"]
     kwargs = {"memory_limit": memory_limit} if engine == "duckdb" else {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     read = run(csv, work, rows, **kwargs)
     job = time.perf_counter() - t0
     hwm_job = _hwm_mib()
     digest = Digest()
     for row, conv, seq in read():
         digest.update(row, conv, seq)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     disk = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
     print(json.dumps({"engine": engine, "rows": digest.rows, "in_order": digest.in_order,
-                      "job_s": job, "total_s": total, "hwm_job_mib": hwm_job, "hwm_mib": _hwm_mib(),
+                      "job_s": job, "total_s": total, "cpu_s": cpu, "hwm_job_mib": hwm_job, "hwm_mib": _hwm_mib(),
                       "disk_mib": disk / 2**20, "sha256": digest.h.hexdigest()}), flush=True)
 
 
@@ -302,7 +325,7 @@ def generate(csv: Path, rows: int) -> None:
 # ------------------------------------------------------------------------------------ the parent
 def _versions(engine: str) -> str:
     """The version of the engine's own package (pandas and sqlite3 for ours/sqlite)."""
-    if engine in ("ours", "sqlite"):
+    if engine in ("read", "ours", "sqlite"):
         return f"pandas {pd.__version__}, SQLite {sqlite3.sqlite_version}"
     mod = __import__(engine)
     return f"{engine} {mod.__version__}"
@@ -346,7 +369,7 @@ def _spawn(args: list[str], tmp: Path, work: Path | None = None
 
 
 def _available(engine: str) -> bool:
-    return engine in ("ours", "sqlite") or importlib.util.find_spec(engine) is not None
+    return engine in ("read", "ours", "sqlite") or importlib.util.find_spec(engine) is not None
 
 
 def main() -> None:
@@ -378,7 +401,7 @@ def main() -> None:
             print(f"generated {csv} ({csv.stat().st_size / 2**20:,.0f} MiB) in {time.monotonic() - t:.0f} s")
         print(f"{args.rows:,} rows in {csv} ({csv.stat().st_size / 2**20:,.0f} MiB)\n")
         results = _run_engines(args, csv, tmp)
-    _table(results)
+    _table(results, args.rows)
 
 
 def _run_engines(args: argparse.Namespace, csv: Path, tmp: Path) -> list[dict[str, Any]]:
@@ -402,27 +425,30 @@ def _run_engines(args: argparse.Namespace, csv: Path, tmp: Path) -> list[dict[st
             continue
         got.update(wall=wall, peak=max(peak, got["hwm_mib"] or 0.0), load=load, version=_versions(engine),
                    disk_mib=max(disk, got["disk_mib"]))
-        print(f"{engine}: {got['total_s']:.1f} s (job {got['job_s']:.1f} s), peak {got['peak']:,.0f} MiB "
+        print(f"{engine}: {got['total_s']:.1f} s (job {got['job_s']:.1f} s, CPU {got['cpu_s']:.1f} s), peak {got['peak']:,.0f} MiB "
               f"(job {got['hwm_job_mib']:,.0f}), disk peak {got['disk_mib']:,.0f} MiB, load {load:.2f} at start; "
               f"{got['version']}")
         results.append(got)
     return results
 
 
-def _table(results: list[dict[str, Any]]) -> None:
+def _table(results: list[dict[str, Any]], args_rows: int) -> None:
     """The figures side by side, and whether each result equals ours."""
     ours = next((r.get("sha256") for r in results if r["engine"] == "ours"), None)
-    print(f"\n{'engine':<8} {'rows':>11} {'seconds':>8} {'job s':>7} {'peak MiB':>9} {'disk MiB':>9} "
-          f"{'load':>5}  equals ours")
+    print(f"\n{'engine':<8} {'rows':>11} {'seconds':>8} {'job s':>7} {'CPU s':>7} {'peak MiB':>9} "
+          f"{'disk MiB':>9} {'load':>5}  equals ours")
     for r in results:
         if r.get("skipped") or r.get("failed"):
             print(f"{r['engine']:<8} {'skipped (not importable)' if r.get('skipped') else 'FAILED'}")
             continue
         same = "—" if ours is None else ("yes" if r["sha256"] == ours else "NO")
-        if not r["in_order"]:
+        if r["engine"] == "read":
+            same = "(baseline: reads and parses only)"
+        elif not r["in_order"]:
             same += " (rows out of order!)"
-        print(f"{r['engine']:<8} {r['rows']:>11,} {r['total_s']:>8.1f} {r['job_s']:>7.1f} {r['peak']:>9,.0f} "
-              f"{r['disk_mib']:>9,.0f} {r['load']:>5.2f}  {same}  {r['sha256'][:12]}")
+        digest = "" if r["engine"] == "read" else r["sha256"][:12]
+        print(f"{r['engine']:<8} {r['rows'] or args_rows:>11,} {r['total_s']:>8.1f} {r['job_s']:>7.1f} "
+              f"{r['cpu_s']:>7.1f} {r['peak']:>9,.0f} {r['disk_mib']:>9,.0f} {r['load']:>5.2f}  {same}  {digest}")
 
 
 if __name__ == "__main__":
