@@ -157,7 +157,7 @@ def engine_ours(csv: Path, work: Path, rows: int) -> Callable[[], Batches]:
     return lambda: _merge_parts([spool / f"{b}.out" for b in range(parts)], total)
 
 
-def _merge_parts(paths: list[Path], total: int, read_rows: int = 65_536) -> Batches:
+def _merge_parts(paths: list[Path], total: int, read_rows: int = 8192) -> Batches:
     """ours read back in row order: the parts' files (each sorted by row) merged block by block,
     read with plain reads (a memory map's pages would count in the peak)."""
     files = [p.open("rb") for p in paths]
