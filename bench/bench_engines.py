@@ -2,9 +2,10 @@
 
 Usage::
 
-    python bench/bench_engines.py --rows 1000000            # engines 1-2 (project venv)
-    /work/venv-bench/bin/python bench/bench_engines.py      # all four, 10,000,000 rows
-    python bench/bench_engines.py --engines ours sqlite --csv /tmp/big.csv   # reuse a CSV
+    python bench/bench_engines.py --rows 1000000            # engines 0-2 (project venv)
+    /work/venv-bench/bin/python bench/bench_engines.py      # all of them, 10,000,000 rows
+    python bench/bench_engines.py --engines ours sqlite --csv /tmp/big.csv   # generate once, reuse
+    /work/venv-bench/bin/python bench/bench_engines.py --engines duckdb --memory-limit 256MB
 
 The side venv (never a dependency of the project)::
 
@@ -19,10 +20,12 @@ counts the engine's threads and its memory-mapped pages) are printed. The child 
 result back in row order and prints the SHA-256 of the (row, conv, seq) triples (little-endian
 int64): a result equals ours when the digests are equal.
 
+0. **read** — a baseline, not an engine: the pandas chunked read and date parse of 1-2, nothing else.
 1. **ours** — what bulkimport.bigfile/planstore do: pandas reads Chat and Date in chunks of
    200,000, rows go by a hash of the key to parts of ~400,000 rows (pickled spool files), each
    part is sorted in pandas, SQLite orders the conversations (ROW_NUMBER() OVER (ORDER BY
-   first_date, first_pos)); the per-row result is written per part, sorted by row, and merged when read back.
+   first_date, first_pos)); the per-row result is written per part, sorted by row, and merged
+   when read back.
 2. **sqlite** — pandas reads the chunks, SQLite holds every row (key, date, row), ``CREATE INDEX``
    on (key, date, row) and two window queries; ``temp_store=FILE``, a 64 MiB page cache.
 3. **duckdb** — ``read_csv`` into a table of an on-disk database, window functions, the result
