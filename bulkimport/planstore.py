@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -78,6 +79,13 @@ def path_for(journal: Path) -> Path:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _invalid_digest(cur: sqlite3.Cursor) -> str:
+    seen = hashlib.sha256()
+    for (rid,) in cur.execute("SELECT CAST(rid AS TEXT) FROM invalid ORDER BY rid"):
+        seen.update(rid.encode() + b",")
+    return "stored:" + seen.hexdigest()[:16]
 
 
 def _conv_hash(head: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> str:
@@ -179,6 +187,7 @@ class PlanStore:
             "ROW_NUMBER() OVER (ORDER BY first_date, first_pos) - 1, bucket, bconv, key, n, users, chat, "
             "locks, hash FROM bconvs"
         )
+        meta = {**meta, "invalid_digest": _invalid_digest(cur)}
         h = hashlib.sha256(b"bulkimport-stored-plan-v2\n" + meta.get("crm", "1").encode())
         for (one,) in cur.execute("SELECT hash FROM convs ORDER BY conv"):
             h.update(one.encode())
@@ -264,6 +273,10 @@ class PlanStore:
         if not hasattr(self, "_crm"):
             self._crm = self.meta().get("crm", "1") == "1"
         return self._crm
+
+    def invalid_digest(self) -> str:
+        """A digest of the invalid rows' ids (what tells a resumed run the journal has them all)."""
+        return self.meta().get("invalid_digest") or _invalid_digest(self._conn.cursor())
 
     def invalid(self) -> dict[str, tuple[str, str]]:
         """Journal key → (first code, every message) of each row that is not sent."""
@@ -367,7 +380,8 @@ class StoredPlan(Plan):
 
     @property
     def invalid_rows(self) -> pd.Index:
-        return pd.Index(sorted(int(r) for r in self.store.invalid()), name="row")
+        rids = self.store._conn.execute("SELECT rid FROM invalid ORDER BY rid")
+        return pd.Index(np.fromiter((r for (r,) in rids), dtype="int64"), name="row")
 
     @property
     def messages(self) -> int:
@@ -383,6 +397,13 @@ class StoredPlan(Plan):
         memory, by another version, or into a stored plan since rebuilt — whose fingerprint
         differs. One pass in SQL (~10 s per 10M rows), only when the fingerprints differ."""
         return _matches(self, journal)
+
+    def gone_invalid(self, journal: Any) -> list[str]:
+        """The journal's invalid rows this plan no longer has (a bad row deleted from the file)."""
+        with attached(journal, self.store.path, "plan") as cur:
+            return [r for (r,) in cur.execute(
+                "SELECT rid FROM rows WHERE conv IS NULL AND status = 'invalid' AND rid NOT IN "
+                "(SELECT CAST(rid AS TEXT) FROM plan.invalid)")]
 
     def journal_rows(self, journal: Any) -> int:
         """Journal every row (pending, or invalid with its code) not journalled yet, in SQL."""

@@ -356,15 +356,17 @@ def reconcile(journal: Journal, plan: Plan, invalid: dict[str, tuple[str, str]],
     return changes
 
 
-def forget_gone_invalid(journal: Journal, invalid: dict[str, tuple[str, str]]) -> Changes | None:
+def forget_gone_invalid(journal: Journal, invalid: dict[str, tuple[str, str]], *,
+                        stale: list[str] | None = None) -> Changes | None:
     """Invalid rows of the journal that the file no longer has (a bad row deleted; the plan, hence
     the fingerprint, unchanged) leave the journal's rows for ``gone_rows``, listed like gone sent
     rows, so that status and the report stop counting them; None when there are none. Invalid rows
     have no conversation, so the ``rows_conv`` index finds them without a scan."""
     import time
 
-    stale = [str(r[0]) for r in journal.query("SELECT rid, status FROM rows WHERE conv IS NULL")
-             if r[1] == INVALID and str(r[0]) not in invalid]
+    if stale is None:  # ``stale`` given: found by the caller (a stored plan's, in SQL)
+        stale = [str(r[0]) for r in journal.query("SELECT rid, status FROM rows WHERE conv IS NULL")
+                 if r[1] == INVALID and str(r[0]) not in invalid]
     if not stale:
         return None
     with journal.transaction() as cur:

@@ -195,7 +195,6 @@ class Sender:
         self._auth = auth
         self._client = client
         self._keys: list[list[str]] | None = None  # see _conv_keys
-        self._stored_invalid: dict[str, tuple[str, str]] | None = None  # see _invalid
         #: also called with this run's counts and ``waiting_for`` (see progress.CallbackProgress)
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
         #: after a Ctrl-C, end at once at any size: no per-row frame (``outcome.frame`` is None, the
@@ -264,7 +263,11 @@ class Sender:
             else:  # the same plan; an invalid row deleted from the file leaves the counts
                 from ..after.rebind import forget_gone_invalid
 
-                self.changes = forget_gone_invalid(journal, self._invalid())
+                if is_stored(self.plan):  # found in SQL: millions of invalid rows are possible
+                    gone = self.plan.gone_invalid(journal)  # type: ignore[attr-defined]
+                    self.changes = forget_gone_invalid(journal, {}, stale=gone)
+                else:
+                    self.changes = forget_gone_invalid(journal, self._invalid())
         except BaseException:
             journal.close()
             raise
@@ -289,10 +292,8 @@ class Sender:
         return rows
 
     def _invalid(self) -> dict[str, tuple[str, str]]:
-        if is_stored(self.plan):  # read once per run (millions of invalid rows are possible)
-            if self._stored_invalid is None:
-                self._stored_invalid = self.plan.store.invalid()  # type: ignore[attr-defined]
-            return self._stored_invalid
+        if is_stored(self.plan):  # never all at once: the stored paths ask the store in SQL
+            raise RuntimeError("a stored plan's invalid rows are read in SQL (planstore)")
         failures = self.plan.failures
         out: dict[str, tuple[str, str]] = {}
         if failures is None or failures.empty:
@@ -320,7 +321,9 @@ class Sender:
         plan = self.plan
         # a stored plan's rows go from its file to the journal in SQL (nothing left for add_rows)
         rows = (lambda: [plan.journal_rows(journal)][:0]) if is_stored(plan) else self._initial_rows
-        _journal_rows_once(journal, rows, self._invalid())
+        stored = is_stored(plan)
+        seen = plan.store.invalid_digest() if stored else None  # type: ignore[attr-defined]
+        _journal_rows_once(journal, rows, {} if stored else self._invalid(), seen=seen)
         recovered = journal.recover()
         if recovered:
             log.warning(
@@ -484,16 +487,17 @@ class Sender:
         return SendOutcome(frame, summary)  # type: ignore[arg-type]  # None: lean_interrupt
 
 
-def _journal_rows_once(journal: Journal, rows: Callable[[], Any], invalid: dict[str, tuple[str, str]]
-                       ) -> None:
+def _journal_rows_once(journal: Journal, rows: Callable[[], Any], invalid: dict[str, tuple[str, str]],
+                       seen: str | None = None) -> None:
     """Insert the plan's rows unless the journal already holds exactly them: bound to the same
     plan (fingerprint) with the same invalid rows. A resumed run of a 10M-row journal then
-    skips 10M ``INSERT OR IGNORE`` (~40 s); an edited file rebinds to a new fingerprint."""
+    skips 10M ``INSERT OR IGNORE`` (~40 s); an edited file rebinds to a new fingerprint.
+    ``seen``: the digest of the invalid rows when the plan has it (a stored plan's)."""
     import hashlib
     import json
 
     meta = journal.meta()
-    seen = hashlib.sha256(json.dumps(sorted(invalid)).encode()).hexdigest()[:16]
+    seen = seen or hashlib.sha256(json.dumps(sorted(invalid)).encode()).hexdigest()[:16]
     key = f"{meta.get('fingerprint', '')}:{seen}"
     if meta.get("fingerprint") and meta.get("rows_journalled") == key:
         return
