@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,3 +75,13 @@ def msg(
 def connector(sandbox: Sandbox) -> str:
     """A connector registered and active on line 1 of ``sandbox``."""
     return register(sandbox)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No BITRIX24_* settings leak in from the machine; tokens go to a temporary file (test files
+    that talk to a portal use it for every test: ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    for name in list(os.environ):
+        if name.startswith("BITRIX24_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))

@@ -6,7 +6,6 @@ the sandbox is set up."""
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +20,7 @@ from bulkimport.sandbox import Sandbox
 HEADER = ["Chat ID", "Client ID", "Client name", "Message ID", "Date", "Text"]
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("BITRIX24_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _row(chat: int, i: int, *, date: str | None = None, text: str | None = None) -> list[str]:

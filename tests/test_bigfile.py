@@ -5,7 +5,6 @@ lowered, so every code path of a ten-million-row run is taken in a second."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -29,11 +28,7 @@ from generate import BIG_MAPPING, big_csv  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("BITRIX24_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+def _clean_env(monkeypatch, clean_env):
     monkeypatch.setenv("BULKIMPORT_STORED_PLAN_ROWS", "100")  # every test file here is "big"
     monkeypatch.setattr(bigfile, "PART_ROWS", 400)  # several parts
     monkeypatch.setattr(bigfile, "CHUNK_ROWS", 250)  # several chunks, cut across conversations

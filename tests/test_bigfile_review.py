@@ -29,11 +29,7 @@ timezone = "UTC"
 
 
 @pytest.fixture(autouse=True)
-def _small_parts(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("BITRIX24_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+def _small_parts(monkeypatch, clean_env):
     monkeypatch.setenv("BULKIMPORT_STORED_PLAN_ROWS", "100")
     monkeypatch.setattr(bigfile, "PART_ROWS", 400)
     monkeypatch.setattr(bigfile, "CHUNK_ROWS", 250)

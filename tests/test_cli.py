@@ -17,13 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_XLSX = ROOT / "data_examples" / "history.xlsx"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    """No BITRIX24_* settings leak in from the machine; tokens go to a temporary file."""
-    for name in list(os.environ):
-        if name.startswith("BITRIX24_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _cli(

@@ -28,12 +28,7 @@ from bulkimport.sending.sender import Sender
 CHATS, PER_CHAT = 30, 3
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("BITRIX24_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -14,13 +13,7 @@ from bulkimport.cli import main
 from bulkimport.exits import EXIT_OK
 from bulkimport.sandbox import Sandbox
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("BITRIX24_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _config(client) -> dict:

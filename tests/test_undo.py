@@ -16,13 +16,7 @@ from bulkimport.exits import EXIT_OK
 from bulkimport.journal import Journal
 from bulkimport.sandbox import Sandbox
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("BITRIX24_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BITRIX24_TOKEN_FILE", str(tmp_path / "tokens.json"))
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _live(sb: Sandbox):
