@@ -241,12 +241,12 @@ _connector_opt = click.option(
 
 
 def _job(file: Path, mapping_path: Path | None, reading: dict[str, Any]) -> Any:
-    """An ImportJob for the commands that only read FILE (validate, mapping)."""
+    """An ImportJob for the commands that only read FILE (validate, mapping); a big CSV is planned
+    on disk for them as for run (its authors and problems counted over every row, in bounded
+    memory, and the plan kept for the run)."""
     from .job import ImportJob
 
-    # read whole, as always: validate lists every problem, mapping counts every author (a big file
-    # is planned on disk by run only)
-    return ImportJob(file, mapping=mapping_path, plan_on_disk=False, **_reading(reading))
+    return ImportJob(file, mapping=mapping_path, notify=click.echo, **_reading(reading))
 
 
 def _show_mapping(job: Any) -> None:
@@ -334,6 +334,22 @@ def _show_assumptions(job: Any) -> None:
             _echo_table(table[cols], 15)
     for code, text in job.assumptions():
         click.echo(f"Assumed ({code}): {text}")
+
+
+def _validate_on_disk(job: Any, problems: Path | None) -> None:
+    """``validate`` of a big CSV: its stored plan's exact counts, examples of each problem, and
+    every problem streamed to ``--problems``; exits."""
+    from .reporting import write_problems_stream
+
+    plan = job.plan()
+    c = plan.counts
+    click.echo(f"{_n(c['rows'], 'row')}: {c['valid']} valid, {c['invalid']} invalid.")
+    _show_failures(plan.failures, plan=plan)
+    if problems is not None:
+        store = plan.store
+        where = write_problems_stream(store.every_failure(), store.failure_count(), problems, plan.mapping)
+        click.echo(f"Every problem, row by row ({store.failure_count()}): {where}")
+    sys.exit(EXIT_ROWS if c["invalid"] else EXIT_OK)
 
 
 def _unmatched_operators(mapping: Any, table: Any) -> list[str]:
@@ -428,6 +444,8 @@ def validate(file: Path, mapping_path: Path | None, problems: Path | None, **rea
     frame, mapping = job.load()
     _show_mapping(job)
     _show_assumptions(job)
+    if job.planned_on_disk:
+        _validate_on_disk(job, problems)
     failures = job.failures()
     errors = failures[failures["level"] == "error"]
     invalid = errors["row"].nunique()
@@ -458,9 +476,11 @@ def mapping(file: Path, mapping_path: Path | None, save: Path | None, force: boo
     frame, found = job.load(strict=False)
     _show_mapping(job)
     if job.source_info is None or job.source_info.mapping is None:
+        from .bigfile import authors_of
         from .validation import authors
 
-        for line in _unmatched_operators(found, authors(frame, found)):
+        table = authors_of(job.plan()) if job.planned_on_disk and not found.missing_required() else None
+        for line in _unmatched_operators(found, authors(frame, found) if table is None else table):
             click.echo(line)
         from .validation import phone_region_assumption
 
@@ -877,6 +897,10 @@ def _save_mapping(job: Any, found: Any, save: Path, force: bool) -> None:
     from .validation import authors
 
     table = authors(*job.load()) if job.source_info is None or job.source_info.mapping is None else None
+    if table is not None and job.planned_on_disk and not found.missing_required():
+        from .bigfile import authors_of
+
+        table = authors_of(job.plan())  # a big CSV: every row's authors, added up from its parts
     found.save(save, authors=table if table is not None and len(table) else None)
     click.echo(f"Saved to {save}; edit it and pass --mapping {shlex.quote(str(save))}.")
     if table is not None and bool(table.get("likely_operator", False).any()):

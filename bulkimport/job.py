@@ -606,6 +606,8 @@ class ImportJob:
 
         _, mapping = self.load()
         src = self.source_info
+        if self._chunks is not None:  # a big CSV: the stored plan's (up to EXAMPLES of each code)
+            return self.plan().failures
         if src is not None and src.mapping is mapping:
             return validate(src, mapping)
         return prepared_of(self).failures  # the same pass the plan and the authors table use

@@ -15,8 +15,9 @@ bucket by bucket (each bucket: whole conversations, planned in memory by :func:`
 * ``msgs`` — one row per message: row id, message id, date, text, files (JSON), operator, which
   user block, and the identity the journal keeps (user id, digest, body) — ~150 bytes per row;
 * ``invalid`` — rows that are not sent, with their first code and every message;
-* ``failures`` — up to :data:`EXAMPLES` problems of each code (a 10M-row file with a warning on every
-  row would otherwise need gigabytes to list them), ``codes`` the exact count of each.
+* ``failures`` — every problem (a plan in memory holds up to :data:`EXAMPLES` of each code: a
+  10M-row file with a warning on every row would otherwise need gigabytes), ``codes`` the rows
+  with each.
 
 The file is a cache of the plan: deleting it costs one more planning pass, never a row.
 """
@@ -42,7 +43,7 @@ from .validation import FAILURE_COLUMNS
 
 #: The layout of the file; another value means "plan again".
 SCHEMA_VERSION = "2"
-#: Problems kept per code for the listing (the counts are exact).
+#: Problems of each code a stored plan holds in memory (the file keeps them all; counts are exact).
 EXAMPLES = 1000
 #: Messages kept decoded in memory, in whole conversations (the sender reads those at the front
 #: of its queue): ~0.4 KiB each, so ~80 MiB; the last conversation read is kept whatever its size.
@@ -166,16 +167,11 @@ class PlanStore:
             text = "; ".join(str(m) for m in group["message"].tolist())
             first = str(group["code"].iloc[0])
             cur.execute("INSERT OR IGNORE INTO invalid VALUES (?, ?, ?)", (int(rid), first, text))
-        have = dict(cur.execute(
-            "SELECT code || '|' || level, COUNT(*) FROM failures GROUP BY code, level").fetchall())
-        for (code, level), group in failures.groupby(["code", "level"], sort=False):
-            room = EXAMPLES - int(have.get(f"{code}|{level}", 0))
-            if room > 0:
-                cur.executemany(
-                    "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
-                    [(int(r), str(f), str(c), str(lv), str(m), None if pd.isna(v) else str(v))
-                     for r, f, c, lv, m, v in group.head(room)[FAILURE_COLUMNS].itertuples(index=False)],
-                )
+        cur.executemany(  # every problem, on disk (validate --problems lists them all)
+            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+            [(int(r), str(f), str(c), str(lv), str(m), None if pd.isna(v) else str(v))
+             for r, f, c, lv, m, v in failures[FAILURE_COLUMNS].itertuples(index=False)],
+        )
         cur.execute("COMMIT")
 
     def finish(self, meta: dict[str, str]) -> None:
@@ -283,10 +279,23 @@ class PlanStore:
         return {str(r): (c, m) for r, c, m in self._conn.execute("SELECT rid, code, message FROM invalid")}
 
     def failures(self) -> pd.DataFrame:
-        """The kept problems (up to EXAMPLES per code) in row order, validation's tidy columns."""
+        """Up to EXAMPLES problems of each code (the first rows), in row order, validation's tidy
+        columns: what a plan holds in memory (:meth:`every_failure` streams them all)."""
         got = self._conn.execute(
-            "SELECT row, field, code, level, message, value FROM failures ORDER BY row").fetchall()
+            "SELECT row, field, code, level, message, value FROM (SELECT *, ROW_NUMBER() OVER "
+            "(PARTITION BY code, level ORDER BY row) AS k FROM failures) WHERE k <= ? ORDER BY row",
+            (EXAMPLES,)).fetchall()
         return pd.DataFrame(got, columns=FAILURE_COLUMNS).astype({"row": "int64"})
+
+    def every_failure(self, batch: int = 100_000) -> Iterator[pd.DataFrame]:
+        """Every problem of every row, in row order, ``batch`` at a time."""
+        cur = self._conn.execute("SELECT row, field, code, level, message, value FROM failures ORDER BY row")
+        while got := cur.fetchmany(batch):
+            yield pd.DataFrame(got, columns=FAILURE_COLUMNS).astype({"row": "int64"})
+
+    def failure_count(self) -> int:
+        """How many problems there are in all."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0])
 
     def code_counts(self) -> dict[tuple[str, str], int]:
         """(code, level) → exact number of rows with that problem."""

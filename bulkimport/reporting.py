@@ -620,6 +620,31 @@ def problems_table(failures: pd.DataFrame, mapping: Any = None) -> pd.DataFrame:
 _FIELD_NAMES = frozenset(FIELDS)
 
 
+def write_problems_stream(
+    frames: Iterable[pd.DataFrame], total: int, path: str | Path, mapping: Any = None
+) -> Path:
+    """:func:`write_problems` of ``total`` problems given ``frames`` at a time (a plan stored on
+    disk): CSV streamed; an ``.xlsx`` asked for holds them if a sheet can, else they go to the
+    ``.csv`` beside it (the path returned says which)."""
+    target = check_report_path(path, option="--problems")
+    if target.suffix.lower() != ".csv" and total < XLSX_MAX_ROWS:
+        from .validation import FAILURE_COLUMNS
+
+        every = list(frames)
+        table = pd.concat(every, ignore_index=True) if every else pd.DataFrame(columns=FAILURE_COLUMNS)
+        return write_problems(table, target, mapping)
+    target = target if target.suffix.lower() == ".csv" else target.with_suffix(".csv")
+    tmp = target.with_name(target.name + ".tmp")
+    with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PROBLEM_COLUMNS)
+        for frame in frames:
+            for record in problems_table(frame, mapping).itertuples(index=False, name=None):
+                writer.writerow(["" if (v := _cell(x, xlsx=False)) is None else v for x in record])
+    tmp.replace(target)
+    return target
+
+
 def write_problems(failures: pd.DataFrame, path: str | Path, mapping: Any = None) -> Path:
     """Write :func:`problems_table` to ``path`` (``.xlsx``: one sheet ``problems``; ``.csv``), the
     whole list however long (for ``validate --problems FILE``); returns the path."""

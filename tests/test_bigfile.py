@@ -223,11 +223,23 @@ def test_a_stored_run_the_portal_stops_says_why_each_row_is_still_pending(tmp_pa
     assert got == {"not-reached": plan.counts["valid"]}
 
 
-def test_validate_and_mapping_read_a_big_file_whole_and_a_job_can_choose(tmp_path):
+def test_validate_and_mapping_of_a_big_file_count_every_row_on_disk(tmp_path, monkeypatch):
     src, mapping = _history(tmp_path, rows=300, conversations=20)
-    out = CliRunner().invoke(main, ["validate", str(src), "--mapping", str(mapping)])
+    monkeypatch.setattr(planstore, "EXAMPLES", 1)  # in memory one problem of each code …
+    problems = tmp_path / "problems.csv"
+    args = ["validate", str(src), "--mapping", str(mapping), "--problems", str(problems)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1, out.output
     assert "300 rows: 297 valid, 3 invalid." in out.output  # every row, not the first 10,000
-    assert not list(tmp_path.glob("*.plan"))
+    assert "(error) ×3:" in out.output and "Every problem, row by row (4):" in out.output
+    listed = pd.read_csv(problems, dtype=str, encoding="utf-8-sig")
+    bad = listed.loc[listed["code"] == "bad-date", "row"].astype(int)
+    assert sorted(bad) == [7, 102, 292]  # … all of them on disk
+    assert list(tmp_path.glob("*.plan"))  # and the plan is kept for the run
+    shown = CliRunner().invoke(main, ["mapping", str(src), "--mapping", str(mapping)])
+    assert shown.exit_code == 0, shown.output
+    assert "client" in shown.output and "Authors (3)" in shown.output
+    assert "Plan read back from" in shown.output
     assert not planstore.is_stored(_job(src, mapping, plan_on_disk=False).plan())
     with pytest.raises(ConfigError, match="only a CSV, TSV or TXT file is planned on disk"):
         ImportJob(ROOT / "data_examples" / "history.xlsx", plan_on_disk=True).plan()
