@@ -729,6 +729,7 @@ class ImportJob:
         started = time.monotonic()
         sender = Sender(plan, **target, **self._sender_options())
         sender.lean_interrupt = True  # after Ctrl-C: exit at once, the report comes later
+        bigfile.say_start(self, plan)  # a stored plan's first run copies its rows: say so
         staged = staging.prepare_sender(self, plan, sender, target["client"])
         outcome = sender.run()
         staging.add_column(staged, outcome.frame)

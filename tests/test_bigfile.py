@@ -77,8 +77,10 @@ def test_a_big_csv_is_planned_on_disk_exactly_as_in_memory(tmp_path):
 
 def test_sent_from_the_stored_plan_every_message_once_in_order_then_resumed_from_it(tmp_path):
     src, mapping = _history(tmp_path)
-    result = _job(src, mapping).run()
+    first_said: list[str] = []
+    result = _job(src, mapping, notify=first_said.append).run()
     plan = result.plan
+    assert any(t.startswith(f"Journalling {plan.counts['valid']:,} rows and their ids") for t in first_said)
     assert result.summary.counts["sent"] == plan.counts["valid"] and result.summary.counts["invalid"] == 3
     assert result.frame is None and result.report == src.with_name("big.csv.report.csv")
     assert result.exit_code == 1 and result.next_steps() == []  # three invalid rows, nothing to resume
@@ -97,8 +99,11 @@ def test_sent_from_the_stored_plan_every_message_once_in_order_then_resumed_from
     assert any(s.startswith("Plan read back from") for s in [*said, *_notes(again)])
     resumed = again.resume()
     assert resumed is not None and resumed.sent == plan.counts["valid"] and resumed.to_go == 0
+    later: list[str] = []
+    again.notify = later.append
     second = again.run()
     assert second.summary.sent_this_run == 0
+    assert later and not any(t.startswith("Journalling") for t in later)  # once per plan
     with Sandbox(db=src.with_name("sandbox-big.db")) as sb:
         assert len(sb.store.messages()) == plan.counts["valid"] and sb.store.duplicates().empty
 
