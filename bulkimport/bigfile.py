@@ -391,7 +391,7 @@ def check_journal(job: Any, plan: planstore.StoredPlan) -> None:
     """Refuse, before the portal is set up, a journal written for another version of the file."""
     from .errors import JournalMismatchError
     from .journal import Journal
-    from .sending.sender import STORED_REBIND
+    from .sending.sender import rebind_advice
 
     state = Path(job.state)
     if not state.is_file():
@@ -403,7 +403,7 @@ def check_journal(job: Any, plan: planstore.StoredPlan) -> None:
             return  # new, the same plan, or the same rows planned before (the sender rebinds it)
     finally:
         journal.close()
-    raise JournalMismatchError(STORED_REBIND.format(state=state, rows=int(plan.counts.get("rows", 0)) + 1))
+    raise JournalMismatchError(rebind_advice(state, plan))
 
 
 def left_to_send(journal: Any, plan: planstore.StoredPlan, retry_failed: bool, retry_unknown: bool

@@ -756,7 +756,9 @@ def status_rows(journal: Any, statuses: Iterable[str], plan: Any = None, excerpt
         )
     rows = journal.rows()
     status = rows["status"].replace("inflight", "unknown")
-    rows = rows[status.isin(wanted).to_numpy()].assign(status=status)
+    keep = status.isin(wanted).to_numpy()
+    # the statuses as an array: a Series assigned to an empty frame would give it the Series' index
+    rows = rows[keep].assign(status=status.to_numpy()[keep])
     zone = report_zone(plan)
     ids = [json.loads(r) for r in rows["rid"]]
     out = pd.DataFrame(

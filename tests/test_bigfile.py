@@ -273,7 +273,7 @@ def test_a_plan_cut_short_leaves_no_half_plan_and_a_journal_planned_in_memory_is
         assert len(sb.store.messages()) == 297 and sb.store.duplicates().empty
     with src.open("a", encoding="utf-8") as fh:  # now edited: the in-memory way is the way out
         fh.write("wa-0000001;000000001;Иван Петров;+79160000001;client;01.03.2025 10:00:00;new row;\n")
-    with pytest.raises(JournalMismatchError, match="BULKIMPORT_STORED_PLAN_ROWS=302"):
+    with pytest.raises(JournalMismatchError, match="BULKIMPORT_STORED_PLAN_ROWS=603 bulkimport run"):
         _job(src, mapping).check_journal()
 
 
@@ -311,3 +311,14 @@ def test_a_stopped_stored_run_notes_its_queued_rows_not_reached_even_if_once_hel
     with Journal.open(state) as journal:
         codes = dict(journal.query("SELECT code, COUNT(*) FROM rows WHERE status = 'pending' GROUP BY code"))
     assert codes == {"not-reached": plan.counts["valid"] - 1} and len(first) > 1
+
+
+def test_status_rows_of_a_status_no_row_has_is_said_not_a_traceback(tmp_path):
+    src, mapping = _history(tmp_path, rows=200, conversations=10)
+    result = _job(src, mapping).run()
+    for status, said in (("unknown", "No rows unknown."), ("failed", "No rows failed.")):
+        out = CliRunner().invoke(main, ["status", str(result.journal), "--rows", status])
+        assert out.exit_code == 0 and out.exception is None, out.output
+        assert said in out.output
+    out = CliRunner().invoke(main, ["status", str(result.journal), "--rows", "invalid"])
+    assert out.exit_code == 0 and "bad-date" in out.output

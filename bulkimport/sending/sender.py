@@ -61,8 +61,8 @@ STORED_REBIND = (
     "the journal {state} was written for another version of this file (edited, or read with other "
     "options): its rows differ from this plan's, and a file planned on disk is not matched to its "
     "journal row by row yet; run the file and options as they were, or let the run match the edit "
-    "in memory (~1.2 KiB per row): BULKIMPORT_STORED_PLAN_ROWS={rows} bulkimport run … (the same "
-    "command); a new journal would send every row again"
+    "in memory (~4 KiB of memory per row, {gib:.0f} GiB here): BULKIMPORT_STORED_PLAN_ROWS={rows} "
+    "bulkimport run … (the same command); a new journal would send every row again"
 )
 
 #: The statuses of a summary's counts, in the order of ``codes.STATUSES``.
@@ -250,8 +250,7 @@ class Sender:
             journal.lock()
             if journal.rebound is not None and is_stored(self.plan):  # the same rows planned anew?
                 if not self.plan.matches(journal):  # type: ignore[attr-defined]
-                    rows = int(self.plan.counts.get("rows", 0)) + 1
-                    raise JournalMismatchError(STORED_REBIND.format(state=self.state, rows=rows))
+                    raise JournalMismatchError(rebind_advice(self.state, self.plan))
                 journal.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (fingerprint,))
                 journal.rebound = None
             if journal.rebound is not None:  # an edited input: match the rows by identity
@@ -485,6 +484,13 @@ class Sender:
         if stopped is not None:
             log.error("stopped early: %s", stopped)
         return SendOutcome(frame, summary)  # type: ignore[arg-type]  # None: lean_interrupt
+
+
+def rebind_advice(state: Any, plan: Plan) -> str:
+    """:data:`STORED_REBIND` for ``plan``: a threshold well above the file's rows (the threshold is
+    compared with an estimate of them), and the memory matching in memory takes."""
+    rows = int(plan.counts.get("rows", 0))
+    return STORED_REBIND.format(state=state, rows=2 * rows + 1, gib=max(1, rows * 4 / 2**20))
 
 
 def _journal_rows_once(journal: Journal, rows: Callable[[], Any], invalid: dict[str, tuple[str, str]],
