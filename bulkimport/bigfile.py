@@ -327,7 +327,8 @@ def _refuse_options(job: Any, mapping: Any) -> None:
     refused before anything is read (exit 2)."""
     from .errors import ConfigError
 
-    why = "past BULKIMPORT_STORED_PLAN_ROWS rows, an input is planned on disk, in parts"
+    why = (f"from {threshold():,} rows an input is planned on disk, in parts; "
+           f"BULKIMPORT_STORED_PLAN_ROWS above its rows plans it in memory, with the option")
     if mapping.options.get("files_upload") == "disk" and not job.upload_files:
         raise ConfigError(f"files_upload = \"disk\" (the mapping's) is not available for "
                           f"{Path(job.source).name} yet ({why}); publish the files, set files_base_url")

@@ -709,6 +709,8 @@ class ImportJob:
         from .reporting import default_journal_report
 
         target = default_journal_report(result.journal)
+        if is_stored(result.plan):  # the report a completed run of it writes: the same file
+            target = Path(str(self.report)).with_suffix(".csv")
         result.report_later = ["bulkimport", "report", str(result.journal), "--report", str(target)]
 
     def _sender_options(self) -> dict[str, Any]:
