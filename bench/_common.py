@@ -25,6 +25,19 @@ if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere withou
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+
+def hwm_mib(pid: int | str = "self") -> float | None:
+    """A process's peak resident memory so far (VmHWM), MiB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 CONNECTOR = "bench_import"
 _DURATION = re.compile(rb'"duration": ?([0-9.eE+-]+)')
 ICON = {"DATA_IMAGE": "data:image/svg+xml;charset=US-ASCII,%3Csvg%2F%3E"}

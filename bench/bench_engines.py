@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import hwm_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("read", "ours", "sqlite", "duckdb", "polars")
@@ -86,18 +87,6 @@ class Digest:
         triples = np.column_stack([row, np.asarray(conv, dtype="<i8"), np.asarray(seq, dtype="<i8")])
         self.h.update(np.ascontiguousarray(triples, dtype="<i8").tobytes())
         self.rows += len(row)
-
-
-def _hwm_mib(pid: int | str = "self") -> float | None:
-    """A process's peak resident memory so far (VmHWM), MiB; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _chunks(csv: Path) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray]]:
@@ -306,14 +295,14 @@ def child(engine: str, csv: Path, work: Path, rows: int, memory_limit: str) -> N
     t0, c0 = time.perf_counter(), time.process_time()
     read = run(csv, work, rows, **kwargs)
     job = time.perf_counter() - t0
-    hwm_job = _hwm_mib()
+    hwm_job = hwm_mib()
     digest = Digest()
     for row, conv, seq in read():
         digest.update(row, conv, seq)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     disk = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
     print(json.dumps({"engine": engine, "rows": digest.rows, "in_order": digest.in_order,
-                      "job_s": job, "total_s": total, "cpu_s": cpu, "hwm_job_mib": hwm_job, "hwm_mib": _hwm_mib(),
+                      "job_s": job, "total_s": total, "cpu_s": cpu, "hwm_job_mib": hwm_job, "hwm_mib": hwm_mib(),
                       "disk_mib": disk / 2**20, "sha256": digest.h.hexdigest()}), flush=True)
 
 
@@ -360,7 +349,7 @@ def _spawn(args: list[str], tmp: Path, work: Path | None = None
         peak = disk = 0.0
         polls = 0
         while proc.poll() is None:
-            peak = max(peak, _hwm_mib(proc.pid) or 0.0)
+            peak = max(peak, hwm_mib(proc.pid) or 0.0)
             if work is not None and polls % 5 == 0:
                 disk = max(disk, _disk_mib(work))
             polls += 1

@@ -38,24 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, header
+from _common import ROOT, header, hwm_mib
 
 sys.path.insert(0, str(ROOT / "data_examples"))
 
 #: Server seconds per call and per message of the sandbox: requests take a fraction of a second.
 COSTS = {"cost_per_call": 0.05, "cost_per_message": 0.002}
-
-
-def _hwm_mib(pid: int) -> float | None:
-    """The process's peak resident memory so far (VmHWM), MiB; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _env(portal: Any, tmp: Path) -> dict[str, str]:
@@ -89,7 +77,7 @@ def _watch(proc: subprocess.Popen[bytes], until: Any, limit: float) -> tuple[flo
     """Poll until ``until()`` is true (→ seconds since start) or the process ends; peak memory."""
     t0, peak = time.monotonic(), 0.0
     while time.monotonic() - t0 < limit:
-        hwm = _hwm_mib(proc.pid)
+        hwm = hwm_mib(proc.pid)
         peak = max(peak, hwm or 0.0)
         if until():
             return time.monotonic() - t0, peak
@@ -106,7 +94,7 @@ def _interrupt(proc: subprocess.Popen[bytes], portal: Any, peak: float) -> dict[
     t_int = time.monotonic()
     last, last_change = stored(), t_int
     while proc.poll() is None and time.monotonic() - t_int < 600:
-        peak = max(peak, _hwm_mib(proc.pid) or 0.0)
+        peak = max(peak, hwm_mib(proc.pid) or 0.0)
         now = stored()
         if now != last:
             last, last_change = now, time.monotonic()

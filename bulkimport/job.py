@@ -170,6 +170,7 @@ class JobResult:
     changes: Any = None  # what an edited input changed against the journal (after.rebind.Changes)
     settled: Any = None  # what reading unknown rows back settled (after.settle.Settled)
     report_later: list[str] | None = None  # the command that writes the per-row report not written
+    _tallies: dict[tuple[str, str | None], int] | None = field(default=None, init=False, repr=False)
 
     @property
     def stopped(self) -> str | None:
@@ -191,21 +192,10 @@ class JobResult:
 
     def tallies(self) -> dict[tuple[str, str | None], int]:
         """Rows per (status, code): from the per-row frame, or from the journal when the run kept
-        none (a plan stored on disk)."""
-        if self.frame is not None:
-            code = self.frame.get("import_error_code")
-            pairs = zip(self.frame["import_status"].tolist(),
-                        [None] * len(self.frame) if code is None else code.tolist(), strict=True)
-            out: dict[tuple[str, str | None], int] = {}
-            for status, c in pairs:
-                key = (str(status), c if isinstance(c, str) else None)
-                out[key] = out.get(key, 0) + 1
-            return out
-        from .journal import Journal
-
-        with Journal.open(self.journal) as journal:
-            return {(str(s), c): int(n) for s, c, n in
-                    journal.query("SELECT status, code, COUNT(*) FROM rows GROUP BY status, code")}
+        none (a plan stored on disk); counted once (exit status and next steps both ask)."""
+        if self._tallies is None:
+            self._tallies = _tallies(self)
+        return self._tallies
 
     def next_steps(self) -> list[str]:
         """What to do next, one line each: resume, retry the rejected rows, settle unknown ones."""
@@ -270,6 +260,24 @@ class JobResult:
             summary = self.summary
             return count_lines(summary.counts, summary.top_errors, summary=summary, wall=self.wall)
         return summary_lines(self.frame, plan=self.plan, summary=self.summary, wall=self.wall)
+
+
+def _tallies(result: JobResult) -> dict[tuple[str, str | None], int]:
+    """The body of :meth:`JobResult.tallies`."""
+    frame = result.frame
+    if frame is None:
+        from .journal import Journal
+
+        with Journal.open(result.journal) as journal:
+            return {(str(s), c): int(n) for s, c, n in
+                    journal.query("SELECT status, code, COUNT(*) FROM rows GROUP BY status, code")}
+    import pandas as pd
+
+    code = frame.get("import_error_code", pd.Series(None, index=frame.index, dtype=object))
+    pairs = pd.DataFrame({"s": frame["import_status"].astype(str).to_numpy(),
+                          "c": code.astype(object).where(code.notna(), None).to_numpy()})
+    counted = pairs.value_counts(dropna=False)
+    return {(s, c if isinstance(c, str) else None): int(n) for (s, c), n in counted.items()}
 
 
 def _held_note(tallies: dict[tuple[str, str | None], int], which: str) -> str:

@@ -274,9 +274,10 @@ class PlanStore:
         """A digest of the invalid rows' ids (what tells a resumed run the journal has them all)."""
         return self.meta().get("invalid_digest") or _invalid_digest(self._conn.cursor())
 
-    def invalid(self) -> dict[str, tuple[str, str]]:
-        """Journal key → (first code, every message) of each row that is not sent."""
-        return {str(r): (c, m) for r, c, m in self._conn.execute("SELECT rid, code, message FROM invalid")}
+    def invalid_ids(self) -> np.ndarray:
+        """The row ids of the rows that are not sent, in row order (int64)."""
+        rids = self._conn.execute("SELECT rid FROM invalid ORDER BY rid")
+        return np.fromiter((r for (r,) in rids), dtype="int64")
 
     def failures(self) -> pd.DataFrame:
         """Up to EXAMPLES problems of each code (the first rows), in row order, validation's tidy
@@ -389,8 +390,7 @@ class StoredPlan(Plan):
 
     @property
     def invalid_rows(self) -> pd.Index:
-        rids = self.store._conn.execute("SELECT rid FROM invalid ORDER BY rid")
-        return pd.Index(np.fromiter((r for (r,) in rids), dtype="int64"), name="row")
+        return pd.Index(self.store.invalid_ids(), name="row")
 
     @property
     def messages(self) -> int:

@@ -491,12 +491,18 @@ def _write_csv(rows: pd.DataFrame, target: Path) -> None:
 
 def _write_csv_table(rows: pd.DataFrame, target: Path) -> None:
     """A table as CSV (UTF-8 with BOM), every cell :func:`neutralise`-d; written beside, then moved."""
+    _write_csv_tables(list(rows.columns), [rows], target)
+
+
+def _write_csv_tables(columns: list[Any], tables: Iterable[pd.DataFrame], target: Path) -> None:
+    """:func:`_write_csv_table` of tables given one after another (streamed: one in memory)."""
     tmp = target.with_name(target.name + ".tmp")
     with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow([_cell(str(c), xlsx=False) for c in rows.columns])
-        for record in rows.itertuples(index=False, name=None):
-            writer.writerow(["" if (v := _cell(x, xlsx=False)) is None else v for x in record])
+        writer.writerow([_cell(str(c), xlsx=False) for c in columns])
+        for rows in tables:
+            for record in rows.itertuples(index=False, name=None):
+                writer.writerow(["" if (v := _cell(x, xlsx=False)) is None else v for x in record])
     tmp.replace(target)
 
 
@@ -634,14 +640,7 @@ def write_problems_stream(
         table = pd.concat(every, ignore_index=True) if every else pd.DataFrame(columns=FAILURE_COLUMNS)
         return write_problems(table, target, mapping)
     target = target if target.suffix.lower() == ".csv" else target.with_suffix(".csv")
-    tmp = target.with_name(target.name + ".tmp")
-    with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(PROBLEM_COLUMNS)
-        for frame in frames:
-            for record in problems_table(frame, mapping).itertuples(index=False, name=None):
-                writer.writerow(["" if (v := _cell(x, xlsx=False)) is None else v for x in record])
-    tmp.replace(target)
+    _write_csv_tables(PROBLEM_COLUMNS, (problems_table(f, mapping) for f in frames), target)
     return target
 
 

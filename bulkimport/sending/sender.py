@@ -318,11 +318,11 @@ class Sender:
     def _recover(self, journal: Journal) -> int:
         """Journal the plan's rows; rows a previous run left in flight become ``unknown``."""
         plan = self.plan
-        # a stored plan's rows go from its file to the journal in SQL (nothing left for add_rows)
-        rows = (lambda: [plan.journal_rows(journal)][:0]) if is_stored(plan) else self._initial_rows
-        stored = is_stored(plan)
-        seen = plan.store.invalid_digest() if stored else None  # type: ignore[attr-defined]
-        _journal_rows_once(journal, rows, {} if stored else self._invalid(), seen=seen)
+        if is_stored(plan):  # its rows go from its file to the journal in SQL (none for add_rows)
+            seen = plan.store.invalid_digest()  # type: ignore[attr-defined]
+            _journal_rows_once(journal, lambda: [plan.journal_rows(journal)][:0], {}, seen=seen)
+        else:
+            _journal_rows_once(journal, self._initial_rows, self._invalid())
         recovered = journal.recover()
         if recovered:
             log.warning(

@@ -53,6 +53,7 @@ from .tabular import (
     ATTR_SOURCE,
     EXCEL_EXTENSIONS,
     TEXT_EXTENSIONS,
+    _csv_options,
     _date_columns,
     _described,
     _detect_encoding,
@@ -73,22 +74,6 @@ _LOOK = inspect.signature(_drop_footer).parameters["look"].default  # rows _drop
 _DATE_SAMPLE = 200  # values per column _date_columns judges a column by
 _MIN_READ = 128  # fewest records asked of the parser at a time
 _SCAN_READ = 1 << 16  # records per step of the pass over the unnamed columns
-
-
-def _csv_options(sep: str, enc: str, skip: int) -> dict[str, Any]:
-    """The ``pandas.read_csv`` options of ``tabular._parse_csv`` (a test checks they stay the same)."""
-    return {
-        "sep": sep,
-        "dtype": str,
-        "encoding": enc,
-        "encoding_errors": "strict",
-        "keep_default_na": False,
-        "na_values": [""],
-        "skip_blank_lines": False,
-        "header": None,
-        "engine": "c",
-        "skiprows": skip,
-    }
 
 
 @dataclass

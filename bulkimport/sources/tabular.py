@@ -867,21 +867,18 @@ def _read_text_as(
     return out
 
 
+def _csv_options(sep: str, enc: str, skip: int) -> dict[str, Any]:
+    """The ``pandas.read_csv`` options of every CSV read (whole here, in chunks in chunked.py):
+    raw records, no header applied, from line ``skip + 1`` on; every cell text or missing."""
+    return {
+        "sep": sep, "dtype": str, "encoding": enc, "encoding_errors": "strict", "keep_default_na": False,
+        "na_values": [""], "skip_blank_lines": False, "header": None, "engine": "c", "skiprows": skip,
+    }
+
+
 def _parse_csv(p: Path, sep: str, enc: str, skip: int) -> pd.DataFrame:
     """The raw records (no header applied), from line ``skip + 1`` on; every cell text or missing."""
-    return pd.read_csv(
-        p,
-        sep=sep,
-        dtype=str,
-        encoding=enc,
-        encoding_errors="strict",
-        keep_default_na=False,
-        na_values=[""],
-        skip_blank_lines=False,
-        header=None,
-        engine="c",
-        skiprows=skip,
-    )
+    return pd.read_csv(p, **_csv_options(sep, enc, skip))
 
 
 def _ragged(name: str, sep: str, exc: Exception) -> ReadError:
