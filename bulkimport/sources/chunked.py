@@ -63,7 +63,7 @@ from .tabular import (
     _header_names,
     _no_data_rows,
     _ragged,
-    _sniff_delimiter,
+    _separator,
     _text_frame,
     _utf8_head,
 )
@@ -331,12 +331,9 @@ def _plan(
     except (LookupError, UnicodeDecodeError):
         raise _refused(*refuse) from None
     text = text.lstrip("\ufeff")
-    if delimiter is None:
-        sep = "\t" if p.suffix.lower() == ".tsv" else _sniff_delimiter(text)
-    else:
-        sep = "\t" if delimiter in ("\\t", "tab") else delimiter
-        if len(sep) != 1:
-            raise _refused(*refuse)
+    sep = _separator(p, delimiter, text)
+    if sep is None:
+        raise _refused(*refuse)
     plan = _Plan(p, enc, sep, 0 if header_row is None else header_row - 1, 0, [], [], {}, tentative, raw_head)
     with _errors(plan):
         window = _window(plan, text, explicit=header_row is not None)

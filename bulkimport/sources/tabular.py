@@ -822,17 +822,14 @@ def _read_text_as(
             "(e.g. --encoding cp1251)",
         ) from None
     head_text = head_text.lstrip("\ufeff")
-    if delimiter is None:
-        sep = "\t" if p.suffix.lower() == ".tsv" else _sniff_delimiter(head_text)
-    else:
-        sep = "\t" if delimiter in ("\\t", "tab") else delimiter
-        if len(sep) != 1:
-            raise ReadError(
-                f"{p.name}: delimiter {delimiter!r} is not one character; give the separator itself, "
-                "e.g. delimiter=';' or delimiter='tab'",
-                cli=f"{p.name}: --delimiter {delimiter!r} is not one character; give the separator "
-                "itself, e.g. --delimiter ';' or --delimiter tab",
-            )
+    sep = _separator(p, delimiter, head_text)
+    if sep is None:
+        raise ReadError(
+            f"{p.name}: delimiter {delimiter!r} is not one character; give the separator itself, "
+            "e.g. delimiter=';' or delimiter='tab'",
+            cli=f"{p.name}: --delimiter {delimiter!r} is not one character; give the separator "
+            "itself, e.g. --delimiter ';' or --delimiter tab",
+        )
     skip = 0 if header_row is None else header_row - 1
     try:
         df = _parse_csv(p, sep, enc, skip)
@@ -874,6 +871,15 @@ def _csv_options(sep: str, enc: str, skip: int) -> dict[str, Any]:
         "sep": sep, "dtype": str, "encoding": enc, "encoding_errors": "strict", "keep_default_na": False,
         "na_values": [""], "skip_blank_lines": False, "header": None, "engine": "c", "skiprows": skip,
     }
+
+
+def _separator(p: Path, delimiter: str | None, head_text: str) -> str | None:
+    """The field separator: ``delimiter`` as given (``tab`` or ``\\t`` for a tab), else a tab for
+    .tsv, else sniffed from the head of the text; None when the given one is not one character."""
+    if delimiter is None:
+        return "\t" if p.suffix.lower() == ".tsv" else _sniff_delimiter(head_text)
+    sep = "\t" if delimiter in ("\\t", "tab") else delimiter
+    return sep if len(sep) == 1 else None
 
 
 def _parse_csv(p: Path, sep: str, enc: str, skip: int) -> pd.DataFrame:
